@@ -1,0 +1,348 @@
+"""IDX data sets (MNIST and any other set in the same four-file layout), NumPy only.
+
+Where the files are looked for, in order:
+
+1. the directory given by the caller (``--data-dir``),
+2. ``$BITSNN_DATA``,
+3. ``../shared/data/mnist`` beside the repository,
+4. the user cache directory (``$XDG_CACHE_HOME/bitsnn/mnist``, default ``~/.cache/bitsnn/mnist``),
+
+and, when none of them holds the files and downloading is allowed, MNIST is downloaded into the
+cache directory from the standard mirrors. A directory holding the four standard file names
+(gzipped or raw) is accepted: if its files match MNIST's official checksums it is MNIST; if they
+have MNIST's exact sizes but other contents they are corrupt copies and are refused; otherwise they
+are a custom data set, accepted after their headers, counts and shapes are validated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import BitsnnError
+from .fileio import atomic_path
+
+__all__ = [
+    "Dataset",
+    "IDXError",
+    "read_idx",
+    "load_dataset",
+    "find_data_dir",
+    "download_mnist",
+    "MNIST_FILES",
+    "MNIST_MIRRORS",
+]
+
+
+class IDXError(BitsnnError):
+    """A missing, truncated or malformed IDX file."""
+
+
+#: The four standard names, each with the official gzip's md5/sha256/size and the
+#: sha256 and size of its decompressed (raw) bytes.
+MNIST_FILES = {
+    "train-images-idx3-ubyte": dict(
+        gz_md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        gz_sha256="440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        gz_size=9_912_422,
+        raw_sha256="ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        raw_size=47_040_016,
+    ),
+    "train-labels-idx1-ubyte": dict(
+        gz_md5="d53e105ee54ea40749a09fcbcd1e9432",
+        gz_sha256="3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        gz_size=28_881,
+        raw_sha256="65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        raw_size=60_008,
+    ),
+    "t10k-images-idx3-ubyte": dict(
+        gz_md5="9fb629c4189551a2d022fa330f9573f3",
+        gz_sha256="8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        gz_size=1_648_877,
+        raw_sha256="0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        raw_size=7_840_016,
+    ),
+    "t10k-labels-idx1-ubyte": dict(
+        gz_md5="ec29112dd5afa0611ce80d1b7f02629c",
+        gz_sha256="f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        gz_size=4_542,
+        raw_sha256="ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        raw_size=10_008,
+    ),
+}
+
+#: Standard MNIST mirrors, tried in order (each serves the four ``.gz`` files).
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+_IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A four-part IDX image classification set, as uint8 arrays.
+
+    ``train_images``/``test_images``: (N, H, W) uint8; ``*_labels``: (N,) uint8.
+    ``name`` is ``"mnist"`` when every file matched MNIST's official checksums, else ``"custom"``.
+    """
+
+    name: str
+    source: Path
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+    @property
+    def verified(self) -> bool:
+        return self.name == "mnist"
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.train_labels.max(initial=0), self.test_labels.max(initial=0))) + 1
+
+    def summary(self) -> str:
+        h, w = self.train_images.shape[1:]
+        hist = np.bincount(self.test_labels, minlength=self.num_classes)
+        return (
+            f"{self.name} from {self.source}: train {len(self.train_images)} x {h}x{w}, "
+            f"test {len(self.test_images)} x {h}x{w}, {self.num_classes} classes, "
+            f"checksums {'verified' if self.verified else 'not MNIST (custom set)'}; "
+            f"test labels per class {hist.tolist()}"
+        )
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise IDXError(f"cannot read {path}: {e.strerror}") from None
+    if path.suffix == ".gz":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise IDXError(f"{path}: corrupt or truncated gzip data ({e})") from None
+    return raw
+
+
+def read_idx(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
+    """Parse one IDX file (raw or ``.gz``) and return its array.
+
+    The header must be two zero bytes, a known type code and a dimension count; the payload
+    must hold exactly the number of items the header's sizes multiply to.
+    """
+    path = Path(path)
+    if data is None:
+        data = _read_bytes(path)
+    if len(data) < 4:
+        raise IDXError(f"{path}: too short for an IDX header ({len(data)} bytes)")
+    zero, type_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or type_code not in _IDX_TYPES or ndim == 0:
+        raise IDXError(f"{path}: not an IDX file (magic 0x{int.from_bytes(data[:4], 'big'):08x})")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise IDXError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = _IDX_TYPES[type_code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = len(data) - header
+    if actual < expected:
+        raise IDXError(f"{path}: truncated: header promises {expected} data bytes, file has {actual}")
+    if actual > expected:
+        raise IDXError(f"{path}: {actual - expected} unexpected bytes after the data")
+    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _locate(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        p = directory / name
+        if p.is_file():
+            return p
+    # Copies of MNIST found in the wild have "." for either or both of the last two "-"
+    # ("train-images.idx3-ubyte", "train-images-idx3.ubyte", "train-images.idx3.ubyte").
+    dotted_idx = stem.replace("-idx", ".idx")
+    for alt in (dotted_idx, stem.replace("-ubyte", ".ubyte"), dotted_idx.replace("-ubyte", ".ubyte")):
+        for name in (alt, alt + ".gz"):
+            p = directory / name
+            if p.is_file():
+                return p
+    return None
+
+
+def _has_dataset(directory: Path) -> bool:
+    return directory.is_dir() and all(_locate(directory, stem) is not None for stem in MNIST_FILES)
+
+
+def _repo_shared_mnist() -> Path:
+    # <repo>/bitsnn/data.py -> <repo>/../shared/data/mnist
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bitsnn" / "mnist"
+
+
+def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """The places searched, in order, each with the reason it is searched."""
+    places = []
+    if data_dir is not None:
+        places.append(("--data-dir", Path(data_dir)))
+    env = os.environ.get("BITSNN_DATA")
+    if env:
+        places.append(("$BITSNN_DATA", Path(env)))
+    places.append(("beside the repository", _repo_shared_mnist()))
+    places.append(("user cache", cache_dir()))
+    return places
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The first searched directory holding all four files, or None.
+
+    An explicitly given ``data_dir`` must hold them: if it does not, that is an error rather
+    than a silent fallback to another place.
+    """
+    if data_dir is not None:
+        d = Path(data_dir)
+        if not d.is_dir():
+            raise IDXError(f"--data-dir {d}: no such directory")
+        missing = [s for s in MNIST_FILES if _locate(d, s) is None]
+        if missing:
+            raise IDXError(f"--data-dir {d}: missing {', '.join(m + '[.gz]' for m in missing)}")
+        return d
+    for _, d in candidate_dirs():
+        if _has_dataset(d):
+            return d
+    return None
+
+
+def _verify_mnist(path: Path, stem: str, data: bytes) -> bool:
+    """True if ``path`` is the official file. Refuses files of MNIST's size but other bytes."""
+    ref = MNIST_FILES[stem]
+    if path.suffix == ".gz":
+        blob = path.read_bytes()
+        if len(blob) == ref["gz_size"]:
+            if hashlib.sha256(blob).hexdigest() == ref["gz_sha256"]:
+                return True
+            raise IDXError(f"{path}: has MNIST's size but not its checksum (corrupt copy)")
+    if len(data) == ref["raw_size"]:
+        if hashlib.sha256(data).hexdigest() == ref["raw_sha256"]:
+            return True
+        raise IDXError(f"{path}: has MNIST's size but not its checksum (corrupt copy)")
+    return False
+
+
+def load_dataset(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool | None = None,
+    mirrors: tuple[str, ...] = MNIST_MIRRORS,
+    progress: bool = True,
+) -> Dataset:
+    """Load MNIST (or a custom IDX set) as uint8 arrays.
+
+    ``download``: None means "download if nothing is found locally"; False never downloads.
+    """
+    directory = find_data_dir(data_dir)
+    if directory is None:
+        if download is False:
+            raise IDXError(_not_found_message(data_dir))
+        try:
+            directory = download_mnist(cache_dir(), mirrors=mirrors, progress=progress)
+        except IDXError as e:
+            raise IDXError(f"{_not_found_message(data_dir)}; download failed: {e}") from None
+
+    arrays = {}
+    verified = True
+    for stem in MNIST_FILES:
+        path = _locate(directory, stem)
+        data = _read_bytes(path)
+        arrays[stem] = read_idx(path, data)
+        verified &= _verify_mnist(path, stem, data)
+
+    tr_x, tr_y = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
+    te_x, te_y = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
+    for stem, arr, nd in (
+        ("train-images-idx3-ubyte", tr_x, 3),
+        ("t10k-images-idx3-ubyte", te_x, 3),
+        ("train-labels-idx1-ubyte", tr_y, 1),
+        ("t10k-labels-idx1-ubyte", te_y, 1),
+    ):
+        if arr.ndim != nd or arr.dtype != np.uint8:
+            raise IDXError(
+                f"{_locate(directory, stem)}: expected {nd}-D unsigned bytes, got {arr.ndim}-D {arr.dtype}"
+            )
+    if len(tr_x) != len(tr_y):
+        raise IDXError(f"{directory}: {len(tr_x)} training images but {len(tr_y)} training labels")
+    if len(te_x) != len(te_y):
+        raise IDXError(f"{directory}: {len(te_x)} test images but {len(te_y)} test labels")
+    if tr_x.shape[1:] != te_x.shape[1:]:
+        raise IDXError(f"{directory}: training images are {tr_x.shape[1:]} but test images {te_x.shape[1:]}")
+    if len(tr_x) == 0 or len(te_x) == 0:
+        raise IDXError(f"{directory}: empty training or test set")
+    return Dataset("mnist" if verified else "custom", directory, tr_x, tr_y, te_x, te_y)
+
+
+def _not_found_message(data_dir) -> str:
+    looked = "; ".join(f"{why}: {p}" for why, p in candidate_dirs(data_dir))
+    return f"MNIST not found (looked in {looked})"
+
+
+def download_mnist(
+    target: str | os.PathLike, *, mirrors: tuple[str, ...] = MNIST_MIRRORS, progress: bool = True
+) -> Path:
+    """Download the four MNIST ``.gz`` files into ``target``, verifying each checksum.
+
+    Each file is written atomically, so an interrupted download leaves nothing half-written.
+    """
+    from tqdm import tqdm
+
+    target = Path(target)
+    errors = []
+    for stem, ref in MNIST_FILES.items():
+        dest = target / (stem + ".gz")
+        if dest.is_file() and hashlib.sha256(dest.read_bytes()).hexdigest() == ref["gz_sha256"]:
+            continue
+        for mirror in mirrors:
+            url = mirror + stem + ".gz"
+            try:
+                with urllib.request.urlopen(url, timeout=30) as r:
+                    total = int(r.headers.get("Content-Length") or ref["gz_size"])
+                    chunks = []
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=stem, disable=not progress) as bar:
+                        while chunk := r.read(1 << 16):
+                            chunks.append(chunk)
+                            bar.update(len(chunk))
+                blob = b"".join(chunks)
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                errors.append(f"{url}: {getattr(e, 'reason', e)}")
+                continue
+            if hashlib.sha256(blob).hexdigest() != ref["gz_sha256"]:
+                errors.append(f"{url}: checksum mismatch")
+                continue
+            with atomic_path(dest) as tmp:
+                tmp.write_bytes(blob)
+            break
+        else:
+            raise IDXError("; ".join(errors[-len(mirrors):]) or f"no mirror served {stem}.gz")
+    return target

@@ -1,0 +1,418 @@
+"""The hardware-model file (``.bsnn``): the one integer IR every stage after export reads.
+
+NumPy only. The arithmetic it defines (docs/hardware-model.md has the full text):
+
+- weights w_ji in {-1, +1}, stored as bits b_ji (1 <-> +1), packed per neuron row,
+  little-endian bit order: input i is bit (i % 8) of byte (i // 8); padding bits are 0;
+- input encoding ``spikes``: s_i = [x_i >= input_threshold] for 8-bit pixels x;
+  ``pixels``: the first layer takes x_i in 0..255 directly;
+- pre-activation a_j = sum_i s_i * w_ji = 2 * popcount(s & b_j) - popcount(s);
+- hidden layer: spike_j = [a_j >= theta_j] where compare_j = +1, [a_j <= theta_j] where
+  compare_j = -1 (a negative folded scale); theta lies in [-R-1, R+1], R the largest |a_j|;
+- output layer: integer scores a_j; class = argmax, ties to the lowest index.
+
+Container (version 1), all integers little-endian::
+
+    b"BITSNNHW" | u32 version | u32 header length H | H bytes UTF-8 JSON header | payload
+
+The header lists each array's name, dtype, shape and offset into the payload, the model's
+structure, free-form ``meta`` (data set, accuracy, training config) and ``content_hash``, the
+SHA-256 of the canonical header without that field followed by the payload. Loading checks all of
+it and raises :class:`HardwareModelError` with one line naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import BitsnnError
+from .fileio import atomic_write_bytes
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "HardwareModelError",
+    "Layer",
+    "HardwareModel",
+    "pack_bits",
+    "unpack_bits",
+    "random_model",
+]
+
+MAGIC = b"BITSNNHW"
+FORMAT_VERSION = 1
+_DTYPES = {"u1": np.dtype("<u1"), "i1": np.dtype("<i1"), "i4": np.dtype("<i4"), "i8": np.dtype("<i8")}
+_MAX_HEADER = 1 << 24
+_MAX_DIM = 1 << 20
+INPUT_ENCODINGS = ("spikes", "pixels")
+
+
+class HardwareModelError(BitsnnError):
+    """The file is not a valid hardware model (wrong version, corrupt, inconsistent)."""
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """(..., n) array of 0/1 -> (..., ceil(n/8)) uint8, little-endian bit order, zero padding."""
+    return np.packbits(np.asarray(bits, dtype=np.uint8), axis=-1, bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: (..., ceil(n/8)) uint8 -> (..., n) uint8 of 0/1."""
+    return np.unpackbits(packed, axis=-1, count=n, bitorder="little")
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One fully connected binary layer.
+
+    ``weight_bits``: (n_out, ceil(n_in/8)) uint8, row j holds neuron j's weights.
+    ``thresholds``/``compare``: (n_out,) int64/int8 for a hidden layer; None for the output layer,
+    whose neurons emit their integer pre-activation as class scores.
+    ``input_kind``: ``"spikes"`` (0/1 inputs) or ``"pixels"`` (0..255 inputs, first layer only).
+    """
+
+    name: str
+    n_in: int
+    n_out: int
+    weight_bits: np.ndarray
+    thresholds: np.ndarray | None = None
+    compare: np.ndarray | None = None
+    input_kind: str = "spikes"
+
+    @property
+    def is_output(self) -> bool:
+        return self.thresholds is None
+
+    @property
+    def max_input(self) -> int:
+        return 255 if self.input_kind == "pixels" else 1
+
+    @property
+    def a_max(self) -> int:
+        """R: the largest |a_j| any input can produce."""
+        return self.max_input * self.n_in
+
+    @property
+    def row_bytes(self) -> int:
+        return (self.n_in + 7) // 8
+
+    def weights_pm1(self) -> np.ndarray:
+        """(n_out, n_in) int8 of -1/+1."""
+        return unpack_bits(self.weight_bits, self.n_in).astype(np.int8) * 2 - 1
+
+    def weight_bit_matrix(self) -> np.ndarray:
+        """(n_out, n_in) uint8 of 0/1."""
+        return unpack_bits(self.weight_bits, self.n_in)
+
+
+@dataclass(frozen=True, eq=False)
+class HardwareModel:
+    """A whole network in integer form; see the module docstring for its arithmetic."""
+
+    input_shape: tuple[int, ...]
+    input_encoding: str
+    input_threshold: int
+    layers: tuple[Layer, ...]
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        object.__setattr__(self, "layers", tuple(self.layers))
+        self.validate()
+
+    # ---- structure -------------------------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return math.prod(self.input_shape)
+
+    @property
+    def num_classes(self) -> int:
+        return self.layers[-1].n_out
+
+    @property
+    def hidden_layers(self) -> tuple[Layer, ...]:
+        return self.layers[:-1]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.layers[0].n_in] + [l.n_out for l in self.layers]
+
+    @property
+    def weight_bits_total(self) -> int:
+        return sum(l.n_in * l.n_out for l in self.layers)
+
+    def describe(self) -> str:
+        spec = "-".join(str(s) for s in self.sizes)
+        return (
+            f"{spec} ({self.input_encoding} input"
+            + (f", threshold {self.input_threshold}" if self.input_encoding == "spikes" else "")
+            + f"), {self.weight_bits_total} weight bits"
+        )
+
+    def validate(self) -> None:
+        """Raise HardwareModelError naming the first inconsistency."""
+        err = HardwareModelError
+        if self.input_encoding not in INPUT_ENCODINGS:
+            raise err(f"unknown input encoding {self.input_encoding!r} (expected one of {INPUT_ENCODINGS})")
+        if not self.input_shape or any(d <= 0 or d > _MAX_DIM for d in self.input_shape):
+            raise err(f"bad input shape {self.input_shape}")
+        if self.input_encoding == "spikes" and not (1 <= self.input_threshold <= 255):
+            raise err(f"input threshold {self.input_threshold} outside 1..255")
+        if not self.layers:
+            raise err("the model has no layers")
+        prev = self.n_inputs
+        for i, layer in enumerate(self.layers):
+            where = f"layer {i} ({layer.name})"
+            if layer.n_in != prev:
+                raise err(f"{where}: takes {layer.n_in} inputs but the previous stage gives {prev}")
+            if not (0 < layer.n_out <= _MAX_DIM):
+                raise err(f"{where}: bad neuron count {layer.n_out}")
+            want_kind = self.input_encoding if i == 0 else "spikes"
+            if layer.input_kind != want_kind:
+                raise err(f"{where}: input kind {layer.input_kind!r}, expected {want_kind!r}")
+            wb = layer.weight_bits
+            if not isinstance(wb, np.ndarray) or wb.dtype != np.uint8 or wb.shape != (layer.n_out, layer.row_bytes):
+                raise err(
+                    f"{where}: weight bits must be uint8 of shape {(layer.n_out, layer.row_bytes)}, "
+                    f"got {getattr(wb, 'dtype', type(wb))} {getattr(wb, 'shape', '')}"
+                )
+            pad = layer.row_bytes * 8 - layer.n_in
+            if pad and np.any(wb[:, -1] >> (8 - pad)):
+                raise err(f"{where}: padding bits beyond input {layer.n_in} are not zero")
+            last = i == len(self.layers) - 1
+            if last:
+                if layer.thresholds is not None or layer.compare is not None:
+                    raise err(f"{where}: the output layer must not have thresholds")
+            else:
+                th, cmp_ = layer.thresholds, layer.compare
+                if th is None or cmp_ is None:
+                    raise err(f"{where}: a hidden layer needs thresholds and compare directions")
+                if th.shape != (layer.n_out,) or cmp_.shape != (layer.n_out,):
+                    raise err(f"{where}: thresholds/compare must have shape ({layer.n_out},)")
+                if th.dtype.kind != "i" or cmp_.dtype.kind != "i":
+                    raise err(f"{where}: thresholds and compare must be integers")
+                if not np.all((cmp_ == 1) | (cmp_ == -1)):
+                    raise err(f"{where}: compare directions must be +1 (a >= theta) or -1 (a <= theta)")
+                r = layer.a_max
+                bad = np.flatnonzero((th < -r - 1) | (th > r + 1))
+                if bad.size:
+                    raise err(
+                        f"{where}: threshold {int(th[bad[0]])} of neuron {int(bad[0])} outside "
+                        f"the reachable range [{-r - 1}, {r + 1}]"
+                    )
+            prev = layer.n_out
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for i, l in enumerate(self.layers):
+            out[f"layers.{i}.weight_bits"] = np.ascontiguousarray(l.weight_bits, dtype="<u1")
+            if not l.is_output:
+                out[f"layers.{i}.thresholds"] = np.ascontiguousarray(l.thresholds, dtype="<i8")
+                out[f"layers.{i}.compare"] = np.ascontiguousarray(l.compare, dtype="<i1")
+        return out
+
+    def _structure(self) -> dict:
+        return {
+            "format": "bitsnn-hardware-model",
+            "version": FORMAT_VERSION,
+            "input": {
+                "shape": list(self.input_shape),
+                "encoding": self.input_encoding,
+                "threshold": int(self.input_threshold),
+            },
+            "layers": [
+                {"name": l.name, "kind": "binary_dense", "n_in": l.n_in, "n_out": l.n_out,
+                 "input": l.input_kind, "output": "scores" if l.is_output else "spikes"}
+                for l in self.layers
+            ],
+            "meta": self.meta,
+        }
+
+    def to_bytes(self) -> bytes:
+        header = self._structure()
+        arrays, payload, offset = {}, [], 0
+        for name, arr in self._arrays().items():
+            dt = {np.dtype("<u1"): "u1", np.dtype("<i1"): "i1", np.dtype("<i8"): "i8"}[arr.dtype]
+            arrays[name] = {"dtype": dt, "shape": list(arr.shape), "offset": offset}
+            blob = arr.tobytes()
+            payload.append(blob)
+            offset += len(blob)
+        header["arrays"] = arrays
+        payload_bytes = b"".join(payload)
+        header["content_hash"] = _content_hash(header, payload_bytes)
+        hjson = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        return MAGIC + struct.pack("<II", FORMAT_VERSION, len(hjson)) + hjson + payload_bytes
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the canonical header (without this field) and the payload."""
+        return json.loads(_header_of(self.to_bytes()))["content_hash"]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: the file appears whole or not at all."""
+        path = Path(path)
+        atomic_write_bytes(path, self.to_bytes())
+        return path
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "HardwareModel":
+        return _parse(data, source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "HardwareModel":
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise HardwareModelError(f"cannot read hardware model {path}: {e.strerror}") from None
+        return _parse(data, str(path))
+
+
+def _canonical(header: dict) -> bytes:
+    h = {k: v for k, v in header.items() if k != "content_hash"}
+    return json.dumps(h, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _content_hash(header: dict, payload: bytes) -> str:
+    return hashlib.sha256(_canonical(header) + payload).hexdigest()
+
+
+def _header_of(data: bytes) -> bytes:
+    (hlen,) = struct.unpack("<I", data[12:16])
+    return data[16 : 16 + hlen]
+
+
+def _parse(data: bytes, source: str) -> HardwareModel:
+    err = lambda msg: HardwareModelError(f"{source}: {msg}")  # noqa: E731
+    if len(data) < 16 or data[:8] != MAGIC:
+        raise err("not a bitsnn hardware-model file (bad magic)")
+    version, hlen = struct.unpack("<II", data[8:16])
+    if version != FORMAT_VERSION:
+        raise err(f"hardware-model format version {version}; this bitsnn reads version {FORMAT_VERSION}")
+    if hlen > _MAX_HEADER or 16 + hlen > len(data):
+        raise err("truncated header")
+    try:
+        header = json.loads(data[16 : 16 + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise err(f"corrupt header ({e.__class__.__name__})") from None
+    payload = data[16 + hlen :]
+    try:
+        return _from_header(header, payload, err)
+    except HardwareModelError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+        # A header that parsed as JSON but has the wrong structure.
+        raise err(f"malformed header ({e.__class__.__name__}: {e})") from None
+
+
+def _from_header(header, payload: bytes, err) -> HardwareModel:
+    if not isinstance(header, dict) or header.get("format") != "bitsnn-hardware-model":
+        raise err("header does not describe a bitsnn hardware model")
+    if header.get("version") != FORMAT_VERSION:
+        raise err(f"header version {header.get('version')!r} does not match the file version {FORMAT_VERSION}")
+    if not isinstance(header.get("content_hash"), str):
+        raise err("missing content hash")
+    table = header["arrays"]
+    if not isinstance(table, dict):
+        raise err("malformed array table")
+    end = 0
+    arrays = {}
+    for name, spec in table.items():
+        dt = _DTYPES.get(spec["dtype"])
+        shape = tuple(spec["shape"])
+        if dt is None or not all(isinstance(d, int) and 0 <= d <= _MAX_DIM for d in shape):
+            raise err(f"array {name}: bad dtype or shape")
+        off = spec["offset"]
+        if not isinstance(off, int) or off < 0:
+            raise err(f"array {name}: bad offset")
+        nbytes = math.prod(shape) * dt.itemsize
+        if off + nbytes > len(payload):
+            raise err(f"truncated: array {name} needs bytes {off}..{off + nbytes}, payload has {len(payload)}")
+        arrays[name] = np.frombuffer(payload, dtype=dt, count=math.prod(shape), offset=off).reshape(shape).copy()
+        end = max(end, off + nbytes)
+    if end != len(payload):
+        raise err(f"{len(payload) - end} unexpected bytes after the arrays")
+    if _content_hash(header, payload) != header["content_hash"]:
+        raise err("content hash mismatch: the file is corrupt or was edited")
+
+    inp = header["input"]
+    layers = []
+    for i, ls in enumerate(header["layers"]):
+        if ls.get("kind") != "binary_dense":
+            raise err(f"layer {i}: unsupported layer kind {ls.get('kind')!r}")
+        is_out = ls["output"] == "scores"
+        def get(k, i=i):
+            key = f"layers.{i}.{k}"
+            if key not in arrays:
+                raise err(f"missing array {key}")
+            return arrays[key]
+        layers.append(
+            Layer(
+                name=str(ls["name"]),
+                n_in=int(ls["n_in"]),
+                n_out=int(ls["n_out"]),
+                weight_bits=get("weight_bits").astype(np.uint8),
+                thresholds=None if is_out else get("thresholds").astype(np.int64),
+                compare=None if is_out else get("compare").astype(np.int8),
+                input_kind=str(ls["input"]),
+            )
+        )
+        if is_out != (i == len(header["layers"]) - 1):
+            raise err(f"layer {i}: only the last layer may output scores, and it must")
+    try:
+        return HardwareModel(
+            input_shape=tuple(int(d) for d in inp["shape"]),
+            input_encoding=str(inp["encoding"]),
+            input_threshold=int(inp["threshold"]),
+            layers=tuple(layers),
+            meta=dict(header.get("meta") or {}),
+        )
+    except HardwareModelError as e:
+        raise err(str(e)) from None
+
+
+def random_model(
+    rng: np.random.Generator,
+    sizes: list[int],
+    *,
+    input_encoding: str = "spikes",
+    input_threshold: int = 128,
+    input_shape: tuple[int, ...] | None = None,
+    threshold_spread: float = 0.3,
+) -> HardwareModel:
+    """A valid model with random weights and thresholds, for tests and benchmarks of later stages.
+
+    Thresholds are drawn around each neuron's expected pre-activation so that layers spike at
+    useful rates; a few land exactly on the range ends to exercise the never/always cases.
+    """
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        kind = input_encoding if i == 0 else "spikes"
+        bits = rng.integers(0, 2, size=(n_out, n_in), dtype=np.uint8)
+        last = i == len(sizes) - 2
+        th = cmp_ = None
+        if not last:
+            r = (255 if kind == "pixels" else 1) * n_in
+            scale = max(1, int(threshold_spread * math.sqrt(n_in) * (64 if kind == "pixels" else 1)))
+            th = rng.integers(-scale, scale + 1, size=n_out).astype(np.int64)
+            cmp_ = np.where(rng.random(n_out) < 0.8, 1, -1).astype(np.int8)
+            if n_out >= 4:
+                th[0], th[1] = r + 1, -r - 1
+            th = np.clip(th, -r - 1, r + 1)
+        layers.append(Layer(f"fc{i + 1}", n_in, n_out, pack_bits(bits), th, cmp_, kind))
+    return HardwareModel(
+        input_shape=input_shape or (sizes[0],),
+        input_encoding=input_encoding,
+        input_threshold=input_threshold,
+        layers=tuple(layers),
+        meta={"source": "random_model"},
+    )

@@ -1,0 +1,1 @@
+"""bitsnn.boards: bitstreams for amaranth-boards platforms with Yosys and nextpnr (YoWASP)."""

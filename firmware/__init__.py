@@ -1,0 +1,1 @@
+"""bitsnn.firmware: the host side of the UART protocol."""

@@ -1,0 +1,1 @@
+"""bitsnn.model: BitSNN training in PyTorch and export to the hardware-model file."""

@@ -1,0 +1,1 @@
+"""bitsnn.sim: the NumPy golden model and co-simulation of the generated hardware."""
