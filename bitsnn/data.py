@@ -9,9 +9,10 @@ Where the files are looked for, in order:
 
 and, when none of them holds the files and downloading is allowed, MNIST is downloaded into the
 cache directory from the standard mirrors. A directory holding the four standard file names
-(gzipped or raw) is accepted: if its files match MNIST's official checksums it is MNIST; if they
-have MNIST's exact sizes but other contents they are corrupt copies and are refused; otherwise they
-are a custom data set, accepted after their headers, counts and shapes are validated.
+(gzipped or raw) is accepted: if its files match MNIST's official checksums it is MNIST; a file of
+MNIST's exact size whose checksum differs but which still shares a part with the official file is a
+damaged copy and is refused; anything else is a custom data set (Fashion-MNIST, say), accepted after
+its headers, counts and shapes are validated.
 """
 
 from __future__ import annotations
@@ -236,19 +237,40 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
+#: SHA-256 (first 16 hex digits) of each eighth of every raw MNIST file. A file of MNIST's size
+#: whose whole checksum differs but some eighth matches is a damaged MNIST copy and is refused; one
+#: matching no eighth is another data set in MNIST's format (Fashion-MNIST, KMNIST) and is accepted.
+_MNIST_PARTS = {
+    "train-images-idx3-ubyte": ("8c591a6c3d622483", "18347f8e93ca765b", "acb8b4d2e55c524f", "91e977d8f2fe110f",
+                                "77b83f0f9d4a57de", "8bb3d3d452d8e17d", "909aeb5cc3c65f78", "b08320be298bbf88"),
+    "train-labels-idx1-ubyte": ("92eb305e23554d19", "fc037de95425b63a", "c805feb2bb9fe86b", "22b0d15a91c551b5",
+                                "94467d0f73b67bcf", "0f175b3997f4652e", "3bed31ca5d9dcc43", "63e0572fc2fca11a"),
+    "t10k-images-idx3-ubyte": ("deb1180ad7311c4f", "3de8a6cefc506f7a", "cb82caaac5cb8d96", "fe2a923b8114c5ef",
+                               "4ccf7bdf13638727", "9070973ec8b2c7a9", "3b328c37b07cb414", "c7aa717562d1a924"),
+    "t10k-labels-idx1-ubyte": ("9a53874f95586e40", "40b646187e1b8b55", "13d8adabdf3adfed", "2985730822cdfc0d",
+                               "fd6ce439458b09dc", "073e06ffd36c9bb0", "46cfc4951f42bafd", "fa6e1da86871af1b"),
+}
+
+
 def _verify_mnist(path: Path, stem: str, data: bytes) -> bool:
-    """True if ``path`` is the official file. Refuses files of MNIST's size but other bytes."""
+    """True if ``data`` (the decompressed file) is the official MNIST file.
+
+    False for another data set. Raises for a damaged MNIST copy: MNIST's size, a different
+    checksum, yet some eighth of it identical to the official file.
+    """
     ref = MNIST_FILES[stem]
-    if path.suffix == ".gz":
-        blob = path.read_bytes()
-        if len(blob) == ref["gz_size"]:
-            if hashlib.sha256(blob).hexdigest() == ref["gz_sha256"]:
-                return True
-            raise IDXError(f"{path}: has MNIST's size but not its checksum (corrupt copy)")
-    if len(data) == ref["raw_size"]:
-        if hashlib.sha256(data).hexdigest() == ref["raw_sha256"]:
-            return True
-        raise IDXError(f"{path}: has MNIST's size but not its checksum (corrupt copy)")
+    if len(data) != ref["raw_size"]:
+        return False
+    if hashlib.sha256(data).hexdigest() == ref["raw_sha256"]:
+        return True
+    n = len(data)
+    parts = [hashlib.sha256(data[i * n // 8 : (i + 1) * n // 8]).hexdigest()[:16] for i in range(8)]
+    differ = [i for i, (a, b) in enumerate(zip(parts, _MNIST_PARTS[stem])) if a != b]
+    if len(differ) < 8:
+        raise IDXError(
+            f"{path}: a damaged copy of MNIST's {stem} (checksum mismatch; eighth(s) "
+            f"{', '.join(str(i + 1) for i in differ)} of 8 differ from the official file)"
+        )
     return False
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 #: The repository root (the folder holding pyproject.toml).
@@ -12,11 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 #: The shared MNIST copy beside the repository: <repo>/../shared/data/mnist.
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
-MNIST_GZ_NAMES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
+IDX_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
 )
 
 
@@ -28,7 +32,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The directory with the four official MNIST ``.gz`` files; the test is skipped without it."""
-    missing = [n for n in MNIST_GZ_NAMES if not (SHARED_MNIST / n).is_file()]
+    missing = [s + ".gz" for s in IDX_STEMS if not (SHARED_MNIST / (s + ".gz")).is_file()]
     if missing:
         pytest.skip(f"real MNIST files not available at {SHARED_MNIST} (missing {', '.join(missing)})")
     return SHARED_MNIST
@@ -40,3 +44,67 @@ def mnist(mnist_dir):
     from bitsnn.data import load_dataset
 
     return load_dataset(mnist_dir, download=False)
+
+
+# --- small IDX sets written by the tests themselves -------------------------------------------
+
+_IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i4"): 0x0C}
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """The IDX encoding of ``arr`` (uint8, int8 or big-endian int32)."""
+    code = _IDX_CODES[arr.dtype]
+    header = struct.pack(">HBB", 0, code, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return header + arr.tobytes()
+
+
+def small_arrays(n_train=50, n_test=20, h=5, w=7, classes=4, seed=0) -> dict[str, np.ndarray]:
+    """A tiny custom set, ``stem -> uint8 array``, with every class in both splits."""
+    rng = np.random.default_rng(seed)
+    return {
+        "train-images-idx3-ubyte": rng.integers(0, 256, size=(n_train, h, w), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % classes).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, size=(n_test, h, w), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.permutation(np.arange(n_test) % classes).astype(np.uint8),
+    }
+
+
+def write_idx_set(directory, arrays: dict, gz: bool | Iterable[str] = False, names: dict | None = None):
+    """Write ``arrays`` as IDX files into ``directory``; return ``stem -> written path``.
+
+    ``gz``: True gzips every file, an iterable of stems gzips just those.
+    ``names``: optional ``stem -> file name`` (without ``.gz``) for non-standard names.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    gz_stems = set(arrays) if gz is True else set(gz or ())
+    written = {}
+    for stem, arr in arrays.items():
+        data = idx_bytes(arr)
+        name = (names or {}).get(stem, stem)
+        if stem in gz_stems:
+            path = directory / (name + ".gz")
+            path.write_bytes(gzip.compress(data, mtime=0))
+        else:
+            path = directory / name
+            path.write_bytes(data)
+        written[stem] = path
+    return written
+
+
+@pytest.fixture
+def custom_arrays() -> dict[str, np.ndarray]:
+    """50 train / 20 test images of 5x7, labels 0..3."""
+    return small_arrays()
+
+
+@pytest.fixture
+def write_set():
+    """The :func:`write_idx_set` helper, for tests in any module."""
+    return write_idx_set
+
+
+@pytest.fixture
+def to_idx():
+    """The :func:`idx_bytes` helper, for tests in any module."""
+    return idx_bytes
