@@ -1,0 +1,220 @@
+"""What every board build shares: device totals, the PLL-clocked wrapper, the YoWASP tool run,
+and the parsing of Yosys ``stat -json`` and nextpnr ``--report`` output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from amaranth import ClockDomain, Elaboratable, Module, Signal
+from amaranth.lib.cdc import ResetSynchronizer
+
+from bitsnn import BitsnnError
+
+__all__ = ["DeviceTotals", "Board", "BoardTop", "ToolchainError", "run_toolchain", "parse_reports"]
+
+
+class ToolchainError(BitsnnError):
+    """A missing tool, or Yosys/nextpnr failing on the design."""
+
+
+@dataclass(frozen=True)
+class DeviceTotals:
+    """What one FPGA offers, from its datasheet."""
+
+    logic: int  # LUT4-based logic cells (iCE40 LC, ECP5 TRELLIS_COMB)
+    ffs: int
+    bram_blocks: int
+    bram_bits_per_block: int
+    spram_blocks: int = 0
+    spram_bits_per_block: int = 0
+    dsp: int = 0
+
+    @property
+    def bram_bits(self) -> int:
+        return self.bram_blocks * self.bram_bits_per_block
+
+
+@dataclass(frozen=True)
+class Board(ABC):
+    """A build target: an amaranth-boards platform, its PLL, its device totals and tools."""
+
+    name: str
+    device: str
+    family: str  # "ice40" | "ecp5"
+    clk_freq: float  # the PLL output frequency the design is constrained to, Hz
+    totals: DeviceTotals
+    bitstream_suffix: str
+    # Environment for amaranth's toolchain wrappers: the YoWASP executables.
+    tools: dict = field(default_factory=dict)
+    # Static power of the device core in W (datasheet typical), for the energy report.
+    static_power_w: float = 0.0
+    static_power_source: str = ""
+
+    @abstractmethod
+    def platform(self):
+        """A fresh amaranth-boards platform instance."""
+
+    @abstractmethod
+    def pll(self, m: Module, platform) -> tuple[Signal, Signal]:
+        """Instantiate the PLL on the board clock; return (output clock, locked)."""
+
+
+class BoardTop(Elaboratable):
+    """The design on a board: a PLL ``sync`` domain held in reset until the PLL locks, and the
+    design's ``rx``/``tx`` on the board's UART pins."""
+
+    def __init__(self, board: Board, design):
+        self.board = board
+        self.design = design
+
+    def elaborate(self, platform):
+        m = Module()
+        clk, locked = self.board.pll(m, platform)
+        m.domains.sync = cd = ClockDomain("sync")
+        m.domains.por = por_cd = ClockDomain("por", reset_less=True)
+        m.d.comb += [cd.clk.eq(clk), por_cd.clk.eq(clk)]
+        platform.add_clock_constraint(clk, self.board.clk_freq)
+        # iCE40 BRAMs read as zero for ~3 us after configuration: hold the design in reset for
+        # 100 us after the PLL locks. The counter itself never resets (its own domain).
+        cycles = int(100e-6 * self.board.clk_freq)
+        por = Signal(range(cycles + 1), init=cycles)
+        with m.If(~locked):
+            m.d.por += por.eq(cycles)
+        with m.Elif(por != 0):
+            m.d.por += por.eq(por - 1)
+        m.submodules.reset_sync = ResetSynchronizer(~locked | (por != 0), domain="sync")
+        m.submodules.design = self.design
+        uart = platform.request("uart", 0)
+        m.d.comb += [self.design.rx.eq(uart.rx.i), uart.tx.o.eq(self.design.tx)]
+        return m
+
+
+def _tool_env(board: Board) -> dict:
+    env = dict(os.environ)
+    for var, exe in board.tools.items():
+        env.setdefault(var, exe)
+    return env
+
+
+def check_tools(board: Board) -> None:
+    env = _tool_env(board)
+    for var in board.tools:
+        exe = env[var]
+        if exe != "true" and shutil.which(exe, path=env.get("PATH")) is None:
+            raise ToolchainError(f"missing tool {exe} (${var}); install it with: pip install -e '.[hw]'")
+
+
+def run_toolchain(board: Board, top: Elaboratable, build_dir: Path, *, name: str = "bitsnn", seed: int = 1):
+    """Synthesise, place and route ``top`` in ``build_dir``; return the parsed reports.
+
+    nextpnr runs with a fixed seed and ``--timing-allow-fail`` (timing is judged from its report).
+    """
+    check_tools(board)
+    platform = board.platform()
+    env = _tool_env(board)
+    plan = platform.prepare(
+        top,
+        name=name,
+        script_after_synth="tee -q -o stat.json stat -json",
+        nextpnr_opts=f"--report report.json --seed {int(seed)} --timing-allow-fail",
+    )
+    plan.extract(str(build_dir))
+    script = "build_{}.sh".format(name)
+    t0 = time.perf_counter()
+    proc = subprocess.run(["sh", script], cwd=build_dir, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        log = next((p for p in (build_dir / f"{name}.tim", build_dir / f"{name}.rpt") if p.exists()), None)
+        raise ToolchainError(f"{board.name} build failed: {tail[0]}" + (f" (log: {log.name})" if log else ""))
+    report = parse_reports(board, build_dir)
+    report["tool_seconds"] = round(elapsed, 1)
+    return report
+
+
+def parse_reports(board: Board, build_dir: Path) -> dict:
+    """Utilisation and Fmax from the tools' own reports (Yosys stat -json, nextpnr --report)."""
+    stat = json.loads((build_dir / "stat.json").read_text())
+    pnr = json.loads((build_dir / "report.json").read_text())
+    util = pnr["utilization"]
+    cells = stat["design"].get("num_cells_by_type", {})
+
+    def used(*names):
+        return sum(util[n]["used"] for n in names if n in util)
+
+    def avail(*names):
+        return sum(util[n]["available"] for n in names if n in util)
+
+    if board.family == "ice40":
+        res = {
+            "logic": (used("ICESTORM_LC"), avail("ICESTORM_LC")),
+            "ffs": (sum(v for k, v in cells.items() if k.startswith("SB_DFF")), board.totals.ffs),
+            "bram": (used("ICESTORM_RAM"), avail("ICESTORM_RAM")),
+            "spram": (used("ICESTORM_SPRAM"), avail("ICESTORM_SPRAM")),
+            "dsp": (used("ICESTORM_DSP"), avail("ICESTORM_DSP")),
+        }
+        luts = cells.get("SB_LUT4", 0)
+    else:
+        res = {
+            "logic": (used("TRELLIS_COMB"), avail("TRELLIS_COMB")),
+            "ffs": (used("TRELLIS_FF"), avail("TRELLIS_FF")),
+            "bram": (used("DP16KD"), avail("DP16KD")),
+            "spram": (0, 0),
+            "dsp": (used("MULT18X18D"), avail("MULT18X18D")),
+        }
+        luts = cells.get("LUT4", 0)
+    clocks = pnr.get("fmax", {})
+    # The design clock: the constrained net with the lowest constraint is the PLL output.
+    fmax = min(clocks.values(), key=lambda c: c["achieved"]) if clocks else {"achieved": 0.0, "constraint": 0.0}
+    return {
+        "board": board.name,
+        "device": board.device,
+        "utilisation": {k: {"used": u, "available": a} for k, (u, a) in res.items()},
+        "yosys_luts": luts,
+        "fmax_mhz": round(fmax["achieved"], 2),
+        "constraint_mhz": round(fmax["constraint"], 2),
+        "timing_met": fmax["achieved"] >= fmax["constraint"],
+    }
+
+
+def board_dict(board: Board) -> dict:
+    return {"name": board.name, "device": board.device, "clk_freq": board.clk_freq, "totals": asdict(board.totals)}
+
+
+def build_into(board: Board, top: Elaboratable, outdir: Path, *, seed: int = 1, extra_report: dict | None = None):
+    """Build and move the bitstream, the tools' reports and ``report.json`` into ``outdir``.
+
+    Everything is built in a temporary directory beside ``outdir`` and moved into place only when
+    the build succeeded, so ``outdir`` never holds a half-written result.
+    """
+    outdir = Path(outdir)
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{outdir.name}.", dir=outdir.parent) as tmp:
+        tmp = Path(tmp)
+        build_dir = tmp / "build"
+        report = run_toolchain(board, top, build_dir, seed=seed)
+        report.update(extra_report or {})
+        stage = tmp / "out"
+        stage.mkdir()
+        bit = build_dir / f"bitsnn.{board.bitstream_suffix}"
+        shutil.copy2(bit, stage / bit.name)
+        for f in ("stat.json", "report.json"):
+            shutil.copy2(build_dir / f, stage / ("yosys-stat.json" if f == "stat.json" else "nextpnr-report.json"))
+        for f in ("bitsnn.rpt", "bitsnn.tim"):
+            if (build_dir / f).exists():
+                shutil.copy2(build_dir / f, stage / f.replace("bitsnn.rpt", "yosys.log").replace("bitsnn.tim", "nextpnr.log"))
+        report["bitstream"] = bit.name
+        (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if outdir.exists():
+            old = tmp / "old"
+            os.replace(outdir, old)
+        os.replace(stage, outdir)
+    return report

