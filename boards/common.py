@@ -54,9 +54,6 @@ class Board(ABC):
     bitstream_suffix: str
     # Environment for amaranth's toolchain wrappers: the YoWASP executables.
     tools: dict = field(default_factory=dict)
-    # Static power of the device core in W (datasheet typical), for the energy report.
-    static_power_w: float = 0.0
-    static_power_source: str = ""
 
     @abstractmethod
     def platform(self):

