@@ -1,0 +1,320 @@
+"""The whole network: input buffer, per-layer spike routers, FIFOs and cores, result stream.
+
+Port contract: docs/accelerator-interface.md. Architecture and the cycle model: docs/hardware.md;
+the exact cycle count is ``bitsnn.sim.cycles.predict_cycles``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Array, Cat, Const, Module, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitsnn.hwmodel import HardwareModel
+
+from .core import DenseCore, EventCore, acc_bits_for
+from .router import EventFIFO, SpikeRouter, event_layout, quiet_on_error
+
+__all__ = ["Accelerator", "MODES", "split_layer"]
+
+MODES = ("event", "dense")
+
+
+def split_layer(n_out: int, max_neurons_per_core: int | None) -> list[tuple[int, int]]:
+    """[(first neuron, neuron count)] of each core of a layer; the first cores are the full ones."""
+    cap = n_out if max_neurons_per_core is None else max_neurons_per_core
+    return [(off, min(cap, n_out - off)) for off in range(0, n_out, cap)]
+
+
+def _int_arg(name, value, lo):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < lo:
+        raise ValueError(f"{name} must be at least {lo}, not {value}")
+
+
+class Accelerator(wiring.Component):
+    """A binary SNN inference engine generated from a :class:`bitsnn.hwmodel.HardwareModel`.
+
+    Parameters
+    ----------
+    hwmodel : HardwareModel
+    mode : "event" or "dense"
+        event: routers scan each spike vector in W-bit chunks (one cycle per all-zero chunk) and
+        feed address events through a FIFO to :class:`EventCore` s (G = ceil(n/P) cycles per event);
+        dense: :class:`DenseCore` s read every W-bit input word against P weight words per cycle.
+    lanes : int
+        P, neurons updated per cycle by one core (each core uses min(P, its neurons)).
+    word : int
+        W: the dense input word width, and the event-mode router chunk width.
+    k : int
+        Events per router beat (event mode; 1..W).
+    max_neurons_per_core : int or None
+        Split a layer into cores of at most this many neurons (events are broadcast to all cores of
+        the layer; the layer's spike vector is their concatenation). None: one core per layer.
+    fifo_depth : int
+        Depth (>= 3) of each router-to-core event FIFO (event mode); a depth-2 SyncFIFOBuffered
+        cannot pass a beat every cycle, which the exact cycle model relies on.
+    monitor : bool
+        Generate the ``events`` tap (a k=1 router per hidden layer scanning its finished spike
+        vector, in parallel with later layers; ``pixels.ready`` waits for it). False: the tap never
+        fires and costs no logic.
+
+    Ports: see docs/accelerator-interface.md (``pixels``, ``result``, ``events``, ``busy``).
+    """
+
+    @quiet_on_error
+    def __init__(self, hwmodel, *, mode="event", lanes=32, word=32, k=1, max_neurons_per_core=None,
+                 fifo_depth=4, monitor=True):
+        if not isinstance(hwmodel, HardwareModel):
+            raise TypeError(f"hwmodel must be a bitsnn.hwmodel.HardwareModel, not {hwmodel!r:.80}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        _int_arg("lanes", lanes, 1)
+        _int_arg("word", word, 1)
+        _int_arg("k", k, 1)
+        if k > word:
+            raise ValueError(f"k must not exceed the word width {word}, not {k}")
+        if max_neurons_per_core is not None:
+            _int_arg("max_neurons_per_core", max_neurons_per_core, 1)
+        _int_arg("fifo_depth", fifo_depth, 3)
+        self.model = hwmodel
+        self.mode, self.lanes, self.word, self.k = mode, lanes, word, k
+        self.max_neurons_per_core, self.fifo_depth, self.monitor = max_neurons_per_core, fifo_depth, bool(monitor)
+        self.plan = [split_layer(l.n_out, max_neurons_per_core) for l in hwmodel.layers]
+        hidden = [l.n_out for l in hwmodel.hidden_layers]
+        self.event_layout = event_layout(len(hidden), max(hidden, default=1))
+        super().__init__({
+            "pixels": In(stream.Signature(unsigned(8))),
+            "result": Out(stream.Signature(unsigned(32))),
+            "events": Out(stream.Signature(self.event_layout, always_ready=True)),
+            "busy": Out(1),
+        })
+        # always_ready makes events.ready a Const, which verilog.convert cannot list as a port;
+        # a Signal initialised high (and ignored by the design) keeps the signature and converts.
+        self.events.ready = Signal(1, init=1, name="events__ready")
+
+    @property
+    def n_result_words(self) -> int:
+        return 2 + len(self.model.layers) - 1 + self.model.num_classes
+
+    def elaborate(self, platform):
+        m = Module()
+        model, W, P, mode = self.model, self.word, self.lanes, self.mode
+        layers = model.layers
+        L = len(layers)
+        n0 = model.n_inputs
+        wn0 = -(-n0 // W)
+        pixels_in = model.input_encoding == "pixels"
+
+        # ---- input buffer ------------------------------------------------------------------
+        accept = Signal()
+        m.d.comb += accept.eq(self.pixels.valid & self.pixels.ready)
+        x = self.pixels.payload
+        pi = Signal(range(max(2, n0)))
+        wpos = Signal(range(max(2, W)))
+        widx = Signal(range(max(2, wn0)))
+        last_pixel = pi == n0 - 1
+        word_end = (wpos == W - 1) | last_pixel
+        with m.If(accept):
+            with m.If(last_pixel):
+                m.d.sync += [pi.eq(0), wpos.eq(0), widx.eq(0)]
+            with m.Else():
+                m.d.sync += pi.eq(pi + 1)
+                with m.If(wpos == W - 1):
+                    m.d.sync += [wpos.eq(0), widx.eq(widx + 1)]
+                with m.Else():
+                    m.d.sync += wpos.eq(wpos + 1)
+        bitmap = pixmem = None
+        if mode == "event" or not pixels_in:
+            bit = (x != 0) if pixels_in else (x >= model.input_threshold)
+            m.submodules.bitmap = bitmap = memory.Memory(shape=W, depth=wn0, init=[])
+            bwp = bitmap.write_port()
+            bword = Signal(W)
+            nw = Signal(W)
+            m.d.comb += nw.eq(Cat(*[((wpos != 0) & bword[i]) for i in range(W)]))
+            m.d.comb += nw.bit_select(wpos, 1).eq(bit)
+            m.d.comb += [bwp.addr.eq(widx), bwp.data.eq(nw), bwp.en.eq(accept & word_end)]
+            with m.If(accept):
+                m.d.sync += bword.eq(nw)
+        if pixels_in:
+            if mode == "event":
+                m.submodules.pixmem = pixmem = memory.Memory(shape=8, depth=n0, init=[])
+                pwp = pixmem.write_port()
+                m.d.comb += [pwp.addr.eq(pi), pwp.data.eq(x), pwp.en.eq(accept)]
+            else:
+                m.submodules.pixmem = pixmem = memory.Memory(shape=8 * W, depth=wn0, init=[])
+                pwp = pixmem.write_port()
+                pword = Signal(8 * W)
+                npw = Signal(8 * W)
+                m.d.comb += npw.eq(Cat(*[(wpos != 0).replicate(8) & pword[8 * i:8 * i + 8] for i in range(W)]))
+                m.d.comb += npw.word_select(wpos, 8).eq(x)
+                m.d.comb += [pwp.addr.eq(widx), pwp.data.eq(npw), pwp.en.eq(accept & word_end)]
+                with m.If(accept):
+                    m.d.sync += pword.eq(npw)
+
+        # ---- layer state ---------------------------------------------------------------------
+        spk = [Signal(l.n_out, name=f"spikes{i}") for i, l in enumerate(layers[:-1])]
+        cnt = [Signal(32, name=f"count{i}") for i in range(L - 1)]
+        a_out = acc_bits_for(layers[-1].n_in, layers[-1].input_kind)
+        scores = [Signal(signed(a_out), name=f"score{j}") for j in range(model.num_classes)]
+        start = [Signal(name=f"start{i}") for i in range(L)]
+
+        def hidden_word_reader(src, addr, data_):
+            """Registered W-bit word select of a spike register: a read port with 1-cycle latency."""
+            padded = Cat(src, Const(0, (-len(src)) % W)) if len(src) % W else src
+            r = Signal(W)
+            m.d.sync += r.eq(padded.word_select(addr, W))
+            m.d.comb += data_.eq(r)
+
+        def connect_source(l, addr, data_):
+            if l == 0:
+                rp = (bitmap if (mode == "event" or not pixels_in) else pixmem).read_port()
+                m.d.comb += [rp.addr.eq(addr), data_.eq(rp.data)]
+            else:
+                hidden_word_reader(spk[l - 1], addr, data_)
+
+        cores_of = []
+        for l, layer in enumerate(layers):
+            wbits = layer.weight_bit_matrix()
+            cores = []
+            for c, (off, n) in enumerate(self.plan[l]):
+                th = cm = None
+                if not layer.is_output:
+                    th, cm = layer.thresholds[off:off + n], layer.compare[off:off + n]
+                if mode == "event":
+                    core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=self.k, input_kind=layer.input_kind)
+                else:
+                    core = DenseCore(wbits[off:off + n], th, cm, lanes=P, word=W, input_kind=layer.input_kind)
+                m.submodules[f"core{l}_{c}"] = core
+                cores.append((off, n, core))
+                if mode == "dense":
+                    m.d.comb += core.start.eq(start[l])
+                    connect_source(l, core.in_addr, core.in_data)
+                elif layer.input_kind == "pixels":
+                    rp = pixmem.read_port()
+                    m.d.comb += [rp.addr.eq(core.value_addr), core.value_data.eq(rp.data)]
+            if mode == "event":
+                router = SpikeRouter(layer.n_in, chunk=W, k=self.k)
+                fifo = EventFIFO(router.layout, depth=self.fifo_depth)
+                m.submodules[f"router{l}"] = router
+                m.submodules[f"fifo{l}"] = fifo
+                m.d.comb += router.start.eq(start[l])
+                connect_source(l, router.rd_addr, router.rd_data)
+                wiring.connect(m, router=router.beats, fifo=fifo.w)
+                all_ready = Cat(*[core.events.ready for _, _, core in cores]).all()
+                m.d.comb += fifo.r.ready.eq(all_ready)
+                for _, _, core in cores:
+                    m.d.comb += [core.events.payload.eq(fifo.r.payload),
+                                 core.events.valid.eq(fifo.r.valid & all_ready)]
+            # Results of each core into the spike register / scores.
+            incs = []
+            for off, n, core in cores:
+                with m.If(core.out_valid):
+                    with m.Switch(core.out_group):
+                        for g in range(core.groups):
+                            with m.Case(g):
+                                for j in range(core.lanes):
+                                    nn = g * core.lanes + j
+                                    if nn >= n:
+                                        continue
+                                    if layer.is_output:
+                                        m.d.sync += scores[off + nn].eq(core.out_scores[j])
+                                    else:
+                                        m.d.sync += spk[l][off + nn].eq(core.out_spikes[j])
+                if not layer.is_output:
+                    incs.append(Cat(*[core.out_spikes[j] & core.out_valid for j in range(core.lanes)]))
+            if not layer.is_output:
+                bits = Cat(*incs)
+                m.d.sync += cnt[l].eq(cnt[l] + sum(bits[i] for i in range(len(bits))))
+            cores_of.append([core for _, _, core in cores])
+
+        # ---- events monitor tap ------------------------------------------------------------
+        mon_busy = Signal()
+        if self.monitor and L > 1:
+            pending = Signal(L - 1)
+            mons = []
+            for l in range(L - 1):
+                mon = SpikeRouter(layers[l].n_out, chunk=W, k=1)
+                m.submodules[f"monitor{l}"] = mon
+                hidden_word_reader(spk[l], mon.rd_addr, mon.rd_data)
+                m.d.comb += mon.beats.ready.eq(1)
+                mons.append(mon)
+            running = Cat(*[mon.busy for mon in mons]).any()
+            for l, mon in enumerate(mons):
+                go = pending[l] & ~running & ((pending & ((1 << l) - 1)) == 0)
+                m.d.comb += mon.start.eq(go)
+                with m.If(go):
+                    m.d.sync += pending[l].eq(0)
+                with m.If(mon.busy):
+                    m.d.comb += [self.events.valid.eq(mon.beats.valid & (mon.beats.payload.count == 1)),
+                                 self.events.payload.layer.eq(l),
+                                 self.events.payload.addr.eq(mon.beats.payload.addr[0])]
+            m.d.comb += mon_busy.eq(pending.any() | running)
+        else:
+            pending = None
+
+        # ---- sequencer -----------------------------------------------------------------------
+        cyc = Signal(32)
+        C = model.num_classes
+        ai = Signal(range(max(2, C)))
+        best = Signal(signed(a_out))
+        bidx = Signal(range(max(2, C)))
+        ri = Signal(range(self.n_result_words))
+        sc = Array(scores)
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += self.pixels.ready.eq(~mon_busy)
+                with m.If(accept):
+                    m.d.sync += [c.eq(0) for c in cnt]
+                    with m.If(last_pixel):
+                        m.d.sync += cyc.eq(1)
+                        m.next = "START0"
+            for l in range(L):
+                cores = cores_of[l]
+                flags = Signal(len(cores), name=f"done_flags{l}")
+                with m.State(f"START{l}"):
+                    m.d.comb += [self.busy.eq(1), start[l].eq(1)]
+                    m.d.sync += [cyc.eq(cyc + 1), flags.eq(0)]
+                    m.next = f"WAIT{l}"
+                with m.State(f"WAIT{l}"):
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += cyc.eq(cyc + 1)
+                    now = flags | Cat(*[core.done for core in cores])
+                    m.d.sync += flags.eq(now)
+                    with m.If(now.all()):
+                        if l < L - 1:
+                            if pending is not None:
+                                m.d.sync += pending[l].eq(1)
+                            m.next = f"START{l + 1}"
+                        else:
+                            m.d.sync += ai.eq(0)
+                            m.next = "ARGMAX"
+            with m.State("ARGMAX"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += cyc.eq(cyc + 1)
+                with m.If((ai == 0) | (sc[ai] > best)):
+                    m.d.sync += [best.eq(sc[ai]), bidx.eq(ai)]
+                m.d.sync += ai.eq(ai + 1)
+                with m.If(ai == C - 1):
+                    m.d.sync += ri.eq(0)
+                    m.next = "RESULT"
+            with m.State("RESULT"):
+                m.d.comb += [self.busy.eq(1), self.result.valid.eq(1)]
+                words = [Signal(32, name="w_class"), Signal(32, name="w_cycles")]
+                m.d.comb += [words[0].eq(bidx), words[1].eq(cyc)]
+                for l in range(L - 1):
+                    w_ = Signal(32, name=f"w_count{l}")
+                    m.d.comb += w_.eq(cnt[l])
+                    words.append(w_)
+                for j in range(C):
+                    w_ = Signal(32, name=f"w_score{j}")
+                    m.d.comb += w_.eq(scores[j])
+                    words.append(w_)
+                m.d.comb += self.result.payload.eq(Array(words)[ri])
+                with m.If(self.result.ready):
+                    m.d.sync += ri.eq(ri + 1)
+                    with m.If(ri == len(words) - 1):
+                        m.next = "LOAD"
+        return m

@@ -1,0 +1,340 @@
+"""Binary layer cores: P lanes of neurons, weights in ``lib.memory`` initialised from the model.
+
+Arithmetic (bitsnn.hwmodel): a_j = sum_i x_i * w_ji with w in {-1,+1}; for spike inputs
+a_j = 2*popcount(s & b_j) - popcount(s). A hidden layer outputs s'_j = [a_j >= theta_j]
+(compare +1) or [a_j <= theta_j] (compare -1); the output layer outputs the scores a_j.
+
+Both cores report results the same way, one lane group g (neurons g*P .. g*P+P-1 of the core) per
+pulse of ``out_valid``: ``out_spikes`` (P bits, lane j = neuron g*P+j; lanes past the core's
+neurons are 0) and ``out_scores`` (P signed accumulators). ``done`` is high together with the
+last group's ``out_valid``. Accumulators are ``acc_bits = bit_length(R+1) + 1`` bits signed, R the
+largest |a_j| (n_in for spikes, 255*n_in for pixels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .router import beat_layout, quiet_on_error
+
+__all__ = ["DenseCore", "EventCore", "acc_bits_for"]
+
+
+def acc_bits_for(n_in: int, input_kind: str) -> int:
+    """Signed width holding every a in [-R-1, R+1]."""
+    r = (255 if input_kind == "pixels" else 1) * n_in
+    return (r + 1).bit_length() + 1
+
+
+def _to_int(bits_row) -> int:
+    """Little-endian 0/1 sequence -> int."""
+    v = 0
+    for i in np.flatnonzero(np.asarray(bits_row)):
+        v |= 1 << int(i)
+    return v
+
+
+class _CoreBase(wiring.Component):
+    def __init__(self, weights, thresholds, compare, *, lanes, input_kind, extra_ports):
+        w = np.asarray(weights)
+        if not isinstance(weights, np.ndarray) or w.ndim != 2 or w.size == 0:
+            raise TypeError(f"weights must be a non-empty 2-D array of 0/1 (n_out, n_in), not {weights!r:.60}")
+        if not np.all((w == 0) | (w == 1)):
+            raise ValueError("weights must hold only 0 and 1")
+        if not isinstance(lanes, int) or isinstance(lanes, bool):
+            raise TypeError(f"lanes must be an integer, not {lanes!r}")
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, not {lanes}")
+        if input_kind not in ("spikes", "pixels"):
+            raise ValueError(f"input_kind must be 'spikes' or 'pixels', not {input_kind!r}")
+        if (thresholds is None) != (compare is None):
+            raise TypeError("thresholds and compare must be given together (or both None for an output layer)")
+        self.n_out, self.n_in = w.shape
+        self.weights = w.astype(np.uint8)
+        self.is_output = thresholds is None
+        r = (255 if input_kind == "pixels" else 1) * self.n_in
+        if not self.is_output:
+            thresholds = np.asarray(thresholds, dtype=np.int64)
+            compare = np.asarray(compare, dtype=np.int64)
+            if thresholds.shape != (self.n_out,) or compare.shape != (self.n_out,):
+                raise ValueError(f"thresholds and compare must have shape ({self.n_out},)")
+            if np.any((thresholds < -r - 1) | (thresholds > r + 1)):
+                raise ValueError(f"thresholds must lie in [{-r - 1}, {r + 1}]")
+            if not np.all((compare == 1) | (compare == -1)):
+                raise ValueError("compare must hold only +1 and -1")
+        self.thresholds, self.compare = thresholds, compare
+        self.input_kind = input_kind
+        self.r = r
+        self.lanes = min(lanes, self.n_out)
+        self.groups = -(-self.n_out // self.lanes)
+        self.acc_bits = acc_bits_for(self.n_in, input_kind)
+        ports = {
+            "out_valid": Out(1),
+            "out_group": Out(range(max(2, self.groups))),
+            "out_spikes": Out(self.lanes),
+            "out_scores": Out(data.ArrayLayout(signed(self.acc_bits), self.lanes)),
+            "done": Out(1),
+        }
+        ports.update(extra_ports)
+        super().__init__(ports)
+
+    def _threshold_memory(self):
+        """ROM, depth G: lane j holds theta (acc_bits) then the compare bit (1 = '>=')."""
+        P, A = self.lanes, self.acc_bits
+        rows = []
+        for g in range(self.groups):
+            v = 0
+            for j in range(P):
+                n = g * P + j
+                th, ge = (int(self.thresholds[n]), int(self.compare[n]) > 0) if n < self.n_out else (self.r + 1, True)
+                v |= ((th & ((1 << A) - 1)) | (int(ge) << A)) << (j * (A + 1))
+            rows.append(v)
+        return memory.Memory(shape=P * (A + 1), depth=self.groups, init=rows)
+
+    def _fire(self, m, lanes_acc, th_word):
+        """Combinational spikes (P bits) from P signed accumulators and a threshold-ROM word."""
+        A = self.acc_bits
+        spikes = Signal(self.lanes)
+        for j, a in enumerate(lanes_acc):
+            field = th_word[j * (A + 1):(j + 1) * (A + 1)]
+            th = field[:A].as_signed()
+            m.d.comb += spikes[j].eq(Mux(field[A], a >= th, a <= th))
+        return spikes
+
+
+class DenseCore(_CoreBase):
+    """Dense AND-popcount core: W-bit words of the input vector against P weight words per cycle.
+
+    Parameters: ``weights`` (n_out, n_in) 0/1; ``thresholds``/``compare`` (n_out,) or None (output
+    layer); ``lanes`` P (used: min(P, n_out)); ``word`` W; ``input_kind`` "spikes" (W-bit words)
+    or "pixels" (W 8-bit pixels per word, ``in_data`` is 8*W bits, pixel i at bits 8i..8i+7).
+
+    Ports: ``start`` In(1) pulse; ``in_addr`` Out(range(ceil(n_in/W))) and ``in_data`` In(W or 8W):
+    input word read port, data the cycle after the address; plus the common ``out_*``/``done``.
+
+    Weight memory: depth G*ceil(n_in/W), width P*W, address g*ceil(n_in/W) + w, lane j at bits
+    j*W..j*W+W-1. Timing: ``start`` in cycle s; word (g, w) is read in cycle s+1+g*Wn+w; the
+    ``out_valid`` of group g is in cycle s+4+(g+1)*Wn-1, so ``done`` is in cycle s+3+G*Wn:
+    G*Wn cycles of reads plus a pipeline latency of 3 (read, popcount register, accumulate).
+    """
+
+    @quiet_on_error
+    def __init__(self, weights, thresholds=None, compare=None, *, lanes=32, word=32, input_kind="spikes"):
+        if not isinstance(word, int) or isinstance(word, bool):
+            raise TypeError(f"word must be an integer, not {word!r}")
+        if word < 1:
+            raise ValueError(f"word must be at least 1, not {word}")
+        self.word = word
+        n_in = np.asarray(weights).shape[-1] if hasattr(weights, "shape") and np.ndim(weights) == 2 else 1
+        self.n_words = -(-n_in // word)
+        vw = 8 if input_kind == "pixels" else 1
+        super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports={
+            "start": In(1),
+            "in_addr": Out(range(max(2, -(-n_in // word)))),
+            "in_data": In(word * vw),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P, W, G, Wn, A = self.lanes, self.word, self.groups, self.n_words, self.acc_bits
+        rows = []
+        for g in range(G):
+            for w in range(Wn):
+                v = 0
+                for j in range(P):
+                    n = g * P + j
+                    if n < self.n_out:
+                        v |= _to_int(self.weights[n, w * W:(w + 1) * W]) << (j * W)
+                rows.append(v)
+        m.submodules.wmem = wmem = memory.Memory(shape=P * W, depth=G * Wn, init=rows)
+        wrp = wmem.read_port()
+        th_rp = None
+        if not self.is_output:
+            m.submodules.thmem = thmem = self._threshold_memory()
+            th_rp = thmem.read_port()
+
+        total = G * Wn
+        run = Signal()
+        adr = Signal(range(max(2, total)))
+        w = Signal(range(max(2, Wn)))
+        g = Signal(range(max(2, G)))
+        m.d.comb += [wrp.addr.eq(adr), self.in_addr.eq(w)]
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_g = Signal.like(g)
+        m.d.sync += [s1_valid.eq(run), s1_first.eq(w == 0), s1_last.eq(w == Wn - 1), s1_g.eq(g)]
+        with m.If(self.start & ~run):
+            m.d.sync += [run.eq(1), adr.eq(0), w.eq(0), g.eq(0)]
+        with m.If(run):
+            m.d.sync += adr.eq(adr + 1)
+            with m.If(w == Wn - 1):
+                m.d.sync += [w.eq(0), g.eq(g + 1)]
+            with m.Else():
+                m.d.sync += w.eq(w + 1)
+            with m.If(adr == total - 1):
+                m.d.sync += run.eq(0)
+
+        # Stage 1: per-lane contribution of this word.
+        cw = (W * (255 if self.input_kind == "pixels" else 1)).bit_length() + 2
+        contrib = [Signal(signed(cw), name=f"contrib{j}") for j in range(P)]
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_g = Signal.like(g)
+        m.d.sync += [s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_g.eq(s1_g)]
+        x = self.in_data
+        if self.input_kind == "spikes":
+            pcs = sum(x[i] for i in range(W))
+            for j in range(P):
+                b = wrp.data[j * W:(j + 1) * W]
+                both = x & b
+                m.d.sync += contrib[j].eq(2 * sum(both[i] for i in range(W)) - pcs)
+        else:
+            tot = sum(x[8 * i:8 * i + 8] for i in range(W))
+            for j in range(P):
+                b = wrp.data[j * W:(j + 1) * W]
+                pos = sum(Mux(b[i], x[8 * i:8 * i + 8], 0) for i in range(W))
+                m.d.sync += contrib[j].eq(2 * pos - tot)
+        if th_rp is not None:
+            m.d.comb += th_rp.addr.eq(s1_g)
+
+        # Stage 2: accumulate; on a group's last word, fire.
+        acc = [Signal(signed(A), name=f"acc{j}") for j in range(P)]
+        sums = []
+        for j in range(P):
+            s = Signal(signed(A), name=f"sum{j}")
+            m.d.comb += s.eq(Mux(s2_first, 0, acc[j]) + contrib[j])
+            sums.append(s)
+        with m.If(s2_valid):
+            m.d.sync += [acc[j].eq(sums[j]) for j in range(P)]
+        m.d.sync += [self.out_valid.eq(0), self.done.eq(0)]
+        with m.If(s2_valid & s2_last):
+            m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s2_g), self.done.eq(s2_g == G - 1)]
+            m.d.sync += [self.out_scores[j].eq(sums[j]) for j in range(P)]
+            if th_rp is not None:
+                m.d.sync += self.out_spikes.eq(self._fire(m, sums, th_rp.data))
+        return m
+
+
+class EventCore(_CoreBase):
+    """Event-driven core: per address event, one weight row (input i to P neurons) per lane group.
+
+    Parameters: ``weights`` (n_out, n_in) 0/1; ``thresholds``/``compare`` or None (output layer);
+    ``lanes`` P (used: min(P, n_out)); ``k`` events per beat of the input stream;
+    ``input_kind`` "spikes" (each event adds +-1) or "pixels" (each event adds +-x_i, x_i read
+    through ``value_addr``/``value_data``, a synchronous read port of the buffered pixels).
+
+    Ports: ``events`` In(stream.Signature(beat_layout(ceil_log2(n_in), k))) — see
+    :mod:`bitsnn.hw.router`; ``value_addr`` Out(range(n_in)) / ``value_data`` In(8) (pixels only,
+    always present); plus the common ``out_*``/``done``.
+
+    Memories: weights transposed, depth n_in*G, width P, address i*G+g (lane j = neuron g*P+j);
+    accumulators depth G, width P*acc_bits, read transparently so back-to-back updates of one
+    group see each other (a read-modify-write every cycle). Zeroed as they are read out.
+
+    Timing: a beat of c events is held c*G cycles (a skip beat, c = 0, one cycle); ``ready`` is high
+    when no beat is held or in the held beat's final cycle, so beats flow without a bubble.
+    After the final cycle of the beat with ``last``, the G groups are read out in G cycles: the
+    ``out_valid`` of group g comes 3+g cycles after that final cycle; ``done`` with the last one.
+    """
+
+    @quiet_on_error
+    def __init__(self, weights, thresholds=None, compare=None, *, lanes=32, k=1, input_kind="spikes"):
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise TypeError(f"k must be an integer, not {k!r}")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        self.k = k
+        n_in = np.asarray(weights).shape[-1] if hasattr(weights, "shape") and np.ndim(weights) == 2 else 1
+        self.beat = beat_layout(max(1, ceil_log2(n_in)), k)
+        super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports={
+            "events": In(stream.Signature(self.beat)),
+            "value_addr": Out(range(max(2, n_in))),
+            "value_data": In(8),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P, G, A, k = self.lanes, self.groups, self.acc_bits, self.k
+        rows = []
+        for i in range(self.n_in):
+            for g in range(G):
+                rows.append(_to_int(self.weights[g * P:(g + 1) * P, i]))
+        m.submodules.wmem = wmem = memory.Memory(shape=P, depth=self.n_in * G, init=rows)
+        wrp = wmem.read_port()
+        m.submodules.accmem = accmem = memory.Memory(shape=P * A, depth=G, init=[])
+        acc_wp = accmem.write_port()
+        acc_rp = accmem.read_port(transparent_for=(acc_wp,))
+        th_rp = None
+        if not self.is_output:
+            m.submodules.thmem = thmem = self._threshold_memory()
+            th_rp = thmem.read_port()
+
+        held = Signal()
+        beat = Signal(self.beat)
+        e = Signal(range(max(2, k)))
+        g = Signal(range(max(2, G)))
+        thr = Signal()
+        tg = Signal(range(max(2, G)))
+        count = beat.count
+        final = Signal()
+        m.d.comb += final.eq(held & ((count == 0) | ((e == count - 1) & (g == G - 1))))
+        m.d.comb += self.events.ready.eq(~thr & (~held | (final & ~beat.last)))
+
+        with m.If(self.events.valid & self.events.ready):
+            m.d.sync += [held.eq(1), beat.eq(self.events.payload), e.eq(0), g.eq(0)]
+        with m.Elif(final):
+            m.d.sync += held.eq(0)
+            with m.If(beat.last):
+                m.d.sync += [thr.eq(1), tg.eq(0)]
+        with m.Elif(held):
+            with m.If(g == G - 1):
+                m.d.sync += [g.eq(0), e.eq(e + 1)]
+            with m.Else():
+                m.d.sync += g.eq(g + 1)
+
+        # Stage 0: issue reads.
+        issue = Signal()
+        m.d.comb += issue.eq(held & (count != 0))
+        i = Signal(len(beat.addr[0]))
+        if k == 1:
+            m.d.comb += i.eq(beat.addr[0])
+        else:
+            m.d.comb += i.eq(beat.addr[e])
+        m.d.comb += [wrp.addr.eq(i * G + g), self.value_addr.eq(i)]
+        s1_upd, s1_thr = Signal(), Signal()
+        s1_g = Signal.like(g)
+        m.d.sync += [s1_upd.eq(issue), s1_thr.eq(thr)]
+        with m.If(thr):
+            m.d.comb += acc_rp.addr.eq(tg)
+            m.d.sync += s1_g.eq(tg)
+            with m.If(tg == G - 1):
+                m.d.sync += thr.eq(0)
+            with m.Else():
+                m.d.sync += tg.eq(tg + 1)
+        with m.Else():
+            m.d.comb += acc_rp.addr.eq(g)
+            m.d.sync += s1_g.eq(g)
+        if th_rp is not None:
+            m.d.comb += th_rp.addr.eq(tg)
+
+        # Stage 1: update or read out.
+        lanes_acc = [acc_rp.data[j * A:(j + 1) * A].as_signed() for j in range(P)]
+        if self.input_kind == "pixels":
+            v = Signal(signed(10))
+            m.d.comb += v.eq(self.value_data)
+        else:
+            v = Const(1, signed(2))
+        new = Cat(*[(a + Mux(wrp.data[j], v, -v))[:A] for j, a in enumerate(lanes_acc)])
+        m.d.comb += acc_wp.addr.eq(s1_g)
+        m.d.sync += [self.out_valid.eq(0), self.done.eq(0)]
+        with m.If(s1_upd):
+            m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(new)]
+        with m.If(s1_thr):
+            m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(0)]
+            m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s1_g), self.done.eq(s1_g == G - 1)]
+            m.d.sync += [self.out_scores[j].eq(a) for j, a in enumerate(lanes_acc)]
+            if th_rp is not None:
+                m.d.sync += self.out_spikes.eq(self._fire(m, lanes_acc, th_rp.data))
+        return m

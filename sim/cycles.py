@@ -1,0 +1,110 @@
+"""Analytic cycle model of :class:`bitsnn.hw.Accelerator` (NumPy only: no amaranth, no torch).
+
+``predict_cycles`` gives, per image, exactly the cycle count the hardware reports: the cycles from
+the one after the last pixel is accepted to the first valid ``result`` word. The hardware runs the
+layers one after another, so
+
+    cycles = START + sum_l T_l + C                                   (C = number of classes)
+
+    dense:  T_l = G_l * ceil(n_in_l / W) + DENSE_LATENCY
+    event:  T_l = EVENT_LEAD + Z_l + E_l * G_l + G_l + EVENT_TAIL
+
+with G_l = max over the layer's cores of ceil(n_core / min(P, n_core)) (the lane groups of its
+biggest core: the first one), E_l the nonzero inputs of layer l (address events), Z_l the
+all-zero W-bit chunks of its input vector (one skip beat each). Constants (every cycle named):
+
+- ``START`` = 1: the sequencer's START state of layer 0 is the first counted cycle; each later
+  layer's START cycle is inside the previous T_l.
+- ``DENSE_LATENCY`` = 4: START (1) + weight/input read (1) + popcount register (1) + accumulate
+  and fire register (1); ``done`` is seen the cycle it is valid, and the next START follows.
+- ``EVENT_LEAD`` = 6: START (1), router FETCH (1) and LOAD (1), first beat written into the FIFO
+  (1), ``SyncFIFOBuffered`` write-to-read latency (2); the core accepts the first beat in the
+  last of these cycles.
+- each skip beat holds the core 1 cycle (Z_l), each event G_l cycles (E_l * G_l); the router
+  emits a beat every cycle, so the core is the bottleneck and the FIFO never runs dry
+  (``fifo_depth`` >= 3 is required by the Accelerator: a depth-2 ``SyncFIFOBuffered`` leaves bubbles);
+- ``G_l`` cycles to read the accumulators out through the threshold compare, and
+  ``EVENT_TAIL`` = 2: accumulator read (1) + compare register / ``done`` (1) before the next START.
+- ``C`` cycles of the sequential argmax (ties to the lowest index) before the first result word.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "layer_groups", "zero_chunks",
+           "predict_cycles", "layer_cycles", "bandwidth_bound", "weight_bits_per_cycle"]
+
+START = 1
+DENSE_LATENCY = 4
+EVENT_LEAD = 6
+EVENT_TAIL = 2
+
+
+def _cores(n_out, max_neurons_per_core):
+    cap = n_out if max_neurons_per_core is None else max_neurons_per_core
+    return [min(cap, n_out - off) for off in range(0, n_out, cap)]
+
+
+def layer_groups(n_out: int, lanes: int, max_neurons_per_core: int | None = None) -> int:
+    """G: cycles per event (event mode) or per input word (dense) of the layer's slowest core."""
+    return max(-(-n // min(lanes, n)) for n in _cores(n_out, max_neurons_per_core))
+
+
+def weight_bits_per_cycle(n_out: int, lanes: int, word: int, mode: str, max_neurons_per_core=None) -> int:
+    """Weight-memory bits the layer's cores read per cycle: sum of P_c (event) or P_c * W (dense)."""
+    per = sum(min(lanes, n) for n in _cores(n_out, max_neurons_per_core))
+    return per * (word if mode == "dense" else 1)
+
+
+def zero_chunks(x: np.ndarray, word: int) -> np.ndarray:
+    """(B, n) inputs -> (B,) number of all-zero ``word``-wide chunks (the last one zero padded)."""
+    B, n = x.shape
+    pad = (-n) % word
+    nz = np.concatenate([x != 0, np.zeros((B, pad), bool)], axis=1).reshape(B, -1, word).any(axis=2)
+    return (~nz).sum(axis=1).astype(np.int64)
+
+
+def _layer_inputs(golden_result):
+    return [golden_result.inputs] + list(golden_result.spikes)
+
+
+def layer_cycles(model, golden_result, *, mode: str, lanes: int, word: int, k: int = 1,
+                 max_neurons_per_core: int | None = None) -> np.ndarray:
+    """(B, layers) int64: T_l of each layer (see the module docstring)."""
+    if mode not in ("event", "dense"):
+        raise ValueError(f"mode must be 'event' or 'dense', not {mode!r}")
+    B = golden_result.inputs.shape[0]
+    out = np.zeros((B, len(model.layers)), np.int64)
+    for l, (layer, x) in enumerate(zip(model.layers, _layer_inputs(golden_result))):
+        G = layer_groups(layer.n_out, lanes, max_neurons_per_core)
+        if mode == "dense":
+            out[:, l] = G * (-(-layer.n_in // word)) + DENSE_LATENCY
+        else:
+            E = golden_result.input_events[:, l]
+            out[:, l] = EVENT_LEAD + zero_chunks(x, word) + E * G + G + EVENT_TAIL
+    return out
+
+
+def predict_cycles(model, golden_result, *, mode: str, lanes: int, word: int, k: int = 1,
+                   max_neurons_per_core: int | None = None, fifo_depth: int = 4) -> np.ndarray:
+    """(B,) int64: the Accelerator's cycle count per image, exactly. ``k`` and ``fifo_depth``
+    (>= 3) do not change it: the core is the bottleneck either way."""
+    t = layer_cycles(model, golden_result, mode=mode, lanes=lanes, word=word, k=k,
+                     max_neurons_per_core=max_neurons_per_core)
+    return START + t.sum(axis=1) + model.num_classes
+
+
+def bandwidth_bound(model, golden_result, *, mode: str, lanes: int, word: int,
+                    max_neurons_per_core: int | None = None) -> np.ndarray:
+    """(B,) float: weight bits read / weight-memory bits per cycle, summed over the layers.
+
+    Event mode reads E_l * n_out_l useful weight bits in layer l, dense mode all n_in * n_out."""
+    B = golden_result.inputs.shape[0]
+    out = np.zeros(B, np.float64)
+    for l, layer in enumerate(model.layers):
+        bpc = weight_bits_per_cycle(layer.n_out, lanes, word, mode, max_neurons_per_core)
+        bits = (golden_result.input_events[:, l] * layer.n_out if mode == "event"
+                else np.full(B, layer.n_in * layer.n_out))
+        out += bits / bpc
+    return out
