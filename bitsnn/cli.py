@@ -16,6 +16,11 @@ from . import BitsnnError, __version__
 #: subcommand -> "module:function" taking the parsed argparse namespace, returning an exit code.
 HANDLERS: dict[str, str] = {
     "demo": "bitsnn.flow:demo_main",
+    "report": "bitsnn.report:report_main",
+    "train": "bitsnn.model.train:train_main",
+    "export": "bitsnn.model.export:export_main",
+    "sim": "bitsnn.sim.cosim.cli:sim_main",
+    "run": "bitsnn.firmware.cli:run_main",
 }
 
 BOARDS = ("icebreaker", "ulx3s-85f")
@@ -86,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", default="icebreaker", choices=BOARDS)
     p.add_argument("--build-dir", metavar="DIR", help="a `bitsnn build` output directory to read Fmax from")
     p.add_argument("-o", "--output", metavar="DIR", help="directory for report.json and plots")
+    p.add_argument("--images", type=int, default=None, metavar="N", help="first N test images (default: all)")
+    p.add_argument("--mode", default=None, choices=("event", "dense"),
+                   help="layer-core mode (default: the build report's, else event)")
+    p.add_argument("--lanes", type=int, default=None, metavar="P", help="neurons per cycle per core (default 32)")
+    p.add_argument("--word", type=int, default=None, metavar="W", help="word width in bits (default 32)")
+    p.add_argument("--vcd", metavar="WAVE.vcd", help="a waveform of the design to count signal toggles in")
     _add_data_dir(p)
 
     p = sub.add_parser("run", help="run test images on a board over UART",

@@ -129,12 +129,24 @@ def run_toolchain(board: Board, top: Elaboratable, build_dir: Path, *, name: str
     proc = subprocess.run(["sh", script], cwd=build_dir, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        log = next((p for p in (build_dir / f"{name}.tim", build_dir / f"{name}.rpt") if p.exists()), None)
-        raise ToolchainError(f"{board.name} build failed: {tail[0]}" + (f" (log: {log.name})" if log else ""))
+        raise ToolchainError(f"{board.name} build failed: {_first_error(proc, build_dir, name)}")
     report = parse_reports(board, build_dir)
     report["tool_seconds"] = round(elapsed, 1)
     return report
+
+
+def _first_error(proc, build_dir: Path, name: str) -> str:
+    """The first ERROR line the tools printed (or logged), else their last line of output."""
+    texts = [proc.stderr or "", proc.stdout or ""]
+    for log in (build_dir / f"{name}.tim", build_dir / f"{name}.rpt"):
+        if log.exists():
+            texts.append(log.read_text(errors="replace"))
+    for text in texts:
+        for line in text.splitlines():
+            if line.strip().startswith("ERROR"):
+                return line.strip()
+    lines = (proc.stderr or proc.stdout or "(no output)").strip().splitlines()
+    return lines[-1] if lines else "(no output)"
 
 
 def parse_reports(board: Board, build_dir: Path) -> dict:

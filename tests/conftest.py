@@ -108,3 +108,38 @@ def write_set():
 def to_idx():
     """The :func:`idx_bytes` helper, for tests in any module."""
     return idx_bytes
+
+
+#: Where trained test models are cached between runs (keyed by config and model/ source hash).
+TEST_MODEL_CACHE = REPO / ".cache" / "test-models"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(mnist_dir):
+    """(.bsnn path, checkpoint path) of the cached test tiny model; see ``tiny_hwmodel``."""
+    pytest.importorskip("torch")
+    from bitsnn.model.cache import cached_tiny_model
+
+    return cached_tiny_model(TEST_MODEL_CACHE, mnist_dir, log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tiny_model_files) -> Path:
+    """Path of the cached test tiny model's hardware-model file (.bsnn); see ``tiny_hwmodel``."""
+    return tiny_model_files[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_hwmodel(tiny_model_path):
+    """A real trained BitSNN as a loaded :class:`bitsnn.hwmodel.HardwareModel`.
+
+    The ``tiny`` preset (784-128-10, thresholded spike input at 128, box surrogate, seed 0)
+    trained for 3 epochs on all of MNIST without augmentation (95.3% test accuracy,
+    ``meta["test_accuracy"]``), then exported; export checked it against the golden model on all
+    10,000 test images. Trained once and cached under ``<repo>/.cache/test-models/``, keyed by a
+    hash of the training config and the model/ source (a file lock keeps xdist workers from
+    training twice); the first run takes about half a minute.
+    """
+    from bitsnn.hwmodel import HardwareModel
+
+    return HardwareModel.load(tiny_model_path)

@@ -1,0 +1,93 @@
+"""``bitsnn build``: hardware model -> resource check -> Yosys/nextpnr -> bitstream + report.json."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bitsnn import BitsnnError
+from bitsnn.hwmodel import HardwareModel
+
+from . import get_board
+from .common import Board, BoardTop, build_into
+
+__all__ = ["DEFAULT_ACCEL", "check_fits", "build_board", "build_main"]
+
+#: Generation parameters used for board builds (event-driven cores, 32 lanes).
+DEFAULT_ACCEL = {"mode": "event", "lanes": 32, "word": 32}
+BAUD = 115200
+
+
+class DesignTooLarge(BitsnnError):
+    """The estimate says the design cannot fit the board."""
+
+
+def check_fits(board: Board, estimate: dict) -> None:
+    """Raise DesignTooLarge naming every resource that overflows, and by how much."""
+    t = board.totals
+    limits = {
+        "logic": ("logic cells", t.logic),
+        "ffs": ("flip-flops", t.ffs),
+        "bram_blocks": (f"block RAMs ({t.bram_bits_per_block // 1024} kbit)", t.bram_blocks),
+        "spram_blocks": ("SPRAM blocks", t.spram_blocks),
+    }
+    over = []
+    for key, (what, avail) in limits.items():
+        need = int(estimate.get(key, 0))
+        if need > avail:
+            over.append(f"{what}: needs {need}, {board.device} has {avail} (over by {need - avail})")
+    if over:
+        raise DesignTooLarge(f"design does not fit {board.name}: " + "; ".join(over))
+
+
+def _estimate(board: Board, model: HardwareModel, accel: dict) -> dict:
+    from bitsnn.hw.estimate import estimate_resources
+
+    return estimate_resources(model, family=board.family, **accel)
+
+
+def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: int = 1,
+                accel: dict | None = None, log=print) -> dict:
+    """Check the estimate, build, and compare the estimate with the tools' figures."""
+    from bitsnn.hw.top import UARTTop
+
+    board = get_board(board_name)
+    accel = dict(DEFAULT_ACCEL, **(accel or {}))
+    est = _estimate(board, model, accel)
+    log(f"[build] {board.name}: estimate {est['logic']} logic cells, {est['ffs']} FFs, "
+        f"{est['bram_blocks']} block RAMs, {est.get('spram_blocks', 0)} SPRAM")
+    check_fits(board, est)
+    design = UARTTop(model, clk_freq=board.clk_freq, baud=BAUD, monitor=False, **accel)
+    t0 = time.perf_counter()
+    log(f"[build] {board.name}: synthesis and place-and-route (seed {seed}) ...")
+    report = build_into(
+        board, BoardTop(board, design), outdir, seed=seed,
+        extra_report={"accelerator": accel, "baud": BAUD, "estimate": est,
+                      "model": {"spec": model.describe(), "content_hash": model.content_hash}},
+    )
+    report["build_seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def format_report(report: dict) -> str:
+    u = report["utilisation"]
+    est = report.get("estimate", {})
+    names = {"logic": "logic cells", "ffs": "flip-flops", "bram": "block RAM", "spram": "SPRAM", "dsp": "DSP"}
+    est_key = {"logic": "logic", "ffs": "ffs", "bram": "bram_blocks", "spram": "spram_blocks"}
+    lines = [f"{report['board']} ({report['device']}):"]
+    for k, label in names.items():
+        used, avail = u[k]["used"], u[k]["available"]
+        pct = 100.0 * used / avail if avail else 0.0
+        e = f"  (estimate {est[est_key[k]]})" if k in est_key and est_key[k] in est else ""
+        lines.append(f"  {label:12s} {used:6d} / {avail:<6d} {pct:5.1f}%{e}")
+    lines.append(f"  Fmax         {report['fmax_mhz']:.2f} MHz achieved, constraint {report['constraint_mhz']:.2f} MHz"
+                 f" -> timing {'met' if report['timing_met'] else 'FAILED'}")
+    return "\n".join(lines)
+
+
+def build_main(args) -> int:
+    model = HardwareModel.load(args.model)
+    report = build_board(args.board, model, Path(args.output))
+    print(format_report(report))
+    print(f"[build] wrote {Path(args.output) / report['bitstream']} and report.json in {report['build_seconds']} s")
+    return 0 if report["timing_met"] else 1

@@ -1,0 +1,320 @@
+"""The UART top level: the framed, checksummed protocol of :mod:`bitsnn.protocol` around an
+:class:`~bitsnn.hw.accelerator.Accelerator`.
+
+Blocks: :class:`~bitsnn.hw.uart.UARTRx` -> frame parser -> image buffer (``n_inputs`` bytes of
+``lib.memory``) -> pixel feeder -> Accelerator -> result registers -> response sequencer ->
+:class:`~bitsnn.hw.uart.UARTTx`. Every constant (sync bytes, command and status codes, CRC-8,
+INFO layout) comes from :mod:`bitsnn.protocol`; docs/protocol.md describes the behaviour.
+
+Guarantees: every complete request frame gets exactly one response unless a response is still
+being sent when it completes (then it is dropped: the host's timeout and retry cover that, and a
+host that waits for each reply never sees it); a frame that stops for ``timeout_cycles`` clock
+cycles is abandoned with a ``TIMEOUT`` response, so the parser never waits forever.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from bitsnn import protocol as P
+
+from .bytebuf import ByteBuffer
+from .uart import UARTRx, UARTTx
+
+__all__ = ["UARTTop", "crc8_next"]
+
+
+def crc8_next(crc, byte):
+    """Combinational CRC-8 of one more byte, equal to ``protocol.crc8_update(crc, byte)``.
+
+    The byte-wise CRC is linear over GF(2): output bit j is the XOR of the bits i of
+    ``crc ^ byte`` for which ``CRC8_TABLE[1 << i]`` has bit j set (a flat XOR network, no mux chain).
+    """
+    x = crc ^ byte
+    bits = []
+    for j in range(8):
+        terms = [x[i] for i in range(8) if (P.CRC8_TABLE[1 << i] >> j) & 1]
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = acc ^ t
+        bits.append(acc)
+    return Cat(*bits)
+
+
+class UARTTop(wiring.Component):
+    """The host-facing design: UART pins in, UART pins out.
+
+    Parameters:
+    - ``hwmodel``: the loaded :class:`~bitsnn.hwmodel.HardwareModel`.
+    - ``clk_freq``: clock frequency in Hz; ``baud``: bit rate. Their ratio is the UART divisor.
+    - ``timeout_cycles``: inter-byte timeout of the frame parser in clock cycles (default: 20 ms,
+      at least 4 byte times).
+    - ``accelerator``: an already built Accelerator-like component (tests pass a stand-in);
+      default ``Accelerator(hwmodel, mode=mode, **accel_kwargs)``.
+
+    Ports:
+    - ``rx``: In(1), serial input (idle high). ``tx``: Out(1), serial output (idle high).
+    - ``running``: Out(1), high from an accepted RUN until the last result word is stored.
+    """
+
+    def __init__(self, hwmodel, *, clk_freq: float, baud: float, timeout_cycles: int | None = None,
+                 mode: str = "event", accelerator=None, **accel_kwargs):
+        self.hwmodel = hwmodel
+        self.n_inputs = hwmodel.n_inputs
+        if not 1 <= self.n_inputs <= 0xFFFF:
+            raise ValueError(f"the model takes {self.n_inputs} inputs; one LOAD frame carries at most 65535")
+        self.n_hidden = len(hwmodel.layers) - 1
+        self.n_classes = hwmodel.num_classes
+        self.n_words = P.result_words(self.n_hidden, self.n_classes)
+        if self.n_words > 255:
+            raise ValueError(f"{self.n_words} result words; the protocol reports at most 255")
+        self.rx_core = UARTRx(clk_freq, baud)
+        self.tx_core = UARTTx(clk_freq, baud)
+        self.divisor = self.rx_core.divisor
+        if timeout_cycles is None:
+            timeout_cycles = max(int(clk_freq // 50), 40 * self.divisor)
+        if timeout_cycles < 12 * self.divisor:
+            raise ValueError(f"timeout_cycles {timeout_cycles} is shorter than a byte ({10 * self.divisor} cycles)")
+        self.timeout_cycles = int(timeout_cycles)
+        if accelerator is None:
+            from .accelerator import Accelerator
+
+            accelerator = Accelerator(hwmodel, mode=mode, **accel_kwargs)
+        self.accel = accelerator
+        #: weight writes need a run-time weight port on the accelerator; none is defined yet
+        self.weight_write = False
+        self.info = P.Info(
+            version=P.PROTOCOL_VERSION,
+            flags=P.FLAG_WEIGHT_WRITE if self.weight_write else 0,
+            n_inputs=self.n_inputs,
+            n_hidden=self.n_hidden,
+            n_classes=self.n_classes,
+            n_result_words=self.n_words,
+            model_id=P.model_id(hwmodel.content_hash),
+        ).to_bytes()
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "running": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = rxc = self.rx_core
+        m.submodules.uart_tx = txc = self.tx_core
+        m.submodules.accel = acc = self.accel
+        m.d.comb += [rxc.rx.eq(self.rx), self.tx.eq(txc.tx)]
+
+        n_in, K = self.n_inputs, self.n_words
+        # SPRAM on an iCE40 UltraPlus (the EBRs are left to the weights), lib.memory elsewhere.
+        # Single-port rule: the image is written only while no inference runs, read only while one does.
+        m.submodules.image = image = ByteBuffer(n_in)
+        wr, rd = image.wr, image.rd
+
+        # ---- state shared by parser, run engine and responder --------------------------------
+        running = Signal()
+        image_valid = Signal()
+        result_valid = Signal()
+        results = Signal(32 * K)
+        m.d.comb += self.running.eq(running)
+
+        # a response request (one-cycle pulse) for the responder
+        rsp_req = Signal()
+        rsp_cmd = Signal(8)
+        rsp_status = Signal(8)
+        rsp_kind = Signal(2)  # 0 none, 1 INFO payload, 2 result payload
+        start_run = Signal()
+
+        # ---- frame parser --------------------------------------------------------------------
+        byte = rxc.data.payload
+        got = rxc.data.valid
+        cmd = Signal(8)
+        length = Signal(16)
+        idx = Signal(16)
+        crc = Signal(8)
+        frame_busy = Signal()
+        sync_err_sent = Signal()
+        idle_timer = Signal(range(self.timeout_cycles + 1))
+        timed_out = Signal()
+
+        known = Signal()
+        m.d.comb += known.eq(Cat(*(cmd == c for c in P.Cmd)).any())
+        len_ok = Signal()
+        with m.Switch(cmd):
+            for c in (P.Cmd.INFO, P.Cmd.RUN, P.Cmd.READ):
+                with m.Case(c):
+                    m.d.comb += len_ok.eq(length == 0)
+            with m.Case(P.Cmd.LOAD):
+                m.d.comb += len_ok.eq(length == n_in)
+            with m.Case(P.Cmd.WRITE_WEIGHTS):
+                m.d.comb += len_ok.eq((length > P.WEIGHT_HEADER) & (length <= P.WEIGHT_HEADER + P.MAX_WEIGHT_CHUNK))
+
+        def reply(c, status, kind=0):
+            return [rsp_req.eq(1), rsp_cmd.eq(c), rsp_status.eq(status), rsp_kind.eq(kind)]
+
+        with m.If(got):
+            m.d.sync += idle_timer.eq(0)
+        with m.Elif(idle_timer != self.timeout_cycles):
+            m.d.sync += idle_timer.eq(idle_timer + 1)
+        m.d.comb += timed_out.eq(~got & (idle_timer == self.timeout_cycles - 1))
+
+        m.d.comb += [wr.addr.eq(idx), wr.data.eq(byte)]
+        with m.FSM(name="parser"):
+            with m.State("IDLE"):
+                with m.If(got):
+                    with m.If(byte == P.REQ_SYNC):
+                        m.d.sync += [crc.eq(0), sync_err_sent.eq(0)]
+                        m.next = "CMD"
+                    with m.Elif(~sync_err_sent):
+                        m.d.sync += sync_err_sent.eq(1)
+                        m.d.comb += reply(0, P.Status.BAD_SYNC)
+                with m.Elif(timed_out):
+                    m.d.sync += sync_err_sent.eq(0)
+            with m.State("CMD"):
+                with m.If(got):
+                    m.d.sync += [cmd.eq(byte), crc.eq(crc8_next(crc, byte))]
+                    m.next = "LEN0"
+                with m.Elif(timed_out):
+                    m.d.comb += reply(0, P.Status.TIMEOUT)
+                    m.next = "IDLE"
+            with m.State("LEN0"):
+                with m.If(got):
+                    m.d.sync += [length[:8].eq(byte), crc.eq(crc8_next(crc, byte))]
+                    m.next = "LEN1"
+                with m.Elif(timed_out):
+                    m.d.comb += reply(cmd, P.Status.TIMEOUT)
+                    m.next = "IDLE"
+            with m.State("LEN1"):
+                with m.If(got):
+                    m.d.sync += [length[8:].eq(byte), crc.eq(crc8_next(crc, byte)), idx.eq(0),
+                                 frame_busy.eq(running & (cmd != P.Cmd.INFO))]
+                    with m.If(byte.any() | length[:8].any()):
+                        m.next = "PAYLOAD"
+                    with m.Else():
+                        m.next = "CHECK"
+                with m.Elif(timed_out):
+                    m.d.comb += reply(cmd, P.Status.TIMEOUT)
+                    m.next = "IDLE"
+            with m.State("PAYLOAD"):
+                with m.If(got):
+                    m.d.sync += [crc.eq(crc8_next(crc, byte)), idx.eq(idx + 1)]
+                    m.d.comb += wr.en.eq((cmd == P.Cmd.LOAD) & ~frame_busy & (idx < n_in))
+                    with m.If(idx == length - 1):
+                        m.next = "CHECK"
+                with m.Elif(timed_out):
+                    m.d.comb += reply(cmd, P.Status.TIMEOUT)
+                    with m.If((cmd == P.Cmd.LOAD) & ~frame_busy):
+                        m.d.sync += image_valid.eq(0)
+                    m.next = "IDLE"
+            with m.State("CHECK"):
+                with m.If(got):
+                    m.next = "IDLE"
+                    busy_now = frame_busy | (running & (cmd != P.Cmd.INFO))
+                    with m.If((cmd == P.Cmd.LOAD) & ~frame_busy):
+                        m.d.sync += image_valid.eq(0)  # the buffer changed: valid only if all is well
+                    with m.If(byte != crc):
+                        m.d.comb += reply(cmd, P.Status.BAD_CHECKSUM)
+                    with m.Elif(~known):
+                        m.d.comb += reply(cmd, P.Status.UNKNOWN_CMD)
+                    with m.Elif(busy_now):
+                        m.d.comb += reply(cmd, P.Status.BUSY)
+                    with m.Elif(~len_ok):
+                        m.d.comb += reply(cmd, P.Status.BAD_LENGTH)
+                    with m.Else():
+                        with m.Switch(cmd):
+                            with m.Case(P.Cmd.INFO):
+                                m.d.comb += reply(cmd, P.Status.OK, 1)
+                            with m.Case(P.Cmd.LOAD):
+                                m.d.sync += image_valid.eq(1)
+                                m.d.comb += reply(cmd, P.Status.OK)
+                            with m.Case(P.Cmd.RUN):
+                                with m.If(image_valid):
+                                    m.d.comb += [start_run.eq(1), *reply(cmd, P.Status.OK)]
+                                with m.Else():
+                                    m.d.comb += reply(cmd, P.Status.NO_IMAGE)
+                            with m.Case(P.Cmd.READ):
+                                with m.If(result_valid):
+                                    m.d.comb += reply(cmd, P.Status.OK, 2)
+                                with m.Else():
+                                    m.d.comb += reply(cmd, P.Status.NO_RESULT)
+                            with m.Case(P.Cmd.WRITE_WEIGHTS):
+                                m.d.comb += reply(cmd, P.Status.UNSUPPORTED)
+                with m.Elif(timed_out):
+                    m.d.comb += reply(cmd, P.Status.TIMEOUT)
+                    with m.If((cmd == P.Cmd.LOAD) & ~frame_busy):
+                        m.d.sync += image_valid.eq(0)
+                    m.next = "IDLE"
+
+        # ---- run engine: image buffer -> accelerator -> result registers ----------------------
+        feed_idx = Signal(range(n_in + 1))
+        word_idx = Signal(range(K + 1))
+        hs = Signal()
+        m.d.comb += [
+            acc.pixels.payload.eq(rd.data),
+            hs.eq(acc.pixels.valid & acc.pixels.ready),
+        ]
+        with m.FSM(name="runner"):
+            with m.State("IDLE"):
+                m.d.comb += rd.addr.eq(0)
+                with m.If(start_run):
+                    m.d.sync += [running.eq(1), feed_idx.eq(0), word_idx.eq(0), result_valid.eq(0)]
+                    m.next = "FEED"
+            with m.State("FEED"):
+                m.d.comb += [acc.pixels.valid.eq(1), rd.addr.eq(Mux(hs, feed_idx + 1, feed_idx))]
+                with m.If(hs):
+                    m.d.sync += feed_idx.eq(feed_idx + 1)
+                    with m.If(feed_idx == n_in - 1):
+                        m.next = "COLLECT"
+            with m.State("COLLECT"):
+                m.d.comb += acc.result.ready.eq(1)
+                with m.If(acc.result.valid):
+                    m.d.sync += [results.word_select(word_idx, 32).eq(acc.result.payload), word_idx.eq(word_idx + 1)]
+                    with m.If(word_idx == K - 1):
+                        m.d.sync += [running.eq(0), result_valid.eq(1)]
+                        m.next = "IDLE"
+
+        # ---- responder ---------------------------------------------------------------------------
+        info = Array(Const(b, 8) for b in self.info)
+        r_cmd = Signal(8)
+        r_status = Signal(8)
+        r_kind = Signal(2)
+        r_len = Signal(16)
+        r_crc = Signal(8)
+        pos = Signal(16)  # byte index within the response frame
+        cur = Signal(8)
+        pidx = Signal(16)
+        m.d.comb += pidx.eq(pos - 5)
+        with m.Switch(pos):
+            with m.Case(0):
+                m.d.comb += cur.eq(P.RSP_SYNC)
+            with m.Case(1):
+                m.d.comb += cur.eq(r_cmd)
+            with m.Case(2):
+                m.d.comb += cur.eq(r_status)
+            with m.Case(3):
+                m.d.comb += cur.eq(r_len[:8])
+            with m.Case(4):
+                m.d.comb += cur.eq(r_len[8:])
+            with m.Default():
+                with m.If(pidx >= r_len):
+                    m.d.comb += cur.eq(r_crc)
+                with m.Elif(r_kind == 1):
+                    m.d.comb += cur.eq(info[pidx[:max(1, (len(self.info) - 1).bit_length())]])
+                with m.Else():
+                    m.d.comb += cur.eq(results.word_select(pidx[:max(1, (4 * K - 1).bit_length())], 8))
+
+        m.d.comb += txc.data.payload.eq(cur)
+        with m.FSM(name="responder"):
+            with m.State("IDLE"):
+                with m.If(rsp_req):
+                    plen = Mux(rsp_kind == 1, len(self.info), Mux(rsp_kind == 2, 4 * K, 0))
+                    m.d.sync += [r_cmd.eq(rsp_cmd), r_status.eq(rsp_status), r_kind.eq(rsp_kind),
+                                 r_len.eq(plen), r_crc.eq(0), pos.eq(0)]
+                    m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += txc.data.valid.eq(1)
+                with m.If(txc.data.ready):
+                    m.d.sync += pos.eq(pos + 1)
+                    with m.If(pos != 0):
+                        m.d.sync += r_crc.eq(crc8_next(r_crc, cur))
+                    with m.If(pos == r_len + 5):
+                        m.next = "IDLE"
+        return m

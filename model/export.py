@@ -1,0 +1,149 @@
+"""Export: a trained checkpoint -> the integer hardware-model file (``.bsnn``).
+
+Per layer type, a handler turns a torch layer into a :class:`bitsnn.hwmodel.Layer`
+(hls4ml's shape: handlers registered per type, anything else refused by name):
+
+- :class:`BinaryDense` (hidden): weight bits = ``standardised weight >= 0`` (the signs torch
+  uses; sign(0) = +1), thresholds/compare from :func:`bitsnn.model.fold.fold_thresholds`
+  (float64, DESIGN.md "Arithmetic"), the same function the torch exact eval path calls;
+- :class:`BinaryLinear` with a scalar scale (output): weight bits only; integer scores.
+
+Before writing, the torch exact path and the golden model (sim/golden.py) both run on the whole
+test set; any difference in any layer's spikes, the scores or the class is a mismatch, and export
+refuses to write the file when there is one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bitsnn import BitsnnError, __version__
+from bitsnn.hwmodel import HardwareModel, Layer, pack_bits
+
+from .layers import BinaryDense, BinaryLinear
+from .network import BitSNN
+
+__all__ = ["to_hardware_model", "compare_with_golden", "export_checkpoint", "export_main", "LAYER_HANDLERS"]
+
+
+def _dense_layer(layer: BinaryDense, name: str) -> Layer:
+    theta, compare = layer.fold()
+    return Layer(name, layer.n_in, layer.n_out, pack_bits(layer.fc.weight_bits()), theta, compare, layer.input_kind)
+
+
+#: torch layer type -> handler(layer, name) -> hwmodel.Layer, for hidden layers.
+LAYER_HANDLERS = {BinaryDense: _dense_layer}
+
+
+def to_hardware_model(model: BitSNN, meta: dict | None = None) -> HardwareModel:
+    """Fold a trained BitSNN into a HardwareModel; BitsnnError names any unsupported layer."""
+    layers = []
+    for i, layer in enumerate(model.hidden):
+        handler = LAYER_HANDLERS.get(type(layer))
+        if handler is None:
+            raise BitsnnError(
+                f"export: layer {i} ({type(layer).__name__}) is not supported; the hardware model holds "
+                f"fully connected binary layers only ({', '.join(t.__name__ for t in LAYER_HANDLERS)} "
+                f"hidden layers and a BinaryLinear output)"
+            )
+        layers.append(handler(layer, f"fc{i + 1}"))
+    out = model.output
+    if not isinstance(out, BinaryLinear) or out.scale_kind != "scalar":
+        raise BitsnnError("export: the output layer must be a BinaryLinear with one scalar scale")
+    layers.append(Layer(f"fc{len(layers) + 1}", out.n_in, out.n_out, pack_bits(out.weight_bits()),
+                        input_kind=model.output_input_kind))
+    return HardwareModel(
+        input_shape=tuple(model.input_shape),
+        input_encoding=model.input_encoding,
+        input_threshold=model.input_threshold,
+        layers=tuple(layers),
+        meta=dict(meta or {}),
+    )
+
+
+@torch.no_grad()
+def compare_with_golden(model: BitSNN, hw: HardwareModel, images: np.ndarray, labels: np.ndarray | None = None,
+                        *, batch_size: int = 1000) -> dict:
+    """Run the torch exact path and the golden model on ``images``; count per-image mismatches.
+
+    A mismatch is any difference in any hidden layer's spikes, the scores or the class. Also
+    counts images the float path (BN + hardtanh + bias, running statistics) classifies
+    differently from the exact path (informational).
+    """
+    from bitsnn.sim import golden
+
+    model.eval()
+    plans = [golden.LayerPlan(l) for l in hw.layers]
+    n = len(images)
+    bad = np.zeros(n, dtype=bool)
+    float_diff = 0
+    classes = np.empty(n, dtype=np.int64)
+    for lo in range(0, n, batch_size):
+        xb = np.ascontiguousarray(images[lo : lo + batch_size])
+        g = golden.run(hw, xb, plans=plans)
+        tr = model.run(torch.as_tensor(xb), "exact")
+        m = np.zeros(len(xb), dtype=bool)
+        for s_t, s_g in zip(tr.spikes, g.spikes):
+            m |= np.any(s_t.numpy().astype(np.uint8) != s_g, axis=1)
+        t_scores = tr.scores.numpy()
+        if not np.all(np.abs(t_scores) < 2**53) or not np.all(t_scores == np.rint(t_scores)):
+            raise BitsnnError("export: the torch exact path produced non-integer scores")
+        m |= np.any(t_scores.astype(np.int64) != g.scores, axis=1)
+        m |= tr.classes.numpy() != g.classes
+        bad[lo : lo + batch_size] = m
+        classes[lo : lo + batch_size] = g.classes
+        fl = model.run(torch.as_tensor(xb), "float")
+        float_diff += int((fl.logits.argmax(1).numpy() != g.classes).sum())
+    out = {"images": n, "mismatches": int(bad.sum()), "mismatch_indices": np.flatnonzero(bad)[:20].tolist(),
+           "float_path_disagreements": float_diff, "classes": classes}
+    if labels is not None:
+        out["accuracy"] = float(np.mean(classes == np.asarray(labels)))
+    return out
+
+
+def export_checkpoint(checkpoint, output, data_dir=None, *, log=print) -> HardwareModel:
+    """Load, fold, verify against the golden model on the whole test set, write ``output``."""
+    from bitsnn.data import load_dataset
+
+    from .train import load_checkpoint
+
+    t0 = time.perf_counter()
+    model, config, metrics = load_checkpoint(checkpoint)
+    hw = to_hardware_model(model)  # refuses unsupported layers before any data is loaded
+    ds = load_dataset(data_dir)
+    if ds.test_images.shape[1:] != tuple(model.input_shape):
+        raise BitsnnError(f"test images are {ds.test_images.shape[1:]}, the model takes {tuple(model.input_shape)}")
+    res = compare_with_golden(model, hw, ds.test_images, ds.test_labels)
+    log(f"[export] golden vs torch: {res['mismatches']} mismatches on {res['images']} images")
+    log(f"[export] float path vs exact path: {res['float_path_disagreements']} of {res['images']} test images "
+        "classified differently (informational)")
+    if res["mismatches"]:
+        raise BitsnnError(
+            f"golden vs torch: {res['mismatches']} mismatches on {res['images']} images "
+            f"(first: {res['mismatch_indices'][:5]}); not writing {output}"
+        )
+    meta = {
+        "dataset": ds.name,
+        "test_accuracy": res["accuracy"],
+        "test_images": res["images"],
+        "float_path_disagreements": res["float_path_disagreements"],
+        "training": {k: v for k, v in config.items()},
+        "train_metrics": {k: v for k, v in metrics.items() if k != "history"},
+        "bitsnn_version": __version__,
+        "checkpoint": Path(checkpoint).name,
+    }
+    hw = HardwareModel(hw.input_shape, hw.input_encoding, hw.input_threshold, hw.layers, meta)
+    hw.save(output)
+    log(f"[export] {hw.describe()}; test accuracy {res['accuracy']:.4f}; wrote {output} "
+        f"({time.perf_counter() - t0:.1f} s)")
+    return hw
+
+
+def export_main(args) -> int:
+    """``bitsnn export``."""
+    export_checkpoint(args.checkpoint, args.output, args.data_dir)
+    return 0

@@ -1,0 +1,75 @@
+"""The export fold: alpha, BatchNorm, hardtanh and the learnable bias to one integer threshold.
+
+One function, :func:`fold_thresholds`, used by both the PyTorch exact eval path and export, so
+the two can never disagree. All arithmetic in float64 (DESIGN.md, "Arithmetic")::
+
+    y = gamma * (alpha*a - mu) / sqrt(var + eps) + beta        (a: integer pre-activation)
+    spike  <=>  hardtanh(y) + b > 0
+
+    -b >= 1  : never spikes                  -> compare +1, theta = R + 1
+    -b < -1  : always spikes                 -> compare +1, theta = -R - 1
+    otherwise: spike <=> k*a > c,  k = gamma*alpha/sqrt(var+eps),
+                                   c = -b - beta + gamma*mu/sqrt(var+eps)
+        k > 0  -> a >= floor(c/k) + 1        (compare +1)
+        k < 0  -> a <= ceil(c/k) - 1         (compare -1)
+        k == 0 -> constant [0 > c]
+
+theta is clamped to [-R-1, R+1], R the largest |a| (n_in for spike inputs, 255*n_in for 8-bit
+pixels). When training feeds pixels as x/255, pass ``input_scale=1/255``: it is folded into k
+(alpha_eff = alpha * input_scale) so that a stays the integer sum of 0..255 pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["fold_thresholds"]
+
+
+def fold_thresholds(
+    alpha,
+    bn_weight,
+    bn_bias,
+    running_mean,
+    running_var,
+    eps: float,
+    bias,
+    a_max: int,
+    input_scale: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-neuron integer thresholds and compare directions; see the module docstring.
+
+    Array arguments are per-neuron (n,) (alpha may be a scalar); returns ``(theta int64,
+    compare int8)``, both (n,), with theta in ``[-a_max-1, a_max+1]``.
+    """
+    f = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+    gamma, beta, mu, var, b = f(bn_weight), f(bn_bias), f(running_mean), f(running_var), f(bias)
+    n = gamma.shape[0]
+    alpha = np.broadcast_to(f(alpha) * np.float64(input_scale), (n,))
+    r = int(a_max)
+    inv_std = 1.0 / np.sqrt(var + np.float64(eps))
+    k = gamma * alpha * inv_std
+    c = -b - beta + gamma * mu * inv_std
+
+    theta = np.empty(n, dtype=np.int64)
+    compare = np.ones(n, dtype=np.int8)
+    never = -b >= 1
+    always = (-b < -1) & ~never
+    rest = ~(never | always)
+    pos = rest & (k > 0)
+    neg = rest & (k < 0)
+    zero = rest & (k == 0)
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = c / np.where(k == 0, 1.0, k)
+    # Clip before rounding so huge or infinite quotients stay representable; anything beyond
+    # +-(R+2) is clamped to the unreachable +-(R+1) afterwards anyway.
+    q = np.clip(q, -r - 2.0, r + 2.0)
+    theta[pos] = (np.floor(q[pos]) + 1).astype(np.int64)
+    theta[neg] = (np.ceil(q[neg]) - 1).astype(np.int64)
+    compare[neg] = -1
+    theta[never] = r + 1
+    theta[always] = -r - 1
+    theta[zero] = np.where(c[zero] < 0, -r - 1, r + 1)
+    np.clip(theta, -r - 1, r + 1, out=theta)
+    return theta, compare

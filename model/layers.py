@@ -1,0 +1,229 @@
+"""BitSNN layers: binary weights, BatchNorm, hardtanh, learnable bias, {0,1} spikes.
+
+A hidden neuron j (Hu, Zheng, Pan, "BitSNNs", IEEE TCDS 2024; one time step)::
+
+    w_hat_j = (w_j - mean(w_j)) / std(w_j)                weights standardised per neuron
+    w_b_j   = sign(w_hat_j) in {-1,+1}, sign(0) = +1      straight-through gradient
+    a_j     = sum_i x_i * w_b_ji                          integer pre-activation
+    y_j     = BN(alpha_j * a_j)                           alpha_j learnable, > 0 at init
+    v_j     = hardtanh(y_j) + b_j                         b_j learnable
+    s_j     = [v_j > 0]                                   surrogate gradient (surrogate.py)
+
+The integer eval contract (DESIGN.md, "Arithmetic"): in eval mode the default ``exact`` path
+computes a_j exactly (float64 matmul of 0/1 or 0..255 inputs with +-1 weights) and spikes by
+``a_j >= theta_j`` (compare +1) or ``a_j <= theta_j`` (compare -1), theta/compare from
+:func:`bitsnn.model.fold.fold_thresholds` -- the very function export writes into the hardware
+model, so torch and the golden model agree bit for bit. The ``float`` path (train-mode arithmetic
+with BN running statistics) is kept for comparison and speed.
+
+The output layer is a :class:`BinaryLinear` with one learnable positive scalar scale s: logits
+``s * a``, so argmax of the logits is argmax of the integer scores a.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .fold import fold_thresholds
+from .surrogate import RHO, SURROGATES, spike
+
+__all__ = [
+    "SignSTE",
+    "binarize",
+    "BinaryLinear",
+    "SpikeActivation",
+    "BinaryDense",
+    "BinaryConv2d",
+]
+
+_STD_EPS = 1e-8
+
+
+class SignSTE(torch.autograd.Function):
+    """``sign`` with ``sign(0) = +1``; identity straight-through gradient.
+
+    The input is the standardised weight (unit std per neuron), so no clipping is needed to keep
+    it bounded; clipping at |w| <= 1 froze a third of the weights and cost ~1 point on MNIST.
+    """
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        return grad_out
+
+
+def standardise(w: torch.Tensor) -> torch.Tensor:
+    """Standardise each output neuron's (row's / filter's) weights to zero mean, unit std."""
+    flat = w.flatten(1)
+    mean = flat.mean(dim=1, keepdim=True)
+    std = flat.std(dim=1, keepdim=True)
+    return ((flat - mean) / (std + _STD_EPS)).view_as(w)
+
+
+def binarize(w: torch.Tensor) -> torch.Tensor:
+    """Binary +-1 weights of the real weights ``w``: sign of the standardised weights (STE)."""
+    return SignSTE.apply(standardise(w))
+
+
+class BinaryLinear(nn.Module):
+    """Fully connected layer with +-1 weights, output ``scale * (x @ w_b.T)``.
+
+    ``scale="neuron"``: one learnable alpha per output neuron (hidden layers, followed by BN).
+    ``scale="scalar"``: one learnable positive scalar s = exp(log_s) (the output layer: integer
+    class scores a, logits s*a). ``input_scale`` multiplies the input first (1/255 for 8-bit
+    pixels) and is folded into the threshold at export.
+    """
+
+    def __init__(self, n_in: int, n_out: int, *, scale: str = "neuron", input_scale: float = 1.0):
+        super().__init__()
+        if scale not in ("neuron", "scalar"):
+            raise ValueError(f"scale must be 'neuron' or 'scalar', got {scale!r}")
+        self.n_in, self.n_out, self.scale_kind = int(n_in), int(n_out), scale
+        self.input_scale = float(input_scale)
+        self.weight = nn.Parameter(torch.empty(self.n_out, self.n_in))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if scale == "neuron":
+            # alpha starts near 1/sqrt(fan-in * E[x^2]) so BN sees a well-scaled input either way.
+            self.alpha = nn.Parameter(torch.full((self.n_out,), 1.0 / math.sqrt(self.n_in)))
+        else:
+            self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / math.sqrt(self.n_in))))
+
+    def extra_repr(self) -> str:
+        return f"{self.n_in}, {self.n_out}, scale={self.scale_kind}, input_scale={self.input_scale:g}"
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.alpha if self.scale_kind == "neuron" else self.log_scale.exp()
+
+    def binary_weight(self) -> torch.Tensor:
+        """(n_out, n_in) +-1 weights (STE-differentiable)."""
+        return binarize(self.weight)
+
+    def weight_bits(self) -> np.ndarray:
+        """(n_out, n_in) uint8 bits, 1 <-> +1: exactly the signs torch uses."""
+        with torch.no_grad():
+            return (standardise(self.weight) >= 0).to(torch.uint8).cpu().numpy()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        return F.linear(x, self.binary_weight()) * self.scale
+
+    def preact_exact(self, x_int: torch.Tensor) -> torch.Tensor:
+        """Integer pre-activation a = x @ w_b.T, exact in float64 (x: 0/1 or 0..255 values)."""
+        w = torch.where(standardise(self.weight) >= 0, 1.0, -1.0).to(torch.float64)
+        return x_int.flatten(1).to(torch.float64) @ w.T
+
+
+class SpikeActivation(nn.Module):
+    """``s = [hardtanh(y) + b > 0]`` with a per-neuron learnable bias b and a chosen surrogate.
+
+    For the ``box`` surrogate the window width delta (one per layer) is learnable.
+    """
+
+    def __init__(self, n: int, surrogate: str = "box", delta: float = 1.0, rho: float = RHO):
+        super().__init__()
+        if surrogate not in SURROGATES:
+            raise ValueError(f"unknown surrogate {surrogate!r} (expected one of {SURROGATES})")
+        self.surrogate, self.rho = surrogate, rho
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.delta = nn.Parameter(torch.tensor(float(delta)))
+
+    def extra_repr(self) -> str:
+        return f"surrogate={self.surrogate}"
+
+    def potential(self, y: torch.Tensor) -> torch.Tensor:
+        b = self.bias.view(1, -1, *([1] * (y.dim() - 2)))
+        return F.hardtanh(y) + b
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        delta = self.delta.clamp(min=1e-2) if self.surrogate == "box" else None
+        return spike(self.potential(y), self.surrogate, delta)
+
+
+class BinaryDense(nn.Module):
+    """Hidden layer: BinaryLinear (per-neuron alpha) -> BatchNorm1d -> hardtanh + bias -> spike.
+
+    ``input_kind``: ``"spikes"`` (0/1 inputs) or ``"pixels"`` (8-bit pixels, fed as x/255 while
+    training; the 1/255 is folded into the threshold). See the module docstring for equations.
+    """
+
+    def __init__(self, n_in: int, n_out: int, *, surrogate: str = "box", input_kind: str = "spikes"):
+        super().__init__()
+        if input_kind not in ("spikes", "pixels"):
+            raise ValueError(f"input_kind must be 'spikes' or 'pixels', got {input_kind!r}")
+        self.input_kind = input_kind
+        self.fc = BinaryLinear(n_in, n_out, input_scale=1.0 / 255 if input_kind == "pixels" else 1.0)
+        self.bn = nn.BatchNorm1d(n_out)
+        self.act = SpikeActivation(n_out, surrogate)
+
+    @property
+    def n_in(self) -> int:
+        return self.fc.n_in
+
+    @property
+    def n_out(self) -> int:
+        return self.fc.n_out
+
+    @property
+    def a_max(self) -> int:
+        """R: the largest |a| any input can produce."""
+        return (255 if self.input_kind == "pixels" else 1) * self.n_in
+
+    def fold(self) -> tuple[np.ndarray, np.ndarray]:
+        """(theta int64, compare int8) of this layer, from its current parameters (float64)."""
+        t = lambda p: p.detach().cpu().to(torch.float64).numpy()  # noqa: E731
+        return fold_thresholds(
+            t(self.fc.alpha), t(self.bn.weight), t(self.bn.bias), t(self.bn.running_mean),
+            t(self.bn.running_var), self.bn.eps, t(self.act.bias), self.a_max, self.fc.input_scale,
+        )
+
+    def forward_float(self, x: torch.Tensor) -> torch.Tensor:
+        """Float path (train-mode arithmetic; BN uses batch stats in train, running stats in eval).
+
+        ``x``: 0/1 spikes or raw 0..255 pixel values (scaled by 1/255 inside)."""
+        return self.act(self.bn(self.fc(x)))
+
+    def forward_exact(self, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer path: (a, spikes). a exact in float64; spike against the folded threshold."""
+        a = self.fc.preact_exact(x_int)
+        theta, compare = self.fold()
+        th = torch.as_tensor(theta, dtype=torch.float64, device=a.device)
+        up = torch.as_tensor(compare > 0, device=a.device)
+        s = torch.where(up, a >= th, a <= th)
+        return a, s.to(torch.float32)
+
+
+class BinaryConv2d(nn.Module):
+    """Convolutional hidden layer: +-1 kernels (standardised per filter) scaled by a per-channel
+    alpha -> BatchNorm2d -> hardtanh + bias -> spike -> OR max-pool.
+
+    Max-pooling {0,1} spikes is a logical OR over each window, so it stays binary. Training and
+    the float eval path only: export does not support convolutions (it refuses such models).
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, *, padding: int = 1, pool: int = 2,
+                 surrogate: str = "box"):
+        super().__init__()
+        self.c_in, self.c_out, self.kernel_size, self.padding, self.pool = c_in, c_out, kernel_size, padding, pool
+        self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel_size, kernel_size))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.alpha = nn.Parameter(torch.full((c_out,), 1.0 / math.sqrt(c_in * kernel_size * kernel_size)))
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = SpikeActivation(c_out, surrogate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = F.conv2d(x, binarize(self.weight), padding=self.padding)
+        s = self.act(self.bn(a * self.alpha.view(1, -1, 1, 1)))
+        return F.max_pool2d(s, self.pool) if self.pool > 1 else s
+
+    forward_float = forward

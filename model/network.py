@@ -1,0 +1,198 @@
+"""BitSNN networks: input encoding, hidden spiking layers, integer-score output layer; presets.
+
+A network is built from a JSON-able architecture dict (stored in checkpoints)::
+
+    {"spec": "784-256-256-10", "input_shape": [28, 28], "input_encoding": "spikes",
+     "input_threshold": 128, "surrogate": "box"}
+
+``spec`` is a layer spec: the input size, then hidden sizes, then the class count
+(``784-256-256-10``); a hidden token ``cN`` is a :class:`BinaryConv2d` with N channels (3x3, OR
+max-pool 2), e.g. ``784-c8-c16-10`` (training only: export refuses convolutions).
+
+Input encoding: ``spikes`` (s_i = [x_i >= threshold], threshold 128 by default, stored in the
+hardware model) or ``pixels`` (8-bit x_i straight into the first binary-weight layer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from .layers import BinaryConv2d, BinaryDense, BinaryLinear
+from .surrogate import SURROGATES
+
+__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "build_model", "weight_bits_of_spec"]
+
+#: name -> layer spec and training defaults: the best settings measured here (docs/model.md has
+#: the numbers; not every preset reached its accuracy target).
+PRESETS: dict[str, dict] = {
+    # 784*128 + 128*10 = 101,632 weight bits: fits the iCE40UP5K's 30 x 4 kbit block RAM.
+    "tiny": dict(spec="784-128-10", epochs=30, lr=5e-3, batch_size=64, shift=0, surrogate="s2nn"),
+    "small": dict(spec="784-256-256-10", epochs=25, lr=5e-3, batch_size=64, shift=0),
+    "large": dict(spec="784-1024-1024-1024-10", epochs=12, lr=3e-3, batch_size=64, shift=1),
+}
+
+
+def parse_spec(spec: str) -> list:
+    """``"784-256-10"`` -> [784, 256, 10]; conv tokens ``cN`` -> ("conv", N)."""
+    out = []
+    for tok in str(spec).split("-"):
+        tok = tok.strip()
+        try:
+            if tok[:1].lower() == "c":
+                out.append(("conv", int(tok[1:])))
+            else:
+                out.append(int(tok))
+        except ValueError:
+            raise ValueError(f"bad layer spec {spec!r}: {tok!r} is not a size or cN") from None
+    if len(out) < 2 or not isinstance(out[0], int) or not isinstance(out[-1], int):
+        raise ValueError(f"bad layer spec {spec!r}: needs an input size, optional hidden layers and a class count")
+    if any((v[1] if isinstance(v, tuple) else v) <= 0 for v in out):
+        raise ValueError(f"bad layer spec {spec!r}: sizes must be positive")
+    return out
+
+
+def weight_bits_of_spec(spec: str) -> int:
+    sizes = parse_spec(spec)
+    if any(isinstance(s, tuple) for s in sizes):
+        raise ValueError("weight_bits_of_spec: dense specs only")
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+@dataclass
+class Trace:
+    """What one forward pass produced.
+
+    ``logits``: (B, classes) float (s * a). ``scores``: (B, classes) float64 holding the integer
+    scores a (exact path only, else None). ``spikes``: one 0/1 float tensor per hidden layer.
+    ``preacts``: integer pre-activations per layer (float64; exact path only).
+    """
+
+    logits: torch.Tensor
+    spikes: list[torch.Tensor] = field(default_factory=list)
+    scores: torch.Tensor | None = None
+    preacts: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def classes(self) -> torch.Tensor:
+        """argmax, ties to the lowest index (of the integer scores on the exact path)."""
+        return torch.argmax(self.scores if self.scores is not None else self.logits, dim=1)
+
+    def firing_rates(self) -> list[torch.Tensor]:
+        """Mean firing rate of each hidden layer (differentiable on the float path)."""
+        return [s.mean() for s in self.spikes]
+
+
+class BitSNN(nn.Module):
+    """Input encoding -> hidden spiking layers -> BinaryLinear output with one scale s.
+
+    ``forward(x)`` returns logits; :meth:`run` returns a :class:`Trace`. ``x`` holds raw 8-bit
+    pixel values (uint8 or float), shaped (B, *input_shape) or (B, n_inputs).
+
+    Paths: ``"float"`` is the training arithmetic (BN+hardtanh+bias, float32); ``"exact"`` is the
+    integer contract (exact a, folded thresholds), the default in eval mode for dense models.
+    """
+
+    def __init__(self, arch: dict):
+        super().__init__()
+        self.arch = normalise_arch(arch)
+        sizes = parse_spec(self.arch["spec"])
+        enc = self.arch["input_encoding"]
+        self.input_shape = tuple(self.arch["input_shape"])
+        self.input_encoding = enc
+        self.input_threshold = int(self.arch["input_threshold"])
+        if math.prod(self.input_shape) != sizes[0]:
+            raise ValueError(f"spec input size {sizes[0]} does not match input shape {self.input_shape}")
+        sur = self.arch["surrogate"]
+        hidden = []
+        n_prev, chw = sizes[0], None
+        for i, s in enumerate(sizes[1:-1]):
+            kind = enc if i == 0 else "spikes"
+            if isinstance(s, tuple):
+                if chw is None:
+                    if i != 0 or len(self.input_shape) != 2:
+                        raise ValueError("conv layers must come first and need a 2-D input shape")
+                    chw = (1, *self.input_shape)
+                if kind == "pixels":
+                    raise ValueError("conv layers take spike input only")
+                layer = BinaryConv2d(chw[0], s[1], 3, padding=1, pool=2, surrogate=sur)
+                chw = (s[1], chw[1] // 2, chw[2] // 2)
+                n_prev = math.prod(chw)
+            else:
+                layer = BinaryDense(n_prev, s, surrogate=sur, input_kind=kind)
+                chw = None
+                n_prev = s
+            hidden.append(layer)
+        self._conv_input = isinstance(hidden[0], BinaryConv2d) if hidden else False
+        self.hidden = nn.ModuleList(hidden)
+        out_kind = enc if not hidden else "spikes"
+        self.output = BinaryLinear(n_prev, sizes[-1], scale="scalar",
+                                   input_scale=1.0 / 255 if out_kind == "pixels" else 1.0)
+        self.output_input_kind = out_kind
+
+    @property
+    def is_dense(self) -> bool:
+        return all(isinstance(l, BinaryDense) for l in self.hidden)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw pixels -> first-layer input: 0/1 spikes or 0..255 values (float32)."""
+        x = x.reshape(x.shape[0], -1)
+        if self.input_encoding == "spikes":
+            x = (x >= self.input_threshold).to(torch.float32)
+        else:
+            x = x.to(torch.float32)
+        if self._conv_input:
+            x = x.view(x.shape[0], 1, *self.input_shape)
+        return x
+
+    def run(self, x: torch.Tensor, path: str | None = None) -> Trace:
+        if path is None:
+            path = "exact" if (not self.training and self.is_dense) else "float"
+        h = self.encode(x)
+        if path == "float":
+            spikes = []
+            for layer in self.hidden:
+                h = layer.forward_float(h)
+                spikes.append(h)
+            return Trace(logits=self.output(h.flatten(1)), spikes=spikes)
+        if path != "exact":
+            raise ValueError(f"unknown path {path!r} (expected 'float' or 'exact')")
+        if not self.is_dense:
+            raise ValueError("the exact integer path supports dense (BinaryDense) models only")
+        spikes, preacts = [], []
+        for layer in self.hidden:
+            a, h = layer.forward_exact(h)
+            preacts.append(a)
+            spikes.append(h)
+        scores = self.output.preact_exact(h)
+        preacts.append(scores)
+        logits = scores * self.output.scale.detach().to(torch.float64)
+        return Trace(logits=logits, spikes=spikes, scores=scores, preacts=preacts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x).logits
+
+
+def normalise_arch(arch: dict) -> dict:
+    """Fill defaults and check an architecture dict; returns a new JSON-able dict."""
+    a = dict(arch)
+    a.setdefault("input_shape", [28, 28])
+    a.setdefault("input_encoding", "spikes")
+    a.setdefault("input_threshold", 128)
+    a.setdefault("surrogate", "box")
+    a["input_shape"] = [int(d) for d in a["input_shape"]]
+    if a["input_encoding"] not in ("spikes", "pixels"):
+        raise ValueError(f"input encoding must be 'spikes' or 'pixels', got {a['input_encoding']!r}")
+    if a["surrogate"] not in SURROGATES:
+        raise ValueError(f"unknown surrogate {a['surrogate']!r} (expected one of {SURROGATES})")
+    if not 1 <= int(a["input_threshold"]) <= 255:
+        raise ValueError(f"input threshold {a['input_threshold']} outside 1..255")
+    parse_spec(a["spec"])
+    return a
+
+
+def build_model(arch: dict) -> BitSNN:
+    return BitSNN(arch)

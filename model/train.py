@@ -1,0 +1,311 @@
+"""Training: ``bitsnn train`` and the functions behind it.
+
+Adam with a per-step cosine learning-rate schedule, cross-entropy on the logits s*a plus the
+sparsity term ``lambda * mean firing rate`` (mean over the hidden layers), random +-2 px shifts
+as augmentation. Deterministic for a given seed: torch.manual_seed, deterministic algorithms, a
+seeded generator for shuffling and augmentation (drawn on the CPU whatever the device).
+
+Checkpoint (written atomically, read with ``torch.load(weights_only=True)``)::
+
+    {"config": {...JSON-able TrainConfig + "arch"...}, "state_dict": {...}, "metrics": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from bitsnn import BitsnnError, __version__
+from bitsnn.fileio import atomic_path
+
+from .network import PRESETS, BitSNN, build_model, parse_spec
+
+__all__ = [
+    "TrainConfig",
+    "resolve_config",
+    "train_model",
+    "evaluate",
+    "save_checkpoint",
+    "load_checkpoint",
+    "train_main",
+    "shift_images",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (JSON round-trip via asdict / TrainConfig(**d))."""
+
+    #: preset name or layer spec as given by the user
+    preset: str = "tiny"
+    #: layer spec, e.g. 784-128-10
+    spec: str = "784-128-10"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-2
+    #: weight of the firing-rate regulariser: loss += sparsity * mean hidden firing rate
+    sparsity: float = 0.0
+    #: "box" (BitSNN), "s2nn" (Suetake et al.), "ste"
+    surrogate: str = "box"
+    #: "spikes" (x >= input_threshold) or "pixels" (8-bit into the first layer)
+    input_encoding: str = "spikes"
+    input_threshold: int = 128
+    #: random shift of +-shift pixels per training image (0: none)
+    shift: int = 2
+    seed: int = 0
+    #: train on the first N images only (None: all)
+    limit_train: int | None = None
+    #: torch device; None picks cuda when present, else cpu
+    device: str | None = None
+
+    def arch(self, input_shape) -> dict:
+        return {
+            "spec": self.spec,
+            "input_shape": [int(d) for d in input_shape],
+            "input_encoding": self.input_encoding,
+            "input_threshold": int(self.input_threshold),
+            "surrogate": self.surrogate,
+        }
+
+
+def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
+    """A TrainConfig from a preset name (or a layer spec) and non-None overrides."""
+    if preset in PRESETS:
+        p = PRESETS[preset]
+        base = TrainConfig(preset=preset, **p)
+    else:
+        try:
+            parse_spec(preset)
+        except ValueError as e:
+            raise BitsnnError(f"--preset: not one of {', '.join(PRESETS)} and {e}") from None
+        base = TrainConfig(preset=preset, spec=preset)
+    for k, v in overrides.items():
+        if v is not None:
+            if not hasattr(base, k):
+                raise TypeError(f"unknown training option {k!r}")
+            setattr(base, k, v)
+    if base.epochs < 0 or base.batch_size <= 0 or base.lr <= 0:
+        raise BitsnnError(f"bad training options: epochs {base.epochs}, batch size {base.batch_size}, lr {base.lr}")
+    if base.sparsity < 0:
+        raise BitsnnError(f"--sparsity must be >= 0, got {base.sparsity}")
+    if base.limit_train is not None and base.limit_train <= 0:
+        raise BitsnnError(f"--limit-train must be positive, got {base.limit_train}")
+    return base
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise BitsnnError(f"--device: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BitsnnError(f"--device {name}: CUDA is not available")
+    return dev
+
+
+def set_determinism(seed: int) -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def shift_images(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift each (H, W) image by a random (dy, dx) in [-shift, shift]^2, zero fill."""
+    if shift <= 0:
+        return images
+    b, h, w = images.shape
+    d = torch.randint(-shift, shift + 1, (2, b), generator=gen).to(images.device)
+    padded = F.pad(images, (shift, shift, shift, shift))
+    rows = (shift - d[0])[:, None] + torch.arange(h, device=images.device)[None, :]
+    cols = (shift - d[1])[:, None] + torch.arange(w, device=images.device)[None, :]
+    bi = torch.arange(b, device=images.device)[:, None, None]
+    return padded[bi, rows[:, :, None], cols[:, None, :]]
+
+
+@torch.no_grad()
+def evaluate(model: BitSNN, images, labels, *, path: str | None = None, batch_size: int = 1000,
+             device: torch.device | None = None) -> dict:
+    """Accuracy and per-layer firing rates on a uint8 image set (eval mode)."""
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    x_all = torch.as_tensor(np.asarray(images))
+    y_all = torch.as_tensor(np.asarray(labels)).long()
+    correct, rates = 0, None
+    for lo in range(0, len(x_all), batch_size):
+        x = x_all[lo : lo + batch_size].to(device)
+        tr = model.run(x, path)
+        correct += int((tr.classes.cpu() == y_all[lo : lo + batch_size]).sum())
+        r = [float(s.sum()) / s[0].numel() for s in tr.spikes]
+        rates = r if rates is None else [a + b for a, b in zip(rates, r)]
+    model.train(was_training)
+    n = len(x_all)
+    return {"accuracy": correct / n if n else float("nan"), "firing_rates": [r / n for r in (rates or [])]}
+
+
+def train_model(cfg: TrainConfig, dataset, *, progress: bool = True, log=print) -> tuple[BitSNN, dict]:
+    """Train a BitSNN on ``dataset`` (a bitsnn.data.Dataset); returns (model in eval mode, metrics)."""
+    set_determinism(cfg.seed)
+    device = pick_device(cfg.device)
+    input_shape = dataset.train_images.shape[1:]
+    try:
+        model = build_model(cfg.arch(input_shape))
+    except ValueError as e:
+        raise BitsnnError(str(e)) from None
+    n_classes = parse_spec(cfg.spec)[-1]
+    if dataset.num_classes > n_classes:
+        raise BitsnnError(f"the data set has {dataset.num_classes} classes but the spec ends in {n_classes}")
+    model.to(device)
+
+    n = len(dataset.train_images) if cfg.limit_train is None else min(cfg.limit_train, len(dataset.train_images))
+    x_train = torch.as_tensor(dataset.train_images[:n]).to(device)
+    y_train = torch.as_tensor(dataset.train_labels[:n]).long().to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = max(1, cfg.epochs * steps_per_epoch)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+
+    history = []
+    t_start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum, correct, rate_sums = 0.0, 0, None
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   disable=not progress, leave=False, mininterval=1.0, file=sys.stderr)
+        for step in bar:
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            xb = shift_images(x_train[idx], cfg.shift, gen) if cfg.shift else x_train[idx]
+            yb = y_train[idx]
+            tr = model.run(xb, "float")
+            rates = tr.firing_rates()
+            loss = F.cross_entropy(tr.logits, yb)
+            if cfg.sparsity and rates:
+                loss = loss + cfg.sparsity * torch.stack(rates).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                lv = float(loss.detach())
+                loss_sum += lv * len(idx)
+                correct += int((tr.logits.detach().argmax(1) == yb).sum())
+                r = [float(x.detach()) * len(idx) for x in rates]
+                rate_sums = r if rate_sums is None else [a + b for a, b in zip(rate_sums, r)]
+            if progress and step % 20 == 0:
+                bar.set_postfix(loss=f"{lv:.3f}")
+        bar.close()
+        train_time = time.perf_counter() - t0
+        test = evaluate(model, dataset.test_images, dataset.test_labels, device=device)
+        rec = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / n,
+            "train_accuracy": correct / n,
+            "train_firing_rates": [r / n for r in (rate_sums or [])],
+            "test_accuracy": test["accuracy"],
+            "test_firing_rates": test["firing_rates"],
+            "epoch_seconds": train_time,
+            "lr": sched.get_last_lr()[0],
+        }
+        history.append(rec)
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['loss']:.4f}  train acc {rec['train_accuracy']:.4f}  "
+            f"test acc {rec['test_accuracy']:.4f}  firing rates "
+            + "/".join(f"{r:.3f}" for r in rec["train_firing_rates"])
+            + f"  ({train_time:.1f} s)"
+        )
+    model.eval()
+    final = evaluate(model, dataset.test_images, dataset.test_labels, device=device)
+    metrics = {
+        "test_accuracy": final["accuracy"],
+        "test_firing_rates": final["firing_rates"],
+        "train_images": n,
+        "train_seconds": time.perf_counter() - t_start,
+        "device": str(device),
+        "dataset": dataset.name,
+        "history": history,
+    }
+    return model, metrics
+
+
+def checkpoint_config(cfg: TrainConfig, model: BitSNN) -> dict:
+    d = asdict(cfg)
+    d["arch"] = dict(model.arch)
+    d["bitsnn_version"] = __version__
+    return d
+
+
+def save_checkpoint(path, model: BitSNN, cfg: TrainConfig | dict, metrics: dict | None = None) -> Path:
+    """Write {"config", "state_dict", "metrics"} atomically; tensors moved to the CPU."""
+    config = checkpoint_config(cfg, model) if isinstance(cfg, TrainConfig) else dict(cfg, arch=dict(model.arch))
+    json.dumps(config)  # must be JSON-able
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    obj = {"config": config, "state_dict": state, "metrics": json.loads(json.dumps(metrics or {}))}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+def load_checkpoint(path) -> tuple[BitSNN, dict, dict]:
+    """(model in eval mode on the CPU, config, metrics) from a checkpoint written by save_checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise BitsnnError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file
+        raise BitsnnError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(obj, dict) or not {"config", "state_dict"} <= obj.keys() or "arch" not in obj["config"]:
+        raise BitsnnError(f"{path} is not a bitsnn checkpoint (needs config with arch, and state_dict)")
+    try:
+        model = build_model(obj["config"]["arch"])
+        model.load_state_dict(obj["state_dict"])
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise BitsnnError(f"{path}: checkpoint does not match its architecture: {str(e).splitlines()[0]}") from None
+    model.eval()
+    return model, obj["config"], obj.get("metrics") or {}
+
+
+def train_main(args) -> int:
+    """``bitsnn train``."""
+    from bitsnn.data import load_dataset
+
+    cfg = resolve_config(
+        args.preset,
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        sparsity=args.sparsity,
+        surrogate=args.surrogate,
+        input_encoding=args.input_encoding,
+        device=args.device,
+        limit_train=args.limit_train,
+    )
+    ds = load_dataset(args.data_dir)
+    print(f"[train] {ds.summary()}")
+    print(f"[train] {cfg.spec} ({cfg.input_encoding} input, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
+          f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
+          f"device {pick_device(cfg.device)}", flush=True)
+    model, metrics = train_model(cfg, ds, log=lambda m: print(f"[train] {m}", flush=True))
+    path = save_checkpoint(args.output, model, cfg, metrics)
+    print(f"[train] test accuracy {metrics['test_accuracy']:.4f}, firing rates "
+          + "/".join(f"{r:.3f}" for r in metrics["test_firing_rates"])
+          + f"; {metrics['train_seconds']:.1f} s; wrote {path}")
+    return 0

@@ -1,0 +1,238 @@
+"""``bitsnn sim``: run the generated design on test images in a simulator and compare it with the
+golden model (:mod:`bitsnn.sim.golden`) and the exact cycle model (:mod:`bitsnn.sim.cycles`).
+
+Simulators: ``icarus`` and ``verilator`` (the generated Verilog under cocotb,
+:mod:`bitsnn.sim.cosim.runner`), ``amaranth`` (Amaranth's Python simulator,
+:mod:`bitsnn.sim.amaranth_run`), ``golden`` (the golden model and cycle model alone, no hardware:
+a quick accuracy/spikes/cycles summary). Every image's hidden-layer spikes, scores, class, spike
+counts and cycle count are compared; the first difference is printed as image, layer and neuron and
+the command exits 1. docs/cosim.md has the measured speeds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bitsnn import BitsnnError
+
+__all__ = ["sim_main", "Mismatch", "compare", "simulate"]
+
+#: lanes and word width of the Accelerator the CLI builds (the Accelerator's defaults)
+LANES, WORD = 32, 32
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    image: int  #: index into the test set
+    what: str  #: "spikes", "scores", "class", "spike count", "cycles", "measured cycles"
+    layer: int | None  #: layer index (0 = first hidden layer; scores: the output layer)
+    neuron: int | None
+    got: int
+    want: int
+
+    def __str__(self) -> str:
+        where = f"image {self.image}"
+        if self.layer is not None:
+            where += f", layer {self.layer}"
+        if self.neuron is not None:
+            where += f", neuron {self.neuron}"
+        return f"{where}: {self.what} {self.got} != golden {self.want}"
+
+
+def compare(g, want_cycles: np.ndarray, r, *, first_index: int = 0) -> list[Mismatch]:
+    """Every image's first difference between simulation result ``r`` (CosimResult or
+    AmaranthResult) and golden result ``g`` / predicted cycles; in image order, at most one per
+    image (hidden layers in order, then scores, class, spike counts, cycles)."""
+    out = []
+    n_layers = len(g.spikes) + 1
+    for b in range(len(g.classes)):
+        img = first_index + b
+        found = None
+        for l, (s, gs) in enumerate(zip(r.spikes, g.spikes)):
+            d = np.flatnonzero(np.asarray(s[b]) != gs[b])
+            if d.size:
+                j = int(d[0])
+                found = Mismatch(img, "spikes", l, j, int(s[b][j]), int(gs[b][j]))
+                break
+        if found is None:
+            d = np.flatnonzero(np.asarray(r.scores[b]) != g.scores[b])
+            if d.size:
+                j = int(d[0])
+                found = Mismatch(img, "scores", n_layers - 1, j, int(r.scores[b][j]), int(g.scores[b][j]))
+        if found is None and int(r.classes[b]) != int(g.classes[b]):
+            found = Mismatch(img, "class", None, None, int(r.classes[b]), int(g.classes[b]))
+        if found is None:
+            d = np.flatnonzero(np.asarray(r.spike_counts[b]) != g.spike_counts[b])
+            if d.size:
+                l = int(d[0])
+                found = Mismatch(img, "spike count", l, None, int(r.spike_counts[b][l]), int(g.spike_counts[b][l]))
+        if found is None and int(r.cycles[b]) != int(want_cycles[b]):
+            found = Mismatch(img, "cycles", None, None, int(r.cycles[b]), int(want_cycles[b]))
+        if found is None and int(r.measured_cycles[b]) != int(want_cycles[b]):
+            found = Mismatch(img, "measured cycles", None, None, int(r.measured_cycles[b]), int(want_cycles[b]))
+        if found is not None:
+            out.append(found)
+    return out
+
+
+@dataclass
+class SimRun:
+    result: object  #: CosimResult / AmaranthResult / a golden stand-in with the same fields
+    run_s: float  #: wall time of the simulation proper
+    sim_cycles: int  #: clock cycles simulated (approximate for amaranth and golden)
+    build_s: float = 0.0
+
+
+class _GoldenAsResult:
+    """The golden model dressed as a simulation result (cycles from the cycle model)."""
+
+    def __init__(self, g, cycles):
+        self.classes, self.scores, self.spikes = g.classes, g.scores, g.spikes
+        self.spike_counts, self.cycles, self.measured_cycles = g.spike_counts, cycles, cycles
+
+
+def _feed_cycles(hm, cycles) -> int:
+    """Clock cycles of a batch when each image streams one pixel per cycle: pixels + compute +
+    result words (what the Amaranth runner simulates, give or take a few cycles per image)."""
+    n_words = 2 + len(hm.hidden_layers) + hm.num_classes
+    return int(np.sum(cycles) + len(cycles) * (hm.n_inputs + n_words))
+
+
+def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cycles=None, progress: int = 0,
+             build_root=None) -> SimRun:
+    """Run ``images`` on ``simulator``; ``g``/``want_cycles`` (golden) feed the bench's own checker."""
+    if simulator == "golden":
+        t0 = time.perf_counter()
+        from bitsnn.sim import golden
+
+        g2 = golden.run(hm, images)
+        return SimRun(_GoldenAsResult(g2, want_cycles), time.perf_counter() - t0, _feed_cycles(hm, want_cycles))
+    if simulator == "amaranth":
+        from bitsnn.sim.amaranth_run import run_accelerator
+
+        t0 = time.perf_counter()
+        r = run_accelerator(hm, images, mode=mode, lanes=LANES, word=WORD)
+        return SimRun(r, time.perf_counter() - t0, _feed_cycles(hm, r.cycles))
+    from .runner import run_accelerator_cosim
+
+    expected = None
+    if g is not None:
+        expected = dict(classes=g.classes, scores=g.scores, spike_counts=g.spike_counts,
+                        **{f"spikes{i}": s for i, s in enumerate(g.spikes)})
+        if want_cycles is not None:
+            expected["cycles"] = want_cycles
+    r = run_accelerator_cosim(hm, images, simulator=simulator, mode=mode, expected=expected, progress=progress,
+                              build_root=build_root)
+    return SimRun(r, r.run_s, int(r.sim_cycles.sum()), r.build_s)
+
+
+def write_wave(hm, image, path, *, simulator: str, mode: str, build_root=None) -> None:
+    """A waveform of one image (a separate one-image run)."""
+    image = np.asarray(image, np.uint8)[None]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if simulator == "amaranth":
+        from bitsnn.sim.amaranth_run import run_accelerator
+
+        run_accelerator(hm, image, mode=mode, lanes=LANES, word=WORD, vcd_path=path)
+    else:
+        from .runner import run_accelerator_cosim
+
+        run_accelerator_cosim(hm, image, simulator=simulator, mode=mode, wave=path, build_root=build_root)
+
+
+def _check_simulator(simulator: str) -> None:
+    if simulator == "golden":
+        return
+    if importlib.util.find_spec("amaranth") is None:
+        raise BitsnnError("amaranth is not installed (pip install bitsnn[hw])")
+    if simulator in ("icarus", "verilator"):
+        from .runner import simulator_missing
+
+        why = simulator_missing(simulator)
+        if why:
+            raise BitsnnError(f"simulator {simulator}: {why}")
+    elif simulator != "amaranth":
+        raise BitsnnError(f"unknown simulator {simulator!r}")
+
+
+def sim_main(args, out=None) -> int:
+    """The ``bitsnn sim`` subcommand: 0 when everything matches, 1 on a mismatch."""
+    out = out or sys.stdout
+
+    def say(msg=""):
+        print(msg, file=out, flush=True)
+
+    from bitsnn.data import load_dataset
+    from bitsnn.hwmodel import HardwareModel
+    from bitsnn.sim import cycles as cycles_mod
+    from bitsnn.sim import golden
+
+    simulator = getattr(args, "simulator", "icarus")
+    mode = getattr(args, "mode", None) or "event"
+    if mode not in ("event", "dense"):
+        raise BitsnnError(f"mode must be event or dense, not {mode!r}")
+    if not Path(args.model).is_file():
+        raise BitsnnError(f"hardware model {args.model} not found")
+    hm = HardwareModel.load(args.model)
+    n = int(args.images)
+    if n < 1:
+        raise BitsnnError(f"--images must be at least 1, got {n}")
+    _check_simulator(simulator)
+    data = load_dataset(getattr(args, "data_dir", None))
+    if n > len(data.test_images):
+        raise BitsnnError(f"--images {n}: the test set has {len(data.test_images)} images")
+    images, labels = data.test_images[:n], data.test_labels[:n].astype(np.int64)
+    if images[0].size != hm.n_inputs:
+        raise BitsnnError(f"the data set's images have {images[0].size} pixels, the model takes {hm.n_inputs}")
+    wave = getattr(args, "wave", None)
+    k = int(getattr(args, "image", 0) or 0)
+    if wave and not 0 <= k < len(data.test_images):
+        raise BitsnnError(f"--image {k} is outside the test set (0..{len(data.test_images) - 1})")
+
+    say(f"model {args.model}: {hm.describe()}")
+    t0 = time.perf_counter()
+    g = golden.run(hm, images)
+    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=LANES, word=WORD)
+    say(f"golden model: {n} images in {time.perf_counter() - t0:.2f} s")
+    progress = max(1, n // 10) if (n >= 100 and simulator in ("icarus", "verilator")) else 0
+    say(f"simulating {n} images on {simulator} (mode {mode})...")
+    run = simulate(hm, images, simulator=simulator, mode=mode, g=g, want_cycles=want_cycles, progress=progress)
+    r = run.result
+    bad = compare(g, want_cycles, r)
+
+    acc = float(np.mean(np.asarray(r.classes) == labels))
+    gacc = float(np.mean(g.classes == labels))
+    counts = np.asarray(r.spike_counts)
+    say(f"accuracy: {acc:.2%} on {n} images (golden {gacc:.2%})")
+    say(f"mismatches: {len(bad)}")
+    say(f"cycles per inference: mean {np.mean(r.cycles):.1f}, min {int(np.min(r.cycles))}, "
+        f"max {int(np.max(r.cycles))}")
+    per_layer = ", ".join(f"layer {l} {v:.1f}" for l, v in enumerate(counts.mean(axis=0)))
+    say(f"spikes per inference: mean {counts.sum(axis=1).mean():.1f} ({per_layer})")
+    if simulator == "golden":
+        say(f"golden model: {n / max(run.run_s, 1e-9):,.0f} images/s (no hardware simulated; "
+            f"cycles from bitsnn.sim.cycles)")
+    else:
+        approx = "~" if simulator == "amaranth" else ""
+        say(f"simulated {approx}{run.sim_cycles:,} cycles in {run.run_s:.2f} s: "
+            f"{approx}{run.sim_cycles / max(run.run_s, 1e-9):,.0f} cycles/s"
+            + (f" (build {run.build_s:.1f} s)" if run.build_s else ""))
+    if wave:
+        if simulator == "golden":
+            say("--wave: the golden model has no waveform; use a hardware simulator")
+        else:
+            write_wave(hm, data.test_images[k], wave, simulator=simulator, mode=mode)
+            say(f"wrote waveform of image {k} to {wave}")
+    if bad:
+        say(f"MISMATCH: first at {bad[0]}")
+        for m in bad[1:5]:
+            say(f"  also {m}")
+        return 1
+    return 0

