@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="M", help="hardware-model file (.bsnn)")
     p.add_argument("--images", type=int, default=100, metavar="N")
     p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--mode", default="event", choices=("event", "dense"),
+                   help="layer-core mode of the bitstream (for the cycle-model check)")
+    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+                   help="the design's clock, to report device latency in microseconds as well as cycles")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="seconds to wait for each reply")
     _add_data_dir(p)
 
     p = sub.add_parser("demo", help="the whole flow on MNIST",

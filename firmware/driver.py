@@ -82,6 +82,17 @@ class Device:
                     self._pending = got[1:] + self._pending
                     return got[0]
 
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are (tests and diagnostics: malformed or partial frames)."""
+        self.ser.write(bytes(data))
+
+    def read_response(self, timeout: float | None = None) -> P.Response | None:
+        """The next well-formed response frame within ``timeout`` seconds (default: the device's
+        timeout), whatever command it answers; None when none comes."""
+        if self._pending:
+            return self._pending.pop(0)
+        return self._receive(time.monotonic() + (self.timeout if timeout is None else timeout))
+
     def _drain(self):
         """Forget stale bytes and frames (after a timeout the device may still answer late)."""
         self._pending = []

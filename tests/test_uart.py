@@ -1,5 +1,7 @@
-"""The UART cores and the UART top level's frame parser in the Amaranth simulator (hypothesis:
-random bytes, corrupted frames, wrong lengths, commands during a run, timeouts)."""
+"""The UART cores and the UART top level in the Amaranth simulator, around the real
+:class:`bitsnn.hw.Accelerator` (small random models, and the trained tiny model on a real MNIST
+image): results against the golden model and the exact cycle model; hypothesis for random bytes,
+corrupted frames and wrong lengths; commands during a run; timeouts."""
 
 from __future__ import annotations
 
@@ -13,21 +15,39 @@ from bitsnn import protocol as P
 from bitsnn.hw.top import UARTTop
 from bitsnn.hw.uart import UARTRx, UARTTx, baud_divisor
 from bitsnn.hwmodel import random_model
-from fake_accel import FakeAccelerator, fake_words
+from bitsnn.sim import cycles as cycles_mod
+from bitsnn.sim import golden
 from uart_sim import receive_forever, run_top, ticks
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 DIV = 4
 
 
+N_IN = 40
+
+
 @pytest.fixture(scope="module")
 def small_model():
-    return random_model(np.random.default_rng(1), [6, 5, 3])
+    """40-12-5: a LOAD frame is 45 bytes, an inference well under 100 cycles."""
+    return random_model(np.random.default_rng(1), [N_IN, 12, 5])
 
 
-def make_top(hm, delay=20, timeout=300):
-    return UARTTop(hm, clk_freq=DIV * 1_000_000, baud=1_000_000, timeout_cycles=timeout,
-                   accelerator=FakeAccelerator(hm, delay=delay))
+@pytest.fixture(scope="module")
+def long_model():
+    """40-128-5 built with one lane: an inference takes thousands of cycles (BUSY tests)."""
+    return random_model(np.random.default_rng(1), [N_IN, 128, 5])
+
+
+def make_top(hm, timeout=300, **accel):
+    return UARTTop(hm, clk_freq=DIV * 1_000_000, baud=1_000_000, timeout_cycles=timeout, **accel)
+
+
+def expected_result(hm, img, *, mode="event", lanes=32, word=32) -> P.Result:
+    """What READ must return for ``img``: the golden model plus the exact cycle model."""
+    g = golden.run(hm, np.frombuffer(bytes(img), np.uint8).reshape((1, *hm.input_shape)))
+    cyc = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=word)
+    return P.Result(int(g.classes[0]), int(cyc[0]), tuple(int(c) for c in g.spike_counts[0]),
+                    tuple(int(x) for x in g.scores[0]))
 
 
 def reply_gap(top, cmd=None) -> int:
@@ -161,7 +181,7 @@ def test_uart_rx_frame_error_and_glitch():
 
 def test_top_info_load_run_read(small_model):
     top = make_top(small_model)
-    img = bytes([1, 2, 3, 4, 5, 250])
+    img = np.random.default_rng(5).integers(0, 256, N_IN, dtype=np.uint8).tobytes()
     raw = run_top(top, script(top, [
         (P.Cmd.READ, b""), (P.Cmd.RUN, b""), (P.Cmd.INFO, b""), (P.Cmd.LOAD, img), (P.Cmd.RUN, b""),
         (P.Cmd.READ, b""), (P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(0, 1, 0, b"\x0f")),
@@ -176,28 +196,32 @@ def test_top_info_load_run_read(small_model):
         (P.Cmd.RUN, P.Status.NO_IMAGE),  # a failed LOAD invalidates the image buffer
     ]
     info = P.Info.from_bytes(rs[2].payload)
-    assert (info.n_inputs, info.n_hidden, info.n_classes, info.n_result_words) == (6, 1, 3, 6)
+    assert (info.n_inputs, info.n_hidden, info.n_classes, info.n_result_words) == (N_IN, 1, 5, 8)
     assert info.model_id == P.model_id(small_model.content_hash) and not info.weight_write
-    assert P.Result.from_bytes(rs[5].payload, 1, 3).to_bytes() == P.Result.from_words(
-        fake_words(img, 6), 1).to_bytes()
+    assert P.Result.from_bytes(rs[5].payload, 1, 5) == expected_result(small_model, img)
 
 
-def test_top_commands_during_a_run_get_busy(small_model):
-    top = make_top(small_model, delay=6000, timeout=300)
-    img = bytes(range(6))
-    raw = run_top(top, script(top, [
-        (P.Cmd.LOAD, img), (P.Cmd.RUN, b""), (P.Cmd.INFO, b""), (P.Cmd.READ, b""), (P.Cmd.LOAD, img),
-        (P.Cmd.RUN, b""),
-    ]) + [(b"", 5000)] + script(top, [(P.Cmd.READ, b"")]), tail_cycles=100)
+def test_top_commands_during_a_run_get_busy(long_model):
+    """INFO is served during an inference; READ, RUN and LOAD get BUSY (and the LOAD does not
+    touch the image being run); the READ after the run returns the golden result."""
+    top = make_top(long_model, timeout=300, lanes=1)
+    img = np.random.default_rng(2).integers(0, 256, N_IN, dtype=np.uint8).tobytes()
+    want = expected_result(long_model, img, lanes=1)
+    assert want.cycles > 2500  # long enough for the requests below to land inside the run
+    short = reply_gap(top, P.Cmd.RUN)  # time for a reply without payload (BUSY)
+    raw = run_top(top, script(top, [(P.Cmd.LOAD, img), (P.Cmd.RUN, b""), (P.Cmd.INFO, b"")]) + [
+        (P.encode_request(P.Cmd.READ), short), (P.encode_request(P.Cmd.RUN), short),
+        (P.encode_request(P.Cmd.LOAD, bytes(N_IN)), short), (b"", 1000),
+    ] + script(top, [(P.Cmd.READ, b"")]), tail_cycles=100)
     rs = responses(raw)
     assert [P.Status(r.status) for r in rs] == [P.Status.OK, P.Status.OK, P.Status.OK, P.Status.BUSY,
                                                  P.Status.BUSY, P.Status.BUSY, P.Status.OK]
-    assert P.Result.from_bytes(rs[-1].payload, 1, 3).klass == sum(img)
+    assert P.Result.from_bytes(rs[-1].payload, 1, 5) == want
 
 
 def test_top_timeout_resets_parser(small_model):
     top = make_top(small_model, timeout=300)
-    frame = P.encode_request(P.Cmd.LOAD, bytes(6))
+    frame = P.encode_request(P.Cmd.LOAD, bytes(N_IN))
     raw = run_top(top, [(frame[:4], 400)] + script(top, [(P.Cmd.INFO, b"")]), tail_cycles=100)
     rs = responses(raw)
     assert [(r.cmd, P.Status(r.status)) for r in rs] == [(P.Cmd.LOAD, P.Status.TIMEOUT), (P.Cmd.INFO, P.Status.OK)]
@@ -226,7 +250,7 @@ def test_top_corrupted_frame_gets_error(small_model, data):
     """A valid LOAD frame with one byte changed is never executed: the reply is an error
     (BAD_SYNC, BAD_CHECKSUM or TIMEOUT), and a following good frame still works."""
     top = make_top(small_model, timeout=300)
-    img = bytes(data.draw(st.lists(st.integers(0, 255), min_size=6, max_size=6)))
+    img = bytes(data.draw(st.lists(st.integers(0, 255), min_size=N_IN, max_size=N_IN)))
     frame = bytearray(P.encode_request(P.Cmd.LOAD, img))
     i = data.draw(st.integers(0, len(frame) - 1))
     frame[i] ^= data.draw(st.integers(1, 255))
@@ -240,10 +264,10 @@ def test_top_corrupted_frame_gets_error(small_model, data):
 
 @pytest.mark.slow
 @settings(max_examples=8, **SETTINGS)
-@given(cmd=st.sampled_from(list(P.Cmd)), n=st.integers(0, 9))
+@given(cmd=st.sampled_from(list(P.Cmd)), n=st.sampled_from([0, 1, 5, 6, 9, N_IN - 1, N_IN, N_IN + 1]))
 def test_top_wrong_lengths(small_model, cmd, n):
     top = make_top(small_model, timeout=300)
-    want = {P.Cmd.LOAD: 6}.get(cmd, 0)
+    want = {P.Cmd.LOAD: N_IN}.get(cmd, 0)
     ok_len = (n == want) if cmd != P.Cmd.WRITE_WEIGHTS else n > P.WEIGHT_HEADER
     raw = run_top(top, [(P.encode_request(cmd, bytes(n)), reply_gap(top))], tail_cycles=400)
     (r,) = responses(raw)
@@ -251,3 +275,22 @@ def test_top_wrong_lengths(small_model, cmd, n):
         assert r.status != P.Status.BAD_LENGTH
     else:
         assert r.status == P.Status.BAD_LENGTH
+
+
+@pytest.mark.slow
+def test_top_tiny_model_mnist_image(tiny_hwmodel, mnist):
+    """A real MNIST test image through the real 784-128-10 design behind the UART: LOAD, RUN,
+    READ (divisor 4); class, scores, spike count and cycles equal the golden and cycle models."""
+    top = make_top(tiny_hwmodel, timeout=300)
+    img = mnist.test_images[0].tobytes()
+    want = expected_result(tiny_hwmodel, img)
+    # the run takes one cycle per pixel to feed the image, then ``cycles``, then the result words
+    run_cycles = tiny_hwmodel.n_inputs + want.cycles + top.n_words + 20
+    raw = run_top(top, script(top, [(P.Cmd.LOAD, img), (P.Cmd.RUN, b"")]) + [(b"", run_cycles)]
+                  + script(top, [(P.Cmd.READ, b"")]), tail_cycles=50)
+    rs = responses(raw)
+    assert [(r.cmd, P.Status(r.status)) for r in rs] == [
+        (P.Cmd.LOAD, P.Status.OK), (P.Cmd.RUN, P.Status.OK), (P.Cmd.READ, P.Status.OK)]
+    got = P.Result.from_bytes(rs[2].payload, 1, 10)
+    assert got == want
+    assert got.klass == int(mnist.test_labels[0])

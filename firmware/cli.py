@@ -1,0 +1,139 @@
+"""``bitsnn run``: stream test images to a bitsnn design over UART (:class:`~bitsnn.firmware.driver.Device`)
+and report accuracy, latency and spikes, checked against the golden model and the cycle model.
+
+The device's INFO must report the model id of ``--model`` (the first 4 bytes of its content hash),
+so results are never compared with the wrong network.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bitsnn import BitsnnError
+from bitsnn import protocol as P
+
+__all__ = ["run_main", "run_images", "check_info"]
+
+#: what board builds generate (bitsnn.boards.build.DEFAULT_ACCEL): event cores, 32 lanes, 32-bit words
+LANES, WORD = 32, 32
+
+
+def check_info(info: P.Info, hm, model_path) -> None:
+    """BitsnnError unless the device runs ``hm``."""
+    want = P.model_id(hm.content_hash)
+    if info.model_id != want:
+        raise BitsnnError(
+            f"the device runs model id {info.model_id.hex()}, but {model_path} has id {want.hex()} "
+            f"(content hash {hm.content_hash[:16]}...): build and program the bitstream for this model")
+    shape = (info.n_inputs, info.n_hidden, info.n_classes)
+    if shape != (hm.n_inputs, len(hm.hidden_layers), hm.num_classes):
+        raise BitsnnError(f"the device reports {shape[0]} inputs, {shape[1]} hidden layers, {shape[2]} classes; "
+                          f"{model_path} is {hm.describe()}")
+
+
+def run_images(dev, images, *, progress=None) -> tuple[list[P.Result], np.ndarray]:
+    """Infer every image on ``dev``; the results and the host round-trip times (s)."""
+    results, lat = [], []
+    for i, img in enumerate(images):
+        rec = dev.infer(img)
+        results.append(rec.result)
+        lat.append(rec.latency_s)
+        if progress:
+            progress(i + 1, len(images))
+    return results, np.asarray(lat, np.float64)
+
+
+def run_main(args, out=None, device=None) -> int:
+    """The ``bitsnn run`` subcommand: 0 when every result equals the golden model, 1 otherwise.
+    ``device``: an open :class:`Device` (tests), instead of opening ``args.port``."""
+    out = out or sys.stdout
+
+    def say(msg=""):
+        print(msg, file=out, flush=True)
+
+    from bitsnn.data import load_dataset
+    from bitsnn.hwmodel import HardwareModel
+    from bitsnn.sim import cycles as cycles_mod
+    from bitsnn.sim import golden
+
+    from .driver import Device
+
+    if not Path(args.model).is_file():
+        raise BitsnnError(f"hardware model {args.model} not found")
+    hm = HardwareModel.load(args.model)
+    n = int(args.images)
+    if n < 1:
+        raise BitsnnError(f"--images must be at least 1, got {n}")
+    data = load_dataset(getattr(args, "data_dir", None))
+    if n > len(data.test_images):
+        raise BitsnnError(f"--images {n}: the test set has {len(data.test_images)} images")
+    images, labels = data.test_images[:n], data.test_labels[:n].astype(np.int64)
+    if images[0].size != hm.n_inputs:
+        raise BitsnnError(f"the data set's images have {images[0].size} pixels, the model takes {hm.n_inputs}")
+    mode = getattr(args, "mode", None) or "event"
+    clock_mhz = getattr(args, "clock_mhz", None)
+
+    dev = device
+    if dev is None:
+        try:
+            import serial  # noqa: F401
+        except ImportError:
+            raise BitsnnError("pyserial is not installed (pip install bitsnn[firmware])") from None
+        dev = Device(args.port, int(args.baud), timeout=float(getattr(args, "timeout", None) or 2.0))
+    try:
+        info = dev.get_info()
+        check_info(info, hm, args.model)
+        say(f"device: protocol v{info.version}, model id {info.model_id.hex()} ({hm.describe()})")
+        t0 = time.perf_counter()
+
+        def progress(i, total):
+            if total >= 20 and i % max(1, total // 10) == 0:
+                say(f"  {i}/{total} images, {time.perf_counter() - t0:.1f} s")
+
+        results, lat = run_images(dev, images, progress=progress)
+        wall = time.perf_counter() - t0
+    finally:
+        if device is None:
+            dev.close()
+
+    g = golden.run(hm, images)
+    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=LANES, word=WORD)
+    classes = np.array([r.klass for r in results], np.int64)
+    cyc = np.array([r.cycles for r in results], np.int64)
+    counts = np.array([r.spike_counts for r in results], np.int64).reshape(n, -1)
+    bad = []
+    for b, r in enumerate(results):
+        why = []
+        if r.klass != g.classes[b]:
+            why.append(f"class {r.klass} != golden {g.classes[b]}")
+        d = np.flatnonzero(np.array(r.scores) != g.scores[b])
+        if d.size:
+            why.append(f"score of class {d[0]} {r.scores[d[0]]} != golden {g.scores[b][d[0]]}")
+        d = np.flatnonzero(counts[b] != g.spike_counts[b])
+        if d.size:
+            why.append(f"layer {d[0]} spike count {counts[b][d[0]]} != golden {g.spike_counts[b][d[0]]}")
+        if r.cycles != want_cycles[b]:
+            why.append(f"cycles {r.cycles} != cycle model {want_cycles[b]} ({mode} mode, {LANES} lanes)")
+        if why:
+            bad.append((b, "; ".join(why)))
+
+    say(f"accuracy: {np.mean(classes == labels):.2%} on {n} images (golden {np.mean(g.classes == labels):.2%})")
+    say(f"mismatches: {len(bad)}")
+    say(f"host round trip (LOAD+RUN+READ): mean {lat.mean() * 1e3:.1f} ms, max {lat.max() * 1e3:.1f} ms; "
+        f"{n / wall:.2f} images/s")
+    dev_lat = f"mean {cyc.mean():.1f}, min {cyc.min()}, max {cyc.max()} cycles"
+    if clock_mhz:
+        dev_lat += f" = {cyc.mean() / clock_mhz:.2f} us mean at {clock_mhz:g} MHz"
+    say(f"device latency: {dev_lat}")
+    per_layer = ", ".join(f"layer {l} {v:.1f}" for l, v in enumerate(counts.mean(axis=0)))
+    say(f"spikes per inference: mean {counts.sum(axis=1).mean():.1f} ({per_layer})")
+    if dev.retried:
+        say(f"requests retried: {dev.retried}")
+    if bad:
+        say(f"MISMATCH: first at image {bad[0][0]}: {bad[0][1]}")
+        return 1
+    return 0

@@ -1,0 +1,109 @@
+"""Board targets: platform elaboration without tools, fit checks, and (marker ``toolchain``) real
+Yosys + nextpnr builds of the tiny MNIST model for both boards, reproducible to the byte."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitsnn.boards import BOARDS, get_board
+from bitsnn.boards.build import DEFAULT_ACCEL, DesignTooLarge, build_board, check_fits
+from bitsnn.boards.common import BoardTop, ToolchainError, check_tools
+from bitsnn.hwmodel import random_model
+
+
+def _top(board, model):
+    from bitsnn.hw.top import UARTTop
+
+    return BoardTop(board, UARTTop(model, clk_freq=board.clk_freq, baud=115200, monitor=False, **DEFAULT_ACCEL))
+
+
+@pytest.mark.parametrize("name", BOARDS)
+def test_prepare_without_tools(name, tmp_path):
+    """Elaborate the whole board design and write the tool scripts (amaranth-boards' do_build=False)."""
+    board = get_board(name)
+    model = random_model(np.random.default_rng(0), [64, 16, 4])
+    plan = board.platform().prepare(_top(board, model), name="bitsnn")
+    plan.extract(str(tmp_path))
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "bitsnn.il" in files and "build_bitsnn.sh" in files
+    constraints = (tmp_path / ("bitsnn.pcf" if board.family == "ice40" else "bitsnn.lpf")).read_text()
+    assert str(round(board.clk_freq / 1e6)) in constraints  # the PLL output clock is constrained
+
+
+def test_unknown_board():
+    from bitsnn import BitsnnError
+
+    with pytest.raises(BitsnnError, match="unknown board 'de10'"):
+        get_board("de10")
+
+
+def test_missing_tool_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("YOSYS", "yosys-that-does-not-exist")
+    with pytest.raises(ToolchainError, match=r"missing tool yosys-that-does-not-exist \(\$YOSYS\)"):
+        check_tools(get_board("icebreaker"))
+
+
+def test_check_fits_names_overflow():
+    board = get_board("icebreaker")
+    with pytest.raises(DesignTooLarge, match=r"block RAMs \(4 kbit\): needs 40, iCE40UP5K-SG48 has 30 \(over by 10\)"):
+        check_fits(board, {"logic": 100, "ffs": 100, "bram_blocks": 40, "spram_blocks": 0})
+    check_fits(board, {"logic": 100, "ffs": 100, "bram_blocks": 30, "spram_blocks": 0})
+
+
+def test_large_model_refused_fast_on_icebreaker(tmp_path):
+    """FINN's LFC size cannot fit an UP5K: refused from the estimate in seconds, nothing written."""
+    model = random_model(np.random.default_rng(0), [784, 1024, 1024, 1024, 10])
+    t0 = time.perf_counter()
+    with pytest.raises(DesignTooLarge, match="does not fit icebreaker: .*block RAMs"):
+        build_board("icebreaker", model, tmp_path / "out", log=lambda *_: None)
+    assert time.perf_counter() - t0 < 10
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_cli_error_is_one_line(tmp_path):
+    model = random_model(np.random.default_rng(0), [784, 1024, 1024, 1024, 10])
+    path = model.save(tmp_path / "large.bsnn")
+    r = subprocess.run([str(Path(sys.executable).parent / "bitsnn"), "build", "--board", "icebreaker",
+                        "--model", str(path), "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 1
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bitsnn build: error: design does not fit icebreaker")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.toolchain
+@pytest.mark.slow
+@pytest.mark.xdist_group("toolchain")
+@pytest.mark.parametrize("name", BOARDS)
+def test_tiny_model_bitstream(name, tiny_hwmodel, tmp_path):
+    """The trained tiny MNIST model through Yosys and nextpnr: fits, meets the PLL clock."""
+    board = get_board(name)
+    rep = build_board(name, tiny_hwmodel, tmp_path / "out", log=lambda *_: None)
+    out = tmp_path / "out"
+    bit = out / rep["bitstream"]
+    assert bit.stat().st_size > 1000
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["utilisation"]["logic"]["used"] <= saved["utilisation"]["logic"]["available"]
+    assert saved["utilisation"]["bram"]["used"] > 0  # weights live in block RAM
+    assert saved["constraint_mhz"] == pytest.approx(board.clk_freq / 1e6, rel=1e-3)
+    assert saved["timing_met"], f"Fmax {saved['fmax_mhz']} MHz < {saved['constraint_mhz']} MHz"
+    assert saved["estimate"]["bram_blocks"] >= 1
+
+
+@pytest.mark.toolchain
+@pytest.mark.slow
+@pytest.mark.xdist_group("toolchain")
+def test_bitstream_is_reproducible(tmp_path):
+    """The same model, parameters and seed give a byte-identical bitstream."""
+    model = random_model(np.random.default_rng(3), [96, 24, 6])
+    a = build_board("icebreaker", model, tmp_path / "a", log=lambda *_: None)
+    b = build_board("icebreaker", model, tmp_path / "b", log=lambda *_: None)
+    assert (tmp_path / "a" / a["bitstream"]).read_bytes() == (tmp_path / "b" / b["bitstream"]).read_bytes()

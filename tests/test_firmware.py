@@ -1,0 +1,145 @@
+"""The host driver and ``bitsnn run`` end to end against the real design: UARTTop around the
+real Accelerator (a 40-12-5 random model) in the Amaranth simulator, behind a pseudo-terminal
+(:class:`bitsnn.sim.uart_pty.SimulatedDevice`, 4 clocks per bit) that pyserial opens like a board.
+
+Covers a normal inference equal to the golden and cycle models, a corrupted frame (BAD_CHECKSUM,
+then recovery), a partial frame (TIMEOUT, then recovery), the driver's retries (no reply; a
+corrupted request), and the ``bitsnn run`` command (a few images; a wrong model id)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("serial")
+if not sys.platform.startswith(("linux", "darwin")):
+    pytest.skip("needs a POSIX pseudo-terminal", allow_module_level=True)
+
+from bitsnn import protocol as P  # noqa: E402
+from bitsnn.cli import main as cli_main  # noqa: E402
+from bitsnn.firmware.driver import Device  # noqa: E402
+from bitsnn.hwmodel import random_model  # noqa: E402
+from bitsnn.sim import cycles as cycles_mod  # noqa: E402
+from bitsnn.sim import golden  # noqa: E402
+from bitsnn.sim.uart_pty import SimulatedDevice  # noqa: E402
+from conftest import write_idx_set  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("uart_pty")]
+
+H, W = 5, 8  # 40-pixel images
+#: seconds the driver waits for a reply: the simulated UART runs at a few thousand cycles/s
+TIMEOUT = 8.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(np.random.default_rng(1), [H * W, 12, 5], input_shape=(H, W))
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(7).integers(0, 256, (6, H, W), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def device(model):
+    with SimulatedDevice(model, divisor=4, timeout_cycles=3000) as d:
+        yield d
+
+
+@pytest.fixture
+def dev(device):
+    d = Device(device.port, 115200, timeout=TIMEOUT, retries=2)
+    yield d
+    d.close()
+
+
+def expected(model, img) -> P.Result:
+    g = golden.run(model, np.asarray(img, np.uint8)[None])
+    c = cycles_mod.predict_cycles(model, g, mode="event", lanes=32, word=32)
+    return P.Result(int(g.classes[0]), int(c[0]), tuple(int(x) for x in g.spike_counts[0]),
+                    tuple(int(x) for x in g.scores[0]))
+
+
+def test_inference_equals_golden(model, images, dev):
+    info = dev.get_info()
+    assert info.model_id == P.model_id(model.content_hash)
+    assert (info.n_inputs, info.n_hidden, info.n_classes) == (H * W, 1, 5)
+    for img in images[:2]:
+        rec = dev.infer(img)
+        assert rec.result == expected(model, img)
+        assert rec.latency_s > 0
+    assert dev.retried == 0
+
+
+def test_bad_checksum_then_recovery(model, images, dev):
+    frame = bytearray(P.encode_request(P.Cmd.LOAD, images[0].tobytes()))
+    frame[-1] ^= 0xFF
+    dev.send_raw(frame)
+    rsp = dev.read_response(TIMEOUT)
+    assert rsp is not None and (rsp.cmd, rsp.status) == (P.Cmd.LOAD, P.Status.BAD_CHECKSUM)
+    # the bad LOAD left no image behind
+    assert dev.request(P.Cmd.RUN).status == P.Status.NO_IMAGE
+    assert dev.infer(images[1]).result == expected(model, images[1])
+
+
+def test_partial_frame_times_out_then_recovery(model, images, dev):
+    dev.send_raw(P.encode_request(P.Cmd.LOAD, images[0].tobytes())[:10])
+    rsp = dev.read_response(TIMEOUT)
+    assert rsp is not None and (rsp.cmd, rsp.status) == (P.Cmd.LOAD, P.Status.TIMEOUT)
+    assert dev.get_info().model_id == P.model_id(model.content_hash)
+    assert dev.infer(images[2]).result == expected(model, images[2])
+
+
+def test_driver_retries_lost_and_corrupted_requests(model, images, device):
+    with Device(device.port, 115200, timeout=3.0, retries=2) as d:
+        d.get_info()
+        device.drop_input(P.REQ_OVERHEAD)  # the next INFO request vanishes on the line
+        t0 = time.monotonic()
+        d.get_info()
+        assert d.attempts == 2 and d.retried == 1 and time.monotonic() - t0 >= 3.0
+        device.corrupt_input(10, 0x40)  # a payload byte of the coming LOAD: BAD_CHECKSUM, sent again
+        assert d.infer(images[3]).result == expected(model, images[3])
+        assert d.retried == 2
+
+
+@pytest.fixture(scope="module")
+def files(model, images, tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    labels = np.array([expected(model, im).klass for im in images], np.uint8)
+    labels[-1] = (labels[-1] + 1) % 5  # one wrong label: accuracy 5/6, not a mismatch
+    write_idx_set(d / "data", {
+        "train-images-idx3-ubyte": images, "train-labels-idx1-ubyte": labels,
+        "t10k-images-idx3-ubyte": images, "t10k-labels-idx1-ubyte": labels,
+    })
+    other = random_model(np.random.default_rng(2), [H * W, 12, 5], input_shape=(H, W))
+    return model.save(d / "m.bsnn"), other.save(d / "other.bsnn"), d / "data"
+
+
+def test_run_cli(device, files, capsys):
+    mpath, _, data = files
+    rc = cli_main(["run", "--port", device.port, "--model", str(mpath), "--images", "3", "--data-dir", str(data),
+                   "--clock-mhz", "12", "--timeout", str(TIMEOUT)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "accuracy: 100.00% on 3 images" in out and "mismatches: 0" in out
+    assert "host round trip" in out and "us mean at 12 MHz" in out and "spikes per inference" in out
+
+
+def test_run_cli_wrong_model(device, files, capsys):
+    _, other, data = files
+    rc = cli_main(["run", "--port", device.port, "--model", str(other), "--images", "2", "--data-dir", str(data),
+                   "--timeout", str(TIMEOUT)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "model id" in err and "build and program the bitstream" in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_cli_bad_port(files, capsys):
+    mpath, _, data = files
+    rc = cli_main(["run", "--port", "/dev/nonexistent-bitsnn", "--model", str(mpath), "--images", "1",
+                   "--data-dir", str(data)])
+    assert rc == 1 and "cannot open serial port" in capsys.readouterr().err

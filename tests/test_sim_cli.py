@@ -1,0 +1,103 @@
+"""``bitsnn sim``: the trained tiny model on a few real MNIST images on Icarus (with a waveform)
+and the Amaranth simulator, the golden path, mismatch reporting and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bitsnn.cli import main as cli_main
+from bitsnn.sim.cosim import cli as sim_cli
+
+
+def run_sim(capsys, *args):
+    rc = cli_main(["sim", *map(str, args)])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_golden_path(tiny_model_path, mnist_dir, capsys):
+    rc, out, _ = run_sim(capsys, "--model", tiny_model_path, "--images", 200, "--simulator", "golden",
+                         "--data-dir", mnist_dir)
+    assert rc == 0, out
+    assert "mismatches: 0" in out and "accuracy:" in out and "cycles per inference" in out
+    assert "spikes per inference" in out
+
+
+def test_mismatch_prints_first_difference(tiny_model_path, mnist_dir, capsys, monkeypatch):
+    real = sim_cli.simulate
+
+    def broken(hm, images, **kw):
+        run = real(hm, images, **{**kw, "simulator": "golden"})
+        r = run.result
+        r.spikes = [s.copy() for s in r.spikes]
+        r.spikes[0][2, 5] ^= 1
+        r.cycles = np.array(r.cycles).copy()
+        r.cycles[4] += 1
+        return run
+
+    monkeypatch.setattr(sim_cli, "simulate", broken)
+    rc, out, _ = run_sim(capsys, "--model", tiny_model_path, "--images", 6, "--simulator", "golden",
+                         "--data-dir", mnist_dir)
+    assert rc == 1
+    assert "mismatches: 2" in out
+    assert "first at image 2, layer 0, neuron 5: spikes" in out
+    assert "image 4: cycles" in out
+
+
+def test_compare_orders_differences():
+    from types import SimpleNamespace as NS
+
+    g = NS(spikes=[np.zeros((2, 4), np.uint8)], scores=np.zeros((2, 3), np.int64), classes=np.zeros(2, np.int64),
+           spike_counts=np.zeros((2, 1), np.int64))
+    r = NS(spikes=[g.spikes[0].copy()], scores=g.scores.copy(), classes=g.classes.copy(),
+           spike_counts=g.spike_counts.copy(), cycles=np.array([10, 10]), measured_cycles=np.array([10, 10]))
+    assert sim_cli.compare(g, np.array([10, 10]), r) == []
+    r.scores[1, 2] = 7
+    r.classes[1] = 2
+    (m,) = sim_cli.compare(g, np.array([10, 10]), r, first_index=100)
+    assert dataclasses.astuple(m) == (101, "scores", 1, 2, 7, 0)
+
+
+def test_bad_input_one_line_errors(tmp_path, capsys, monkeypatch, tiny_model_path, mnist_dir):
+    rc, _, err = run_sim(capsys, "--model", tmp_path / "nope.bsnn", "--images", 3)
+    assert rc == 1 and "not found" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "junk.bsnn").write_bytes(b"not a model")
+    rc, _, err = run_sim(capsys, "--model", tmp_path / "junk.bsnn", "--images", 3)
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    from bitsnn.sim.cosim import runner
+
+    monkeypatch.setattr(runner, "simulator_missing", lambda sim: "not installed here")
+    rc, _, err = run_sim(capsys, "--model", tiny_model_path, "--images", 3, "--simulator", "verilator",
+                         "--data-dir", mnist_dir)
+    assert rc == 1 and "simulator verilator: not installed here" in err
+    rc, _, err = run_sim(capsys, "--model", tiny_model_path, "--images", 0, "--simulator", "golden",
+                         "--data-dir", mnist_dir)
+    assert rc == 1 and "--images" in err
+
+
+@pytest.mark.cosim
+@pytest.mark.xdist_group("cosim")
+def test_icarus_with_wave(tiny_model_path, mnist_dir, tmp_path, capsys, monkeypatch):
+    from bitsnn.sim.cosim.runner import simulator_missing
+
+    if why := simulator_missing("icarus"):
+        pytest.skip(why)
+    monkeypatch.setenv("BITSNN_BUILD", str(tmp_path / "build"))
+    wave = tmp_path / "w" / "img3.vcd"
+    rc, out, err = run_sim(capsys, "--model", tiny_model_path, "--images", 5, "--simulator", "icarus",
+                           "--data-dir", mnist_dir, "--wave", wave, "--image", 3)
+    assert rc == 0, out + err
+    assert "mismatches: 0" in out and "cycles/s" in out
+    head = wave.read_bytes()[:2000]
+    assert b"$timescale" in head and b"$var" in head  # a VCD, not FST
+
+
+@pytest.mark.slow
+def test_amaranth(tiny_model_path, mnist_dir, capsys):
+    rc, out, err = run_sim(capsys, "--model", tiny_model_path, "--images", 3, "--simulator", "amaranth",
+                           "--data-dir", mnist_dir)
+    assert rc == 0, out + err
+    assert "mismatches: 0" in out and "accuracy:" in out
