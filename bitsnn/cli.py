@@ -16,6 +16,7 @@ from . import BitsnnError, __version__
 #: subcommand -> "module:function" taking the parsed argparse namespace, returning an exit code.
 HANDLERS: dict[str, str] = {
     "demo": "bitsnn.flow:demo_main",
+    "build": "bitsnn.boards.build:build_main",
     "report": "bitsnn.report:report_main",
     "train": "bitsnn.model.train:train_main",
     "export": "bitsnn.model.export:export_main",

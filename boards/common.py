@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from amaranth import ClockDomain, Elaboratable, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from bitsnn import BitsnnError
@@ -89,8 +90,12 @@ class BoardTop(Elaboratable):
             m.d.por += por.eq(por - 1)
         m.submodules.reset_sync = ResetSynchronizer(~locked | (por != 0), domain="sync")
         m.submodules.design = self.design
-        uart = platform.request("uart", 0)
-        m.d.comb += [self.design.rx.eq(uart.rx.i), uart.tx.o.eq(self.design.tx)]
+        # Every subsignal raw ("-"): the design buffers rx/tx itself; others (ULX3S rts/dtr) stay unused.
+        subsignals = [sub.name for sub in platform.lookup("uart", 0).ios]
+        uart = platform.request("uart", 0, dir={name: "-" for name in subsignals})
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [self.design.rx.eq(rx.i), tx.o.eq(self.design.tx)]
         return m
 
 

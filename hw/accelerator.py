@@ -56,6 +56,12 @@ class Accelerator(wiring.Component):
     fifo_depth : int
         Depth (>= 3) of each router-to-core event FIFO (event mode); a depth-2 SyncFIFOBuffered
         cannot pass a beat every cycle, which the exact cycle model relies on.
+    accumulators : "auto", "registers" or "memory"
+        Event mode: where an :class:`EventCore` keeps its accumulators. "registers": one per neuron,
+        the spike is its sign bit (no threshold ROM, no comparators, no spike register; the iCE40
+        choice, where a G-deep wide memory becomes flip-flops). "memory": a G-deep memory, LUT RAM
+        on ECP5 (much cheaper there for wide layers). "auto": "memory" for an ECP5 platform,
+        "registers" otherwise (iCE40, simulation, Verilog export). Same cycles, same results.
     monitor : bool
         Generate the ``events`` tap (a k=1 router per hidden layer scanning its finished spike
         vector, in parallel with later layers; ``pixels.ready`` waits for it). False: the tap never
@@ -66,7 +72,7 @@ class Accelerator(wiring.Component):
 
     @quiet_on_error
     def __init__(self, hwmodel, *, mode="event", lanes=32, word=32, k=1, max_neurons_per_core=None,
-                 fifo_depth=4, monitor=True):
+                 fifo_depth=4, monitor=True, accumulators="auto"):
         if not isinstance(hwmodel, HardwareModel):
             raise TypeError(f"hwmodel must be a bitsnn.hwmodel.HardwareModel, not {hwmodel!r:.80}")
         if mode not in MODES:
@@ -79,6 +85,9 @@ class Accelerator(wiring.Component):
         if max_neurons_per_core is not None:
             _int_arg("max_neurons_per_core", max_neurons_per_core, 1)
         _int_arg("fifo_depth", fifo_depth, 3)
+        if accumulators not in ("auto", "registers", "memory"):
+            raise ValueError(f"accumulators must be 'auto', 'registers' or 'memory', not {accumulators!r}")
+        self.accumulators = accumulators
         self.model = hwmodel
         self.mode, self.lanes, self.word, self.k = mode, lanes, word, k
         self.max_neurons_per_core, self.fifo_depth, self.monitor = max_neurons_per_core, fifo_depth, bool(monitor)
@@ -96,12 +105,36 @@ class Accelerator(wiring.Component):
         self.events.ready = Signal(1, init=1, name="events__ready")
 
     @property
+    def max_cycles(self) -> int:
+        """An upper bound of the cycle count (the cycle model with every input of every layer set
+        and, in event mode, every chunk also counted as a skip beat): the cycle counter's range."""
+        from bitsnn.sim.cycles import DENSE_LATENCY, EVENT_LEAD, EVENT_TAIL, START, layer_groups
+
+        total = START + self.model.num_classes
+        for layer in self.model.layers:
+            G = layer_groups(layer.n_out, self.lanes, self.max_neurons_per_core)
+            if self.mode == "dense":
+                total += G * -(-layer.n_in // self.word) + DENSE_LATENCY
+            else:
+                total += EVENT_LEAD + -(-layer.n_in // self.word) + layer.n_in * G + G + EVENT_TAIL
+        return total
+
+    @property
     def n_result_words(self) -> int:
         return 2 + len(self.model.layers) - 1 + self.model.num_classes
+
+    def accumulator_style(self, platform) -> str:
+        """"registers" or "memory" (see ``accumulators``) for this platform."""
+        if self.accumulators != "auto":
+            return self.accumulators
+        family = getattr(platform, "family", None)
+        return "memory" if isinstance(family, str) and family.lower() == "ecp5" else "registers"
 
     def elaborate(self, platform):
         m = Module()
         model, W, P, mode = self.model, self.word, self.lanes, self.mode
+        acc_style = self.accumulator_style(platform)
+        reg_spikes = mode == "event" and acc_style == "registers"
         layers = model.layers
         L = len(layers)
         n0 = model.n_inputs
@@ -156,7 +189,7 @@ class Accelerator(wiring.Component):
 
         # ---- layer state ---------------------------------------------------------------------
         spk = [Signal(l.n_out, name=f"spikes{i}") for i, l in enumerate(layers[:-1])]
-        cnt = [Signal(32, name=f"count{i}") for i in range(L - 1)]
+        cnt = [Signal(range(l.n_out + 1), name=f"count{i}") for i, l in enumerate(layers[:-1])]
         a_out = acc_bits_for(layers[-1].n_in, layers[-1].input_kind)
         scores = [Signal(signed(a_out), name=f"score{j}") for j in range(model.num_classes)]
         start = [Signal(name=f"start{i}") for i in range(L)]
@@ -184,7 +217,8 @@ class Accelerator(wiring.Component):
                 if not layer.is_output:
                     th, cm = layer.thresholds[off:off + n], layer.compare[off:off + n]
                 if mode == "event":
-                    core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=self.k, input_kind=layer.input_kind)
+                    core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=self.k, input_kind=layer.input_kind,
+                                     accumulators=acc_style)
                 else:
                     core = DenseCore(wbits[off:off + n], th, cm, lanes=P, word=W, input_kind=layer.input_kind)
                 m.submodules[f"core{l}_{c}"] = core
@@ -208,9 +242,16 @@ class Accelerator(wiring.Component):
                 for _, _, core in cores:
                     m.d.comb += [core.events.payload.eq(fifo.r.payload),
                                  core.events.valid.eq(fifo.r.valid & all_ready)]
-            # Results of each core into the spike register / scores.
+            # Results of each core into the spike register / scores. An EventCore's accumulators keep
+            # their sign bits (its ``spikes``) until its next input vector starts, which is after
+            # every reader of this layer's spikes is done: they are the spike register.
             incs = []
+            if reg_spikes and not layer.is_output:
+                m.d.comb += spk[l].eq(Cat(*[core.spikes for _, _, core in cores]))
             for off, n, core in cores:
+                if reg_spikes and not layer.is_output:
+                    incs.append(Cat(*[core.out_spikes[j] & core.out_valid for j in range(core.lanes)]))
+                    continue
                 with m.If(core.out_valid):
                     with m.Switch(core.out_group):
                         for g in range(core.groups):
@@ -256,7 +297,7 @@ class Accelerator(wiring.Component):
             pending = None
 
         # ---- sequencer -----------------------------------------------------------------------
-        cyc = Signal(32)
+        cyc = Signal(range(self.max_cycles + 1))
         C = model.num_classes
         ai = Signal(range(max(2, C)))
         best = Signal(signed(a_out))

@@ -30,6 +30,11 @@ def acc_bits_for(n_in: int, input_kind: str) -> int:
     return (r + 1).bit_length() + 1
 
 
+def _signed_bits(v: int) -> int:
+    """Bits of the smallest two's-complement signal holding ``v``."""
+    return (v if v >= 0 else -v - 1).bit_length() + 1
+
+
 def _to_int(bits_row) -> int:
     """Little-endian 0/1 sequence -> int."""
     v = 0
@@ -227,11 +232,21 @@ class EventCore(_CoreBase):
 
     Ports: ``events`` In(stream.Signature(beat_layout(ceil_log2(n_in), k))) — see
     :mod:`bitsnn.hw.router`; ``value_addr`` Out(range(n_in)) / ``value_data`` In(8) (pixels only,
-    always present); plus the common ``out_*``/``done``.
+    always present); ``spikes`` Out(n_out): every neuron's spike, valid from the read-out of its
+    group until the first beat of the next input vector is accepted (0 for an output layer);
+    plus the common ``out_*``/``done``.
 
-    Memories: weights transposed, depth n_in*G, width P, address i*G+g (lane j = neuron g*P+j);
-    accumulators depth G, width P*acc_bits, read transparently so back-to-back updates of one
-    group see each other (a read-modify-write every cycle). Zeroed as they are read out.
+    Memories: weights transposed, depth n_in*G, width P, address i*G+g (lane j = neuron g*P+j),
+    the bits of a compare -1 neuron inverted. Accumulators: one register per neuron (not a
+    memory: a 4-deep, P*A-bit-wide memory cannot use block RAM and costs a read multiplexer and a
+    write-back path in flip-flops). A hidden neuron's register holds ``c*(a - theta)``: it starts
+    at ``-c*theta``, so the neuron fires when it is >= 0 -- its sign bit is the spike, and there is
+    no threshold ROM or comparator. The registers are (re)loaded with their start values when the
+    first beat of a vector is accepted, so they keep the spikes for the next layer meanwhile.
+
+    ``accumulators="memory"`` keeps the accumulators in a G-deep, P*acc_bits-wide memory instead
+    (with a threshold ROM and compare at read-out; ``spikes`` stays 0): the better choice where
+    such a memory is cheap LUT RAM (ECP5) and the layers are wide; same timing, same results.
 
     Timing: a beat of c events is held c*G cycles (a skip beat, c = 0, one cycle); ``ready`` is high
     when no beat is held or in the held beat's final cycle, so beats flow without a bubble.
@@ -240,7 +255,11 @@ class EventCore(_CoreBase):
     """
 
     @quiet_on_error
-    def __init__(self, weights, thresholds=None, compare=None, *, lanes=32, k=1, input_kind="spikes"):
+    def __init__(self, weights, thresholds=None, compare=None, *, lanes=32, k=1, input_kind="spikes",
+                 accumulators="registers"):
+        if accumulators not in ("registers", "memory"):
+            raise ValueError(f"accumulators must be 'registers' or 'memory', not {accumulators!r}")
+        self.accumulators = accumulators
         if not isinstance(k, int) or isinstance(k, bool):
             raise TypeError(f"k must be an integer, not {k!r}")
         if k < 1:
@@ -252,9 +271,134 @@ class EventCore(_CoreBase):
             "events": In(stream.Signature(self.beat)),
             "value_addr": Out(range(max(2, n_in))),
             "value_data": In(8),
+            "spikes": Out(max(1, np.asarray(weights).shape[0]) if np.ndim(weights) == 2 else 1),
         })
 
+    def _neuron_plan(self):
+        """Per neuron n: (weight flip, initial accumulator value, accumulator width in bits).
+
+        A hidden neuron's accumulator holds ``c_n * (a_n - theta_n)`` (``c_n`` its compare sign):
+        it starts at ``-c_n * theta_n`` and the stored weight bits of a ``c_n = -1`` neuron are
+        inverted, so it fires exactly when the accumulator is >= 0 -- its sign bit, no comparator.
+        An output neuron's accumulator is ``a_n`` (starts at 0). Each is just wide enough for every
+        value it can take (partial sums of ``a`` lie in [-R, R]).
+        """
+        plan = []
+        for n in range(self.n_out):
+            if self.is_output:
+                flip, init = False, 0
+            else:
+                c, th = int(self.compare[n]), int(self.thresholds[n])
+                flip, init = c < 0, -c * th
+            lo, hi = init - self.r, init + self.r
+            plan.append((flip, init, max(_signed_bits(lo), _signed_bits(hi))))
+        return plan
+
     def elaborate(self, platform):
+        if self.accumulators == "memory":
+            return self._elaborate_memory()
+        m = Module()
+        P, G, k = self.lanes, self.groups, self.k
+        plan = self._neuron_plan()
+        rows = []
+        for i in range(self.n_in):
+            for g in range(G):
+                col = self.weights[g * P:(g + 1) * P, i].astype(np.uint8)
+                flips = np.array([plan[g * P + j][0] for j in range(len(col))], np.uint8)
+                rows.append(_to_int(col ^ flips))
+        m.submodules.wmem = wmem = memory.Memory(shape=P, depth=self.n_in * G, init=rows)
+        wrp = wmem.read_port()
+        # One accumulator register per neuron (a LUT4 + carry + FF per bit on iCE40): no read
+        # multiplexer, no write-back path, no threshold ROM.
+        # They keep their values after the read-out (``spikes`` is their sign bits) and are loaded
+        # with their start values when the first beat of the next vector is accepted (``clear``, also
+        # set by reset). They power up at 0 (reset_less): an iCE40 flip-flop powers up at 0, so a
+        # nonzero ``init`` would cost an inverter LUT on each side of every 1-bit.
+        accs = [Signal(signed(w), name=f"acc{n}", reset_less=True) for n, (_f, _i, w) in enumerate(plan)]
+        clear = Signal(init=1)
+        if not self.is_output:
+            m.d.comb += self.spikes.eq(Cat(*[~a[-1] for a in accs]))
+
+        held = Signal()
+        beat = Signal(self.beat)
+        e = Signal(range(max(2, k)))
+        g = Signal(range(max(2, G)))
+        thr = Signal()
+        tg = Signal(range(max(2, G)))
+        count = beat.count
+        final = Signal()
+        m.d.comb += final.eq(held & ((count == 0) | ((e == count - 1) & (g == G - 1))))
+        m.d.comb += self.events.ready.eq(~thr & (~held | (final & ~beat.last)))
+
+        with m.If(self.events.valid & self.events.ready):
+            m.d.sync += [held.eq(1), beat.eq(self.events.payload), e.eq(0), g.eq(0)]
+            with m.If(clear):
+                m.d.sync += clear.eq(0)
+                m.d.sync += [a.eq(init) for a, (_f, init, _w) in zip(accs, plan)]
+        with m.Elif(final):
+            m.d.sync += held.eq(0)
+            with m.If(beat.last):
+                m.d.sync += [thr.eq(1), tg.eq(0), clear.eq(1)]
+        with m.Elif(held):
+            with m.If(g == G - 1):
+                m.d.sync += [g.eq(0), e.eq(e + 1)]
+            with m.Else():
+                m.d.sync += g.eq(g + 1)
+
+        # Stage 0: issue the weight read.
+        issue = Signal()
+        m.d.comb += issue.eq(held & (count != 0))
+        i = Signal(len(beat.addr[0]))
+        if k == 1:
+            m.d.comb += i.eq(beat.addr[0])
+        else:
+            m.d.comb += i.eq(beat.addr[e])
+        m.d.comb += [wrp.addr.eq(i * G + g), self.value_addr.eq(i)]
+        s1_upd, s1_thr = Signal(), Signal()
+        s1_g = Signal.like(g)
+        m.d.sync += [s1_upd.eq(issue), s1_thr.eq(thr)]
+        with m.If(thr):
+            m.d.sync += s1_g.eq(tg)
+            with m.If(tg == G - 1):
+                m.d.sync += thr.eq(0)
+            with m.Else():
+                m.d.sync += tg.eq(tg + 1)
+        with m.Else():
+            m.d.sync += s1_g.eq(g)
+
+        # Stage 1: update group s1_g, or read it out.
+        if self.input_kind == "pixels":
+            v = Signal(signed(10))
+            m.d.comb += v.eq(self.value_data)
+        else:
+            v = Const(1, signed(2))
+        m.d.sync += [self.out_valid.eq(0), self.done.eq(0)]
+        with m.If(s1_thr):
+            m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s1_g), self.done.eq(s1_g == G - 1)]
+        for gg in range(G):
+            sel = Signal(name=f"sel{gg}")
+            m.d.comb += sel.eq(s1_g == gg)
+            members = [(j, gg * P + j) for j in range(P) if gg * P + j < self.n_out]
+            with m.If(s1_upd & sel):
+                m.d.sync += [accs[n].eq(accs[n] + Mux(wrp.data[j], v, -v)) for j, n in members]
+            with m.If(s1_thr & sel):
+                for j, n in members:
+                    m.d.sync += self.out_spikes[j].eq(0 if self.is_output else ~accs[n][-1])
+                    if self.is_output:
+                        m.d.sync += self.out_scores[j].eq(accs[n])
+                    else:
+                        # a_n = c_n * acc + theta_n; only the tests look at hidden-layer scores
+                        # (the Accelerator leaves them unconnected and synthesis drops them).
+                        c, th = int(self.compare[n]), int(self.thresholds[n])
+                        m.d.sync += self.out_scores[j].eq(accs[n] + th if c > 0 else th - accs[n])
+                for j in range(len(members), P):
+                    m.d.sync += [self.out_spikes[j].eq(0), self.out_scores[j].eq(0)]
+        return m
+
+    def _elaborate_memory(self):
+        """``accumulators="memory"``: the accumulators in a G-deep memory (LUT RAM on ECP5), read
+        transparently (a read-modify-write every cycle), zeroed as they are read out through a
+        threshold ROM; ``spikes`` stays 0 (the Accelerator keeps a spike register)."""
         m = Module()
         P, G, A, k = self.lanes, self.groups, self.acc_bits, self.k
         rows = []

@@ -15,7 +15,7 @@ Beat payload (:func:`beat_layout`)::
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -63,11 +63,32 @@ def event_layout(n_hidden: int, max_neurons: int) -> data.StructLayout:
 
 
 def lowest_set_bit(m: Module, value, name="lsb"):
-    """Combinational priority encoder: (index of the lowest set bit of ``value``, any bit set)."""
-    idx = Signal(range(max(2, len(value))), name=f"{name}_idx")
-    for i in reversed(range(len(value))):
-        with m.If(value[i]):
-            m.d.comb += idx.eq(i)
+    """Combinational priority encoder: (index of the lowest set bit of ``value``, any bit set).
+
+    A balanced tree (log2 levels of 2:1 multiplexers) rather than a chain of ``If`` s, whose
+    depth grows with the width: on an iCE40 the 32-bit chain was the design's critical path.
+    The index is meaningless when no bit is set.
+    """
+    n = len(value)
+    width = max(1, ceil_log2(max(2, n)))
+    size = 1 << width
+    bits = [value[i] for i in range(n)] + [Const(0, 1)] * (size - n)
+
+    def enc(lo, hi):
+        """(index bits, LSB first, relative to lo; any) of bits[lo:hi], hi - lo a power of 2."""
+        if hi - lo == 1:
+            return [], bits[lo]
+        mid = (lo + hi) // 2
+        i_lo, a_lo = enc(lo, mid)
+        i_hi, a_hi = enc(mid, hi)
+        any_lo = Signal(name=f"{name}_any{lo}_{mid}")
+        m.d.comb += any_lo.eq(a_lo)
+        idx = [Mux(any_lo, x, y) for x, y in zip(i_lo, i_hi)] + [~any_lo]
+        return idx, any_lo | a_hi
+
+    idx_bits, _any = enc(0, size)
+    idx = Signal(range(max(2, n)), name=f"{name}_idx")
+    m.d.comb += idx.eq(Cat(*idx_bits))
     return idx, value.any()
 
 
@@ -138,7 +159,10 @@ class SpikeRouter(wiring.Component):
         nz_bits = []
         for e in range(k):
             pos, nz = lowest_set_bit(m, v, name=f"lsb{e}")
-            m.d.comb += payload.addr[e].eq(base + pos)
+            if C & (C - 1) == 0:  # C a power of 2: base has C's zero low bits, no carries
+                m.d.comb += payload.addr[e].eq(base | pos)
+            else:
+                m.d.comb += payload.addr[e].eq(base + pos)
             nz_bits.append(nz)
             nv = Signal(C, name=f"rest{e}")
             m.d.comb += nv.eq(v & (v - 1))

@@ -113,7 +113,17 @@ class UARTTop(wiring.Component):
         running = Signal()
         image_valid = Signal()
         result_valid = Signal()
+        # The K result words as a byte ring (word 0, byte 0 at bits 0..7): the runner shifts each
+        # result byte in at the top, the responder sends bits 0..7 and rotates by one byte per
+        # result byte sent, so a result response (4*K bytes) leaves it as it was. No read mux.
         results = Signal(32 * K)
+        res_shift = Signal()
+        res_in = Signal(8)
+        res_insert = Signal()
+        res_rotate = Signal()
+        m.d.comb += res_shift.eq(res_insert | res_rotate)
+        with m.If(res_shift):
+            m.d.sync += results.eq(Cat(results[8:], Mux(res_insert, res_in, results[:8])))
         m.d.comb += self.running.eq(running)
 
         # a response request (one-cycle pulse) for the responder
@@ -246,6 +256,7 @@ class UARTTop(wiring.Component):
         # ---- run engine: image buffer -> accelerator -> result registers ----------------------
         feed_idx = Signal(range(n_in + 1))
         word_idx = Signal(range(K + 1))
+        byte_idx = Signal(2)
         hs = Signal()
         m.d.comb += [
             acc.pixels.payload.eq(rd.data),
@@ -255,7 +266,8 @@ class UARTTop(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += rd.addr.eq(0)
                 with m.If(start_run):
-                    m.d.sync += [running.eq(1), feed_idx.eq(0), word_idx.eq(0), result_valid.eq(0)]
+                    m.d.sync += [running.eq(1), feed_idx.eq(0), word_idx.eq(0), byte_idx.eq(0),
+                                 result_valid.eq(0)]
                     m.next = "FEED"
             with m.State("FEED"):
                 m.d.comb += [acc.pixels.valid.eq(1), rd.addr.eq(Mux(hs, feed_idx + 1, feed_idx))]
@@ -264,9 +276,14 @@ class UARTTop(wiring.Component):
                     with m.If(feed_idx == n_in - 1):
                         m.next = "COLLECT"
             with m.State("COLLECT"):
-                m.d.comb += acc.result.ready.eq(1)
+                # one byte per cycle into the ring: a word is accepted with its last byte
+                m.d.comb += acc.result.ready.eq(byte_idx == 3)
                 with m.If(acc.result.valid):
-                    m.d.sync += [results.word_select(word_idx, 32).eq(acc.result.payload), word_idx.eq(word_idx + 1)]
+                    m.d.comb += [res_insert.eq(1),
+                                 res_in.eq(acc.result.payload.word_select(byte_idx, 8))]
+                    m.d.sync += byte_idx.eq(byte_idx + 1)
+                with m.If(acc.result.valid & acc.result.ready):
+                    m.d.sync += word_idx.eq(word_idx + 1)
                     with m.If(word_idx == K - 1):
                         m.d.sync += [running.eq(0), result_valid.eq(1)]
                         m.next = "IDLE"
@@ -299,7 +316,7 @@ class UARTTop(wiring.Component):
                 with m.Elif(r_kind == 1):
                     m.d.comb += cur.eq(info[pidx[:max(1, (len(self.info) - 1).bit_length())]])
                 with m.Else():
-                    m.d.comb += cur.eq(results.word_select(pidx[:max(1, (4 * K - 1).bit_length())], 8))
+                    m.d.comb += cur.eq(results[:8])
 
         m.d.comb += txc.data.payload.eq(cur)
         with m.FSM(name="responder"):
@@ -313,6 +330,10 @@ class UARTTop(wiring.Component):
                 m.d.comb += txc.data.valid.eq(1)
                 with m.If(txc.data.ready):
                     m.d.sync += pos.eq(pos + 1)
+                    with m.If((r_kind == 2) & (pos >= 5) & (pidx < r_len)):
+                        # a result byte was sent: rotate the ring, unless the runner shifts it now
+                        # (a RUN sent before this response ended; its results replace the ring)
+                        m.d.comb += res_rotate.eq(1)
                     with m.If(pos != 0):
                         m.d.sync += r_crc.eq(crc8_next(r_crc, cur))
                     with m.If(pos == r_len + 5):

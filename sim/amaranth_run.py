@@ -41,7 +41,7 @@ def _to_signed32(v: int) -> int:
 
 def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "event", lanes: int = 32,
                     word: int = 32, k: int = 1, max_neurons_per_core: int | None = None, fifo_depth: int = 4,
-                    vcd_path=None, result_ready=None, seed: int = 0) -> AmaranthResult:
+                    vcd_path=None, result_ready=None, seed: int = 0, accumulators: str = "auto") -> AmaranthResult:
     """Simulate ``images`` ((B, *input_shape) uint8) on an Accelerator built with these parameters.
 
     ``vcd_path``: write a VCD of the first image (a separate one-image simulation, so the batch run
@@ -55,7 +55,7 @@ def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "ev
     if flat.shape[1] != model.n_inputs:
         raise ValueError(f"images have {flat.shape[1]} values each, the model takes {model.n_inputs}")
     params = dict(mode=mode, lanes=lanes, word=word, k=k, max_neurons_per_core=max_neurons_per_core,
-                  fifo_depth=fifo_depth)
+                  fifo_depth=fifo_depth, accumulators=accumulators)
     if vcd_path is not None:
         _run(model, flat[:1], params, vcd_path, result_ready, seed)
     return _run(model, flat, params, None, result_ready, seed)

@@ -51,6 +51,26 @@ def test_random_models(sizes, enc, mode, lanes, word, k, split, fifo_depth, seed
                          max_neurons_per_core=split, fifo_depth=fifo_depth)
 
 
+@settings(max_examples=8, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 12), min_size=2, max_size=3),
+    enc=st.sampled_from(["spikes", "pixels"]),
+    lanes=st.integers(1, 5),
+    word=st.integers(1, 6),
+    split=st.sampled_from([None, 2]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_memory_accumulators(sizes, enc, lanes, word, split, seed):
+    """accumulators="memory" (the ECP5 choice) gives the same results and cycles."""
+    rng = np.random.default_rng(seed)
+    sizes[0] = max(sizes[0], 2)
+    model = random_model(rng, sizes, input_encoding=enc, input_threshold=int(rng.integers(1, 256)))
+    images = rng.integers(0, 256, size=(2, sizes[0]), dtype=np.uint8)
+    images[1] = 255
+    check_against_golden(model, images, mode="event", lanes=lanes, word=word, max_neurons_per_core=split,
+                         accumulators="memory")
+
+
 @pytest.mark.parametrize("mode", ["event", "dense"])
 def test_result_backpressure(mode):
     rng = np.random.default_rng(5)
@@ -82,6 +102,8 @@ def test_accelerator_rejects_bad_args():
         Accelerator(model, max_neurons_per_core=0)
     with pytest.raises(ValueError, match=r"fifo_depth must be at least 3, not 2"):
         Accelerator(model, fifo_depth=2)
+    with pytest.raises(ValueError, match=r"accumulators must be 'auto', 'registers' or 'memory', not 'rom'"):
+        Accelerator(model, accumulators="rom")
 
 
 # ---- the tiny MNIST model -----------------------------------------------------------------------

@@ -1,0 +1,210 @@
+"""Resource estimate of a generated design without running any tool (milliseconds).
+
+``estimate_resources(hwmodel, mode="event", lanes=32, word=32, ...)`` adds up per-block formulas
+for the event-mode :class:`~bitsnn.hw.accelerator.Accelerator` inside the
+:class:`~bitsnn.hw.top.UARTTop` board design. The large terms are counted exactly from the
+generator's own sizing (accumulator bits per neuron, weight-memory words and the block RAM
+geometry); the small ones (control, routers, FIFOs, UART top) are constants calibrated against
+Yosys/nextpnr runs (docs/hardware.md, "Resource estimate", lists the formulas and the
+estimate-vs-actual table).
+
+Keys of the result: ``logic`` (LUT4 logic cells after packing: iCE40 LCs, ECP5 TRELLIS_COMB),
+``luts`` (the iCE40 Yosys ``SB_LUT4`` count the model adds up), ``ffs``, ``bram_blocks``, ``bram_bits`` (bits of the blocks used), ``spram_blocks``, and a
+``breakdown`` of the estimate by block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["FAMILIES", "estimate_resources", "bram_blocks_for"]
+
+#: block RAM geometries (depth, width) of one block, and the block size in bits
+FAMILIES = {
+    "ice40": {"block_bits": 4096, "geometries": [(256, 16), (512, 8), (1024, 4), (2048, 2)],
+              "spram_depth_bytes": 16 * 1024},
+    "ecp5": {"block_bits": 18 * 1024, "geometries": [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2),
+                                                    (16384, 1)], "spram_depth_bytes": 0},
+}
+
+
+def bram_blocks_for(family: str, width: int, depth: int) -> tuple[int, int]:
+    """(blocks, banks): the fewest blocks of one geometry holding ``depth`` words of ``width`` bits,
+    and how many blocks deep that is (the read-data multiplexer has that many inputs)."""
+    best = None
+    for d, w in FAMILIES[family]["geometries"]:
+        n = math.ceil(width / w) * math.ceil(depth / d)
+        key = (n, -w)
+        if best is None or key < best[0]:
+            best = (key, n, math.ceil(depth / d))
+    return best[1], best[2]
+
+
+def _signed_bits(v: int) -> int:
+    return (v if v >= 0 else -v - 1).bit_length() + 1
+
+
+def _acc_bits(layer, n_lo, n_hi) -> int:
+    """Sum of the accumulator widths of neurons n_lo..n_hi-1 (hw.core.EventCore._neuron_plan)."""
+    r = (255 if layer.input_kind == "pixels" else 1) * layer.n_in
+    if layer.is_output:
+        return (n_hi - n_lo) * _signed_bits(r)
+    th = np.asarray(layer.thresholds[n_lo:n_hi], np.int64)
+    c = np.asarray(layer.compare[n_lo:n_hi], np.int64)
+    init = -c * th
+    tot = 0
+    for v in init:
+        tot += max(_signed_bits(int(v) - r), _signed_bits(int(v) + r))
+    return int(tot)
+
+
+def _mux_luts(k: int) -> float:
+    """LUT4s per output bit of a k:1 multiplexer with registered select (measured ~0.6 per input)."""
+    return 0.0 if k <= 1 else 0.6 * k
+
+
+# Calibrated constants (iCE40 UP5K and ECP5-85F builds of the tiny model, docs/hardware.md).
+_CAL = {
+    # per core: sequencing, beat register, group select, stage-1 registers
+    "core_luts": 45, "core_ffs": 30,
+    # per router of chunk W: priority encoder, clear-lowest, chunk register and index
+    "router_luts_per_bit": 3.2, "router_ffs_extra": 12,
+    # per FIFO (SyncFIFOBuffered) of depth d and payload b bits
+    "fifo_luts_per_bit": 2.6, "fifo_ffs_per_entry_bit": 1.0,
+    # accelerator sequencer, argmax, cycle counter, result-word mux
+    "accel_luts": 200, "accel_ffs": 55,
+    # input buffer per bit of W: word assembly register and write data, pixel index
+    "input_luts_per_bit": 3.5, "input_ffs_per_bit": 3.5,
+    # UART top without the result ring (UARTs, parser, CRC, responder, runner), board reset
+    "top_luts": 560, "top_ffs": 203,
+    # iCE40 packing: flip-flops other than the accumulators that share a cell with their LUT
+    "ice40_other_ff_packed": 0.09,
+    # memory accumulators (ECP5): cells per DPR16X4 LUT-RAM cell; threshold ROM + compare per bit
+    "lutram_luts_per_cell": 3.0, "mem_cmp_luts_per_bit": 1.0, "mem_ffs_per_acc_bit": 0.5,
+    # ECP5: TRELLIS_COMB cells per estimated non-accumulator LUT (registers / memory accumulators)
+    "ecp5_other_logic_factor": 2.36, "ecp5_other_logic_factor_memory": 1.61,
+    # ROMs up to this many bits become logic rather than a block RAM (Yosys's cost choice)
+    "ice40_rom_logic_bits": 1024, "ecp5_rom_logic_bits": 2048,
+}
+
+
+def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: int = 32, k: int = 1,
+                       max_neurons_per_core: int | None = None, fifo_depth: int = 4,
+                       family: str = "ice40", top: str = "uart", spram: bool | None = None,
+                       accumulators: str = "auto") -> dict:
+    """Estimate the resources of ``UARTTop(Accelerator(hwmodel, mode=..., lanes=..., word=...))``.
+
+    ``family``: "ice40" or "ecp5" (block RAM geometry, SPRAM, packing). ``top``: "uart" (the board
+    design) or None (the Accelerator alone). ``spram``: the image buffer in SPRAM (default: on
+    iCE40, as on the UP5K). ``accumulators``: as the Accelerator's ("auto": memory on ECP5,
+    registers on iCE40). Only event mode is modelled.
+    """
+    from .accelerator import split_layer
+
+    if mode != "event":
+        raise ValueError("only mode='event' is modelled")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {tuple(FAMILIES)}, not {family!r}")
+    if spram is None:
+        spram = family == "ice40"
+    if accumulators == "auto":
+        accumulators = "memory" if family == "ecp5" else "registers"
+    acc_style = accumulators
+    cal = _CAL
+    W = word
+    parts = {}
+
+    def add(name, luts=0.0, ffs=0.0, packed=0.0, blocks=0, bits=0, spram_blocks=0):
+        p = parts.setdefault(name, {"luts": 0.0, "ffs": 0.0, "packed": 0.0, "bram_blocks": 0, "bram_bits": 0,
+                                    "spram_blocks": 0})
+        p["luts"] += luts
+        p["ffs"] += ffs
+        p["packed"] += packed
+        p["bram_blocks"] += blocks
+        p["bram_bits"] += bits
+        p["spram_blocks"] += spram_blocks
+
+    block_bits = FAMILIES[family]["block_bits"]
+    layers = hwmodel.layers
+    n0 = hwmodel.n_inputs
+    # input buffer: bitmap of ceil(n0/W) W-bit words, word-assembly register
+    # (ECP5: Yosys puts a memory this shallow into LUT RAM, no block)
+    bl, _ = bram_blocks_for(family, W, -(-n0 // W)) if family == "ice40" or -(-n0 // W) > 64 else (0, 1)
+    add("input", luts=cal["input_luts_per_bit"] * W, ffs=cal["input_ffs_per_bit"] * W, blocks=bl,
+        bits=bl * block_bits)
+    for li, layer in enumerate(layers):
+        for off, n in split_layer(layer.n_out, max_neurons_per_core):
+            P = min(lanes, n)
+            G = -(-n // P)
+            blocks, banks = bram_blocks_for(family, P, layer.n_in * G)
+            rom_luts = 0.0
+            if P * layer.n_in * G <= _CAL[f"{family}_rom_logic_bits"]:  # Yosys makes a small ROM logic
+                blocks, banks, rom_luts = 0, 1, P * layer.n_in * G / 16
+            acc = _acc_bits(layer, off, off + n)
+            name = f"layer{li}"
+            if acc_style == "registers":
+                # accumulators: one adder LUT (with carry) per bit, packed with its flip-flop
+                add(name, luts=acc, ffs=acc, packed=acc)
+            else:
+                # G-deep accumulator memory in LUT RAM (16 x 4 per DPR16X4 cell), P adders of A bits
+                # shared by the groups (packed as above), transparent-read bypass, threshold ROM of G
+                # words and P comparators at read-out, the accelerator's N-bit spike register
+                A = (255 if layer.input_kind == "pixels" else 1) * layer.n_in
+                A = (A + 1).bit_length() + 1
+                lutram = math.ceil(P * A / 4) * math.ceil(G / 16)
+                add(name, luts=P * A + cal["lutram_luts_per_cell"] * lutram,
+                    ffs=cal["mem_ffs_per_acc_bit"] * P * A * min(1.0, G / 32), packed=P * A)
+                if not layer.is_output:
+                    add(name, luts=cal["mem_cmp_luts_per_bit"] * P * (A + 1) * max(1, G / 16), ffs=n)
+            # weight ROM read-data multiplexer across the banks
+            add(name, luts=P * _mux_luts(banks) + rom_luts, blocks=blocks, bits=blocks * block_bits)
+            # control; spike read-out multiplexer; output-layer score registers (core and accelerator)
+            out_ffs = 0
+            if layer.is_output:
+                out_ffs = P * _signed_bits((255 if layer.input_kind == "pixels" else 1) * layer.n_in)
+            add(name, luts=cal["core_luts"] + P * _mux_luts(G) + (0 if layer.is_output else 2 * P),
+                ffs=cal["core_ffs"] + P + out_ffs)
+            if layer.is_output:  # the accelerator's score registers
+                add("accelerator", ffs=n * _signed_bits((255 if layer.input_kind == "pixels" else 1) * layer.n_in))
+        # router + FIFO per layer
+        beat = max(1, math.ceil(math.log2(max(2, layer.n_in)))) * k + k.bit_length() + 1
+        add(f"layer{li}", luts=cal["router_luts_per_bit"] * W * k + cal["fifo_luts_per_bit"] * beat,
+            ffs=W + cal["router_ffs_extra"] + fifo_depth * beat * cal["fifo_ffs_per_entry_bit"])
+        if li > 0:  # registered W-bit word select of the previous layer's spikes
+            add(f"layer{li}", luts=W * _mux_luts(-(-layer.n_in // W)), ffs=W)
+        if not layer.is_output:  # spike count: popcount of P bits per group
+            add(f"layer{li}", luts=2 * min(lanes, layer.n_out), ffs=layer.n_out.bit_length())
+    add("accelerator", luts=cal["accel_luts"], ffs=cal["accel_ffs"])
+    if top == "uart":
+        n_words = 2 + len(layers) - 1 + hwmodel.num_classes
+        add("uart_top", luts=cal["top_luts"], ffs=cal["top_ffs"] + 32 * n_words)
+        if spram:
+            add("image", spram_blocks=-(-n0 // FAMILIES["ice40"]["spram_depth_bytes"]), luts=20)
+        else:
+            bl, _ = bram_blocks_for(family, 8, n0)
+            add("image", blocks=bl, bits=bl * block_bits)
+    tot = {key: sum(p[key] for p in parts.values()) for key in ("luts", "ffs", "packed", "bram_blocks",
+                                                                 "bram_bits", "spram_blocks")}
+    # Packing: a flip-flop shares a cell with the LUT driving it only when that LUT drives nothing
+    # else (the accumulators); every other flip-flop takes a cell of its own on iCE40. ECP5 slices
+    # hold 2 LUTs and 2 FFs with independent use, so there logic counts LUTs (plus carry cells).
+    if family == "ice40":
+        logic = tot["luts"] + tot["ffs"] - tot["packed"] - cal["ice40_other_ff_packed"] * (tot["ffs"] - tot["packed"])
+    else:
+        # ECP5 TRELLIS_COMB: one per accumulator bit (CCU2C: two cells per two bits); the rest of
+        # the logic maps to more cells than the iCE40 LUT count (wide multiplexers through
+        # PFUMX/L6MUX, LUT RAM, route-through cells), calibrated on the ULX3S build.
+        f = cal["ecp5_other_logic_factor" + ("_memory" if acc_style == "memory" else "")]
+        logic = tot["packed"] + f * (tot["luts"] - tot["packed"])
+    return {
+        "logic": int(round(logic)),
+        "luts": int(round(tot["luts"])),
+        "ffs": int(round(tot["ffs"])),
+        "bram_blocks": int(tot["bram_blocks"]),
+        "bram_bits": int(tot["bram_bits"]),
+        "spram_blocks": int(tot["spram_blocks"]),
+        "breakdown": {k_: {kk: (round(v) if isinstance(v, float) else v) for kk, v in p.items()}
+                      for k_, p in parts.items()},
+    }

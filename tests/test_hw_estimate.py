@@ -1,0 +1,54 @@
+"""The tool-free resource estimator (hw/estimate.py): geometry, exact terms, calibration anchors."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from bitsnn.hw.core import EventCore
+from bitsnn.hw.estimate import bram_blocks_for, estimate_resources
+from bitsnn.hwmodel import random_model
+
+
+def test_bram_geometry():
+    # tiny layer 1 at P = 32: 3,136 x 32 bits -> 256x16, 2 wide x 13 deep
+    assert bram_blocks_for("ice40", 32, 784 * 4) == (26, 13)
+    assert bram_blocks_for("ice40", 10, 128) == (1, 1)
+    # large layer 1 at P = 32 on ECP5: 25,088 x 32 -> 512x36, 49 deep
+    assert bram_blocks_for("ecp5", 32, 784 * 32) == (49, 49)
+    assert bram_blocks_for("ecp5", 1, 16384) == (1, 1)
+
+
+def test_estimate_shape_and_speed():
+    m = random_model(np.random.default_rng(0), [784, 128, 10])
+    t = time.perf_counter()
+    r = estimate_resources(m, lanes=32, word=32)
+    assert time.perf_counter() - t < 0.05
+    assert set(r) >= {"logic", "luts", "ffs", "bram_blocks", "bram_bits", "spram_blocks", "breakdown"}
+    assert r["bram_blocks"] == 26 + 1 + 2 and r["spram_blocks"] == 1
+    assert r["bram_bits"] == r["bram_blocks"] * 4096
+    # the accumulators are counted exactly as the generator sizes them
+    l0 = m.layers[0]
+    core = EventCore(l0.weight_bit_matrix(), l0.thresholds, l0.compare, lanes=32)
+    core._MustUse__silence = True  # built only for its sizing, never elaborated
+    assert r["breakdown"]["layer0"]["packed"] == sum(w for _f, _i, w in core._neuron_plan())
+    e = estimate_resources(m, family="ecp5")
+    assert e["spram_blocks"] == 0 and e["bram_bits"] == e["bram_blocks"] * 18 * 1024
+    assert estimate_resources(m, top=None)["logic"] < r["logic"]
+
+
+def test_estimate_grows_with_the_model():
+    small = estimate_resources(random_model(np.random.default_rng(0), [784, 64, 10]))
+    big = estimate_resources(random_model(np.random.default_rng(0), [784, 256, 10]))
+    assert big["logic"] > small["logic"] and big["ffs"] > small["ffs"]
+    assert big["bram_blocks"] > small["bram_blocks"]
+
+
+def test_estimate_rejects_bad_args():
+    m = random_model(np.random.default_rng(0), [8, 4, 2])
+    with pytest.raises(ValueError, match="only mode='event'"):
+        estimate_resources(m, mode="dense")
+    with pytest.raises(ValueError, match="family must be one of"):
+        estimate_resources(m, family="xilinx")
