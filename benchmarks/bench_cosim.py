@@ -21,18 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-MNIST = REPO.parent / "shared" / "data" / "mnist"
-
-
-def find_model(path):
-    from bitsnn.hwmodel import HardwareModel
-
-    if path:
-        return HardwareModel.load(path), str(path)
-    for cand in sorted(REPO.glob(".cache/**/*tiny*.bsnn")) + sorted(REPO.glob("runs/**/*.bsnn")):
-        return HardwareModel.load(cand), str(cand)
-    return None, None
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import MNIST, find_model  # noqa: E402
 
 
 def main(argv=None):

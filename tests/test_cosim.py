@@ -46,14 +46,11 @@ def test_random_model_small(sim, tmp_path):
 
 
 @pytest.mark.slow
-def test_mnist_200_images_icarus(request, mnist, tmp_path):
+def test_mnist_200_images_icarus(tiny_hwmodel, mnist, tmp_path):
     why = simulator_missing("icarus")
     if why:
         pytest.skip(why)
-    try:
-        hm = request.getfixturevalue("tiny_hwmodel")
-    except pytest.FixtureLookupError:
-        pytest.skip("the tiny_hwmodel fixture (trained 784-128-10 MNIST model) is not in conftest yet")
+    hm = tiny_hwmodel
     imgs = mnist.test_images[:200]
     r = run_accelerator_cosim(hm, imgs, simulator="icarus", build_root=tmp_path,
                               expected=expected_of(golden.run(hm, imgs)))
