@@ -368,3 +368,19 @@ def download_mnist(
         else:
             raise IDXError("; ".join(errors[-len(mirrors):]) or f"no mirror served {stem}.gz")
     return target
+
+
+def test_subset(n: int, n_inputs: int, data_dir: str | os.PathLike | None = None, *,
+                data: Dataset | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` test images and labels (int64) of ``data`` (default: loaded from
+    ``data_dir``), checked against a model's input size."""
+    n = int(n)
+    if n < 1:
+        raise BitsnnError(f"--images must be at least 1, got {n}")
+    data = data if data is not None else load_dataset(data_dir)
+    if n > len(data.test_images):
+        raise BitsnnError(f"--images {n}: the test set has {len(data.test_images)} images")
+    images, labels = data.test_images[:n], data.test_labels[:n].astype(np.int64)
+    if images[0].size != n_inputs:
+        raise BitsnnError(f"the data set's images have {images[0].size} pixels, the model takes {n_inputs}")
+    return images, labels

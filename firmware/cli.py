@@ -55,7 +55,7 @@ def run_main(args, out=None, device=None) -> int:
     def say(msg=""):
         print(msg, file=out, flush=True)
 
-    from bitsnn.data import load_dataset
+    from bitsnn.data import test_subset
     from bitsnn.hwmodel import HardwareModel
     from bitsnn.sim import cycles as cycles_mod
     from bitsnn.sim import golden
@@ -65,15 +65,8 @@ def run_main(args, out=None, device=None) -> int:
     if not Path(args.model).is_file():
         raise BitsnnError(f"hardware model {args.model} not found")
     hm = HardwareModel.load(args.model)
-    n = int(args.images)
-    if n < 1:
-        raise BitsnnError(f"--images must be at least 1, got {n}")
-    data = load_dataset(getattr(args, "data_dir", None))
-    if n > len(data.test_images):
-        raise BitsnnError(f"--images {n}: the test set has {len(data.test_images)} images")
-    images, labels = data.test_images[:n], data.test_labels[:n].astype(np.int64)
-    if images[0].size != hm.n_inputs:
-        raise BitsnnError(f"the data set's images have {images[0].size} pixels, the model takes {hm.n_inputs}")
+    images, labels = test_subset(args.images, hm.n_inputs, getattr(args, "data_dir", None))
+    n = len(images)
     mode = getattr(args, "mode", None) or "event"
     clock_mhz = getattr(args, "clock_mhz", None)
 

@@ -7,6 +7,8 @@ again up to ``retries`` times. ``BUSY`` replies to READ are polled until the inf
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from dataclasses import dataclass
 
@@ -96,10 +98,8 @@ class Device:
     def _drain(self):
         """Forget stale bytes and frames (after a timeout the device may still answer late)."""
         self._pending = []
-        try:
+        with contextlib.suppress(OSError):  # a port that went away: the next read reports it
             self.ser.reset_input_buffer()
-        except Exception:  # pragma: no cover - not every port object has it
-            pass
         self.parser = P.ResponseParser()
 
     def request(self, cmd: int, payload: bytes = b"", *, retry_statuses=_RETRYABLE) -> P.Response:

@@ -28,8 +28,6 @@ def layer_cases(draw):
     fill = draw(st.sampled_from(["random", "empty", "full"]))
     hi = 256 if kind == "pixels" else 2
     x = {"random": rng.integers(0, hi, n_in), "empty": np.zeros(n_in, int), "full": np.full(n_in, hi - 1)}[fill]
-    if kind == "spikes" or fill != "random":
-        pass
     return layer, x.astype(np.uint8), rng
 
 

@@ -169,7 +169,7 @@ def sim_main(args, out=None) -> int:
     def say(msg=""):
         print(msg, file=out, flush=True)
 
-    from bitsnn.data import load_dataset
+    from bitsnn.data import load_dataset, test_subset
     from bitsnn.hwmodel import HardwareModel
     from bitsnn.sim import cycles as cycles_mod
     from bitsnn.sim import golden
@@ -181,16 +181,12 @@ def sim_main(args, out=None) -> int:
     if not Path(args.model).is_file():
         raise BitsnnError(f"hardware model {args.model} not found")
     hm = HardwareModel.load(args.model)
-    n = int(args.images)
-    if n < 1:
-        raise BitsnnError(f"--images must be at least 1, got {n}")
+    if int(args.images) < 1:
+        raise BitsnnError(f"--images must be at least 1, got {int(args.images)}")
     _check_simulator(simulator)
     data = load_dataset(getattr(args, "data_dir", None))
-    if n > len(data.test_images):
-        raise BitsnnError(f"--images {n}: the test set has {len(data.test_images)} images")
-    images, labels = data.test_images[:n], data.test_labels[:n].astype(np.int64)
-    if images[0].size != hm.n_inputs:
-        raise BitsnnError(f"the data set's images have {images[0].size} pixels, the model takes {hm.n_inputs}")
+    images, labels = test_subset(args.images, hm.n_inputs, data=data)
+    n = len(images)
     wave = getattr(args, "wave", None)
     k = int(getattr(args, "image", 0) or 0)
     if wave and not 0 <= k < len(data.test_images):
