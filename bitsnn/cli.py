@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
                    help="the design's clock, to report device latency in microseconds as well as cycles")
     p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="seconds to wait for each reply")
+    p.add_argument("--write-weights", action="store_true",
+                   help="write the model's weights into the device first (automatic when the design keeps "
+                   "them in SPRAM, which the bitstream does not initialise)")
     _add_data_dir(p)
 
     p = sub.add_parser("demo", help="the whole flow on MNIST",

@@ -16,15 +16,19 @@ command (0 where the request had none, e.g. a bad sync byte or a timed-out frame
 Commands:
 
 - ``INFO`` (no payload) -> 12 bytes: protocol version u8, flags u8 (bit 0: weight writes
-  supported), inputs u16, hidden layers u8, classes u8, result words u8, reserved u8, model id
+  supported; bit 1: the weights are volatile -- SPRAM the bitstream does not initialise -- and must
+  be written before the first RUN), inputs u16, hidden layers u8, classes u8, result words u8, reserved u8, model id
   (the first 4 bytes of the hardware model's content hash).
 - ``LOAD`` (exactly ``inputs`` bytes, one uint8 pixel each) -> no payload.
 - ``RUN`` (no payload) -> no payload; starts an inference on the loaded image and replies at once.
 - ``READ`` (no payload) -> ``4 * (2 + hidden + classes)`` bytes: the accelerator's result words as
   u32: class, cycle count, each hidden layer's spike count, then the class scores (int32).
-- ``WRITE_WEIGHTS`` (u8 layer, u16 row, u16 byte offset, 1..:data:`MAX_WEIGHT_CHUNK` bytes of
-  packed weight bits as in the hardware model) -> no payload, or ``UNSUPPORTED`` on designs whose
-  weights are fixed in the bitstream.
+- ``WRITE_WEIGHTS`` (u8 layer, u16 input column i, u16 byte offset b, then 1..:data:`MAX_WEIGHT_CHUNK`
+  bytes) -> no payload. The bytes are bytes b, b+1, ... of column i of the layer's weights as
+  :func:`weight_columns` lays them out (input i's fan-out: bit t of byte b is the weight to neuron
+  8b+t, 1 = +1), and must not run past the column. ``BAD_ADDRESS`` for a layer, column or byte
+  outside the model; ``UNSUPPORTED`` on designs whose weights are fixed in the bitstream. The
+  design applies nothing until the frame's CRC is checked, then writes all its bytes.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ __all__ = [
     "Cmd",
     "Status",
     "FLAG_WEIGHT_WRITE",
+    "FLAG_WEIGHTS_VOLATILE",
     "MAX_WEIGHT_CHUNK",
     "INFO_LEN",
     "REQ_OVERHEAD",
@@ -60,6 +65,8 @@ __all__ = [
     "ProtocolError",
     "WEIGHT_HEADER",
     "encode_weight_write",
+    "weight_columns",
+    "weight_write_payloads",
     "model_id",
 ]
 
@@ -71,6 +78,8 @@ CRC8_POLY = 0x07
 REQ_OVERHEAD = 5
 RSP_OVERHEAD = 6
 FLAG_WEIGHT_WRITE = 0x01
+#: the design keeps (some) weights in memory the bitstream does not initialise (iCE40 SPRAM)
+FLAG_WEIGHTS_VOLATILE = 0x02
 #: the most weight bytes one WRITE_WEIGHTS frame carries
 MAX_WEIGHT_CHUNK = 256
 #: WRITE_WEIGHTS header: layer u8, row u16, byte offset u16
@@ -154,10 +163,30 @@ def expected_request_length(cmd: int, n_inputs: int) -> int | None:
     return {Cmd.INFO: 0, Cmd.LOAD: n_inputs, Cmd.RUN: 0, Cmd.READ: 0}.get(cmd)
 
 
-def encode_weight_write(layer: int, row: int, offset: int, data: bytes) -> bytes:
+def encode_weight_write(layer: int, col: int, offset: int, data: bytes) -> bytes:
+    """The WRITE_WEIGHTS payload: header (layer u8, column u16, byte offset u16) and the bytes."""
     if not 1 <= len(data) <= MAX_WEIGHT_CHUNK:
         raise ValueError(f"a weight write carries 1..{MAX_WEIGHT_CHUNK} bytes, got {len(data)}")
-    return struct.pack("<BHH", layer, row, offset) + bytes(data)
+    return struct.pack("<BHH", layer, col, offset) + bytes(data)
+
+
+def weight_columns(weight_bits: np.ndarray, n_in: int) -> np.ndarray:
+    """A layer's packed weights (n_out, ceil(n_in/8)) as the hardware model stores them (row j =
+    neuron j) -> (n_in, ceil(n_out/8)) uint8, row i = input i's fan-out, little-endian bits."""
+    w = np.unpackbits(np.asarray(weight_bits, dtype=np.uint8), axis=-1, count=n_in, bitorder="little")
+    return np.packbits(np.ascontiguousarray(w.T), axis=-1, bitorder="little")
+
+
+def weight_write_payloads(layers) -> list[bytes]:
+    """WRITE_WEIGHTS payloads that write every weight of ``layers`` (hardware-model layers, with
+    ``weight_bits`` and ``n_in``): one per column, split into :data:`MAX_WEIGHT_CHUNK`-byte pieces."""
+    out = []
+    for li, layer in enumerate(layers):
+        cols = weight_columns(layer.weight_bits, layer.n_in)
+        for i, col in enumerate(cols):
+            for off in range(0, len(col), MAX_WEIGHT_CHUNK):
+                out.append(encode_weight_write(li, i, off, col[off:off + MAX_WEIGHT_CHUNK].tobytes()))
+    return out
 
 
 @dataclass(frozen=True)
@@ -233,6 +262,10 @@ class Info:
     @property
     def weight_write(self) -> bool:
         return bool(self.flags & FLAG_WEIGHT_WRITE)
+
+    @property
+    def weights_volatile(self) -> bool:
+        return bool(self.flags & FLAG_WEIGHTS_VOLATILE)
 
     def to_bytes(self) -> bytes:
         return struct.pack(

@@ -81,6 +81,20 @@ def run_main(args, out=None, device=None) -> int:
         info = dev.get_info()
         check_info(info, hm, args.model)
         say(f"device: protocol v{info.version}, model id {info.model_id.hex()} ({hm.describe()})")
+        if info.weights_volatile or getattr(args, "write_weights", False):
+            if not info.weight_write:
+                raise BitsnnError("--write-weights: the device has no run-time weight memory "
+                                  "(its weights are in the bitstream)")
+            tw = time.perf_counter()
+
+            def wprogress(i, total):
+                if i == total or i % max(1, total // 5) == 0:
+                    say(f"  weights: {i}/{total} frames, {time.perf_counter() - tw:.1f} s")
+
+            say("writing the model's weights" + (" (SPRAM: not initialised by the bitstream)" if info.weights_volatile else ""))
+            frames = dev.load_weights(hm, progress=wprogress)
+            say(f"wrote {sum(l.n_in * -(-l.n_out // 8) for l in hm.layers)} weight bytes in {frames} frames "
+                f"in {time.perf_counter() - tw:.1f} s")
         t0 = time.perf_counter()
 
         def progress(i, total):

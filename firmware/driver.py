@@ -186,5 +186,19 @@ class Device:
         res = self.read()
         return InferenceRecord(res, time.perf_counter() - t0)
 
-    def write_weights(self, layer: int, row: int, offset: int, data: bytes) -> None:
-        self._ok(P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(layer, row, offset, data))
+    def write_weights(self, layer: int, col: int, offset: int, data: bytes) -> None:
+        """WRITE_WEIGHTS: bytes ``offset``.. of input ``col``'s fan-out in ``layer`` (see bitsnn.protocol)."""
+        self._ok(P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(layer, col, offset, data))
+
+    def load_weights(self, hwmodel, progress=None) -> int:
+        """Write every weight of ``hwmodel`` into the device (one frame per input column and
+        layer); ``progress(done, total)`` after each frame. Returns the number of frames."""
+        info = self.info or self.get_info()
+        if not info.weight_write:
+            raise BitsnnError("the device has no run-time weight memory (its weights are in the bitstream)")
+        frames = P.weight_write_payloads(hwmodel.layers)
+        for i, payload in enumerate(frames):
+            self._ok(P.Cmd.WRITE_WEIGHTS, payload)
+            if progress is not None:
+                progress(i + 1, len(frames))
+        return len(frames)

@@ -16,7 +16,7 @@ from bitsnn.hwmodel import HardwareModel
 from .core import DenseCore, EventCore, acc_bits_for
 from .router import EventFIFO, SpikeRouter, event_layout, quiet_on_error
 
-__all__ = ["Accelerator", "MODES", "split_layer"]
+__all__ = ["Accelerator", "MODES", "split_layer", "weights_port_signature"]
 
 MODES = ("event", "dense")
 
@@ -25,6 +25,20 @@ def split_layer(n_out: int, max_neurons_per_core: int | None) -> list[tuple[int,
     """[(first neuron, neuron count)] of each core of a layer; the first cores are the full ones."""
     cap = n_out if max_neurons_per_core is None else max_neurons_per_core
     return [(off, min(cap, n_out - off)) for off in range(0, n_out, cap)]
+
+
+def weights_port_signature(hwmodel) -> wiring.Signature:
+    """The Accelerator's run-time weight write port: one byte per ``en`` strobe, ignored while
+    ``busy``. ``layer``; ``col``: input i of that layer; ``byte``: b, the weights of input i to
+    neurons 8b..8b+7 (bit t = neuron 8b+t, 1 = +1), as ``protocol.weight_columns`` lays them out."""
+    L = len(hwmodel.layers)
+    return wiring.Signature({
+        "layer": Out(range(max(2, L))),
+        "col": Out(range(max(2, max(l.n_in for l in hwmodel.layers)))),
+        "byte": Out(range(max(2, max(-(-l.n_out // 8) for l in hwmodel.layers)))),
+        "data": Out(8),
+        "en": Out(1),
+    })
 
 
 def _int_arg(name, value, lo):
@@ -62,6 +76,14 @@ class Accelerator(wiring.Component):
         choice, where a G-deep wide memory becomes flip-flops). "memory": a G-deep memory, LUT RAM
         on ECP5 (much cheaper there for wide layers). "auto": "memory" for an ECP5 platform,
         "registers" otherwise (iCE40, simulation, Verilog export). Same cycles, same results.
+    writable : bool
+        Event mode: give every weight memory a write port and the Accelerator a ``weights`` port
+        (byte writes addressed by layer, input and fan-out byte; see docs/accelerator-interface.md),
+        so the host can replace the weights at run time (the UART command WRITE_WEIGHTS).
+    spram_layers : iterable of int
+        Layers whose weights live in iCE40 UltraPlus SPRAM (:mod:`bitsnn.hw.wmem`): not initialised
+        by the bitstream, so they must be written through ``weights`` before the first run. Implies
+        ``writable``. Elsewhere (simulation, Verilog) such a layer's memory powers up at zero.
     monitor : bool
         Generate the ``events`` tap (a k=1 router per hidden layer scanning its finished spike
         vector, in parallel with later layers; ``pixels.ready`` waits for it). False: the tap never
@@ -72,7 +94,7 @@ class Accelerator(wiring.Component):
 
     @quiet_on_error
     def __init__(self, hwmodel, *, mode="event", lanes=32, word=32, k=1, max_neurons_per_core=None,
-                 fifo_depth=4, monitor=True, accumulators="auto"):
+                 fifo_depth=4, monitor=True, accumulators="auto", writable=False, spram_layers=()):
         if not isinstance(hwmodel, HardwareModel):
             raise TypeError(f"hwmodel must be a bitsnn.hwmodel.HardwareModel, not {hwmodel!r:.80}")
         if mode not in MODES:
@@ -88,18 +110,36 @@ class Accelerator(wiring.Component):
         if accumulators not in ("auto", "registers", "memory"):
             raise ValueError(f"accumulators must be 'auto', 'registers' or 'memory', not {accumulators!r}")
         self.accumulators = accumulators
+        try:
+            self.spram_layers = frozenset(int(l) for l in spram_layers)
+        except (TypeError, ValueError):
+            raise TypeError(f"spram_layers must be an iterable of layer indices, not {spram_layers!r}") from None
+        if bad := sorted(l for l in self.spram_layers if not 0 <= l < len(hwmodel.layers)):
+            raise ValueError(f"spram_layers {bad}: the model has layers 0..{len(hwmodel.layers) - 1}")
+        self.writable = bool(writable) or bool(self.spram_layers)
+        if self.writable and mode != "event":
+            raise ValueError("run-time weight writes (writable, spram_layers) need mode='event'")
+        if self.writable and max_neurons_per_core is not None and max_neurons_per_core % 8:
+            raise ValueError(f"run-time weight writes need max_neurons_per_core a multiple of 8, not {max_neurons_per_core}")
         self.model = hwmodel
         self.mode, self.lanes, self.word, self.k = mode, lanes, word, k
         self.max_neurons_per_core, self.fifo_depth, self.monitor = max_neurons_per_core, fifo_depth, bool(monitor)
         self.plan = [split_layer(l.n_out, max_neurons_per_core) for l in hwmodel.layers]
+        if self.writable and lanes % 8 | (lanes // 8) & (lanes // 8 - 1) and \
+                any(n > lanes for plan in self.plan for _off, n in plan):
+            raise ValueError(f"run-time weight writes need lanes = 8 x a power of two where a core has more "
+                             f"neurons than lanes, not {lanes}")
         hidden = [l.n_out for l in hwmodel.hidden_layers]
         self.event_layout = event_layout(len(hidden), max(hidden, default=1))
-        super().__init__({
+        ports = {
             "pixels": In(stream.Signature(unsigned(8))),
             "result": Out(stream.Signature(unsigned(32))),
             "events": Out(stream.Signature(self.event_layout, always_ready=True)),
             "busy": Out(1),
-        })
+        }
+        if self.writable:
+            ports["weights"] = In(weights_port_signature(hwmodel))
+        super().__init__(ports)
         # always_ready makes events.ready a Const, which verilog.convert cannot list as a port;
         # a Signal initialised high (and ignored by the design) keeps the signature and converts.
         self.events.ready = Signal(1, init=1, name="events__ready")
@@ -218,7 +258,13 @@ class Accelerator(wiring.Component):
                     th, cm = layer.thresholds[off:off + n], layer.compare[off:off + n]
                 if mode == "event":
                     core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=self.k, input_kind=layer.input_kind,
-                                     accumulators=acc_style)
+                                     accumulators=acc_style, writable=self.writable,
+                                     storage="spram" if l in self.spram_layers else "bram")
+                    if self.writable:
+                        wp, b0 = self.weights, off // 8
+                        m.d.comb += [core.wr.col.eq(wp.col), core.wr.byte.eq(wp.byte - b0), core.wr.data.eq(wp.data),
+                                     core.wr.en.eq(wp.en & ~self.busy & (wp.layer == l) & (wp.byte >= b0)
+                                                   & (wp.byte < b0 + -(-n // 8)))]
                 else:
                     core = DenseCore(wbits[off:off + n], th, cm, lanes=P, word=W, input_kind=layer.input_kind)
                 m.submodules[f"core{l}_{c}"] = core

@@ -20,8 +20,20 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .router import beat_layout, quiet_on_error
+from .wmem import STORAGES, WeightMemory
 
-__all__ = ["DenseCore", "EventCore", "acc_bits_for"]
+__all__ = ["DenseCore", "EventCore", "acc_bits_for", "weight_write_signature"]
+
+
+def weight_write_signature(n_in: int, n_out: int) -> wiring.Signature:
+    """A run-time weight write of one byte: ``col`` (input i), ``byte`` (b: neurons 8b..8b+7 of the
+    fan-out of input i, little-endian), ``data``, ``en`` (one-cycle strobe; never while running)."""
+    return wiring.Signature({
+        "col": Out(range(max(2, n_in))),
+        "byte": Out(range(max(2, -(-n_out // 8)))),
+        "data": Out(8),
+        "en": Out(1),
+    })
 
 
 def acc_bits_for(n_in: int, input_kind: str) -> int:
@@ -237,7 +249,11 @@ class EventCore(_CoreBase):
     plus the common ``out_*``/``done``.
 
     Memories: weights transposed, depth n_in*G, width P, address i*G+g (lane j = neuron g*P+j),
-    the bits of a compare -1 neuron inverted. Accumulators: one register per neuron (not a
+    the bits of a compare -1 neuron inverted; a :class:`~bitsnn.hw.wmem.WeightMemory` in block RAM
+    (``storage="bram"``) or iCE40 SPRAM (``"spram"``, not initialised by the bitstream). With
+    ``writable`` (implied by ``"spram"``) the ``wr`` port (:func:`weight_write_signature`) replaces
+    the weights at run time, one byte of an input's fan-out per cycle (the core applies the flips;
+    lanes must be 8 x a power of two unless the core has one lane group). Accumulators: one register per neuron (not a
     memory: a 4-deep, P*A-bit-wide memory cannot use block RAM and costs a read multiplexer and a
     write-back path in flip-flops). A hidden neuron's register holds ``c*(a - theta)``: it starts
     at ``-c*theta``, so the neuron fires when it is >= 0 -- its sign bit is the spike, and there is
@@ -256,10 +272,14 @@ class EventCore(_CoreBase):
 
     @quiet_on_error
     def __init__(self, weights, thresholds=None, compare=None, *, lanes=32, k=1, input_kind="spikes",
-                 accumulators="registers"):
+                 accumulators="registers", writable=False, storage="bram"):
         if accumulators not in ("registers", "memory"):
             raise ValueError(f"accumulators must be 'registers' or 'memory', not {accumulators!r}")
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, not {storage!r}")
         self.accumulators = accumulators
+        self.storage = storage
+        self.writable = bool(writable) or storage == "spram"
         if not isinstance(k, int) or isinstance(k, bool):
             raise TypeError(f"k must be an integer, not {k!r}")
         if k < 1:
@@ -267,12 +287,49 @@ class EventCore(_CoreBase):
         self.k = k
         n_in = np.asarray(weights).shape[-1] if hasattr(weights, "shape") and np.ndim(weights) == 2 else 1
         self.beat = beat_layout(max(1, ceil_log2(n_in)), k)
-        super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports={
+        n_out = np.asarray(weights).shape[0] if np.ndim(weights) == 2 else 1
+        extra = {
             "events": In(stream.Signature(self.beat)),
             "value_addr": Out(range(max(2, n_in))),
             "value_data": In(8),
-            "spikes": Out(max(1, np.asarray(weights).shape[0]) if np.ndim(weights) == 2 else 1),
-        })
+            "spikes": Out(max(1, n_out)),
+        }
+        if self.writable:
+            extra["wr"] = In(weight_write_signature(n_in, n_out))
+        super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports=extra)
+        if self.writable and self.groups > 1 and (self.lanes % 8 or (self.lanes // 8) & (self.lanes // 8 - 1)):
+            raise ValueError(f"run-time weight writes need one lane group or lanes = 8 x a power of two, "
+                             f"not {self.lanes} lanes for {self.n_out} neurons")
+
+    def _weight_memory(self, m, rows, flips):
+        """The weight memory (see :mod:`bitsnn.hw.wmem`) holding ``rows``; wires the ``wr`` port:
+        byte b of input i's fan-out (neurons 8b..8b+7) is lane byte b mod P/8 of word i*G + b div P/8,
+        XORed with the stored flips of those neurons. Returns the read port."""
+        P, G = self.lanes, self.groups
+        mem = WeightMemory(width=P, depth=self.n_in * G, init=rows, writable=self.writable, storage=self.storage)
+        m.submodules.wmem = mem
+        if self.writable:
+            wr = self.wr
+            nb = -(-self.n_out // 8)
+            if G == 1:
+                g, lane = Const(0, 1), wr.byte
+            else:
+                lb = (P // 8).bit_length() - 1
+                g, lane = wr.byte >> lb, wr.byte & ((1 << lb) - 1)
+            fl = [_to_int(flips[8 * b:8 * b + 8]) for b in range(nb)]
+            fbyte = Signal(8)
+            if any(fl):
+                with m.Switch(wr.byte):
+                    for b, v in enumerate(fl):
+                        if v:
+                            with m.Case(b):
+                                m.d.comb += fbyte.eq(v)
+            m.d.comb += [
+                mem.wr.addr.eq(wr.col * G + g),
+                mem.wr.data.eq((wr.data ^ fbyte).replicate(mem.n_bytes)),
+                mem.wr.en.eq(Mux(wr.en & (wr.byte < nb), 1 << lane, 0)),
+            ]
+        return mem.rd
 
     def _neuron_plan(self):
         """Per neuron n: (weight flip, initial accumulator value, accumulator width in bits).
@@ -306,8 +363,7 @@ class EventCore(_CoreBase):
                 col = self.weights[g * P:(g + 1) * P, i].astype(np.uint8)
                 flips = np.array([plan[g * P + j][0] for j in range(len(col))], np.uint8)
                 rows.append(_to_int(col ^ flips))
-        m.submodules.wmem = wmem = memory.Memory(shape=P, depth=self.n_in * G, init=rows)
-        wrp = wmem.read_port()
+        wrp = self._weight_memory(m, rows, np.array([f for f, _i, _w in plan], np.uint8))
         # One accumulator register per neuron (a LUT4 + carry + FF per bit on iCE40): no read
         # multiplexer, no write-back path, no threshold ROM.
         # They keep their values after the read-out (``spikes`` is their sign bits) and are loaded
@@ -405,8 +461,7 @@ class EventCore(_CoreBase):
         for i in range(self.n_in):
             for g in range(G):
                 rows.append(_to_int(self.weights[g * P:(g + 1) * P, i]))
-        m.submodules.wmem = wmem = memory.Memory(shape=P, depth=self.n_in * G, init=rows)
-        wrp = wmem.read_port()
+        wrp = self._weight_memory(m, rows, np.zeros(self.n_out, np.uint8))
         m.submodules.accmem = accmem = memory.Memory(shape=P * A, depth=G, init=[])
         acc_wp = accmem.write_port()
         acc_rp = accmem.read_port(transparent_for=(acc_wp,))

@@ -83,11 +83,12 @@ class UARTTop(wiring.Component):
 
             accelerator = Accelerator(hwmodel, mode=mode, **accel_kwargs)
         self.accel = accelerator
-        #: weight writes need a run-time weight port on the accelerator; none is defined yet
-        self.weight_write = False
+        #: WRITE_WEIGHTS is served when the accelerator has a run-time weight port
+        self.weight_write = bool(getattr(accelerator, "writable", False))
         self.info = P.Info(
             version=P.PROTOCOL_VERSION,
-            flags=P.FLAG_WEIGHT_WRITE if self.weight_write else 0,
+            flags=(P.FLAG_WEIGHT_WRITE if self.weight_write else 0)
+            | (P.FLAG_WEIGHTS_VOLATILE if getattr(accelerator, "spram_layers", None) else 0),
             n_inputs=self.n_inputs,
             n_hidden=self.n_hidden,
             n_classes=self.n_classes,
@@ -105,8 +106,11 @@ class UARTTop(wiring.Component):
 
         n_in, K = self.n_inputs, self.n_words
         # SPRAM on an iCE40 UltraPlus (the EBRs are left to the weights), lib.memory elsewhere.
-        # Single-port rule: the image is written only while no inference runs, read only while one does.
-        m.submodules.image = image = ByteBuffer(n_in)
+        # Single-port rule: the image is written only while no inference runs, read only while one
+        # does. With weight writes, a WRITE_WEIGHTS frame's data bytes are staged behind the image
+        # (at n_in + k) and copied into the weight memories only once the frame's CRC is good.
+        stage = n_in if self.weight_write else 0
+        m.submodules.image = image = ByteBuffer(n_in + (P.MAX_WEIGHT_CHUNK if self.weight_write else 0))
         wr, rd = image.wr, image.rd
 
         # ---- state shared by parser, run engine and responder --------------------------------
@@ -166,7 +170,28 @@ class UARTTop(wiring.Component):
             m.d.sync += idle_timer.eq(idle_timer + 1)
         m.d.comb += timed_out.eq(~got & (idle_timer == self.timeout_cycles - 1))
 
-        m.d.comb += [wr.addr.eq(idx), wr.data.eq(byte)]
+        m.d.comb += wr.data.eq(byte)
+        is_ww = Signal()
+        m.d.comb += is_ww.eq(cmd == P.Cmd.WRITE_WEIGHTS)
+        if self.weight_write:
+            m.d.comb += wr.addr.eq(Mux(is_ww, stage + idx - P.WEIGHT_HEADER, idx))
+        else:
+            m.d.comb += wr.addr.eq(idx)
+        # WRITE_WEIGHTS header (layer u8, column u16, offset u16) and the commit that follows a good CRC
+        w_hdr = Signal(8 * P.WEIGHT_HEADER)
+        w_layer, w_col, w_off = w_hdr[:8], w_hdr[8:24], w_hdr[24:40]
+        w_n = Signal(16)  # data bytes
+        m.d.comb += w_n.eq(length - P.WEIGHT_HEADER)
+        w_addr_ok = Signal()
+        commit_rd = Signal()
+        commit_k = Signal(range(P.MAX_WEIGHT_CHUNK + 2))
+        if self.weight_write:
+            layers = self.hwmodel.layers
+            with m.Switch(w_layer):
+                for li, layer in enumerate(layers):
+                    with m.Case(li):
+                        nb = -(-layer.n_out // 8)
+                        m.d.comb += w_addr_ok.eq((w_col < layer.n_in) & (w_off < nb) & (w_off + w_n <= nb))
         with m.FSM(name="parser"):
             with m.State("IDLE"):
                 with m.If(got):
@@ -206,7 +231,13 @@ class UARTTop(wiring.Component):
             with m.State("PAYLOAD"):
                 with m.If(got):
                     m.d.sync += [crc.eq(crc8_next(crc, byte)), idx.eq(idx + 1)]
-                    m.d.comb += wr.en.eq((cmd == P.Cmd.LOAD) & ~frame_busy & (idx < n_in))
+                    if self.weight_write:
+                        with m.If(is_ww & (idx < P.WEIGHT_HEADER)):
+                            m.d.sync += w_hdr.word_select(idx[:3], 8).eq(byte)
+                        m.d.comb += wr.en.eq(~frame_busy & Mux(is_ww, (idx >= P.WEIGHT_HEADER) & len_ok,
+                                                               (cmd == P.Cmd.LOAD) & (idx < n_in)))
+                    else:
+                        m.d.comb += wr.en.eq((cmd == P.Cmd.LOAD) & ~frame_busy & (idx < n_in))
                     with m.If(idx == length - 1):
                         m.next = "CHECK"
                 with m.Elif(timed_out):
@@ -246,12 +277,34 @@ class UARTTop(wiring.Component):
                                 with m.Else():
                                     m.d.comb += reply(cmd, P.Status.NO_RESULT)
                             with m.Case(P.Cmd.WRITE_WEIGHTS):
-                                m.d.comb += reply(cmd, P.Status.UNSUPPORTED)
+                                if not self.weight_write:
+                                    m.d.comb += reply(cmd, P.Status.UNSUPPORTED)
+                                else:
+                                    with m.If(w_addr_ok):
+                                        m.d.sync += commit_k.eq(0)
+                                        m.next = "COMMIT"
+                                    with m.Else():
+                                        m.d.comb += reply(cmd, P.Status.BAD_ADDRESS)
                 with m.Elif(timed_out):
                     m.d.comb += reply(cmd, P.Status.TIMEOUT)
                     with m.If((cmd == P.Cmd.LOAD) & ~frame_busy):
                         m.d.sync += image_valid.eq(0)
                     m.next = "IDLE"
+
+            if self.weight_write:
+                with m.State("COMMIT"):
+                    # staged byte k is read in cycle k and written in cycle k+1 (<= 257 cycles). The
+                    # reply comes after, and a host waits for it, so no request byte arrives now;
+                    # one that does is dropped (its frame then fails its sync or CRC check).
+                    m.d.comb += commit_rd.eq(1)
+                    m.d.sync += commit_k.eq(commit_k + 1)
+                    with m.If(commit_k != 0):
+                        m.d.comb += [acc.weights.layer.eq(w_layer), acc.weights.col.eq(w_col),
+                                     acc.weights.byte.eq(w_off + commit_k - 1), acc.weights.data.eq(rd.data),
+                                     acc.weights.en.eq(1)]
+                    with m.If(commit_k == w_n):
+                        m.d.comb += reply(cmd, P.Status.OK)
+                        m.next = "IDLE"
 
         # ---- run engine: image buffer -> accelerator -> result registers ----------------------
         feed_idx = Signal(range(n_in + 1))
@@ -287,6 +340,10 @@ class UARTTop(wiring.Component):
                     with m.If(word_idx == K - 1):
                         m.d.sync += [running.eq(0), result_valid.eq(1)]
                         m.next = "IDLE"
+
+        if self.weight_write:
+            with m.If(commit_rd):
+                m.d.comb += rd.addr.eq(stage + commit_k)
 
         # ---- responder ---------------------------------------------------------------------------
         info = Array(Const(b, 8) for b in self.info)

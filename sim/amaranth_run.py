@@ -41,8 +41,14 @@ def _to_signed32(v: int) -> int:
 
 def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "event", lanes: int = 32,
                     word: int = 32, k: int = 1, max_neurons_per_core: int | None = None, fifo_depth: int = 4,
-                    vcd_path=None, result_ready=None, seed: int = 0, accumulators: str = "auto") -> AmaranthResult:
+                    vcd_path=None, result_ready=None, seed: int = 0, accumulators: str = "auto",
+                    writable: bool = False, spram_layers=(), load_weights: HardwareModel | None = None,
+                    ) -> AmaranthResult:
     """Simulate ``images`` ((B, *input_shape) uint8) on an Accelerator built with these parameters.
+
+    ``load_weights``: before the first image, write every weight of this model (same layer
+    shapes) through the Accelerator's ``weights`` port (needs ``writable`` or ``spram_layers``),
+    one byte per cycle; the design keeps ``model``'s thresholds.
 
     ``vcd_path``: write a VCD of the first image (a separate one-image simulation, so the batch run
     stays fast). ``result_ready``: probability (0..1] that ``result.ready`` is high in a cycle
@@ -55,13 +61,23 @@ def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "ev
     if flat.shape[1] != model.n_inputs:
         raise ValueError(f"images have {flat.shape[1]} values each, the model takes {model.n_inputs}")
     params = dict(mode=mode, lanes=lanes, word=word, k=k, max_neurons_per_core=max_neurons_per_core,
-                  fifo_depth=fifo_depth, accumulators=accumulators)
+                  fifo_depth=fifo_depth, accumulators=accumulators, writable=writable, spram_layers=spram_layers)
+    writes = []
+    if load_weights is not None:
+        from bitsnn.protocol import weight_columns
+
+        if [l.n_in for l in load_weights.layers] != [l.n_in for l in model.layers] or \
+                [l.n_out for l in load_weights.layers] != [l.n_out for l in model.layers]:
+            raise ValueError("load_weights must have the model's layer shapes")
+        for li, layer in enumerate(load_weights.layers):
+            cols = weight_columns(layer.weight_bits, layer.n_in)
+            writes += [(li, i, b, int(v)) for i in range(cols.shape[0]) for b, v in enumerate(cols[i])]
     if vcd_path is not None:
-        _run(model, flat[:1], params, vcd_path, result_ready, seed)
-    return _run(model, flat, params, None, result_ready, seed)
+        _run(model, flat[:1], params, vcd_path, result_ready, seed, writes)
+    return _run(model, flat, params, None, result_ready, seed, writes)
 
 
-def _run(model, flat, params, vcd_path, result_ready, seed):
+def _run(model, flat, params, vcd_path, result_ready, seed, writes=()):
     from amaranth.sim import Simulator
 
     from bitsnn.hw import Accelerator
@@ -92,6 +108,16 @@ def _run(model, flat, params, vcd_path, result_ready, seed):
 
     async def testbench(ctx):
         ctx.set(dut.result.ready, 1)
+        if writes:
+            wp = dut.weights
+            ctx.set(wp.en, 1)
+            for layer, col, byte, value in writes:
+                ctx.set(wp.layer, layer)
+                ctx.set(wp.col, col)
+                ctx.set(wp.byte, byte)
+                ctx.set(wp.data, value)
+                await ctx.tick()
+            ctx.set(wp.en, 0)
         for b in range(B):
             img = flat[b]
             ctx.set(dut.pixels.valid, 1)

@@ -143,3 +143,39 @@ def test_run_cli_bad_port(files, capsys):
     rc = cli_main(["run", "--port", "/dev/nonexistent-bitsnn", "--model", str(mpath), "--images", "1",
                    "--data-dir", str(data)])
     assert rc == 1 and "cannot open serial port" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def spram_device(model):
+    """The same design with its first layer in SPRAM: INFO says the weights are volatile, and the
+    memory starts empty until the host writes it."""
+    with SimulatedDevice(model, divisor=4, timeout_cycles=3000, spram_layers=[0]) as d:
+        yield d
+
+
+def test_spram_design_needs_and_takes_weights(model, images, spram_device, files, capsys):
+    d = Device(spram_device.port, 115200, timeout=TIMEOUT, retries=2)
+    try:
+        info = d.get_info()
+        assert info.weight_write and info.weights_volatile
+        assert d.infer(images[0]).result != expected(model, images[0])  # nothing written yet
+        bad = P.encode_weight_write(0, H * W, 0, b"\x00")  # column 40 of a 40-input layer
+        assert d.request(P.Cmd.WRITE_WEIGHTS, bad).status == P.Status.BAD_ADDRESS
+        assert d.request(P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(0, 0, 1, b"\x00\x00")).status == P.Status.BAD_ADDRESS
+    finally:
+        d.close()
+    mpath, _, data = files
+    rc = cli_main(["run", "--port", spram_device.port, "--model", str(mpath), "--images", "3", "--data-dir",
+                   str(data), "--timeout", str(TIMEOUT)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "writing the model's weights (SPRAM" in out and "in 52 frames" in out
+    assert "accuracy: 100.00% on 3 images" in out and "mismatches: 0" in out
+
+
+def test_write_weights_refused_by_a_rom_design(device, files, capsys):
+    mpath, _, data = files
+    rc = cli_main(["run", "--port", device.port, "--model", str(mpath), "--images", "1", "--data-dir", str(data),
+                   "--timeout", str(TIMEOUT), "--write-weights"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no run-time weight memory" in err

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from bitsnn.hw import Accelerator
-from bitsnn.hwmodel import random_model
+from bitsnn.hwmodel import pack_bits, random_model
 from bitsnn.sim import golden
 from bitsnn.sim.amaranth_run import run_accelerator
 from bitsnn.sim.cycles import predict_cycles
 
 
-def check_against_golden(model, images, **params):
+def check_against_golden(model, images, build_model=None, **params):
+    """``build_model``: the model the design is generated from, when it differs from the one it
+    must compute (after run-time weight writes)."""
     g = golden.run(model, images)
-    r = run_accelerator(model, images, **params)
+    r = run_accelerator(build_model or model, images, **params)
     assert np.array_equal(r.classes, g.classes)
     assert np.array_equal(r.scores, g.scores)
     assert np.array_equal(r.spike_counts, g.spike_counts)
@@ -132,3 +136,69 @@ def test_tiny_verilog_converts(tiny):
     dut = Accelerator(tiny)
     text = verilog.convert(dut, name="accelerator")
     assert "module accelerator" in text and "pixels__payload" in text and "result__payload" in text
+
+
+def with_weights_of(model, donor):
+    """``model``'s thresholds with ``donor``'s weights: what a design built for ``model`` computes
+    after the host wrote ``donor``'s weights into it."""
+    layers = [dataclasses.replace(l, weight_bits=d.weight_bits) for l, d in zip(model.layers, donor.layers)]
+    return dataclasses.replace(model, layers=layers)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=2, max_size=3),
+    enc=st.sampled_from(["spikes", "pixels"]),
+    lanes=st.sampled_from([8, 16, 64]),
+    split=st.sampled_from([None, 8, 16]),
+    store=st.sampled_from(["ram", "spram"]),
+    accumulators=st.sampled_from(["registers", "memory"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_run_time_weight_writes(sizes, enc, lanes, split, store, accumulators, seed):
+    """Weights written through the ``weights`` port replace the initial ones (block RAM) or fill
+    the empty SPRAM memories; every byte lands on the right lanes, groups and cores, with the
+    compare -1 flips applied by the core. Results, spikes and cycles then equal the golden model
+    of the design's thresholds with the written weights."""
+    rng = np.random.default_rng(seed)
+    sizes[0] = max(sizes[0], 2)
+    thr = int(rng.integers(1, 256))
+    model = random_model(rng, sizes, input_encoding=enc, input_threshold=thr)
+    donor = random_model(rng, sizes, input_encoding=enc, input_threshold=thr)
+    images = rng.integers(0, 256, size=(2, sizes[0]), dtype=np.uint8)
+    kw = dict(writable=True) if store == "ram" else dict(spram_layers=range(len(sizes) - 1))
+    check_against_golden(with_weights_of(model, donor), images, lanes=lanes, max_neurons_per_core=split,
+                                accumulators=accumulators, load_weights=donor, build_model=model, mode="event", word=32,
+                                **kw)
+
+
+def test_spram_layers_start_empty():
+    """A SPRAM layer is not initialised by the bitstream: without a weight load the design computes
+    with all-zero stored bits, not the model's weights (so a forgotten load cannot pass a test).
+    Stored bits are the weights XOR the neuron's flip (compare -1), so the effective weights of
+    the blank memory are +1 for the compare -1 neurons and -1 for the others."""
+    rng = np.random.default_rng(3)
+    model = random_model(rng, [24, 16, 5])
+    images = rng.integers(0, 256, size=(4, 24), dtype=np.uint8)
+    r = run_accelerator(model, images, lanes=8, spram_layers=[0])
+    l0 = model.layers[0]
+    assert (l0.compare < 0).any() and (l0.compare > 0).any()
+    eff = np.repeat((l0.compare < 0).astype(np.uint8)[:, None], l0.n_in, axis=1)
+    blank = dataclasses.replace(model, layers=[dataclasses.replace(l0, weight_bits=pack_bits(eff)), model.layers[1]])
+    assert np.array_equal(r.scores, golden.run(blank, images).scores)
+    assert not np.array_equal(r.scores, golden.run(model, images).scores)
+
+
+def test_weight_write_arguments_rejected():
+    model = random_model(np.random.default_rng(0), [20, 24, 5])
+    with pytest.raises(ValueError, match="need mode='event'"):
+        Accelerator(model, mode="dense", writable=True)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        Accelerator(model, writable=True, max_neurons_per_core=12)
+    with pytest.raises(ValueError, match=r"spram_layers \[2\]"):
+        Accelerator(model, spram_layers=[2])
+    with pytest.raises(ValueError, match="lanes = 8 x a power of two"):
+        Accelerator(model, writable=True, lanes=12)
+    from amaranth.back import rtlil
+
+    rtlil.convert(Accelerator(model, writable=True, lanes=24, max_neurons_per_core=24))  # one group per core

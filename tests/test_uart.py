@@ -54,7 +54,8 @@ def reply_gap(top, cmd=None) -> int:
     """Idle cycles after a request by which its response has been sent (the longest possible
     one when ``cmd`` is None)."""
     plen = {P.Cmd.READ: 4 * top.n_words, P.Cmd.INFO: len(top.info)}.get(cmd, 0 if cmd else 4 * top.n_words)
-    return 10 * top.divisor * (P.RSP_OVERHEAD + plen) + 30
+    commit = P.MAX_WEIGHT_CHUNK + 2 if cmd in (None, P.Cmd.WRITE_WEIGHTS) else 0
+    return 10 * top.divisor * (P.RSP_OVERHEAD + plen) + 30 + commit
 
 
 def script(top, reqs):
@@ -294,3 +295,41 @@ def test_top_tiny_model_mnist_image(tiny_hwmodel, mnist):
     got = P.Result.from_bytes(rs[2].payload, 1, 10)
     assert got == want
     assert got.klass == int(mnist.test_labels[0])
+
+
+def test_top_weight_write_applies_only_good_frames(small_model):
+    """On a design with writable block-RAM weights: a WRITE_WEIGHTS frame with a bad CRC changes
+    nothing (its bytes were only staged); the same frame intact replaces those weights, and the
+    next inference equals the golden model with the new weights. INFO reports the write flag."""
+    import dataclasses
+
+    top = make_top(small_model, writable=True)
+    img = np.random.default_rng(5).integers(0, 256, N_IN, dtype=np.uint8).tobytes()
+    l0 = small_model.layers[0]
+    cols = P.weight_columns(l0.weight_bits, l0.n_in)
+    new_cols = cols.copy()
+    new_cols[:, :] ^= 0xFF  # every weight of layer 0 negated, written as 40 frames
+    frames = [P.encode_weight_write(0, i, 0, new_cols[i].tobytes()) for i in range(l0.n_in)]
+    bad = bytearray(P.encode_request(P.Cmd.WRITE_WEIGHTS, frames[3]))
+    bad[-1] ^= 0x01
+    gap = reply_gap(top, P.Cmd.WRITE_WEIGHTS)
+    raw = run_top(top, script(top, [(P.Cmd.INFO, b"")]) + [(bytes(bad), gap)]
+                  + script(top, [(P.Cmd.LOAD, img), (P.Cmd.RUN, b""), (P.Cmd.READ, b"")])
+                  + script(top, [(P.Cmd.WRITE_WEIGHTS, f) for f in frames])
+                  + script(top, [(P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(0, 0, 2, b"\x01")),  # past the column
+                                 (P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(2, 0, 0, b"\x01")),  # no layer 2
+                                 (P.Cmd.RUN, b""), (P.Cmd.READ, b"")]), tail_cycles=100)
+    rs = responses(raw)
+    st_ = [P.Status(r.status) for r in rs]
+    assert P.Info.from_bytes(rs[0].payload).weight_write and not P.Info.from_bytes(rs[0].payload).weights_volatile
+    assert st_[1] == P.Status.BAD_CHECKSUM
+    assert st_[2:5] == [P.Status.OK] * 3
+    assert P.Result.from_bytes(rs[4].payload, 1, 5) == expected_result(small_model, img)
+    assert st_[5:45] == [P.Status.OK] * 40
+    assert st_[45:] == [P.Status.BAD_ADDRESS, P.Status.BAD_ADDRESS, P.Status.OK, P.Status.OK]
+    w = np.unpackbits(new_cols, axis=1, count=l0.n_out, bitorder="little").T
+    negated = dataclasses.replace(small_model, layers=[dataclasses.replace(l0, weight_bits=np.packbits(
+        w, axis=1, bitorder="little")), small_model.layers[1]])
+    want = expected_result(negated, img)
+    assert want != expected_result(small_model, img)
+    assert P.Result.from_bytes(rs[-1].payload, 1, 5) == want
