@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate", default=None, choices=("box", "s2nn", "ste"), help="surrogate gradient")
     p.add_argument("--input", dest="input_encoding", default=None, choices=("spikes", "pixels"),
                    help="input encoding: thresholded pixels as spikes, or direct 8-bit pixels")
+    p.add_argument("--input-threshold", type=int, default=None, metavar="T",
+                   help="spike input: a pixel >= T (1..255) is a spike (default: the preset's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N images only")
     _add_data_dir(p)
@@ -85,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, choices=BOARDS)
     p.add_argument("--model", required=True, metavar="M", help="hardware-model file (.bsnn)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--spram-layers", default="auto", metavar="auto|none|L,L",
+                   help="layers whose weights go to iCE40 UltraPlus SPRAM, written over the UART at run "
+                   "time (auto: the largest layers, only when the weights do not fit block RAM)")
 
     p = sub.add_parser("report", help="spikes, cycles, latency and energy per inference",
                        description="Report spikes, synaptic events, memory reads, cycles, latency and energy.")

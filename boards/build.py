@@ -46,6 +46,36 @@ def _estimate(board: Board, model: HardwareModel, accel: dict) -> dict:
     return estimate_resources(model, family=board.family, **accel)
 
 
+def parse_spram_layers(text: str, model: HardwareModel):
+    """``--spram-layers``: "auto", "none" or comma-separated layer indices."""
+    t = str(text).strip().lower()
+    if t in ("auto", "none"):
+        return t
+    try:
+        layers = sorted({int(x) for x in t.split(",") if x.strip()})
+    except ValueError:
+        raise BitsnnError(f"--spram-layers: expected auto, none or layer numbers like 0,1; got {text!r}") from None
+    if not layers or any(not 0 <= l < len(model.layers) for l in layers):
+        raise BitsnnError(f"--spram-layers {text}: the model has layers 0..{len(model.layers) - 1}")
+    return layers
+
+
+def choose_spram_layers(board: Board, model: HardwareModel, accel: dict) -> list[int]:
+    """"auto": no SPRAM while the weights fit block RAM; otherwise move the layers with the most
+    weight bits into SPRAM, largest first, until the block RAMs suffice (or SPRAM runs out)."""
+    if board.totals.spram_blocks == 0:
+        return []
+    chosen: list[int] = []
+    order = sorted(range(len(model.layers)), key=lambda l: -model.layers[l].n_in * model.layers[l].n_out)
+    for l in [None, *order]:
+        if l is not None:
+            chosen = sorted([*chosen, l])
+        est = _estimate(board, model, dict(accel, spram_layers=chosen))
+        if est["bram_blocks"] <= board.totals.bram_blocks or est["spram_blocks"] > board.totals.spram_blocks:
+            return chosen
+    return chosen
+
+
 def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: int = 1,
                 accel: dict | None = None, log=print) -> dict:
     """Check the estimate, build, and compare the estimate with the tools' figures."""
@@ -53,6 +83,17 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
 
     board = get_board(board_name)
     accel = dict(DEFAULT_ACCEL, **(accel or {}))
+    spram = accel.pop("spram_layers", "auto")
+    if spram == "auto":
+        spram = choose_spram_layers(board, model, accel)
+    elif spram == "none":
+        spram = []
+    elif board.totals.spram_blocks == 0 and spram:
+        raise BitsnnError(f"--spram-layers: {board.name} ({board.device}) has no SPRAM")
+    if spram:
+        accel["spram_layers"] = list(spram)
+        log(f"[build] {board.name}: weights of layer(s) {', '.join(map(str, spram))} in SPRAM, written over "
+            f"the UART at run time (bitsnn run does it)")
     est = _estimate(board, model, accel)
     log(f"[build] {board.name}: estimate {est['logic']} logic cells, {est['ffs']} FFs, "
         f"{est['bram_blocks']} block RAMs, {est.get('spram_blocks', 0)} SPRAM")
@@ -87,7 +128,8 @@ def format_report(report: dict) -> str:
 
 def build_main(args) -> int:
     model = HardwareModel.load(args.model)
-    report = build_board(args.board, model, Path(args.output))
+    spram = parse_spram_layers(getattr(args, "spram_layers", "auto"), model)
+    report = build_board(args.board, model, Path(args.output), accel={"spram_layers": spram})
     print(format_report(report))
     print(f"[build] wrote {Path(args.output) / report['bitstream']} and report.json in {report['build_seconds']} s")
     return 0 if report["timing_met"] else 1

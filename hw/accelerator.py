@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwmodel import HardwareModel
@@ -29,7 +29,7 @@ def split_layer(n_out: int, max_neurons_per_core: int | None) -> list[tuple[int,
 
 def weights_port_signature(hwmodel) -> wiring.Signature:
     """The Accelerator's run-time weight write port: one byte per ``en`` strobe, ignored while
-    ``busy``. ``layer``; ``col``: input i of that layer; ``byte``: b, the weights of input i to
+    ``busy``, written two cycles after the strobe. ``layer``; ``col``: input i of that layer; ``byte``: b, the weights of input i to
     neurons 8b..8b+7 (bit t = neuron 8b+t, 1 = +1), as ``protocol.weight_columns`` lays them out."""
     L = len(hwmodel.layers)
     return wiring.Signature({
@@ -39,6 +39,11 @@ def weights_port_signature(hwmodel) -> wiring.Signature:
         "data": Out(8),
         "en": Out(1),
     })
+
+
+def _weights_layout(hwmodel) -> data.StructLayout:
+    """The fields of :func:`weights_port_signature` as a register layout."""
+    return data.StructLayout({name: member.shape for name, member in weights_port_signature(hwmodel).members.items()})
 
 
 def _int_arg(name, value, lo):
@@ -248,6 +253,12 @@ class Accelerator(wiring.Component):
             else:
                 hidden_word_reader(spk[l - 1], addr, data_)
 
+        wreg = None
+        if self.writable:  # the weights port, registered (a write reaches its memory 2 cycles later)
+            wreg = Signal(_weights_layout(model), name="wreg")
+            m.d.sync += [wreg.layer.eq(self.weights.layer), wreg.col.eq(self.weights.col),
+                         wreg.byte.eq(self.weights.byte), wreg.data.eq(self.weights.data),
+                         wreg.en.eq(self.weights.en & ~self.busy)]
         cores_of = []
         for l, layer in enumerate(layers):
             wbits = layer.weight_bit_matrix()
@@ -261,9 +272,9 @@ class Accelerator(wiring.Component):
                                      accumulators=acc_style, writable=self.writable,
                                      storage="spram" if l in self.spram_layers else "bram")
                     if self.writable:
-                        wp, b0 = self.weights, off // 8
+                        wp, b0 = wreg, off // 8
                         m.d.comb += [core.wr.col.eq(wp.col), core.wr.byte.eq(wp.byte - b0), core.wr.data.eq(wp.data),
-                                     core.wr.en.eq(wp.en & ~self.busy & (wp.layer == l) & (wp.byte >= b0)
+                                     core.wr.en.eq(wp.en & (wp.layer == l) & (wp.byte >= b0)
                                                    & (wp.byte < b0 + -(-n // 8)))]
                 else:
                     core = DenseCore(wbits[off:off + n], th, cm, lanes=P, word=W, input_kind=layer.input_kind)

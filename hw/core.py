@@ -252,7 +252,8 @@ class EventCore(_CoreBase):
     the bits of a compare -1 neuron inverted; a :class:`~bitsnn.hw.wmem.WeightMemory` in block RAM
     (``storage="bram"``) or iCE40 SPRAM (``"spram"``, not initialised by the bitstream). With
     ``writable`` (implied by ``"spram"``) the ``wr`` port (:func:`weight_write_signature`) replaces
-    the weights at run time, one byte of an input's fan-out per cycle (the core applies the flips;
+    the weights at run time, one byte of an input's fan-out per cycle, written one cycle after its
+    strobe (the core applies the flips;
     lanes must be 8 x a power of two unless the core has one lane group). Accumulators: one register per neuron (not a
     memory: a 4-deep, P*A-bit-wide memory cannot use block RAM and costs a read multiplexer and a
     write-back path in flip-flops). A hidden neuron's register holds ``c*(a - theta)``: it starts
@@ -324,11 +325,16 @@ class EventCore(_CoreBase):
                         if v:
                             with m.Case(b):
                                 m.d.comb += fbyte.eq(v)
-            m.d.comb += [
-                mem.wr.addr.eq(wr.col * G + g),
-                mem.wr.data.eq((wr.data ^ fbyte).replicate(mem.n_bytes)),
-                mem.wr.en.eq(Mux(wr.en & (wr.byte < nb), 1 << lane, 0)),
+            # registered: the address arithmetic is not in series with the memory's (SPRAM) address mux
+            wa = Signal.like(mem.wr.addr)
+            wd = Signal.like(mem.wr.data)
+            we = Signal.like(mem.wr.en)
+            m.d.sync += [
+                wa.eq(wr.col * G + g),
+                wd.eq((wr.data ^ fbyte).replicate(mem.n_bytes)),
+                we.eq(Mux(wr.en & (wr.byte < nb), 1 << lane, 0)),
             ]
+            m.d.comb += [mem.wr.addr.eq(wa), mem.wr.data.eq(wd), mem.wr.en.eq(we)]
         return mem.rd
 
     def _neuron_plan(self):

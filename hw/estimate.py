@@ -87,19 +87,27 @@ _CAL = {
     "ecp5_other_logic_factor": 2.36, "ecp5_other_logic_factor_memory": 1.61,
     # ROMs up to this many bits become logic rather than a block RAM (Yosys's cost choice)
     "ice40_rom_logic_bits": 1024, "ecp5_rom_logic_bits": 2048,
+    # run-time weight writes: per core (address, lane decode, flips) and in the UART top
+    "write_luts_per_core": 20, "write_top_luts": 80, "write_top_ffs": 60,
 }
+
+
+def ceil_log2(n: int) -> int:
+    return max(0, int(n) - 1).bit_length()
 
 
 def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: int = 32, k: int = 1,
                        max_neurons_per_core: int | None = None, fifo_depth: int = 4,
                        family: str = "ice40", top: str = "uart", spram: bool | None = None,
-                       accumulators: str = "auto") -> dict:
+                       accumulators: str = "auto", writable: bool = False, spram_layers=()) -> dict:
     """Estimate the resources of ``UARTTop(Accelerator(hwmodel, mode=..., lanes=..., word=...))``.
 
     ``family``: "ice40" or "ecp5" (block RAM geometry, SPRAM, packing). ``top``: "uart" (the board
     design) or None (the Accelerator alone). ``spram``: the image buffer in SPRAM (default: on
     iCE40, as on the UP5K). ``accumulators``: as the Accelerator's ("auto": memory on ECP5,
-    registers on iCE40). Only event mode is modelled.
+    registers on iCE40). ``writable``/``spram_layers``: as the Accelerator's (a SPRAM layer's
+    weights take 16-bit x 16 k-word SB_SPRAM256KA tiles instead of block RAM). Only event mode is
+    modelled.
     """
     from .accelerator import split_layer
 
@@ -109,6 +117,10 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         raise ValueError(f"family must be one of {tuple(FAMILIES)}, not {family!r}")
     if spram is None:
         spram = family == "ice40"
+    spram_layers = frozenset(spram_layers)
+    if spram_layers and family != "ice40":
+        raise ValueError("spram_layers: only the iCE40 UltraPlus has SPRAM")
+    writable = bool(writable) or bool(spram_layers)
     if accumulators == "auto":
         accumulators = "memory" if family == "ecp5" else "registers"
     acc_style = accumulators
@@ -138,10 +150,18 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         for off, n in split_layer(layer.n_out, max_neurons_per_core):
             P = min(lanes, n)
             G = -(-n // P)
-            blocks, banks = bram_blocks_for(family, P, layer.n_in * G)
             rom_luts = 0.0
-            if P * layer.n_in * G <= _CAL[f"{family}_rom_logic_bits"]:  # Yosys makes a small ROM logic
-                blocks, banks, rom_luts = 0, 1, P * layer.n_in * G / 16
+            if li in spram_layers:
+                # 16-bit columns side by side, 16 k-word rows stacked; an address mux (write/read)
+                cols, rows = -(-(-(-P // 8) * 8) // 16), -(-(layer.n_in * G) // (16 * 1024))
+                add(f"layer{li}", spram_blocks=cols * rows, luts=ceil_log2(layer.n_in * G))
+                blocks, banks = 0, rows
+            else:
+                blocks, banks = bram_blocks_for(family, P, layer.n_in * G)
+                if not writable and P * layer.n_in * G <= _CAL[f"{family}_rom_logic_bits"]:
+                    blocks, banks, rom_luts = 0, 1, P * layer.n_in * G / 16  # Yosys makes a small ROM logic
+            if writable:  # write address (i*G + g), byte-lane decode, flip table, data replication
+                add(f"layer{li}", luts=cal["write_luts_per_core"] + -(-n // 8) + ceil_log2(layer.n_in * G))
             acc = _acc_bits(layer, off, off + n)
             name = f"layer{li}"
             if acc_style == "registers":
@@ -180,10 +200,13 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     if top == "uart":
         n_words = 2 + len(layers) - 1 + hwmodel.num_classes
         add("uart_top", luts=cal["top_luts"], ffs=cal["top_ffs"] + 32 * n_words)
+        nbuf = n0 + (256 if writable else 0)  # WRITE_WEIGHTS data is staged behind the image
+        if writable:  # header registers, address check, commit counter
+            add("uart_top", luts=cal["write_top_luts"], ffs=cal["write_top_ffs"])
         if spram:
-            add("image", spram_blocks=-(-n0 // FAMILIES["ice40"]["spram_depth_bytes"]), luts=20)
+            add("image", spram_blocks=-(-nbuf // FAMILIES["ice40"]["spram_depth_bytes"]), luts=20)
         else:
-            bl, _ = bram_blocks_for(family, 8, n0)
+            bl, _ = bram_blocks_for(family, 8, nbuf)
             add("image", blocks=bl, bits=bl * block_bits)
     tot = {key: sum(p[key] for p in parts.values()) for key in ("luts", "ffs", "packed", "bram_blocks",
                                                                  "bram_bits", "spram_blocks")}

@@ -180,9 +180,12 @@ class UARTTop(wiring.Component):
         # WRITE_WEIGHTS header (layer u8, column u16, offset u16) and the commit that follows a good CRC
         w_hdr = Signal(8 * P.WEIGHT_HEADER)
         w_layer, w_col, w_off = w_hdr[:8], w_hdr[8:24], w_hdr[24:40]
+        # registered (stable long before the CRC byte arrives): off the parser's reply path
         w_n = Signal(16)  # data bytes
-        m.d.comb += w_n.eq(length - P.WEIGHT_HEADER)
+        m.d.sync += w_n.eq(length - P.WEIGHT_HEADER)
         w_addr_ok = Signal()
+        w_addr_ok_r = Signal()
+        m.d.sync += w_addr_ok_r.eq(w_addr_ok)
         commit_rd = Signal()
         commit_k = Signal(range(P.MAX_WEIGHT_CHUNK + 2))
         if self.weight_write:
@@ -280,7 +283,7 @@ class UARTTop(wiring.Component):
                                 if not self.weight_write:
                                     m.d.comb += reply(cmd, P.Status.UNSUPPORTED)
                                 else:
-                                    with m.If(w_addr_ok):
+                                    with m.If(w_addr_ok_r):
                                         m.d.sync += commit_k.eq(0)
                                         m.next = "COMMIT"
                                     with m.Else():

@@ -96,6 +96,8 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
             setattr(base, k, v)
     if base.epochs < 0 or base.batch_size <= 0 or base.lr <= 0:
         raise BitsnnError(f"bad training options: epochs {base.epochs}, batch size {base.batch_size}, lr {base.lr}")
+    if not 1 <= base.input_threshold <= 255:
+        raise BitsnnError(f"--input-threshold must be in 1..255, got {base.input_threshold}")
     if base.sparsity < 0:
         raise BitsnnError(f"--sparsity must be >= 0, got {base.sparsity}")
     if base.limit_train is not None and base.limit_train <= 0:
@@ -295,6 +297,7 @@ def train_main(args) -> int:
         sparsity=args.sparsity,
         surrogate=args.surrogate,
         input_encoding=args.input_encoding,
+        input_threshold=getattr(args, "input_threshold", None),
         device=args.device,
         limit_train=args.limit_train,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bitsnn import BitsnnError
 from bitsnn.boards import BOARDS, get_board
 from bitsnn.boards.build import DEFAULT_ACCEL, DesignTooLarge, build_board, check_fits
 from bitsnn.boards.common import BoardTop, ToolchainError, check_tools
@@ -107,3 +108,45 @@ def test_bitstream_is_reproducible(tmp_path):
     a = build_board("icebreaker", model, tmp_path / "a", log=lambda *_: None)
     b = build_board("icebreaker", model, tmp_path / "b", log=lambda *_: None)
     assert (tmp_path / "a" / a["bitstream"]).read_bytes() == (tmp_path / "b" / b["bitstream"]).read_bytes()
+
+
+def test_spram_layers_chosen_only_when_block_ram_overflows():
+    """auto: weights stay in block RAM while they fit; a 784-150-10 model (119,100 bits, more than
+    the 30 EBRs hold in 32-lane rows) moves its first layer to SPRAM; ECP5 has none."""
+    from bitsnn.boards.build import choose_spram_layers, parse_spram_layers
+
+    ice = get_board("icebreaker")
+    fits = random_model(np.random.default_rng(0), [784, 128, 10])
+    big = random_model(np.random.default_rng(0), [784, 150, 10])
+    assert choose_spram_layers(ice, fits, dict(DEFAULT_ACCEL)) == []
+    assert choose_spram_layers(ice, big, dict(DEFAULT_ACCEL)) == [0]
+    assert choose_spram_layers(get_board("ulx3s-85f"), big, dict(DEFAULT_ACCEL)) == []
+    assert parse_spram_layers("0,1", big) == [0, 1] and parse_spram_layers("auto", big) == "auto"
+    with pytest.raises(BitsnnError, match="layers 0..1"):
+        parse_spram_layers("2", big)
+    with pytest.raises(BitsnnError, match="expected auto, none or layer numbers"):
+        parse_spram_layers("first", big)
+
+
+def test_spram_on_ecp5_is_one_clear_error(tmp_path):
+    model = random_model(np.random.default_rng(0), [64, 16, 4])
+    with pytest.raises(BitsnnError, match="has no SPRAM"):
+        build_board("ulx3s-85f", model, tmp_path / "out", accel={"spram_layers": [0]}, log=lambda *_: None)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.toolchain
+@pytest.mark.slow
+@pytest.mark.xdist_group("toolchain")
+def test_tiny_model_with_spram_weights(tiny_hwmodel, tmp_path):
+    """The tiny model's first layer in SPRAM (SB_SPRAM256KA, filled over the UART at run time):
+    Yosys and nextpnr place the SPRAM tiles (2 for the 32-bit weight rows, 1 for the image
+    buffer) and the EBRs are freed. (Timing is not asserted: this build reaches 22.7 MHz against
+    the 24 MHz PLL, the WRITE_WEIGHTS parser path being critical; docs/hardware.md.)"""
+    rep = build_board("icebreaker", tiny_hwmodel, tmp_path / "out", accel={"spram_layers": [0]},
+                      log=lambda *_: None)
+    u = rep["utilisation"]
+    assert u["spram"]["used"] == 3 == rep["estimate"]["spram_blocks"]
+    assert u["bram"]["used"] <= 4
+    assert rep["accelerator"]["spram_layers"] == [0]
+    assert u["logic"]["used"] <= u["logic"]["available"] and rep["fmax_mhz"] > 0
