@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, choices=BOARDS)
     p.add_argument("--model", required=True, metavar="M", help="hardware-model file (.bsnn)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+                   help="PLL output frequency to build for (default: the board's, 24 MHz iCEBreaker, "
+                   "50 MHz ULX3S); the nearest achievable one is used")
     p.add_argument("--spram-layers", default="auto", metavar="auto|none|L,L",
                    help="layers whose weights go to iCE40 UltraPlus SPRAM, written over the UART at run "
                    "time (auto: the largest layers, only when the weights do not fit block RAM)")
@@ -103,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int, default=None, metavar="P", help="neurons per cycle per core (default 32)")
     p.add_argument("--word", type=int, default=None, metavar="W", help="word width in bits (default 32)")
     p.add_argument("--vcd", metavar="WAVE.vcd", help="a waveform of the design to count signal toggles in")
+    p.add_argument("--sweep", nargs="+", metavar="M", default=None,
+                   help="more hardware models of the same network (e.g. trained at other --sparsity values): "
+                   "adds their accuracy, spikes and energy to the report and plots accuracy vs energy")
     _add_data_dir(p)
 
     p = sub.add_parser("run", help="run test images on a board over UART",

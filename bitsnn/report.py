@@ -821,7 +821,31 @@ def summary_lines(report: dict) -> list[str]:
     f = e["fpga"]
     lines.append(f"energy (b) FPGA: {_fmt_j(f.get('total_j'))}"
                  + (f" (lower bound: unknown {', '.join(f['unknown_terms'])})" if f.get("lower_bound") else ""))
+    if report.get("sweep"):
+        lines.append("sweep (accuracy vs energy):")
+        for row in report["sweep"]:
+            acc = "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+            lines.append(f"  {row['label']:>14}: accuracy {acc}, {row['spikes_mean']:.1f} spikes, "
+                         f"{row['cycles_mean']:.0f} cycles, ASIC {_fmt_j(row['asic_snn_j'])}, "
+                         f"FPGA {_fmt_j(row['fpga_j'])}")
     return lines
+
+
+def sweep_point(model, report: dict, path: str) -> dict:
+    """One row of a sparsity sweep: the model's label (its training sparsity when the file records
+    it), accuracy, spikes, cycles and energies from its report."""
+    lam = ((model.meta or {}).get("training") or {}).get("sparsity")
+    return {
+        "model": path,
+        "label": f"lambda={lam:g}" if isinstance(lam, (int, float)) else Path(path).stem,
+        "sparsity": lam,
+        "accuracy": report["accuracy"],
+        "spikes_mean": report["totals"]["spikes_mean"],
+        "synaptic_events_mean": report["totals"]["synaptic_events_mean"],
+        "cycles_mean": report["timing"]["cycles"]["mean"],
+        "asic_snn_j": report["energy"]["asic_45nm"]["snn_j"],
+        "fpga_j": report["energy"]["fpga"].get("total_j"),
+    }
 
 
 def report_main(args) -> int:
@@ -874,8 +898,23 @@ def report_main(args) -> int:
                           model_path=str(args.model))
     if build is not None:
         report["timing"]["at_fmax"] = timing(cycles, build["fmax_mhz"] * 1e6)
+    sweep = None
+    if getattr(args, "sweep", None):
+        rows = [sweep_point(model, report, str(args.model))]
+        for path in args.sweep:
+            m = HardwareModel.load(path)
+            if m.sizes != model.sizes or m.input_encoding != model.input_encoding:
+                raise BitsnnError(f"--sweep {path}: {m.describe()} is not the same network as {model.describe()}")
+            g = golden_mod.run(m, images)
+            c = cycles_mod.predict_cycles(m, g, mode=mode, lanes=lanes, word=word, max_neurons_per_core=mnpc)
+            r = build_report(m, g, c, board=board.name, clock_hz=clock_hz, clock_source=clock_source, mode=mode,
+                             lanes=lanes, word=word, max_neurons_per_core=mnpc, labels=labels, model_path=str(path))
+            rows.append(sweep_point(m, r, str(path)))
+        rows.sort(key=lambda row: row["asic_snn_j"])
+        report["sweep"] = rows
+        sweep = [(row["label"], row["accuracy"], row["asic_snn_j"]) for row in rows]
     if getattr(args, "output", None):
-        report = write_report(report, args.output, model=model, golden=golden, build=build)
+        report = write_report(report, args.output, model=model, golden=golden, build=build, sweep=sweep)
     for line in summary_lines(report):
         print(line)
     if getattr(args, "output", None):

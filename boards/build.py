@@ -77,11 +77,17 @@ def choose_spram_layers(board: Board, model: HardwareModel, accel: dict) -> list
 
 
 def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: int = 1,
-                accel: dict | None = None, log=print) -> dict:
-    """Check the estimate, build, and compare the estimate with the tools' figures."""
+                accel: dict | None = None, clock_mhz: float | None = None, log=print) -> dict:
+    """Check the estimate, build, and compare the estimate with the tools' figures.
+    ``clock_mhz``: set the board's PLL to the nearest achievable frequency instead of its default."""
     from bitsnn.hw.top import UARTTop
 
     board = get_board(board_name)
+    if clock_mhz is not None:
+        if not clock_mhz > 0:
+            raise BitsnnError(f"--clock-mhz must be positive, got {clock_mhz}")
+        board = board.with_clock(clock_mhz * 1e6)
+        log(f"[build] {board.name}: PLL set to {board.clk_freq / 1e6:.4g} MHz")
     accel = dict(DEFAULT_ACCEL, **(accel or {}))
     spram = accel.pop("spram_layers", "auto")
     if spram == "auto":
@@ -129,7 +135,8 @@ def format_report(report: dict) -> str:
 def build_main(args) -> int:
     model = HardwareModel.load(args.model)
     spram = parse_spram_layers(getattr(args, "spram_layers", "auto"), model)
-    report = build_board(args.board, model, Path(args.output), accel={"spram_layers": spram})
+    report = build_board(args.board, model, Path(args.output), accel={"spram_layers": spram},
+                         clock_mhz=getattr(args, "clock_mhz", None))
     print(format_report(report))
     print(f"[build] wrote {Path(args.output) / report['bitstream']} and report.json in {report['build_seconds']} s")
     return 0 if report["timing_met"] else 1

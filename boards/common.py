@@ -64,6 +64,10 @@ class Board(ABC):
     def pll(self, m: Module, platform) -> tuple[Signal, Signal]:
         """Instantiate the PLL on the board clock; return (output clock, locked)."""
 
+    @abstractmethod
+    def with_clock(self, freq: float) -> "Board":
+        """This board with its PLL set to the achievable frequency nearest ``freq`` (Hz)."""
+
 
 class BoardTop(Elaboratable):
     """The design on a board: a PLL ``sync`` domain held in reset until the PLL locks, and the

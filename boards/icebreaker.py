@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from amaranth import Instance, Signal
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
 from .common import Board, DeviceTotals
+from .pll import ice40_pll
 
 __all__ = ["ICEBreaker"]
 
@@ -23,6 +24,11 @@ class ICEBreaker(Board):
 
     def platform(self):
         return ICEBreakerPlatform()
+
+    def with_clock(self, freq):
+        p = ice40_pll(12e6, freq)
+        return replace(self, clk_freq=p["freq"], divr=p["divr"], divf=p["divf"], divq=p["divq"],
+                       filter_range=p["filter_range"])
 
     def pll(self, m, platform):
         clk12 = platform.request("clk12", dir="-")

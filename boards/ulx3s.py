@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from amaranth import Instance, Signal
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from .common import Board, DeviceTotals
+from .pll import ecp5_pll
 
 __all__ = ["ULX3S85F"]
 
@@ -23,6 +24,11 @@ class ULX3S85F(Board):
 
     def platform(self):
         return ULX3S_85F_Platform()
+
+    def with_clock(self, freq):
+        p = ecp5_pll(25e6, freq)
+        return replace(self, clk_freq=p["freq"], clki_div=p["clki_div"], clkfb_div=p["clkfb_div"],
+                       clkop_div=p["clkop_div"], clkop_cphase=p["clkop_cphase"])
 
     def pll(self, m, platform):
         clk25 = platform.request("clk25", dir="-")

@@ -149,17 +149,22 @@ class UARTTop(wiring.Component):
         idle_timer = Signal(range(self.timeout_cycles + 1))
         timed_out = Signal()
 
+        # Command and length checks, registered: cmd and length are complete at least a byte time
+        # (>= 10 cycles) before the CRC byte that CHECK decides on, so the reply decision only
+        # compares the CRC and reads flags.
         known = Signal()
-        m.d.comb += known.eq(Cat(*(cmd == c for c in P.Cmd)).any())
+        m.d.sync += known.eq(Cat(*(cmd == c for c in P.Cmd)).any())
         len_ok = Signal()
         with m.Switch(cmd):
             for c in (P.Cmd.INFO, P.Cmd.RUN, P.Cmd.READ):
                 with m.Case(c):
-                    m.d.comb += len_ok.eq(length == 0)
+                    m.d.sync += len_ok.eq(length == 0)
             with m.Case(P.Cmd.LOAD):
-                m.d.comb += len_ok.eq(length == n_in)
+                m.d.sync += len_ok.eq(length == n_in)
             with m.Case(P.Cmd.WRITE_WEIGHTS):
-                m.d.comb += len_ok.eq((length > P.WEIGHT_HEADER) & (length <= P.WEIGHT_HEADER + P.MAX_WEIGHT_CHUNK))
+                m.d.sync += len_ok.eq((length > P.WEIGHT_HEADER) & (length <= P.WEIGHT_HEADER + P.MAX_WEIGHT_CHUNK))
+            with m.Default():
+                m.d.sync += len_ok.eq(0)
 
         def reply(c, status, kind=0):
             return [rsp_req.eq(1), rsp_cmd.eq(c), rsp_status.eq(status), rsp_kind.eq(kind)]

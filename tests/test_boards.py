@@ -150,3 +150,31 @@ def test_tiny_model_with_spram_weights(tiny_hwmodel, tmp_path):
     assert u["bram"]["used"] <= 4
     assert rep["accelerator"]["spram_layers"] == [0]
     assert u["logic"]["used"] <= u["logic"]["available"] and rep["fmax_mhz"] > 0
+
+
+def test_pll_solvers_match_the_boards_defaults_and_limits():
+    """The solvers reproduce the hand-checked icepll/ecppll settings of the default clocks, keep
+    every setting inside the PLL limits, and refuse a clock no setting reaches."""
+    from dataclasses import asdict
+
+    from bitsnn.boards.pll import ecp5_pll, ice40_pll
+
+    ice, ecp = get_board("icebreaker"), get_board("ulx3s-85f")
+    assert ice40_pll(12e6, 24e6) == {"divr": ice.divr, "divf": ice.divf, "divq": ice.divq,
+                                     "filter_range": ice.filter_range, "freq": 24e6}
+    assert ecp5_pll(25e6, 50e6) == {"clki_div": ecp.clki_div, "clkfb_div": ecp.clkfb_div, "clkop_div": ecp.clkop_div,
+                                    "clkop_cphase": ecp.clkop_cphase, "freq": 50e6}
+    for mhz in (16, 20, 30, 36):
+        p = ice40_pll(12e6, mhz * 1e6)
+        pfd, vco = 12 / (p["divr"] + 1), 12 / (p["divr"] + 1) * (p["divf"] + 1)
+        assert 10 <= pfd <= 133 and 533 <= vco <= 1066 and abs(p["freq"] / 1e6 - mhz) <= 0.01 * mhz
+        assert p["freq"] == 12e6 * (p["divf"] + 1) / ((p["divr"] + 1) * 2 ** p["divq"])
+    for mhz in (40, 45, 62.5, 75):
+        p = ecp5_pll(25e6, mhz * 1e6)
+        assert p["freq"] == pytest.approx(mhz * 1e6)
+        assert 400 <= p["freq"] / 1e6 * p["clkop_div"] <= 800
+    slow = ice.with_clock(20e6)
+    assert slow.clk_freq == pytest.approx(19.875e6) and slow.divf != ice.divf and ice.clk_freq == 24e6
+    assert asdict(ecp.with_clock(45e6))["clk_freq"] == 45e6
+    with pytest.raises(BitsnnError, match="no iCE40 PLL setting gives 1000 MHz"):
+        ice.with_clock(1e9)

@@ -438,3 +438,47 @@ def test_cli_end_to_end(tmp_path, mnist_dir, capsys):
     assert data["energy"]["fpga"]["toggles_per_cycle"] == pytest.approx(sum(50 // 2**i for i in range(8)) / 50)
     assert not data["energy"]["fpga"]["lower_bound"]
     assert set(data["plots"]) == {"spike_raster.png", "spikes_per_layer.png", "utilisation.png"}
+
+
+def test_cli_sweep_plots_accuracy_vs_energy(tmp_path, mnist_dir, capsys):
+    """``--sweep``: every model of the same network gets a row (labelled with the sparsity its
+    file records), rows are ordered by energy, each row's energy is that model's own report, and
+    the accuracy-vs-energy plot is written; a different network is refused in one line."""
+    import dataclasses
+
+    from bitsnn.cli import main
+    from bitsnn.sim import cycles as cycles_mod
+    from bitsnn.sim import golden as golden_mod
+
+    paths = []
+    for i, lam in enumerate([0.0, 0.5, 2.0]):
+        m = random_model(np.random.default_rng(i), [784, 24, 10], input_shape=(28, 28))
+        m = dataclasses.replace(m, meta={"training": {"sparsity": lam}})
+        paths.append(str(m.save(tmp_path / f"m{i}.bsnn")))
+    rc = main(["report", "--model", paths[0], "--sweep", *paths[1:], "--data-dir", str(mnist_dir),
+               "--images", "40", "-o", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    rows = data["sweep"]
+    assert sorted(r["label"] for r in rows) == ["lambda=0", "lambda=0.5", "lambda=2"]
+    assert [r["asic_snn_j"] for r in rows] == sorted(r["asic_snn_j"] for r in rows)
+    assert "accuracy_energy.png" in data["plots"] and (tmp_path / "out" / "accuracy_energy.png").stat().st_size > 1000
+    assert "sweep (accuracy vs energy):" in out and "lambda=0.5: accuracy" in out
+    # one row recomputed by hand from that model's golden run
+    from bitsnn.data import load_dataset
+    from bitsnn.hwmodel import HardwareModel
+
+    ds = load_dataset(mnist_dir, progress=False)
+    m1 = HardwareModel.load(paths[1])
+    g = golden_mod.run(m1, ds.test_images[:40])
+    row = next(r for r in rows if r["label"] == "lambda=0.5")
+    assert row["accuracy"] == pytest.approx(float(np.mean(g.classes == ds.test_labels[:40])))
+    assert row["spikes_mean"] == pytest.approx(float(g.spike_counts.sum(axis=1).mean()))
+    assert row["cycles_mean"] == pytest.approx(float(cycles_mod.predict_cycles(m1, g, mode="event", lanes=32,
+                                                                                word=32).mean()))
+    other = random_model(np.random.default_rng(9), [784, 16, 10], input_shape=(28, 28)).save(tmp_path / "o.bsnn")
+    assert main(["report", "--model", paths[0], "--sweep", str(other), "--data-dir", str(mnist_dir),
+                 "--images", "5"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not the same network" in err
