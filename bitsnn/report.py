@@ -714,7 +714,7 @@ def plot_spikes_per_layer(spike_counts, path, *, names=None) -> Path:
     return _save(fig, path)
 
 
-def plot_accuracy_energy(points, path, *, energy_label: str = "energy per inference (J)") -> Path:
+def plot_accuracy_energy(points, path, *, energy_label: str = "energy per inference (nJ, 45 nm op-count model)") -> Path:
     """Accuracy vs energy across sparsity settings: ``points`` is a list of (label, accuracy, energy_j)."""
     pts = list(points)
     if not pts:
@@ -726,14 +726,15 @@ def plot_accuracy_energy(points, path, *, energy_label: str = "energy per infere
             raise BitsnnError(f"energy of point {p[0]!r} must be positive, not {p[2]}")
     fig = _figure()
     ax = fig.add_subplot()
-    e = [float(p[2]) for p in pts]
-    a = [float(p[1]) for p in pts]
+    e = [float(p[2]) * 1e9 for p in pts]
+    a = [100 * float(p[1]) for p in pts]
     ax.plot(e, a, "o-", color="tab:green")
-    for (label, acc, en) in pts:
-        ax.annotate(str(label), (float(en), float(acc)), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xscale("log")
+    for (label, _acc, _en), x, y in zip(pts, e, a):
+        ax.annotate(str(label), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if max(e) > 10 * min(e):
+        ax.set_xscale("log")
     ax.set_xlabel(energy_label)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy vs energy")
     return _save(fig, path)
 
@@ -880,6 +881,8 @@ def report_main(args) -> int:
                                        max_neurons_per_core=mnpc)
     # The bitstream runs at the board's PLL clock; the achieved Fmax says how much faster it could.
     clock_hz = board.clk_freq
+    if build is not None and build.get("constraint_mhz"):
+        clock_hz = float(build["constraint_mhz"]) * 1e6  # the PLL the bitstream was built for (--clock-mhz)
     if build is not None:
         clock_source = (f"{board.name} PLL clock of the built bitstream (achieved Fmax {build['fmax_mhz']:.2f} MHz, "
                         f"timing {'met' if build['fmax_mhz'] * 1e6 >= clock_hz else 'NOT met'}; "

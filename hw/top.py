@@ -384,11 +384,15 @@ class UARTTop(wiring.Component):
                     m.d.comb += cur.eq(results[:8])
 
         m.d.comb += txc.data.payload.eq(cur)
+        # The parser's reply request, registered: the decision (CRC, command, length, state checks)
+        # and the responder's start are in different cycles (the reply leaves one cycle later).
+        req_q, cmd_q, status_q, kind_q = Signal(), Signal(8), Signal(8), Signal(2)
+        m.d.sync += [req_q.eq(rsp_req), cmd_q.eq(rsp_cmd), status_q.eq(rsp_status), kind_q.eq(rsp_kind)]
         with m.FSM(name="responder"):
             with m.State("IDLE"):
-                with m.If(rsp_req):
-                    plen = Mux(rsp_kind == 1, len(self.info), Mux(rsp_kind == 2, 4 * K, 0))
-                    m.d.sync += [r_cmd.eq(rsp_cmd), r_status.eq(rsp_status), r_kind.eq(rsp_kind),
+                with m.If(req_q):
+                    plen = Mux(kind_q == 1, len(self.info), Mux(kind_q == 2, 4 * K, 0))
+                    m.d.sync += [r_cmd.eq(cmd_q), r_status.eq(status_q), r_kind.eq(kind_q),
                                  r_len.eq(plen), r_crc.eq(0), pos.eq(0)]
                     m.next = "SEND"
             with m.State("SEND"):

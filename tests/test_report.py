@@ -482,3 +482,19 @@ def test_cli_sweep_plots_accuracy_vs_energy(tmp_path, mnist_dir, capsys):
                  "--images", "5"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not the same network" in err
+
+
+def test_cli_uses_the_clock_the_bitstream_was_built_for(tmp_path, mnist_dir, capsys):
+    """A build made with ``--clock-mhz 20`` (constraint 19.875 MHz): latency is at that clock."""
+    from bitsnn.cli import main
+
+    m = random_model(np.random.default_rng(0), [784, 16, 10], input_shape=(28, 28))
+    m.save(tmp_path / "m.bsnn")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "report.json").write_text(json.dumps(dict(BUILD, constraint_mhz=19.875, fmax_mhz=22.0)))
+    assert main(["report", "--model", str(tmp_path / "m.bsnn"), "--build-dir", str(tmp_path / "b"),
+                 "--data-dir", str(mnist_dir), "--images", "5", "-o", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["timing"]["clock_hz"] == 19.875e6
+    assert data["timing"]["latency_s"]["mean"] == pytest.approx(data["timing"]["cycles"]["mean"] / 19.875e6)
