@@ -22,13 +22,19 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .bytebuf import SPRAM_DEPTH, has_spram
-
-__all__ = ["WeightMemory", "STORAGES", "SPRAM_BITS"]
+__all__ = ["WeightMemory", "STORAGES", "SPRAM_BITS", "SPRAM_DEPTH", "has_spram"]
 
 STORAGES = ("bram", "spram")
+#: 16-bit words of one SB_SPRAM256KA
+SPRAM_DEPTH = 16 * 1024
 #: bits of one SB_SPRAM256KA
 SPRAM_BITS = 16 * SPRAM_DEPTH
+
+
+def has_spram(platform) -> bool:
+    """True for an Amaranth iCE40 UltraPlus platform (the only iCE40s with SPRAM)."""
+    dev = getattr(platform, "device", None)
+    return isinstance(dev, str) and dev.upper().startswith("ICE40UP")
 
 
 class WeightMemory(wiring.Component):
