@@ -405,14 +405,19 @@ def test_cli_missing_model_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "none.bsnn" in err
 
 
+def _model_and_build(tmp_path, hidden: int, build: dict):
+    """A random 784-``hidden``-10 model file and a build directory holding ``build`` as report.json."""
+    random_model(np.random.default_rng(0), [784, hidden, 10], input_shape=(28, 28)).save(tmp_path / "m.bsnn")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "report.json").write_text(json.dumps(build))
+    return str(tmp_path / "m.bsnn"), str(tmp_path / "b")
+
+
 def test_cli_bad_build_dir_is_one_line(tmp_path, capsys):
     from bitsnn.cli import main
 
-    m = random_model(np.random.default_rng(0), [784, 8, 10], input_shape=(28, 28))
-    m.save(tmp_path / "m.bsnn")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "report.json").write_text(json.dumps({"utilisation": BUILD["utilisation"]}))
-    assert main(["report", "--model", str(tmp_path / "m.bsnn"), "--build-dir", str(tmp_path / "b")]) == 1
+    model_path, build_dir = _model_and_build(tmp_path, 8, {"utilisation": BUILD["utilisation"]})
+    assert main(["report", "--model", model_path, "--build-dir", build_dir]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fmax_mhz" in err
 
@@ -420,13 +425,10 @@ def test_cli_bad_build_dir_is_one_line(tmp_path, capsys):
 def test_cli_end_to_end(tmp_path, mnist_dir, capsys):
     from bitsnn.cli import main
 
-    m = random_model(np.random.default_rng(0), [784, 32, 10], input_shape=(28, 28))
-    m.save(tmp_path / "m.bsnn")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "report.json").write_text(json.dumps(BUILD))
+    model_path, build_dir = _model_and_build(tmp_path, 32, BUILD)
     vcd = tmp_path / "c.vcd"
     _counter_vcd(vcd, 8, 50)
-    rc = main(["report", "--model", str(tmp_path / "m.bsnn"), "--build-dir", str(tmp_path / "b"),
+    rc = main(["report", "--model", model_path, "--build-dir", build_dir,
                "--data-dir", str(mnist_dir), "--images", "50", "--vcd", str(vcd), "-o", str(tmp_path / "out")])
     assert rc == 0
     out = capsys.readouterr().out
@@ -488,11 +490,8 @@ def test_cli_uses_the_clock_the_bitstream_was_built_for(tmp_path, mnist_dir, cap
     """A build made with ``--clock-mhz 20`` (constraint 19.875 MHz): latency is at that clock."""
     from bitsnn.cli import main
 
-    m = random_model(np.random.default_rng(0), [784, 16, 10], input_shape=(28, 28))
-    m.save(tmp_path / "m.bsnn")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "report.json").write_text(json.dumps(dict(BUILD, constraint_mhz=19.875, fmax_mhz=22.0)))
-    assert main(["report", "--model", str(tmp_path / "m.bsnn"), "--build-dir", str(tmp_path / "b"),
+    model_path, build_dir = _model_and_build(tmp_path, 16, dict(BUILD, constraint_mhz=19.875, fmax_mhz=22.0))
+    assert main(["report", "--model", model_path, "--build-dir", build_dir,
                  "--data-dir", str(mnist_dir), "--images", "5", "-o", str(tmp_path / "out")]) == 0
     capsys.readouterr()
     data = json.loads((tmp_path / "out" / "report.json").read_text())
