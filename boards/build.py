@@ -11,7 +11,7 @@ from bitsnn.hwmodel import HardwareModel
 from . import get_board
 from .common import Board, BoardTop, build_into
 
-__all__ = ["DEFAULT_ACCEL", "check_fits", "build_board", "build_main"]
+__all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "build_board", "build_main"]
 
 #: Generation parameters used for board builds (event-driven cores, 32 lanes).
 DEFAULT_ACCEL = {"mode": "event", "lanes": 32, "word": 32}
@@ -38,6 +38,21 @@ def check_fits(board: Board, estimate: dict) -> None:
             over.append(f"{what}: needs {need}, {board.device} has {avail} (over by {need - avail})")
     if over:
         raise DesignTooLarge(f"design does not fit {board.name}: " + "; ".join(over))
+
+
+#: Above this share of the logic cells a build gets a warning: the estimate has been up to 3 % low
+#: (docs/hardware.md), and nextpnr failed to place a UP5K design at 95.7 % (one placed at 94.7 %).
+NEAR_LIMIT = 0.90
+
+
+def near_limit(board: Board, estimate: dict) -> str | None:
+    """A one-line warning when the estimated logic is close enough to the device's total that
+    placement may fail, else None."""
+    used, avail = int(estimate.get("logic", 0)), board.totals.logic
+    if avail and used > NEAR_LIMIT * avail:
+        return (f"warning: the estimate uses {100.0 * used / avail:.0f}% of {board.device}'s {avail} logic cells; "
+                f"place and route may fail this close to the limit")
+    return None
 
 
 def _estimate(board: Board, model: HardwareModel, accel: dict) -> dict:
@@ -104,6 +119,9 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
     log(f"[build] {board.name}: estimate {est['logic']} logic cells, {est['ffs']} FFs, "
         f"{est['bram_blocks']} block RAMs, {est.get('spram_blocks', 0)} SPRAM")
     check_fits(board, est)
+    warn = near_limit(board, est)
+    if warn:
+        log(f"[build] {board.name}: {warn}")
     design = UARTTop(model, clk_freq=board.clk_freq, baud=BAUD, monitor=False, **accel)
     t0 = time.perf_counter()
     log(f"[build] {board.name}: synthesis and place-and-route (seed {seed}) ...")

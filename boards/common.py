@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -145,17 +146,28 @@ def run_toolchain(board: Board, top: Elaboratable, build_dir: Path, *, name: str
 
 
 def _first_error(proc, build_dir: Path, name: str) -> str:
-    """The first ERROR line the tools printed (or logged), else their last line of output."""
+    """The first ERROR line the tools printed (or logged), else their last line of output; with
+    nextpnr's logic-cell count when it got that far (a placement failure near the device's size)."""
     texts = [proc.stderr or "", proc.stdout or ""]
     for log in (build_dir / f"{name}.tim", build_dir / f"{name}.rpt"):
         if log.exists():
             texts.append(log.read_text(errors="replace"))
+    usage = ""
+    for text in texts:
+        m = _LOGIC_USAGE.search(text)
+        if m:
+            usage = f" (nextpnr: {m.group(1)} {m.group(2)}/{m.group(3)} used)"
+            break
     for text in texts:
         for line in text.splitlines():
             if line.strip().startswith("ERROR"):
-                return line.strip()
+                return line.strip() + usage
     lines = (proc.stderr or proc.stdout or "(no output)").strip().splitlines()
-    return lines[-1] if lines else "(no output)"
+    return (lines[-1] if lines else "(no output)") + usage
+
+
+#: nextpnr's "Device utilisation" line for the logic cells (iCE40 and ECP5)
+_LOGIC_USAGE = re.compile(r"\b(ICESTORM_LC|TRELLIS_COMB):\s*(\d+)\s*/\s*(\d+)")
 
 
 def parse_reports(board: Board, build_dir: Path) -> dict:

@@ -87,8 +87,9 @@ _CAL = {
     "ecp5_other_logic_factor": 2.36, "ecp5_other_logic_factor_memory": 1.61,
     # ROMs up to this many bits become logic rather than a block RAM (Yosys's cost choice)
     "ice40_rom_logic_bits": 1024, "ecp5_rom_logic_bits": 2048,
-    # run-time weight writes: per core (address, lane decode, flips) and in the UART top
-    "write_luts_per_core": 20, "write_top_luts": 80, "write_top_ffs": 60,
+    # run-time weight writes: per core (address, lane decode, flips) and in the UART top (header,
+    # commit and registered checks); fitted to the two SPRAM builds in docs/hardware.md
+    "write_luts_per_core": 20, "write_top_luts": 200, "write_top_ffs": 150,
 }
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from bitsnn import BitsnnError
 from bitsnn.boards import BOARDS, get_board
-from bitsnn.boards.build import DEFAULT_ACCEL, DesignTooLarge, build_board, check_fits
-from bitsnn.boards.common import BoardTop, ToolchainError, check_tools
+from bitsnn.boards.build import DEFAULT_ACCEL, DesignTooLarge, build_board, check_fits, near_limit
+from bitsnn.boards.common import BoardTop, ToolchainError, _first_error, check_tools
 from bitsnn.hwmodel import random_model
 
 
@@ -56,6 +56,28 @@ def test_check_fits_names_overflow():
     with pytest.raises(DesignTooLarge, match=r"block RAMs \(4 kbit\): needs 40, iCE40UP5K-SG48 has 30 \(over by 10\)"):
         check_fits(board, {"logic": 100, "ffs": 100, "bram_blocks": 40, "spram_blocks": 0})
     check_fits(board, {"logic": 100, "ffs": 100, "bram_blocks": 30, "spram_blocks": 0})
+
+
+def test_near_limit_warning():
+    board = get_board("icebreaker")
+    assert near_limit(board, {"logic": 4700}) is None  # 89 %
+    warn = near_limit(board, {"logic": 4904})
+    assert warn == ("warning: the estimate uses 93% of iCE40UP5K-SG48's 5280 logic cells; "
+                    "place and route may fail this close to the limit")
+
+
+def test_toolchain_error_names_logic_usage(tmp_path):
+    """A placement failure reports nextpnr's own logic-cell count next to its ERROR line."""
+    (tmp_path / "top.tim").write_text(
+        "Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    5052/   5280    95%\n"
+        "Info: \t        ICESTORM_RAM:       3/     30    10%\n"
+        "ERROR: Unable to find legal placement for all cells, design is probably at utilisation limit.\n")
+    proc = subprocess.CompletedProcess(["sh"], 1, stdout="", stderr="")
+    assert _first_error(proc, tmp_path, "top") == (
+        "ERROR: Unable to find legal placement for all cells, design is probably at utilisation limit. "
+        "(nextpnr: ICESTORM_LC 5052/5280 used)")
+    proc = subprocess.CompletedProcess(["sh"], 1, stdout="", stderr="ERROR: Module `x' not found\n")
+    assert _first_error(proc, tmp_path / "none", "top") == "ERROR: Module `x' not found"
 
 
 def test_large_model_refused_fast_on_icebreaker(tmp_path):
