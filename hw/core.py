@@ -13,6 +13,8 @@ largest |a_j| (n_in for spikes, 255*n_in for pixels).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
@@ -357,11 +359,72 @@ class EventCore(_CoreBase):
             plan.append((flip, init, max(_signed_bits(lo), _signed_bits(hi))))
         return plan
 
+    def _pipeline(self, m, wrp):
+        """What both accumulator styles share: beat acceptance and the (event, group) walk, the
+        read-out group counter, stage 0 (the weight read at i*G+g) and stage 1's registers, the
+        ``out_valid``/``out_group``/``done`` of a read-out, and v, the signed value an event adds."""
+        G, k = self.groups, self.k
+        held = Signal()
+        beat = Signal(self.beat)
+        e = Signal(range(max(2, k)))
+        g = Signal(range(max(2, G)))
+        thr = Signal()  # reading out group tg
+        tg = Signal(range(max(2, G)))
+        count = beat.count
+        final = Signal()
+        m.d.comb += final.eq(held & ((count == 0) | ((e == count - 1) & (g == G - 1))))
+        m.d.comb += self.events.ready.eq(~thr & (~held | (final & ~beat.last)))
+        accept, read_out_starts = Signal(), Signal()
+        m.d.comb += accept.eq(self.events.valid & self.events.ready)
+
+        with m.If(accept):
+            m.d.sync += [held.eq(1), beat.eq(self.events.payload), e.eq(0), g.eq(0)]
+        with m.Elif(final):
+            m.d.sync += held.eq(0)
+            with m.If(beat.last):
+                m.d.sync += [thr.eq(1), tg.eq(0)]
+                m.d.comb += read_out_starts.eq(1)
+        with m.Elif(held):
+            with m.If(g == G - 1):
+                m.d.sync += [g.eq(0), e.eq(e + 1)]
+            with m.Else():
+                m.d.sync += g.eq(g + 1)
+
+        # Stage 0: issue the weight read.
+        issue = Signal()
+        m.d.comb += issue.eq(held & (count != 0))
+        i = Signal(len(beat.addr[0]))
+        m.d.comb += i.eq(beat.addr[0] if k == 1 else beat.addr[e])
+        m.d.comb += [wrp.addr.eq(i * G + g), self.value_addr.eq(i)]
+        s1_upd, s1_thr = Signal(), Signal()
+        s1_g = Signal.like(g)
+        m.d.sync += [s1_upd.eq(issue), s1_thr.eq(thr)]
+        with m.If(thr):
+            m.d.sync += s1_g.eq(tg)
+            with m.If(tg == G - 1):
+                m.d.sync += thr.eq(0)
+            with m.Else():
+                m.d.sync += tg.eq(tg + 1)
+        with m.Else():
+            m.d.sync += s1_g.eq(g)
+
+        # Stage 1: the read-out handshake; the caller updates or reads out group s1_g.
+        m.d.sync += [self.out_valid.eq(0), self.done.eq(0)]
+        with m.If(s1_thr):
+            m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s1_g), self.done.eq(s1_g == G - 1)]
+        if self.input_kind == "pixels":
+            v = Signal(signed(10))
+            m.d.comb += v.eq(self.value_data)
+        else:
+            v = Const(1, signed(2))
+        return SimpleNamespace(accept=accept, read_out_starts=read_out_starts, thr=thr, tg=tg, g=g, v=v,
+                               s1_upd=s1_upd, s1_thr=s1_thr, s1_g=s1_g)
+
     def elaborate(self, platform):
         if self.accumulators == "memory":
             return self._elaborate_memory()
         m = Module()
-        P, G, k = self.lanes, self.groups, self.k
+        P, G = self.lanes, self.groups
         plan = self._neuron_plan()
         rows = []
         for i in range(self.n_in):
@@ -381,62 +444,15 @@ class EventCore(_CoreBase):
         if not self.is_output:
             m.d.comb += self.spikes.eq(Cat(*[~a[-1] for a in accs]))
 
-        held = Signal()
-        beat = Signal(self.beat)
-        e = Signal(range(max(2, k)))
-        g = Signal(range(max(2, G)))
-        thr = Signal()
-        tg = Signal(range(max(2, G)))
-        count = beat.count
-        final = Signal()
-        m.d.comb += final.eq(held & ((count == 0) | ((e == count - 1) & (g == G - 1))))
-        m.d.comb += self.events.ready.eq(~thr & (~held | (final & ~beat.last)))
-
-        with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [held.eq(1), beat.eq(self.events.payload), e.eq(0), g.eq(0)]
-            with m.If(clear):
-                m.d.sync += clear.eq(0)
-                m.d.sync += [a.eq(init) for a, (_f, init, _w) in zip(accs, plan)]
-        with m.Elif(final):
-            m.d.sync += held.eq(0)
-            with m.If(beat.last):
-                m.d.sync += [thr.eq(1), tg.eq(0), clear.eq(1)]
-        with m.Elif(held):
-            with m.If(g == G - 1):
-                m.d.sync += [g.eq(0), e.eq(e + 1)]
-            with m.Else():
-                m.d.sync += g.eq(g + 1)
-
-        # Stage 0: issue the weight read.
-        issue = Signal()
-        m.d.comb += issue.eq(held & (count != 0))
-        i = Signal(len(beat.addr[0]))
-        if k == 1:
-            m.d.comb += i.eq(beat.addr[0])
-        else:
-            m.d.comb += i.eq(beat.addr[e])
-        m.d.comb += [wrp.addr.eq(i * G + g), self.value_addr.eq(i)]
-        s1_upd, s1_thr = Signal(), Signal()
-        s1_g = Signal.like(g)
-        m.d.sync += [s1_upd.eq(issue), s1_thr.eq(thr)]
-        with m.If(thr):
-            m.d.sync += s1_g.eq(tg)
-            with m.If(tg == G - 1):
-                m.d.sync += thr.eq(0)
-            with m.Else():
-                m.d.sync += tg.eq(tg + 1)
-        with m.Else():
-            m.d.sync += s1_g.eq(g)
+        seq = self._pipeline(m, wrp)
+        with m.If(seq.accept & clear):
+            m.d.sync += clear.eq(0)
+            m.d.sync += [a.eq(init) for a, (_f, init, _w) in zip(accs, plan)]
+        with m.If(seq.read_out_starts):
+            m.d.sync += clear.eq(1)
+        v, s1_upd, s1_thr, s1_g = seq.v, seq.s1_upd, seq.s1_thr, seq.s1_g
 
         # Stage 1: update group s1_g, or read it out.
-        if self.input_kind == "pixels":
-            v = Signal(signed(10))
-            m.d.comb += v.eq(self.value_data)
-        else:
-            v = Const(1, signed(2))
-        m.d.sync += [self.out_valid.eq(0), self.done.eq(0)]
-        with m.If(s1_thr):
-            m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s1_g), self.done.eq(s1_g == G - 1)]
         for gg in range(G):
             sel = Signal(name=f"sel{gg}")
             m.d.comb += sel.eq(s1_g == gg)
@@ -462,7 +478,7 @@ class EventCore(_CoreBase):
         transparently (a read-modify-write every cycle), zeroed as they are read out through a
         threshold ROM; ``spikes`` stays 0 (the Accelerator keeps a spike register)."""
         m = Module()
-        P, G, A, k = self.lanes, self.groups, self.acc_bits, self.k
+        P, G, A = self.lanes, self.groups, self.acc_bits
         rows = []
         for i in range(self.n_in):
             for g in range(G):
@@ -476,69 +492,20 @@ class EventCore(_CoreBase):
             m.submodules.thmem = thmem = self._threshold_memory()
             th_rp = thmem.read_port()
 
-        held = Signal()
-        beat = Signal(self.beat)
-        e = Signal(range(max(2, k)))
-        g = Signal(range(max(2, G)))
-        thr = Signal()
-        tg = Signal(range(max(2, G)))
-        count = beat.count
-        final = Signal()
-        m.d.comb += final.eq(held & ((count == 0) | ((e == count - 1) & (g == G - 1))))
-        m.d.comb += self.events.ready.eq(~thr & (~held | (final & ~beat.last)))
-
-        with m.If(self.events.valid & self.events.ready):
-            m.d.sync += [held.eq(1), beat.eq(self.events.payload), e.eq(0), g.eq(0)]
-        with m.Elif(final):
-            m.d.sync += held.eq(0)
-            with m.If(beat.last):
-                m.d.sync += [thr.eq(1), tg.eq(0)]
-        with m.Elif(held):
-            with m.If(g == G - 1):
-                m.d.sync += [g.eq(0), e.eq(e + 1)]
-            with m.Else():
-                m.d.sync += g.eq(g + 1)
-
-        # Stage 0: issue reads.
-        issue = Signal()
-        m.d.comb += issue.eq(held & (count != 0))
-        i = Signal(len(beat.addr[0]))
-        if k == 1:
-            m.d.comb += i.eq(beat.addr[0])
-        else:
-            m.d.comb += i.eq(beat.addr[e])
-        m.d.comb += [wrp.addr.eq(i * G + g), self.value_addr.eq(i)]
-        s1_upd, s1_thr = Signal(), Signal()
-        s1_g = Signal.like(g)
-        m.d.sync += [s1_upd.eq(issue), s1_thr.eq(thr)]
-        with m.If(thr):
-            m.d.comb += acc_rp.addr.eq(tg)
-            m.d.sync += s1_g.eq(tg)
-            with m.If(tg == G - 1):
-                m.d.sync += thr.eq(0)
-            with m.Else():
-                m.d.sync += tg.eq(tg + 1)
-        with m.Else():
-            m.d.comb += acc_rp.addr.eq(g)
-            m.d.sync += s1_g.eq(g)
+        seq = self._pipeline(m, wrp)
+        v, s1_upd, s1_thr, s1_g = seq.v, seq.s1_upd, seq.s1_thr, seq.s1_g
+        m.d.comb += acc_rp.addr.eq(Mux(seq.thr, seq.tg, seq.g))
         if th_rp is not None:
-            m.d.comb += th_rp.addr.eq(tg)
+            m.d.comb += th_rp.addr.eq(seq.tg)
 
         # Stage 1: update or read out.
         lanes_acc = [acc_rp.data[j * A:(j + 1) * A].as_signed() for j in range(P)]
-        if self.input_kind == "pixels":
-            v = Signal(signed(10))
-            m.d.comb += v.eq(self.value_data)
-        else:
-            v = Const(1, signed(2))
         new = Cat(*[(a + Mux(wrp.data[j], v, -v))[:A] for j, a in enumerate(lanes_acc)])
         m.d.comb += acc_wp.addr.eq(s1_g)
-        m.d.sync += [self.out_valid.eq(0), self.done.eq(0)]
         with m.If(s1_upd):
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(new)]
         with m.If(s1_thr):
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(0)]
-            m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s1_g), self.done.eq(s1_g == G - 1)]
             m.d.sync += [self.out_scores[j].eq(a) for j, a in enumerate(lanes_acc)]
             if th_rp is not None:
                 m.d.sync += self.out_spikes.eq(self._fire(m, lanes_acc, th_rp.data))
