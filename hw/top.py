@@ -136,6 +136,10 @@ class UARTTop(wiring.Component):
         rsp_status = Signal(8)
         rsp_kind = Signal(2)  # 0 none, 1 INFO payload, 2 result payload
         start_run = Signal()
+        # registered, so the runner's enables do not sit behind the parser's CHECK decision (the
+        # critical path of the SPRAM build); the run starts one cycle after the RUN frame's CRC byte
+        start_run_q = Signal()
+        m.d.sync += start_run_q.eq(start_run)
 
         # ---- frame parser --------------------------------------------------------------------
         byte = rxc.data.payload
@@ -326,7 +330,7 @@ class UARTTop(wiring.Component):
         with m.FSM(name="runner"):
             with m.State("IDLE"):
                 m.d.comb += rd.addr.eq(0)
-                with m.If(start_run):
+                with m.If(start_run_q):
                     m.d.sync += [running.eq(1), feed_idx.eq(0), word_idx.eq(0), byte_idx.eq(0),
                                  result_valid.eq(0)]
                     m.next = "FEED"
