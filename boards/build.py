@@ -40,8 +40,8 @@ def check_fits(board: Board, estimate: dict) -> None:
         raise DesignTooLarge(f"design does not fit {board.name}: " + "; ".join(over))
 
 
-#: Above this share of the logic cells a build gets a warning: the estimate has been up to 3 % low
-#: (docs/hardware.md), and nextpnr failed to place a UP5K design at 95.7 % (one placed at 94.7 %).
+#: Above this share of the logic cells a build gets a warning: the estimate has been up to 3 % off
+#: either way (docs/hardware.md), and nextpnr failed to place a UP5K design at 95.7 % (one placed at 94.7 %).
 NEAR_LIMIT = 0.90
 
 
