@@ -92,6 +92,25 @@ def lowest_set_bit(m: Module, value, name="lsb"):
     return idx, value.any()
 
 
+def at_least_two_set(m: Module, value, name="two"):
+    """Combinational "two or more bits of ``value`` are set", as a balanced tree of (any, two)
+    pairs: two(a|b) = two(a) | two(b) | any(a) & any(b). It equals ``value & (value - 1) != 0``
+    without that expression's carry chain and wide OR, which were an iCE40 critical path."""
+    bits = [value[i] for i in range(len(value))]
+
+    def tree(lo, hi):
+        if hi - lo == 1:
+            return bits[lo], Const(0, 1)
+        mid = (lo + hi) // 2
+        a_lo, t_lo = tree(lo, mid)
+        a_hi, t_hi = tree(mid, hi)
+        two = Signal(name=f"{name}_{lo}_{hi}")
+        m.d.comb += two.eq(t_lo | t_hi | (a_lo & a_hi))
+        return a_lo | a_hi, two
+
+    return tree(0, len(bits))[1] if len(bits) > 1 else Const(0, 1)
+
+
 class SpikeRouter(wiring.Component):
     """Zero-skipping address-event generator over a spike vector stored in C-bit chunks.
 
@@ -168,9 +187,11 @@ class SpikeRouter(wiring.Component):
             m.d.comb += nv.eq(v & (v - 1))
             v = nv
         rest = v
+        # more spikes in this chunk after this beat (k = 1: a carry-free tree, see at_least_two_set)
+        more = at_least_two_set(m, cur, name="more") if k == 1 else (rest != 0)
         m.d.comb += payload.count.eq(sum(nz_bits))
         last_chunk = idx == n - 1
-        m.d.comb += payload.last.eq(last_chunk & (rest == 0))
+        m.d.comb += payload.last.eq(last_chunk & ~more)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -188,7 +209,7 @@ class SpikeRouter(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += [self.busy.eq(1), self.beats.valid.eq(1)]
                 with m.If(self.beats.ready):
-                    with m.If(rest != 0):
+                    with m.If(more):
                         m.d.sync += cur.eq(rest)
                     with m.Elif(last_chunk):
                         m.next = "IDLE"
