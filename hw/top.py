@@ -2,7 +2,7 @@
 :class:`~bitsnn.hw.accelerator.Accelerator`.
 
 Blocks: :class:`~bitsnn.hw.uart.UARTRx` -> frame parser -> image buffer (``n_inputs`` bytes of
-``lib.memory``) -> pixel feeder -> Accelerator -> result registers -> response sequencer ->
+``lib.memory``) -> pixel feeder -> Accelerator -> result memory (4 bytes per result word) -> response sequencer ->
 :class:`~bitsnn.hw.uart.UARTTx`. Every constant (sync bytes, command and status codes, CRC-8,
 INFO layout) comes from :mod:`bitsnn.protocol`; docs/protocol.md describes the behaviour.
 
@@ -15,7 +15,7 @@ cycles is abandoned with a ``TIMEOUT`` response, so the parser never waits forev
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitsnn import protocol as P
@@ -94,6 +94,7 @@ class UARTTop(wiring.Component):
             n_classes=self.n_classes,
             n_result_words=self.n_words,
             model_id=P.model_id(hwmodel.content_hash),
+            lanes=int(getattr(accelerator, "lanes", 0) or 0) if getattr(accelerator, "mode", "") == "event" else 0,
         ).to_bytes()
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "running": Out(1)})
 
@@ -117,17 +118,17 @@ class UARTTop(wiring.Component):
         running = Signal()
         image_valid = Signal()
         result_valid = Signal()
-        # The K result words as a byte ring (word 0, byte 0 at bits 0..7): the runner shifts each
-        # result byte in at the top, the responder sends bits 0..7 and rotates by one byte per
-        # result byte sent, so a result response (4*K bytes) leaves it as it was. No read mux.
-        results = Signal(32 * K)
-        res_shift = Signal()
+        # The K result words as 4*K bytes of a small memory (word 0, byte 0 at address 0; a block
+        # RAM on FPGAs, not 32*K flip-flops): the runner writes result byte b of word w at 4w+b,
+        # the responder reads them in order. A RUN during a result response overwrites the bytes
+        # not yet sent (its results replace the old ones, as READ would then return).
+        m.submodules.results = results = memory.Memory(shape=8, depth=4 * K, init=[])
+        res_wp = results.write_port()
+        res_rp = results.read_port()
         res_in = Signal(8)
         res_insert = Signal()
-        res_rotate = Signal()
-        m.d.comb += res_shift.eq(res_insert | res_rotate)
-        with m.If(res_shift):
-            m.d.sync += results.eq(Cat(results[8:], Mux(res_insert, res_in, results[:8])))
+        res_waddr = Signal(range(4 * K))
+        m.d.comb += [res_wp.data.eq(res_in), res_wp.en.eq(res_insert), res_wp.addr.eq(res_waddr)]
         m.d.comb += self.running.eq(running)
 
         # a response request (one-cycle pulse) for the responder
@@ -341,10 +342,10 @@ class UARTTop(wiring.Component):
                     with m.If(feed_idx == n_in - 1):
                         m.next = "COLLECT"
             with m.State("COLLECT"):
-                # one byte per cycle into the ring: a word is accepted with its last byte
+                # one byte per cycle into the result memory: a word is accepted with its last byte
                 m.d.comb += acc.result.ready.eq(byte_idx == 3)
                 with m.If(acc.result.valid):
-                    m.d.comb += [res_insert.eq(1),
+                    m.d.comb += [res_insert.eq(1), res_waddr.eq(Cat(byte_idx, word_idx)),
                                  res_in.eq(acc.result.payload.word_select(byte_idx, 8))]
                     m.d.sync += byte_idx.eq(byte_idx + 1)
                 with m.If(acc.result.valid & acc.result.ready):
@@ -385,7 +386,7 @@ class UARTTop(wiring.Component):
                 with m.Elif(r_kind == 1):
                     m.d.comb += cur.eq(info[pidx[:max(1, (len(self.info) - 1).bit_length())]])
                 with m.Else():
-                    m.d.comb += cur.eq(results[:8])
+                    m.d.comb += cur.eq(res_rp.data)
 
         m.d.comb += txc.data.payload.eq(cur)
         # The parser's reply request, registered: the decision (CRC, command, length, state checks)
@@ -401,12 +402,10 @@ class UARTTop(wiring.Component):
                     m.next = "SEND"
             with m.State("SEND"):
                 m.d.comb += txc.data.valid.eq(1)
+                # the result byte at pidx is read the cycle before it is sent (read latency 1)
+                m.d.comb += res_rp.addr.eq(Mux(txc.data.ready, pidx + 1, pidx))
                 with m.If(txc.data.ready):
                     m.d.sync += pos.eq(pos + 1)
-                    with m.If((r_kind == 2) & (pos >= 5) & (pidx < r_len)):
-                        # a result byte was sent: rotate the ring, unless the runner shifts it now
-                        # (a RUN sent before this response ended; its results replace the ring)
-                        m.d.comb += res_rotate.eq(1)
                     with m.If(pos != 0):
                         m.d.sync += r_crc.eq(crc8_next(r_crc, cur))
                     with m.If(pos == r_len + 5):
