@@ -370,10 +370,11 @@ def download_mnist(
     return target
 
 
-def test_subset(n: int, n_inputs: int, data_dir: str | os.PathLike | None = None, *,
+def test_subset(n: int, model, data_dir: str | os.PathLike | None = None, *,
                 data: Dataset | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` test images and labels (int64) of ``data`` (default: loaded from
-    ``data_dir``), checked against a model's input size."""
+    """The first ``n`` test images of ``data`` (default: loaded from ``data_dir``) as a hardware
+    model's first-layer pixels ((n, model.n_inputs) uint8: its input crop applied), and their
+    labels (int64)."""
     n = int(n)
     if n < 1:
         raise BitsnnError(f"--images must be at least 1, got {n}")
@@ -381,6 +382,8 @@ def test_subset(n: int, n_inputs: int, data_dir: str | os.PathLike | None = None
     if n > len(data.test_images):
         raise BitsnnError(f"--images {n}: the test set has {len(data.test_images)} images")
     images, labels = data.test_images[:n], data.test_labels[:n].astype(np.int64)
-    if images[0].size != n_inputs:
-        raise BitsnnError(f"the data set's images have {images[0].size} pixels, the model takes {n_inputs}")
+    try:
+        images = model.prepare_images(images)
+    except ValueError as e:
+        raise BitsnnError(f"the data set's images do not suit the model: {e}") from None
     return images, labels

@@ -4,6 +4,8 @@ NumPy only. The arithmetic it defines (docs/hardware-model.md has the full text)
 
 - weights w_ji in {-1, +1}, stored as bits b_ji (1 <-> +1), packed per neuron row,
   little-endian bit order: input i is bit (i % 8) of byte (i // 8); padding bits are 0;
+- optional input crop: the model takes the (h, w) window at (top, left) of a larger image
+  (``input_crop``); x is that window's pixels, row by row;
 - input encoding ``spikes``: s_i = [x_i >= input_threshold] for 8-bit pixels x;
   ``pixels``: the first layer takes x_i in 0..255 directly;
 - pre-activation a_j = sum_i s_i * w_ji = 2 * popcount(s & b_j) - popcount(s);
@@ -11,7 +13,8 @@ NumPy only. The arithmetic it defines (docs/hardware-model.md has the full text)
   compare_j = -1 (a negative folded scale); theta lies in [-R-1, R+1], R the largest |a_j|;
 - output layer: integer scores a_j; class = argmax, ties to the lowest index.
 
-Container (version 1), all integers little-endian::
+Container (version 2; version 1, without the input crop, is still read), all integers
+little-endian::
 
     b"BITSNNHW" | u32 version | u32 header length H | H bytes UTF-8 JSON header | payload
 
@@ -38,6 +41,7 @@ from .fileio import atomic_write_bytes
 
 __all__ = [
     "FORMAT_VERSION",
+    "READ_VERSIONS",
     "MAGIC",
     "HardwareModelError",
     "Layer",
@@ -48,7 +52,9 @@ __all__ = [
 ]
 
 MAGIC = b"BITSNNHW"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this bitsnn reads: 1 has no input crop
+READ_VERSIONS = (1, 2)
 _DTYPES = {"u1": np.dtype("<u1"), "i1": np.dtype("<i1"), "i4": np.dtype("<i4"), "i8": np.dtype("<i8")}
 _MAX_HEADER = 1 << 24
 _MAX_DIM = 1 << 20
@@ -122,9 +128,14 @@ class HardwareModel:
     input_threshold: int
     layers: tuple[Layer, ...]
     meta: dict = field(default_factory=dict)
+    #: (image height, image width, top, left): the model takes the input_shape window at
+    #: (top, left) of images of that size (None: it takes whole images of input_shape)
+    input_crop: tuple[int, int, int, int] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if self.input_crop is not None:
+            object.__setattr__(self, "input_crop", tuple(int(d) for d in self.input_crop))
         object.__setattr__(self, "layers", tuple(self.layers))
         self.validate()
 
@@ -132,6 +143,31 @@ class HardwareModel:
     @property
     def n_inputs(self) -> int:
         return math.prod(self.input_shape)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of the images a user gives: the crop's source size, else input_shape."""
+        return self.input_crop[:2] if self.input_crop else self.input_shape
+
+    @property
+    def n_image_values(self) -> int:
+        return math.prod(self.image_shape)
+
+    def prepare_images(self, images) -> np.ndarray:
+        """(B, *image_shape) or (B, n_image_values) images, or already cropped (B, n_inputs)
+        ones -> (B, n_inputs) uint8: the pixels the first layer takes, the crop applied."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise TypeError(f"images must be uint8, got {images.dtype}")
+        x = images.reshape(images.shape[0], -1)
+        if x.shape[1] == self.n_inputs:
+            return x
+        if self.input_crop and x.shape[1] == self.n_image_values:
+            ih, iw, top, left = self.input_crop
+            h, w = self.input_shape
+            return np.ascontiguousarray(x.reshape(-1, ih, iw)[:, top : top + h, left : left + w]).reshape(-1, h * w)
+        want = "x".join(map(str, self.image_shape))
+        raise ValueError(f"images have {x.shape[1]} values each, the model takes {want} images")
 
     @property
     def num_classes(self) -> int:
@@ -151,8 +187,12 @@ class HardwareModel:
 
     def describe(self) -> str:
         spec = "-".join(str(s) for s in self.sizes)
+        crop = ""
+        if self.input_crop:
+            ih, iw, top, left = self.input_crop
+            crop = f", {'x'.join(map(str, self.input_shape))} window at ({top}, {left}) of {ih}x{iw} images"
         return (
-            f"{spec} ({self.input_encoding} input"
+            f"{spec} ({self.input_encoding} input{crop}"
             + (f", threshold {self.input_threshold}" if self.input_encoding == "spikes" else "")
             + f"), {self.weight_bits_total} weight bits"
         )
@@ -164,6 +204,15 @@ class HardwareModel:
             raise err(f"unknown input encoding {self.input_encoding!r} (expected one of {INPUT_ENCODINGS})")
         if not self.input_shape or any(d <= 0 or d > _MAX_DIM for d in self.input_shape):
             raise err(f"bad input shape {self.input_shape}")
+        if self.input_crop is not None:
+            c = self.input_crop
+            if len(c) != 4 or len(self.input_shape) != 2:
+                raise err("an input crop needs a 2-D input shape and (image height, image width, top, left)")
+            ih, iw, top, left = c
+            h, w = self.input_shape
+            if not (0 < ih <= _MAX_DIM and 0 < iw <= _MAX_DIM and 0 <= top and 0 <= left
+                    and top + h <= ih and left + w <= iw and (h, w) != (ih, iw)):
+                raise err(f"input crop: a {h}x{w} window at ({top}, {left}) is not a proper part of a {ih}x{iw} image")
         if self.input_encoding == "spikes" and not (1 <= self.input_threshold <= 255):
             raise err(f"input threshold {self.input_threshold} outside 1..255")
         if not self.layers:
@@ -228,6 +277,8 @@ class HardwareModel:
                 "shape": list(self.input_shape),
                 "encoding": self.input_encoding,
                 "threshold": int(self.input_threshold),
+                **({"crop": {"image_shape": list(self.input_crop[:2]), "offset": list(self.input_crop[2:])}}
+                   if self.input_crop else {}),
             },
             "layers": [
                 {"name": l.name, "kind": "binary_dense", "n_in": l.n_in, "n_out": l.n_out,
@@ -296,8 +347,9 @@ def _parse(data: bytes, source: str) -> HardwareModel:
     if len(data) < 16 or data[:8] != MAGIC:
         raise err("not a bitsnn hardware-model file (bad magic)")
     version, hlen = struct.unpack("<II", data[8:16])
-    if version != FORMAT_VERSION:
-        raise err(f"hardware-model format version {version}; this bitsnn reads version {FORMAT_VERSION}")
+    if version not in READ_VERSIONS:
+        raise err(f"hardware-model format version {version}; this bitsnn reads versions "
+                  + ", ".join(map(str, READ_VERSIONS)))
     if hlen > _MAX_HEADER or 16 + hlen > len(data):
         raise err("truncated header")
     try:
@@ -306,7 +358,7 @@ def _parse(data: bytes, source: str) -> HardwareModel:
         raise err(f"corrupt header ({e.__class__.__name__})") from None
     payload = data[16 + hlen :]
     try:
-        return _from_header(header, payload, err)
+        return _from_header(header, payload, err, version)
     except HardwareModelError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
@@ -314,11 +366,11 @@ def _parse(data: bytes, source: str) -> HardwareModel:
         raise err(f"malformed header ({e.__class__.__name__}: {e})") from None
 
 
-def _from_header(header, payload: bytes, err) -> HardwareModel:
+def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
     if not isinstance(header, dict) or header.get("format") != "bitsnn-hardware-model":
         raise err("header does not describe a bitsnn hardware model")
-    if header.get("version") != FORMAT_VERSION:
-        raise err(f"header version {header.get('version')!r} does not match the file version {FORMAT_VERSION}")
+    if header.get("version") != version:
+        raise err(f"header version {header.get('version')!r} does not match the file version {version}")
     if not isinstance(header.get("content_hash"), str):
         raise err("missing content hash")
     table = header["arrays"]
@@ -345,6 +397,15 @@ def _from_header(header, payload: bytes, err) -> HardwareModel:
         raise err("content hash mismatch: the file is corrupt or was edited")
 
     inp = header["input"]
+    crop = inp.get("crop")
+    if crop is not None:
+        if version < 2:
+            raise err("an input crop in a version 1 file")
+        if not isinstance(crop, dict) or not all(isinstance(d, int) for d in crop["image_shape"] + crop["offset"]):
+            raise err("malformed input crop")
+        crop = (*crop["image_shape"], *crop["offset"])
+        if len(crop) != 4:
+            raise err("malformed input crop")
     layers = []
     for i, ls in enumerate(header["layers"]):
         if ls.get("kind") != "binary_dense":
@@ -375,6 +436,7 @@ def _from_header(header, payload: bytes, err) -> HardwareModel:
             input_threshold=int(inp["threshold"]),
             layers=tuple(layers),
             meta=dict(header.get("meta") or {}),
+            input_crop=crop,
         )
     except HardwareModelError as e:
         raise err(str(e)) from None
@@ -388,6 +450,7 @@ def random_model(
     input_threshold: int = 128,
     input_shape: tuple[int, ...] | None = None,
     threshold_spread: float = 0.3,
+    input_crop: tuple[int, int, int, int] | None = None,
 ) -> HardwareModel:
     """A valid model with random weights and thresholds, for tests and benchmarks of later stages.
 
@@ -415,4 +478,5 @@ def random_model(
         input_threshold=input_threshold,
         layers=tuple(layers),
         meta={"source": "random_model"},
+        input_crop=input_crop,
     )

@@ -156,6 +156,8 @@ class Device:
         return self.info
 
     def load(self, pixels) -> None:
+        """LOAD one image: the device's ``n_inputs`` first-layer pixels (a model with an input crop
+        takes the window: ``HardwareModel.prepare_images`` cuts it out of a whole image)."""
         data = np.asarray(pixels, dtype=np.uint8).reshape(-1).tobytes()
         info = self.info or self.get_info()
         if len(data) != info.n_inputs:

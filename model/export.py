@@ -15,6 +15,7 @@ refuses to write the file when there is one.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def to_hardware_model(model: BitSNN, meta: dict | None = None) -> HardwareModel:
         input_threshold=model.input_threshold,
         layers=tuple(layers),
         meta=dict(meta or {}),
+        input_crop=model.input_crop,
     )
 
 
@@ -115,8 +117,8 @@ def export_checkpoint(checkpoint, output, data_dir=None, *, log=print) -> Hardwa
     model, config, metrics = load_checkpoint(checkpoint)
     hw = to_hardware_model(model)  # refuses unsupported layers before any data is loaded
     ds = load_dataset(data_dir)
-    if ds.test_images.shape[1:] != tuple(model.input_shape):
-        raise BitsnnError(f"test images are {ds.test_images.shape[1:]}, the model takes {tuple(model.input_shape)}")
+    if ds.test_images.shape[1:] != tuple(model.image_shape):
+        raise BitsnnError(f"test images are {ds.test_images.shape[1:]}, the model takes {tuple(model.image_shape)}")
     res = compare_with_golden(model, hw, ds.test_images, ds.test_labels)
     log(f"[export] golden vs torch: {res['mismatches']} mismatches on {res['images']} images")
     log(f"[export] float path vs exact path: {res['float_path_disagreements']} of {res['images']} test images "
@@ -136,7 +138,7 @@ def export_checkpoint(checkpoint, output, data_dir=None, *, log=print) -> Hardwa
         "bitsnn_version": __version__,
         "checkpoint": Path(checkpoint).name,
     }
-    hw = HardwareModel(hw.input_shape, hw.input_encoding, hw.input_threshold, hw.layers, meta)
+    hw = dataclasses.replace(hw, meta=meta)
     hw.save(output)
     log(f"[export] {hw.describe()}; test accuracy {res['accuracy']:.4f}; wrote {output} "
         f"({time.perf_counter() - t0:.1f} s)")

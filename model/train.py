@@ -48,8 +48,8 @@ class TrainConfig:
 
     #: preset name or layer spec as given by the user
     preset: str = "tiny"
-    #: layer spec, e.g. 784-128-10
-    spec: str = "784-128-10"
+    #: layer spec, e.g. 576-160-10
+    spec: str = "576-160-10"
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-2
@@ -62,20 +62,34 @@ class TrainConfig:
     input_threshold: int = 128
     #: random shift of +-shift pixels per training image (0: none)
     shift: int = 2
+    #: central crop: the network takes the central crop x crop window of each image (0: whole
+    #: images); the spec's input size must then be crop * crop
+    crop: int = 0
     seed: int = 0
     #: train on the first N images only (None: all)
     limit_train: int | None = None
     #: torch device; None picks cuda when present, else cpu
     device: str | None = None
 
-    def arch(self, input_shape) -> dict:
-        return {
+    def arch(self, image_shape) -> dict:
+        """The architecture dict for a data set of ``image_shape`` images."""
+        image_shape = [int(d) for d in image_shape]
+        a = {
             "spec": self.spec,
-            "input_shape": [int(d) for d in input_shape],
+            "input_shape": image_shape,
             "input_encoding": self.input_encoding,
             "input_threshold": int(self.input_threshold),
             "surrogate": self.surrogate,
         }
+        if self.crop:
+            c = int(self.crop)
+            if len(image_shape) != 2 or not 0 < c < min(image_shape):
+                raise ValueError(f"--crop {c}: needs 2-D images larger than {c}x{c}, the data set's are "
+                                 + "x".join(map(str, image_shape)))
+            ih, iw = image_shape
+            a["input_shape"] = [c, c]
+            a["input_crop"] = [ih, iw, (ih - c) // 2, (iw - c) // 2]
+        return a
 
 
 def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
@@ -100,6 +114,8 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
         raise BitsnnError(f"--input-threshold must be in 1..255, got {base.input_threshold}")
     if base.sparsity < 0:
         raise BitsnnError(f"--sparsity must be >= 0, got {base.sparsity}")
+    if base.crop < 0:
+        raise BitsnnError(f"--crop must be >= 0, got {base.crop}")
     if base.limit_train is not None and base.limit_train <= 0:
         raise BitsnnError(f"--limit-train must be positive, got {base.limit_train}")
     return base
@@ -300,10 +316,12 @@ def train_main(args) -> int:
         input_threshold=getattr(args, "input_threshold", None),
         device=args.device,
         limit_train=args.limit_train,
+        crop=getattr(args, "crop", None),
     )
     ds = load_dataset(args.data_dir)
     print(f"[train] {ds.summary()}")
-    print(f"[train] {cfg.spec} ({cfg.input_encoding} input, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
+    crop = f", central {cfg.crop}x{cfg.crop} window" if cfg.crop else ""
+    print(f"[train] {cfg.spec} ({cfg.input_encoding} input{crop}, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
           f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
           f"device {pick_device(cfg.device)}", flush=True)
     model, metrics = train_model(cfg, ds, log=lambda m: print(f"[train] {m}", flush=True))

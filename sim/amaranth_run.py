@@ -44,7 +44,7 @@ def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "ev
                     vcd_path=None, result_ready=None, seed: int = 0, accumulators: str = "auto",
                     writable: bool = False, spram_layers=(), load_weights: HardwareModel | None = None,
                     ) -> AmaranthResult:
-    """Simulate ``images`` ((B, *input_shape) uint8) on an Accelerator built with these parameters.
+    """Simulate ``images`` ((B, *image_shape) uint8, or already cropped (B, n_inputs)) on an Accelerator built with these parameters.
 
     ``load_weights``: before the first image, write every weight of this model (same layer
     shapes) through the Accelerator's ``weights`` port (needs ``writable`` or ``spram_layers``),
@@ -54,12 +54,7 @@ def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "ev
     stays fast). ``result_ready``: probability (0..1] that ``result.ready`` is high in a cycle
     (backpressure test); None keeps it high.
     """
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise TypeError(f"images must be uint8, not {images.dtype}")
-    flat = images.reshape(images.shape[0], -1)
-    if flat.shape[1] != model.n_inputs:
-        raise ValueError(f"images have {flat.shape[1]} values each, the model takes {model.n_inputs}")
+    flat = model.prepare_images(images)
     params = dict(mode=mode, lanes=lanes, word=word, k=k, max_neurons_per_core=max_neurons_per_core,
                   fifo_depth=fifo_depth, accumulators=accumulators, writable=writable, spram_layers=spram_layers)
     writes = []

@@ -110,13 +110,8 @@ def _to_words(packed: np.ndarray) -> np.ndarray:
 
 
 def encode_input(model: HardwareModel, images: np.ndarray) -> np.ndarray:
-    """(B, *input_shape) uint8 images -> (B, n_in) uint8 first-layer inputs."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise TypeError(f"images must be uint8, got {images.dtype}")
-    x = images.reshape(images.shape[0], -1)
-    if x.shape[1] != model.n_inputs:
-        raise ValueError(f"images have {x.shape[1]} values each, the model takes {model.n_inputs}")
+    """(B, *image_shape) uint8 images (or already cropped ones) -> (B, n_in) uint8 first-layer inputs."""
+    x = model.prepare_images(images)
     if model.input_encoding == "spikes":
         return (x >= model.input_threshold).astype(np.uint8)
     return x.copy()

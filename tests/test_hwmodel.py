@@ -75,7 +75,51 @@ def test_pack_unpack(n):
 def test_wrong_version(tmp_path):
     data = bytearray(_model().to_bytes())
     data[8:12] = struct.pack("<I", FORMAT_VERSION + 1)
-    with pytest.raises(HardwareModelError, match=r"format version 2; this bitsnn reads version 1"):
+    with pytest.raises(HardwareModelError, match=r"format version 3; this bitsnn reads versions 1, 2"):
+        HardwareModel.from_bytes(bytes(data))
+
+
+def test_input_crop_round_trip_and_prepare_images():
+    hm = _model((12, 7, 3), input_shape=(3, 4), input_crop=(5, 6, 1, 2))
+    back = HardwareModel.from_bytes(hm.to_bytes())
+    assert back.input_crop == (5, 6, 1, 2) and back.image_shape == (5, 6) and back.n_image_values == 30
+    assert back.content_hash == hm.content_hash
+    images = np.arange(2 * 30, dtype=np.uint8).reshape(2, 5, 6)
+    x = back.prepare_images(images)
+    assert x.shape == (2, 12)
+    assert np.array_equal(x, images[:, 1:4, 2:6].reshape(2, 12))
+    assert np.array_equal(back.prepare_images(x), x)  # already cropped: unchanged
+    assert np.array_equal(back.prepare_images(images.reshape(2, 30)), x)
+    with pytest.raises(ValueError, match=r"images have 20 values each, the model takes 5x6 images"):
+        back.prepare_images(np.zeros((1, 20), np.uint8))
+    with pytest.raises(TypeError):
+        back.prepare_images(images.astype(np.int64))
+    assert "3x4 window at (1, 2) of 5x6 images" in back.describe()
+
+
+@pytest.mark.parametrize("crop", [(5, 6, 3, 2), (5, 6, 0, 3), (3, 4, 0, 0), (5, 6, -1, 0)])
+def test_bad_input_crop(crop):
+    with pytest.raises(HardwareModelError, match="input crop"):
+        _model((12, 7, 3), input_shape=(3, 4), input_crop=crop)
+    with pytest.raises(HardwareModelError, match="2-D input shape"):
+        _model((12, 7, 3), input_crop=(5, 6, 0, 0))
+
+
+def test_reads_version_1_and_refuses_a_crop_in_it():
+    """A version 1 file (no input crop) still loads; version 1 with a crop is refused."""
+    hm = _model()
+
+    def v1(header):
+        header["version"] = 1
+
+    data = bytearray(_rewrite_header(hm.to_bytes(), v1))
+    data[8:12] = struct.pack("<I", 1)
+    back = HardwareModel.from_bytes(bytes(data))
+    assert back.input_crop is None and back.sizes == hm.sizes
+    cropped = _model((12, 7, 3), input_shape=(3, 4), input_crop=(5, 6, 1, 2))
+    data = bytearray(_rewrite_header(cropped.to_bytes(), v1))
+    data[8:12] = struct.pack("<I", 1)
+    with pytest.raises(HardwareModelError, match="input crop in a version 1 file"):
         HardwareModel.from_bytes(bytes(data))
 
 

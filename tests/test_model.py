@@ -290,6 +290,32 @@ def test_exact_path_in_eval_mode_is_default():
     assert model.run(x).scores is None
 
 
+def test_input_crop_takes_whole_or_cropped_images():
+    torch.manual_seed(0)
+    model = BitSNN({"spec": "12-8-3", "input_shape": [3, 4], "input_crop": [5, 6, 1, 2]})
+    model.eval()
+    assert model.image_shape == (5, 6) and model.n_inputs == 12
+    x = torch.randint(0, 256, (10, 5, 6), dtype=torch.uint8)
+    whole = model.run(x)
+    cut = model.run(x[:, 1:4, 2:6])
+    assert torch.equal(whole.scores, cut.scores)
+    with pytest.raises(ValueError, match="takes 5x6 images"):
+        model.run(torch.zeros(2, 20, dtype=torch.uint8))
+    for bad in ([5, 6, 3, 0], [3, 4, 0, 0], [5, 6, 1]):
+        with pytest.raises(ValueError, match="input_crop"):
+            BitSNN({"spec": "12-8-3", "input_shape": [3, 4], "input_crop": bad})
+
+
+def test_crop_config():
+    cfg = resolve_config("576-16-10", crop=24)
+    arch = cfg.arch((28, 28))
+    assert arch["input_shape"] == [24, 24] and arch["input_crop"] == [28, 28, 2, 2]
+    with pytest.raises(ValueError, match="--crop 28"):
+        resolve_config("784-16-10", crop=28).arch((28, 28))
+    with pytest.raises(BitsnnError, match="--crop"):
+        resolve_config("784-16-10", crop=-1)
+
+
 # ---- training ---------------------------------------------------------------------------------
 def _subset(ds, n):
     from bitsnn.data import Dataset

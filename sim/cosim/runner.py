@@ -159,7 +159,7 @@ class CosimResult:
 def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_root=None, mode: str = "event",
                           expected: dict | None = None, wave: str | os.PathLike | None = None,
                           progress: int = 0, accel_params: dict | None = None, quiet: bool = True) -> CosimResult:
-    """Run ``images`` ((B, ...) uint8) through the generated Accelerator on ``simulator``.
+    """Run ``images`` ((B, *image_shape) uint8, or already cropped (B, n_inputs)) through the generated Accelerator on ``simulator``.
 
     ``expected``: golden values (classes, scores, spike_counts, spikes0.., optionally cycles) for the
     bench's in-order checker; the host compares again from the returned result either way.
@@ -172,7 +172,7 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
 
     from .verilog import accelerator_verilog
 
-    images = np.ascontiguousarray(np.asarray(images, dtype=np.uint8).reshape(len(images), -1))
+    images = np.ascontiguousarray(hwmodel.prepare_images(np.asarray(images, dtype=np.uint8)))
     root = (Path(build_root) if build_root else default_build_root()).resolve()
     params = dict(mode=mode, **(accel_params or {}))
     t0 = time.perf_counter()
