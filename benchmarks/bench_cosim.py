@@ -37,7 +37,8 @@ def main(argv=None):
 
     from bitsnn.data import load_dataset
     from bitsnn.sim import golden
-    from bitsnn.sim.cosim.cli import LANES, WORD, compare
+    from bitsnn.sim.cosim.cli import WORD, compare
+    from bitsnn.sim.cycles import default_lanes
     from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
     from bitsnn.sim.cycles import predict_cycles
 
@@ -48,7 +49,7 @@ def main(argv=None):
     data = load_dataset(args.data_dir)
     imgs = data.test_images[: args.images]
     g = golden.run(hm, imgs)
-    want = predict_cycles(hm, g, mode=args.mode, lanes=LANES, word=WORD)
+    want = predict_cycles(hm, g, mode=args.mode, lanes=default_lanes(hm), word=WORD)
     exp = dict(classes=g.classes, scores=g.scores, spike_counts=g.spike_counts, cycles=want,
                **{f"spikes{i}": s for i, s in enumerate(g.spikes)})
     print(f"model {mpath}: {hm.describe()}; {len(imgs)} MNIST test images; mode {args.mode}")

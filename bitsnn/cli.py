@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input encoding: thresholded pixels as spikes, or direct 8-bit pixels")
     p.add_argument("--input-threshold", type=int, default=None, metavar="T",
                    help="spike input: a pixel >= T (1..255) is a spike (default: the preset's)")
+    p.add_argument("--crop", type=int, default=None, metavar="C",
+                   help="take the central CxC window of each image (the spec's input size is then C*C; "
+                   "0: whole images; default: the preset's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N images only")
     _add_data_dir(p)
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=100, metavar="N", help="number of test images")
     p.add_argument("--simulator", default="icarus", choices=("icarus", "verilator", "amaranth", "golden"))
     p.add_argument("--mode", default="event", choices=("event", "dense"), help="layer-core mode")
+    p.add_argument("--lanes", type=int, default=None, metavar="P",
+                   help="neurons per cycle per event core (default: what bitsnn build generates)")
     p.add_argument("--wave", metavar="OUT.vcd", help="write a waveform of one image")
     p.add_argument("--image", type=int, default=0, metavar="K", help="the image the waveform shows")
     _add_data_dir(p)
@@ -90,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
                    help="PLL output frequency to build for (default: the board's, 24 MHz iCEBreaker, "
                    "50 MHz ULX3S); the nearest achievable one is used")
+    p.add_argument("--lanes", type=int, default=None, metavar="P",
+                   help="neurons per cycle per event core (default: 32, or 4 lane groups for a "
+                   "129..256-neuron layer)")
     p.add_argument("--spram-layers", default="auto", metavar="auto|none|L,L",
                    help="layers whose weights go to iCE40 UltraPlus SPRAM, written over the UART at run "
                    "time (auto: the largest layers, only when the weights do not fit block RAM)")
@@ -103,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=None, metavar="N", help="first N test images (default: all)")
     p.add_argument("--mode", default=None, choices=("event", "dense"),
                    help="layer-core mode (default: the build report's, else event)")
-    p.add_argument("--lanes", type=int, default=None, metavar="P", help="neurons per cycle per core (default 32)")
+    p.add_argument("--lanes", type=int, default=None, metavar="P", help="neurons per cycle per core (default: the build report's, else what bitsnn build generates)")
     p.add_argument("--word", type=int, default=None, metavar="W", help="word width in bits (default 32)")
     p.add_argument("--vcd", metavar="WAVE.vcd", help="a waveform of the design to count signal toggles in")
     p.add_argument("--sweep", nargs="+", metavar="M", default=None,

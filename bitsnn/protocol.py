@@ -258,6 +258,9 @@ class Info:
     n_classes: int
     n_result_words: int
     model_id: bytes
+    #: lanes of the design's event cores (byte 7, reserved before: 0 means not reported), so that
+    #: a host predicts the device's cycle counts
+    lanes: int = 0
 
     @property
     def weight_write(self) -> bool:
@@ -270,15 +273,15 @@ class Info:
     def to_bytes(self) -> bytes:
         return struct.pack(
             "<BBHBBBB4s", self.version, self.flags, self.n_inputs, self.n_hidden, self.n_classes,
-            self.n_result_words, 0, self.model_id,
+            self.n_result_words, self.lanes, self.model_id,
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Info":
         if len(data) != INFO_LEN:
             raise ProtocolError(f"INFO payload of {len(data)} bytes, expected {INFO_LEN}")
-        v, f, n, h, c, w, _r, mid = struct.unpack("<BBHBBBB4s", data)
-        return cls(v, f, n, h, c, w, mid)
+        v, f, n, h, c, w, lanes, mid = struct.unpack("<BBHBBBB4s", data)
+        return cls(v, f, n, h, c, w, mid, lanes)
 
 
 def model_id(content_hash: str) -> bytes:

@@ -863,7 +863,9 @@ def report_main(args) -> int:
         v = getattr(args, name, None)
         return accel.get(name, default) if v is None else v
 
-    mode, lanes, word = pick("mode", "event"), pick("lanes", 32), pick("word", 32)
+    from .sim.cycles import default_lanes
+
+    mode, lanes, word = pick("mode", "event"), pick("lanes", default_lanes(model)), pick("word", 32)
     mnpc = accel.get("max_neurons_per_core")
     _check_hw(mode, lanes, word)
 
@@ -874,8 +876,10 @@ def report_main(args) -> int:
     data = load_dataset(getattr(args, "data_dir", None))
     n = getattr(args, "images", None) or len(data.test_images)
     images, labels = data.test_images[:n], data.test_labels[:n]
-    if images.reshape(len(images), -1).shape[1] != model.n_inputs:
-        raise BitsnnError(f"the data set's images have {images[0].size} pixels, the model takes {model.n_inputs}")
+    try:
+        images = model.prepare_images(images)
+    except ValueError as e:
+        raise BitsnnError(f"the data set's images do not suit the model: {e}") from None
     golden = golden_mod.run(model, images)
     cycles = cycles_mod.predict_cycles(model, golden, mode=mode, lanes=lanes, word=word,
                                        max_neurons_per_core=mnpc)

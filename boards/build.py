@@ -13,8 +13,9 @@ from .common import Board, BoardTop, build_into
 
 __all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "build_board", "build_main"]
 
-#: Generation parameters used for board builds (event-driven cores, 32 lanes).
-DEFAULT_ACCEL = {"mode": "event", "lanes": 32, "word": 32}
+#: Generation parameters used for board builds: event-driven cores and 32-bit words; the lanes
+#: default to bitsnn.sim.cycles.default_lanes(model) (32, more for a 129..256-neuron layer).
+DEFAULT_ACCEL = {"mode": "event", "word": 32}
 BAUD = 115200
 
 
@@ -103,7 +104,14 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
             raise BitsnnError(f"--clock-mhz must be positive, got {clock_mhz}")
         board = board.with_clock(clock_mhz * 1e6)
         log(f"[build] {board.name}: PLL set to {board.clk_freq / 1e6:.4g} MHz")
+    from bitsnn.sim.cycles import default_lanes
+
     accel = dict(DEFAULT_ACCEL, **(accel or {}))
+    auto_lanes = accel.get("lanes") is None
+    if auto_lanes:
+        accel["lanes"] = default_lanes(model)
+    if not 1 <= int(accel["lanes"]) <= 255:
+        raise BitsnnError(f"--lanes must be in 1..255, got {accel['lanes']}")
     spram = accel.pop("spram_layers", "auto")
     if spram == "auto":
         spram = choose_spram_layers(board, model, accel)
@@ -111,6 +119,8 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
         spram = []
     elif board.totals.spram_blocks == 0 and spram:
         raise BitsnnError(f"--spram-layers: {board.name} ({board.device}) has no SPRAM")
+    if spram and auto_lanes:  # run-time weight writes need 8 x a power of two lanes
+        accel["lanes"] = default_lanes(model, writable=True)
     if spram:
         accel["spram_layers"] = list(spram)
         log(f"[build] {board.name}: weights of layer(s) {', '.join(map(str, spram))} in SPRAM, written over "
@@ -153,7 +163,8 @@ def format_report(report: dict) -> str:
 def build_main(args) -> int:
     model = HardwareModel.load(args.model)
     spram = parse_spram_layers(getattr(args, "spram_layers", "auto"), model)
-    report = build_board(args.board, model, Path(args.output), accel={"spram_layers": spram},
+    report = build_board(args.board, model, Path(args.output),
+                         accel={"spram_layers": spram, "lanes": getattr(args, "lanes", None)},
                          clock_mhz=getattr(args, "clock_mhz", None))
     print(format_report(report))
     print(f"[build] wrote {Path(args.output) / report['bitstream']} and report.json in {report['build_seconds']} s")

@@ -18,8 +18,9 @@ from bitsnn import protocol as P
 
 __all__ = ["run_main", "run_images", "check_info"]
 
-#: what board builds generate (bitsnn.boards.build.DEFAULT_ACCEL): event cores, 32 lanes, 32-bit words
-LANES, WORD = 32, 32
+#: what board builds generate (bitsnn.boards.build.DEFAULT_ACCEL): 32-bit words; the lanes come from
+#: the device's INFO (bitsnn.sim.cycles.default_lanes when it reports none)
+WORD = 32
 
 
 def check_info(info: P.Info, hm, model_path) -> None:
@@ -65,7 +66,7 @@ def run_main(args, out=None, device=None) -> int:
     if not Path(args.model).is_file():
         raise BitsnnError(f"hardware model {args.model} not found")
     hm = HardwareModel.load(args.model)
-    images, labels = test_subset(args.images, hm.n_inputs, getattr(args, "data_dir", None))
+    images, labels = test_subset(args.images, hm, getattr(args, "data_dir", None))
     n = len(images)
     mode = getattr(args, "mode", None) or "event"
     clock_mhz = getattr(args, "clock_mhz", None)
@@ -108,7 +109,8 @@ def run_main(args, out=None, device=None) -> int:
             dev.close()
 
     g = golden.run(hm, images)
-    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=LANES, word=WORD)
+    lanes = info.lanes or cycles_mod.default_lanes(hm)
+    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD)
     classes = np.array([r.klass for r in results], np.int64)
     cyc = np.array([r.cycles for r in results], np.int64)
     counts = np.array([r.spike_counts for r in results], np.int64).reshape(n, -1)
@@ -124,7 +126,7 @@ def run_main(args, out=None, device=None) -> int:
         if d.size:
             why.append(f"layer {d[0]} spike count {counts[b][d[0]]} != golden {g.spike_counts[b][d[0]]}")
         if r.cycles != want_cycles[b]:
-            why.append(f"cycles {r.cycles} != cycle model {want_cycles[b]} ({mode} mode, {LANES} lanes)")
+            why.append(f"cycles {r.cycles} != cycle model {want_cycles[b]} ({mode} mode, {lanes} lanes)")
         if why:
             bad.append((b, "; ".join(why)))
 

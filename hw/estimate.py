@@ -31,15 +31,24 @@ FAMILIES = {
 
 
 def bram_blocks_for(family: str, width: int, depth: int) -> tuple[int, int]:
-    """(blocks, banks): the fewest blocks of one geometry holding ``depth`` words of ``width`` bits,
-    and how many blocks deep that is (the read-data multiplexer has that many inputs)."""
-    best = None
-    for d, w in FAMILIES[family]["geometries"]:
-        n = math.ceil(width / w) * math.ceil(depth / d)
-        key = (n, -w)
-        if best is None or key < best[0]:
-            best = (key, n, math.ceil(depth / d))
-    return best[1], best[2]
+    """(blocks, banks): the fewest blocks holding ``depth`` words of ``width`` bits, and how many
+    blocks deep that is (the read-data multiplexer has that many inputs). Full-width columns of
+    one geometry, plus, for a width that is not a multiple of it, one narrower column of the
+    best other geometry (as Yosys maps a 40-bit memory: two 16-bit columns and one 8-bit one)."""
+    geos = FAMILIES[family]["geometries"]
+
+    def single(w_, depth_):
+        return min((math.ceil(w_ / w) * math.ceil(depth_ / d), -w, math.ceil(depth_ / d)) for d, w in geos)
+
+    best = single(width, depth)
+    for d, w in geos:
+        cols, rest = divmod(width, w)
+        if cols and rest:
+            r = single(rest, depth)
+            n = cols * math.ceil(depth / d) + r[0]
+            if n < best[0]:
+                best = (n, -w, max(math.ceil(depth / d), r[2]))
+    return best[0], best[2]
 
 
 def _signed_bits(v: int) -> int:
@@ -77,8 +86,8 @@ _CAL = {
     "accel_luts": 200, "accel_ffs": 55,
     # input buffer per bit of W: word assembly register and write data, pixel index
     "input_luts_per_bit": 3.5, "input_ffs_per_bit": 3.5,
-    # UART top without the result ring (UARTs, parser, CRC, responder, runner), board reset
-    "top_luts": 560, "top_ffs": 203,
+    # UART top (UARTs, parser, CRC, responder, runner), board reset; its result bytes are a block RAM
+    "top_luts": 740, "top_ffs": 228,
     # iCE40 packing: flip-flops other than the accumulators that share a cell with their LUT
     "ice40_other_ff_packed": 0.09,
     # memory accumulators (ECP5): cells per DPR16X4 LUT-RAM cell; threshold ROM + compare per bit
@@ -200,7 +209,8 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     add("accelerator", luts=cal["accel_luts"], ffs=cal["accel_ffs"])
     if top == "uart":
         n_words = 2 + len(layers) - 1 + hwmodel.num_classes
-        add("uart_top", luts=cal["top_luts"], ffs=cal["top_ffs"] + 32 * n_words)
+        rb, _ = bram_blocks_for(family, 8, 4 * n_words)
+        add("uart_top", luts=cal["top_luts"], ffs=cal["top_ffs"], blocks=rb, bits=rb * block_bits)
         nbuf = n0 + (256 if writable else 0)  # WRITE_WEIGHTS data is staged behind the image
         if writable:  # header registers, address check, commit counter
             add("uart_top", luts=cal["write_top_luts"], ffs=cal["write_top_ffs"])

@@ -32,13 +32,27 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "layer_groups", "zero_chunks",
+__all__ = ["default_lanes", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "layer_groups", "zero_chunks",
            "predict_cycles", "layer_cycles", "bandwidth_bound", "weight_bits_per_cycle"]
 
 START = 1
 DENSE_LATENCY = 4
 EVENT_LEAD = 6
 EVENT_TAIL = 2
+
+
+def default_lanes(model, *, writable: bool = False) -> int:
+    """Event-core lanes the CLI tools generate for ``model`` when not told: 32, or for a widest
+    hidden layer of 129..256 neurons the fewest lanes that keep it at 4 lane groups (an input
+    spike costs a layer G cycles; register accumulators make lanes cheap on the iCE40). A design
+    with run-time weight writes (``writable``) needs 8 x a power of two: the largest such count
+    not above that. ``bitsnn build``, ``sim`` and ``report`` use it; a device reports its own
+    lanes in INFO."""
+    widest = max((l.n_out for l in model.hidden_layers), default=0)
+    lanes = -(-widest // 4) if 128 < widest <= 256 else 32
+    if writable and lanes > 8:
+        lanes = 8 << ((lanes // 8).bit_length() - 1)
+    return lanes
 
 
 def _cores(n_out, max_neurons_per_core):

@@ -27,7 +27,7 @@ def test_estimate_shape_and_speed():
     r = estimate_resources(m, lanes=32, word=32)
     assert time.perf_counter() - t < 0.05
     assert set(r) >= {"logic", "luts", "ffs", "bram_blocks", "bram_bits", "spram_blocks", "breakdown"}
-    assert r["bram_blocks"] == 26 + 1 + 2 and r["spram_blocks"] == 1
+    assert r["bram_blocks"] == 26 + 1 + 2 + 1 and r["spram_blocks"] == 1  # + the result bytes
     assert r["bram_bits"] == r["bram_blocks"] * 4096
     # the accumulators are counted exactly as the generator sizes them
     l0 = m.layers[0]
@@ -52,3 +52,22 @@ def test_estimate_rejects_bad_args():
         estimate_resources(m, mode="dense")
     with pytest.raises(ValueError, match="family must be one of"):
         estimate_resources(m, family="xilinx")
+
+
+def test_bram_columns_of_two_geometries():
+    """A 40-bit weight memory takes two 16-bit columns and one 8-bit one, as Yosys maps it."""
+    assert bram_blocks_for("ice40", 40, 2304) == (2 * 9 + 5, 9)
+    assert bram_blocks_for("ice40", 32, 3136) == (26, 13)
+    assert bram_blocks_for("ice40", 8, 100) == (1, 1)
+
+
+def test_default_lanes_keep_four_groups_where_cheap():
+    from bitsnn.sim.cycles import default_lanes
+
+    def lanes(sizes, **kw):
+        return default_lanes(random_model(np.random.default_rng(0), sizes), **kw)
+
+    assert lanes([784, 128, 10]) == 32  # 4 groups already
+    assert lanes([576, 160, 10]) == 40 and lanes([576, 160, 10], writable=True) == 32
+    assert lanes([784, 256, 256, 10]) == 64 == lanes([784, 256, 10], writable=True)
+    assert lanes([784, 1024, 10]) == 32 and lanes([20, 10]) == 32

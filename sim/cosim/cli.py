@@ -23,8 +23,9 @@ from bitsnn import BitsnnError
 
 __all__ = ["sim_main", "Mismatch", "compare", "simulate"]
 
-#: lanes and word width of the Accelerator the CLI builds (the Accelerator's defaults)
-LANES, WORD = 32, 32
+#: word width of the Accelerator the CLI builds; its lanes: --lanes, else
+#: bitsnn.sim.cycles.default_lanes(model) (what ``bitsnn build`` generates)
+WORD = 32
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,12 @@ def _feed_cycles(hm, cycles) -> int:
 
 
 def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cycles=None, progress: int = 0,
-             build_root=None) -> SimRun:
-    """Run ``images`` on ``simulator``; ``g``/``want_cycles`` (golden) feed the bench's own checker."""
+             build_root=None, lanes: int | None = None) -> SimRun:
+    """Run ``images`` on ``simulator``; ``g``/``want_cycles`` (golden) feed the bench's own checker.
+    ``lanes``: the event cores' (default: bitsnn.sim.cycles.default_lanes)."""
+    from bitsnn.sim.cycles import default_lanes
+
+    lanes = lanes or default_lanes(hm)
     if simulator == "golden":
         t0 = time.perf_counter()
         from bitsnn.sim import golden
@@ -117,7 +122,7 @@ def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cy
         from bitsnn.sim.amaranth_run import run_accelerator
 
         t0 = time.perf_counter()
-        r = run_accelerator(hm, images, mode=mode, lanes=LANES, word=WORD)
+        r = run_accelerator(hm, images, mode=mode, lanes=lanes, word=WORD)
         return SimRun(r, time.perf_counter() - t0, _feed_cycles(hm, r.cycles))
     from .runner import run_accelerator_cosim
 
@@ -128,23 +133,27 @@ def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cy
         if want_cycles is not None:
             expected["cycles"] = want_cycles
     r = run_accelerator_cosim(hm, images, simulator=simulator, mode=mode, expected=expected, progress=progress,
-                              build_root=build_root)
+                              build_root=build_root, accel_params={"lanes": lanes, "word": WORD})
     return SimRun(r, r.run_s, int(r.sim_cycles.sum()), r.build_s)
 
 
-def write_wave(hm, image, path, *, simulator: str, mode: str, build_root=None) -> None:
+def write_wave(hm, image, path, *, simulator: str, mode: str, build_root=None, lanes: int | None = None) -> None:
     """A waveform of one image (a separate one-image run)."""
-    image = np.asarray(image, np.uint8)[None]
+    from bitsnn.sim.cycles import default_lanes
+
+    lanes = lanes or default_lanes(hm)
+    image = hm.prepare_images(np.asarray(image, np.uint8)[None])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if simulator == "amaranth":
         from bitsnn.sim.amaranth_run import run_accelerator
 
-        run_accelerator(hm, image, mode=mode, lanes=LANES, word=WORD, vcd_path=path)
+        run_accelerator(hm, image, mode=mode, lanes=lanes, word=WORD, vcd_path=path)
     else:
         from .runner import run_accelerator_cosim
 
-        run_accelerator_cosim(hm, image, simulator=simulator, mode=mode, wave=path, build_root=build_root)
+        run_accelerator_cosim(hm, image, simulator=simulator, mode=mode, wave=path, build_root=build_root,
+                              accel_params={"lanes": lanes, "word": WORD})
 
 
 def _check_simulator(simulator: str) -> None:
@@ -185,7 +194,7 @@ def sim_main(args, out=None) -> int:
         raise BitsnnError(f"--images must be at least 1, got {int(args.images)}")
     _check_simulator(simulator)
     data = load_dataset(getattr(args, "data_dir", None))
-    images, labels = test_subset(args.images, hm.n_inputs, data=data)
+    images, labels = test_subset(args.images, hm, data=data)
     n = len(images)
     wave = getattr(args, "wave", None)
     k = int(getattr(args, "image", 0) or 0)
@@ -195,11 +204,15 @@ def sim_main(args, out=None) -> int:
     say(f"model {args.model}: {hm.describe()}")
     t0 = time.perf_counter()
     g = golden.run(hm, images)
-    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=LANES, word=WORD)
+    lanes = getattr(args, "lanes", None) or cycles_mod.default_lanes(hm)
+    if not 1 <= lanes <= 255:
+        raise BitsnnError(f"--lanes must be in 1..255, got {lanes}")
+    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD)
     say(f"golden model: {n} images in {time.perf_counter() - t0:.2f} s")
     progress = max(1, n // 10) if (n >= 100 and simulator in ("icarus", "verilator")) else 0
-    say(f"simulating {n} images on {simulator} (mode {mode})...")
-    run = simulate(hm, images, simulator=simulator, mode=mode, g=g, want_cycles=want_cycles, progress=progress)
+    say(f"simulating {n} images on {simulator} (mode {mode}, {lanes} lanes)...")
+    run = simulate(hm, images, simulator=simulator, mode=mode, g=g, want_cycles=want_cycles, progress=progress,
+                   lanes=lanes)
     r = run.result
     bad = compare(g, want_cycles, r)
 
@@ -224,7 +237,7 @@ def sim_main(args, out=None) -> int:
         if simulator == "golden":
             say("--wave: the golden model has no waveform; use a hardware simulator")
         else:
-            write_wave(hm, data.test_images[k], wave, simulator=simulator, mode=mode)
+            write_wave(hm, data.test_images[k], wave, simulator=simulator, mode=mode, lanes=lanes)
             say(f"wrote waveform of image {k} to {wave}")
     if bad:
         say(f"MISMATCH: first at {bad[0]}")
