@@ -20,7 +20,8 @@ from .fileio import atomic_write_text
 
 __all__ = ["STEPS", "run_flow", "demo_main"]
 
-#: Training settings of the demo's model: the ``tiny`` preset (784-128-10, fits iCE40UP5K EBR).
+#: Training settings of the demo's model: the ``tiny`` preset (576-160-10 on the central 24x24
+#: window, fits iCE40UP5K EBR).
 DEMO_PRESET = "tiny"
 DEMO_COSIM_IMAGES = 100
 DEMO_BOARD = "icebreaker"

@@ -133,9 +133,9 @@ def tiny_model_path(tiny_model_files) -> Path:
 def tiny_hwmodel(tiny_model_path):
     """A real trained BitSNN as a loaded :class:`bitsnn.hwmodel.HardwareModel`.
 
-    The ``tiny`` preset (784-128-10, thresholded spike input at 128, box surrogate, seed 0)
-    trained for 3 epochs on all of MNIST without augmentation (95.3% test accuracy,
-    ``meta["test_accuracy"]``), then exported; export checked it against the golden model on all
+    The ``tiny`` architecture (576-160-10 on the central 24x24 window, spike input at 64, box
+    surrogate, seed 0) trained for 3 epochs on all of MNIST without augmentation
+    (``meta["test_accuracy"]``), then exported; export checked it against the golden model on all
     10,000 test images. Trained once and cached under ``<repo>/.cache/test-models/``, keyed by a
     hash of the training config and the model/ source (a file lock keeps xdist workers from
     training twice); the first run takes about half a minute.

@@ -38,13 +38,15 @@ def _assert_identical(model: BitSNN, hw: HardwareModel, images: np.ndarray) -> N
 def test_tiny_model_torch_vs_golden_all_test_images(tiny_model_files, tiny_hwmodel, mnist):
     bsnn, ckpt = tiny_model_files
     model, config, metrics = load_checkpoint(ckpt)
-    assert tiny_hwmodel.sizes == [784, 128, 10]
-    assert tiny_hwmodel.input_encoding == "spikes" and tiny_hwmodel.input_threshold == 128
+    assert tiny_hwmodel.sizes == [576, 160, 10]
+    assert tiny_hwmodel.input_encoding == "spikes" and tiny_hwmodel.input_threshold == 64
+    # the central 24x24 window of the 28x28 images: both sides get whole images and crop them
+    assert tiny_hwmodel.input_crop == (28, 28, 2, 2) and model.input_crop == (28, 28, 2, 2)
     _assert_identical(model, tiny_hwmodel, mnist.test_images)
     meta = tiny_hwmodel.meta
     assert meta["dataset"] == "mnist" and meta["test_images"] == 10000
     assert meta["test_accuracy"] >= 0.95
-    assert meta["training"]["spec"] == "784-128-10" and "bitsnn_version" in meta
+    assert meta["training"]["spec"] == "576-160-10" and "bitsnn_version" in meta
     # the weight bits are the signs torch uses
     np.testing.assert_array_equal(tiny_hwmodel.layers[0].weight_bit_matrix(), model.hidden[0].fc.weight_bits())
     g = golden.run(tiny_hwmodel, mnist.test_images)
@@ -126,7 +128,8 @@ def test_cli_train_and_export_end_to_end(tmp_path, mnist_dir, capsys):
     assert rc == 0 and out.is_file()
     text = capsys.readouterr().out
     assert "golden vs torch: 0 mismatches on 10000 images" in text
-    assert HardwareModel.load(out).sizes == [784, 128, 10]
+    back = HardwareModel.load(out)
+    assert back.sizes == [576, 160, 10] and back.input_crop == (28, 28, 2, 2)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -114,16 +114,21 @@ def test_accelerator_rejects_bad_args():
 
 @pytest.fixture(scope="module")
 def tiny(request):
-    """The trained tiny model when the ML fixture exists, else a random 784-128-10 stand-in."""
+    """The trained tiny model when the ML fixture exists, else a random stand-in of its shape."""
     try:
         return request.getfixturevalue("tiny_hwmodel")
     except pytest.FixtureLookupError:
-        return random_model(np.random.default_rng(0), [784, 128, 10])
+        return random_model(np.random.default_rng(0), [576, 160, 10], input_shape=(24, 24),
+                            input_crop=(28, 28, 2, 2))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode,lanes,word", [("event", 32, 32), ("dense", 8, 32)])
+@pytest.mark.parametrize("mode,lanes,word", [("event", None, 32), ("dense", 8, 32)])
 def test_tiny_mnist_100_images(tiny, mnist, mode, lanes, word):
+    """Event mode with the lanes board builds use (4 lane groups for the 160 hidden neurons)."""
+    from bitsnn.sim.cycles import default_lanes
+
+    lanes = lanes or default_lanes(tiny)
     images = mnist.test_images[:100]
     r, g = check_against_golden(tiny, images, mode=mode, lanes=lanes, word=word)
     if mode == "event":

@@ -280,10 +280,11 @@ def test_top_wrong_lengths(small_model, cmd, n):
 
 @pytest.mark.slow
 def test_top_tiny_model_mnist_image(tiny_hwmodel, mnist):
-    """A real MNIST test image through the real 784-128-10 design behind the UART: LOAD, RUN,
-    READ (divisor 4); class, scores, spike count and cycles equal the golden and cycle models."""
+    """A real MNIST test image through the real tiny design behind the UART: LOAD (the model's
+    24x24 window of the image, cut out by the host), RUN, READ (divisor 4); class, scores, spike
+    count and cycles equal the golden and cycle models."""
     top = make_top(tiny_hwmodel, timeout=300)
-    img = mnist.test_images[0].tobytes()
+    img = tiny_hwmodel.prepare_images(mnist.test_images[:1]).tobytes()
     want = expected_result(tiny_hwmodel, img)
     # the run takes one cycle per pixel to feed the image, then ``cycles``, then the result words
     run_cycles = tiny_hwmodel.n_inputs + want.cycles + top.n_words + 20
