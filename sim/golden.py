@@ -68,16 +68,19 @@ class LayerPlan:
             return np.rint(x.astype(np.float64) @ self.w).astype(np.int64)
         return self.preact_packed(_to_words(pack_bits(x)))
 
-    def preact_packed(self, s: np.ndarray) -> np.ndarray:
+    def preact_packed(self, s: np.ndarray, n_active: np.ndarray | None = None) -> np.ndarray:
         """s: (B, n_words) uint64 packed spikes -> a: (B, n_out) int64.
 
         a = 2 * popcount(s & b) - popcount(s), accumulated one 64-bit word at a time over a block
         of images: AND, ``np.bitwise_count`` into uint8, add into a uint16 count (uint32 from 2**16 inputs up).
         Words that are zero in every image of the block are skipped (image borders, silent neurons).
+        ``n_active``: popcount(s) per image when the caller has it.
         """
         n_words, n_out = self.words_t.shape
         B = s.shape[0]
-        n_active = np.bitwise_count(s).sum(axis=1, dtype=np.int64)[:, None]
+        if n_active is None:
+            n_active = np.bitwise_count(s).sum(axis=1, dtype=np.int64)
+        n_active = n_active[:, None]
         if B <= _SMALL_BATCH:  # one broadcast beats the per-word loop's call overhead
             return 2 * np.bitwise_count(s[:, None, :] & self.words[None]).sum(axis=2, dtype=np.int64) - n_active
         out = np.empty((B, n_out), dtype=np.int64)
@@ -113,7 +116,7 @@ def encode_input(model: HardwareModel, images: np.ndarray) -> np.ndarray:
     """(B, *image_shape) uint8 images (or already cropped ones) -> (B, n_in) uint8 first-layer inputs."""
     x = model.prepare_images(images)
     if model.input_encoding == "spikes":
-        return (x >= model.input_threshold).astype(np.uint8)
+        return (x >= model.input_threshold).view(np.uint8)
     return x.copy()
 
 
@@ -123,10 +126,21 @@ def layer_preactivation(layer: Layer, x: np.ndarray) -> np.ndarray:
 
 
 def fire(layer: Layer, a: np.ndarray) -> np.ndarray:
-    """Threshold compare of a hidden layer: (B, n_out) int64 -> (B, n_out) uint8."""
-    ge = a >= layer.thresholds[None, :]
-    le = a <= layer.thresholds[None, :]
-    return np.where(layer.compare[None, :] > 0, ge, le).astype(np.uint8)
+    """Threshold compare of a hidden layer: (B, n_out) int64 -> (B, n_out) uint8.
+    [a >= theta] where compare = +1, [a <= theta] where -1: both are [(a - theta) * compare >= 0],
+    computed in blocks of images that stay in cache."""
+    th = layer.thresholds[None, :]
+    cmp_ = None if np.all(layer.compare > 0) else layer.compare[None, :]
+    out = np.empty(a.shape, dtype=np.bool_)
+    d = np.empty((min(_BLOCK, a.shape[0]), a.shape[1]), dtype=np.int64)
+    for lo in range(0, a.shape[0], _BLOCK):
+        ab = a[lo : lo + _BLOCK]
+        db = d[: len(ab)]
+        np.subtract(ab, th, out=db)
+        if cmp_ is not None:
+            db *= cmp_
+        np.greater_equal(db, 0, out=out[lo : lo + _BLOCK])
+    return out.view(np.uint8)
 
 
 def run(model: HardwareModel, images: np.ndarray, *, plans: list[LayerPlan] | None = None) -> GoldenResult:
@@ -136,8 +150,14 @@ def run(model: HardwareModel, images: np.ndarray, *, plans: list[LayerPlan] | No
     inputs = x
     spikes, preacts, in_events = [], [], []
     for plan in plans:
-        in_events.append(np.count_nonzero(x, axis=1).astype(np.int64))
-        a = plan.preact(x)
+        if plan.layer.input_kind == "pixels":
+            in_events.append(np.count_nonzero(x, axis=1).astype(np.int64))
+            a = plan.preact(x)
+        else:  # the packed words give the input events (popcount) and the pre-activation
+            words = _to_words(pack_bits(x))
+            n_active = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+            in_events.append(n_active)
+            a = plan.preact_packed(words, n_active)
         preacts.append(a)
         if plan.layer.is_output:
             break
@@ -146,9 +166,8 @@ def run(model: HardwareModel, images: np.ndarray, *, plans: list[LayerPlan] | No
     scores = preacts[-1]
     classes = np.argmax(scores, axis=1).astype(np.int64)  # first maximum: ties to the lowest index
     B = inputs.shape[0]
-    spike_counts = (
-        np.stack([s.sum(axis=1, dtype=np.int64) for s in spikes], axis=1) if spikes else np.zeros((B, 0), np.int64)
-    )
+    # a hidden layer's spikes are the next layer's input events
+    spike_counts = np.stack(in_events[1:], axis=1) if spikes else np.zeros((B, 0), np.int64)
     input_events = np.stack(in_events, axis=1)
     fan_out = np.array([l.n_out for l in model.layers], dtype=np.int64)
     return GoldenResult(
