@@ -23,8 +23,8 @@ __all__ = ["GoldenResult", "encode_input", "layer_preactivation", "run", "LayerP
 
 # Images per block of the popcount kernel: keeps its (block, neurons) scratch arrays in cache.
 _BLOCK = 1024
-# Up to this many images, one (B, neurons, words) broadcast instead.
-_SMALL_BATCH = 16
+# Up to this many (image, word, neuron) triples, one (B, words, neurons) broadcast instead.
+_SMALL_WORK = 1 << 18
 
 @dataclass
 class GoldenResult:
@@ -61,6 +61,22 @@ class LayerPlan:
             # images meets all neurons in one broadcast AND.
             self.words = _to_words(layer.weight_bits)  # (n_out, n_words)
             self.words_t = np.ascontiguousarray(self.words.T)
+        if not layer.is_output:
+            # [a >= theta] (compare +1) and [a <= theta] (compare -1) are both [c*a >= c*theta]
+            c = layer.compare.astype(np.int64)
+            self.sign = None if np.all(c > 0) else c[None, :]
+            self.cth = (c * layer.thresholds)[None, :]
+
+    def fire(self, a: np.ndarray) -> np.ndarray:
+        """Threshold compare of a hidden layer: (B, n_out) int64 -> (B, n_out) uint8 0/1, in
+        blocks of images that stay in cache."""
+        out = np.empty(a.shape, dtype=np.bool_)
+        for lo in range(0, a.shape[0], _BLOCK):
+            ab = a[lo : lo + _BLOCK]
+            if self.sign is not None:
+                ab = ab * self.sign
+            np.greater_equal(ab, self.cth, out=out[lo : lo + _BLOCK])
+        return out.view(np.uint8)
 
     def preact(self, x: np.ndarray) -> np.ndarray:
         """x: (B, n_in) uint8 -> a: (B, n_out) int64."""
@@ -81,8 +97,12 @@ class LayerPlan:
         if n_active is None:
             n_active = np.bitwise_count(s).sum(axis=1, dtype=np.int64)
         n_active = n_active[:, None]
-        if B <= _SMALL_BATCH:  # one broadcast beats the per-word loop's call overhead
-            return 2 * np.bitwise_count(s[:, None, :] & self.words[None]).sum(axis=2, dtype=np.int64) - n_active
+        if B * n_words * n_out <= _SMALL_WORK:  # one broadcast beats the per-word loop's call overhead
+            c = np.bitwise_count(s[:, :, None] & self.words_t[None])  # (B, n_words, n_out) uint8
+            out = c.sum(axis=1, dtype=np.uint16 if n_words * 64 < 1 << 16 else np.uint32).astype(np.int64)
+            out *= 2
+            out -= n_active
+            return out
         out = np.empty((B, n_out), dtype=np.int64)
         blk = min(_BLOCK, max(B, 1))
         both = np.empty((blk, n_out), dtype=np.uint64)
@@ -126,21 +146,9 @@ def layer_preactivation(layer: Layer, x: np.ndarray) -> np.ndarray:
 
 
 def fire(layer: Layer, a: np.ndarray) -> np.ndarray:
-    """Threshold compare of a hidden layer: (B, n_out) int64 -> (B, n_out) uint8.
-    [a >= theta] where compare = +1, [a <= theta] where -1: both are [(a - theta) * compare >= 0],
-    computed in blocks of images that stay in cache."""
-    th = layer.thresholds[None, :]
-    cmp_ = None if np.all(layer.compare > 0) else layer.compare[None, :]
-    out = np.empty(a.shape, dtype=np.bool_)
-    d = np.empty((min(_BLOCK, a.shape[0]), a.shape[1]), dtype=np.int64)
-    for lo in range(0, a.shape[0], _BLOCK):
-        ab = a[lo : lo + _BLOCK]
-        db = d[: len(ab)]
-        np.subtract(ab, th, out=db)
-        if cmp_ is not None:
-            db *= cmp_
-        np.greater_equal(db, 0, out=out[lo : lo + _BLOCK])
-    return out.view(np.uint8)
+    """Threshold compare of a hidden layer: (B, n_out) int64 -> (B, n_out) uint8 0/1:
+    [a >= theta] where compare = +1, [a <= theta] where -1."""
+    return LayerPlan(layer).fire(a)
 
 
 def run(model: HardwareModel, images: np.ndarray, *, plans: list[LayerPlan] | None = None) -> GoldenResult:
@@ -161,7 +169,7 @@ def run(model: HardwareModel, images: np.ndarray, *, plans: list[LayerPlan] | No
         preacts.append(a)
         if plan.layer.is_output:
             break
-        x = fire(plan.layer, a)
+        x = plan.fire(a)
         spikes.append(x)
     scores = preacts[-1]
     classes = np.argmax(scores, axis=1).astype(np.int64)  # first maximum: ties to the lowest index
