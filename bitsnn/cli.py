@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take the central CxC window of each image (the spec's input size is then C*C; "
                    "0: whole images; default: the preset's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default 1: a seed then gives the same model on any core count)")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N images only")
     _add_data_dir(p)
     p.add_argument("-o", "--output", required=True, metavar="CKPT", help="checkpoint file to write")

@@ -70,6 +70,10 @@ class TrainConfig:
     limit_train: int | None = None
     #: torch device; None picks cuda when present, else cpu
     device: str | None = None
+    #: torch CPU threads while training: the float reductions' order depends on it, so a seed
+    #: gives the same model only at the same count (1 by default: the same on any machine's core
+    #: count; the MLP presets train fastest on one thread on the 2-core reference machine)
+    threads: int = 1
 
     def arch(self, image_shape) -> dict:
         """The architecture dict for a data set of ``image_shape`` images."""
@@ -114,6 +118,8 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
         raise BitsnnError(f"--input-threshold must be in 1..255, got {base.input_threshold}")
     if base.sparsity < 0:
         raise BitsnnError(f"--sparsity must be >= 0, got {base.sparsity}")
+    if base.threads < 1:
+        raise BitsnnError(f"--threads must be >= 1, got {base.threads}")
     if base.crop < 0:
         raise BitsnnError(f"--crop must be >= 0, got {base.crop}")
     if base.limit_train is not None and base.limit_train <= 0:
@@ -177,6 +183,15 @@ def train_model(cfg: TrainConfig, dataset, *, progress: bool = True, log=print) 
     """Train a BitSNN on ``dataset`` (a bitsnn.data.Dataset); returns (model in eval mode, metrics)."""
     set_determinism(cfg.seed)
     device = pick_device(cfg.device)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, dataset, device, progress=progress, log=log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[BitSNN, dict]:
     input_shape = dataset.train_images.shape[1:]
     try:
         model = build_model(cfg.arch(input_shape))
@@ -317,13 +332,15 @@ def train_main(args) -> int:
         device=args.device,
         limit_train=args.limit_train,
         crop=getattr(args, "crop", None),
+        threads=getattr(args, "threads", None),
     )
     ds = load_dataset(args.data_dir)
     print(f"[train] {ds.summary()}")
     crop = f", central {cfg.crop}x{cfg.crop} window" if cfg.crop else ""
+    dev = pick_device(cfg.device)
     print(f"[train] {cfg.spec} ({cfg.input_encoding} input{crop}, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
           f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
-          f"device {pick_device(cfg.device)}", flush=True)
+          f"device {dev}" + (f", {cfg.threads} CPU thread(s)" if dev.type == "cpu" else ""), flush=True)
     model, metrics = train_model(cfg, ds, log=lambda m: print(f"[train] {m}", flush=True))
     path = save_checkpoint(args.output, model, cfg, metrics)
     print(f"[train] test accuracy {metrics['test_accuracy']:.4f}, firing rates "

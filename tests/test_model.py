@@ -314,6 +314,9 @@ def test_crop_config():
         resolve_config("784-16-10", crop=28).arch((28, 28))
     with pytest.raises(BitsnnError, match="--crop"):
         resolve_config("784-16-10", crop=-1)
+    assert resolve_config("tiny").threads == 1
+    with pytest.raises(BitsnnError, match="--threads"):
+        resolve_config("tiny", threads=0)
 
 
 # ---- training ---------------------------------------------------------------------------------
@@ -326,10 +329,17 @@ def _subset(ds, n):
 
 @pytest.mark.slow
 def test_training_is_deterministic(mnist):
+    """Same seed, same model, whatever torch's thread count outside (training uses cfg.threads)."""
     ds = _subset(mnist, 2000)
     cfg = resolve_config("784-32-10", epochs=1, seed=7, device="cpu")
+    outside = torch.get_num_threads()
     m1, met1 = train_model(cfg, ds, progress=False, log=lambda m: None)
-    m2, met2 = train_model(cfg, ds, progress=False, log=lambda m: None)
+    assert torch.get_num_threads() == outside  # restored
+    torch.set_num_threads(2)
+    try:
+        m2, met2 = train_model(cfg, ds, progress=False, log=lambda m: None)
+    finally:
+        torch.set_num_threads(outside)
     s1, s2 = m1.state_dict(), m2.state_dict()
     assert s1.keys() == s2.keys()
     for k in s1:
