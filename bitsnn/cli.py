@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int, default=None, metavar="P",
                    help="neurons per cycle per event core (default: 32, or 4 lane groups for a "
                    "129..256-neuron layer)")
+    p.add_argument("--seed", type=int, default=1, metavar="S",
+                   help="nextpnr seed (default 1); a failed placement is retried with a denser placer, then seed S+1")
     p.add_argument("--spram-layers", default="auto", metavar="auto|none|L,L",
                    help="layers whose weights go to iCE40 UltraPlus SPRAM, written over the UART at run "
                    "time (auto: the largest layers, only when the weights do not fit block RAM)")

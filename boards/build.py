@@ -9,7 +9,7 @@ from bitsnn import BitsnnError
 from bitsnn.hwmodel import HardwareModel
 
 from . import get_board
-from .common import Board, BoardTop, build_into
+from .common import Board, BoardTop, ToolchainError, build_into
 
 __all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "build_board", "build_main"]
 
@@ -17,6 +17,13 @@ __all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "build_board", "build_ma
 #: default to bitsnn.sim.cycles.default_lanes(model) (32, more for a 129..256-neuron layer).
 DEFAULT_ACCEL = {"mode": "event", "word": 32}
 BAUD = 115200
+#: nextpnr's error when it cannot place the design (retried with the next attempt)
+PLACEMENT_FAILED = "Unable to find legal placement"
+#: per-cell legalisation effort of nextpnr's heap placer: max(10000, cells^2 / 64) tries instead of
+#: cells^2 / 8 (a design it cannot place fails in about 40 s instead of about 10 minutes)
+PLACE_EFFORT = "--placer-heap-cell-placement-timeout 64"
+#: (seed offset, extra nextpnr options) tried in order when placement fails
+PLACEMENT_ATTEMPTS = [(0, ""), (0, "--placer-heap-beta 0.95"), (1, "--placer-heap-beta 0.95")]
 
 
 class DesignTooLarge(BitsnnError):
@@ -93,8 +100,11 @@ def choose_spram_layers(board: Board, model: HardwareModel, accel: dict) -> list
 
 
 def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: int = 1,
-                accel: dict | None = None, clock_mhz: float | None = None, log=print) -> dict:
-    """Check the estimate, build, and compare the estimate with the tools' figures.
+                accel: dict | None = None, clock_mhz: float | None = None, placement_retries: int = 2,
+                log=print) -> dict:
+    """Check the estimate, build, and compare the estimate with the tools' figures. nextpnr runs
+    with ``seed``; when it finds no legal placement, up to ``placement_retries`` more attempts of
+    PLACEMENT_ATTEMPTS (a denser heap placer, then the next seed).
     ``clock_mhz``: set the board's PLL to the nearest achievable frequency instead of its default."""
     from bitsnn.hw.top import UARTTop
 
@@ -134,12 +144,28 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
         log(f"[build] {board.name}: {warn}")
     design = UARTTop(model, clk_freq=board.clk_freq, baud=BAUD, monitor=False, **accel)
     t0 = time.perf_counter()
-    log(f"[build] {board.name}: synthesis and place-and-route (seed {seed}) ...")
-    report = build_into(
-        board, BoardTop(board, design), outdir, seed=seed,
-        extra_report={"accelerator": accel, "baud": BAUD, "estimate": est,
-                      "model": {"spec": model.describe(), "content_hash": model.content_hash}},
-    )
+    # Near a device's logic limit nextpnr's heap placer may find no legal placement: a 576-160-10
+    # SPRAM build at 91 % of the UP5K failed with seed 1 after ~10 minutes, and placed with seed 1
+    # in 84 s once the placer's maximum density (--placer-heap-beta, default 0.9) was 0.95. Each
+    # attempt bounds the per-cell legalisation effort (a failure then takes seconds, not minutes);
+    # a placement failure moves on to the next attempt. The ladder is fixed, so the same inputs
+    # still give the same bitstream, and report.json names the attempt that produced it.
+    attempts = [(int(seed) + k, opts) for k, opts in PLACEMENT_ATTEMPTS][: 1 + max(0, int(placement_retries))]
+    for i, (s, opts) in enumerate(attempts):
+        log(f"[build] {board.name}: synthesis and place-and-route (seed {s}{', ' + opts if opts else ''}) ...")
+        try:
+            report = build_into(
+                board, BoardTop(board, design), outdir, seed=s, nextpnr_extra=f"{PLACE_EFFORT} {opts}".strip(),
+                extra_report={"accelerator": accel, "baud": BAUD, "estimate": est, "seed": s,
+                              "nextpnr_options": opts,
+                              "attempts": [{"seed": a, "options": o} for a, o in attempts[: i + 1]],
+                              "model": {"spec": model.describe(), "content_hash": model.content_hash}},
+            )
+            break
+        except ToolchainError as e:
+            if PLACEMENT_FAILED not in str(e) or i == len(attempts) - 1:
+                raise
+            log(f"[build] {board.name}: no legal placement ({e}); next attempt")
     report["build_seconds"] = round(time.perf_counter() - t0, 1)
     return report
 
@@ -157,13 +183,17 @@ def format_report(report: dict) -> str:
         lines.append(f"  {label:12s} {used:6d} / {avail:<6d} {pct:5.1f}%{e}")
     lines.append(f"  Fmax         {report['fmax_mhz']:.2f} MHz achieved, constraint {report['constraint_mhz']:.2f} MHz"
                  f" -> timing {'met' if report['timing_met'] else 'FAILED'}")
+    tried = report.get("attempts") or []
+    if len(tried) > 1:
+        lines.append(f"  nextpnr seed {report['seed']} {report['nextpnr_options']} (attempt {len(tried)}: "
+                     "the earlier ones found no legal placement)")
     return "\n".join(lines)
 
 
 def build_main(args) -> int:
     model = HardwareModel.load(args.model)
     spram = parse_spram_layers(getattr(args, "spram_layers", "auto"), model)
-    report = build_board(args.board, model, Path(args.output),
+    report = build_board(args.board, model, Path(args.output), seed=getattr(args, "seed", None) or 1,
                          accel={"spram_layers": spram, "lanes": getattr(args, "lanes", None)},
                          clock_mhz=getattr(args, "clock_mhz", None))
     print(format_report(report))

@@ -119,7 +119,8 @@ def check_tools(board: Board) -> None:
             raise ToolchainError(f"missing tool {exe} (${var}); install it with: pip install -e '.[hw]'")
 
 
-def run_toolchain(board: Board, top: Elaboratable, build_dir: Path, *, name: str = "bitsnn", seed: int = 1):
+def run_toolchain(board: Board, top: Elaboratable, build_dir: Path, *, name: str = "bitsnn", seed: int = 1,
+                  nextpnr_extra: str = ""):
     """Synthesise, place and route ``top`` in ``build_dir``; return the parsed reports.
 
     nextpnr runs with a fixed seed and ``--timing-allow-fail`` (timing is judged from its report).
@@ -131,7 +132,7 @@ def run_toolchain(board: Board, top: Elaboratable, build_dir: Path, *, name: str
         top,
         name=name,
         script_after_synth="tee -q -o stat.json stat -json",
-        nextpnr_opts=f"--report report.json --seed {int(seed)} --timing-allow-fail",
+        nextpnr_opts=f"--report report.json --seed {int(seed)} --timing-allow-fail {nextpnr_extra}".strip(),
     )
     plan.extract(str(build_dir))
     script = "build_{}.sh".format(name)
@@ -219,7 +220,8 @@ def board_dict(board: Board) -> dict:
     return {"name": board.name, "device": board.device, "clk_freq": board.clk_freq, "totals": asdict(board.totals)}
 
 
-def build_into(board: Board, top: Elaboratable, outdir: Path, *, seed: int = 1, extra_report: dict | None = None):
+def build_into(board: Board, top: Elaboratable, outdir: Path, *, seed: int = 1, extra_report: dict | None = None,
+               nextpnr_extra: str = ""):
     """Build and move the bitstream, the tools' reports and ``report.json`` into ``outdir``.
 
     Everything is built in a temporary directory beside ``outdir`` and moved into place only when
@@ -230,7 +232,7 @@ def build_into(board: Board, top: Elaboratable, outdir: Path, *, seed: int = 1, 
     with tempfile.TemporaryDirectory(prefix=f".{outdir.name}.", dir=outdir.parent) as tmp:
         tmp = Path(tmp)
         build_dir = tmp / "build"
-        report = run_toolchain(board, top, build_dir, seed=seed)
+        report = run_toolchain(board, top, build_dir, seed=seed, nextpnr_extra=nextpnr_extra)
         report.update(extra_report or {})
         stage = tmp / "out"
         stage.mkdir()
