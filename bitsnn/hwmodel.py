@@ -204,15 +204,8 @@ class HardwareModel:
             raise err(f"unknown input encoding {self.input_encoding!r} (expected one of {INPUT_ENCODINGS})")
         if not self.input_shape or any(d <= 0 or d > _MAX_DIM for d in self.input_shape):
             raise err(f"bad input shape {self.input_shape}")
-        if self.input_crop is not None:
-            c = self.input_crop
-            if len(c) != 4 or len(self.input_shape) != 2:
-                raise err("an input crop needs a 2-D input shape and (image height, image width, top, left)")
-            ih, iw, top, left = c
-            h, w = self.input_shape
-            if not (0 < ih <= _MAX_DIM and 0 < iw <= _MAX_DIM and 0 <= top and 0 <= left
-                    and top + h <= ih and left + w <= iw and (h, w) != (ih, iw)):
-                raise err(f"input crop: a {h}x{w} window at ({top}, {left}) is not a proper part of a {ih}x{iw} image")
+        if self.input_crop is not None and (why := crop_problem(self.input_shape, self.input_crop)):
+            raise err(why)
         if self.input_encoding == "spikes" and not (1 <= self.input_threshold <= 255):
             raise err(f"input threshold {self.input_threshold} outside 1..255")
         if not self.layers:
@@ -326,6 +319,19 @@ class HardwareModel:
         except OSError as e:
             raise HardwareModelError(f"cannot read hardware model {path}: {e.strerror}") from None
         return _parse(data, str(path))
+
+
+def crop_problem(input_shape, crop) -> str | None:
+    """Why ``crop`` (image height, image width, top, left) is not a valid input crop for a model
+    taking ``input_shape`` windows, or None. Shared by the hardware model and the torch network."""
+    if len(crop) != 4 or len(input_shape) != 2:
+        return "an input crop needs a 2-D input shape and (image height, image width, top, left)"
+    ih, iw, top, left = crop
+    h, w = input_shape
+    if not (0 < ih <= _MAX_DIM and 0 < iw <= _MAX_DIM and 0 <= top and 0 <= left
+            and top + h <= ih and left + w <= iw and (h, w) != (ih, iw)):
+        return f"input crop: a {h}x{w} window at ({top}, {left}) is not a proper part of a {ih}x{iw} image"
+    return None
 
 
 def _canonical(header: dict) -> bytes:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from bitsnn.hwmodel import crop_problem
+
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
 from .surrogate import SURROGATES
 
@@ -219,12 +221,9 @@ def normalise_arch(arch: dict) -> dict:
     crop = a.get("input_crop")
     if crop:
         crop = [int(d) for d in crop]
-        if len(crop) != 4 or len(a["input_shape"]) != 2:
-            raise ValueError("input_crop needs a 2-D input shape and [image height, image width, top, left]")
-        ih, iw, top, left = crop
-        h, w = a["input_shape"]
-        if top < 0 or left < 0 or top + h > ih or left + w > iw or (h, w) == (ih, iw):
-            raise ValueError(f"input_crop: a {h}x{w} window at ({top}, {left}) is not a proper part of a {ih}x{iw} image")
+        why = crop_problem(a["input_shape"], crop)
+        if why:
+            raise ValueError(f"input_crop: {why}")
         a["input_crop"] = crop
     else:
         a.pop("input_crop", None)
