@@ -29,6 +29,10 @@ Commands:
   8b+t, 1 = +1), and must not run past the column. ``BAD_ADDRESS`` for a layer, column or byte
   outside the model; ``UNSUPPORTED`` on designs whose weights are fixed in the bitstream. The
   design applies nothing until the frame's CRC is checked, then writes all its bytes.
+
+A request whose length field exceeds :func:`max_request_payload` (what no command takes) is
+answered ``BAD_LENGTH`` as soon as the length is read; the design then ignores the line until it
+has been quiet for the inter-byte timeout.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "FLAG_WEIGHTS_VOLATILE",
     "MAX_WEIGHT_CHUNK",
     "INFO_LEN",
+    "MAX_LANES",
     "REQ_OVERHEAD",
     "RSP_OVERHEAD",
     "crc8",
@@ -61,6 +66,7 @@ __all__ = [
     "Info",
     "Result",
     "expected_request_length",
+    "max_request_payload",
     "result_words",
     "ProtocolError",
     "WEIGHT_HEADER",
@@ -85,6 +91,8 @@ MAX_WEIGHT_CHUNK = 256
 #: WRITE_WEIGHTS header: layer u8, row u16, byte offset u16
 WEIGHT_HEADER = 5
 INFO_LEN = 12
+#: the most lanes a design's event cores may have: INFO reports them in one byte
+MAX_LANES = 255
 
 
 class Cmd(enum.IntEnum):
@@ -161,6 +169,13 @@ def result_words(n_hidden: int, n_classes: int) -> int:
 def expected_request_length(cmd: int, n_inputs: int) -> int | None:
     """The exact payload length a command takes (None: variable, WRITE_WEIGHTS)."""
     return {Cmd.INFO: 0, Cmd.LOAD: n_inputs, Cmd.RUN: 0, Cmd.READ: 0}.get(cmd)
+
+
+def max_request_payload(n_inputs: int) -> int:
+    """The largest payload any request may carry on a design with ``n_inputs`` inputs: a LOAD's
+    ``n_inputs`` bytes or a full WRITE_WEIGHTS frame, whichever is longer (whether or not the design
+    serves weight writes). A longer length field gets ``BAD_LENGTH`` at once."""
+    return max(n_inputs, WEIGHT_HEADER + MAX_WEIGHT_CHUNK)
 
 
 def encode_weight_write(layer: int, col: int, offset: int, data: bytes) -> bytes:

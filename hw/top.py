@@ -9,7 +9,14 @@ INFO layout) comes from :mod:`bitsnn.protocol`; docs/protocol.md describes the b
 Guarantees: every complete request frame gets exactly one response unless a response is still
 being sent when it completes (then it is dropped: the host's timeout and retry cover that, and a
 host that waits for each reply never sees it); a frame that stops for ``timeout_cycles`` clock
-cycles is abandoned with a ``TIMEOUT`` response, so the parser never waits forever.
+cycles is abandoned with a ``TIMEOUT`` response, so the parser never waits forever. A frame
+whose length field exceeds :func:`~bitsnn.protocol.max_request_payload` (``max_payload``: what no
+command takes) is answered ``BAD_LENGTH`` (echoing its command) as soon as the length's high byte
+arrives, whatever the command and even during a run; the parser then discards every byte until the
+line has been quiet for ``timeout_cycles`` and returns to idle without another reply. Such a frame
+never touches the image buffer, so a loaded image stays valid. A frame with a length within that
+bound is read to its end and judged at its CRC byte (``BAD_LENGTH`` there if the length is wrong
+for the command).
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ class UARTTop(wiring.Component):
         self.n_inputs = hwmodel.n_inputs
         if not 1 <= self.n_inputs <= 0xFFFF:
             raise ValueError(f"the model takes {self.n_inputs} inputs; one LOAD frame carries at most 65535")
+        #: the largest request payload any command takes; a longer length field gets BAD_LENGTH at once
+        self.max_payload = P.max_request_payload(self.n_inputs)
         self.n_hidden = len(hwmodel.layers) - 1
         self.n_classes = hwmodel.num_classes
         self.n_words = P.result_words(self.n_hidden, self.n_classes)
@@ -171,6 +180,15 @@ class UARTTop(wiring.Component):
             with m.Default():
                 m.d.sync += len_ok.eq(0)
 
+        # Oversized length field (> max_payload, a constant), decided in LEN1 from the incoming high
+        # byte: the low byte's part of the comparison is registered (the low byte is stored a byte
+        # time earlier), so the decision only compares one byte with constants.
+        max_hi, max_lo = self.max_payload >> 8, self.max_payload & 0xFF
+        lo_over = Signal()
+        m.d.sync += lo_over.eq(length[:8] > max_lo)
+        oversize = Signal()
+        m.d.comb += oversize.eq((byte > max_hi) | ((byte == max_hi) & lo_over))
+
         def reply(c, status, kind=0):
             return [rsp_req.eq(1), rsp_cmd.eq(c), rsp_status.eq(status), rsp_kind.eq(kind)]
 
@@ -234,12 +252,20 @@ class UARTTop(wiring.Component):
                 with m.If(got):
                     m.d.sync += [length[8:].eq(byte), crc.eq(crc8_next(crc, byte)), idx.eq(0),
                                  frame_busy.eq(running & (cmd != P.Cmd.INFO))]
-                    with m.If(byte.any() | length[:8].any()):
+                    with m.If(oversize):
+                        m.d.comb += reply(cmd, P.Status.BAD_LENGTH)
+                        m.next = "SKIP"
+                    with m.Elif(byte.any() | length[:8].any()):
                         m.next = "PAYLOAD"
                     with m.Else():
                         m.next = "CHECK"
                 with m.Elif(timed_out):
                     m.d.comb += reply(cmd, P.Status.TIMEOUT)
+                    m.next = "IDLE"
+            with m.State("SKIP"):
+                # after a BAD_LENGTH for an oversized length field: drop the rest of the frame
+                # (whatever it holds, sync bytes too) until the line is quiet for the timeout
+                with m.If(timed_out):
                     m.next = "IDLE"
             with m.State("PAYLOAD"):
                 with m.If(got):

@@ -33,6 +33,12 @@ def small_model():
 
 
 @pytest.fixture(scope="module")
+def wide_model():
+    """300-12-5: a LOAD (300 bytes) is the longest request, longer than a full WRITE_WEIGHTS."""
+    return random_model(np.random.default_rng(3), [300, 12, 5])
+
+
+@pytest.fixture(scope="module")
 def long_model():
     """40-128-5 built with one lane: an inference takes thousands of cycles (BUSY tests)."""
     return random_model(np.random.default_rng(1), [N_IN, 128, 5])
@@ -226,6 +232,95 @@ def test_top_timeout_resets_parser(small_model):
     raw = run_top(top, [(frame[:4], 400)] + script(top, [(P.Cmd.INFO, b"")]), tail_cycles=100)
     rs = responses(raw)
     assert [(r.cmd, P.Status(r.status)) for r in rs] == [(P.Cmd.LOAD, P.Status.TIMEOUT), (P.Cmd.INFO, P.Status.OK)]
+
+
+def header(cmd: int, n: int) -> bytes:
+    """The first four bytes of a request frame announcing ``n`` payload bytes."""
+    return bytes([P.REQ_SYNC, cmd, n & 0xFF, n >> 8])
+
+
+def reply_starts(raw: bytes, times: list) -> list[int]:
+    """The cycle at which each response frame in ``raw`` began on tx (``run_top``'s ``times``)."""
+    out, i = [], 0
+    for r in responses(raw):
+        out.append(times[i])
+        i += P.RSP_OVERHEAD + len(r.payload)
+    return out
+
+
+def test_max_request_payload():
+    assert P.max_request_payload(N_IN) == P.WEIGHT_HEADER + P.MAX_WEIGHT_CHUNK == 0x105
+    assert P.max_request_payload(300) == 300
+    assert P.max_request_payload(0xFFFF) == 0xFFFF
+
+
+@pytest.mark.parametrize("model", ["small_model", "wide_model"])
+def test_top_oversized_length_answered_at_once(request, model):
+    """A length field beyond ``max_request_payload`` gets one BAD_LENGTH (echoing the command) as
+    soon as its high byte is read, long before the inter-byte timeout; the rest of the frame is
+    dropped, a whole INFO frame inside it included, until the line has been quiet for the timeout.
+    Then requests are served again, and the image loaded before was not touched: RUN and READ give
+    its result. Lengths over the bound by the high byte (0xFFFF; 0x0200 with a low byte under the
+    bound's) and by the low byte alone (bound + 1), for a bound set by WRITE_WEIGHTS (small model)
+    and by LOAD (wide model, whose LOAD of exactly the bound is served)."""
+    hm = request.getfixturevalue(model)
+    top = make_top(hm, timeout=300)
+    bound = top.max_payload
+    assert bound == P.max_request_payload(hm.n_inputs)
+    assert bound == (hm.n_inputs if model == "wide_model" else P.WEIGHT_HEADER + P.MAX_WEIGHT_CHUNK)
+    assert (bound + 1) >> 8 == bound >> 8 and 0x0200 >> 8 > bound >> 8 and 0x00 < bound & 0xFF
+    img = np.random.default_rng(7).integers(0, 256, hm.n_inputs, dtype=np.uint8).tobytes()
+    quiet = top.timeout_cycles + reply_gap(top, P.Cmd.RUN)
+    junk = bytes(range(6)) + P.encode_request(P.Cmd.INFO)  # BAD_SYNC bytes and an INFO frame if parsed
+    chunks = (script(top, [(P.Cmd.LOAD, img)])
+              + [(header(P.Cmd.INFO, 0xFFFF), quiet)]
+              + [(header(P.Cmd.LOAD, bound + 1), 1), (junk, quiet)]
+              + [(header(0x42, 0x0200), 1), (bytes(20), quiet)]
+              + script(top, [(P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(0, 0, 0, bytes(P.MAX_WEIGHT_CHUNK))),
+                             (P.Cmd.INFO, b""), (P.Cmd.RUN, b"")])
+              + [(b"", hm.n_inputs + 200)]  # the run: one cycle per pixel, then the (short) inference
+              + script(top, [(P.Cmd.READ, b"")]))
+    times, sent = [], []
+    raw = run_top(top, chunks, tail_cycles=100, times=times, sent=sent)
+    rs = responses(raw)
+    assert [(r.cmd, P.Status(r.status)) for r in rs] == [
+        (P.Cmd.LOAD, P.Status.OK), (P.Cmd.INFO, P.Status.BAD_LENGTH), (P.Cmd.LOAD, P.Status.BAD_LENGTH),
+        (0x42, P.Status.BAD_LENGTH), (P.Cmd.WRITE_WEIGHTS, P.Status.UNSUPPORTED), (P.Cmd.INFO, P.Status.OK),
+        (P.Cmd.RUN, P.Status.OK), (P.Cmd.READ, P.Status.OK)]
+    assert rs[5].payload == top.info
+    assert P.Result.from_bytes(rs[7].payload, 1, 5) == expected_result(hm, img)
+    # each BAD_LENGTH reply starts within a byte time of the header's last stop bit (the receiver
+    # delivers a byte mid-way through its stop bit), not a timeout later
+    byte_time = 10 * top.divisor
+    starts = reply_starts(raw, times)
+    for reply_i, header_chunk in ((1, 1), (2, 2), (3, 4)):
+        assert sent[header_chunk] - byte_time < starts[reply_i] < sent[header_chunk] + byte_time
+        assert starts[reply_i] - sent[header_chunk] < top.timeout_cycles // 4
+
+
+def test_top_length_at_the_bound_read_to_the_end(small_model):
+    """Lengths up to ``max_request_payload`` behave as before: the frame is read to its end and
+    judged at its CRC byte. LOAD with exactly the bound (wrong for this model) gets BAD_LENGTH after
+    its last byte and, like every failed LOAD, invalidates the image; a full WRITE_WEIGHTS (exactly
+    the bound) gets UNSUPPORTED on this design without weight writes; RUN with 9 bytes (low byte over
+    the bound's low byte, high byte under) gets BAD_LENGTH at its end."""
+    top = make_top(small_model, timeout=300)
+    bound = top.max_payload
+    assert 9 > bound & 0xFF and bound >> 8 > 0
+    img = bytes(range(N_IN))
+    ww = P.encode_weight_write(0, 0, 0, bytes(P.MAX_WEIGHT_CHUNK))
+    assert len(ww) == bound
+    times, sent = [], []
+    raw = run_top(top, script(top, [(P.Cmd.LOAD, img), (P.Cmd.LOAD, bytes(bound)), (P.Cmd.WRITE_WEIGHTS, ww),
+                                    (P.Cmd.RUN, bytes(9)), (P.Cmd.RUN, b"")]),
+                  tail_cycles=100, times=times, sent=sent)
+    rs = responses(raw)
+    assert [(r.cmd, P.Status(r.status)) for r in rs] == [
+        (P.Cmd.LOAD, P.Status.OK), (P.Cmd.LOAD, P.Status.BAD_LENGTH), (P.Cmd.WRITE_WEIGHTS, P.Status.UNSUPPORTED),
+        (P.Cmd.RUN, P.Status.BAD_LENGTH), (P.Cmd.RUN, P.Status.NO_IMAGE)]
+    byte_time = 10 * top.divisor
+    for i, start in enumerate(reply_starts(raw, times)):
+        assert sent[i] - byte_time < start < sent[i] + byte_time  # after the whole frame
 
 
 @pytest.mark.slow
