@@ -20,8 +20,10 @@ little-endian::
 
 The header lists each array's name, dtype, shape and offset into the payload, the model's
 structure, free-form ``meta`` (data set, accuracy, training config) and ``content_hash``, the
-SHA-256 of the canonical header without that field followed by the payload. Loading checks all of
-it and raises :class:`HardwareModelError` with one line naming what is wrong.
+SHA-256 of the canonical header without that field followed by the payload. Loading is strict:
+every field has its exact JSON type, unknown keys (outside ``meta``) are refused, the array table
+holds exactly the arrays the layers need in the format's dtypes and shapes, tiling the payload with
+no overlap or gap. Any failure raises :class:`HardwareModelError` with one line naming what is wrong.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ MAGIC = b"BITSNNHW"
 FORMAT_VERSION = 2
 #: versions this bitsnn reads: 1 has no input crop
 READ_VERSIONS = (1, 2)
-_DTYPES = {"u1": np.dtype("<u1"), "i1": np.dtype("<i1"), "i4": np.dtype("<i4"), "i8": np.dtype("<i8")}
+_DTYPES = {"u1": np.dtype("<u1"), "i1": np.dtype("<i1"), "i8": np.dtype("<i8")}
 _MAX_HEADER = 1 << 24
 _MAX_DIM = 1 << 20
 INPUT_ENCODINGS = ("spikes", "pixels")
@@ -134,6 +136,8 @@ class HardwareModel:
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if self.meta is None:  # the file's meta is always an object
+            object.__setattr__(self, "meta", {})
         if self.input_crop is not None:
             object.__setattr__(self, "input_crop", tuple(int(d) for d in self.input_crop))
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -348,8 +352,76 @@ def _header_of(data: bytes) -> bytes:
     return data[16 : 16 + hlen]
 
 
+# ---- the strict reader ---------------------------------------------------------------------------
+# Every field the reader needs is required, with its exact JSON type (an integer is an int and
+# never a bool); keys it does not know are refused (a newer writer's file is refused, not half
+# understood), except inside the free-form ``meta``. The array table holds exactly the arrays the
+# layers need, each in the dtype and shape the format defines, and sorted by offset they tile the
+# payload from 0 to its end: no overlaps, no gaps.
+
+_HEADER_KEYS = ("format", "version", "input", "layers", "arrays", "meta", "content_hash")
+_INPUT_KEYS = ("shape", "encoding", "threshold")  # version 2 adds an optional "crop"
+_CROP_KEYS = ("image_shape", "offset")
+_LAYER_KEYS = ("name", "kind", "n_in", "n_out", "input", "output")
+_ARRAY_KEYS = ("dtype", "shape", "offset")
+LAYER_KINDS = ("binary_dense",)
+LAYER_INPUTS = ("spikes", "pixels")
+LAYER_OUTPUTS = ("spikes", "scores")
+#: the dtype the format stores each per-layer array in: exactly what the writer produces
+ARRAY_DTYPES = {"weight_bits": "u1", "thresholds": "i8", "compare": "i1"}
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _quote(text: str) -> str:
+    """repr of a string from the file, cut short."""
+    return repr(text[:40]) + ("..." if len(text) > 40 else "")
+
+
+def _show(value) -> str:
+    """A short, one-line rendering of a JSON value from the file, for an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        text = str(value) if abs(value) < 10**30 else f"{str(value)[:12]}... ({len(str(abs(value)))} digits)"
+        return f"integer {text}"
+    if isinstance(value, float):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        return f"string {_quote(value)}"
+    return "list" if isinstance(value, list) else "object"
+
+
+def _dims(shape: list[int]) -> str:
+    """A shape from the file for an error message: [a, b], or its length if it is long."""
+    return json.dumps(shape) if len(shape) <= 4 else f"[... {len(shape)} dimensions]"
+
+
+def _one_line(msg: str) -> str:
+    """Escape line breaks and other unprintable characters (names come from the file)."""
+    if msg.isprintable():
+        return msg
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+
+
 def _parse(data: bytes, source: str) -> HardwareModel:
-    err = lambda msg: HardwareModelError(f"{source}: {msg}")  # noqa: E731
+    def err(msg: str) -> HardwareModelError:
+        return HardwareModelError(_one_line(f"{source}: {msg}"))
+
+    data = bytes(data)
     if len(data) < 16 or data[:8] != MAGIC:
         raise err("not a bitsnn hardware-model file (bad magic)")
     version, hlen = struct.unpack("<II", data[8:16])
@@ -359,89 +431,191 @@ def _parse(data: bytes, source: str) -> HardwareModel:
     if hlen > _MAX_HEADER or 16 + hlen > len(data):
         raise err("truncated header")
     try:
-        header = json.loads(data[16 : 16 + hlen].decode("utf-8"))
+        header = json.loads(data[16 : 16 + hlen].decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as e:
+        raise err(f"corrupt header (duplicate key {_quote(e.args[0])})") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise err(f"corrupt header ({e.__class__.__name__})") from None
+    except ValueError:  # an integer literal longer than Python converts (sys.get_int_max_str_digits)
+        raise err("corrupt header (an integer with too many digits)") from None
     payload = data[16 + hlen :]
     try:
         return _from_header(header, payload, err, version)
     except HardwareModelError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
-        # A header that parsed as JSON but has the wrong structure.
-        raise err(f"malformed header ({e.__class__.__name__}: {e})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError) as e:
+        # A safety net only: _from_header checks every field's type before using it.
+        raise err(f"malformed header ({e.__class__.__name__})") from None
 
 
 def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
+    def expect(value, kind, where: str):
+        """``value`` if its JSON type is ``kind`` (int: an int and not a bool), else an error."""
+        if not (type(value) is int if kind is int else isinstance(value, kind)):
+            what = {int: "an integer", str: "a string", list: "a list", dict: "an object"}[kind]
+            raise err(f"{where} must be {what}, got {_show(value)}")
+        return value
+
+    def keys(obj: dict, where: str, required, optional=()):
+        for k in required:
+            if k not in obj:
+                raise err(f"{where}: missing key {k!r}")
+        for k in obj:
+            if k not in required and k not in optional:
+                raise err(f"{where}: unknown key {_quote(k)}")
+
+    def int_list(value, where: str, length: int | None = None) -> list[int]:
+        expect(value, list, where)
+        if length is not None and len(value) != length:
+            raise err(f"{where} must have {length} entries, got {len(value)}")
+        return [expect(v, int, f"{where}[{j}]") for j, v in enumerate(value)]
+
+    def choice(value, where: str, allowed, msg=None) -> str:
+        expect(value, str, where)
+        if value not in allowed:
+            raise err(msg or f"{where} {_quote(value)} is not one of {allowed}")
+        return value
+
+    # -- header object, format, version, hash field
     if not isinstance(header, dict) or header.get("format") != "bitsnn-hardware-model":
         raise err("header does not describe a bitsnn hardware model")
-    if header.get("version") != version:
-        raise err(f"header version {header.get('version')!r} does not match the file version {version}")
-    if not isinstance(header.get("content_hash"), str):
+    if "version" not in header:
+        raise err("header: missing key 'version'")
+    expect(header["version"], int, "version")
+    if header["version"] != version:
+        raise err(f"header version {header['version']!r} does not match the file version {version}")
+    if "content_hash" not in header:
         raise err("missing content hash")
-    table = header["arrays"]
-    if not isinstance(table, dict):
-        raise err("malformed array table")
-    end = 0
-    arrays = {}
+    expect(header["content_hash"], str, "content_hash")
+    keys(header, "header", _HEADER_KEYS)
+
+    # -- input
+    inp = expect(header["input"], dict, "input")
+    if "crop" in inp and version < 2:
+        raise err("an input crop in a version 1 file")
+    keys(inp, "input", _INPUT_KEYS, ("crop",))
+    input_shape = int_list(inp["shape"], "input.shape")
+    n_inputs = 1
+    for d in input_shape:
+        n_inputs *= d
+        if not (0 < d <= _MAX_DIM) or n_inputs > _MAX_DIM:
+            raise err(f"bad input shape {_dims(input_shape)} (1..{_MAX_DIM} inputs)")
+    if not input_shape:
+        raise err("bad input shape ()")
+    encoding = choice(inp["encoding"], "input.encoding", INPUT_ENCODINGS,
+                      f"unknown input encoding {_quote(str(inp['encoding']))} (expected one of {INPUT_ENCODINGS})")
+    threshold = expect(inp["threshold"], int, "input.threshold")
+    crop = None
+    if "crop" in inp:
+        c = expect(inp["crop"], dict, "input.crop")
+        keys(c, "input.crop", _CROP_KEYS)
+        crop = (*int_list(c["image_shape"], "input.crop.image_shape", 2), *int_list(c["offset"], "input.crop.offset", 2))
+
+    # -- layers
+    layer_specs = expect(header["layers"], list, "layers")
+    if not layer_specs:
+        raise err("the model has no layers")
+    expected: dict[str, tuple[str, list[int], int]] = {}  # array name -> (dtype, shape, layer index)
+    prev = n_inputs
+    for i, ls in enumerate(layer_specs):
+        where = f"layers[{i}]"
+        expect(ls, dict, where)
+        keys(ls, where, _LAYER_KEYS)
+        name = expect(ls["name"], str, f"{where}.name")
+        kind = expect(ls["kind"], str, f"{where}.kind")
+        if kind not in LAYER_KINDS:
+            raise err(f"layer {i}: unsupported layer kind {_quote(kind)}")
+        n_in, n_out = (expect(ls[k], int, f"{where}.{k}") for k in ("n_in", "n_out"))
+        for k, n in (("n_in", n_in), ("n_out", n_out)):
+            if not (0 < n <= _MAX_DIM):
+                raise err(f"layer {i} ({name}): bad {k} {n} (expected 1..{_MAX_DIM})")
+        if n_in != prev:
+            raise err(f"layer {i} ({name}): takes {n_in} inputs but the previous stage gives {prev}")
+        choice(ls["input"], f"{where}.input", LAYER_INPUTS)
+        is_out = choice(ls["output"], f"{where}.output", LAYER_OUTPUTS) == "scores"
+        if is_out != (i == len(layer_specs) - 1):
+            raise err(f"layer {i}: only the last layer may output scores, and it must")
+        expected[f"layers.{i}.weight_bits"] = (ARRAY_DTYPES["weight_bits"], [n_out, (n_in + 7) // 8], i)
+        if not is_out:
+            expected[f"layers.{i}.thresholds"] = (ARRAY_DTYPES["thresholds"], [n_out], i)
+            expected[f"layers.{i}.compare"] = (ARRAY_DTYPES["compare"], [n_out], i)
+        prev = n_out
+
+    # -- meta: free-form, but an object
+    meta = expect(header["meta"], dict, "meta")
+
+    # -- the array table: exactly the arrays the layers need, in the format's dtypes and shapes
+    table = expect(header["arrays"], dict, "arrays")
+    spans = []  # (offset, end, name)
     for name, spec in table.items():
-        dt = _DTYPES.get(spec["dtype"])
-        shape = tuple(spec["shape"])
-        if dt is None or not all(isinstance(d, int) and 0 <= d <= _MAX_DIM for d in shape):
-            raise err(f"array {name}: bad dtype or shape")
-        off = spec["offset"]
-        if not isinstance(off, int) or off < 0:
-            raise err(f"array {name}: bad offset")
-        nbytes = math.prod(shape) * dt.itemsize
-        if off + nbytes > len(payload):
-            raise err(f"truncated: array {name} needs bytes {off}..{off + nbytes}, payload has {len(payload)}")
-        arrays[name] = np.frombuffer(payload, dtype=dt, count=math.prod(shape), offset=off).reshape(shape).copy()
-        end = max(end, off + nbytes)
-    if end != len(payload):
-        raise err(f"{len(payload) - end} unexpected bytes after the arrays")
+        if name not in expected:
+            raise err(f"unexpected array {_quote(name)} (not one the layers need)")
+        where = f"arrays[{name!r}]"
+        expect(spec, dict, where)
+        keys(spec, where, _ARRAY_KEYS)
+        dt = expect(spec["dtype"], str, f"{where}.dtype")
+        shape = int_list(spec["shape"], f"{where}.shape")
+        off = expect(spec["offset"], int, f"{where}.offset")
+        want_dt, want_shape, i = expected[name]
+        if dt != want_dt:
+            raise err(f"array {name}: bad dtype {_quote(dt)} (the format stores it as {want_dt!r})")
+        if shape != want_shape:
+            ls = layer_specs[i]
+            raise err(f"array {name}: shape {_dims(shape)}, but layer {i} (n_in {ls['n_in']}, "
+                      f"n_out {ls['n_out']}) implies {_dims(want_shape)}")
+        if off < 0:
+            raise err(f"array {name}: bad offset {off}")
+        spans.append((off, off + math.prod(shape) * _DTYPES[dt].itemsize, name))
+    for name in expected:
+        if name not in table:
+            raise err(f"missing array {name}")
+
+    # -- layout: sorted by offset, the arrays tile the payload exactly
+    spans.sort()
+    for off, end, name in spans:
+        if end > len(payload):
+            raise err(f"truncated: array {name} needs bytes {off}..{end}, payload has {len(payload)}")
+    for (a0, a1, a), (b0, b1, b) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise err(f"arrays {a} (bytes {a0}..{a1}) and {b} (bytes {b0}..{b1}) overlap")
+    pos = 0
+    for off, end, name in spans:
+        if off > pos:
+            n = off - pos
+            raise err(f"{n} unused byte{'s' if n > 1 else ''} (a gap) at payload offset {pos}, before array {name}")
+        pos = end
+    if pos != len(payload):
+        raise err(f"{len(payload) - pos} unexpected bytes after the arrays")
+
     if _content_hash(header, payload) != header["content_hash"]:
         raise err("content hash mismatch: the file is corrupt or was edited")
 
-    inp = header["input"]
-    crop = inp.get("crop")
-    if crop is not None:
-        if version < 2:
-            raise err("an input crop in a version 1 file")
-        if not isinstance(crop, dict) or not all(isinstance(d, int) for d in crop["image_shape"] + crop["offset"]):
-            raise err("malformed input crop")
-        crop = (*crop["image_shape"], *crop["offset"])
-        if len(crop) != 4:
-            raise err("malformed input crop")
+    # -- the model (its own validation checks values: padding bits, threshold range, compare, crop)
+    arrays = {}
+    for off, end, name in spans:
+        dt, shape, _ = expected[name]
+        arrays[name] = np.frombuffer(payload, dtype=_DTYPES[dt], count=math.prod(shape), offset=off).reshape(shape).copy()
     layers = []
-    for i, ls in enumerate(header["layers"]):
-        if ls.get("kind") != "binary_dense":
-            raise err(f"layer {i}: unsupported layer kind {ls.get('kind')!r}")
+    for i, ls in enumerate(layer_specs):
         is_out = ls["output"] == "scores"
-        def get(k, i=i):
-            key = f"layers.{i}.{k}"
-            if key not in arrays:
-                raise err(f"missing array {key}")
-            return arrays[key]
         layers.append(
             Layer(
-                name=str(ls["name"]),
-                n_in=int(ls["n_in"]),
-                n_out=int(ls["n_out"]),
-                weight_bits=get("weight_bits").astype(np.uint8),
-                thresholds=None if is_out else get("thresholds").astype(np.int64),
-                compare=None if is_out else get("compare").astype(np.int8),
-                input_kind=str(ls["input"]),
+                name=ls["name"],
+                n_in=ls["n_in"],
+                n_out=ls["n_out"],
+                weight_bits=arrays[f"layers.{i}.weight_bits"],
+                thresholds=None if is_out else arrays[f"layers.{i}.thresholds"],
+                compare=None if is_out else arrays[f"layers.{i}.compare"],
+                input_kind=ls["input"],
             )
         )
-        if is_out != (i == len(header["layers"]) - 1):
-            raise err(f"layer {i}: only the last layer may output scores, and it must")
     try:
         return HardwareModel(
-            input_shape=tuple(int(d) for d in inp["shape"]),
-            input_encoding=str(inp["encoding"]),
-            input_threshold=int(inp["threshold"]),
+            input_shape=tuple(input_shape),
+            input_encoding=encoding,
+            input_threshold=threshold,
             layers=tuple(layers),
-            meta=dict(header.get("meta") or {}),
+            meta=dict(meta),
             input_crop=crop,
         )
     except HardwareModelError as e:
