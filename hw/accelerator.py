@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwmodel import HardwareModel
 
+from .arith import popcount
 from .core import DenseCore, EventCore, acc_bits_for
 from .router import EventFIFO, SpikeRouter, event_layout, quiet_on_error
 
@@ -325,7 +326,7 @@ class Accelerator(wiring.Component):
                     incs.append(Cat(*[core.out_spikes[j] & core.out_valid for j in range(core.lanes)]))
             if not layer.is_output:
                 bits = Cat(*incs)
-                m.d.sync += cnt[l].eq(cnt[l] + sum(bits[i] for i in range(len(bits))))
+                m.d.sync += cnt[l].eq(cnt[l] + popcount(bits))  # a balanced tree: P can be hundreds
             cores_of.append([core for _, _, core in cores])
 
         # ---- events monitor tap ------------------------------------------------------------

@@ -21,6 +21,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .arith import popcount, tree_sum
 from .router import beat_layout, quiet_on_error
 from .wmem import STORAGES, WeightMemory
 
@@ -204,16 +205,16 @@ class DenseCore(_CoreBase):
         m.d.sync += [s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_g.eq(s1_g)]
         x = self.in_data
         if self.input_kind == "spikes":
-            pcs = sum(x[i] for i in range(W))
+            # balanced adder trees (bitsnn.hw.arith): a chained sum of W terms is W adds deep
+            pcs = popcount(x)
             for j in range(P):
                 b = wrp.data[j * W:(j + 1) * W]
-                both = x & b
-                m.d.sync += contrib[j].eq(2 * sum(both[i] for i in range(W)) - pcs)
+                m.d.sync += contrib[j].eq(2 * popcount(x & b) - pcs)
         else:
-            tot = sum(x[8 * i:8 * i + 8] for i in range(W))
+            tot = tree_sum(x[8 * i:8 * i + 8] for i in range(W))
             for j in range(P):
                 b = wrp.data[j * W:(j + 1) * W]
-                pos = sum(Mux(b[i], x[8 * i:8 * i + 8], 0) for i in range(W))
+                pos = tree_sum(Mux(b[i], x[8 * i:8 * i + 8], 0) for i in range(W))
                 m.d.sync += contrib[j].eq(2 * pos - tot)
         if th_rp is not None:
             m.d.comb += th_rp.addr.eq(s1_g)

@@ -20,6 +20,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+from .arith import tree_sum
 
 __all__ = ["beat_layout", "event_layout", "SpikeRouter", "EventFIFO", "lowest_set_bit", "quiet_on_error"]
 
@@ -189,7 +190,7 @@ class SpikeRouter(wiring.Component):
         rest = v
         # more spikes in this chunk after this beat (k = 1: a carry-free tree, see at_least_two_set)
         more = at_least_two_set(m, cur, name="more") if k == 1 else (rest != 0)
-        m.d.comb += payload.count.eq(sum(nz_bits))
+        m.d.comb += payload.count.eq(tree_sum(nz_bits))
         last_chunk = idx == n - 1
         m.d.comb += payload.last.eq(last_chunk & ~more)
 

@@ -1,0 +1,40 @@
+"""Wide sums as balanced adder trees.
+
+Python's ``sum(values)`` builds ``((v0 + v1) + v2) + ...``: an expression as deep as the list is
+long, which overflows the recursion limit of Amaranth's simulator compiler and back ends at a few
+hundred terms (e.g. the spike count of 144+ lanes) and describes a linear carry chain. These
+helpers pair the terms up level by level instead, so the depth is ceil(log2(n)).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Value
+
+__all__ = ["popcount", "tree_sum"]
+
+
+def tree_sum(values) -> Value:
+    """The sum of ``values`` (Amaranth values or ints) as a balanced tree of two-input adds.
+
+    Exact: Amaranth's ``+`` widens by one bit, so n unsigned w-bit terms give a
+    w + ceil(log2(n))-bit result, which holds their largest possible sum n * (2**w - 1); signed
+    terms widen the same way. An empty list sums to ``Const(0, 1)``.
+    """
+    level = [Value.cast(v) for v in values]
+    if not level:
+        return Const(0, 1)
+    while len(level) > 1:
+        pairs = [level[i] + level[i + 1] for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            pairs.append(level[-1])
+        level = pairs
+    return level[0]
+
+
+def popcount(bits) -> Value:
+    """The number of set bits of ``bits`` (a value, or an iterable of 1-bit values), as a
+    :func:`tree_sum` of its bits: ceil(log2(n)) adds deep, ceil(log2(n)) + 1 bits wide."""
+    if not isinstance(bits, Value) and not hasattr(bits, "as_value"):
+        return tree_sum(bits)
+    v = Value.cast(bits)
+    return tree_sum(v[i] for i in range(len(v)))
