@@ -1,7 +1,7 @@
 """The export fold: alpha, BatchNorm, hardtanh and the learnable bias to one integer threshold.
 
 One function, :func:`fold_thresholds`, used by both the PyTorch exact eval path and export, so
-the two can never disagree. All arithmetic in float64 (DESIGN.md, "Arithmetic")::
+the two can never disagree. All arithmetic in float64 (docs/hardware-model.md, "Arithmetic")::
 
     y = gamma * (alpha*a - mu) / sqrt(var + eps) + beta        (a: integer pre-activation)
     spike  <=>  hardtanh(y) + b > 0

@@ -9,7 +9,7 @@ A hidden neuron j (Hu, Zheng, Pan, "BitSNNs", IEEE TCDS 2024; one time step)::
     v_j     = hardtanh(y_j) + b_j                         b_j learnable
     s_j     = [v_j > 0]                                   surrogate gradient (surrogate.py)
 
-The integer eval contract (DESIGN.md, "Arithmetic"): in eval mode the default ``exact`` path
+The integer eval contract (docs/hardware-model.md, "Arithmetic"): in eval mode the default ``exact`` path
 computes a_j exactly (float64 matmul of 0/1 or 0..255 inputs with +-1 weights) and spikes by
 ``a_j >= theta_j`` (compare +1) or ``a_j <= theta_j`` (compare -1), theta/compare from
 :func:`bitsnn.model.fold.fold_thresholds` -- the very function export writes into the hardware

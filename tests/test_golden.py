@@ -15,7 +15,7 @@ from bitsnn.sim import golden
 
 
 def naive(model: HardwareModel, images: np.ndarray):
-    """Element by element, in Python integers: DESIGN.md's arithmetic written out."""
+    """Element by element, in Python integers: docs/hardware-model.md's "Arithmetic" written out."""
     out_spikes, out_scores, out_classes = [], [], []
     for img in images.reshape(len(images), -1):
         if model.input_encoding == "spikes":
