@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import BitsnnError, __version__
+from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, OptionError, float_in, int_in
+from .protocol import MAX_LANES
 
 #: subcommand -> "module:function" taking the parsed argparse namespace, returning an exit code.
 HANDLERS: dict[str, str] = {
     "demo": "bitsnn.flow:demo_main",
+    "flow": "bitsnn.flow:flow_main",
     "build": "bitsnn.boards.build:build_main",
     "report": "bitsnn.report:report_main",
     "train": "bitsnn.model.train:train_main",
@@ -24,7 +28,21 @@ HANDLERS: dict[str, str] = {
     "run": "bitsnn.firmware.cli:run_main",
 }
 
-BOARDS = ("icebreaker", "ulx3s-85f")
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``bitsnn train: error: argument --epochs: ...``. A value
+    an option refuses (:class:`~bitsnn.options.OptionError`) is bad input like a bad file: exit 1;
+    a malformed command line (unknown option, missing argument) is a usage error: exit 2. The
+    top-level parser (no subcommand given) still prints its one-line usage first."""
+
+    def error(self, message):
+        if self.prog == "bitsnn" and "COMMAND" in message:
+            self.print_usage(sys.stderr)
+        # argparse calls this while handling the ArgumentError it raised from the type's error
+        cause = getattr(sys.exc_info()[1], "__context__", None)
+        self.exit(1 if isinstance(cause, OptionError) else 2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+POSITIVE = int_in(1)
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -36,36 +54,48 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_flow_options(p: argparse.ArgumentParser, run_dir_default: str) -> None:
+    from .flow import STEP_NAMES  # standard library only
+
+    p.add_argument("--run-dir", default=None, metavar="DIR",
+                   help=f"where every step writes its folder (default: {run_dir_default})")
+    p.add_argument("--start-step", choices=STEP_NAMES, default=None, help="the first step to run")
+    p.add_argument("--stop-step", choices=STEP_NAMES, default=None, help="the last step to run")
+    p.add_argument("--force", action="store_true", help="rerun the chosen steps even when they are up to date")
+    _add_data_dir(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bitsnn",
         description="Binary spiking neural networks to FPGA bitstreams: train, export, simulate, build, report.",
     )
     parser.add_argument("--version", action="version", version=f"bitsnn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a BitSNN on MNIST", description="Train a BitSNN and save a checkpoint.")
     p.add_argument("--preset", default="tiny", help="tiny | small | large, or a layer spec such as 784-256-256-10")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same model")
-    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the preset's)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    p.add_argument("--epochs", type=POSITIVE, default=None, help="training epochs (default: the preset's)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
+                   help="random seed; the same seed gives the same model")
+    p.add_argument("--batch-size", type=POSITIVE, default=None, help="mini-batch size (default: the preset's)")
+    p.add_argument("--lr", type=float_in(0, MAX_LR, lo_open=True), default=None, help="learning rate (default: the preset's)")
     p.add_argument(
-        "--sparsity", type=float, default=None, metavar="LAMBDA",
+        "--sparsity", type=float_in(0, FLOAT32_MAX), default=None, metavar="LAMBDA",
         help="spike-rate regulariser weight: loss += LAMBDA x mean firing rate (default: the preset's)",
     )
     p.add_argument("--surrogate", default=None, choices=("box", "s2nn", "ste"), help="surrogate gradient")
     p.add_argument("--input", dest="input_encoding", default=None, choices=("spikes", "pixels"),
                    help="input encoding: thresholded pixels as spikes, or direct 8-bit pixels")
-    p.add_argument("--input-threshold", type=int, default=None, metavar="T",
+    p.add_argument("--input-threshold", type=int_in(1, 255), default=None, metavar="T",
                    help="spike input: a pixel >= T (1..255) is a spike (default: the preset's)")
-    p.add_argument("--crop", type=int, default=None, metavar="C",
+    p.add_argument("--crop", type=int_in(0), default=None, metavar="C",
                    help="take the central CxC window of each image (the spec's input size is then C*C; "
                    "0: whole images; default: the preset's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=int_in(1, 1024), default=None, metavar="N",
                    help="torch CPU threads (default 1: a seed then gives the same model on any core count)")
-    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N images only")
+    p.add_argument("--limit-train", type=POSITIVE, default=None, metavar="N", help="train on the first N images only")
     _add_data_dir(p)
     p.add_argument("-o", "--output", required=True, metavar="CKPT", help="checkpoint file to write")
 
@@ -80,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the generated design in a simulator on test images and compare "
                        "every spike, score and class with the golden model.")
     p.add_argument("--model", required=True, metavar="M", help="hardware-model file (.bsnn)")
-    p.add_argument("--images", type=int, default=100, metavar="N", help="number of test images")
-    p.add_argument("--simulator", default="icarus", choices=("icarus", "verilator", "amaranth", "golden"))
+    p.add_argument("--images", type=POSITIVE, default=100, metavar="N", help="number of test images")
+    p.add_argument("--simulator", default="icarus", choices=SIMULATORS)
     p.add_argument("--mode", default="event", choices=("event", "dense"), help="layer-core mode")
-    p.add_argument("--lanes", type=int, default=None, metavar="P",
+    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P",
                    help="neurons per cycle per event core (default: what bitsnn build generates)")
     p.add_argument("--wave", metavar="OUT.vcd", help="write a waveform of one image")
-    p.add_argument("--image", type=int, default=0, metavar="K", help="the image the waveform shows")
+    p.add_argument("--image", type=int_in(0), default=0, metavar="K", help="the image the waveform shows")
     _add_data_dir(p)
 
     p = sub.add_parser("build", help="build a bitstream for a board",
@@ -94,13 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, choices=BOARDS)
     p.add_argument("--model", required=True, metavar="M", help="hardware-model file (.bsnn)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+    p.add_argument("--clock-mhz", type=float_in(0, lo_open=True), default=None, metavar="F",
                    help="PLL output frequency to build for (default: the board's, 24 MHz iCEBreaker, "
                    "50 MHz ULX3S); the nearest achievable one is used")
-    p.add_argument("--lanes", type=int, default=None, metavar="P",
+    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P",
                    help="neurons per cycle per event core (default: 32, or 4 lane groups for a "
                    "129..256-neuron layer)")
-    p.add_argument("--seed", type=int, default=1, metavar="S",
+    p.add_argument("--seed", type=int_in(0, 2**31 - 2), default=1, metavar="S",
                    help="nextpnr seed (default 1); a failed placement is retried with a denser placer, then seed S+1")
     p.add_argument("--spram-layers", default="auto", metavar="auto|none|L,L",
                    help="layers whose weights go to iCE40 UltraPlus SPRAM, written over the UART at run "
@@ -112,11 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", default="icebreaker", choices=BOARDS)
     p.add_argument("--build-dir", metavar="DIR", help="a `bitsnn build` output directory to read Fmax from")
     p.add_argument("-o", "--output", metavar="DIR", help="directory for report.json and plots")
-    p.add_argument("--images", type=int, default=None, metavar="N", help="first N test images (default: all)")
+    p.add_argument("--images", type=POSITIVE, default=None, metavar="N", help="first N test images (default: all)")
     p.add_argument("--mode", default=None, choices=("event", "dense"),
                    help="layer-core mode (default: the build report's, else event)")
-    p.add_argument("--lanes", type=int, default=None, metavar="P", help="neurons per cycle per core (default: the build report's, else what bitsnn build generates)")
-    p.add_argument("--word", type=int, default=None, metavar="W", help="word width in bits (default 32)")
+    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P", help="neurons per cycle per core (default: the build report's, else what bitsnn build generates)")
+    p.add_argument("--word", type=int_in(1, 4096), default=None, metavar="W", help="word width in bits (default 32)")
     p.add_argument("--vcd", metavar="WAVE.vcd", help="a waveform of the design to count signal toggles in")
     p.add_argument("--sweep", nargs="+", metavar="M", default=None,
                    help="more hardware models of the same network (e.g. trained at other --sparsity values): "
@@ -127,28 +157,40 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stream test images to a board over UART and report accuracy, latency and spikes.")
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
     p.add_argument("--model", required=True, metavar="M", help="hardware-model file (.bsnn)")
-    p.add_argument("--images", type=int, default=100, metavar="N")
-    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--images", type=POSITIVE, default=100, metavar="N")
+    p.add_argument("--baud", type=int_in(300, 12_000_000), default=115200, help="UART bit rate (default 115200)")
     p.add_argument("--mode", default="event", choices=("event", "dense"),
                    help="layer-core mode of the bitstream (for the cycle-model check)")
-    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+    p.add_argument("--clock-mhz", type=float_in(0, lo_open=True), default=None, metavar="F",
                    help="the design's clock, to report device latency in microseconds as well as cycles")
-    p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="seconds to wait for each reply")
+    p.add_argument("--timeout", type=float_in(0, 3600, lo_open=True), default=2.0, metavar="S", help="seconds to wait for each reply")
     p.add_argument("--write-weights", action="store_true",
                    help="write the model's weights into the device first (automatic when the design keeps "
                    "them in SPRAM, which the bitstream does not initialise)")
     _add_data_dir(p)
 
+    p = sub.add_parser("flow", help="run the flow from a configuration file",
+                       description="Run train -> export -> cosim -> build -> report as the TOML or JSON "
+                       "configuration says (bitsnn demo --save-config FILE writes the demo's as a start). "
+                       "A step reruns only when its inputs, options or outputs changed.")
+    p.add_argument("config", metavar="CONFIG", help="a .toml or .json flow configuration")
+    _add_flow_options(p, run_dir_default="the config's")
+
     p = sub.add_parser("demo", help="the whole flow on MNIST",
-                       description="Train, export, co-simulate, build and report on MNIST (what exists so far).")
-    p.add_argument("--run-dir", default="runs/demo", metavar="DIR", help="where every step writes its artifacts")
-    _add_data_dir(p)
+                       description="Train, export, co-simulate, build and report on MNIST: the flow with "
+                       "its default configuration (the tiny preset on the iCEBreaker).")
+    _add_flow_options(p, run_dir_default="runs/demo")
+    p.add_argument("--save-config", metavar="FILE",
+                   help="write the demo's configuration to FILE (.toml or .json) and stop")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a refused option (its line is printed already)
+        return e.code if isinstance(e.code, int) else 2
     target = HANDLERS.get(args.command)
     if target is None:
         print(f"bitsnn {args.command}: not implemented yet", file=sys.stderr)
@@ -157,11 +199,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except BitsnnError as e:
-        print(f"bitsnn {args.command}: error: {e}", file=sys.stderr)
+        print(f"bitsnn {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"bitsnn {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a file or device the command could not use
+        where = f": {e.filename}" if e.filename else ""
+        print(f"bitsnn {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        # A bug, not bad input: still one line, and the traceback on request.
+        if os.environ.get("BITSNN_DEBUG"):
+            raise
+        print(f"bitsnn {args.command}: internal error: {e.__class__.__name__}: {_one_line(e)} "
+              "(set BITSNN_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 3
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else e.__class__.__name__
 
 
 if __name__ == "__main__":

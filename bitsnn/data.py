@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import os
 import struct
+import sys
 import urllib.error
 import urllib.request
 import zlib
@@ -38,6 +39,7 @@ __all__ = [
     "read_idx",
     "load_dataset",
     "find_data_dir",
+    "dataset_files",
     "download_mnist",
     "MNIST_FILES",
     "MNIST_MIRRORS",
@@ -252,6 +254,13 @@ _MNIST_PARTS = {
 }
 
 
+def dataset_files(data_dir: str | os.PathLike | None = None) -> list[Path] | None:
+    """The four IDX files :func:`load_dataset` would read for ``data_dir`` (train images, train
+    labels, test images, test labels), or None when none of the places it looks holds them."""
+    directory = find_data_dir(data_dir)
+    return None if directory is None else [_locate(directory, stem) for stem in MNIST_FILES]
+
+
 def _verify_mnist(path: Path, stem: str, data: bytes) -> bool:
     """True if ``data`` (the decompressed file) is the official MNIST file.
 
@@ -279,11 +288,12 @@ def load_dataset(
     *,
     download: bool | None = None,
     mirrors: tuple[str, ...] = MNIST_MIRRORS,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Dataset:
     """Load MNIST (or a custom IDX set) as uint8 arrays.
 
     ``download``: None means "download if nothing is found locally"; False never downloads.
+    ``progress``: download bars (default: only when stderr is a terminal).
     """
     directory = find_data_dir(data_dir)
     if directory is None:
@@ -331,13 +341,18 @@ def _not_found_message(data_dir) -> str:
 
 
 def download_mnist(
-    target: str | os.PathLike, *, mirrors: tuple[str, ...] = MNIST_MIRRORS, progress: bool = True
+    target: str | os.PathLike, *, mirrors: tuple[str, ...] = MNIST_MIRRORS, progress: bool | None = None
 ) -> Path:
     """Download the four MNIST ``.gz`` files into ``target``, verifying each checksum.
 
     Each file is written atomically, so an interrupted download leaves nothing half-written.
+    ``progress``: a live bar per file on a terminal (default: when stderr is one); otherwise one
+    line per file on stderr.
     """
     from tqdm import tqdm
+
+    if progress is None:
+        progress = sys.stderr.isatty()
 
     target = Path(target)
     errors = []
@@ -364,6 +379,8 @@ def download_mnist(
                 continue
             with atomic_path(dest) as tmp:
                 tmp.write_bytes(blob)
+            if not progress:
+                print(f"downloaded {url} ({len(blob):,} bytes, checksum verified)", file=sys.stderr, flush=True)
             break
         else:
             raise IDXError("; ".join(errors[-len(mirrors):]) or f"no mirror served {stem}.gz")

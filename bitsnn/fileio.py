@@ -1,4 +1,5 @@
-"""Atomic file output: a reader sees the old file or the whole new one, never half."""
+"""Output files: written atomically (a reader sees the old file or the whole new one, never
+half), and output paths checked before any long work starts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path"]
+from . import BitsnnError
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "check_output_file", "check_output_dir"]
 
 
 @contextlib.contextmanager
@@ -43,3 +46,50 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_writable_parent(path: Path, what: str) -> None:
+    """BitsnnError unless ``path``'s folder exists as a writable folder, or can be made inside one."""
+    anc = _nearest_existing(path.absolute().parent)
+    if not anc.is_dir():
+        raise BitsnnError(f"{what} {path}: {anc} is not a directory")
+    try:  # os.access says yes to root on read-only or virtual file systems: try it for real
+        fd, probe = tempfile.mkstemp(prefix=".bitsnn-write-test.", dir=anc)
+    except OSError as e:
+        raise BitsnnError(f"{what} {path}: cannot write in {anc} ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_file(path, what: str = "-o") -> Path:
+    """Refuse, before any work, an output file path that cannot be written: empty, an existing
+    directory or other non-regular file, or one inside a folder that cannot be written.
+    ``what`` names the option in the one-line error. An existing regular file may be replaced."""
+    if path is None or not str(path).strip():
+        raise BitsnnError(f"{what}: the output path is empty")
+    p = Path(path)
+    if p.is_dir():
+        raise BitsnnError(f"{what} {p}: is a directory; give a file name")
+    if p.exists() and not p.is_file():
+        raise BitsnnError(f"{what} {p}: exists and is not a regular file")
+    _check_writable_parent(p, what)
+    return p
+
+
+def check_output_dir(path, what: str = "-o") -> Path:
+    """Refuse, before any work, an output directory that cannot be written: empty path, an existing
+    non-directory, or a folder that cannot be written (or made)."""
+    if path is None or not str(path).strip():
+        raise BitsnnError(f"{what}: the output path is empty")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise BitsnnError(f"{what} {p}: exists and is not a directory")
+    _check_writable_parent(p / "x", what)
+    return p

@@ -1,114 +1,534 @@
-"""The end-to-end flow behind ``bitsnn demo``: named steps, each writing into its own folder of
-the run directory, in one direction through the hardware-model file.
+"""The flow behind ``bitsnn flow CONFIG`` and ``bitsnn demo``: named steps, one direction through
+the hardware-model file, each writing into its own folder of the run directory.
 
     train -> export -> cosim -> build -> report
 
-Each step calls the same function as its CLI subcommand. A step whose artifact already exists is
-skipped (resume by re-running), so delete a step's folder to redo it; ``time_per_step.json`` records
-how long each step took. A failed step (a golden mismatch, a design too large) stops the run.
+The configuration is one typed dataclass, :class:`FlowConfig`, with a section per step; its
+defaults are the demo (the ``tiny`` preset on MNIST, 100 images on Icarus, the iCEBreaker). It
+round-trips through TOML and JSON (:meth:`FlowConfig.load`, :meth:`FlowConfig.dumps`). A config
+may name an existing hardware model (``model``) instead of training one; the flow then starts at
+cosim.
+
+Each step calls the same library function as its CLI subcommand and records, only after its
+checks pass (no golden mismatch, timing met, ...), a ``done.json`` in its folder: the SHA-256 of
+every input file it read, its options, and the SHA-256 of every output it wrote. A rerun skips a
+step only when all of those still match, so a changed input (a new model, other options, an
+edited artifact) reruns that step and, through their inputs, every later step whose input it
+changed. A failed step leaves no done-marker and stops the run. ``--start-step`` and
+``--stop-step`` choose a range of steps; ``--force`` reruns the chosen steps even when up to date.
+
+The run directory holds ``config.toml`` (the configuration of the last run), ``flow.log`` (a
+clean line per step), ``time_per_step.json`` and the marker ``.bitsnn-flow``; the flow never
+writes into a non-empty directory without that marker.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Callable
 
 from . import BitsnnError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, check_output_dir, check_output_file
+from .protocol import MAX_LANES
+from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, OptionError, float_in, int_in, one_of
 
-__all__ = ["STEPS", "run_flow", "demo_main"]
+__all__ = [
+    "STEP_NAMES",
+    "TrainSection",
+    "CosimSection",
+    "BuildSection",
+    "ReportSection",
+    "FlowConfig",
+    "run_flow",
+    "flow_main",
+    "demo_main",
+]
 
-#: Training settings of the demo's model: the ``tiny`` preset (576-160-10 on the central 24x24
-#: window, fits iCE40UP5K EBR).
-DEMO_PRESET = "tiny"
-DEMO_COSIM_IMAGES = 100
-DEMO_BOARD = "icebreaker"
+STEP_NAMES = ("train", "export", "cosim", "build", "report")
+#: marks a directory as a flow's run directory (the flow writes into no other non-empty one)
+RUN_MARKER = ".bitsnn-flow"
+DONE = "done.json"
 
 
-def _step_train(run: Path, data_dir) -> Path:
-    from bitsnn.model.train import train_main
-
-    ckpt = run / "train" / "model.ckpt"
-    train_main(SimpleNamespace(preset=DEMO_PRESET, epochs=None, seed=0, batch_size=None, lr=None, sparsity=None,
-                               surrogate=None, input_encoding=None, device="cpu", limit_train=None,
-                               data_dir=data_dir, output=str(ckpt)))
-    return ckpt
+def _opt(default, check, doc: str):
+    """A config field: its default, its checker (None stays allowed where the default is None)
+    and one line of documentation."""
+    return field(default=default, metadata={"check": check, "doc": doc})
 
 
-def _step_export(run: Path, data_dir) -> Path:
-    from bitsnn.model.export import export_main
+def _text(value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise OptionError(f"expected a non-empty string, got {value!r}")
+    return value
 
-    out = run / "export" / "model.bsnn"
-    export_main(SimpleNamespace(checkpoint=str(run / "train" / "model.ckpt"), data_dir=data_dir, output=str(out)))
+
+@dataclass
+class TrainSection:
+    """``bitsnn train``: what to train. None takes the preset's value."""
+
+    preset: str = _opt("tiny", _text, "tiny | small | large, or a layer spec such as 784-256-10")
+    epochs: int | None = _opt(None, int_in(1), "training epochs")
+    seed: int = _opt(0, int_in(0, MAX_SEED), "random seed; the same seed gives the same model")
+    batch_size: int | None = _opt(None, int_in(1), "mini-batch size")
+    lr: float | None = _opt(None, float_in(0, MAX_LR, lo_open=True), "learning rate")
+    sparsity: float | None = _opt(None, float_in(0, FLOAT32_MAX), "spike-rate regulariser weight")
+    surrogate: str | None = _opt(None, one_of("box", "s2nn", "ste"), "surrogate gradient")
+    input_encoding: str | None = _opt(None, one_of("spikes", "pixels"), "input encoding")
+    input_threshold: int | None = _opt(None, int_in(1, 255), "spike input: a pixel >= T is a spike")
+    crop: int | None = _opt(None, int_in(0), "central CxC window of each image (0: whole images)")
+    threads: int | None = _opt(None, int_in(1, 1024), "torch CPU threads (default 1)")
+    limit_train: int | None = _opt(None, int_in(1), "train on the first N images only")
+
+
+@dataclass
+class CosimSection:
+    """``bitsnn sim``: the co-simulation that must match the golden model."""
+
+    simulator: str = _opt("icarus", one_of(*(s for s in SIMULATORS if s != "golden")), "icarus | verilator | amaranth")
+    images: int = _opt(100, int_in(1), "first N test images")
+    lanes: int | None = _opt(None, int_in(1, MAX_LANES), "event-core lanes (default: what bitsnn build generates)")
+    wave_image: int = _opt(0, int_in(0), "the test image the waveform shows")
+
+
+@dataclass
+class BuildSection:
+    """``bitsnn build``: the board and its build options."""
+
+    board: str = _opt("icebreaker", one_of(*BOARDS), "icebreaker | ulx3s-85f")
+    clock_mhz: float | None = _opt(None, float_in(0, lo_open=True), "PLL output frequency (default: the board's)")
+    lanes: int | None = _opt(None, int_in(1, MAX_LANES), "event-core lanes (default: by layer width)")
+    seed: int = _opt(1, int_in(0, 2**31 - 2), "nextpnr seed")
+    spram_layers: str = _opt("auto", _text, "auto | none | layer numbers like 0,1")
+
+
+@dataclass
+class ReportSection:
+    """``bitsnn report``."""
+
+    images: int | None = _opt(None, int_in(1), "first N test images (default: all)")
+
+
+_SECTIONS = {"train": TrainSection, "cosim": CosimSection, "build": BuildSection, "report": ReportSection}
+
+
+@dataclass
+class FlowConfig:
+    """One run of the flow. Relative paths are relative to the working directory."""
+
+    run_dir: str = _opt("runs/demo", _text, "where every step writes its folder")
+    data_dir: str | None = _opt(None, _text, "the four IDX files (default: the loader's search order)")
+    model: str | None = _opt(None, _text, "an existing hardware-model file: skip train and export")
+    train: TrainSection = field(default_factory=TrainSection)
+    cosim: CosimSection = field(default_factory=CosimSection)
+    build: BuildSection = field(default_factory=BuildSection)
+    report: ReportSection = field(default_factory=ReportSection)
+
+    # ---- round trip ----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d, source: str = "config") -> "FlowConfig":
+        """A config from a dict (a parsed TOML or JSON file): every key known, every value of
+        its type and range; a missing key takes its default. BitsnnError names the first
+        problem."""
+        if not isinstance(d, dict):
+            raise BitsnnError(f"{source}: expected a table of settings, got {type(d).__name__}")
+        kw = _checked(cls, {k: v for k, v in d.items() if k not in _SECTIONS}, source)
+        for name, section in _SECTIONS.items():
+            sub = d.get(name, {})
+            if not isinstance(sub, dict):
+                raise BitsnnError(f"{source}: [{name}] must be a table, got {type(sub).__name__}")
+            kw[name] = section(**_checked(section, sub, f"{source}: [{name}]"))
+        return cls(**kw)
+
+    def dumps(self, fmt: str = "toml") -> str:
+        """The config as TOML (settings left at None are omitted: TOML has no null) or JSON."""
+        if fmt == "json":
+            return json.dumps(self.to_dict(), indent=2) + "\n"
+        if fmt != "toml":
+            raise ValueError(f"format must be toml or json, not {fmt!r}")
+        lines = ["# bitsnn flow configuration (bitsnn flow CONFIG); unset settings take their defaults"]
+        top = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SECTIONS}
+        lines += _toml_table(type(self), top)
+        for name in _SECTIONS:
+            doc = (_SECTIONS[name].__doc__ or "").strip().splitlines()[0]
+            lines += ["", f"[{name}]", f"# {doc}"] + _toml_table(_SECTIONS[name], asdict(getattr(self, name)))
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def load(cls, path) -> "FlowConfig":
+        """Read a ``.toml`` or ``.json`` config file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise BitsnnError(f"cannot read config {path}: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            if path.suffix == ".json":
+                d = json.loads(text)
+            elif path.suffix == ".toml":
+                d = tomllib.loads(text)
+            else:
+                raise BitsnnError(f"config {path}: expected a .toml or .json file")
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+            raise BitsnnError(f"config {path}: {str(e).splitlines()[0]}") from None
+        return cls.from_dict(d, str(path))
+
+    def save(self, path) -> Path:
+        path = check_output_file(path, "--save-config")
+        atomic_write_text(path, self.dumps("json" if path.suffix == ".json" else "toml"))
+        return path
+
+
+def _checked(cls, d: dict, source: str) -> dict:
+    known = {f.name: f for f in fields(cls) if f.name not in _SECTIONS}
+    out = {}
+    for key, value in d.items():
+        f = known.get(key)
+        if f is None:
+            raise BitsnnError(f"{source}: unknown setting {key!r} (known: {', '.join(known)})")
+        if value is None and f.default is None:
+            out[key] = None
+            continue
+        if isinstance(value, str) and "str" not in str(f.type):  # a file gives numbers as numbers
+            raise BitsnnError(f"{source}: {key}: expected a number, got the string {value!r}")
+        try:
+            out[key] = f.metadata["check"](value)
+        except OptionError as e:
+            raise BitsnnError(f"{source}: {key}: {e}") from None
     return out
 
 
-def _step_cosim(run: Path, data_dir) -> Path:
-    from bitsnn.sim.cosim.cli import sim_main
+def _toml_table(cls, values: dict) -> list[str]:
+    lines = []
+    for f in fields(cls):
+        if f.name in _SECTIONS:
+            continue
+        v = values[f.name]
+        doc = f"  # {f.metadata['doc']}" if "doc" in f.metadata else ""
+        if v is None:
+            lines.append(f"# {f.name} = ...{doc}")
+        else:
+            lines.append(f"{f.name} = {json.dumps(v)}{doc}")  # a JSON scalar is a TOML scalar
+    return lines
 
-    wave = run / "cosim" / "image0.vcd"
-    wave.parent.mkdir(parents=True, exist_ok=True)
-    rc = sim_main(SimpleNamespace(model=str(run / "export" / "model.bsnn"), images=DEMO_COSIM_IMAGES,
-                                  simulator="icarus", mode="event", wave=str(wave), image=0, data_dir=data_dir))
+
+# ---- steps -----------------------------------------------------------------------------------
+def _model_path(cfg: FlowConfig, run: Path) -> Path:
+    return Path(cfg.model) if cfg.model else run / "export" / "model.bsnn"
+
+
+def _build_folder(cfg: FlowConfig) -> str:
+    return f"build-{cfg.build.board}"
+
+
+def _wave(cfg: FlowConfig, run: Path) -> Path:
+    return run / "cosim" / f"image{cfg.cosim.wave_image}.vcd"
+
+
+def _train(cfg: FlowConfig, run: Path, log) -> None:
+    from bitsnn.model.train import train_checkpoint
+
+    train_checkpoint(_train_config(cfg), run / "train" / "model.ckpt", cfg.data_dir, log=log)
+
+
+def _train_config(cfg: FlowConfig):
+    from bitsnn.model.train import resolve_config
+
+    t = asdict(cfg.train)
+    return resolve_config(t.pop("preset"), **t)
+
+
+def _export(cfg: FlowConfig, run: Path, log) -> None:
+    from bitsnn.model.export import export_checkpoint
+
+    export_checkpoint(run / "train" / "model.ckpt", run / "export" / "model.bsnn", cfg.data_dir, log=log)
+
+
+class _Lines:
+    """A text stream that passes each line to ``log``."""
+
+    def __init__(self, log):
+        self.log, self.buf = log, ""
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        *done, self.buf = self.buf.split("\n")
+        for line in done:
+            self.log(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _cosim(cfg: FlowConfig, run: Path, log) -> None:
+    from bitsnn.sim.cosim.cli import sim_check
+
+    c = cfg.cosim
+    rc = sim_check(_model_path(cfg, run), images=c.images, simulator=c.simulator, lanes=c.lanes,
+                   wave=_wave(cfg, run), image=c.wave_image, data_dir=cfg.data_dir, out=_Lines(log))
     if rc:
         raise BitsnnError("co-simulation does not match the golden model")
-    return wave
 
 
-def _step_build(run: Path, data_dir) -> Path:
-    from bitsnn.boards.build import build_main
+def _build(cfg: FlowConfig, run: Path, log) -> None:
+    from bitsnn.boards.build import build_board, format_report, parse_spram_layers
+    from bitsnn.hwmodel import HardwareModel
 
-    out = run / f"build-{DEMO_BOARD}"
-    rc = build_main(SimpleNamespace(board=DEMO_BOARD, model=str(run / "export" / "model.bsnn"), output=str(out)))
-    if rc:
-        raise BitsnnError(f"the {DEMO_BOARD} build did not meet timing (see {out / 'report.json'})")
-    return out / "report.json"
-
-
-def _step_report(run: Path, data_dir) -> Path:
-    from bitsnn.report import report_main
-
-    out = run / "report"
-    report_main(SimpleNamespace(model=str(run / "export" / "model.bsnn"), board=DEMO_BOARD,
-                                build_dir=str(run / f"build-{DEMO_BOARD}"), output=str(out), data_dir=data_dir,
-                                images=None, mode=None, lanes=None, word=None,
-                                vcd=str(run / "cosim" / "image0.vcd")))
-    return out / "report.json"
+    b = cfg.build
+    model = HardwareModel.load(_model_path(cfg, run))
+    out = run / _build_folder(cfg)
+    report = build_board(b.board, model, out, seed=b.seed, clock_mhz=b.clock_mhz, log=log,
+                         accel={"lanes": b.lanes, "spram_layers": parse_spram_layers(b.spram_layers, model)})
+    for line in format_report(report).splitlines():
+        log(line)
+    if not report["timing_met"]:
+        raise BitsnnError(f"the {b.board} build did not meet timing (see {out / 'report.json'})")
 
 
-#: step name -> (function, the artifact whose presence means the step is done)
+def _report(cfg: FlowConfig, run: Path, log) -> None:
+    from bitsnn.report import make_report
+
+    make_report(_model_path(cfg, run), board=cfg.build.board, build_dir=run / _build_folder(cfg),
+                output=run / "report", images=cfg.report.images, vcd=_wave(cfg, run), data_dir=cfg.data_dir, say=log)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named step: its folder, what it runs, the files it reads and writes, and the part
+    of the configuration it depends on."""
+
+    name: str
+    folder: Callable[[FlowConfig], str]
+    run: Callable[[FlowConfig, Path, Callable], None]
+    inputs: Callable[[FlowConfig, Path], dict]  # name -> Path, or "data" -> the data set
+    outputs: Callable[[FlowConfig, Path], list]
+    options: Callable[[FlowConfig], dict]
+
+
 STEPS = {
-    "train": (_step_train, "train/model.ckpt"),
-    "export": (_step_export, "export/model.bsnn"),
-    "cosim": (_step_cosim, "cosim/image0.vcd"),
-    "build": (_step_build, f"build-{DEMO_BOARD}/report.json"),
-    "report": (_step_report, "report/report.json"),
+    "train": Step("train", lambda c: "train", _train, lambda c, r: {"data": None},
+                  lambda c, r: [r / "train" / "model.ckpt"], lambda c: asdict(c.train)),
+    "export": Step("export", lambda c: "export", _export,
+                   lambda c, r: {"checkpoint": r / "train" / "model.ckpt", "data": None},
+                   lambda c, r: [r / "export" / "model.bsnn"], lambda c: {}),
+    "cosim": Step("cosim", lambda c: "cosim", _cosim, lambda c, r: {"model": _model_path(c, r), "data": None},
+                  lambda c, r: [_wave(c, r)], lambda c: asdict(c.cosim)),
+    "build": Step("build", _build_folder, _build, lambda c, r: {"model": _model_path(c, r)},
+                  lambda c, r: [r / _build_folder(c) / "report.json"], lambda c: asdict(c.build)),
+    "report": Step("report", lambda c: "report", _report,
+                   lambda c, r: {"model": _model_path(c, r), "build": r / _build_folder(c) / "report.json",
+                                 "wave": _wave(c, r), "data": None},
+                   lambda c, r: [r / "report" / "report.json"],
+                   lambda c: {**asdict(c.report), "board": c.build.board}),
 }
+assert tuple(STEPS) == STEP_NAMES
 
 
-def run_flow(run_dir, data_dir=None, *, steps=tuple(STEPS), log=print) -> dict:
-    run = Path(run_dir)
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Hashes:
+    """File hashes for one flow run, each file read once (the data set's four files too)."""
+
+    def __init__(self, cfg: FlowConfig):
+        self.cfg, self.memo = cfg, {}
+
+    def file(self, path: Path) -> str | None:
+        """SHA-256 of a file (None when it does not exist), cached by path, size and mtime."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        st = path.stat()
+        key = (str(path.absolute()), st.st_size, st.st_mtime_ns)
+        if key not in self.memo:
+            self.memo[key] = _sha256(path)
+        return self.memo[key]
+
+    def data(self) -> str | None:
+        """One hash of the data set's four IDX files (None when they are not found yet)."""
+        from bitsnn.data import dataset_files
+
+        files = dataset_files(self.cfg.data_dir)
+        if files is None:
+            return None
+        return hashlib.sha256("".join(self.file(p) for p in files).encode()).hexdigest()
+
+    def inputs(self, step: Step, run: Path) -> dict:
+        return {k: (self.data() if k == "data" else self.file(p)) for k, p in step.inputs(self.cfg, run).items()}
+
+
+def _stale(step: Step, cfg: FlowConfig, run: Path, hashes: _Hashes) -> str | None:
+    """Why ``step`` must run (None: it is up to date)."""
+    done = run / step.folder(cfg) / DONE
+    try:
+        rec = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return "not done yet"
+    if not isinstance(rec, dict) or rec.get("options") != json.loads(json.dumps(step.options(cfg))):
+        return "its options changed"
+    now = hashes.inputs(step, run)
+    for k, v in now.items():
+        if v is None or (rec.get("inputs") or {}).get(k) != v:
+            return f"its input {k} changed"
+    for p in step.outputs(cfg, run):
+        if hashes.file(p) is None or (rec.get("outputs") or {}).get(p.name) != hashes.file(p):
+            return f"its output {p.name} is missing or changed"
+    return None
+
+
+def _mark_done(step: Step, cfg: FlowConfig, run: Path, hashes: _Hashes, seconds: float) -> None:
+    outputs = {}
+    for p in step.outputs(cfg, run):
+        h = hashes.file(p)
+        if h is None:
+            raise BitsnnError(f"step {step.name} finished without writing {p}")
+        outputs[p.name] = h
+    rec = {"step": step.name, "options": step.options(cfg), "inputs": hashes.inputs(step, run),
+           "outputs": outputs, "seconds": round(seconds, 1)}
+    atomic_write_text(run / step.folder(cfg) / DONE, json.dumps(rec, indent=2) + "\n")
+
+
+def _check_run_dir(run: Path) -> None:
+    check_output_dir(run, "--run-dir")
+    if run.is_dir() and any(run.iterdir()) and not (run / RUN_MARKER).is_file():
+        raise BitsnnError(f"--run-dir {run}: the directory exists and is not a bitsnn flow's run directory "
+                          f"(it has no {RUN_MARKER}); give a new or empty directory")
+
+
+def _select(cfg: FlowConfig, start: str | None, stop: str | None) -> list[str]:
+    for what, name in (("--start-step", start), ("--stop-step", stop)):
+        if name is not None and name not in STEP_NAMES:
+            raise BitsnnError(f"{what} {name!r}: the steps are {', '.join(STEP_NAMES)}")
+    names = list(STEP_NAMES[STEP_NAMES.index(start or STEP_NAMES[0]): STEP_NAMES.index(stop or STEP_NAMES[-1]) + 1])
+    if not names:
+        raise BitsnnError(f"--start-step {start} comes after --stop-step {stop}")
+    if cfg.model:  # an existing hardware model: nothing to train or export
+        names = [n for n in names if n not in ("train", "export")]
+        if not names:
+            raise BitsnnError("the config names a model, so train and export do not run; choose later steps")
+    return names
+
+
+def _preflight(cfg: FlowConfig, run: Path, names: list[str]) -> None:
+    """Every check that needs no long work, before the first step runs."""
+    _check_run_dir(run)
+    if cfg.model:
+        from bitsnn.hwmodel import HardwareModel
+
+        HardwareModel.load(cfg.model)
+    if "train" in names:
+        _train_config(cfg)
+    if "cosim" in names:
+        from bitsnn.sim.cosim.cli import _check_simulator
+
+        _check_simulator(cfg.cosim.simulator)
+    if "build" in names:
+        from bitsnn.boards.common import check_build_dir
+
+        check_build_dir(run / _build_folder(cfg))
+    # inputs that no selected step makes must be there already
+    made = set()
+    for name in names:
+        step = STEPS[name]
+        for k, p in step.inputs(cfg, run).items():
+            if p is not None and str(p) not in made and not Path(p).is_file():
+                maker = next((s for s in STEP_NAMES if any(str(o) == str(p) for o in STEPS[s].outputs(cfg, run))), None)
+                hint = f", which step {maker} makes: start from {maker} or earlier" if maker else ""
+                raise BitsnnError(f"step {name} needs {p}{hint}")
+        made.update(str(o) for o in step.outputs(cfg, run))
+
+
+def run_flow(cfg: FlowConfig, *, start: str | None = None, stop: str | None = None, force: bool = False,
+             log=None) -> dict:
+    """Run the steps ``start``..``stop`` of ``cfg`` (default: all) that are not up to date (all of
+    them with ``force``); returns {step: seconds} of the steps that ran. A failing step raises
+    BitsnnError after logging it; its done-marker is not written."""
+    run = Path(cfg.run_dir)
+    names = _select(cfg, start, stop)
+    _preflight(cfg, run, names)
     run.mkdir(parents=True, exist_ok=True)
+    (run / RUN_MARKER).write_text(json.dumps({"written_by": "bitsnn flow"}) + "\n")
+    atomic_write_text(run / "config.toml", cfg.dumps("toml"))
+    logfile = open(run / "flow.log", "a", encoding="utf-8")
+
+    def say(msg: str = "") -> None:
+        (log or print)(msg)
+        logfile.write(msg + "\n")
+        logfile.flush()
+
     times_path = run / "time_per_step.json"
-    times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    try:
+        times = json.loads(times_path.read_text())
+    except (OSError, ValueError):
+        times = {}
+    ran = {}
+    hashes = _Hashes(cfg)
     t_all = time.perf_counter()
-    for name in steps:
-        func, artifact = STEPS[name]
-        if (run / artifact).exists():
-            log(f"==> {name}: done already ({run / artifact}); delete it to redo")
-            continue
-        log(f"==> {name}")
-        t0 = time.perf_counter()
-        func(run, data_dir)
-        times[name] = round(time.perf_counter() - t0, 1)
-        atomic_write_text(times_path, json.dumps(times, indent=2) + "\n")
-        log(f"==> {name}: {times[name]} s")
-    log(f"==> flow finished in {time.perf_counter() - t_all:.1f} s; artifacts in {run}")
-    return times
+    try:
+        say(f"==> flow {', '.join(names)} in {run}")
+        for name in names:
+            step = STEPS[name]
+            why = "--force" if force else _stale(step, cfg, run, hashes)
+            if why is None:
+                say(f"==> {name}: up to date (inputs, options and outputs unchanged)")
+                continue
+            say(f"==> {name}: running ({why})")
+            (run / step.folder(cfg) / DONE).unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            try:
+                step.run(cfg, run, say)
+            except BitsnnError as e:
+                say(f"==> {name}: FAILED after {time.perf_counter() - t0:.1f} s: {e}")
+                raise
+            seconds = time.perf_counter() - t0
+            _mark_done(step, cfg, run, hashes, seconds)
+            ran[name] = times[name] = round(seconds, 1)
+            atomic_write_text(times_path, json.dumps(times, indent=2) + "\n")
+            say(f"==> {name}: done in {seconds:.1f} s")
+        say(f"==> flow finished in {time.perf_counter() - t_all:.1f} s; artifacts in {run}")
+    finally:
+        logfile.close()
+    return ran
+
+
+def _flow_args(args, cfg: FlowConfig) -> FlowConfig:
+    if getattr(args, "run_dir", None) is not None:
+        cfg.run_dir = args.run_dir
+    if getattr(args, "data_dir", None) is not None:
+        cfg.data_dir = args.data_dir
+    return cfg
+
+
+def _run(args, cfg: FlowConfig) -> int:
+    run_flow(cfg, start=args.start_step, stop=args.stop_step, force=args.force,
+             log=lambda m: print(m, flush=True))
+    return 0
+
+
+def flow_main(args) -> int:
+    """``bitsnn flow CONFIG``."""
+    return _run(args, _flow_args(args, FlowConfig.load(args.config)))
 
 
 def demo_main(args) -> int:
-    run_flow(args.run_dir, args.data_dir)
-    return 0
+    """``bitsnn demo``: the flow with the default configuration (``--save-config`` writes it out)."""
+    cfg = _flow_args(args, FlowConfig())
+    if getattr(args, "save_config", None):
+        path = cfg.save(args.save_config)
+        print(f"wrote {path}; run it with: bitsnn flow {path}", file=sys.stdout)
+        return 0
+    return _run(args, cfg)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import BitsnnError
-from .fileio import atomic_path, atomic_write_text
+from .fileio import atomic_path, atomic_write_text, check_output_dir
 
 __all__ = [
     "REPORT_VERSION",
@@ -850,17 +850,41 @@ def sweep_point(model, report: dict, path: str) -> dict:
 
 
 def report_main(args) -> int:
-    """``bitsnn report``: load the model and MNIST test set, run golden, cycles, energy, plots."""
+    """``bitsnn report``."""
+    return make_report(args.model, board=args.board, build_dir=args.build_dir, output=args.output,
+                       images=args.images, mode=args.mode, lanes=args.lanes, word=args.word, vcd=args.vcd,
+                       sweep=args.sweep, data_dir=args.data_dir)
+
+
+def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output=None, images: int | None = None,
+                mode: str | None = None, lanes: int | None = None, word: int | None = None, vcd=None,
+                sweep=None, data_dir=None, say=print) -> int:
+    """Load the hardware model ``model_path`` and the test set, run golden, cycles, energy and
+    plots, print the summary with ``say`` and, with ``output``, write report.json and the plots
+    there. ``images``: the first N test images (None: all). ``mode``/``lanes``/``word`` default to
+    the build report's in ``build_dir``, else event mode with the lanes ``bitsnn build`` picks.
+    ``sweep``: more hardware-model files of the same network. Every path and option is checked
+    before the work starts."""
     from .hwmodel import HardwareModel
 
-    model = HardwareModel.load(args.model)
+    model = HardwareModel.load(model_path)
+    if output is not None:
+        check_output_dir(output)  # before any work
+    sweep_models = []
+    for path in sweep or ():
+        m = HardwareModel.load(path)
+        if m.sizes != model.sizes or m.input_encoding != model.input_encoding:
+            raise BitsnnError(f"--sweep {path}: {m.describe()} is not the same network as {model.describe()}")
+        sweep_models.append((path, m))
     from .boards import get_board
 
-    board = get_board(args.board)
-    build = load_build_report(args.build_dir) if getattr(args, "build_dir", None) else None
+    board = get_board(board)
+    build = load_build_report(build_dir) if build_dir else None
     accel = (build or {}).get("accelerator") or {}
+    given = {"mode": mode, "lanes": lanes, "word": word}
+
     def pick(name, default):
-        v = getattr(args, name, None)
+        v = given[name]
         return accel.get(name, default) if v is None else v
 
     from .sim.cycles import default_lanes
@@ -873,8 +897,12 @@ def report_main(args) -> int:
     from .sim import cycles as cycles_mod
     from .sim import golden as golden_mod
 
-    data = load_dataset(getattr(args, "data_dir", None))
-    n = getattr(args, "images", None) or len(data.test_images)
+    data = load_dataset(data_dir)
+    n = images
+    if n is None:
+        n = len(data.test_images)
+    elif not 1 <= n <= len(data.test_images):
+        raise BitsnnError(f"--images {n}: must be in 1..{len(data.test_images)}, the test set's size")
     images, labels = data.test_images[:n], data.test_labels[:n]
     try:
         images = model.prepare_images(images)
@@ -890,28 +918,25 @@ def report_main(args) -> int:
     if build is not None:
         clock_source = (f"{board.name} PLL clock of the built bitstream (achieved Fmax {build['fmax_mhz']:.2f} MHz, "
                         f"timing {'met' if build['fmax_mhz'] * 1e6 >= clock_hz else 'NOT met'}; "
-                        f"{Path(args.build_dir) / 'report.json'})")
+                        f"{Path(build_dir) / 'report.json'})")
     else:
         clock_source = f"{board.name} PLL clock (no build dir given: Fmax not measured)"
     tpc, tsrc = None, ""
-    if getattr(args, "vcd", None):
-        tc = count_toggles(args.vcd)
+    if vcd:
+        tc = count_toggles(vcd)
         tpc = tc.per_cycle()
-        tsrc = f"{args.vcd}: {tc.total} toggles over {tc.cycles} cycles of {tc.clock}"
+        tsrc = f"{vcd}: {tc.total} toggles over {tc.cycles} cycles of {tc.clock}"
     report = build_report(model, golden, cycles, board=board.name, clock_hz=clock_hz, clock_source=clock_source,
                           mode=mode, lanes=lanes, word=word, max_neurons_per_core=mnpc, labels=labels, build=build,
                           toggles_per_cycle=tpc, toggles_source=tsrc,
                           cycles_source="bitsnn.sim.cycles.predict_cycles (exact model of the Accelerator)",
-                          model_path=str(args.model))
+                          model_path=str(model_path))
     if build is not None:
         report["timing"]["at_fmax"] = timing(cycles, build["fmax_mhz"] * 1e6)
-    sweep = None
-    if getattr(args, "sweep", None):
-        rows = [sweep_point(model, report, str(args.model))]
-        for path in args.sweep:
-            m = HardwareModel.load(path)
-            if m.sizes != model.sizes or m.input_encoding != model.input_encoding:
-                raise BitsnnError(f"--sweep {path}: {m.describe()} is not the same network as {model.describe()}")
+    sweep_plot = None
+    if sweep_models:
+        rows = [sweep_point(model, report, str(model_path))]
+        for path, m in sweep_models:
             g = golden_mod.run(m, images)
             c = cycles_mod.predict_cycles(m, g, mode=mode, lanes=lanes, word=word, max_neurons_per_core=mnpc)
             r = build_report(m, g, c, board=board.name, clock_hz=clock_hz, clock_source=clock_source, mode=mode,
@@ -919,11 +944,11 @@ def report_main(args) -> int:
             rows.append(sweep_point(m, r, str(path)))
         rows.sort(key=lambda row: row["asic_snn_j"])
         report["sweep"] = rows
-        sweep = [(row["label"], row["accuracy"], row["asic_snn_j"]) for row in rows]
-    if getattr(args, "output", None):
-        report = write_report(report, args.output, model=model, golden=golden, build=build, sweep=sweep)
+        sweep_plot = [(row["label"], row["accuracy"], row["asic_snn_j"]) for row in rows]
+    if output:
+        report = write_report(report, output, model=model, golden=golden, build=build, sweep=sweep_plot)
     for line in summary_lines(report):
-        print(line)
-    if getattr(args, "output", None):
-        print(f"wrote {Path(args.output) / 'report.json'} and {len(report['plots'])} plots")
+        say(line)
+    if output:
+        say(f"wrote {Path(output) / 'report.json'} and {len(report['plots'])} plots")
     return 0

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 from bitsnn import BitsnnError
 from bitsnn.hwmodel import HardwareModel
+from bitsnn.protocol import MAX_LANES
 
 from . import get_board
-from .common import Board, BoardTop, ToolchainError, build_into
+from .common import Board, BoardTop, ToolchainError, build_into, check_build_dir
 
 __all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "build_board", "build_main"]
 
@@ -108,10 +110,11 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
     ``clock_mhz``: set the board's PLL to the nearest achievable frequency instead of its default."""
     from bitsnn.hw.top import UARTTop
 
+    outdir = check_build_dir(outdir)  # before any work: never replace what a build did not write
     board = get_board(board_name)
     if clock_mhz is not None:
-        if not clock_mhz > 0:
-            raise BitsnnError(f"--clock-mhz must be positive, got {clock_mhz}")
+        if not (isinstance(clock_mhz, (int, float)) and math.isfinite(clock_mhz) and clock_mhz > 0):
+            raise BitsnnError(f"--clock-mhz must be a finite number > 0, got {clock_mhz!r}")
         board = board.with_clock(clock_mhz * 1e6)
         log(f"[build] {board.name}: PLL set to {board.clk_freq / 1e6:.4g} MHz")
     from bitsnn.sim.cycles import default_lanes
@@ -120,8 +123,8 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
     auto_lanes = accel.get("lanes") is None
     if auto_lanes:
         accel["lanes"] = default_lanes(model)
-    if not 1 <= int(accel["lanes"]) <= 255:
-        raise BitsnnError(f"--lanes must be in 1..255, got {accel['lanes']}")
+    if not 1 <= int(accel["lanes"]) <= MAX_LANES:
+        raise BitsnnError(f"--lanes must be in 1..{MAX_LANES}, got {accel['lanes']}")
     spram = accel.pop("spram_layers", "auto")
     if spram == "auto":
         spram = choose_spram_layers(board, model, accel)
@@ -142,7 +145,10 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
     warn = near_limit(board, est)
     if warn:
         log(f"[build] {board.name}: {warn}")
-    design = UARTTop(model, clk_freq=board.clk_freq, baud=BAUD, monitor=False, **accel)
+    try:
+        design = UARTTop(model, clk_freq=board.clk_freq, baud=BAUD, monitor=False, **accel)
+    except ValueError as e:  # e.g. a clock too slow for the UART's bit rate
+        raise BitsnnError(f"{board.name}: cannot generate the design: {e}") from None
     t0 = time.perf_counter()
     # Near a device's logic limit nextpnr's heap placer may find no legal placement: a 576-160-10
     # SPRAM build at 91 % of the UP5K failed with seed 1 after ~10 minutes, and placed with seed 1

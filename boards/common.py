@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -20,7 +21,8 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from bitsnn import BitsnnError
 
-__all__ = ["DeviceTotals", "Board", "BoardTop", "ToolchainError", "run_toolchain", "parse_reports"]
+__all__ = ["DeviceTotals", "Board", "BoardTop", "ToolchainError", "run_toolchain", "parse_reports", "BUILD_MARKER",
+           "check_build_dir", "build_into"]
 
 
 class ToolchainError(BitsnnError):
@@ -105,9 +107,17 @@ class BoardTop(Elaboratable):
 
 
 def _tool_env(board: Board) -> dict:
+    """The environment for the build script: each tool from its variable ($YOSYS, ...) when set,
+    else the YoWASP executable on PATH, else the one installed beside the running Python (a
+    venv or pipx install run without activating it)."""
     env = dict(os.environ)
+    beside = Path(sys.executable).parent
     for var, exe in board.tools.items():
-        env.setdefault(var, exe)
+        if var in env:
+            continue
+        if shutil.which(exe, path=env.get("PATH")) is None and (beside / exe).is_file():
+            exe = str(beside / exe)
+        env[var] = exe
     return env
 
 
@@ -220,14 +230,35 @@ def board_dict(board: Board) -> dict:
     return {"name": board.name, "device": board.device, "clk_freq": board.clk_freq, "totals": asdict(board.totals)}
 
 
+#: the file that marks a directory as a `bitsnn build` output: only such a directory (or an empty
+#: one) is ever replaced by a later build
+BUILD_MARKER = ".bitsnn-build"
+
+
+def check_build_dir(outdir, what: str = "-o") -> Path:
+    """Refuse, before any work, an output directory a build may not replace: a path that exists
+    and is not a directory, or a non-empty directory without :data:`BUILD_MARKER` (the user's own
+    files). Also refuses a place that cannot be written. Returns the path."""
+    from bitsnn.fileio import check_output_dir
+
+    outdir = check_output_dir(outdir, what)
+    if outdir.is_dir() and not (outdir / BUILD_MARKER).is_file() and any(outdir.iterdir()):
+        raise BitsnnError(f"{what} {outdir}: the directory exists and was not written by bitsnn build "
+                          f"(it has no {BUILD_MARKER}); give a new or empty directory")
+    # the build is staged beside outdir and moved into place: that folder must be writable too
+    check_output_dir(outdir.absolute().parent, what)
+    return outdir
+
+
 def build_into(board: Board, top: Elaboratable, outdir: Path, *, seed: int = 1, extra_report: dict | None = None,
                nextpnr_extra: str = ""):
     """Build and move the bitstream, the tools' reports and ``report.json`` into ``outdir``.
 
     Everything is built in a temporary directory beside ``outdir`` and moved into place only when
-    the build succeeded, so ``outdir`` never holds a half-written result.
+    the build succeeded, so ``outdir`` never holds a half-written result. An existing ``outdir``
+    is replaced only when it is empty or an earlier build's (:func:`check_build_dir`).
     """
-    outdir = Path(outdir)
+    outdir = check_build_dir(outdir)
     outdir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{outdir.name}.", dir=outdir.parent) as tmp:
         tmp = Path(tmp)
@@ -245,8 +276,9 @@ def build_into(board: Board, top: Elaboratable, outdir: Path, *, seed: int = 1, 
                 shutil.copy2(build_dir / f, stage / f.replace("bitsnn.rpt", "yosys.log").replace("bitsnn.tim", "nextpnr.log"))
         report["bitstream"] = bit.name
         (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (stage / BUILD_MARKER).write_text(json.dumps({"written_by": "bitsnn build", "board": board.name}) + "\n")
+        check_build_dir(outdir)  # again: the user may have put files there while the tools ran
         if outdir.exists():
-            old = tmp / "old"
-            os.replace(outdir, old)
+            os.replace(outdir, tmp / "old")  # an empty directory or an earlier build's, removed with tmp
         os.replace(stage, outdir)
     return report

@@ -5,7 +5,7 @@ Per layer type, a handler turns a torch layer into a :class:`bitsnn.hwmodel.Laye
 
 - :class:`BinaryDense` (hidden): weight bits = ``standardised weight >= 0`` (the signs torch
   uses; sign(0) = +1), thresholds/compare from :func:`bitsnn.model.fold.fold_thresholds`
-  (float64, DESIGN.md "Arithmetic"), the same function the torch exact eval path calls;
+  (float64, docs/hardware-model.md "Arithmetic"), the same function the torch exact eval path calls;
 - :class:`BinaryLinear` with a scalar scale (output): weight bits only; integer scores.
 
 Before writing, the torch exact path and the golden model (sim/golden.py) both run on the whole
@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from bitsnn import BitsnnError, __version__
+from bitsnn.fileio import check_output_file
 from bitsnn.hwmodel import HardwareModel, Layer, pack_bits
 
 from .layers import BinaryDense, BinaryLinear
 from .network import BitSNN
 
 __all__ = ["to_hardware_model", "compare_with_golden", "export_checkpoint", "export_main", "LAYER_HANDLERS"]
+
+
+#: checkpoint metrics that differ between runs of the same training (wall times, per-epoch history
+#: with its timings): kept in the checkpoint, left out of the hardware model's meta
+NON_REPRODUCIBLE_METRICS = ("history", "train_seconds")
 
 
 def _dense_layer(layer: BinaryDense, name: str) -> Layer:
@@ -113,6 +118,7 @@ def export_checkpoint(checkpoint, output, data_dir=None, *, log=print) -> Hardwa
 
     from .train import load_checkpoint
 
+    check_output_file(output)  # before any work
     t0 = time.perf_counter()
     model, config, metrics = load_checkpoint(checkpoint)
     hw = to_hardware_model(model)  # refuses unsupported layers before any data is loaded
@@ -134,9 +140,10 @@ def export_checkpoint(checkpoint, output, data_dir=None, *, log=print) -> Hardwa
         "test_images": res["images"],
         "float_path_disagreements": res["float_path_disagreements"],
         "training": {k: v for k, v in config.items()},
-        "train_metrics": {k: v for k, v in metrics.items() if k != "history"},
+        # only what the same inputs reproduce: no timings, no paths (the same training gives a
+        # byte-identical file, so the same content hash and device model id)
+        "train_metrics": {k: v for k, v in metrics.items() if k not in NON_REPRODUCIBLE_METRICS},
         "bitsnn_version": __version__,
-        "checkpoint": Path(checkpoint).name,
     }
     hw = dataclasses.replace(hw, meta=meta)
     hw.save(output)

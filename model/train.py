@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from bitsnn import BitsnnError, __version__
-from bitsnn.fileio import atomic_path
+from bitsnn.fileio import atomic_path, check_output_file
+from bitsnn.options import FLOAT32_MAX, MAX_LR
 
 from .network import PRESETS, BitSNN, build_model, parse_spec
 
@@ -37,6 +38,7 @@ __all__ = [
     "evaluate",
     "save_checkpoint",
     "load_checkpoint",
+    "train_checkpoint",
     "train_main",
     "shift_images",
 ]
@@ -112,12 +114,23 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
             if not hasattr(base, k):
                 raise TypeError(f"unknown training option {k!r}")
             setattr(base, k, v)
-    if base.epochs < 0 or base.batch_size <= 0 or base.lr <= 0:
-        raise BitsnnError(f"bad training options: epochs {base.epochs}, batch size {base.batch_size}, lr {base.lr}")
+    # Every option is checked here, where the CLI, the flow and Python callers all pass: a run
+    # that cannot give a model is refused before any data is loaded.
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not is_int(base.epochs) or base.epochs < 1:
+        raise BitsnnError(f"--epochs must be a positive integer, got {base.epochs!r}")
+    if not is_int(base.batch_size) or base.batch_size < 1:
+        raise BitsnnError(f"--batch-size must be a positive integer, got {base.batch_size!r}")
+    if not isinstance(base.lr, (int, float)) or not 0 < base.lr <= MAX_LR:
+        raise BitsnnError(f"--lr must be a finite number > 0 and <= {MAX_LR:g}, got {base.lr!r}")
+    if not is_int(base.seed) or base.seed < 0:
+        raise BitsnnError(f"--seed must be a non-negative integer, got {base.seed!r}")
     if not 1 <= base.input_threshold <= 255:
         raise BitsnnError(f"--input-threshold must be in 1..255, got {base.input_threshold}")
-    if base.sparsity < 0:
-        raise BitsnnError(f"--sparsity must be >= 0, got {base.sparsity}")
+    if not isinstance(base.sparsity, (int, float)) or not 0 <= base.sparsity <= FLOAT32_MAX:
+        raise BitsnnError(f"--sparsity must be a finite number >= 0 (a float32), got {base.sparsity!r}")
     if base.threads < 1:
         raise BitsnnError(f"--threads must be >= 1, got {base.threads}")
     if base.crop < 0:
@@ -179,8 +192,14 @@ def evaluate(model: BitSNN, images, labels, *, path: str | None = None, batch_si
     return {"accuracy": correct / n if n else float("nan"), "firing_rates": [r / n for r in (rates or [])]}
 
 
-def train_model(cfg: TrainConfig, dataset, *, progress: bool = True, log=print) -> tuple[BitSNN, dict]:
-    """Train a BitSNN on ``dataset`` (a bitsnn.data.Dataset); returns (model in eval mode, metrics)."""
+def train_model(cfg: TrainConfig, dataset, *, progress: bool | None = None, log=print) -> tuple[BitSNN, dict]:
+    """Train a BitSNN on ``dataset`` (a bitsnn.data.Dataset); returns (model in eval mode, metrics).
+
+    ``progress``: a live bar per epoch on stderr (default: only when stderr is a terminal; a log
+    gets the one line per epoch that ``log`` prints). A non-finite loss stops training with a
+    BitsnnError."""
+    if progress is None:
+        progress = sys.stderr.isatty()
     set_determinism(cfg.seed)
     device = pick_device(cfg.device)
     threads_before = torch.get_num_threads()
@@ -230,12 +249,15 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
             loss = F.cross_entropy(tr.logits, yb)
             if cfg.sparsity and rates:
                 loss = loss + cfg.sparsity * torch.stack(rates).mean()
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise BitsnnError(f"training diverged: the loss is {lv} at epoch {epoch + 1}, step {step + 1} "
+                                  f"(lr {cfg.lr:g}, sparsity {cfg.sparsity:g}); nothing was written")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             with torch.no_grad():
-                lv = float(loss.detach())
                 loss_sum += lv * len(idx)
                 correct += int((tr.logits.detach().argmax(1) == yb).sum())
                 r = [float(x.detach()) * len(idx) for x in rates]
@@ -244,6 +266,9 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
                 bar.set_postfix(loss=f"{lv:.3f}")
         bar.close()
         train_time = time.perf_counter() - t0
+        if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
+            raise BitsnnError(f"training diverged: the parameters are not finite after epoch {epoch + 1} "
+                              f"(lr {cfg.lr:g}, sparsity {cfg.sparsity:g}); nothing was written")
         test = evaluate(model, dataset.test_images, dataset.test_labels, device=device)
         rec = {
             "epoch": epoch + 1,
@@ -315,10 +340,30 @@ def load_checkpoint(path) -> tuple[BitSNN, dict, dict]:
     return model, obj["config"], obj.get("metrics") or {}
 
 
-def train_main(args) -> int:
-    """``bitsnn train``."""
+def train_checkpoint(cfg: TrainConfig, output, data_dir=None, *, log=print) -> dict:
+    """Train ``cfg`` on the data set in ``data_dir`` and write the checkpoint ``output``; the
+    output path is checked before any data is loaded, and nothing is written when training fails.
+    Returns the metrics."""
     from bitsnn.data import load_dataset
 
+    check_output_file(output)
+    ds = load_dataset(data_dir)
+    log(f"[train] {ds.summary()}")
+    crop = f", central {cfg.crop}x{cfg.crop} window" if cfg.crop else ""
+    dev = pick_device(cfg.device)
+    log(f"[train] {cfg.spec} ({cfg.input_encoding} input{crop}, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
+        f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
+        f"device {dev}" + (f", {cfg.threads} CPU thread(s)" if dev.type == "cpu" else ""))
+    model, metrics = train_model(cfg, ds, log=lambda m: log(f"[train] {m}"))
+    path = save_checkpoint(output, model, cfg, metrics)
+    log(f"[train] test accuracy {metrics['test_accuracy']:.4f}, firing rates "
+        + "/".join(f"{r:.3f}" for r in metrics["test_firing_rates"])
+        + f"; {metrics['train_seconds']:.1f} s; wrote {path}")
+    return metrics
+
+
+def train_main(args) -> int:
+    """``bitsnn train``."""
     cfg = resolve_config(
         args.preset,
         epochs=args.epochs,
@@ -334,16 +379,5 @@ def train_main(args) -> int:
         crop=getattr(args, "crop", None),
         threads=getattr(args, "threads", None),
     )
-    ds = load_dataset(args.data_dir)
-    print(f"[train] {ds.summary()}")
-    crop = f", central {cfg.crop}x{cfg.crop} window" if cfg.crop else ""
-    dev = pick_device(cfg.device)
-    print(f"[train] {cfg.spec} ({cfg.input_encoding} input{crop}, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
-          f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
-          f"device {dev}" + (f", {cfg.threads} CPU thread(s)" if dev.type == "cpu" else ""), flush=True)
-    model, metrics = train_model(cfg, ds, log=lambda m: print(f"[train] {m}", flush=True))
-    path = save_checkpoint(args.output, model, cfg, metrics)
-    print(f"[train] test accuracy {metrics['test_accuracy']:.4f}, firing rates "
-          + "/".join(f"{r:.3f}" for r in metrics["test_firing_rates"])
-          + f"; {metrics['train_seconds']:.1f} s; wrote {path}")
+    train_checkpoint(cfg, args.output, args.data_dir, log=lambda m: print(m, flush=True))
     return 0

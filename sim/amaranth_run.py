@@ -149,7 +149,9 @@ def _run(model, flat, params, vcd_path, result_ready, seed, writes=()):
     sim.add_process(collector)
     sim.add_testbench(testbench)
     if vcd_path is not None:
-        with sim.write_vcd(str(vcd_path)):
+        from bitsnn.fileio import atomic_path
+
+        with atomic_path(vcd_path, suffix=".vcd") as tmp, sim.write_vcd(str(tmp)):
             sim.run()
     else:
         sim.run()

@@ -112,18 +112,118 @@ def test_distribution_has_one_top_level_package(tmp_path):
     assert tops <= {"bitsnn"}, sorted(tops)
 
 
-@pytest.mark.parametrize("modules", [["bitsnn.cli", "bitsnn.data"], ["bitsnn.cli"], ["bitsnn.data"]])
-def test_light_imports_do_not_pull_heavy_stacks(tmp_path, modules):
+#: Modules that claim to import neither torch nor amaranth: "NumPy only" (bitsnn.data, bitsnn.hwmodel,
+#: bitsnn.report, the golden and cycle models), "NumPy/stdlib only" (bitsnn.protocol), "never
+#: imports torch or amaranth" (bitsnn.cli), the stdlib-only helpers, the flow (its steps import their
+#: stages when they run) and the host side of the UART protocol (which runs on a machine without
+#: the ML or hardware stacks).
+LIGHT_MODULES = (
+    "bitsnn",
+    "bitsnn.cli",
+    "bitsnn.data",
+    "bitsnn.hwmodel",
+    "bitsnn.protocol",
+    "bitsnn.fileio",
+    "bitsnn.options",
+    "bitsnn.flow",
+    "bitsnn.report",
+    "bitsnn.sim",
+    "bitsnn.sim.golden",
+    "bitsnn.sim.cycles",
+    "bitsnn.firmware",
+    "bitsnn.firmware.driver",
+    "bitsnn.firmware.cli",
+)
+
+HEAVY = ("torch", "amaranth")
+
+
+def loaded_after(code: str, cwd: Path) -> dict:
+    """Run ``code`` in a fresh interpreter; return the heavy stacks and the ``bitsnn`` modules it loaded."""
     out = run_python(
+        textwrap.dedent(code) + textwrap.dedent(
+            f"""
+            import json as _json, sys as _sys
+            print(_json.dumps({{
+                "heavy": sorted(m for m in _sys.modules if m.split(".")[0] in {HEAVY!r}),
+                "bitsnn": sorted(m for m in _sys.modules if m.split(".")[0] == "bitsnn"),
+            }}))
+            """
+        ),
+        cwd=cwd,
+    )
+    return json.loads(out.splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "modules", [list(LIGHT_MODULES), ["bitsnn.cli", "bitsnn.data"]] + [[m] for m in LIGHT_MODULES],
+    ids=lambda ms: "all" if len(ms) == len(LIGHT_MODULES) else "+".join(ms),
+)
+def test_light_imports_do_not_pull_heavy_stacks(tmp_path, modules):
+    """Each module alone (so one cannot hide another's heavy import) imports no torch, no amaranth."""
+    loaded = loaded_after(
         f"""
-        import importlib, json, sys
+        import importlib, sys
         for name in {modules!r}:
             importlib.import_module(name)
         if "bitsnn.cli" in sys.modules:
             sys.modules["bitsnn.cli"].build_parser().format_help()
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "amaranth"))
-        print(json.dumps(heavy))
         """,
-        cwd=tmp_path,
+        tmp_path,
     )
-    assert json.loads(out) == []
+    assert loaded["heavy"] == []
+    assert set(modules) <= set(loaded["bitsnn"])
+
+
+def test_golden_and_cycle_models_run_without_heavy_stacks(tmp_path):
+    """Running the golden model and the cycle model (not just importing them) stays light."""
+    loaded = loaded_after(
+        """
+        import numpy as np
+        from bitsnn.hwmodel import random_model
+        from bitsnn.sim import golden
+        from bitsnn.sim.cycles import default_lanes, predict_cycles
+
+        rng = np.random.default_rng(0)
+        for enc in ("spikes", "pixels"):
+            model = random_model(rng, [20, 12, 4], input_encoding=enc)
+            images = rng.integers(0, 256, size=(3, 20), dtype=np.uint8)
+            g = golden.run(model, images)
+            for mode in ("event", "dense"):
+                predict_cycles(model, g, mode=mode, lanes=default_lanes(model), word=8)
+        """,
+        tmp_path,
+    )
+    assert loaded["heavy"] == []
+    assert not [m for m in loaded["bitsnn"] if m.startswith(("bitsnn.hw.", "bitsnn.model")) or m == "bitsnn.hw"]
+
+
+def test_hw_never_imports_torch(tmp_path):
+    """Every bitsnn.hw module imports neither torch nor bitsnn.model (nor, at import, bitsnn.sim),
+    also when a design is generated and estimated."""
+    loaded = loaded_after(
+        """
+        import importlib, pkgutil
+        import numpy as np
+        import bitsnn.hw
+        for info in pkgutil.iter_modules(bitsnn.hw.__path__):
+            importlib.import_module("bitsnn.hw." + info.name)
+        import sys
+        at_import = sorted(m for m in sys.modules if m.startswith(("bitsnn.sim", "bitsnn.model", "torch")))
+        assert not at_import, at_import
+
+        from amaranth.back import rtlil
+        from bitsnn.hw import Accelerator
+        from bitsnn.hw.estimate import estimate_resources
+        from bitsnn.hwmodel import random_model
+
+        model = random_model(np.random.default_rng(0), [20, 12, 4])
+        estimate_resources(model, lanes=8, word=8)
+        for mode in ("event", "dense"):
+            rtlil.convert(Accelerator(model, mode=mode, lanes=8, word=8))
+        """,
+        tmp_path,
+    )
+    assert not [m for m in loaded["heavy"] if m.split(".")[0] == "torch"]
+    assert not [m for m in loaded["bitsnn"] if m.startswith("bitsnn.model")]
+    assert "bitsnn.hw.estimate" in loaded["bitsnn"] and "bitsnn.hw.accelerator" in loaded["bitsnn"]

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from bitsnn import BitsnnError
+from bitsnn.fileio import check_output_file
+from bitsnn.protocol import MAX_LANES
 
-__all__ = ["sim_main", "Mismatch", "compare", "simulate"]
+__all__ = ["sim_main", "sim_check", "Mismatch", "compare", "simulate"]
 
 #: word width of the Accelerator the CLI builds; its lanes: --lanes, else
 #: bitsnn.sim.cycles.default_lanes(model) (what ``bitsnn build`` generates)
@@ -173,6 +175,17 @@ def _check_simulator(simulator: str) -> None:
 
 def sim_main(args, out=None) -> int:
     """The ``bitsnn sim`` subcommand: 0 when everything matches, 1 on a mismatch."""
+    return sim_check(args.model, images=args.images, simulator=args.simulator, mode=args.mode, lanes=args.lanes,
+                     wave=args.wave, image=args.image, data_dir=args.data_dir, out=out)
+
+
+def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str = "event", lanes: int | None = None,
+              wave=None, image: int = 0, data_dir=None, out=None) -> int:
+    """Simulate the first ``images`` test images of the hardware model file ``model`` on
+    ``simulator`` and compare every spike, score, class, spike count and cycle count with the
+    golden and cycle models; print a summary to ``out`` (default stdout). ``wave``: also write a
+    waveform of test image ``image`` there. Every option is checked before the simulation
+    starts. Returns 0 when everything matches, 1 on a mismatch (the first ones are printed)."""
     out = out or sys.stdout
 
     def say(msg=""):
@@ -183,30 +196,30 @@ def sim_main(args, out=None) -> int:
     from bitsnn.sim import cycles as cycles_mod
     from bitsnn.sim import golden
 
-    simulator = getattr(args, "simulator", "icarus")
-    mode = getattr(args, "mode", None) or "event"
     if mode not in ("event", "dense"):
         raise BitsnnError(f"mode must be event or dense, not {mode!r}")
-    if not Path(args.model).is_file():
-        raise BitsnnError(f"hardware model {args.model} not found")
-    hm = HardwareModel.load(args.model)
-    if int(args.images) < 1:
-        raise BitsnnError(f"--images must be at least 1, got {int(args.images)}")
+    if not Path(model).is_file():
+        raise BitsnnError(f"hardware model {model} not found")
+    model_path = model
+    hm = HardwareModel.load(model_path)
+    if int(images) < 1:
+        raise BitsnnError(f"--images must be at least 1, got {int(images)}")
+    lanes = cycles_mod.default_lanes(hm) if lanes is None else int(lanes)
+    if not 1 <= lanes <= MAX_LANES:
+        raise BitsnnError(f"--lanes must be in 1..{MAX_LANES}, got {lanes}")
+    if wave is not None:
+        check_output_file(wave, "--wave")
     _check_simulator(simulator)
-    data = load_dataset(getattr(args, "data_dir", None))
-    images, labels = test_subset(args.images, hm, data=data)
-    n = len(images)
-    wave = getattr(args, "wave", None)
-    k = int(getattr(args, "image", 0) or 0)
+    data = load_dataset(data_dir)
+    k = int(image or 0)
     if wave and not 0 <= k < len(data.test_images):
         raise BitsnnError(f"--image {k} is outside the test set (0..{len(data.test_images) - 1})")
+    images, labels = test_subset(images, hm, data=data)
+    n = len(images)
 
-    say(f"model {args.model}: {hm.describe()}")
+    say(f"model {model_path}: {hm.describe()}")
     t0 = time.perf_counter()
     g = golden.run(hm, images)
-    lanes = getattr(args, "lanes", None) or cycles_mod.default_lanes(hm)
-    if not 1 <= lanes <= 255:
-        raise BitsnnError(f"--lanes must be in 1..255, got {lanes}")
     want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD)
     say(f"golden model: {n} images in {time.perf_counter() - t0:.2f} s")
     progress = max(1, n // 10) if (n >= 100 and simulator in ("icarus", "verilator")) else 0

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bitsnn import BitsnnError
+from bitsnn.fileio import atomic_path
 
 __all__ = ["SIMULATORS", "simulator_missing", "CosimResult", "run_accelerator_cosim", "default_build_root"]
 
@@ -221,7 +222,8 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
             src = cands[0] if cands else None
         if src is None:
             raise BitsnnError(f"{simulator} wrote no waveform in {bdir}")
-        shutil.copyfile(src, wave)
+        with atomic_path(wave, suffix=Path(wave).suffix) as tmp:
+            shutil.copyfile(src, tmp)
     H = len(hwmodel.hidden_layers)
     return CosimResult(
         classes=d["classes"], scores=d["scores"], spikes=[d[f"spikes{l}"] for l in range(H)],
