@@ -24,13 +24,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MNIST, find_model  # noqa: E402
 
+from bitsnn.hwplan import MODES  # noqa: E402
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="hardware model (.bsnn); default: the cached tiny model")
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--simulators", default="icarus,verilator", help="comma-separated")
-    ap.add_argument("--mode", default="event", choices=("event", "dense"))
+    ap.add_argument("--mode", default="event", choices=MODES)
     ap.add_argument("--data-dir", default=str(MNIST) if MNIST.is_dir() else None)
     ap.add_argument("--json", metavar="OUT", help="also write the numbers as JSON")
     args = ap.parse_args(argv)
@@ -38,7 +40,7 @@ def main(argv=None):
     from bitsnn.data import load_dataset
     from bitsnn.sim import golden
     from bitsnn.sim.cosim.cli import WORD, compare
-    from bitsnn.sim.cycles import default_lanes
+    from bitsnn.hwplan import default_lanes
     from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
     from bitsnn.sim.cycles import predict_cycles
 

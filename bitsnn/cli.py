@@ -14,6 +14,7 @@ import sys
 
 from . import BitsnnError, __version__
 from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, OptionError, float_in, int_in
+from .hwplan import MODES
 from .protocol import MAX_LANES
 
 #: subcommand -> "module:function" taking the parsed argparse namespace, returning an exit code.
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="M", help="hardware-model file (.bsnn)")
     p.add_argument("--images", type=POSITIVE, default=100, metavar="N", help="number of test images")
     p.add_argument("--simulator", default="icarus", choices=SIMULATORS)
-    p.add_argument("--mode", default="event", choices=("event", "dense"), help="layer-core mode")
+    p.add_argument("--mode", default="event", choices=MODES, help="layer-core mode")
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P",
                    help="neurons per cycle per event core (default: what bitsnn build generates)")
     p.add_argument("--wave", metavar="OUT.vcd", help="write a waveform of one image")
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build-dir", metavar="DIR", help="a `bitsnn build` output directory to read Fmax from")
     p.add_argument("-o", "--output", metavar="DIR", help="directory for report.json and plots")
     p.add_argument("--images", type=POSITIVE, default=None, metavar="N", help="first N test images (default: all)")
-    p.add_argument("--mode", default=None, choices=("event", "dense"),
+    p.add_argument("--mode", default=None, choices=MODES,
                    help="layer-core mode (default: the build report's, else event)")
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P", help="neurons per cycle per core (default: the build report's, else what bitsnn build generates)")
     p.add_argument("--word", type=int_in(1, 4096), default=None, metavar="W", help="word width in bits (default 32)")
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="M", help="hardware-model file (.bsnn)")
     p.add_argument("--images", type=POSITIVE, default=100, metavar="N")
     p.add_argument("--baud", type=int_in(300, 12_000_000), default=115200, help="UART bit rate (default 115200)")
-    p.add_argument("--mode", default="event", choices=("event", "dense"),
+    p.add_argument("--mode", default="event", choices=MODES,
                    help="layer-core mode of the bitstream (for the cycle-model check)")
     p.add_argument("--clock-mhz", type=float_in(0, lo_open=True), default=None, metavar="F",
                    help="the design's clock, to report device latency in microseconds as well as cycles")

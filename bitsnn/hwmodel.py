@@ -46,7 +46,10 @@ __all__ = [
     "READ_VERSIONS",
     "MAGIC",
     "HardwareModelError",
+    "MAX_INPUT",
     "Layer",
+    "ConvLayer",
+    "LAYER_CLASSES",
     "HardwareModel",
     "pack_bits",
     "unpack_bits",
@@ -54,13 +57,18 @@ __all__ = [
 ]
 
 MAGIC = b"BITSNNHW"
-FORMAT_VERSION = 2
-#: versions this bitsnn reads: 1 has no input crop
-READ_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: versions this bitsnn reads: 1 has no input crop, 2 no convolutions
+READ_VERSIONS = (1, 2, 3)
 _DTYPES = {"u1": np.dtype("<u1"), "i1": np.dtype("<i1"), "i8": np.dtype("<i8")}
 _MAX_HEADER = 1 << 24
 _MAX_DIM = 1 << 20
 INPUT_ENCODINGS = ("spikes", "pixels")
+#: odd kernel sizes up to this are accepted; OR max-pool windows (1: none)
+MAX_KERNEL = 15
+CONV_POOLS = (1, 2)
+#: the largest input value of each input kind: a spike is 0/1, a pixel 0..255
+MAX_INPUT = {"spikes": 1, "pixels": 255}
 
 
 class HardwareModelError(BitsnnError):
@@ -95,30 +103,115 @@ class Layer:
     compare: np.ndarray | None = None
     input_kind: str = "spikes"
 
+    #: the file's name for this layer kind
+    kind = "binary_dense"
+    #: the first format version that holds this kind
+    min_version = 1
+
     @property
     def is_output(self) -> bool:
         return self.thresholds is None
 
     @property
+    def fan_in(self) -> int:
+        """Inputs each neuron sums (one weight row)."""
+        return self.n_in
+
+    @property
+    def rows(self) -> int:
+        """Weight rows (one per neuron) and threshold entries."""
+        return self.n_out
+
+    def header_fields(self) -> dict:
+        """This kind's own fields of the file's layer entry (beside name, kind, n_in, n_out, input, output)."""
+        return {}
+
+    @property
     def max_input(self) -> int:
-        return 255 if self.input_kind == "pixels" else 1
+        return MAX_INPUT[self.input_kind]
 
     @property
     def a_max(self) -> int:
         """R: the largest |a_j| any input can produce."""
-        return self.max_input * self.n_in
+        return self.max_input * self.fan_in
 
     @property
     def row_bytes(self) -> int:
-        return (self.n_in + 7) // 8
+        return (self.fan_in + 7) // 8
 
     def weights_pm1(self) -> np.ndarray:
-        """(n_out, n_in) int8 of -1/+1."""
-        return unpack_bits(self.weight_bits, self.n_in).astype(np.int8) * 2 - 1
+        """(rows, fan_in) int8 of -1/+1."""
+        return unpack_bits(self.weight_bits, self.fan_in).astype(np.int8) * 2 - 1
 
     def weight_bit_matrix(self) -> np.ndarray:
-        """(n_out, n_in) uint8 of 0/1."""
-        return unpack_bits(self.weight_bits, self.n_in)
+        """(rows, fan_in) uint8 of 0/1."""
+        return unpack_bits(self.weight_bits, self.fan_in)
+
+
+@dataclass(frozen=True, eq=False)
+class ConvLayer(Layer):
+    """A binary convolution, hidden only: C_in x H x W input maps -> C_out output maps.
+
+    k x k kernels (k odd), stride 1, zero padding k // 2 (the output maps keep H x W), +-1 weights,
+    one integer threshold and compare direction per output channel, then an optional 2 x 2 OR
+    max-pool (``pool`` 2: output maps of H // 2 x W // 2, the last odd row and column dropped, as
+    torch's max_pool2d does). Inputs and outputs are flattened channel by channel, row by row
+    (torch's order), so a dense layer can follow.
+
+    ``weight_bits``: (C_out, ceil(C_in*k*k/8)) uint8, row c holds output channel c's kernel in
+    (input channel, ky, kx) order, packed like a dense row. ``thresholds``/``compare``: (C_out,).
+    ``n_in``/``n_out`` are derived: C_in*H*W and C_out*(H/pool)*(W/pool).
+    """
+
+    n_in: int = 0
+    n_out: int = 0
+    weight_bits: np.ndarray = None
+    in_shape: tuple[int, int, int] = (1, 1, 1)
+    channels: int = 1
+    kernel: int = 3
+    pool: int = 1
+
+    kind = "binary_conv2d"
+    min_version = 3
+
+    def __post_init__(self):
+        object.__setattr__(self, "in_shape", tuple(int(d) for d in self.in_shape))
+        object.__setattr__(self, "n_in", math.prod(self.in_shape))
+        object.__setattr__(self, "n_out", math.prod(self.out_shape))
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        _c, h, w = self.in_shape
+        return (self.channels, h // self.pool, w // self.pool)
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_shape[0] * self.kernel * self.kernel
+
+    @property
+    def rows(self) -> int:
+        return self.channels
+
+    def header_fields(self) -> dict:
+        return {"in_shape": list(self.in_shape), "channels": self.channels, "kernel": self.kernel, "pool": self.pool}
+
+    def kernels_pm1(self) -> np.ndarray:
+        """(C_out, C_in, k, k) int8 of -1/+1."""
+        return self.weights_pm1().reshape(self.channels, self.in_shape[0], self.kernel, self.kernel)
+
+    def shape_problem(self) -> str | None:
+        """Why the geometry is not one the format defines, or None."""
+        c, h, w = self.in_shape
+        k = self.kernel
+        if not (0 < c <= _MAX_DIM and 0 < h <= _MAX_DIM and 0 < w <= _MAX_DIM and c * h * w <= _MAX_DIM):
+            return f"bad input shape {list(self.in_shape)}"
+        if not 0 < self.channels <= _MAX_DIM or self.channels * h * w > _MAX_DIM:
+            return f"bad channel count {self.channels}"
+        if not (k % 2 == 1 and 1 <= k <= min(MAX_KERNEL, 2 * min(h, w) - 1)):
+            return f"kernel {k}: must be odd, 1..{MAX_KERNEL}, and no wider than twice the map"
+        if self.pool not in CONV_POOLS or min(h, w) < self.pool:
+            return f"pool {self.pool}: must be one of {CONV_POOLS} and fit the {h}x{w} map"
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,8 +308,22 @@ class HardwareModel:
         if not self.layers:
             raise err("the model has no layers")
         prev = self.n_inputs
+        prev_maps = (1, *self.input_shape) if len(self.input_shape) == 2 else None
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
+            if layer.kind not in LAYER_CLASSES or type(layer) is not LAYER_CLASSES[layer.kind]:
+                raise err(f"{where}: unknown layer kind {type(layer).__name__}")
+            if layer.kind == ConvLayer.kind:
+                if (why := layer.shape_problem()):
+                    raise err(f"{where}: {why}")
+                if prev_maps is None:
+                    raise err(f"{where}: a convolution must follow the input image or another convolution")
+                if tuple(layer.in_shape) != tuple(prev_maps):
+                    raise err(f"{where}: takes {list(layer.in_shape)} maps but the previous stage gives "
+                              f"{list(prev_maps)}")
+                prev_maps = layer.out_shape
+            else:
+                prev_maps = None
             if layer.n_in != prev:
                 raise err(f"{where}: takes {layer.n_in} inputs but the previous stage gives {prev}")
             if not (0 < layer.n_out <= _MAX_DIM):
@@ -225,24 +332,26 @@ class HardwareModel:
             if layer.input_kind != want_kind:
                 raise err(f"{where}: input kind {layer.input_kind!r}, expected {want_kind!r}")
             wb = layer.weight_bits
-            if not isinstance(wb, np.ndarray) or wb.dtype != np.uint8 or wb.shape != (layer.n_out, layer.row_bytes):
+            if not isinstance(wb, np.ndarray) or wb.dtype != np.uint8 or wb.shape != (layer.rows, layer.row_bytes):
                 raise err(
-                    f"{where}: weight bits must be uint8 of shape {(layer.n_out, layer.row_bytes)}, "
+                    f"{where}: weight bits must be uint8 of shape {(layer.rows, layer.row_bytes)}, "
                     f"got {getattr(wb, 'dtype', type(wb))} {getattr(wb, 'shape', '')}"
                 )
-            pad = layer.row_bytes * 8 - layer.n_in
+            pad = layer.row_bytes * 8 - layer.fan_in
             if pad and np.any(wb[:, -1] >> (8 - pad)):
-                raise err(f"{where}: padding bits beyond input {layer.n_in} are not zero")
+                raise err(f"{where}: padding bits beyond input {layer.fan_in} are not zero")
             last = i == len(self.layers) - 1
             if last:
+                if layer.kind != Layer.kind:
+                    raise err(f"{where}: the output layer must be a binary_dense layer")
                 if layer.thresholds is not None or layer.compare is not None:
                     raise err(f"{where}: the output layer must not have thresholds")
             else:
                 th, cmp_ = layer.thresholds, layer.compare
                 if th is None or cmp_ is None:
                     raise err(f"{where}: a hidden layer needs thresholds and compare directions")
-                if th.shape != (layer.n_out,) or cmp_.shape != (layer.n_out,):
-                    raise err(f"{where}: thresholds/compare must have shape ({layer.n_out},)")
+                if th.shape != (layer.rows,) or cmp_.shape != (layer.rows,):
+                    raise err(f"{where}: thresholds/compare must have shape ({layer.rows},)")
                 if th.dtype.kind != "i" or cmp_.dtype.kind != "i":
                     raise err(f"{where}: thresholds and compare must be integers")
                 if not np.all((cmp_ == 1) | (cmp_ == -1)):
@@ -255,6 +364,12 @@ class HardwareModel:
                         f"the reachable range [{-r - 1}, {r + 1}]"
                     )
             prev = layer.n_out
+
+    @property
+    def format_version(self) -> int:
+        """The version this model is written as: the lowest that holds all of it (2, or 3 with
+        convolutions), so a model without new features reads in older bitsnn releases."""
+        return max(2, *(l.min_version for l in self.layers))
 
     # ---- serialisation ---------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -269,7 +384,7 @@ class HardwareModel:
     def _structure(self) -> dict:
         return {
             "format": "bitsnn-hardware-model",
-            "version": FORMAT_VERSION,
+            "version": self.format_version,
             "input": {
                 "shape": list(self.input_shape),
                 "encoding": self.input_encoding,
@@ -278,8 +393,8 @@ class HardwareModel:
                    if self.input_crop else {}),
             },
             "layers": [
-                {"name": l.name, "kind": "binary_dense", "n_in": l.n_in, "n_out": l.n_out,
-                 "input": l.input_kind, "output": "scores" if l.is_output else "spikes"}
+                {"name": l.name, "kind": l.kind, "n_in": l.n_in, "n_out": l.n_out,
+                 "input": l.input_kind, "output": "scores" if l.is_output else "spikes", **l.header_fields()}
                 for l in self.layers
             ],
             "meta": self.meta,
@@ -298,7 +413,7 @@ class HardwareModel:
         payload_bytes = b"".join(payload)
         header["content_hash"] = _content_hash(header, payload_bytes)
         hjson = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        return MAGIC + struct.pack("<II", FORMAT_VERSION, len(hjson)) + hjson + payload_bytes
+        return MAGIC + struct.pack("<II", self.format_version, len(hjson)) + hjson + payload_bytes
 
     @property
     def content_hash(self) -> str:
@@ -363,8 +478,11 @@ _HEADER_KEYS = ("format", "version", "input", "layers", "arrays", "meta", "conte
 _INPUT_KEYS = ("shape", "encoding", "threshold")  # version 2 adds an optional "crop"
 _CROP_KEYS = ("image_shape", "offset")
 _LAYER_KEYS = ("name", "kind", "n_in", "n_out", "input", "output")
+_CONV_KEYS = ("in_shape", "channels", "kernel", "pool")  # version 3
 _ARRAY_KEYS = ("dtype", "shape", "offset")
-LAYER_KINDS = ("binary_dense",)
+#: the file's layer kinds and the classes that hold them
+LAYER_CLASSES = {Layer.kind: Layer, ConvLayer.kind: ConvLayer}
+LAYER_KINDS = tuple(LAYER_CLASSES)
 LAYER_INPUTS = ("spikes", "pixels")
 LAYER_OUTPUTS = ("spikes", "scores")
 #: the dtype the format stores each per-layer array in: exactly what the writer produces
@@ -516,15 +634,21 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
     if not layer_specs:
         raise err("the model has no layers")
     expected: dict[str, tuple[str, list[int], int]] = {}  # array name -> (dtype, shape, layer index)
+    geometry: list[dict] = []  # per layer: the kind's own fields
     prev = n_inputs
     for i, ls in enumerate(layer_specs):
         where = f"layers[{i}]"
         expect(ls, dict, where)
-        keys(ls, where, _LAYER_KEYS)
-        name = expect(ls["name"], str, f"{where}.name")
-        kind = expect(ls["kind"], str, f"{where}.kind")
-        if kind not in LAYER_KINDS:
+        kind = expect(ls.get("kind"), str, f"{where}.kind") if "kind" in ls else None
+        if kind is not None and kind not in LAYER_KINDS:
             raise err(f"layer {i}: unsupported layer kind {_quote(kind)}")
+        cls = LAYER_CLASSES.get(kind, Layer)
+        own = _CONV_KEYS if cls is ConvLayer else ()
+        keys(ls, where, _LAYER_KEYS + own)
+        name = expect(ls["name"], str, f"{where}.name")
+        if cls.min_version > version:
+            raise err(f"layer {i} ({name}): a {kind} layer in a version {version} file "
+                      f"(the format holds it from version {cls.min_version})")
         n_in, n_out = (expect(ls[k], int, f"{where}.{k}") for k in ("n_in", "n_out"))
         for k, n in (("n_in", n_in), ("n_out", n_out)):
             if not (0 < n <= _MAX_DIM):
@@ -535,10 +659,22 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         is_out = choice(ls["output"], f"{where}.output", LAYER_OUTPUTS) == "scores"
         if is_out != (i == len(layer_specs) - 1):
             raise err(f"layer {i}: only the last layer may output scores, and it must")
-        expected[f"layers.{i}.weight_bits"] = (ARRAY_DTYPES["weight_bits"], [n_out, (n_in + 7) // 8], i)
+        fan_in, rows, geo = n_in, n_out, {}
+        if cls is ConvLayer:
+            geo = {"in_shape": tuple(int_list(ls["in_shape"], f"{where}.in_shape", 3)),
+                   **{k: expect(ls[k], int, f"{where}.{k}") for k in ("channels", "kernel", "pool")}}
+            probe = ConvLayer(name, weight_bits=None, **geo)
+            if (why := probe.shape_problem()):
+                raise err(f"layer {i} ({name}): {why}")
+            if (probe.n_in, probe.n_out) != (n_in, n_out):
+                raise err(f"layer {i} ({name}): n_in {n_in} and n_out {n_out} do not match its maps "
+                          f"{list(probe.in_shape)} -> {list(probe.out_shape)}")
+            fan_in, rows = probe.fan_in, probe.rows
+        geometry.append(geo)
+        expected[f"layers.{i}.weight_bits"] = (ARRAY_DTYPES["weight_bits"], [rows, (fan_in + 7) // 8], i)
         if not is_out:
-            expected[f"layers.{i}.thresholds"] = (ARRAY_DTYPES["thresholds"], [n_out], i)
-            expected[f"layers.{i}.compare"] = (ARRAY_DTYPES["compare"], [n_out], i)
+            expected[f"layers.{i}.thresholds"] = (ARRAY_DTYPES["thresholds"], [rows], i)
+            expected[f"layers.{i}.compare"] = (ARRAY_DTYPES["compare"], [rows], i)
         prev = n_out
 
     # -- meta: free-form, but an object
@@ -562,7 +698,7 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         if shape != want_shape:
             ls = layer_specs[i]
             raise err(f"array {name}: shape {_dims(shape)}, but layer {i} (n_in {ls['n_in']}, "
-                      f"n_out {ls['n_out']}) implies {_dims(want_shape)}")
+                      f"n_out {ls['n_out']}{', a convolution' if geometry[i] else ''}) implies {_dims(want_shape)}")
         if off < 0:
             raise err(f"array {name}: bad offset {off}")
         spans.append((off, off + math.prod(shape) * _DTYPES[dt].itemsize, name))
@@ -598,17 +734,13 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
     layers = []
     for i, ls in enumerate(layer_specs):
         is_out = ls["output"] == "scores"
-        layers.append(
-            Layer(
-                name=ls["name"],
-                n_in=ls["n_in"],
-                n_out=ls["n_out"],
-                weight_bits=arrays[f"layers.{i}.weight_bits"],
-                thresholds=None if is_out else arrays[f"layers.{i}.thresholds"],
-                compare=None if is_out else arrays[f"layers.{i}.compare"],
-                input_kind=ls["input"],
-            )
-        )
+        common = dict(name=ls["name"], weight_bits=arrays[f"layers.{i}.weight_bits"],
+                      thresholds=None if is_out else arrays[f"layers.{i}.thresholds"],
+                      compare=None if is_out else arrays[f"layers.{i}.compare"], input_kind=ls["input"])
+        if geometry[i]:
+            layers.append(ConvLayer(**common, **geometry[i]))
+        else:
+            layers.append(Layer(n_in=ls["n_in"], n_out=ls["n_out"], **common))
     try:
         return HardwareModel(
             input_shape=tuple(input_shape),
@@ -622,6 +754,16 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         raise err(str(e)) from None
 
 
+def _random_thresholds(rng, n, fan_in, kind, spread):
+    r = MAX_INPUT[kind] * fan_in
+    scale = max(1, int(spread * math.sqrt(fan_in) * (64 if kind == "pixels" else 1)))
+    th = rng.integers(-scale, scale + 1, size=n).astype(np.int64)
+    cmp_ = np.where(rng.random(n) < 0.8, 1, -1).astype(np.int8)
+    if n >= 4:
+        th[0], th[1] = r + 1, -r - 1
+    return np.clip(th, -r - 1, r + 1), cmp_
+
+
 def random_model(
     rng: np.random.Generator,
     sizes: list[int],
@@ -631,26 +773,39 @@ def random_model(
     input_shape: tuple[int, ...] | None = None,
     threshold_spread: float = 0.3,
     input_crop: tuple[int, int, int, int] | None = None,
+    convs: tuple[tuple[int, int, int], ...] = (),
 ) -> HardwareModel:
     """A valid model with random weights and thresholds, for tests and benchmarks of later stages.
 
     Thresholds are drawn around each neuron's expected pre-activation so that layers spike at
     useful rates; a few land exactly on the range ends to exercise the never/always cases.
+    ``convs``: (channels, kernel, pool) of convolutions before the dense layers (a 2-D
+    ``input_shape`` needed); ``sizes`` then lists the input size, the dense layers' sizes after
+    the flattened maps, and the class count.
     """
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    maps = None
+    if convs:
+        if not input_shape or len(input_shape) != 2:
+            raise ValueError("random_model: convolutions need a 2-D input_shape")
+        maps = (1, *input_shape)
+    for i, (channels, kernel, pool) in enumerate(convs):
         kind = input_encoding if i == 0 else "spikes"
+        fan_in = maps[0] * kernel * kernel
+        bits = rng.integers(0, 2, size=(channels, fan_in), dtype=np.uint8)
+        th, cmp_ = _random_thresholds(rng, channels, fan_in, kind, threshold_spread)
+        layer = ConvLayer(f"conv{i + 1}", weight_bits=pack_bits(bits), thresholds=th, compare=cmp_, input_kind=kind,
+                          in_shape=maps, channels=channels, kernel=kernel, pool=pool)
+        layers.append(layer)
+        maps = layer.out_shape
+    dense_sizes = [layers[-1].n_out, *sizes[1:]] if layers else list(sizes)
+    for i, (n_in, n_out) in enumerate(zip(dense_sizes[:-1], dense_sizes[1:])):
+        kind = input_encoding if not layers and i == 0 else "spikes"
         bits = rng.integers(0, 2, size=(n_out, n_in), dtype=np.uint8)
-        last = i == len(sizes) - 2
+        last = i == len(dense_sizes) - 2
         th = cmp_ = None
         if not last:
-            r = (255 if kind == "pixels" else 1) * n_in
-            scale = max(1, int(threshold_spread * math.sqrt(n_in) * (64 if kind == "pixels" else 1)))
-            th = rng.integers(-scale, scale + 1, size=n_out).astype(np.int64)
-            cmp_ = np.where(rng.random(n_out) < 0.8, 1, -1).astype(np.int8)
-            if n_out >= 4:
-                th[0], th[1] = r + 1, -r - 1
-            th = np.clip(th, -r - 1, r + 1)
+            th, cmp_ = _random_thresholds(rng, n_out, n_in, kind, threshold_spread)
         layers.append(Layer(f"fc{i + 1}", n_in, n_out, pack_bits(bits), th, cmp_, kind))
     return HardwareModel(
         input_shape=input_shape or (sizes[0],),

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .hwplan import result_words
+
 __all__ = [
     "PROTOCOL_VERSION",
     "REQ_SYNC",
@@ -159,11 +161,6 @@ def encode_request(cmd: int, payload: bytes = b"") -> bytes:
 def encode_response(cmd: int, status: int, payload: bytes = b"") -> bytes:
     body = bytes([cmd & 0xFF, status & 0xFF]) + struct.pack("<H", len(payload)) + bytes(payload)
     return bytes([RSP_SYNC]) + body + bytes([crc8(body)])
-
-
-def result_words(n_hidden: int, n_classes: int) -> int:
-    """Words an inference produces: class, cycles, one spike count per hidden layer, scores."""
-    return 2 + n_hidden + n_classes
 
 
 def expected_request_length(cmd: int, n_inputs: int) -> int | None:

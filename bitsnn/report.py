@@ -35,6 +35,7 @@ import numpy as np
 
 from . import BitsnnError
 from .fileio import atomic_path, atomic_write_text, check_output_dir
+from .hwplan import MODES, HardwarePlan, check_supported, default_lanes, preact_bits
 
 __all__ = [
     "REPORT_VERSION",
@@ -64,7 +65,6 @@ __all__ = [
 ]
 
 REPORT_VERSION = 1
-MODES = ("event", "dense")
 
 #: Top-level keys of report.json (documented in docs/report.md).
 REPORT_KEYS = ("report_version", "model", "board", "hardware", "images", "accuracy", "layers", "totals",
@@ -163,13 +163,9 @@ FPGA_POWER = {
 
 
 def acc_bits(layer) -> int:
-    """Bits of a signed accumulator that holds any pre-activation of ``layer`` (|a| <= R)."""
-    return int(layer.a_max).bit_length() + 1
-
-
-def _cores(n_out: int, max_neurons_per_core: int | None) -> list[int]:
-    cap = n_out if max_neurons_per_core is None else max_neurons_per_core
-    return [min(cap, n_out - off) for off in range(0, n_out, cap)]
+    """Bits of a signed accumulator that holds any pre-activation of ``layer`` (|a| <= R):
+    :func:`bitsnn.hwplan.preact_bits`."""
+    return preact_bits(layer.a_max)
 
 
 @dataclass
@@ -232,22 +228,19 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
     ceil(n_c / P_c) * ceil(n_in / W) of them per image whatever the input.
     """
     _check_hw(mode, lanes, word)
+    plan = HardwarePlan.of(model, mode=mode, lanes=int(lanes), word=int(word), max_neurons_per_core=max_neurons_per_core)
     B = golden.input_events.shape[0]
     out = []
-    for l, layer in enumerate(model.layers):
+    for l, (layer, lp) in enumerate(zip(model.layers, plan.layers)):
         ev = np.asarray(golden.input_events[:, l], dtype=np.int64)
-        cores = _cores(layer.n_out, max_neurons_per_core)
-        widths = [min(lanes, n) for n in cores]
-        groups = [-(-n // p) for n, p in zip(cores, widths)]
         if mode == "event":
-            words = ev * sum(groups)
-            bits = ev * sum(g * p for g, p in zip(groups, widths))
-            word_bits = widths[0]
+            words = ev * lp.weight_words_per_event()
+            bits = ev * lp.weight_read_bits_per_event()
+            word_bits = lp.cores[0].lanes
         else:
-            n_words = -(-layer.n_in // word)
-            words = np.full(B, sum(groups) * n_words, np.int64)
-            bits = np.full(B, sum(g * p * word for g, p in zip(groups, widths)) * n_words, np.int64)
-            word_bits = widths[0] * word
+            words = np.full(B, lp.weight_words_per_event() * lp.input_words, np.int64)
+            bits = np.full(B, lp.weight_read_bits_per_event() * word * lp.input_words, np.int64)
+            word_bits = lp.cores[0].lanes * word
         spikes = None if layer.is_output else np.asarray(golden.spike_counts[:, l], dtype=np.int64)
         out.append(LayerCounts(
             name=layer.name, n_in=layer.n_in, n_out=layer.n_out, acc_bits=acc_bits(layer), word_bits=word_bits,
@@ -868,6 +861,7 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
     from .hwmodel import HardwareModel
 
     model = HardwareModel.load(model_path)
+    check_supported(model)  # before any work
     if output is not None:
         check_output_dir(output)  # before any work
     sweep_models = []
@@ -886,8 +880,6 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
     def pick(name, default):
         v = given[name]
         return accel.get(name, default) if v is None else v
-
-    from .sim.cycles import default_lanes
 
     mode, lanes, word = pick("mode", "event"), pick("lanes", default_lanes(model)), pick("word", 32)
     mnpc = accel.get("max_neurons_per_core")

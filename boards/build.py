@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bitsnn import BitsnnError
 from bitsnn.hwmodel import HardwareModel
+from bitsnn.hwplan import check_supported
 from bitsnn.protocol import MAX_LANES
 
 from . import get_board
@@ -16,7 +17,7 @@ from .common import Board, BoardTop, ToolchainError, build_into, check_build_dir
 __all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "build_board", "build_main"]
 
 #: Generation parameters used for board builds: event-driven cores and 32-bit words; the lanes
-#: default to bitsnn.sim.cycles.default_lanes(model) (32, more for a 129..256-neuron layer).
+#: default to bitsnn.hwplan.default_lanes(model) (32, more for a 129..256-neuron layer).
 DEFAULT_ACCEL = {"mode": "event", "word": 32}
 BAUD = 115200
 #: nextpnr's error when it cannot place the design (retried with the next attempt)
@@ -117,7 +118,7 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
             raise BitsnnError(f"--clock-mhz must be a finite number > 0, got {clock_mhz!r}")
         board = board.with_clock(clock_mhz * 1e6)
         log(f"[build] {board.name}: PLL set to {board.clk_freq / 1e6:.4g} MHz")
-    from bitsnn.sim.cycles import default_lanes
+    from bitsnn.hwplan import default_lanes
 
     accel = dict(DEFAULT_ACCEL, **(accel or {}))
     auto_lanes = accel.get("lanes") is None
@@ -198,6 +199,7 @@ def format_report(report: dict) -> str:
 
 def build_main(args) -> int:
     model = HardwareModel.load(args.model)
+    check_supported(model)  # before any work
     spram = parse_spram_layers(getattr(args, "spram_layers", "auto"), model)
     report = build_board(args.board, model, Path(args.output), seed=getattr(args, "seed", None) or 1,
                          accel={"spram_layers": spram, "lanes": getattr(args, "lanes", None)},

@@ -19,7 +19,7 @@ from bitsnn import protocol as P
 __all__ = ["run_main", "run_images", "check_info"]
 
 #: what board builds generate (bitsnn.boards.build.DEFAULT_ACCEL): 32-bit words; the lanes come from
-#: the device's INFO (bitsnn.sim.cycles.default_lanes when it reports none)
+#: the device's INFO (bitsnn.hwplan.default_lanes when it reports none)
 WORD = 32
 
 
@@ -58,6 +58,7 @@ def run_main(args, out=None, device=None) -> int:
 
     from bitsnn.data import test_subset
     from bitsnn.hwmodel import HardwareModel
+    from bitsnn.hwplan import check_supported, default_lanes
     from bitsnn.sim import cycles as cycles_mod
     from bitsnn.sim import golden
 
@@ -66,6 +67,7 @@ def run_main(args, out=None, device=None) -> int:
     if not Path(args.model).is_file():
         raise BitsnnError(f"hardware model {args.model} not found")
     hm = HardwareModel.load(args.model)
+    check_supported(hm)  # before any work
     images, labels = test_subset(args.images, hm, getattr(args, "data_dir", None))
     n = len(images)
     mode = getattr(args, "mode", None) or "event"
@@ -109,7 +111,7 @@ def run_main(args, out=None, device=None) -> int:
             dev.close()
 
     g = golden.run(hm, images)
-    lanes = info.lanes or cycles_mod.default_lanes(hm)
+    lanes = info.lanes or default_lanes(hm)
     want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD)
     classes = np.array([r.klass for r in results], np.int64)
     cyc = np.array([r.cycles for r in results], np.int64)

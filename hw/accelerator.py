@@ -6,27 +6,18 @@ the exact cycle count is ``bitsnn.sim.cycles.predict_cycles``.
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwmodel import HardwareModel
+from bitsnn.hwplan import MODES, HardwarePlan, split_layer
 
 from .arith import popcount
-from .core import DenseCore, EventCore, acc_bits_for
+from .core import DenseCore, EventCore
 from .router import EventFIFO, SpikeRouter, event_layout, quiet_on_error
 
 __all__ = ["Accelerator", "MODES", "split_layer", "weights_port_signature"]
-
-MODES = ("event", "dense")
-
-
-def split_layer(n_out: int, max_neurons_per_core: int | None) -> list[tuple[int, int]]:
-    """[(first neuron, neuron count)] of each core of a layer; the first cores are the full ones."""
-    cap = n_out if max_neurons_per_core is None else max_neurons_per_core
-    return [(off, min(cap, n_out - off)) for off in range(0, n_out, cap)]
-
 
 def weights_port_signature(hwmodel) -> wiring.Signature:
     """The Accelerator's run-time weight write port: one byte per ``en`` strobe, ignored while
@@ -45,13 +36,6 @@ def weights_port_signature(hwmodel) -> wiring.Signature:
 def _weights_layout(hwmodel) -> data.StructLayout:
     """The fields of :func:`weights_port_signature` as a register layout."""
     return data.StructLayout({name: member.shape for name, member in weights_port_signature(hwmodel).members.items()})
-
-
-def _int_arg(name, value, lo):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < lo:
-        raise ValueError(f"{name} must be at least {lo}, not {value}")
 
 
 class Accelerator(wiring.Component):
@@ -103,16 +87,9 @@ class Accelerator(wiring.Component):
                  fifo_depth=4, monitor=True, accumulators="auto", writable=False, spram_layers=()):
         if not isinstance(hwmodel, HardwareModel):
             raise TypeError(f"hwmodel must be a bitsnn.hwmodel.HardwareModel, not {hwmodel!r:.80}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        _int_arg("lanes", lanes, 1)
-        _int_arg("word", word, 1)
-        _int_arg("k", k, 1)
-        if k > word:
-            raise ValueError(f"k must not exceed the word width {word}, not {k}")
-        if max_neurons_per_core is not None:
-            _int_arg("max_neurons_per_core", max_neurons_per_core, 1)
-        _int_arg("fifo_depth", fifo_depth, 3)
+        # the plan checks mode, lanes, word, k, max_neurons_per_core and fifo_depth
+        self.hw = HardwarePlan.of(hwmodel, mode=mode, lanes=lanes, word=word, k=k,
+                                  max_neurons_per_core=max_neurons_per_core, fifo_depth=fifo_depth)
         if accumulators not in ("auto", "registers", "memory"):
             raise ValueError(f"accumulators must be 'auto', 'registers' or 'memory', not {accumulators!r}")
         self.accumulators = accumulators
@@ -130,9 +107,8 @@ class Accelerator(wiring.Component):
         self.model = hwmodel
         self.mode, self.lanes, self.word, self.k = mode, lanes, word, k
         self.max_neurons_per_core, self.fifo_depth, self.monitor = max_neurons_per_core, fifo_depth, bool(monitor)
-        self.plan = [split_layer(l.n_out, max_neurons_per_core) for l in hwmodel.layers]
         if self.writable and lanes % 8 | (lanes // 8) & (lanes // 8 - 1) and \
-                any(n > lanes for plan in self.plan for _off, n in plan):
+                any(c.n > lanes for lp in self.hw.layers for c in lp.cores):
             raise ValueError(f"run-time weight writes need lanes = 8 x a power of two where a core has more "
                              f"neurons than lanes, not {lanes}")
         hidden = [l.n_out for l in hwmodel.hidden_layers]
@@ -152,22 +128,12 @@ class Accelerator(wiring.Component):
 
     @property
     def max_cycles(self) -> int:
-        """An upper bound of the cycle count (the cycle model with every input of every layer set
-        and, in event mode, every chunk also counted as a skip beat): the cycle counter's range."""
-        from bitsnn.sim.cycles import DENSE_LATENCY, EVENT_LEAD, EVENT_TAIL, START, layer_groups
-
-        total = START + self.model.num_classes
-        for layer in self.model.layers:
-            G = layer_groups(layer.n_out, self.lanes, self.max_neurons_per_core)
-            if self.mode == "dense":
-                total += G * -(-layer.n_in // self.word) + DENSE_LATENCY
-            else:
-                total += EVENT_LEAD + -(-layer.n_in // self.word) + layer.n_in * G + G + EVENT_TAIL
-        return total
+        """An upper bound of the cycle count: the cycle counter's range (:attr:`HardwarePlan.max_cycles`)."""
+        return self.hw.max_cycles
 
     @property
     def n_result_words(self) -> int:
-        return 2 + len(self.model.layers) - 1 + self.model.num_classes
+        return self.hw.n_result_words
 
     def accumulator_style(self, platform) -> str:
         """"registers" or "memory" (see ``accumulators``) for this platform."""
@@ -236,7 +202,7 @@ class Accelerator(wiring.Component):
         # ---- layer state ---------------------------------------------------------------------
         spk = [Signal(l.n_out, name=f"spikes{i}") for i, l in enumerate(layers[:-1])]
         cnt = [Signal(range(l.n_out + 1), name=f"count{i}") for i, l in enumerate(layers[:-1])]
-        a_out = acc_bits_for(layers[-1].n_in, layers[-1].input_kind)
+        a_out = self.hw.score_bits
         scores = [Signal(signed(a_out), name=f"score{j}") for j in range(model.num_classes)]
         start = [Signal(name=f"start{i}") for i in range(L)]
 
@@ -264,7 +230,7 @@ class Accelerator(wiring.Component):
         for l, layer in enumerate(layers):
             wbits = layer.weight_bit_matrix()
             cores = []
-            for c, (off, n) in enumerate(self.plan[l]):
+            for c, (off, n) in enumerate((cp.first, cp.n) for cp in self.hw.layers[l].cores):
                 th = cm = None
                 if not layer.is_output:
                     th, cm = layer.thresholds[off:off + n], layer.compare[off:off + n]

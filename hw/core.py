@@ -16,16 +16,19 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
+from bitsnn.hwmodel import MAX_INPUT
+from bitsnn.hwplan import acc_bits_for, signed_bits
 
 from .arith import popcount, tree_sum
 from .router import beat_layout, quiet_on_error
 from .wmem import STORAGES, WeightMemory
 
-__all__ = ["DenseCore", "EventCore", "acc_bits_for", "weight_write_signature"]
+__all__ = ["DenseCore", "EventCore", "weight_write_signature"]
 
 
 def weight_write_signature(n_in: int, n_out: int) -> wiring.Signature:
@@ -37,17 +40,6 @@ def weight_write_signature(n_in: int, n_out: int) -> wiring.Signature:
         "data": Out(8),
         "en": Out(1),
     })
-
-
-def acc_bits_for(n_in: int, input_kind: str) -> int:
-    """Signed width holding every a in [-R-1, R+1]."""
-    r = (255 if input_kind == "pixels" else 1) * n_in
-    return (r + 1).bit_length() + 1
-
-
-def _signed_bits(v: int) -> int:
-    """Bits of the smallest two's-complement signal holding ``v``."""
-    return (v if v >= 0 else -v - 1).bit_length() + 1
 
 
 def _to_int(bits_row) -> int:
@@ -76,7 +68,7 @@ class _CoreBase(wiring.Component):
         self.n_out, self.n_in = w.shape
         self.weights = w.astype(np.uint8)
         self.is_output = thresholds is None
-        r = (255 if input_kind == "pixels" else 1) * self.n_in
+        r = MAX_INPUT[input_kind] * self.n_in
         if not self.is_output:
             thresholds = np.asarray(thresholds, dtype=np.int64)
             compare = np.asarray(compare, dtype=np.int64)
@@ -91,7 +83,7 @@ class _CoreBase(wiring.Component):
         self.r = r
         self.lanes = min(lanes, self.n_out)
         self.groups = -(-self.n_out // self.lanes)
-        self.acc_bits = acc_bits_for(self.n_in, input_kind)
+        self.acc_bits = acc_bits_for(r)
         ports = {
             "out_valid": Out(1),
             "out_group": Out(range(max(2, self.groups))),
@@ -198,7 +190,7 @@ class DenseCore(_CoreBase):
                 m.d.sync += run.eq(0)
 
         # Stage 1: per-lane contribution of this word.
-        cw = (W * (255 if self.input_kind == "pixels" else 1)).bit_length() + 2
+        cw = (W * MAX_INPUT[self.input_kind]).bit_length() + 2
         contrib = [Signal(signed(cw), name=f"contrib{j}") for j in range(P)]
         s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
         s2_g = Signal.like(g)
@@ -357,7 +349,7 @@ class EventCore(_CoreBase):
                 c, th = int(self.compare[n]), int(self.thresholds[n])
                 flip, init = c < 0, -c * th
             lo, hi = init - self.r, init + self.r
-            plan.append((flip, init, max(_signed_bits(lo), _signed_bits(hi))))
+            plan.append((flip, init, max(signed_bits(lo), signed_bits(hi))))
         return plan
 
     def _pipeline(self, m, wrp):

@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from bitsnn.hwplan import HardwarePlan, preact_bits, signed_bits
+
 __all__ = ["FAMILIES", "estimate_resources", "bram_blocks_for"]
 
 #: block RAM geometries (depth, width) of one block, and the block size in bits
@@ -51,21 +53,17 @@ def bram_blocks_for(family: str, width: int, depth: int) -> tuple[int, int]:
     return best[0], best[2]
 
 
-def _signed_bits(v: int) -> int:
-    return (v if v >= 0 else -v - 1).bit_length() + 1
-
-
 def _acc_bits(layer, n_lo, n_hi) -> int:
     """Sum of the accumulator widths of neurons n_lo..n_hi-1 (hw.core.EventCore._neuron_plan)."""
-    r = (255 if layer.input_kind == "pixels" else 1) * layer.n_in
+    r = layer.a_max
     if layer.is_output:
-        return (n_hi - n_lo) * _signed_bits(r)
+        return (n_hi - n_lo) * preact_bits(r)
     th = np.asarray(layer.thresholds[n_lo:n_hi], np.int64)
     c = np.asarray(layer.compare[n_lo:n_hi], np.int64)
     init = -c * th
     tot = 0
     for v in init:
-        tot += max(_signed_bits(int(v) - r), _signed_bits(int(v) + r))
+        tot += max(signed_bits(int(v) - r), signed_bits(int(v) + r))
     return int(tot)
 
 
@@ -119,14 +117,14 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     weights take 16-bit x 16 k-word SB_SPRAM256KA tiles instead of block RAM). Only event mode is
     modelled.
     """
-    from .accelerator import split_layer
-
     if mode != "event":
         raise ValueError("only mode='event' is modelled")
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {tuple(FAMILIES)}, not {family!r}")
     if spram is None:
         spram = family == "ice40"
+    plan = HardwarePlan.of(hwmodel, mode=mode, lanes=lanes, word=word, k=k,
+                           max_neurons_per_core=max_neurons_per_core, fifo_depth=fifo_depth)
     spram_layers = frozenset(spram_layers)
     if spram_layers and family != "ice40":
         raise ValueError("spram_layers: only the iCE40 UltraPlus has SPRAM")
@@ -156,10 +154,9 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     bl, _ = bram_blocks_for(family, W, -(-n0 // W)) if family == "ice40" or -(-n0 // W) > 64 else (0, 1)
     add("input", luts=cal["input_luts_per_bit"] * W, ffs=cal["input_ffs_per_bit"] * W, blocks=bl,
         bits=bl * block_bits)
-    for li, layer in enumerate(layers):
-        for off, n in split_layer(layer.n_out, max_neurons_per_core):
-            P = min(lanes, n)
-            G = -(-n // P)
+    for li, (layer, lp) in enumerate(zip(layers, plan.layers)):
+        for core in lp.cores:
+            off, n, P, G = core.first, core.n, core.lanes, core.groups
             rom_luts = 0.0
             if li in spram_layers:
                 # 16-bit columns side by side, 16 k-word rows stacked; an address mux (write/read)
@@ -181,8 +178,7 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
                 # G-deep accumulator memory in LUT RAM (16 x 4 per DPR16X4 cell), P adders of A bits
                 # shared by the groups (packed as above), transparent-read bypass, threshold ROM of G
                 # words and P comparators at read-out, the accelerator's N-bit spike register
-                A = (255 if layer.input_kind == "pixels" else 1) * layer.n_in
-                A = (A + 1).bit_length() + 1
+                A = lp.acc_bits
                 lutram = math.ceil(P * A / 4) * math.ceil(G / 16)
                 add(name, luts=P * A + cal["lutram_luts_per_cell"] * lutram,
                     ffs=cal["mem_ffs_per_acc_bit"] * P * A * min(1.0, G / 32), packed=P * A)
@@ -193,11 +189,11 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
             # control; spike read-out multiplexer; output-layer score registers (core and accelerator)
             out_ffs = 0
             if layer.is_output:
-                out_ffs = P * _signed_bits((255 if layer.input_kind == "pixels" else 1) * layer.n_in)
+                out_ffs = P * preact_bits(layer.a_max)
             add(name, luts=cal["core_luts"] + P * _mux_luts(G) + (0 if layer.is_output else 2 * P),
                 ffs=cal["core_ffs"] + P + out_ffs)
             if layer.is_output:  # the accelerator's score registers
-                add("accelerator", ffs=n * _signed_bits((255 if layer.input_kind == "pixels" else 1) * layer.n_in))
+                add("accelerator", ffs=n * plan.score_bits)
         # router + FIFO per layer
         beat = max(1, math.ceil(math.log2(max(2, layer.n_in)))) * k + k.bit_length() + 1
         add(f"layer{li}", luts=cal["router_luts_per_bit"] * W * k + cal["fifo_luts_per_bit"] * beat,
@@ -208,8 +204,7 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
             add(f"layer{li}", luts=2 * min(lanes, layer.n_out), ffs=layer.n_out.bit_length())
     add("accelerator", luts=cal["accel_luts"], ffs=cal["accel_ffs"])
     if top == "uart":
-        n_words = 2 + len(layers) - 1 + hwmodel.num_classes
-        rb, _ = bram_blocks_for(family, 8, 4 * n_words)
+        rb, _ = bram_blocks_for(family, 8, 4 * plan.n_result_words)
         add("uart_top", luts=cal["top_luts"], ffs=cal["top_ffs"], blocks=rb, bits=rb * block_bits)
         nbuf = n0 + (256 if writable else 0)  # WRITE_WEIGHTS data is staged behind the image
         if writable:  # header registers, address check, commit counter

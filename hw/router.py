@@ -172,7 +172,6 @@ class SpikeRouter(wiring.Component):
 
         # Lowest k set bits of the current chunk.
         v = cur
-        count = 0
         payload = self.beats.payload
         base = Signal(self.addr_width + 1)
         m.d.comb += base.eq(idx * C)

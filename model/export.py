@@ -1,11 +1,13 @@
 """Export: a trained checkpoint -> the integer hardware-model file (``.bsnn``).
 
-Per layer type, a handler turns a torch layer into a :class:`bitsnn.hwmodel.Layer`
-(hls4ml's shape: handlers registered per type, anything else refused by name):
+Per layer type, a handler turns a torch layer into a hardware-model layer (hls4ml's shape:
+handlers registered per type, anything else refused by name):
 
 - :class:`BinaryDense` (hidden): weight bits = ``standardised weight >= 0`` (the signs torch
   uses; sign(0) = +1), thresholds/compare from :func:`bitsnn.model.fold.fold_thresholds`
   (float64, docs/hardware-model.md "Arithmetic"), the same function the torch exact eval path calls;
+- :class:`BinaryConv2d` (hidden): a ``binary_conv2d`` layer, kernel bits and per-channel
+  thresholds the same way, with its geometry (input maps, channels, kernel, pool);
 - :class:`BinaryLinear` with a scalar scale (output): weight bits only; integer scores.
 
 Before writing, the torch exact path and the golden model (sim/golden.py) both run on the whole
@@ -23,9 +25,9 @@ import torch
 
 from bitsnn import BitsnnError, __version__
 from bitsnn.fileio import check_output_file
-from bitsnn.hwmodel import HardwareModel, Layer, pack_bits
+from bitsnn.hwmodel import ConvLayer, HardwareModel, Layer, pack_bits
 
-from .layers import BinaryDense, BinaryLinear
+from .layers import BinaryConv2d, BinaryDense, BinaryLinear
 from .network import BitSNN
 
 __all__ = ["to_hardware_model", "compare_with_golden", "export_checkpoint", "export_main", "LAYER_HANDLERS"]
@@ -41,22 +43,31 @@ def _dense_layer(layer: BinaryDense, name: str) -> Layer:
     return Layer(name, layer.n_in, layer.n_out, pack_bits(layer.fc.weight_bits()), theta, compare, layer.input_kind)
 
 
-#: torch layer type -> handler(layer, name) -> hwmodel.Layer, for hidden layers.
-LAYER_HANDLERS = {BinaryDense: _dense_layer}
+def _conv_layer(layer: BinaryConv2d, name: str) -> ConvLayer:
+    theta, compare = layer.fold()
+    if layer.in_hw is None:
+        raise BitsnnError(f"export: {name} does not know its input map size")
+    return ConvLayer(name, weight_bits=pack_bits(layer.weight_bits()), thresholds=theta, compare=compare,
+                     input_kind=layer.input_kind, in_shape=(layer.c_in, *layer.in_hw), channels=layer.c_out,
+                     kernel=layer.kernel_size, pool=layer.pool)
+
+
+#: torch layer type -> (handler(layer, name) -> hwmodel layer, name prefix), for hidden layers.
+LAYER_HANDLERS = {BinaryDense: (_dense_layer, "fc"), BinaryConv2d: (_conv_layer, "conv")}
 
 
 def to_hardware_model(model: BitSNN, meta: dict | None = None) -> HardwareModel:
     """Fold a trained BitSNN into a HardwareModel; BitsnnError names any unsupported layer."""
     layers = []
     for i, layer in enumerate(model.hidden):
-        handler = LAYER_HANDLERS.get(type(layer))
-        if handler is None:
+        entry = LAYER_HANDLERS.get(type(layer))
+        if entry is None:
             raise BitsnnError(
                 f"export: layer {i} ({type(layer).__name__}) is not supported; the hardware model holds "
-                f"fully connected binary layers only ({', '.join(t.__name__ for t in LAYER_HANDLERS)} "
-                f"hidden layers and a BinaryLinear output)"
+                f"{', '.join(t.__name__ for t in LAYER_HANDLERS)} hidden layers and a BinaryLinear output"
             )
-        layers.append(handler(layer, f"fc{i + 1}"))
+        handler, prefix = entry
+        layers.append(handler(layer, f"{prefix}{i + 1}"))
     out = model.output
     if not isinstance(out, BinaryLinear) or out.scale_kind != "scalar":
         raise BitsnnError("export: the output layer must be a BinaryLinear with one scalar scale")
@@ -84,7 +95,7 @@ def compare_with_golden(model: BitSNN, hw: HardwareModel, images: np.ndarray, la
     from bitsnn.sim import golden
 
     model.eval()
-    plans = [golden.LayerPlan(l) for l in hw.layers]
+    plans = [golden.plan_for(l) for l in hw.layers]
     n = len(images)
     bad = np.zeros(n, dtype=bool)
     float_diff = 0

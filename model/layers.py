@@ -146,8 +146,12 @@ class SpikeActivation(nn.Module):
         return F.hardtanh(y) + b
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.fire(self.potential(y))
+
+    def fire(self, v: torch.Tensor) -> torch.Tensor:
+        """Spikes [v > 0] of potentials ``v``, with this activation's surrogate gradient."""
         delta = self.delta.clamp(min=1e-2) if self.surrogate == "box" else None
-        return spike(self.potential(y), self.surrogate, delta)
+        return spike(v, self.surrogate, delta)
 
 
 class BinaryDense(nn.Module):
@@ -207,23 +211,80 @@ class BinaryConv2d(nn.Module):
     """Convolutional hidden layer: +-1 kernels (standardised per filter) scaled by a per-channel
     alpha -> BatchNorm2d -> hardtanh + bias -> spike -> OR max-pool.
 
-    Max-pooling {0,1} spikes is a logical OR over each window, so it stays binary. Training and
-    the float eval path only: export does not support convolutions (it refuses such models).
+    Stride 1, zero padding k // 2 (the maps keep their size). Max-pooling {0,1} spikes is a
+    logical OR over each window, so it stays binary. The integer eval contract is the dense
+    layer's, per output channel: a = the integer convolution of the 0/1 (or 0..255) input maps
+    with the +-1 kernels, spike = [a >= theta_c] (compare +1) or [a <= theta_c] (compare -1), then
+    the OR pool; theta/compare from :func:`bitsnn.model.fold.fold_thresholds`, as export writes
+    them into the hardware model's ``binary_conv2d`` layer.
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, *, padding: int = 1, pool: int = 2,
-                 surrogate: str = "box"):
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, *, padding: int | None = None, pool: int = 2,
+                 surrogate: str = "box", input_kind: str = "spikes", in_hw: tuple[int, int] | None = None):
         super().__init__()
-        self.c_in, self.c_out, self.kernel_size, self.padding, self.pool = c_in, c_out, kernel_size, padding, pool
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel size must be odd, got {kernel_size}")
+        if padding is not None and padding != kernel_size // 2:
+            raise ValueError(f"padding must be kernel_size // 2 = {kernel_size // 2} (the maps keep their size)")
+        if input_kind not in ("spikes", "pixels"):
+            raise ValueError(f"input_kind must be 'spikes' or 'pixels', got {input_kind!r}")
+        self.c_in, self.c_out, self.kernel_size, self.pool = c_in, c_out, kernel_size, pool
+        self.padding = kernel_size // 2
+        self.input_kind = input_kind
+        self.input_scale = 1.0 / 255 if input_kind == "pixels" else 1.0
+        #: (H, W) of the input maps (set by the network; needed to export the geometry)
+        self.in_hw = tuple(in_hw) if in_hw else None
         self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel_size, kernel_size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self.alpha = nn.Parameter(torch.full((c_out,), 1.0 / math.sqrt(c_in * kernel_size * kernel_size)))
         self.bn = nn.BatchNorm2d(c_out)
         self.act = SpikeActivation(c_out, surrogate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = F.conv2d(x, binarize(self.weight), padding=self.padding)
-        s = self.act(self.bn(a * self.alpha.view(1, -1, 1, 1)))
+    def extra_repr(self) -> str:
+        return f"{self.c_in}, {self.c_out}, kernel_size={self.kernel_size}, pool={self.pool}, input={self.input_kind}"
+
+    @property
+    def fan_in(self) -> int:
+        return self.c_in * self.kernel_size * self.kernel_size
+
+    @property
+    def a_max(self) -> int:
+        """R: the largest |a| any input can produce."""
+        return (255 if self.input_kind == "pixels" else 1) * self.fan_in
+
+    def weight_bits(self) -> np.ndarray:
+        """(C_out, C_in*k*k) uint8 bits in (input channel, ky, kx) order, 1 <-> +1: the signs torch uses."""
+        with torch.no_grad():
+            return (standardise(self.weight) >= 0).to(torch.uint8).flatten(1).cpu().numpy()
+
+    def fold(self) -> tuple[np.ndarray, np.ndarray]:
+        """(theta int64, compare int8) per output channel, from the current parameters (float64)."""
+        t = lambda p: p.detach().cpu().to(torch.float64).numpy()  # noqa: E731
+        return fold_thresholds(
+            t(self.alpha), t(self.bn.weight), t(self.bn.bias), t(self.bn.running_mean),
+            t(self.bn.running_var), self.bn.eps, t(self.act.bias), self.a_max, self.input_scale,
+        )
+
+    def _pool(self, s: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(s, self.pool) if self.pool > 1 else s
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Float path. The pool takes the potentials' maximum before the spike: the same spikes as
+        OR-pooling them ([max v > 0] = OR [v > 0]), but the surrogate gradient reaches the
+        position that decides each window, not whichever binary tie max_pool2d picks."""
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        a = F.conv2d(x, binarize(self.weight), padding=self.padding)
+        return self.act.fire(self._pool(self.act.potential(self.bn(a * self.alpha.view(1, -1, 1, 1)))))
+
     forward_float = forward
+
+    def forward_exact(self, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer path: (a of shape (B, C_out, H, W), pooled spikes (B, C_out, H', W')), a exact in float64."""
+        w = torch.where(standardise(self.weight) >= 0, 1.0, -1.0).to(torch.float64)
+        a = F.conv2d(x_int.to(torch.float64), w, padding=self.padding)
+        theta, compare = self.fold()
+        th = torch.as_tensor(theta, dtype=torch.float64, device=a.device).view(1, -1, 1, 1)
+        up = torch.as_tensor(compare > 0, device=a.device).view(1, -1, 1, 1)
+        s = torch.where(up, a >= th, a <= th).to(torch.float32)
+        return a, self._pool(s)

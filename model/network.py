@@ -6,8 +6,9 @@ A network is built from a JSON-able architecture dict (stored in checkpoints)::
      "input_threshold": 128, "surrogate": "box"}
 
 ``spec`` is a layer spec: the input size, then hidden sizes, then the class count
-(``784-256-256-10``); a hidden token ``cN`` is a :class:`BinaryConv2d` with N channels (3x3, OR
-max-pool 2), e.g. ``784-c8-c16-10`` (training only: export refuses convolutions).
+(``784-256-256-10``); a hidden token ``cN[kK][pP]`` is a :class:`BinaryConv2d` with N channels,
+a K x K kernel (default 3) and an OR max-pool of P (1 or 2, default 2), e.g. ``784-c8-c16-10``
+or ``784-c8k5-c16p1-10``. Convolutions come first; the dense layers take their flattened maps.
 
 ``input_crop`` (optional): [image height, image width, top, left]: the network takes the
 ``input_shape`` window at (top, left) of larger images (MNIST's border pixels are almost never
@@ -21,6 +22,7 @@ hardware model) or ``pixels`` (8-bit x_i straight into the first binary-weight l
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -47,18 +49,25 @@ PRESETS: dict[str, dict] = {
 }
 
 
+_CONV_TOKEN = re.compile(r"c(\d+)(?:k(\d+))?(?:p(\d+))?", re.IGNORECASE)
+
+
 def parse_spec(spec: str) -> list:
-    """``"784-256-10"`` -> [784, 256, 10]; conv tokens ``cN`` -> ("conv", N)."""
+    """``"784-256-10"`` -> [784, 256, 10]; a conv token ``cN[kK][pP]`` (N channels, K x K kernel,
+    default 3, OR max-pool P, 1 or 2, default 2) -> ("conv", N, K, P)."""
     out = []
     for tok in str(spec).split("-"):
         tok = tok.strip()
+        if (m := _CONV_TOKEN.fullmatch(tok)):
+            n, k, p = int(m[1]), int(m[2] or 3), int(m[3] or 2)
+            if k % 2 == 0 or p not in (1, 2):
+                raise ValueError(f"bad layer spec {spec!r}: {tok!r} needs an odd kernel and pool 1 or 2")
+            out.append(("conv", n, k, p))
+            continue
         try:
-            if tok[:1].lower() == "c":
-                out.append(("conv", int(tok[1:])))
-            else:
-                out.append(int(tok))
+            out.append(int(tok))
         except ValueError:
-            raise ValueError(f"bad layer spec {spec!r}: {tok!r} is not a size or cN") from None
+            raise ValueError(f"bad layer spec {spec!r}: {tok!r} is not a size or cN[kK][pP]") from None
     if len(out) < 2 or not isinstance(out[0], int) or not isinstance(out[-1], int):
         raise ValueError(f"bad layer spec {spec!r}: needs an input size, optional hidden layers and a class count")
     if any((v[1] if isinstance(v, tuple) else v) <= 0 for v in out):
@@ -129,10 +138,11 @@ class BitSNN(nn.Module):
                     if i != 0 or len(self.input_shape) != 2:
                         raise ValueError("conv layers must come first and need a 2-D input shape")
                     chw = (1, *self.input_shape)
-                if kind == "pixels":
-                    raise ValueError("conv layers take spike input only")
-                layer = BinaryConv2d(chw[0], s[1], 3, padding=1, pool=2, surrogate=sur)
-                chw = (s[1], chw[1] // 2, chw[2] // 2)
+                _, c_out, k, pool = s
+                if min(chw[1:]) < pool:
+                    raise ValueError(f"conv layer {i + 1}: {chw[1]}x{chw[2]} maps are too small to pool by {pool}")
+                layer = BinaryConv2d(chw[0], c_out, k, pool=pool, surrogate=sur, input_kind=kind, in_hw=chw[1:])
+                chw = (c_out, chw[1] // pool, chw[2] // pool)
                 n_prev = math.prod(chw)
             else:
                 layer = BinaryDense(n_prev, s, surrogate=sur, input_kind=kind)
@@ -159,6 +169,11 @@ class BitSNN(nn.Module):
     def is_dense(self) -> bool:
         return all(isinstance(l, BinaryDense) for l in self.hidden)
 
+    @property
+    def has_exact_path(self) -> bool:
+        """Every hidden layer has the integer path (dense and conv layers do)."""
+        return all(isinstance(l, (BinaryDense, BinaryConv2d)) for l in self.hidden)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Raw pixels -> first-layer input: 0/1 spikes or 0..255 values (float32)."""
         x = x.reshape(x.shape[0], -1)
@@ -178,7 +193,7 @@ class BitSNN(nn.Module):
 
     def run(self, x: torch.Tensor, path: str | None = None) -> Trace:
         if path is None:
-            path = "exact" if (not self.training and self.is_dense) else "float"
+            path = "exact" if (not self.training and self.has_exact_path) else "float"
         h = self.encode(x)
         if path == "float":
             spikes = []
@@ -188,13 +203,13 @@ class BitSNN(nn.Module):
             return Trace(logits=self.output(h.flatten(1)), spikes=spikes)
         if path != "exact":
             raise ValueError(f"unknown path {path!r} (expected 'float' or 'exact')")
-        if not self.is_dense:
-            raise ValueError("the exact integer path supports dense (BinaryDense) models only")
+        if not self.has_exact_path:
+            raise ValueError("the exact integer path supports BinaryDense and BinaryConv2d layers only")
         spikes, preacts = [], []
         for layer in self.hidden:
             a, h = layer.forward_exact(h)
             preacts.append(a)
-            spikes.append(h)
+            spikes.append(h.flatten(1))  # a convolution's maps, channel by channel, row by row
         scores = self.output.preact_exact(h)
         preacts.append(scores)
         logits = scores * self.output.scale.detach().to(torch.float64)

@@ -80,8 +80,8 @@ def _run(model, flat, params, vcd_path, result_ready, seed, writes=()):
     B = flat.shape[0]
     hidden = [l.n_out for l in model.hidden_layers]
     C = model.num_classes
-    n_words = 2 + len(hidden) + C
     dut = Accelerator(model, **params)
+    n_words = dut.n_result_words
     rng = np.random.default_rng(seed)
 
     classes = np.zeros(B, np.int64)

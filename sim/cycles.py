@@ -13,6 +13,8 @@ with G_l = max over the layer's cores of ceil(n_core / min(P, n_core)) (the lane
 biggest core: the first one), E_l the nonzero inputs of layer l (address events), Z_l the
 all-zero W-bit chunks of its input vector (one skip beat each). Constants (every cycle named):
 
+The constants live in :mod:`bitsnn.hwplan` (one place for every fact about the hardware):
+
 - ``START`` = 1: the sequencer's START state of layer 0 is the first counted cycle; each later
   layer's START cycle is inside the previous T_l.
 - ``DENSE_LATENCY`` = 4: START (1) + weight/input read (1) + popcount register (1) + accumulate
@@ -32,42 +34,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from bitsnn.hwplan import (DENSE_LATENCY, EVENT_LEAD, EVENT_TAIL, START, HardwarePlan, default_lanes,
+                           split_layer)
+
 __all__ = ["default_lanes", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "layer_groups", "zero_chunks",
            "predict_cycles", "layer_cycles", "bandwidth_bound", "weight_bits_per_cycle"]
 
-START = 1
-DENSE_LATENCY = 4
-EVENT_LEAD = 6
-EVENT_TAIL = 2
 
-
-def default_lanes(model, *, writable: bool = False) -> int:
-    """Event-core lanes the CLI tools generate for ``model`` when not told: 32, or for a widest
-    hidden layer of 129..256 neurons the fewest lanes that keep it at 4 lane groups (an input
-    spike costs a layer G cycles; register accumulators make lanes cheap on the iCE40). A design
-    with run-time weight writes (``writable``) needs 8 x a power of two: the largest such count
-    not above that. ``bitsnn build``, ``sim`` and ``report`` use it; a device reports its own
-    lanes in INFO."""
-    widest = max((l.n_out for l in model.hidden_layers), default=0)
-    lanes = -(-widest // 4) if 128 < widest <= 256 else 32
-    if writable and lanes > 8:
-        lanes = 8 << ((lanes // 8).bit_length() - 1)
-    return lanes
-
-
-def _cores(n_out, max_neurons_per_core):
-    cap = n_out if max_neurons_per_core is None else max_neurons_per_core
-    return [min(cap, n_out - off) for off in range(0, n_out, cap)]
+def _plan(model, mode, lanes, word, k, max_neurons_per_core) -> HardwarePlan:
+    return HardwarePlan.of(model, mode=mode, lanes=lanes, word=word, k=k, max_neurons_per_core=max_neurons_per_core)
 
 
 def layer_groups(n_out: int, lanes: int, max_neurons_per_core: int | None = None) -> int:
     """G: cycles per event (event mode) or per input word (dense) of the layer's slowest core."""
-    return max(-(-n // min(lanes, n)) for n in _cores(n_out, max_neurons_per_core))
+    return max(-(-n // min(lanes, n)) for _off, n in split_layer(n_out, max_neurons_per_core))
 
 
 def weight_bits_per_cycle(n_out: int, lanes: int, word: int, mode: str, max_neurons_per_core=None) -> int:
     """Weight-memory bits the layer's cores read per cycle: sum of P_c (event) or P_c * W (dense)."""
-    per = sum(min(lanes, n) for n in _cores(n_out, max_neurons_per_core))
+    per = sum(min(lanes, n) for _off, n in split_layer(n_out, max_neurons_per_core))
     return per * (word if mode == "dense" else 1)
 
 
@@ -86,17 +71,14 @@ def _layer_inputs(golden_result):
 def layer_cycles(model, golden_result, *, mode: str, lanes: int, word: int, k: int = 1,
                  max_neurons_per_core: int | None = None) -> np.ndarray:
     """(B, layers) int64: T_l of each layer (see the module docstring)."""
-    if mode not in ("event", "dense"):
-        raise ValueError(f"mode must be 'event' or 'dense', not {mode!r}")
+    plan = _plan(model, mode, lanes, word, k, max_neurons_per_core)
     B = golden_result.inputs.shape[0]
     out = np.zeros((B, len(model.layers)), np.int64)
-    for l, (layer, x) in enumerate(zip(model.layers, _layer_inputs(golden_result))):
-        G = layer_groups(layer.n_out, lanes, max_neurons_per_core)
+    for l, (lp, x) in enumerate(zip(plan.layers, _layer_inputs(golden_result))):
         if mode == "dense":
-            out[:, l] = G * (-(-layer.n_in // word)) + DENSE_LATENCY
+            out[:, l] = lp.dense_cycles()
         else:
-            E = golden_result.input_events[:, l]
-            out[:, l] = EVENT_LEAD + zero_chunks(x, word) + E * G + G + EVENT_TAIL
+            out[:, l] = lp.event_cycles(golden_result.input_events[:, l], zero_chunks(x, word))
     return out
 
 
@@ -114,10 +96,11 @@ def bandwidth_bound(model, golden_result, *, mode: str, lanes: int, word: int,
     """(B,) float: weight bits read / weight-memory bits per cycle, summed over the layers.
 
     Event mode reads E_l * n_out_l useful weight bits in layer l, dense mode all n_in * n_out."""
+    plan = _plan(model, mode, lanes, word, 1, max_neurons_per_core)
     B = golden_result.inputs.shape[0]
     out = np.zeros(B, np.float64)
-    for l, layer in enumerate(model.layers):
-        bpc = weight_bits_per_cycle(layer.n_out, lanes, word, mode, max_neurons_per_core)
+    for l, (layer, lp) in enumerate(zip(model.layers, plan.layers)):
+        bpc = lp.weight_bits_per_cycle(mode, word)
         bits = (golden_result.input_events[:, l] * layer.n_out if mode == "event"
                 else np.full(B, layer.n_in * layer.n_out))
         out += bits / bpc

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitsnn.hwmodel import HardwareModel, Layer, pack_bits
+from bitsnn.hwmodel import ConvLayer, HardwareModel, Layer, pack_bits
 
-__all__ = ["GoldenResult", "encode_input", "layer_preactivation", "run", "LayerPlan"]
+__all__ = ["GoldenResult", "encode_input", "layer_preactivation", "run", "LayerPlan", "ConvPlan", "plan_for"]
 
 # Images per block of the popcount kernel: keeps its (block, neurons) scratch arrays in cache.
 _BLOCK = 1024
@@ -31,12 +31,16 @@ class GoldenResult:
     """Outputs of :func:`run` for a batch of B images.
 
     ``inputs``: (B, n_in) uint8, the encoded input (spikes 0/1 or pixels).
-    ``spikes``: one (B, n_out) uint8 0/1 array per hidden layer.
-    ``preacts``: one (B, n_out) int64 array per layer (the last one equals ``scores``).
+    ``spikes``: one (B, n_out) uint8 0/1 array per hidden layer (a convolution's after its pool,
+    flattened channel by channel, row by row).
+    ``preacts``: one int64 array per layer: (B, n_out) for a dense layer (the last one equals
+    ``scores``), (B, C_out, H, W) for a convolution (before its pool).
     ``scores``: (B, classes) int64. ``classes``: (B,) int64.
     ``spike_counts``: (B, hidden layers) int64, output spikes of each hidden layer.
     ``input_events``: (B, layers) int64, nonzero inputs each layer receives (address events).
-    ``synaptic_events``: (B, layers) int64, input events x fan-out (weight reads of one bit each).
+    ``synaptic_events``: (B, layers) int64, the accumulator updates the input events cause: input
+    events x fan-out for a dense layer; for a convolution, each event updates C_out accumulators
+    at each output position whose k x k window holds it (fewer at the map's border).
     """
 
     inputs: np.ndarray
@@ -123,6 +127,70 @@ class LayerPlan:
         return out
 
 
+class ConvPlan:
+    """A convolution's kernels rearranged once: one (C_in, C_out) float32 matrix per kernel tap.
+
+    a[b, o, y, x] = sum over (c, ky, kx) of x_pad[b, c, y+ky, x+kx] * w[o, c, ky, kx], x_pad the
+    input maps with k // 2 zeros around them; k*k matrix products of the shifted maps, exact in
+    float32 (|a| <= 255 * C_in * k * k < 2**24)."""
+
+    _CHUNK = 512  # images per block: keeps the (chunk, H, W, C) scratch small
+
+    def __init__(self, layer: ConvLayer):
+        if layer.a_max >= 1 << 24:
+            raise ValueError(f"{layer.name}: |a| up to {layer.a_max} is beyond float32's exact integers")
+        self.layer = layer
+        w = layer.kernels_pm1().astype(np.float32)  # (C_out, C_in, k, k)
+        self.taps = [np.ascontiguousarray(w[:, :, ky, kx].T) for ky in range(layer.kernel) for kx in range(layer.kernel)]
+        c = layer.compare.astype(np.int64)
+        self.cth = (c * layer.thresholds)[None, :, None, None]
+        self.sign = c[None, :, None, None]
+
+    def preact(self, x: np.ndarray) -> np.ndarray:
+        """x: (B, C_in*H*W) inputs -> a: (B, C_out, H, W) int64."""
+        L = self.layer
+        c_in, h, w = L.in_shape
+        k, p = L.kernel, L.kernel // 2
+        B = x.shape[0]
+        out = np.empty((B, L.channels, h, w), np.int64)
+        for lo in range(0, B, self._CHUNK):
+            xb = x[lo : lo + self._CHUNK].reshape(-1, c_in, h, w).transpose(0, 2, 3, 1).astype(np.float32)
+            xp = np.zeros((xb.shape[0], h + 2 * p, w + 2 * p, c_in), np.float32)
+            xp[:, p : p + h, p : p + w] = xb
+            acc = np.zeros((xb.shape[0], h, w, L.channels), np.float32)
+            for t, wt in enumerate(self.taps):
+                ky, kx = divmod(t, k)
+                acc += xp[:, ky : ky + h, kx : kx + w] @ wt
+            out[lo : lo + self._CHUNK] = np.rint(acc).astype(np.int64).transpose(0, 3, 1, 2)
+        return out
+
+    def fire(self, a: np.ndarray) -> np.ndarray:
+        """(B, C_out, H, W) pre-activations -> (B, n_out) uint8 spikes after the OR pool."""
+        s = (a * self.sign >= self.cth)
+        q = self.layer.pool
+        if q > 1:
+            B, c, h, w = s.shape
+            s = s[:, :, : h - h % q, : w - w % q].reshape(B, c, h // q, q, w // q, q).any(axis=(3, 5))
+        return s.reshape(s.shape[0], -1).view(np.uint8)
+
+    def synaptic_events(self, x: np.ndarray) -> np.ndarray:
+        """(B,) accumulator updates: for each output position, the nonzero inputs in its window
+        (all input channels), times C_out."""
+        L = self.layer
+        c_in, h, w = L.in_shape
+        p = L.kernel // 2
+        nz = (x.reshape(-1, c_in, h, w) != 0).sum(axis=1)  # (B, H, W) nonzero inputs per position
+        # how many output windows hold position (y, x): the count of valid window centres nearby
+        ry = np.array([min(y + p, h - 1) - max(y - p, 0) + 1 for y in range(h)], np.int64)
+        rx = np.array([min(x_ + p, w - 1) - max(x_ - p, 0) + 1 for x_ in range(w)], np.int64)
+        return (nz * (ry[:, None] * rx[None, :])[None]).sum(axis=(1, 2)).astype(np.int64) * L.channels
+
+
+def plan_for(layer: Layer):
+    """The golden evaluator of ``layer``'s kind."""
+    return ConvPlan(layer) if layer.kind == ConvLayer.kind else LayerPlan(layer)
+
+
 def _to_words(packed: np.ndarray) -> np.ndarray:
     """(..., nbytes) uint8 -> (..., ceil(nbytes/8)) uint64, zero padded."""
     nbytes = packed.shape[-1]
@@ -142,32 +210,39 @@ def encode_input(model: HardwareModel, images: np.ndarray) -> np.ndarray:
 
 def layer_preactivation(layer: Layer, x: np.ndarray) -> np.ndarray:
     """One layer's integer pre-activation, the straightforward way (for reference and tests)."""
-    return LayerPlan(layer).preact(np.asarray(x, dtype=np.uint8))
+    return plan_for(layer).preact(np.asarray(x, dtype=np.uint8))
 
 
 def fire(layer: Layer, a: np.ndarray) -> np.ndarray:
     """Threshold compare of a hidden layer: (B, n_out) int64 -> (B, n_out) uint8 0/1:
     [a >= theta] where compare = +1, [a <= theta] where -1."""
-    return LayerPlan(layer).fire(a)
+    return plan_for(layer).fire(a)
 
 
-def run(model: HardwareModel, images: np.ndarray, *, plans: list[LayerPlan] | None = None) -> GoldenResult:
+def run(model: HardwareModel, images: np.ndarray, *, plans: list | None = None) -> GoldenResult:
     """Integer inference of ``model`` on a batch of uint8 images."""
-    plans = plans or [LayerPlan(l) for l in model.layers]
+    plans = plans or [plan_for(l) for l in model.layers]
     x = encode_input(model, images)
     inputs = x
-    spikes, preacts, in_events = [], [], []
+    spikes, preacts, in_events, syn_events = [], [], [], []
     for plan in plans:
-        if plan.layer.input_kind == "pixels":
-            in_events.append(np.count_nonzero(x, axis=1).astype(np.int64))
+        layer = plan.layer
+        if isinstance(plan, ConvPlan):
+            n_active = np.count_nonzero(x, axis=1).astype(np.int64)
+            syn_events.append(plan.synaptic_events(x))
+            a = plan.preact(x)
+        elif layer.input_kind == "pixels":
+            n_active = np.count_nonzero(x, axis=1).astype(np.int64)
             a = plan.preact(x)
         else:  # the packed words give the input events (popcount) and the pre-activation
             words = _to_words(pack_bits(x))
             n_active = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
-            in_events.append(n_active)
             a = plan.preact_packed(words, n_active)
+        in_events.append(n_active)
+        if not isinstance(plan, ConvPlan):
+            syn_events.append(n_active * layer.n_out)
         preacts.append(a)
-        if plan.layer.is_output:
+        if layer.is_output:
             break
         x = plan.fire(a)
         spikes.append(x)
@@ -176,8 +251,6 @@ def run(model: HardwareModel, images: np.ndarray, *, plans: list[LayerPlan] | No
     B = inputs.shape[0]
     # a hidden layer's spikes are the next layer's input events
     spike_counts = np.stack(in_events[1:], axis=1) if spikes else np.zeros((B, 0), np.int64)
-    input_events = np.stack(in_events, axis=1)
-    fan_out = np.array([l.n_out for l in model.layers], dtype=np.int64)
     return GoldenResult(
         inputs=inputs,
         spikes=spikes,
@@ -185,6 +258,6 @@ def run(model: HardwareModel, images: np.ndarray, *, plans: list[LayerPlan] | No
         scores=scores,
         classes=classes,
         spike_counts=spike_counts,
-        input_events=input_events,
-        synaptic_events=input_events * fan_out[None, :],
+        input_events=np.stack(in_events, axis=1),
+        synaptic_events=np.stack(syn_events, axis=1),
     )

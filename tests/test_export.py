@@ -69,13 +69,51 @@ def test_pixel_input_model_export(mnist, tmp_path, mnist_dir):
     assert loaded.meta["test_accuracy"] > 0.85
 
 
-def test_export_refuses_conv_model(tmp_path):
-    model = BitSNN({"spec": "784-c4-10", "input_shape": [28, 28]})
-    ckpt = save_checkpoint(tmp_path / "conv.ckpt", model, resolve_config("784-c4-10"))
-    out = tmp_path / "conv.bsnn"
-    with pytest.raises(BitsnnError, match=r"layer 0 \(BinaryConv2d\) is not supported"):
-        export_checkpoint(ckpt, out)
-    assert not out.exists()
+def _stir(model: BitSNN, seed: int) -> BitSNN:
+    """Random BN statistics, scales and biases, so an untrained network's layers make real
+    decisions (neither silent nor saturated) and thresholds land everywhere in their range."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.hidden:
+            bn, n = layer.bn, layer.bn.num_features
+            scale = layer.a_max ** 0.5 * (40 if layer.input_kind == "pixels" else 1)
+            bn.running_mean.copy_(torch.randn(n, generator=gen) * scale * 0.3)
+            bn.running_var.copy_(torch.rand(n, generator=gen) * scale + 0.5)
+            bn.weight.copy_(torch.randn(n, generator=gen))  # some negative: compare -1
+            layer.act.bias.copy_(torch.randn(n, generator=gen) * 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("spec,enc", [("784-c4-c8-16-10", "spikes"), ("784-c3k5-c6p1-10", "spikes"),
+                                      ("784-c4-10", "pixels")])
+def test_conv_model_exports_bit_exact_on_all_test_images(tmp_path, mnist_dir, mnist, spec, enc):
+    """Conv layers (kernels 3 and 5, pool 2 and none, spike and pixel input) through export: torch
+    exact path and golden agree on every spike of every layer, the scores and the class."""
+    torch.manual_seed(1)
+    cfg = resolve_config(spec, input_encoding=enc, input_threshold=100)
+    model = _stir(BitSNN(cfg.arch([28, 28])), 3)
+    ckpt = save_checkpoint(tmp_path / "conv.ckpt", model, cfg)
+    lines = []
+    hw = export_checkpoint(ckpt, tmp_path / "conv.bsnn", mnist_dir, log=lines.append)
+    assert "golden vs torch: 0 mismatches on 10000 images" in lines[0]
+    assert hw.format_version == 3 and hw.layers[0].kind == "binary_conv2d"
+    assert hw.layers[0].input_kind == enc
+    loaded = HardwareModel.load(tmp_path / "conv.bsnn")
+    model2, _, _ = load_checkpoint(ckpt)
+    _assert_identical(model2, loaded, mnist.test_images[:3000])
+    g = golden.run(loaded, mnist.test_images[:500])
+    for s in g.spikes:  # every layer makes decisions
+        assert 0.01 < s.mean() < 0.99
+    for c in loaded.layers[:-1]:  # both compare directions and thresholds inside the range
+        assert set(np.unique(c.compare)) == {-1, 1}
+
+
+def test_export_refuses_an_unsupported_layer(tmp_path):
+    model = BitSNN({"spec": "784-16-10", "input_shape": [28, 28]})
+    model.hidden[0] = torch.nn.Identity()
+    with pytest.raises(BitsnnError, match=r"layer 0 \(Identity\) is not supported; the hardware model holds "
+                                          r"BinaryDense, BinaryConv2d hidden layers"):
+        to_hardware_model(model)
 
 
 def test_export_refuses_on_mismatch(tmp_path, mnist_dir, monkeypatch):

@@ -94,8 +94,9 @@ def test_binary_conv2d_or_maxpool():
 
 def test_specs_and_presets():
     assert parse_spec("784-256-256-10") == [784, 256, 256, 10]
-    assert parse_spec("784-c8-10") == [784, ("conv", 8), 10]
-    for bad in ("784", "784-x-10", "784-0-10", "c8-10"):
+    assert parse_spec("784-c8-10") == [784, ("conv", 8, 3, 2), 10]
+    assert parse_spec("784-c8k5p1-C4-10") == [784, ("conv", 8, 5, 1), ("conv", 4, 3, 2), 10]
+    for bad in ("784", "784-x-10", "784-0-10", "c8-10", "784-c8k4-10", "784-c8p3-10", "784-c0-10"):
         with pytest.raises(ValueError):
             parse_spec(bad)
     assert weight_bits_of_spec(PRESETS["tiny"]["spec"]) <= 120 * 1024

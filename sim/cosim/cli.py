@@ -26,7 +26,7 @@ from bitsnn.protocol import MAX_LANES
 __all__ = ["sim_main", "sim_check", "Mismatch", "compare", "simulate"]
 
 #: word width of the Accelerator the CLI builds; its lanes: --lanes, else
-#: bitsnn.sim.cycles.default_lanes(model) (what ``bitsnn build`` generates)
+#: bitsnn.hwplan.default_lanes(model) (what ``bitsnn build`` generates)
 WORD = 32
 
 
@@ -103,15 +103,17 @@ class _GoldenAsResult:
 def _feed_cycles(hm, cycles) -> int:
     """Clock cycles of a batch when each image streams one pixel per cycle: pixels + compute +
     result words (what the Amaranth runner simulates, give or take a few cycles per image)."""
-    n_words = 2 + len(hm.hidden_layers) + hm.num_classes
+    from bitsnn.hwplan import result_words
+
+    n_words = result_words(len(hm.hidden_layers), hm.num_classes)
     return int(np.sum(cycles) + len(cycles) * (hm.n_inputs + n_words))
 
 
 def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cycles=None, progress: int = 0,
              build_root=None, lanes: int | None = None) -> SimRun:
     """Run ``images`` on ``simulator``; ``g``/``want_cycles`` (golden) feed the bench's own checker.
-    ``lanes``: the event cores' (default: bitsnn.sim.cycles.default_lanes)."""
-    from bitsnn.sim.cycles import default_lanes
+    ``lanes``: the event cores' (default: bitsnn.hwplan.default_lanes)."""
+    from bitsnn.hwplan import default_lanes
 
     lanes = lanes or default_lanes(hm)
     if simulator == "golden":
@@ -141,7 +143,7 @@ def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cy
 
 def write_wave(hm, image, path, *, simulator: str, mode: str, build_root=None, lanes: int | None = None) -> None:
     """A waveform of one image (a separate one-image run)."""
-    from bitsnn.sim.cycles import default_lanes
+    from bitsnn.hwplan import default_lanes
 
     lanes = lanes or default_lanes(hm)
     image = hm.prepare_images(np.asarray(image, np.uint8)[None])
@@ -193,18 +195,20 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
 
     from bitsnn.data import load_dataset, test_subset
     from bitsnn.hwmodel import HardwareModel
+    from bitsnn.hwplan import MODES, check_supported, default_lanes
     from bitsnn.sim import cycles as cycles_mod
     from bitsnn.sim import golden
 
-    if mode not in ("event", "dense"):
+    if mode not in MODES:
         raise BitsnnError(f"mode must be event or dense, not {mode!r}")
     if not Path(model).is_file():
         raise BitsnnError(f"hardware model {model} not found")
     model_path = model
     hm = HardwareModel.load(model_path)
+    check_supported(hm)  # before any work
     if int(images) < 1:
         raise BitsnnError(f"--images must be at least 1, got {int(images)}")
-    lanes = cycles_mod.default_lanes(hm) if lanes is None else int(lanes)
+    lanes = default_lanes(hm) if lanes is None else int(lanes)
     if not 1 <= lanes <= MAX_LANES:
         raise BitsnnError(f"--lanes must be in 1..{MAX_LANES}, got {lanes}")
     if wave is not None:

@@ -1,0 +1,240 @@
+"""The hardware plan: every fact about the generated hardware's shape, computed once (NumPy only).
+
+A :class:`HardwarePlan` is what :class:`bitsnn.hw.Accelerator` generates for a hardware model with
+given generation parameters (mode, lanes P, word W, events per beat k, neurons per core, FIFO
+depth): how each layer is split over cores, each core's lanes and lane groups, the accumulator
+widths, the cycle constants, the result words. The Amaranth design (hw/), the cycle model
+(sim/cycles.py), the resource estimate (hw/estimate.py), the report, the board builds and the
+co-simulation all read these facts from here, so they cannot drift apart; nothing here imports
+torch or amaranth.
+
+Cycle constants (docs/hardware.md explains each cycle; sim/cycles.py the whole count):
+
+- ``START`` = 1: the sequencer's START state of layer 0 is the first counted cycle;
+- ``DENSE_LATENCY`` = 4: START + weight/input read + popcount register + accumulate-and-fire;
+- ``EVENT_LEAD`` = 6: START, router FETCH and LOAD, first beat into the FIFO, the FIFO's
+  2-cycle write-to-read latency;
+- ``EVENT_TAIL`` = 2: accumulator read + compare register / ``done``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import BitsnnError
+
+__all__ = [
+    "UnsupportedLayerError", "HARDWARE_KINDS", "check_supported",
+    "MODES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "MIN_FIFO_DEPTH",
+    "signed_bits", "preact_bits", "acc_bits_for", "result_words", "split_layer", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
+]
+
+#: the Accelerator's two layer engines: event-driven cores behind spike routers, or dense
+#: AND-popcount cores that read every input word
+MODES = ("event", "dense")
+
+START = 1
+DENSE_LATENCY = 4
+EVENT_LEAD = 6
+EVENT_TAIL = 2
+#: a depth-2 SyncFIFOBuffered cannot pass a beat every cycle, which the cycle model relies on
+MIN_FIFO_DEPTH = 3
+
+
+#: layer kinds the Accelerator has a hardware stage for
+HARDWARE_KINDS = ("binary_dense",)
+
+
+class UnsupportedLayerError(BitsnnError, ValueError):
+    """The model holds a layer kind the hardware has no stage for."""
+
+
+def check_supported(model) -> None:
+    """Raise :class:`UnsupportedLayerError` naming the first layer the hardware cannot run
+    (before any simulation, build or report starts)."""
+    for i, layer in enumerate(model.layers):
+        if layer.kind not in HARDWARE_KINDS:
+            raise UnsupportedLayerError(
+                f"layer {i} ({layer.name}) is a {layer.kind} layer, which has no hardware stage yet: "
+                f"export and the golden model take it; sim, build, report and run need "
+                f"{' and '.join(HARDWARE_KINDS)} layers only")
+
+
+def signed_bits(v: int) -> int:
+    """Bits of the smallest two's-complement signal holding ``v``."""
+    v = int(v)
+    return (v if v >= 0 else -v - 1).bit_length() + 1
+
+
+def preact_bits(a_max: int) -> int:
+    """Signed width holding every pre-activation a in [-R, R], R = ``a_max``: the width of the
+    adds an event costs (the report's energy model)."""
+    return signed_bits(int(a_max))
+
+
+def acc_bits_for(a_max: int) -> int:
+    """Signed width holding every value in [-R-1, R+1], R = ``a_max`` (a layer's largest |a|):
+    the width of a core's accumulators, scores and threshold fields."""
+    return signed_bits(int(a_max) + 1)
+
+
+def result_words(n_hidden: int, n_classes: int) -> int:
+    """Words an inference produces: class, cycles, one spike count per hidden layer, scores."""
+    return 2 + n_hidden + n_classes
+
+
+def split_layer(n_out: int, max_neurons_per_core: int | None) -> list[tuple[int, int]]:
+    """[(first neuron, neuron count)] of each core of a layer; the first cores are the full ones."""
+    cap = n_out if max_neurons_per_core is None else max_neurons_per_core
+    return [(off, min(cap, n_out - off)) for off in range(0, n_out, cap)]
+
+
+def default_lanes(model, *, writable: bool = False) -> int:
+    """Event-core lanes the CLI tools generate for ``model`` when not told: 32, or for a widest
+    hidden layer of 129..256 neurons the fewest lanes that keep it at 4 lane groups (an input
+    spike costs a layer G cycles; register accumulators make lanes cheap on the iCE40). A design
+    with run-time weight writes (``writable``) needs 8 x a power of two: the largest such count
+    not above that. ``bitsnn build``, ``sim`` and ``report`` use it; a device reports its own
+    lanes in INFO."""
+    widest = max((l.n_out for l in model.hidden_layers), default=0)
+    lanes = -(-widest // 4) if 128 < widest <= 256 else 32
+    if writable and lanes > 8:
+        lanes = 8 << ((lanes // 8).bit_length() - 1)
+    return lanes
+
+
+def _int_arg(name, value, lo):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < lo:
+        raise ValueError(f"{name} must be at least {lo}, not {value}")
+
+
+@dataclass(frozen=True)
+class CorePlan:
+    """One core: neurons ``first`` .. ``first + n - 1`` of its layer, ``lanes`` (P_c = min(P, n))
+    of them updated per cycle, in ``groups`` (G_c = ceil(n / P_c)) lane groups."""
+
+    first: int
+    n: int
+    lanes: int
+    groups: int
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer's hardware: its cores, lane groups and accumulator width."""
+
+    index: int
+    n_in: int
+    n_out: int
+    input_kind: str
+    is_output: bool
+    #: R: the largest |a| any input can produce
+    a_max: int
+    cores: tuple[CorePlan, ...]
+    #: input words of W bits (dense reads, event-mode router chunks)
+    input_words: int
+
+    @property
+    def groups(self) -> int:
+        """G: cycles per event (event mode) or per input word (dense) of the layer's slowest core
+        (the first one, a full one)."""
+        return max(c.groups for c in self.cores)
+
+    @property
+    def acc_bits(self) -> int:
+        """Width of the layer's accumulators (as the dense cores and the scores hold them)."""
+        return acc_bits_for(self.a_max)
+
+    def weight_bits_per_cycle(self, mode: str, word: int) -> int:
+        """Weight-memory bits the layer's cores read per cycle: sum of P_c (event) or P_c * W (dense)."""
+        return sum(c.lanes for c in self.cores) * (word if mode == "dense" else 1)
+
+    def weight_words_per_event(self) -> int:
+        """Weight words all cores read per input event (event mode): sum of G_c."""
+        return sum(c.groups for c in self.cores)
+
+    def weight_read_bits_per_event(self) -> int:
+        """Weight bits all cores read per input event (event mode): sum of G_c * P_c."""
+        return sum(c.groups * c.lanes for c in self.cores)
+
+    def dense_cycles(self) -> int:
+        """T_l of a dense layer: G reads of each of its input words plus the pipeline."""
+        return self.groups * self.input_words + DENSE_LATENCY
+
+    def event_cycles(self, events, zero_chunks):
+        """T_l of an event layer for E input events and Z all-zero W-bit chunks (ints or arrays):
+        the lead-in, a skip beat per zero chunk, G cycles per event, G read-out cycles, the tail."""
+        G = self.groups
+        return EVENT_LEAD + zero_chunks + events * G + G + EVENT_TAIL
+
+
+@dataclass(frozen=True)
+class HardwarePlan:
+    """What the Accelerator generates for ``model`` with these parameters (see the module docstring).
+
+    Build one with :meth:`of`, which checks the parameters (TypeError / ValueError naming the bad one).
+    """
+
+    mode: str
+    lanes: int
+    word: int
+    k: int
+    max_neurons_per_core: int | None
+    fifo_depth: int
+    layers: tuple[LayerPlan, ...]
+    n_inputs: int
+    num_classes: int
+
+    @classmethod
+    def of(cls, model, *, mode: str = "event", lanes: int | None = None, word: int = 32, k: int = 1,
+           max_neurons_per_core: int | None = None, fifo_depth: int = 4) -> "HardwarePlan":
+        """The plan of ``model`` (a :class:`bitsnn.hwmodel.HardwareModel`); ``lanes`` None: :func:`default_lanes`."""
+        check_supported(model)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if lanes is None:
+            lanes = default_lanes(model)
+        _int_arg("lanes", lanes, 1)
+        _int_arg("word", word, 1)
+        _int_arg("k", k, 1)
+        if k > word:
+            raise ValueError(f"k must not exceed the word width {word}, not {k}")
+        if max_neurons_per_core is not None:
+            _int_arg("max_neurons_per_core", max_neurons_per_core, 1)
+        _int_arg("fifo_depth", fifo_depth, MIN_FIFO_DEPTH)
+        layers = []
+        for i, layer in enumerate(model.layers):
+            cores = tuple(CorePlan(off, n, min(lanes, n), -(-n // min(lanes, n)))
+                          for off, n in split_layer(layer.n_out, max_neurons_per_core))
+            layers.append(LayerPlan(i, layer.n_in, layer.n_out, layer.input_kind, layer.is_output, layer.a_max,
+                                    cores, -(-layer.n_in // word)))
+        return cls(mode, lanes, word, k, max_neurons_per_core, fifo_depth, tuple(layers), model.n_inputs,
+                   model.num_classes)
+
+    @property
+    def hidden(self) -> tuple[LayerPlan, ...]:
+        return self.layers[:-1]
+
+    @property
+    def score_bits(self) -> int:
+        """Width of the class scores (the output layer's accumulators)."""
+        return self.layers[-1].acc_bits
+
+    @property
+    def n_result_words(self) -> int:
+        """32-bit words of one result: class, cycles, one spike count per hidden layer, the scores."""
+        return result_words(len(self.hidden), self.num_classes)
+
+    @property
+    def max_cycles(self) -> int:
+        """An upper bound of the cycle count (every input of every layer set and, in event mode,
+        every chunk also counted as a skip beat): the range of the hardware's cycle counter."""
+        total = START + self.num_classes
+        for lp in self.layers:
+            if self.mode == "dense":
+                total += lp.dense_cycles()
+            else:
+                total += lp.event_cycles(lp.n_in, lp.input_words)
+        return total
