@@ -6,7 +6,7 @@ the exact cycle count is ``bitsnn.sim.cycles.predict_cycles``.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -15,6 +15,7 @@ from bitsnn.hwplan import MODES, HardwarePlan, split_layer
 
 from .arith import popcount
 from .core import DenseCore, EventCore
+from .ports import serve_memory, serve_register
 from .router import EventFIFO, SpikeRouter, event_layout, quiet_on_error
 
 __all__ = ["Accelerator", "MODES", "split_layer", "weights_port_signature"]
@@ -206,19 +207,12 @@ class Accelerator(wiring.Component):
         scores = [Signal(signed(a_out), name=f"score{j}") for j in range(model.num_classes)]
         start = [Signal(name=f"start{i}") for i in range(L)]
 
-        def hidden_word_reader(src, addr, data_):
-            """Registered W-bit word select of a spike register: a read port with 1-cycle latency."""
-            padded = Cat(src, Const(0, (-len(src)) % W)) if len(src) % W else src
-            r = Signal(W)
-            m.d.sync += r.eq(padded.word_select(addr, W))
-            m.d.comb += data_.eq(r)
-
-        def connect_source(l, addr, data_):
+        def connect_source(l, port):
+            """Serve ``port`` the input vector of layer l: the input buffer, or layer l-1's spikes."""
             if l == 0:
-                rp = (bitmap if (mode == "event" or not pixels_in) else pixmem).read_port()
-                m.d.comb += [rp.addr.eq(addr), data_.eq(rp.data)]
+                serve_memory(m, port, (bitmap if (mode == "event" or not pixels_in) else pixmem).read_port())
             else:
-                hidden_word_reader(spk[l - 1], addr, data_)
+                serve_register(m, port, spk[l - 1], W)
 
         wreg = None
         if self.writable:  # the weights port, registered (a write reaches its memory 2 cycles later)
@@ -249,17 +243,16 @@ class Accelerator(wiring.Component):
                 cores.append((off, n, core))
                 if mode == "dense":
                     m.d.comb += core.start.eq(start[l])
-                    connect_source(l, core.in_addr, core.in_data)
+                    connect_source(l, core.inp)
                 elif layer.input_kind == "pixels":
-                    rp = pixmem.read_port()
-                    m.d.comb += [rp.addr.eq(core.value_addr), core.value_data.eq(rp.data)]
+                    serve_memory(m, core.values, pixmem.read_port())
             if mode == "event":
                 router = SpikeRouter(layer.n_in, chunk=W, k=self.k)
                 fifo = EventFIFO(router.layout, depth=self.fifo_depth)
                 m.submodules[f"router{l}"] = router
                 m.submodules[f"fifo{l}"] = fifo
                 m.d.comb += router.start.eq(start[l])
-                connect_source(l, router.rd_addr, router.rd_data)
+                connect_source(l, router.rd)
                 wiring.connect(m, router=router.beats, fifo=fifo.w)
                 all_ready = Cat(*[core.events.ready for _, _, core in cores]).all()
                 m.d.comb += fifo.r.ready.eq(all_ready)
@@ -303,7 +296,7 @@ class Accelerator(wiring.Component):
             for l in range(L - 1):
                 mon = SpikeRouter(layers[l].n_out, chunk=W, k=1)
                 m.submodules[f"monitor{l}"] = mon
-                hidden_word_reader(spk[l], mon.rd_addr, mon.rd_data)
+                serve_register(m, mon.rd, spk[l], W)
                 m.d.comb += mon.beats.ready.eq(1)
                 mons.append(mon)
             running = Cat(*[mon.busy for mon in mons]).any()

@@ -25,6 +25,7 @@ from bitsnn.hwmodel import MAX_INPUT
 from bitsnn.hwplan import acc_bits_for, signed_bits
 
 from .arith import popcount, tree_sum
+from .ports import read_port
 from .router import beat_layout, quiet_on_error
 from .wmem import STORAGES, WeightMemory
 
@@ -123,10 +124,10 @@ class DenseCore(_CoreBase):
 
     Parameters: ``weights`` (n_out, n_in) 0/1; ``thresholds``/``compare`` (n_out,) or None (output
     layer); ``lanes`` P (used: min(P, n_out)); ``word`` W; ``input_kind`` "spikes" (W-bit words)
-    or "pixels" (W 8-bit pixels per word, ``in_data`` is 8*W bits, pixel i at bits 8i..8i+7).
+    or "pixels" (W 8-bit pixels per word, ``inp.data`` is 8*W bits, pixel i at bits 8i..8i+7).
 
-    Ports: ``start`` In(1) pulse; ``in_addr`` Out(range(ceil(n_in/W))) and ``in_data`` In(W or 8W):
-    input word read port, data the cycle after the address; plus the common ``out_*``/``done``.
+    Ports: ``start`` In(1) pulse; ``inp`` Out(read_port(ceil(n_in/W), W or 8W)): the input word
+    read port (:func:`bitsnn.hw.ports.read_port`), data the cycle after the address; plus the common ``out_*``/``done``.
 
     Weight memory: depth G*ceil(n_in/W), width P*W, address g*ceil(n_in/W) + w, lane j at bits
     j*W..j*W+W-1. Timing: ``start`` in cycle s; word (g, w) is read in cycle s+1+g*Wn+w; the
@@ -146,8 +147,7 @@ class DenseCore(_CoreBase):
         vw = 8 if input_kind == "pixels" else 1
         super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports={
             "start": In(1),
-            "in_addr": Out(range(max(2, -(-n_in // word)))),
-            "in_data": In(word * vw),
+            "inp": Out(read_port(-(-n_in // word), word * vw)),
         })
 
     def elaborate(self, platform):
@@ -174,7 +174,7 @@ class DenseCore(_CoreBase):
         adr = Signal(range(max(2, total)))
         w = Signal(range(max(2, Wn)))
         g = Signal(range(max(2, G)))
-        m.d.comb += [wrp.addr.eq(adr), self.in_addr.eq(w)]
+        m.d.comb += [wrp.addr.eq(adr), self.inp.addr.eq(w)]
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_g = Signal.like(g)
         m.d.sync += [s1_valid.eq(run), s1_first.eq(w == 0), s1_last.eq(w == Wn - 1), s1_g.eq(g)]
@@ -195,7 +195,7 @@ class DenseCore(_CoreBase):
         s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
         s2_g = Signal.like(g)
         m.d.sync += [s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_g.eq(s1_g)]
-        x = self.in_data
+        x = self.inp.data
         if self.input_kind == "spikes":
             # balanced adder trees (bitsnn.hw.arith): a chained sum of W terms is W adds deep
             pcs = popcount(x)
@@ -235,11 +235,10 @@ class EventCore(_CoreBase):
     Parameters: ``weights`` (n_out, n_in) 0/1; ``thresholds``/``compare`` or None (output layer);
     ``lanes`` P (used: min(P, n_out)); ``k`` events per beat of the input stream;
     ``input_kind`` "spikes" (each event adds +-1) or "pixels" (each event adds +-x_i, x_i read
-    through ``value_addr``/``value_data``, a synchronous read port of the buffered pixels).
+    through ``values``, a read port (:func:`bitsnn.hw.ports.read_port`) of the buffered pixels).
 
     Ports: ``events`` In(stream.Signature(beat_layout(ceil_log2(n_in), k))) — see
-    :mod:`bitsnn.hw.router`; ``value_addr`` Out(range(n_in)) / ``value_data`` In(8) (pixels only,
-    always present); ``spikes`` Out(n_out): every neuron's spike, valid from the read-out of its
+    :mod:`bitsnn.hw.router`; ``values`` Out(read_port(n_in, 8)) (pixels only, always present); ``spikes`` Out(n_out): every neuron's spike, valid from the read-out of its
     group until the first beat of the next input vector is accepted (0 for an output layer);
     plus the common ``out_*``/``done``.
 
@@ -286,8 +285,7 @@ class EventCore(_CoreBase):
         n_out = np.asarray(weights).shape[0] if np.ndim(weights) == 2 else 1
         extra = {
             "events": In(stream.Signature(self.beat)),
-            "value_addr": Out(range(max(2, n_in))),
-            "value_data": In(8),
+            "values": Out(read_port(n_in, 8)),
             "spikes": Out(max(1, n_out)),
         }
         if self.writable:
@@ -388,7 +386,7 @@ class EventCore(_CoreBase):
         m.d.comb += issue.eq(held & (count != 0))
         i = Signal(len(beat.addr[0]))
         m.d.comb += i.eq(beat.addr[0] if k == 1 else beat.addr[e])
-        m.d.comb += [wrp.addr.eq(i * G + g), self.value_addr.eq(i)]
+        m.d.comb += [wrp.addr.eq(i * G + g), self.values.addr.eq(i)]
         s1_upd, s1_thr = Signal(), Signal()
         s1_g = Signal.like(g)
         m.d.sync += [s1_upd.eq(issue), s1_thr.eq(thr)]
@@ -407,7 +405,7 @@ class EventCore(_CoreBase):
             m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s1_g), self.done.eq(s1_g == G - 1)]
         if self.input_kind == "pixels":
             v = Signal(signed(10))
-            m.d.comb += v.eq(self.value_data)
+            m.d.comb += v.eq(self.values.data)
         else:
             v = Const(1, signed(2))
         return SimpleNamespace(accept=accept, read_out_starts=read_out_starts, thr=thr, tg=tg, g=g, v=v,

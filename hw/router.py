@@ -20,7 +20,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
 from .arith import tree_sum
+from .ports import read_port
 
 __all__ = ["beat_layout", "event_layout", "SpikeRouter", "EventFIFO", "lowest_set_bit", "quiet_on_error"]
 
@@ -128,10 +130,9 @@ class SpikeRouter(wiring.Component):
     -----
     start : In(1)
         One-cycle pulse while idle: scan the vector once.
-    rd_addr : Out(range(ceil(N/C)))
-        Chunk read address; the source returns ``rd_data`` one cycle later (synchronous read).
-    rd_data : In(C)
-        Chunk ``rd_addr`` of the previous cycle.
+    rd : Out(read_port(ceil(N/C), C))
+        Chunk reads (:func:`bitsnn.hw.ports.read_port`): ``rd.data`` holds chunk ``rd.addr`` of the
+        previous cycle (synchronous read).
     beats : Out(stream.Signature(beat_layout(ceil_log2(N), k)))
         Beats, valid/ready. Honours backpressure: nothing changes while ``valid & ~ready``.
     busy : Out(1)
@@ -155,8 +156,7 @@ class SpikeRouter(wiring.Component):
         self.layout = beat_layout(self.addr_width, k)
         super().__init__({
             "start": In(1),
-            "rd_addr": Out(range(max(2, self.n_chunks))),
-            "rd_data": In(chunk),
+            "rd": Out(read_port(self.n_chunks, chunk)),
             "beats": Out(stream.Signature(self.layout)),
             "busy": Out(1),
         })
@@ -166,9 +166,9 @@ class SpikeRouter(wiring.Component):
         C, k, n = self.chunk, self.k, self.n_chunks
         cur = Signal(C)
         idx = Signal(range(max(2, n)))
-        nxt = Signal(range(n + 1))    # the chunk whose data rd_data holds (RUN: idx + 1)
+        nxt = Signal(range(n + 1))    # the chunk whose data rd.data holds (RUN: idx + 1)
         advance = Signal()            # RUN: this cycle moves on to chunk nxt; fetch nxt + 1 now
-        m.d.comb += self.rd_addr.eq(nxt + advance)
+        m.d.comb += self.rd.addr.eq(nxt + advance)
 
         # Lowest k set bits of the current chunk.
         v = cur
@@ -204,7 +204,7 @@ class SpikeRouter(wiring.Component):
                 m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [cur.eq(self.rd_data), idx.eq(0)]
+                m.d.sync += [cur.eq(self.rd.data), idx.eq(0)]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [self.busy.eq(1), self.beats.valid.eq(1)]
@@ -215,7 +215,7 @@ class SpikeRouter(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.d.comb += advance.eq(1)
-                        m.d.sync += [cur.eq(self.rd_data), idx.eq(idx + 1), nxt.eq(nxt + 1)]
+                        m.d.sync += [cur.eq(self.rd.data), idx.eq(idx + 1), nxt.eq(nxt + 1)]
         return m
 
 

@@ -75,7 +75,7 @@ def test_dense_core_matches_golden(case, lanes, word):
             assert out and out[-1][3] == 1  # done exactly at start + G*Wn + 3
             _check(layer, x, dut, out)
 
-    simulate(dut, tb, processes=[sync_read_process(dut.in_addr, dut.in_data, words), _collect(dut, None, out)])
+    simulate(dut, tb, processes=[sync_read_process(dut.inp.addr, dut.inp.data, words), _collect(dut, None, out)])
 
 
 @SETTINGS
@@ -116,7 +116,7 @@ def test_event_core_matches_golden(case, lanes, k, chunk, p_valid):
                 got = ctx.get(dut.spikes)
                 assert [(got >> n) & 1 for n in range(layer.n_out)] == [int(v) for v in s]
 
-    simulate(dut, tb, processes=[sync_read_process(dut.value_addr, dut.value_data, x), _collect(dut, None, out)])
+    simulate(dut, tb, processes=[sync_read_process(dut.values.addr, dut.values.data, x), _collect(dut, None, out)])
 
 
 def test_core_rejects_bad_args():

@@ -77,7 +77,7 @@ def test_router_matches_reference(vec, chunk, k, p_ready):
             _, _, busy = await ctx.tick().sample(dut.busy)
             assert not busy
 
-    simulate(dut, tb, processes=[sync_read_process(dut.rd_addr, dut.rd_data, words)])
+    simulate(dut, tb, processes=[sync_read_process(dut.rd.addr, dut.rd.data, words)])
     for beats in got:
         assert [b for b, _ in beats] == want
         assert [l for _, l in beats] == [0] * (len(want) - 1) + [1]
@@ -100,7 +100,7 @@ def test_router_gap_free_when_ready():
             if valid:
                 valid_cycles.append(t)
 
-    simulate(dut, tb, processes=[sync_read_process(dut.rd_addr, dut.rd_data, chunks_of(bits, 4))])
+    simulate(dut, tb, processes=[sync_read_process(dut.rd.addr, dut.rd.data, chunks_of(bits, 4))])
     assert valid_cycles == list(range(2, 2 + len(want)))
 
 
