@@ -25,7 +25,7 @@ from . import BitsnnError
 
 __all__ = [
     "UnsupportedLayerError", "HARDWARE_KINDS", "check_supported",
-    "MODES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "MIN_FIFO_DEPTH",
+    "MODES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "MIN_FIFO_DEPTH", "MapLayout", "ConvPlan",
     "signed_bits", "preact_bits", "acc_bits_for", "result_words", "split_layer", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
 ]
 
@@ -42,7 +42,7 @@ MIN_FIFO_DEPTH = 3
 
 
 #: layer kinds the Accelerator has a hardware stage for
-HARDWARE_KINDS = ("binary_dense",)
+HARDWARE_KINDS = ("binary_dense", "binary_conv2d")
 
 
 class UnsupportedLayerError(BitsnnError, ValueError):
@@ -103,6 +103,93 @@ def default_lanes(model, *, writable: bool = False) -> int:
     return lanes
 
 
+def ceil_log2(n: int) -> int:
+    return max(0, int(n) - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class MapLayout:
+    """How the hardware stores a C x H x W map (a convolution's input or output spikes, or the
+    image a convolution takes): position by position, channels innermost, each field padded to a
+    power of two, so the bit address of (c, y, x) is ``((y << wbits) | x) << cbits | c`` and a
+    router's event address splits into the three fields without division. Padding bits are 0."""
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def cbits(self) -> int:
+        return ceil_log2(self.channels)
+
+    @property
+    def wbits(self) -> int:
+        return ceil_log2(self.width)
+
+    @property
+    def size(self) -> int:
+        """Bits of the store, padding included."""
+        return self.height << (self.wbits + self.cbits)
+
+    def address(self, c, y, x):
+        return ((y << self.wbits) | x) << self.cbits | c
+
+    def store_index(self):
+        """(C*H*W,) int64: the store address of each input in torch's flat order (channel, row, column)."""
+        import numpy as np
+
+        c, y, x = np.meshgrid(np.arange(self.channels), np.arange(self.height), np.arange(self.width), indexing="ij")
+        return self.address(c.ravel(), y.ravel(), x.ravel()).astype(np.int64)
+
+    def to_store(self, flat):
+        """(B, C*H*W) values in torch's order -> (B, size) as the hardware stores them."""
+        import numpy as np
+
+        flat = np.asarray(flat)
+        out = np.zeros((flat.shape[0], self.size), flat.dtype)
+        out[:, self.store_index()] = flat
+        return out
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """A convolution's stage (:class:`bitsnn.hw.conv.ConvCore`): P lanes over the output channels
+    (padded to ``groups * lanes``, a power of two), G lane groups, a ring of ``kernel`` output
+    rows of accumulators.
+
+    Cycles: ``EVENT_LEAD`` (the core takes the first beat in its last cycle, as an event core
+    does) + Z (one per all-zero input chunk) + E * k*k * G (each input event updates the k x k
+    output positions around it, G groups each; border taps take their cycle too) + H * W * G
+    (every output row is flushed once: its accumulators read, spikes written, accumulators
+    reset). The core does one of these a cycle, without bubbles; ``done`` is high the cycle
+    after the last (its write), and the next layer's START follows."""
+
+    in_layout: MapLayout
+    out_layout: MapLayout
+    kernel: int
+    pool: int
+    channels: int
+    lanes: int
+    groups: int
+
+    @property
+    def out_height(self) -> int:
+        return self.in_layout.height
+
+    @property
+    def out_width(self) -> int:
+        return self.in_layout.width
+
+    def cycles(self, events, zero_chunks):
+        k2 = self.kernel * self.kernel
+        return (EVENT_LEAD + zero_chunks + events * k2 * self.groups
+                + self.out_height * self.out_width * self.groups)
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (int(n).bit_length() - 1)
+
+
 def _int_arg(name, value, lo):
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -135,6 +222,17 @@ class LayerPlan:
     cores: tuple[CorePlan, ...]
     #: input words of W bits (dense reads, event-mode router chunks)
     input_words: int
+    kind: str = "binary_dense"
+    #: the convolution's stage (conv layers only)
+    conv: ConvPlan | None = None
+    #: how the layer's input is stored when it is a map (a conv layer's, and a dense layer's
+    #: after a conv): the router scans ``input_layout.size`` bits; None: the flat vector
+    input_layout: MapLayout | None = None
+
+    @property
+    def n_in_store(self) -> int:
+        """Bits of the input store the layer's router scans (padding included)."""
+        return self.input_layout.size if self.input_layout else self.n_in
 
     @property
     def groups(self) -> int:
@@ -165,7 +263,10 @@ class LayerPlan:
 
     def event_cycles(self, events, zero_chunks):
         """T_l of an event layer for E input events and Z all-zero W-bit chunks (ints or arrays):
-        the lead-in, a skip beat per zero chunk, G cycles per event, G read-out cycles, the tail."""
+        the lead-in, a skip beat per zero chunk, G cycles per event, G read-out cycles, the tail
+        (a convolution: :meth:`ConvPlan.cycles`)."""
+        if self.conv is not None:
+            return self.conv.cycles(events, zero_chunks)
         G = self.groups
         return EVENT_LEAD + zero_chunks + events * G + G + EVENT_TAIL
 
@@ -204,12 +305,31 @@ class HardwarePlan:
         if max_neurons_per_core is not None:
             _int_arg("max_neurons_per_core", max_neurons_per_core, 1)
         _int_arg("fifo_depth", fifo_depth, MIN_FIFO_DEPTH)
+        convs = [l for l in model.layers if l.kind == "binary_conv2d"]
+        if convs:
+            if mode != "event":
+                raise UnsupportedLayerError(f"{convs[0].name}: convolutions run in mode='event' only")
+            if word & (word - 1):
+                raise ValueError(f"a model with convolutions needs a power-of-two word, not {word}")
         layers = []
+        in_layout = None
         for i, layer in enumerate(model.layers):
-            cores = tuple(CorePlan(off, n, min(lanes, n), -(-n // min(lanes, n)))
-                          for off, n in split_layer(layer.n_out, max_neurons_per_core))
+            conv = None
+            if layer.kind == "binary_conv2d":
+                c_in, h, w = layer.in_shape
+                in_layout = MapLayout(c_in, h, w)
+                cp = 1 << ceil_log2(layer.channels)
+                P = min(_pow2_floor(lanes), cp, word)
+                conv = ConvPlan(in_layout, MapLayout(*layer.out_shape), layer.kernel, layer.pool, layer.channels,
+                                P, cp // P)
+                cores = (CorePlan(0, layer.channels, P, cp // P),)
+            else:
+                cores = tuple(CorePlan(off, n, min(lanes, n), -(-n // min(lanes, n)))
+                              for off, n in split_layer(layer.n_out, max_neurons_per_core))
+            n_store = in_layout.size if in_layout else layer.n_in
             layers.append(LayerPlan(i, layer.n_in, layer.n_out, layer.input_kind, layer.is_output, layer.a_max,
-                                    cores, -(-layer.n_in // word)))
+                                    cores, -(-n_store // word), layer.kind, conv, in_layout))
+            in_layout = conv.out_layout if conv else None
         return cls(mode, lanes, word, k, max_neurons_per_core, fifo_depth, tuple(layers), model.n_inputs,
                    model.num_classes)
 
@@ -238,3 +358,7 @@ class HardwarePlan:
             else:
                 total += lp.event_cycles(lp.n_in, lp.input_words)
         return total
+
+    @property
+    def has_conv(self) -> bool:
+        return any(lp.conv is not None for lp in self.layers)
