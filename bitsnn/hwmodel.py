@@ -122,6 +122,11 @@ class Layer:
         """Weight rows (one per neuron) and threshold entries."""
         return self.n_out
 
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the equivalent ANN layer."""
+        return self.n_in * self.n_out
+
     def header_fields(self) -> dict:
         """This kind's own fields of the file's layer entry (beside name, kind, n_in, n_out, input, output)."""
         return {}
@@ -191,6 +196,11 @@ class ConvLayer(Layer):
     @property
     def rows(self) -> int:
         return self.channels
+
+    @property
+    def macs(self) -> int:
+        """k*k*C_in multiply-accumulates per output position and channel (before the pool)."""
+        return self.channels * self.in_shape[1] * self.in_shape[2] * self.fan_in
 
     def header_fields(self) -> dict:
         return {"in_shape": list(self.in_shape), "channels": self.channels, "kernel": self.kernel, "pool": self.pool}
@@ -280,10 +290,23 @@ class HardwareModel:
 
     @property
     def weight_bits_total(self) -> int:
-        return sum(l.n_in * l.n_out for l in self.layers)
+        """Weight bits the model holds: rows x fan-in (a convolution's kernels, once)."""
+        return sum(l.rows * l.fan_in for l in self.layers)
+
+    @property
+    def spec(self) -> str:
+        """The layer spec: input size, each layer's size (a convolution as cN[kK][pP], as
+        ``bitsnn train`` spells it), the class count."""
+        toks = [str(self.layers[0].n_in)]
+        for l in self.layers:
+            if l.kind == ConvLayer.kind:
+                toks.append(f"c{l.channels}" + (f"k{l.kernel}" if l.kernel != 3 else "") + (f"p{l.pool}" if l.pool != 2 else ""))
+            else:
+                toks.append(str(l.n_out))
+        return "-".join(toks)
 
     def describe(self) -> str:
-        spec = "-".join(str(s) for s in self.sizes)
+        spec = self.spec
         crop = ""
         if self.input_crop:
             ih, iw, top, left = self.input_crop

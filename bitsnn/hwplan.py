@@ -250,12 +250,15 @@ class LayerPlan:
         return sum(c.lanes for c in self.cores) * (word if mode == "dense" else 1)
 
     def weight_words_per_event(self) -> int:
-        """Weight words all cores read per input event (event mode): sum of G_c."""
-        return sum(c.groups for c in self.cores)
+        """Weight words all cores read per input event (event mode): sum of G_c (a convolution:
+        k*k*G, one per kernel tap and group)."""
+        taps = self.conv.kernel ** 2 if self.conv else 1
+        return taps * sum(c.groups for c in self.cores)
 
     def weight_read_bits_per_event(self) -> int:
-        """Weight bits all cores read per input event (event mode): sum of G_c * P_c."""
-        return sum(c.groups * c.lanes for c in self.cores)
+        """Weight bits all cores read per input event (event mode): sum of G_c * P_c (times k*k)."""
+        taps = self.conv.kernel ** 2 if self.conv else 1
+        return taps * sum(c.groups * c.lanes for c in self.cores)
 
     def dense_cycles(self) -> int:
         """T_l of a dense layer: G reads of each of its input words plus the pipeline."""
@@ -362,3 +365,20 @@ class HardwarePlan:
     @property
     def has_conv(self) -> bool:
         return any(lp.conv is not None for lp in self.layers)
+
+    def tap_size(self, l: int) -> int:
+        """Addresses the ``events`` tap reports for hidden layer ``l``: its neurons, or for a
+        convolution the bits of its output store (:class:`MapLayout`, padding included)."""
+        lp = self.layers[l]
+        return lp.conv.out_layout.size if lp.conv else lp.n_out
+
+    def tap_index(self, l: int):
+        """For a convolution, (n_out,) int64: the tap address of each of layer ``l``'s outputs in
+        torch's flat order (``spikes = tapped[:, tap_index]``); None for a dense layer."""
+        lp = self.layers[l]
+        return lp.conv.out_layout.store_index() if lp.conv else None
+
+    def tapped_spikes(self, l: int, tapped):
+        """(B, tap_size) spikes as the tap reports them -> (B, n_out) in torch's flat order."""
+        idx = self.tap_index(l)
+        return tapped if idx is None else tapped[:, idx]

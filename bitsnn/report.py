@@ -294,7 +294,7 @@ def ann_fp32_energy(model, constants: dict | None = None) -> dict:
     every MAC is one fp32 multiply and one fp32 add; every fp32 weight is read once from SRAM
     (32 of the 64 bits of E_sram64). Activation traffic is not counted (nor is it for the SNN)."""
     c = HOROWITZ_45NM if constants is None else constants
-    macs = sum(l.n_in * l.n_out for l in model.layers)
+    macs = sum(l.macs for l in model.layers)
     mac_j = macs * (c["fp32_mult"].value + c["fp32_add"].value)
     read_j = macs * 32 / 64 * c["sram_8kb_read64"].value
     return {"macs": macs, "macs_j": mac_j, "weight_reads_j": read_j, "total_j": mac_j + read_j}

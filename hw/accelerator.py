@@ -6,14 +6,16 @@ the exact cycle count is ``bitsnn.sim.cycles.predict_cycles``.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Signal, signed, unsigned
+import numpy as np
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwmodel import HardwareModel
-from bitsnn.hwplan import MODES, HardwarePlan, split_layer
+from bitsnn.hwplan import MODES, HardwarePlan, ceil_log2, split_layer
 
-from .arith import popcount
+from .arith import field, popcount
+from .conv import ConvCore
 from .core import DenseCore, EventCore
 from .ports import serve_memory, serve_register
 from .router import EventFIFO, SpikeRouter, event_layout, quiet_on_error
@@ -101,6 +103,8 @@ class Accelerator(wiring.Component):
         if bad := sorted(l for l in self.spram_layers if not 0 <= l < len(hwmodel.layers)):
             raise ValueError(f"spram_layers {bad}: the model has layers 0..{len(hwmodel.layers) - 1}")
         self.writable = bool(writable) or bool(self.spram_layers)
+        if self.writable and self.hw.has_conv:
+            raise ValueError("run-time weight writes (writable, spram_layers) are not built for convolutions yet")
         if self.writable and mode != "event":
             raise ValueError("run-time weight writes (writable, spram_layers) need mode='event'")
         if self.writable and max_neurons_per_core is not None and max_neurons_per_core % 8:
@@ -112,8 +116,8 @@ class Accelerator(wiring.Component):
                 any(c.n > lanes for lp in self.hw.layers for c in lp.cores):
             raise ValueError(f"run-time weight writes need lanes = 8 x a power of two where a core has more "
                              f"neurons than lanes, not {lanes}")
-        hidden = [l.n_out for l in hwmodel.hidden_layers]
-        self.event_layout = event_layout(len(hidden), max(hidden, default=1))
+        taps = [self.hw.tap_size(l) for l in range(len(hwmodel.hidden_layers))]
+        self.event_layout = event_layout(len(taps), max(taps, default=1))
         ports = {
             "pixels": In(stream.Signature(unsigned(8))),
             "result": Out(stream.Signature(unsigned(32))),
@@ -159,19 +163,45 @@ class Accelerator(wiring.Component):
         m.d.comb += accept.eq(self.pixels.valid & self.pixels.ready)
         x = self.pixels.payload
         pi = Signal(range(max(2, n0)))
-        wpos = Signal(range(max(2, W)))
-        widx = Signal(range(max(2, wn0)))
         last_pixel = pi == n0 - 1
-        word_end = (wpos == W - 1) | last_pixel
+        lay0 = self.hw.layers[0].input_layout  # the first layer's map store (a convolution), or None
+        if lay0 is None:
+            wpos = Signal(range(max(2, W)))
+            widx = Signal(range(max(2, wn0)))
+            word_end = (wpos == W - 1) | last_pixel
+        else:
+            # pixel (y, x) goes to bit ((y << wbits) | x) of the store: rows padded to a power of two
+            wn0 = -(-lay0.size // W)
+            lw = ceil_log2(W)
+            cx = Signal(range(max(2, lay0.width)), name="pixel_x")
+            cy = Signal(range(max(2, lay0.height)), name="pixel_y")
+            paddr = Signal(range(max(2, lay0.size)), name="pixel_addr")
+            nxt = Signal(len(paddr) + 1)
+            m.d.comb += [paddr.eq(Cat(field(cx, lay0.wbits), cy)),
+                         nxt.eq(Mux(cx == lay0.width - 1, Cat(field(Const(0, 1), lay0.wbits), cy + 1), paddr + 1))]
+            wpos = Signal(range(max(2, W)))
+            widx = Signal(range(max(2, wn0)))
+            m.d.comb += [wpos.eq(paddr[:lw]), widx.eq(paddr >> lw)]
+            word_end = last_pixel | ((nxt >> lw) != (paddr >> lw))
+            with m.If(accept):
+                with m.If(last_pixel):
+                    m.d.sync += [cx.eq(0), cy.eq(0)]
+                with m.Elif(cx == lay0.width - 1):
+                    m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
+                with m.Else():
+                    m.d.sync += cx.eq(cx + 1)
         with m.If(accept):
             with m.If(last_pixel):
-                m.d.sync += [pi.eq(0), wpos.eq(0), widx.eq(0)]
+                m.d.sync += pi.eq(0)
+                if lay0 is None:
+                    m.d.sync += [wpos.eq(0), widx.eq(0)]
             with m.Else():
                 m.d.sync += pi.eq(pi + 1)
-                with m.If(wpos == W - 1):
-                    m.d.sync += [wpos.eq(0), widx.eq(widx + 1)]
-                with m.Else():
-                    m.d.sync += wpos.eq(wpos + 1)
+                if lay0 is None:
+                    with m.If(wpos == W - 1):
+                        m.d.sync += [wpos.eq(0), widx.eq(widx + 1)]
+                    with m.Else():
+                        m.d.sync += wpos.eq(wpos + 1)
         bitmap = pixmem = None
         if mode == "event" or not pixels_in:
             bit = (x != 0) if pixels_in else (x >= model.input_threshold)
@@ -186,9 +216,9 @@ class Accelerator(wiring.Component):
                 m.d.sync += bword.eq(nw)
         if pixels_in:
             if mode == "event":
-                m.submodules.pixmem = pixmem = memory.Memory(shape=8, depth=n0, init=[])
+                m.submodules.pixmem = pixmem = memory.Memory(shape=8, depth=lay0.size if lay0 else n0, init=[])
                 pwp = pixmem.write_port()
-                m.d.comb += [pwp.addr.eq(pi), pwp.data.eq(x), pwp.en.eq(accept)]
+                m.d.comb += [pwp.addr.eq(pi if lay0 is None else paddr), pwp.data.eq(x), pwp.en.eq(accept)]
             else:
                 m.submodules.pixmem = pixmem = memory.Memory(shape=8 * W, depth=wn0, init=[])
                 pwp = pixmem.write_port()
@@ -201,7 +231,10 @@ class Accelerator(wiring.Component):
                     m.d.sync += pword.eq(npw)
 
         # ---- layer state ---------------------------------------------------------------------
-        spk = [Signal(l.n_out, name=f"spikes{i}") for i, l in enumerate(layers[:-1])]
+        # a hidden dense layer's spikes live in a register; a convolution's in a map store (memory)
+        spk = [None if l.kind == "binary_conv2d" else Signal(l.n_out, name=f"spikes{i}")
+               for i, l in enumerate(layers[:-1])]
+        stores = [None] * L
         cnt = [Signal(range(l.n_out + 1), name=f"count{i}") for i, l in enumerate(layers[:-1])]
         a_out = self.hw.score_bits
         scores = [Signal(signed(a_out), name=f"score{j}") for j in range(model.num_classes)]
@@ -211,6 +244,8 @@ class Accelerator(wiring.Component):
             """Serve ``port`` the input vector of layer l: the input buffer, or layer l-1's spikes."""
             if l == 0:
                 serve_memory(m, port, (bitmap if (mode == "event" or not pixels_in) else pixmem).read_port())
+            elif stores[l - 1] is not None:
+                serve_memory(m, port, stores[l - 1].read_port())
             else:
                 serve_register(m, port, spk[l - 1], W)
 
@@ -221,8 +256,34 @@ class Accelerator(wiring.Component):
                          wreg.byte.eq(self.weights.byte), wreg.data.eq(self.weights.data),
                          wreg.en.eq(self.weights.en & ~self.busy)]
         cores_of = []
+        routers = []
         for l, layer in enumerate(layers):
+            lp = self.hw.layers[l]
+            if lp.conv is not None:
+                core = ConvCore(layer, lp.conv, word=W)
+                m.submodules[f"conv{l}"] = core
+                stores[l] = store = memory.Memory(shape=W, depth=core.out_words, init=[])
+                m.submodules[f"store{l}"] = store
+                swp = store.write_port(granularity=1)
+                m.d.comb += [swp.addr.eq(core.out.addr), swp.data.eq(core.out.data), swp.en.eq(core.out.en),
+                             core.start.eq(start[l])]
+                if layer.input_kind == "pixels":
+                    serve_memory(m, core.values, pixmem.read_port())
+                router = SpikeRouter(lp.n_in_store, chunk=W, k=1)
+                fifo = EventFIFO(router.layout, depth=self.fifo_depth)
+                m.submodules[f"router{l}"], m.submodules[f"fifo{l}"] = router, fifo
+                m.d.comb += router.start.eq(start[l])
+                connect_source(l, router.rd)
+                wiring.connect(m, router=router.beats, fifo=fifo.w)
+                wiring.connect(m, fifo=fifo.r, core=core.events)
+                routers.append(router)
+                cores_of.append([core])
+                continue
             wbits = layer.weight_bit_matrix()
+            if lp.input_layout is not None:  # after a convolution: weights in the map store's order
+                wide = np.zeros((layer.n_out, lp.n_in_store), np.uint8)
+                wide[:, lp.input_layout.store_index()] = wbits
+                wbits = wide
             cores = []
             for c, (off, n) in enumerate((cp.first, cp.n) for cp in self.hw.layers[l].cores):
                 th = cm = None
@@ -247,7 +308,7 @@ class Accelerator(wiring.Component):
                 elif layer.input_kind == "pixels":
                     serve_memory(m, core.values, pixmem.read_port())
             if mode == "event":
-                router = SpikeRouter(layer.n_in, chunk=W, k=self.k)
+                router = SpikeRouter(lp.n_in_store, chunk=W, k=self.k)
                 fifo = EventFIFO(router.layout, depth=self.fifo_depth)
                 m.submodules[f"router{l}"] = router
                 m.submodules[f"fifo{l}"] = fifo
@@ -259,6 +320,7 @@ class Accelerator(wiring.Component):
                 for _, _, core in cores:
                     m.d.comb += [core.events.payload.eq(fifo.r.payload),
                                  core.events.valid.eq(fifo.r.valid & all_ready)]
+                routers.append(router)
             # Results of each core into the spike register / scores. An EventCore's accumulators keep
             # their sign bits (its ``spikes``) until its next input vector starts, which is after
             # every reader of this layer's spikes is done: they are the spike register.
@@ -287,20 +349,32 @@ class Accelerator(wiring.Component):
                 bits = Cat(*incs)
                 m.d.sync += cnt[l].eq(cnt[l] + popcount(bits))  # a balanced tree: P can be hundreds
             cores_of.append([core for _, _, core in cores])
+        # a convolution's spike count: the events the next layer's router emits from its store
+        for l in range(L - 1):
+            if stores[l] is not None:
+                beats = routers[l + 1].beats
+                with m.If(beats.valid & beats.ready):
+                    m.d.sync += cnt[l].eq(cnt[l] + beats.payload.count)
 
         # ---- events monitor tap ------------------------------------------------------------
         mon_busy = Signal()
-        if self.monitor and L > 1:
+        # every hidden layer: a dense one's spike register, a convolution's store (a second read
+        # port: on a board, where monitor=False, the store keeps one)
+        monitored = list(range(L - 1)) if self.monitor else []
+        if monitored:
             pending = Signal(L - 1)
-            mons = []
-            for l in range(L - 1):
-                mon = SpikeRouter(layers[l].n_out, chunk=W, k=1)
+            mons = {}
+            for l in monitored:
+                mon = SpikeRouter(self.hw.tap_size(l), chunk=W, k=1)
                 m.submodules[f"monitor{l}"] = mon
-                serve_register(m, mon.rd, spk[l], W)
+                if stores[l] is not None:
+                    serve_memory(m, mon.rd, stores[l].read_port())
+                else:
+                    serve_register(m, mon.rd, spk[l], W)
                 m.d.comb += mon.beats.ready.eq(1)
-                mons.append(mon)
-            running = Cat(*[mon.busy for mon in mons]).any()
-            for l, mon in enumerate(mons):
+                mons[l] = mon
+            running = Cat(*[mon.busy for mon in mons.values()]).any()
+            for l, mon in mons.items():
                 go = pending[l] & ~running & ((pending & ((1 << l) - 1)) == 0)
                 m.d.comb += mon.start.eq(go)
                 with m.If(go):

@@ -8,9 +8,9 @@ helpers pair the terms up level by level instead, so the depth is ceil(log2(n)).
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Value
+from amaranth.hdl import Cat, Const, Value
 
-__all__ = ["popcount", "tree_sum"]
+__all__ = ["popcount", "tree_sum", "field"]
 
 
 def tree_sum(values) -> Value:
@@ -38,3 +38,9 @@ def popcount(bits) -> Value:
         return tree_sum(bits)
     v = Value.cast(bits)
     return tree_sum(v[i] for i in range(len(v)))
+
+
+def field(v, n: int):
+    """``v`` zero-extended or cut to exactly ``n`` bits (an empty value for n = 0): one field of a
+    concatenated address."""
+    return Cat(v, Const(0, n))[:n]

@@ -35,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwplan import ConvPlan, ceil_log2, signed_bits
 
+from .arith import field
 from .ports import read_port
 from .router import beat_layout, quiet_on_error
 
@@ -44,11 +45,6 @@ __all__ = ["ConvCore", "store_write_signature"]
 def store_write_signature(depth: int, width: int) -> wiring.Signature:
     """A writer's side of a bit-enabled write port: word ``addr``, ``data``, one enable per bit."""
     return wiring.Signature({"addr": Out(range(max(2, depth))), "data": Out(width), "en": Out(width)})
-
-
-def _field(v, n):
-    """``v`` zero-extended or cut to exactly ``n`` bits (nothing for n = 0)."""
-    return Cat(v, Const(0, n))[:n]
 
 
 def _to_int(bits) -> int:
@@ -264,7 +260,7 @@ class ConvCore(wiring.Component):
         px = s1_x >> (q - 1) if q > 1 else s1_x
         bit = Signal(range(max(2, lout.size)))
         # channel g*P + j, P * G = 2**cbits: the group's first bit is g << log2(P)
-        m.d.comb += bit.eq(Cat(_field(Const(0, 1), ceil_log2(P)), _field(s1_g, gb), _field(px, lout.wbits), py))
+        m.d.comb += bit.eq(Cat(field(Const(0, 1), ceil_log2(P)), field(s1_g, gb), field(px, lout.wbits), py))
         lw = ceil_log2(self.word)
         off = bit[:lw] if lw else Const(0, 1)
         first = Signal()  # the pooled position's first contribution: write the group, not OR

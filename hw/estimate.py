@@ -67,6 +67,13 @@ def _acc_bits(layer, n_lo, n_hi) -> int:
     return int(tot)
 
 
+def _conv_acc_bits(layer) -> int:
+    """A ConvCore's accumulator width (hw.conv.ConvCore: c*(a - theta) of every channel)."""
+    r = layer.a_max
+    init = -np.asarray(layer.compare, np.int64) * np.asarray(layer.thresholds, np.int64)
+    return max(max(signed_bits(int(v) - r), signed_bits(int(v) + r)) for v in init)
+
+
 def _mux_luts(k: int) -> float:
     """LUT4s per output bit of a k:1 multiplexer with registered select (measured ~0.6 per input)."""
     return 0.0 if k <= 1 else 0.6 * k
@@ -97,6 +104,11 @@ _CAL = {
     # run-time weight writes: per core (address, lane decode, flips) and in the UART top (header,
     # commit and registered checks); fitted to the two SPRAM builds in docs/hardware.md
     "write_luts_per_core": 20, "write_top_luts": 200, "write_top_ffs": 150,
+    # convolution stage (hw/conv.py): counters, tap and slot arithmetic, flush control; the output
+    # store's shifters per word bit and shift stage; the pixel-position counters of the input
+    # buffer; a pixel input's value path
+    "conv_core_luts": 160, "conv_core_ffs": 60, "conv_shift_luts_per_bit": 1.0, "conv_input_luts": 20,
+    "pixel_luts": 20,
 }
 
 
@@ -150,12 +162,41 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     layers = hwmodel.layers
     n0 = hwmodel.n_inputs
     # input buffer: bitmap of ceil(n0/W) W-bit words, word-assembly register
-    # (ECP5: Yosys puts a memory this shallow into LUT RAM, no block)
-    bl, _ = bram_blocks_for(family, W, -(-n0 // W)) if family == "ice40" or -(-n0 // W) > 64 else (0, 1)
-    add("input", luts=cal["input_luts_per_bit"] * W, ffs=cal["input_ffs_per_bit"] * W, blocks=bl,
-        bits=bl * block_bits)
+    # (ECP5: Yosys puts a memory this shallow into LUT RAM, no block); a convolution's image is
+    # stored with padded rows, its pixel position kept in two counters
+    lay0 = plan.layers[0].input_layout
+    words0 = -(-(lay0.size if lay0 else n0) // W)
+    bl, _ = bram_blocks_for(family, W, words0) if family == "ice40" or words0 > 64 else (0, 1)
+    add("input", luts=cal["input_luts_per_bit"] * W + (cal["conv_input_luts"] if lay0 else 0),
+        ffs=cal["input_ffs_per_bit"] * W, blocks=bl, bits=bl * block_bits)
+
+    def rom(name, width, depth):
+        """A weight ROM: logic when small (Yosys's choice), else block RAM."""
+        if width * depth <= _CAL[f"{family}_rom_logic_bits"]:
+            add(name, luts=width * depth / 16)
+        else:
+            blocks, banks = bram_blocks_for(family, width, depth)
+            add(name, luts=width * _mux_luts(banks), blocks=blocks, bits=blocks * block_bits)
+
     for li, (layer, lp) in enumerate(zip(layers, plan.layers)):
-        for core in lp.cores:
+        if lp.conv is not None:
+            cp, name = lp.conv, f"layer{li}"
+            P, G, k = cp.lanes, cp.groups, cp.kernel
+            A = _conv_acc_bits(layer)
+            depth = (1 << ceil_log2(k)) * (1 << ceil_log2(cp.in_layout.width)) * (1 << ceil_log2(G))
+            blocks, banks = bram_blocks_for(family, P * A, depth)
+            # accumulator memory, its write-first bypass (a register and a multiplexer per bit),
+            # the P adders (not packed: they feed the memory), the control and address arithmetic,
+            # the output store's data and bit-enable shifters (W bits, one position per P-bit group)
+            add(name, luts=2 * P * A + P * _mux_luts(banks) + cal["conv_core_luts"]
+                + cal["conv_shift_luts_per_bit"] * W * max(1, ceil_log2(W // P)),
+                ffs=P * A + cal["conv_core_ffs"], blocks=blocks, bits=blocks * block_bits)
+            rom(name, P, layer.in_shape[0] * k * k * G)
+            ob, _ = bram_blocks_for(family, W, -(-cp.out_layout.size // W))
+            add(name, blocks=ob, bits=ob * block_bits)
+            if layer.input_kind == "pixels":
+                add(name, luts=cal["pixel_luts"])
+        for core in (lp.cores if lp.conv is None else ()):
             off, n, P, G = core.first, core.n, core.lanes, core.groups
             rom_luts = 0.0
             if li in spram_layers:
@@ -164,9 +205,9 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
                 add(f"layer{li}", spram_blocks=cols * rows, luts=ceil_log2(layer.n_in * G))
                 blocks, banks = 0, rows
             else:
-                blocks, banks = bram_blocks_for(family, P, layer.n_in * G)
-                if not writable and P * layer.n_in * G <= _CAL[f"{family}_rom_logic_bits"]:
-                    blocks, banks, rom_luts = 0, 1, P * layer.n_in * G / 16  # Yosys makes a small ROM logic
+                blocks, banks = bram_blocks_for(family, P, lp.n_in_store * G)
+                if not writable and P * lp.n_in_store * G <= _CAL[f"{family}_rom_logic_bits"]:
+                    blocks, banks, rom_luts = 0, 1, P * lp.n_in_store * G / 16  # Yosys makes a small ROM logic
             if writable:  # write address (i*G + g), byte-lane decode, flip table, data replication
                 add(f"layer{li}", luts=cal["write_luts_per_core"] + -(-n // 8) + ceil_log2(layer.n_in * G))
             acc = _acc_bits(layer, off, off + n)
@@ -198,9 +239,11 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         beat = max(1, math.ceil(math.log2(max(2, layer.n_in)))) * k + k.bit_length() + 1
         add(f"layer{li}", luts=cal["router_luts_per_bit"] * W * k + cal["fifo_luts_per_bit"] * beat,
             ffs=W + cal["router_ffs_extra"] + fifo_depth * beat * cal["fifo_ffs_per_entry_bit"])
-        if li > 0:  # registered W-bit word select of the previous layer's spikes
+        if li > 0 and lp.input_layout is None:  # registered W-bit word select of the previous layer's spikes
             add(f"layer{li}", luts=W * _mux_luts(-(-layer.n_in // W)), ffs=W)
-        if not layer.is_output:  # spike count: popcount of P bits per group
+        if lp.conv is not None:  # spike count: the next router's events, added up
+            add(f"layer{li}", luts=layer.n_out.bit_length(), ffs=layer.n_out.bit_length())
+        elif not layer.is_output:  # spike count: popcount of P bits per group
             add(f"layer{li}", luts=2 * min(lanes, layer.n_out), ffs=layer.n_out.bit_length())
     add("accelerator", luts=cal["accel_luts"], ffs=cal["accel_ffs"])
     if top == "uart":

@@ -82,6 +82,7 @@ def _run(model, flat, params, vcd_path, result_ready, seed, writes=()):
     C = model.num_classes
     dut = Accelerator(model, **params)
     n_words = dut.n_result_words
+    taps = [dut.hw.tap_size(l) for l in range(len(hidden))]
     rng = np.random.default_rng(seed)
 
     classes = np.zeros(B, np.int64)
@@ -89,7 +90,7 @@ def _run(model, flat, params, vcd_path, result_ready, seed, writes=()):
     counts = np.zeros((B, len(hidden)), np.int64)
     cycles = np.zeros(B, np.int64)
     measured = np.zeros(B, np.int64)
-    spikes = [np.zeros((B, n), np.uint8) for n in hidden]
+    spikes = [np.zeros((B, n), np.uint8) for n in taps]  # tap addresses (a convolution's store)
     state = {"image": -1, "done": False}
 
     async def collector(ctx):
@@ -155,4 +156,5 @@ def _run(model, flat, params, vcd_path, result_ready, seed, writes=()):
             sim.run()
     else:
         sim.run()
+    spikes = [dut.hw.tapped_spikes(l, s) for l, s in enumerate(spikes)]  # torch's flat order
     return AmaranthResult(classes, scores, spikes, counts, cycles, measured)

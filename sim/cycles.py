@@ -78,6 +78,8 @@ def layer_cycles(model, golden_result, *, mode: str, lanes: int, word: int, k: i
         if mode == "dense":
             out[:, l] = lp.dense_cycles()
         else:
+            if lp.input_layout is not None:  # a map, as its store holds it (padding included)
+                x = lp.input_layout.to_store(x)
             out[:, l] = lp.event_cycles(golden_result.input_events[:, l], zero_chunks(x, word))
     return out
 
@@ -95,13 +97,14 @@ def bandwidth_bound(model, golden_result, *, mode: str, lanes: int, word: int,
                     max_neurons_per_core: int | None = None) -> np.ndarray:
     """(B,) float: weight bits read / weight-memory bits per cycle, summed over the layers.
 
-    Event mode reads E_l * n_out_l useful weight bits in layer l, dense mode all n_in * n_out."""
+    Event mode reads one useful weight bit per synaptic event (E_l * n_out_l in a dense layer, the
+    accumulator updates of a convolution), dense mode all n_in * n_out."""
     plan = _plan(model, mode, lanes, word, 1, max_neurons_per_core)
     B = golden_result.inputs.shape[0]
     out = np.zeros(B, np.float64)
     for l, (layer, lp) in enumerate(zip(model.layers, plan.layers)):
         bpc = lp.weight_bits_per_cycle(mode, word)
-        bits = (golden_result.input_events[:, l] * layer.n_out if mode == "event"
+        bits = (golden_result.synaptic_events[:, l] if mode == "event"
                 else np.full(B, layer.n_in * layer.n_out))
         out += bits / bpc
     return out

@@ -55,3 +55,32 @@ def test_mnist_200_images_icarus(tiny_hwmodel, mnist, tmp_path):
     r = run_accelerator_cosim(hm, imgs, simulator="icarus", build_root=tmp_path,
                               expected=expected_of(golden.run(hm, imgs)))
     check(hm, imgs, r)
+
+
+def _conv_model(enc):
+    """A convolutional model whose layers all make real decisions on MNIST digits."""
+    return random_model(np.random.default_rng(5), [784, 16, 10], input_encoding=enc, input_shape=(28, 28),
+                        convs=((4, 3, 2), (8, 3, 2)), input_threshold=100, threshold_spread=0.5)
+
+
+@pytest.mark.parametrize("sim,enc", [("icarus", "spikes"), ("verilator", "spikes"), ("verilator", "pixels")])
+def test_conv_model_200_mnist_images(sim, enc, mnist, tmp_path):
+    """Two convolutions (OR pools, lanes over channels, a ring of accumulator rows) and two dense
+    layers: every spike of every layer (the conv maps through the tap), scores, class, cycles."""
+    why = simulator_missing(sim)
+    if why:
+        pytest.skip(why)
+    from bitsnn.sim.cycles import predict_cycles
+
+    hm = _conv_model(enc)
+    imgs = mnist.test_images[:200]
+    g = golden.run(hm, imgs)
+    assert all(0.01 < s.mean() < 0.9 for s in g.spikes)
+    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=tmp_path, expected=expected_of(g),
+                              accel_params={"lanes": 8})
+    for a, b in zip(r.spikes, g.spikes):
+        assert np.array_equal(a, b)
+    assert np.array_equal(r.classes, g.classes) and np.array_equal(r.scores, g.scores)
+    assert np.array_equal(r.spike_counts, g.spike_counts)
+    assert np.array_equal(r.cycles, r.measured_cycles)
+    assert np.array_equal(r.cycles, predict_cycles(hm, g, mode="event", lanes=8, word=32))

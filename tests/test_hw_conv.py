@@ -119,3 +119,42 @@ def test_conv_core_matches_golden(shape, enc, conv, lanes, mnist):
     from bitsnn.sim.cycles import zero_chunks
     z = zero_chunks(lp.conv.in_layout.to_store(g.inputs), 32)
     np.testing.assert_array_equal(cycles, lp.conv.cycles(g.input_events[:, 0], z))
+
+
+@pytest.mark.parametrize("enc,convs,dense,lanes", [
+    ("spikes", ((4, 3, 2), (8, 3, 2)), [16, 10], 8),   # conv -> conv -> dense -> dense
+    ("pixels", ((4, 3, 2),), [10], 4),                 # pixel input into a convolution
+    ("spikes", ((6, 5, 1), (4, 3, 2)), [10], 4),       # 5 x 5 kernel without pool, 6 channels in 8 lanes
+])
+def test_accelerator_with_convolutions_matches_golden(enc, convs, dense, lanes, mnist):
+    """The whole Accelerator (input buffer in the map layout, routers over the conv stores, dense
+    weights in store order, spike counts from the next router): every spike of every layer,
+    spike counts, scores, class, and the cycle model exactly, on MNIST digits."""
+    from bitsnn.sim.amaranth_run import run_accelerator
+    from bitsnn.sim.cycles import predict_cycles
+
+    model = random_model(np.random.default_rng(5), [784, *dense], input_encoding=enc, input_shape=(28, 28),
+                         convs=convs, input_threshold=100, threshold_spread=0.5)
+    images = mnist.test_images[:3]
+    r = run_accelerator(model, images, lanes=lanes)
+    g = golden.run(model, images)
+    for a, b in zip(r.spikes, g.spikes):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(r.spike_counts, g.spike_counts)
+    np.testing.assert_array_equal(r.scores, g.scores)
+    np.testing.assert_array_equal(r.classes, g.classes)
+    np.testing.assert_array_equal(r.cycles, predict_cycles(model, g, mode="event", lanes=lanes, word=32))
+    np.testing.assert_array_equal(r.cycles, r.measured_cycles)
+
+
+def test_convolutions_refuse_what_they_do_not_support():
+    from bitsnn.hw import Accelerator
+    from bitsnn.hwplan import UnsupportedLayerError
+
+    model = random_model(np.random.default_rng(0), [64, 4], input_shape=(8, 8), convs=((2, 3, 2),))
+    with pytest.raises(UnsupportedLayerError, match=r"conv1: convolutions run in mode='event' only"):
+        Accelerator(model, mode="dense")
+    with pytest.raises(ValueError, match="run-time weight writes .* not built for convolutions"):
+        Accelerator(model, writable=True, lanes=8)
+    with pytest.raises(ValueError, match="needs a power-of-two word"):
+        Accelerator(model, word=24)

@@ -149,7 +149,12 @@ async def accelerator_vs_golden(dut):
         "spike_counts": np.zeros((B, H), np.int64), "cycles": np.zeros(B, np.int64),
         "measured_cycles": np.zeros(B, np.int64), "sim_cycles": np.zeros(B, np.int64),
     }
-    spikes = [np.zeros((B, n), np.uint8) for n in hidden]
+    spikes = [np.zeros((B, n), np.uint8) for n in hidden]  # tap addresses
+
+    def flat(l, row):
+        """A convolution's tapped store bits in torch's flat order (tap{l}: the store address of each)."""
+        return row[data[f"tap{l}"]] if f"tap{l}" in data else row
+
     total = 0
     t0 = time.perf_counter()
     progress = int(os.environ.get("BITSNN_COSIM_PROGRESS", "0"))
@@ -189,14 +194,14 @@ async def accelerator_vs_golden(dut):
         out["sim_cycles"][b] = n
         total += n
         checker.check(b, out["classes"][b], out["scores"][b], out["spike_counts"][b], out["cycles"][b],
-                      [s[b] for s in spikes])
+                      [flat(l, s[b]) for l, s in enumerate(spikes)])
         if progress and (b + 1) % progress == 0:
             dt = time.perf_counter() - t0
             print(f"[cosim] {b + 1}/{B} images, {total / dt:,.0f} cycles/s, mismatches {checker.mismatches}",
                   flush=True)
     wall = time.perf_counter() - t0
     for l, s in enumerate(spikes):
-        out[f"spikes{l}"] = s
+        out[f"spikes{l}"] = np.stack([flat(l, row) for row in s]) if B else s
     out["wall_s"] = np.array(wall)
     np.savez(os.environ["BITSNN_COSIM_OUT"], **out)
     assert checker.mismatches == 0, f"{checker.mismatches} of {B} images differ from the golden model"

@@ -195,7 +195,7 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
 
     from bitsnn.data import load_dataset, test_subset
     from bitsnn.hwmodel import HardwareModel
-    from bitsnn.hwplan import MODES, check_supported, default_lanes
+    from bitsnn.hwplan import MODES, HardwarePlan, check_supported, default_lanes
     from bitsnn.sim import cycles as cycles_mod
     from bitsnn.sim import golden
 
@@ -211,6 +211,7 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
     lanes = default_lanes(hm) if lanes is None else int(lanes)
     if not 1 <= lanes <= MAX_LANES:
         raise BitsnnError(f"--lanes must be in 1..{MAX_LANES}, got {lanes}")
+    HardwarePlan.of(hm, mode=mode, lanes=lanes, word=WORD)  # what the hardware cannot run, before any work
     if wave is not None:
         check_output_file(wave, "--wave")
     _check_simulator(simulator)

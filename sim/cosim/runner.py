@@ -193,7 +193,16 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
     build_s = time.perf_counter() - t1
     run_id = f"{os.getpid()}_{time.time_ns()}"
     inp, outp = bdir / f"in_{run_id}.npz", bdir / f"out_{run_id}.npz"
-    arrays = {"images": images, "hidden": np.array([l.n_out for l in hwmodel.hidden_layers], np.int64)}
+    from bitsnn.hwplan import HardwarePlan
+
+    plan = HardwarePlan.of(hwmodel, **{k: v for k, v in params.items()
+                                       if k in ("mode", "lanes", "word", "k", "max_neurons_per_core", "fifo_depth")})
+    H = len(hwmodel.hidden_layers)
+    # the tap reports a convolution's store addresses: the bench maps them with tap{l}
+    arrays = {"images": images, "hidden": np.array([plan.tap_size(l) for l in range(H)], np.int64)}
+    for l in range(H):
+        if plan.tap_index(l) is not None:
+            arrays[f"tap{l}"] = plan.tap_index(l)
     for k, v in (expected or {}).items():
         arrays[k] = np.asarray(v)
     np.savez(inp, **arrays)
@@ -223,7 +232,6 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
             raise BitsnnError(f"{simulator} wrote no waveform in {bdir}")
         with atomic_path(wave, suffix=Path(wave).suffix) as tmp:
             shutil.copyfile(src, tmp)
-    H = len(hwmodel.hidden_layers)
     return CosimResult(
         classes=d["classes"], scores=d["scores"], spikes=[d[f"spikes{l}"] for l in range(H)],
         spike_counts=d["spike_counts"], cycles=d["cycles"], measured_cycles=d["measured_cycles"],
