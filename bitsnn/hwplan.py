@@ -171,6 +171,18 @@ class ConvPlan:
     channels: int
     lanes: int
     groups: int
+    #: accumulator width: channel o's holds c_o * (a - theta_o), from -c_o*theta_o by +-R
+    acc_bits: int = 0
+
+    @property
+    def acc_words(self) -> int:
+        """Depth of the accumulator memory: 2**ceil(log2 k) ring slots x padded row x groups."""
+        return (1 << ceil_log2(self.kernel)) * (1 << ceil_log2(self.in_layout.width)) * (1 << ceil_log2(self.groups))
+
+    def acc_word_accesses(self, events):
+        """Accumulator words read (and as many written) for E input events: one per tap and group,
+        and one per output position and group when the rows are flushed."""
+        return events * self.kernel * self.kernel * self.groups + self.out_height * self.out_width * self.groups
 
     @property
     def out_height(self) -> int:
@@ -323,8 +335,11 @@ class HardwarePlan:
                 in_layout = MapLayout(c_in, h, w)
                 cp = 1 << ceil_log2(layer.channels)
                 P = min(_pow2_floor(lanes), cp, word)
+                r = layer.a_max
+                acc = max(max(signed_bits(-c * t - r), signed_bits(-c * t + r))
+                          for c, t in zip(layer.compare.tolist(), layer.thresholds.tolist()))
                 conv = ConvPlan(in_layout, MapLayout(*layer.out_shape), layer.kernel, layer.pool, layer.channels,
-                                P, cp // P)
+                                P, cp // P, acc)
                 cores = (CorePlan(0, layer.channels, P, cp // P),)
             else:
                 cores = tuple(CorePlan(off, n, min(lanes, n), -(-n // min(lanes, n)))

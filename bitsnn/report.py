@@ -189,6 +189,10 @@ class LayerCounts:
     weight_words: np.ndarray
     weight_bits: np.ndarray
     compares: int
+    #: accumulator-memory words read per image (as many are written back) and their width: a
+    #: convolution's ring of rows; dense event cores keep theirs in registers (0)
+    acc_words: np.ndarray | None = None
+    acc_word_bits: int = 0
 
     def summary(self) -> dict:
         def ms(a):
@@ -208,6 +212,9 @@ class LayerCounts:
             "weight_reads_words": ms(self.weight_words),
             "weight_reads_bits": ms(self.weight_bits),
             "compares": self.compares,
+            "accumulator_word_bits": self.acc_word_bits,
+            "accumulator_reads_words": ms(self.acc_words if self.acc_words is not None else [0]),
+            "accumulator_writes_words": ms(self.acc_words if self.acc_words is not None else [0]),
         }
 
 
@@ -242,11 +249,17 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
             bits = np.full(B, lp.weight_read_bits_per_event() * word * lp.input_words, np.int64)
             word_bits = lp.cores[0].lanes * word
         spikes = None if layer.is_output else np.asarray(golden.spike_counts[:, l], dtype=np.int64)
+        acc_words, acc_word_bits = None, 0
+        if lp.conv is not None:
+            acc_words = np.asarray(lp.conv.acc_word_accesses(ev), np.int64)
+            acc_word_bits = lp.conv.lanes * lp.conv.acc_bits
         out.append(LayerCounts(
             name=layer.name, n_in=layer.n_in, n_out=layer.n_out, acc_bits=acc_bits(layer), word_bits=word_bits,
-            input_events=ev, synaptic_events=ev * layer.n_out, output_spikes=spikes,
+            input_events=ev, synaptic_events=np.asarray(golden.synaptic_events[:, l], np.int64), output_spikes=spikes,
             weight_words=np.asarray(words, np.int64), weight_bits=np.asarray(bits, np.int64),
-            compares=layer.n_out - 1 if layer.is_output else layer.n_out,
+            compares=(layer.n_out - 1 if layer.is_output
+                      else layer.channels * layer.in_shape[1] * layer.in_shape[2] if lp.conv else layer.n_out),
+            acc_words=acc_words, acc_word_bits=acc_word_bits,
         ))
     return out
 
@@ -268,7 +281,8 @@ def asic_energy(counts: list[LayerCounts], constants: dict | None = None) -> dic
     """(a) SNN energy per image from operation counts and Horowitz's 45 nm constants (ASIC).
 
     Per layer: synaptic events and compares cost one integer add of the accumulator's width (8,
-    16 or 32 bits, rounded up); weight reads cost E_sram64 per 64 bits. Returns joules, (B,)
+    16 or 32 bits, rounded up); weight reads cost E_sram64 per 64 bits, and so does each 64 bits
+    of accumulator memory read or written (a convolution's ring of rows). Returns joules, (B,)
     arrays under ``per_image`` and means elsewhere.
     """
     c = HOROWITZ_45NM if constants is None else constants
@@ -279,11 +293,14 @@ def asic_energy(counts: list[LayerCounts], constants: dict | None = None) -> dic
         adds = lc.synaptic_events * e_add
         cmp_ = lc.compares * e_add
         reads = lc.weight_bits / 64.0 * c["sram_8kb_read64"].value
-        e = adds + cmp_ + reads
+        # an accumulator memory (a convolution's rows) is read and written back: a write costed as a read
+        acc = (0.0 if lc.acc_words is None
+               else 2 * lc.acc_words * lc.acc_word_bits / 64.0 * c["sram_8kb_read64"].value)
+        e = adds + cmp_ + reads + acc
         total = total + e
         layers.append({"name": lc.name, "add_constant": add, "adds_j": float(np.mean(adds)),
                        "compares_j": float(cmp_), "weight_reads_j": float(np.mean(reads)),
-                       "total_j": float(np.mean(e))})
+                       "accumulator_memory_j": float(np.mean(acc)), "total_j": float(np.mean(e))})
     per_image = np.asarray(total, np.float64)
     return {"per_image": per_image, "mean_j": float(per_image.mean()), "std_j": float(per_image.std()),
             "layers": layers}
@@ -802,7 +819,9 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(
             f"  {l['name']}: input events {l['input_events']['mean']:.1f}, synaptic events "
             f"{l['synaptic_events']['mean']:.0f}, " + (f"spikes {sp['mean']:.1f} ± {sp['std']:.1f}, " if sp else "")
-            + f"weight reads {l['weight_reads_words']['mean']:.0f} x {l['weight_word_bits']}-bit words")
+            + f"weight reads {l['weight_reads_words']['mean']:.0f} x {l['weight_word_bits']}-bit words"
+            + (f", accumulator memory {l['accumulator_reads_words']['mean']:.0f} x {l['accumulator_word_bits']}-bit "
+               "words read and written" if l.get("accumulator_word_bits") else ""))
     lines.append(f"cycles {t['cycles']['mean']:.0f} (min {t['cycles']['min']:.0f}, max {t['cycles']['max']:.0f}; "
                  f"{t['cycles_source']}); clock {t['clock_hz'] / 1e6:.2f} MHz ({t['clock_source']})")
     lines.append(f"latency {t['latency_s']['mean'] * 1e6:.2f} us (max {t['latency_s']['max'] * 1e6:.2f} us), "

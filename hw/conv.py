@@ -29,11 +29,11 @@ only their ones. A pool drops the last row or column of an odd map, as torch's m
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitsnn.hwplan import ConvPlan, ceil_log2, signed_bits
+from bitsnn.hwplan import ConvPlan, ceil_log2
 
 from .arith import field
 from .ports import read_port
@@ -85,8 +85,7 @@ class ConvCore(wiring.Component):
         th = np.asarray(layer.thresholds, np.int64)
         self.flip = cmp_ < 0
         self.init = -cmp_ * th
-        r = layer.a_max
-        self.acc_bits = max(max(signed_bits(v - r), signed_bits(v + r)) for v in self.init.tolist())
+        self.acc_bits = plan.acc_bits
         self.n_store_in = self.in_layout.size
         self.out_words = -(-self.out_layout.size // word)
         super().__init__({
@@ -136,7 +135,7 @@ class ConvCore(wiring.Component):
         rows, inits, live = self._lane_rows()
         m.submodules.wmem = wmem = memory.Memory(shape=P, depth=len(rows), init=rows)
         wrp = wmem.read_port()
-        depth = 1 << (gb + xb + sb)
+        depth = self.plan.acc_words
         m.submodules.accmem = accmem = memory.Memory(
             shape=P * A, depth=depth, init=[inits[a & (G - 1)] if G > 1 else inits[0] for a in range(depth)])
         acc_wp = accmem.write_port()
@@ -156,11 +155,14 @@ class ConvCore(wiring.Component):
         sfr = Signal(range(max(2, k)))  # its ring slot
         fx = Signal(range(max(2, W)))
         fg = Signal(range(max(2, G)))
-        t = Signal(range(max(2, kk)))  # kernel tap of the event being applied
+        # the kernel tap (ky, kx) and group of the event being applied, and its weight-memory word
+        # (kept as counters: no division by k, no multiplication on the address path)
+        ky, kx = Signal(range(max(2, k))), Signal(range(max(2, k)))
         ug = Signal(range(max(2, G)))
+        wa = Signal(range(max(2, c_in * kk * G)))
         mid_flush = Signal()
         mid_upd = Signal()
-        m.d.comb += [mid_flush.eq((fx != 0) | (fg != 0)), mid_upd.eq((t != 0) | (ug != 0))]
+        m.d.comb += [mid_flush.eq((fx != 0) | (fg != 0)), mid_upd.eq((ky != 0) | (kx != 0) | (ug != 0))]
 
         with m.If(self.start):
             m.d.sync += [running.eq(1), tail.eq(0), fr.eq(0), sfr.eq(0)]
@@ -182,22 +184,24 @@ class ConvCore(wiring.Component):
             m.d.comb += do_upd.eq(1)
 
         # ---- stage 0: addresses
-        ky, kx = Signal(range(max(2, k))), Signal(range(max(2, k)))
-        m.d.comb += [ky.eq(t // k), kx.eq(t % k)] if k > 1 else [ky.eq(0), kx.eq(0)]
         oy = Signal(signed(len(ev_y) + 2))  # output row and column the tap reaches
         ox = Signal(signed(max(2, len(ev_x)) + 2))
         m.d.comb += [oy.eq(ev_y + pad - ky), ox.eq(ev_x + pad - kx)]
         tap_ok = Signal()
         m.d.comb += tap_ok.eq((oy >= 0) & (oy < H) & (ox >= 0) & (ox < W))
-        d = Signal(range(2 * k + 1))  # oy - fr, 0..k-1 for a valid tap
-        m.d.comb += d.eq((oy - fr)[:len(d)])
+        # ring slot of output row oy: oy mod k (fr's slot sfr is fr mod k too), as a table of
+        # (ev_y, ky) rather than a subtraction and a modulo on the address path
         slot = Signal(range(max(2, k)))
-        m.d.comb += slot.eq(Mux(sfr + d >= k, sfr + d - k, sfr + d))
+        kb = len(ky)
+        table = [((yy + pad - kyy) % k) for yy in range(1 << len(ev_y)) for kyy in range(1 << kb)]
+        m.d.comb += slot.eq(Array([Const(v, len(slot)) for v in table])[Cat(ky, ev_y)])
 
         upd_addr = Cat(ug[:gb], ox[:xb], slot[:sb])
         fl_addr = Cat(fg[:gb], fx[:xb], sfr[:sb])
         m.d.comb += acc_rp.addr.eq(Mux(do_flush, fl_addr, upd_addr))
-        m.d.comb += wrp.addr.eq((ev_c * kk + t) * G + ug)
+        w_first = Signal.like(wa)  # an event's first weight word: its channel's kernel, tap 0, group 0
+        m.d.comb += w_first.eq(ev_c * (kk * G))
+        m.d.comb += wrp.addr.eq(Mux(mid_upd, wa, w_first))
 
         # counters
         with m.If(do_flush):
@@ -210,10 +214,15 @@ class ConvCore(wiring.Component):
             with m.Else():
                 m.d.sync += fg.eq(fg + 1)
         last_step = Signal()
-        m.d.comb += last_step.eq((t == kk - 1) & (ug == G - 1))
+        m.d.comb += last_step.eq((ky == k - 1) & (kx == k - 1) & (ug == G - 1))
         with m.If(do_upd):
+            m.d.sync += wa.eq(Mux(last_step, 0, wrp.addr + 1))
             with m.If(ug == G - 1):
-                m.d.sync += [ug.eq(0), t.eq(Mux(t == kk - 1, 0, t + 1))]
+                m.d.sync += ug.eq(0)
+                with m.If(kx == k - 1):
+                    m.d.sync += [kx.eq(0), ky.eq(Mux(ky == k - 1, 0, ky + 1))]
+                with m.Else():
+                    m.d.sync += kx.eq(kx + 1)
             with m.Else():
                 m.d.sync += ug.eq(ug + 1)
         take = Signal()

@@ -67,13 +67,6 @@ def _acc_bits(layer, n_lo, n_hi) -> int:
     return int(tot)
 
 
-def _conv_acc_bits(layer) -> int:
-    """A ConvCore's accumulator width (hw.conv.ConvCore: c*(a - theta) of every channel)."""
-    r = layer.a_max
-    init = -np.asarray(layer.compare, np.int64) * np.asarray(layer.thresholds, np.int64)
-    return max(max(signed_bits(int(v) - r), signed_bits(int(v) + r)) for v in init)
-
-
 def _mux_luts(k: int) -> float:
     """LUT4s per output bit of a k:1 multiplexer with registered select (measured ~0.6 per input)."""
     return 0.0 if k <= 1 else 0.6 * k
@@ -108,6 +101,7 @@ _CAL = {
     # store's shifters per word bit and shift stage; the pixel-position counters of the input
     # buffer; a pixel input's value path
     "conv_core_luts": 160, "conv_core_ffs": 60, "conv_shift_luts_per_bit": 1.0, "conv_input_luts": 20,
+    "conv_acc_luts_per_bit": 2.0,
     "pixel_luts": 20,
 }
 
@@ -169,6 +163,9 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     bl, _ = bram_blocks_for(family, W, words0) if family == "ice40" or words0 > 64 else (0, 1)
     add("input", luts=cal["input_luts_per_bit"] * W + (cal["conv_input_luts"] if lay0 else 0),
         ffs=cal["input_ffs_per_bit"] * W, blocks=bl, bits=bl * block_bits)
+    if mode == "event" and hwmodel.input_encoding == "pixels":  # the pixel memory (8 bits per input)
+        pb, _ = bram_blocks_for(family, 8, lay0.size if lay0 else n0)
+        add("input", blocks=pb, bits=pb * block_bits)
 
     def rom(name, width, depth):
         """A weight ROM: logic when small (Yosys's choice), else block RAM."""
@@ -182,13 +179,12 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         if lp.conv is not None:
             cp, name = lp.conv, f"layer{li}"
             P, G, k = cp.lanes, cp.groups, cp.kernel
-            A = _conv_acc_bits(layer)
-            depth = (1 << ceil_log2(k)) * (1 << ceil_log2(cp.in_layout.width)) * (1 << ceil_log2(G))
-            blocks, banks = bram_blocks_for(family, P * A, depth)
+            A = cp.acc_bits
+            blocks, banks = bram_blocks_for(family, P * A, cp.acc_words)
             # accumulator memory, its write-first bypass (a register and a multiplexer per bit),
             # the P adders (not packed: they feed the memory), the control and address arithmetic,
             # the output store's data and bit-enable shifters (W bits, one position per P-bit group)
-            add(name, luts=2 * P * A + P * _mux_luts(banks) + cal["conv_core_luts"]
+            add(name, luts=cal["conv_acc_luts_per_bit"] * P * A + P * _mux_luts(banks) + cal["conv_core_luts"]
                 + cal["conv_shift_luts_per_bit"] * W * max(1, ceil_log2(W // P)),
                 ffs=P * A + cal["conv_core_ffs"], blocks=blocks, bits=blocks * block_bits)
             rom(name, P, layer.in_shape[0] * k * k * G)

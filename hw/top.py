@@ -68,6 +68,18 @@ class UARTTop(wiring.Component):
 
     def __init__(self, hwmodel, *, clk_freq: float, baud: float, timeout_cycles: int | None = None,
                  mode: str = "event", accelerator=None, **accel_kwargs):
+        try:
+            self._init(hwmodel, clk_freq=clk_freq, baud=baud, timeout_cycles=timeout_cycles, mode=mode,
+                       accelerator=accelerator, **accel_kwargs)
+        except Exception:
+            # a rejected argument leaves no "created but never used" warning behind, for this
+            # design or the parts it had already made
+            for part in (self, getattr(self, "rx_core", None), getattr(self, "tx_core", None)):
+                if part is not None:
+                    part._MustUse__silence = True
+            raise
+
+    def _init(self, hwmodel, *, clk_freq, baud, timeout_cycles, mode, accelerator, **accel_kwargs):
         self.hwmodel = hwmodel
         self.n_inputs = hwmodel.n_inputs
         if not 1 <= self.n_inputs <= 0xFFFF:

@@ -69,18 +69,24 @@ def test_pixel_input_model_export(mnist, tmp_path, mnist_dir):
     assert loaded.meta["test_accuracy"] > 0.85
 
 
-def _stir(model: BitSNN, seed: int) -> BitSNN:
-    """Random BN statistics, scales and biases, so an untrained network's layers make real
-    decisions (neither silent nor saturated) and thresholds land everywhere in their range."""
+def _stir(model: BitSNN, seed: int, images: np.ndarray) -> BitSNN:
+    """BatchNorm statistics measured on real images, then random BN scales (some negative:
+    compare -1) and shifts, so an untrained network's layers make real decisions (neither silent
+    nor saturated)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in model.hidden:
+            layer.bn.reset_running_stats()
+            layer.bn.momentum = None  # a plain average over the batch below
+        model.train()
+        model.run(torch.as_tensor(images), "float")
+        for layer in model.hidden:
             bn, n = layer.bn, layer.bn.num_features
-            scale = layer.a_max ** 0.5 * (40 if layer.input_kind == "pixels" else 1)
-            bn.running_mean.copy_(torch.randn(n, generator=gen) * scale * 0.3)
-            bn.running_var.copy_(torch.rand(n, generator=gen) * scale + 0.5)
-            bn.weight.copy_(torch.randn(n, generator=gen))  # some negative: compare -1
-            layer.act.bias.copy_(torch.randn(n, generator=gen) * 0.3)
+            bn.weight.copy_(torch.randn(n, generator=gen))
+            bn.weight[0], bn.weight[1] = -bn.weight[0].abs(), bn.weight[1].abs()  # both directions
+            pooled = getattr(layer, "pool", 1) > 1
+            bn.bias.copy_(torch.randn(n, generator=gen) * 0.3 - (0.7 if pooled else 0.0))
+            layer.act.bias.copy_(torch.randn(n, generator=gen) * 0.1)
     return model.eval()
 
 
@@ -91,7 +97,7 @@ def test_conv_model_exports_bit_exact_on_all_test_images(tmp_path, mnist_dir, mn
     exact path and golden agree on every spike of every layer, the scores and the class."""
     torch.manual_seed(1)
     cfg = resolve_config(spec, input_encoding=enc, input_threshold=100)
-    model = _stir(BitSNN(cfg.arch([28, 28])), 3)
+    model = _stir(BitSNN(cfg.arch([28, 28])), 3, mnist.train_images[:500])
     ckpt = save_checkpoint(tmp_path / "conv.ckpt", model, cfg)
     lines = []
     hw = export_checkpoint(ckpt, tmp_path / "conv.bsnn", mnist_dir, log=lines.append)
