@@ -97,12 +97,12 @@ _CAL = {
     # run-time weight writes: per core (address, lane decode, flips) and in the UART top (header,
     # commit and registered checks); fitted to the two SPRAM builds in docs/hardware.md
     "write_luts_per_core": 20, "write_top_luts": 200, "write_top_ffs": 150,
-    # convolution stage (hw/conv.py): counters, tap and slot arithmetic, flush control; the output
-    # store's shifters per word bit and shift stage; the pixel-position counters of the input
-    # buffer; a pixel input's value path
-    "conv_core_luts": 160, "conv_core_ffs": 60, "conv_shift_luts_per_bit": 1.0, "conv_input_luts": 20,
-    "conv_acc_luts_per_bit": 2.0,
-    "pixel_luts": 20,
+    # convolution stage (hw/conv.py), fitted to synth_ice40 of four ConvCores: counters, tap and
+    # slot tables, flush control and the output store's shifters (constant), per accumulator-word
+    # bit; a pixel input's wider operands; the input buffer's pixel-position counters
+    "conv_core_luts": 215, "conv_acc_luts_per_bit": 2.47, "conv_pixel_luts_per_bit": 1.1,
+    "conv_core_ffs": 30, "conv_ffs_per_acc_bit": 1.1, "conv_input_luts": 20,
+    "bypass_luts": 36, "bypass_luts_per_bit": 1.23,
 }
 
 
@@ -178,20 +178,25 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     for li, (layer, lp) in enumerate(zip(layers, plan.layers)):
         if lp.conv is not None:
             cp, name = lp.conv, f"layer{li}"
-            P, G, k = cp.lanes, cp.groups, cp.kernel
+            P, G, kern = cp.lanes, cp.groups, cp.kernel
             A = cp.acc_bits
             blocks, banks = bram_blocks_for(family, P * A, cp.acc_words)
-            # accumulator memory, its write-first bypass (a register and a multiplexer per bit),
-            # the P adders (not packed: they feed the memory), the control and address arithmetic,
-            # the output store's data and bit-enable shifters (W bits, one position per P-bit group)
-            add(name, luts=cal["conv_acc_luts_per_bit"] * P * A + P * _mux_luts(banks) + cal["conv_core_luts"]
-                + cal["conv_shift_luts_per_bit"] * W * max(1, ceil_log2(W // P)),
-                ffs=P * A + cal["conv_core_ffs"], blocks=blocks, bits=blocks * block_bits)
-            rom(name, P, layer.in_shape[0] * k * k * G)
+            # accumulator memory; the logic grows with its P*A-bit word (the P adders, the write-first
+            # bypass, the start-value and spike paths): fitted to Yosys runs of four ConvCores
+            # (P*A 24..144, docs/hardware.md); a pixel input's +-x operands widen every adder. Its
+            # flip-flops sit behind that logic and share its cells.
+            pa = P * A
+            luts = cal["conv_core_luts"] + cal["conv_acc_luts_per_bit"] * pa + P * _mux_luts(banks)
+            if layer.input_kind == "pixels":
+                luts += cal["conv_pixel_luts_per_bit"] * pa
+            ffs = cal["conv_core_ffs"] + cal["conv_ffs_per_acc_bit"] * pa
+            add(name, luts=luts, ffs=ffs, packed=ffs, blocks=blocks, bits=blocks * block_bits)
+            # in the whole design, the block RAM's write-first bypass: a P*A-bit register of its own
+            # cells and a multiplexer (fitted to two iCEBreaker builds of conv models)
+            add(name, luts=cal["bypass_luts"] + cal["bypass_luts_per_bit"] * pa, ffs=pa)
+            rom(name, P, layer.in_shape[0] * kern * kern * G)
             ob, _ = bram_blocks_for(family, W, -(-cp.out_layout.size // W))
             add(name, blocks=ob, bits=ob * block_bits)
-            if layer.input_kind == "pixels":
-                add(name, luts=cal["pixel_luts"])
         for core in (lp.cores if lp.conv is None else ()):
             off, n, P, G = core.first, core.n, core.lanes, core.groups
             rom_luts = 0.0

@@ -71,3 +71,20 @@ def test_default_lanes_keep_four_groups_where_cheap():
     assert lanes([576, 160, 10]) == 40 and lanes([576, 160, 10], writable=True) == 32
     assert lanes([784, 256, 256, 10]) == 64 == lanes([784, 256, 10], writable=True)
     assert lanes([784, 1024, 10]) == 32 and lanes([20, 10]) == 32
+
+
+@pytest.mark.parametrize("enc,convs,dense,lanes,bram", [
+    # the two iCEBreaker builds of docs/hardware.md ("Convolutions: builds"): 29 and 15 SB_RAM40_4K
+    ("pixels", ((8, 3, 2), (16, 3, 2)), [10], 16, 29),
+    ("spikes", ((4, 3, 2), (8, 3, 2)), [16, 10], 32, 15),
+])
+def test_conv_block_rams_counted_from_the_geometry(enc, convs, dense, lanes, bram):
+    """Block RAMs of a conv design: accumulator rings, kernels, map stores, pixel memory, as built."""
+    rng = np.random.default_rng(5 if enc == "pixels" else 7)
+    m = random_model(rng, [784, *dense], input_encoding=enc, input_shape=(28, 28), convs=convs,
+                     input_threshold=100, threshold_spread=0.5)
+    e = estimate_resources(m, lanes=lanes)
+    assert e["bram_blocks"] == bram
+    bigger = random_model(rng, [784, *dense], input_encoding=enc, input_shape=(28, 28),
+                          convs=tuple((2 * c, k, p) for c, k, p in convs), input_threshold=100)
+    assert estimate_resources(bigger, lanes=lanes)["logic"] > e["logic"]
