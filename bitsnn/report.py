@@ -709,6 +709,34 @@ def plot_spike_raster(golden, path, *, index: int = 0, model=None) -> Path:
     return _save(fig, path)
 
 
+def plot_feature_maps(golden, model, path, *, index: int = 0, max_channels: int = 16) -> Path:
+    """The spike picture of one inference as feature maps: the input image, then each
+    convolution's output maps (one panel per channel, up to ``max_channels``; white = spike)."""
+    B = golden.inputs.shape[0]
+    if not 0 <= index < B:
+        raise BitsnnError(f"image index {index} outside 0..{B - 1}")
+    convs = [(i, l) for i, l in enumerate(model.layers) if l.kind == "binary_conv2d"]
+    if not convs:
+        raise BitsnnError("the model has no convolution to draw as feature maps")
+    rows = [("input", golden.inputs[index].reshape(1, *convs[0][1].in_shape[1:]))]
+    for i, l in convs:
+        rows.append((f"{l.name} ({int(golden.spikes[i][index].sum())} spikes)",
+                     golden.spikes[i][index].reshape(l.out_shape)[:max_channels]))
+    cols = max(m.shape[0] for _, m in rows)
+    fig = _figure(1.0 * cols + 1, 1.15 * len(rows) + 0.4)
+    for r, (name, maps) in enumerate(rows):
+        for c in range(maps.shape[0]):
+            ax = fig.add_subplot(len(rows), cols, r * cols + c + 1)
+            ax.imshow(maps[c], cmap="gray", vmin=0, vmax=1 if r else max(1, int(maps.max())),
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=7)
+    fig.suptitle(f"Feature maps of one inference (image {index}, class {int(golden.classes[index])})", fontsize=9)
+    return _save(fig, path)
+
+
 def plot_spikes_per_layer(spike_counts, path, *, names=None) -> Path:
     """Bar chart of spikes per hidden layer, mean +- std over images; ``spike_counts`` (B, L)."""
     sc = np.asarray(spike_counts, dtype=np.float64)
@@ -776,6 +804,8 @@ def write_report(report: dict, outdir, *, model=None, golden=None, build: dict |
     plots = []
     if golden is not None:
         plots.append(plot_spike_raster(golden, outdir / "spike_raster.png", model=model).name)
+        if any(l.kind == "binary_conv2d" for l in model.layers):
+            plots.append(plot_feature_maps(golden, model, outdir / "feature_maps.png").name)
         if golden.spike_counts.shape[1]:
             names = [l.name for l in model.hidden_layers] if model is not None else None
             plots.append(plot_spikes_per_layer(golden.spike_counts, outdir / "spikes_per_layer.png", names=names).name)

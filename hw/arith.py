@@ -8,9 +8,10 @@ helpers pair the terms up level by level instead, so the depth is ceil(log2(n)).
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Cat, Const, Value
 
-__all__ = ["popcount", "tree_sum", "field"]
+__all__ = ["popcount", "tree_sum", "field", "bits_to_int"]
 
 
 def tree_sum(values) -> Value:
@@ -44,3 +45,11 @@ def field(v, n: int):
     """``v`` zero-extended or cut to exactly ``n`` bits (an empty value for n = 0): one field of a
     concatenated address."""
     return Cat(v, Const(0, n))[:n]
+
+
+def bits_to_int(bits) -> int:
+    """A little-endian sequence of 0/1 -> the integer (a memory word's initial value)."""
+    v = 0
+    for i in np.flatnonzero(np.asarray(bits)):
+        v |= 1 << int(i)
+    return v

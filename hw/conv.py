@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwplan import ConvPlan, ceil_log2
 
-from .arith import field
+from .arith import bits_to_int, field
 from .ports import read_port
 from .router import beat_layout, quiet_on_error
 
@@ -45,13 +45,6 @@ __all__ = ["ConvCore", "store_write_signature"]
 def store_write_signature(depth: int, width: int) -> wiring.Signature:
     """A writer's side of a bit-enabled write port: word ``addr``, ``data``, one enable per bit."""
     return wiring.Signature({"addr": Out(range(max(2, depth))), "data": Out(width), "en": Out(width)})
-
-
-def _to_int(bits) -> int:
-    v = 0
-    for i in np.flatnonzero(np.asarray(bits)):
-        v |= 1 << int(i)
-    return v
 
 
 class ConvCore(wiring.Component):
@@ -109,7 +102,7 @@ class ConvCore(wiring.Component):
                 for g in range(G):
                     bits = [int(wb[o, c, ky, kx] ^ self.flip[o]) if o < L.channels else 0
                             for o in (g * P + j for j in range(P))]
-                    rows.append(_to_int(bits))
+                    rows.append(bits_to_int(bits))
         inits, live = [], []
         for g in range(G):
             v, mask = 0, 0

@@ -24,7 +24,7 @@ from amaranth.utils import ceil_log2
 from bitsnn.hwmodel import MAX_INPUT
 from bitsnn.hwplan import acc_bits_for, signed_bits
 
-from .arith import popcount, tree_sum
+from .arith import bits_to_int, popcount, tree_sum
 from .ports import read_port
 from .router import beat_layout, quiet_on_error
 from .wmem import STORAGES, WeightMemory
@@ -41,14 +41,6 @@ def weight_write_signature(n_in: int, n_out: int) -> wiring.Signature:
         "data": Out(8),
         "en": Out(1),
     })
-
-
-def _to_int(bits_row) -> int:
-    """Little-endian 0/1 sequence -> int."""
-    v = 0
-    for i in np.flatnonzero(np.asarray(bits_row)):
-        v |= 1 << int(i)
-    return v
 
 
 class _CoreBase(wiring.Component):
@@ -160,7 +152,7 @@ class DenseCore(_CoreBase):
                 for j in range(P):
                     n = g * P + j
                     if n < self.n_out:
-                        v |= _to_int(self.weights[n, w * W:(w + 1) * W]) << (j * W)
+                        v |= bits_to_int(self.weights[n, w * W:(w + 1) * W]) << (j * W)
                 rows.append(v)
         m.submodules.wmem = wmem = memory.Memory(shape=P * W, depth=G * Wn, init=rows)
         wrp = wmem.read_port()
@@ -310,7 +302,7 @@ class EventCore(_CoreBase):
             else:
                 lb = (P // 8).bit_length() - 1
                 g, lane = wr.byte >> lb, wr.byte & ((1 << lb) - 1)
-            fl = [_to_int(flips[8 * b:8 * b + 8]) for b in range(nb)]
+            fl = [bits_to_int(flips[8 * b:8 * b + 8]) for b in range(nb)]
             fbyte = Signal(8)
             if any(fl):
                 with m.Switch(wr.byte):
@@ -422,7 +414,7 @@ class EventCore(_CoreBase):
             for g in range(G):
                 col = self.weights[g * P:(g + 1) * P, i].astype(np.uint8)
                 flips = np.array([plan[g * P + j][0] for j in range(len(col))], np.uint8)
-                rows.append(_to_int(col ^ flips))
+                rows.append(bits_to_int(col ^ flips))
         wrp = self._weight_memory(m, rows, np.array([f for f, _i, _w in plan], np.uint8))
         # One accumulator register per neuron (a LUT4 + carry + FF per bit on iCE40): no read
         # multiplexer, no write-back path, no threshold ROM.
@@ -473,7 +465,7 @@ class EventCore(_CoreBase):
         rows = []
         for i in range(self.n_in):
             for g in range(G):
-                rows.append(_to_int(self.weights[g * P:(g + 1) * P, i]))
+                rows.append(bits_to_int(self.weights[g * P:(g + 1) * P, i]))
         wrp = self._weight_memory(m, rows, np.zeros(self.n_out, np.uint8))
         m.submodules.accmem = accmem = memory.Memory(shape=P * A, depth=G, init=[])
         acc_wp = accmem.write_port()

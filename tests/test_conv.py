@@ -178,3 +178,75 @@ def test_what_convolutions_do_not_support_is_refused_in_one_line(tmp_path, capsy
     r = run_main(capsys, args[0], "--model", path, *args[1:])
     assert_one_line_error(r, args[0], needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.bsnn"]
+
+
+def _shapes_set(n_train=400, n_test=100, seed=0) -> dict:
+    """A 28x28 set of four drawn shapes (horizontal bar, vertical bar, box, cross) at random places,
+    with noise: not MNIST, made here."""
+    rng = np.random.default_rng(seed)
+
+    def draw(label):
+        img = (rng.random((28, 28)) * 40).astype(np.uint8)
+        y, x = rng.integers(6, 22, size=2)
+        if label == 0:
+            img[y - 1:y + 2, x - 6:x + 6] = 230
+        elif label == 1:
+            img[y - 6:y + 6, x - 1:x + 2] = 230
+        elif label == 2:
+            img[y - 5:y + 5, x - 5:x + 5] = 230
+            img[y - 3:y + 3, x - 3:x + 3] = 20
+        else:
+            img[y - 1:y + 2, x - 6:x + 6] = 230
+            img[y - 6:y + 6, x - 1:x + 2] = 230
+        return img
+
+    def split(n):
+        labels = np.arange(n) % 4
+        rng.shuffle(labels)
+        return np.stack([draw(int(l)) for l in labels]), labels.astype(np.uint8)
+
+    tr_x, tr_y = split(n_train)
+    te_x, te_y = split(n_test)
+    return {"train-images-idx3-ubyte": tr_x, "train-labels-idx1-ubyte": tr_y,
+            "t10k-images-idx3-ubyte": te_x, "t10k-labels-idx1-ubyte": te_y}
+
+
+@pytest.mark.slow
+def test_conv_tiny_preset_on_a_custom_28x28_set(tmp_path, capsys, write_set):
+    """The conv-tiny preset end to end on a data set other than MNIST: train, export (golden vs
+    torch on its whole test set), and the Accelerator in Amaranth's simulator (0 mismatches)."""
+    pytest.importorskip("torch")
+    from test_bad_input import run_main
+
+    data = tmp_path / "shapes"
+    write_set(data, _shapes_set(n_train=2000))
+    ckpt, bsnn = tmp_path / "c.ckpt", tmp_path / "c.bsnn"
+    r = run_main(capsys, "train", "--preset", "conv-tiny", "--epochs", "6", "--data-dir", data, "-o", ckpt)
+    assert r.returncode == 0, r.stderr
+    r = run_main(capsys, "export", ckpt, "--data-dir", data, "-o", bsnn)
+    assert r.returncode == 0, r.stderr
+    assert "golden vs torch: 0 mismatches on 100 images" in r.stdout + r.stderr
+    model = HardwareModel.load(bsnn)
+    assert model.spec == "784-c8-c16-10" and model.meta["dataset"] == "custom"
+    assert model.meta["test_accuracy"] > 0.6  # four shapes, six epochs: well above chance (0.25)
+    r = run_main(capsys, "sim", "--model", bsnn, "--simulator", "amaranth", "--images", "4", "--data-dir", data)
+    assert r.returncode == 0, r.stderr
+    assert "mismatches: 0" in r.stdout
+
+
+def test_feature_maps_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bitsnn import BitsnnError
+    from bitsnn.report import plot_feature_maps
+
+    rng = np.random.default_rng(3)
+    model = random_model(rng, [64, 8, 3], input_shape=(8, 8), convs=((4, 3, 2), (6, 3, 1)), threshold_spread=0.5)
+    g = golden.run(model, rng.integers(0, 256, size=(2, 8, 8), dtype=np.uint8))
+    out = plot_feature_maps(g, model, tmp_path / "maps.png", index=1)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 2000
+    with pytest.raises(BitsnnError, match="image index 2 outside 0..1"):
+        plot_feature_maps(g, model, tmp_path / "x.png", index=2)
+    dense = random_model(rng, [64, 8, 3])
+    with pytest.raises(BitsnnError, match="no convolution"):
+        plot_feature_maps(golden.run(dense, np.zeros((1, 64), np.uint8)), dense, tmp_path / "y.png")
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()

@@ -179,3 +179,21 @@ def test_write_weights_refused_by_a_rom_design(device, files, capsys):
                    "--timeout", str(TIMEOUT), "--write-weights"])
     err = capsys.readouterr().err
     assert rc == 1 and "no run-time weight memory" in err
+
+
+def test_conv_model_over_the_uart(capsys):
+    """A convolutional model in the UART top (simulated board): the driver's results (class,
+    cycles, the conv layer's spike count, scores) equal the golden and cycle models."""
+    conv = random_model(np.random.default_rng(4), [64, 5], input_shape=(8, 8), convs=((4, 3, 2),),
+                        threshold_spread=0.5)
+    imgs = np.random.default_rng(8).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    with SimulatedDevice(conv, divisor=4, timeout_cycles=3000) as sim_dev:
+        d = Device(sim_dev.port, 115200, timeout=TIMEOUT, retries=2)
+        try:
+            info = d.get_info()
+            assert (info.n_inputs, info.n_hidden, info.n_classes) == (64, 1, 5)
+            for img in imgs:
+                assert d.infer(img).result == expected(conv, img)
+        finally:
+            d.close()
+    assert golden.run(conv, imgs).spike_counts.min() > 0

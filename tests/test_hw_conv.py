@@ -121,12 +121,13 @@ def test_conv_core_matches_golden(shape, enc, conv, lanes, mnist):
     np.testing.assert_array_equal(cycles, lp.conv.cycles(g.input_events[:, 0], z))
 
 
-@pytest.mark.parametrize("enc,convs,dense,lanes", [
-    ("spikes", ((4, 3, 2), (8, 3, 2)), [16, 10], 8),   # conv -> conv -> dense -> dense
-    ("pixels", ((4, 3, 2),), [10], 4),                 # pixel input into a convolution
-    ("spikes", ((6, 5, 1), (4, 3, 2)), [10], 4),       # 5 x 5 kernel without pool, 6 channels in 8 lanes
+@pytest.mark.parametrize("enc,convs,dense,lanes,acc", [
+    ("spikes", ((4, 3, 2), (8, 3, 2)), [16, 10], 8, "registers"),   # conv -> conv -> dense -> dense
+    ("spikes", ((4, 3, 2), (8, 3, 2)), [16, 10], 8, "memory"),      # the dense layers as on the ECP5
+    ("pixels", ((4, 3, 2),), [10], 4, "registers"),                 # pixel input into a convolution
+    ("spikes", ((6, 5, 1), (4, 3, 2)), [10], 4, "registers"),       # 5 x 5 kernel without pool, 6 channels in 8 lanes
 ])
-def test_accelerator_with_convolutions_matches_golden(enc, convs, dense, lanes, mnist):
+def test_accelerator_with_convolutions_matches_golden(enc, convs, dense, lanes, acc, mnist):
     """The whole Accelerator (input buffer in the map layout, routers over the conv stores, dense
     weights in store order, spike counts from the next router): every spike of every layer,
     spike counts, scores, class, and the cycle model exactly, on MNIST digits."""
@@ -136,7 +137,7 @@ def test_accelerator_with_convolutions_matches_golden(enc, convs, dense, lanes, 
     model = random_model(np.random.default_rng(5), [784, *dense], input_encoding=enc, input_shape=(28, 28),
                          convs=convs, input_threshold=100, threshold_spread=0.5)
     images = mnist.test_images[:3]
-    r = run_accelerator(model, images, lanes=lanes)
+    r = run_accelerator(model, images, lanes=lanes, accumulators=acc)
     g = golden.run(model, images)
     for a, b in zip(r.spikes, g.spikes):
         np.testing.assert_array_equal(a, b)
