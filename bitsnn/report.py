@@ -919,9 +919,9 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
         if m.sizes != model.sizes or m.input_encoding != model.input_encoding:
             raise BitsnnError(f"--sweep {path}: {m.describe()} is not the same network as {model.describe()}")
         sweep_models.append((path, m))
-    from .boards import get_board
+    from .boards import board_facts
 
-    board = get_board(board)
+    board = board_facts(board)
     build = load_build_report(build_dir) if build_dir else None
     accel = (build or {}).get("accelerator") or {}
     given = {"mode": mode, "lanes": lanes, "word": word}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from amaranth import Instance, Signal
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
+from . import FACTS
 from .common import Board, DeviceTotals
 from .pll import ice40_pll
 
@@ -50,10 +51,7 @@ class ICEBreaker(Board):
 
 
 ICEBREAKER = ICEBreaker(
-    name="icebreaker",
-    device="iCE40UP5K-SG48",
-    family="ice40",
-    clk_freq=24e6,
+    **FACTS["icebreaker"]._asdict(),
     # iCE40 UltraPlus family datasheet (FPGA-DS-02008): 5,280 LUT4s (each with a flip-flop),
     # 30 sysMEM EBR of 4 kbit, 4 SPRAM of 256 kbit, 8 DSP (MAC16).
     totals=DeviceTotals(logic=5280, ffs=5280, bram_blocks=30, bram_bits_per_block=4096,

@@ -228,3 +228,26 @@ def test_hw_never_imports_torch(tmp_path):
     assert not [m for m in loaded["heavy"] if m.split(".")[0] == "torch"]
     assert not [m for m in loaded["bitsnn"] if m.startswith(("bitsnn.model", "bitsnn.sim"))]
     assert "bitsnn.hw.estimate" in loaded["bitsnn"] and "bitsnn.hw.accelerator" in loaded["bitsnn"]
+
+
+def test_report_runs_without_amaranth(tmp_path, mnist_dir):
+    """`bitsnn report` (golden model, cycle model, energy, plots) on a dense and a conv model loads
+    neither torch nor amaranth: the board facts it needs are plain data (bitsnn.boards.FACTS)."""
+    import numpy as np
+
+    from bitsnn.hwmodel import random_model
+
+    rng = np.random.default_rng(0)
+    paths = [random_model(rng, [784, 16, 10], input_shape=(28, 28)).save(tmp_path / "d.bsnn"),
+             random_model(rng, [784, 10], input_shape=(28, 28), convs=((4, 3, 2),)).save(tmp_path / "c.bsnn")]
+    loaded = loaded_after(
+        f"""
+        from bitsnn.report import make_report
+        for i, p in enumerate({[str(p) for p in paths]!r}):
+            make_report(p, board="ulx3s-85f", output={str(tmp_path)!r} + f"/r{{i}}", images=20,
+                        data_dir={str(mnist_dir)!r}, say=lambda *a: None)
+        """,
+        tmp_path,
+    )
+    assert loaded["heavy"] == []
+    assert (tmp_path / "r1" / "feature_maps.png").is_file() and (tmp_path / "r0" / "report.json").is_file()
