@@ -57,7 +57,7 @@ class ConvCore(wiring.Component):
     Ports: ``start`` In(1), a pulse: a new input vector begins (its router starts in the same
     cycle); ``events`` In(stream of router beats, one event each); ``values`` Out(read_port) of
     the buffered pixels (pixel input only; always present); ``out`` Out(store write port) into
-    the output store; ``done`` Out(1), high for one cycle after the last flush write.
+    the output store; ``done`` Out(1), high for one cycle: the cycle the last flush write happens.
     """
 
     @quiet_on_error
