@@ -1,0 +1,181 @@
+"""``bitsnn report``: load the model and the test set, run the golden and cycle models, print the
+summary and write the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import BitsnnError
+from ..fileio import check_output_dir
+from ..hwplan import check_supported, default_lanes
+from .build import load_build_report
+from .core import build_report, write_report
+from .counts import check_hw
+from .energy import timing
+from .vcd import count_toggles
+
+__all__ = ["summary_lines", "sweep_point", "report_main", "make_report"]
+
+
+def _fmt_j(j):
+    if j is None:
+        return "unknown"
+    for unit, s in (("J", 1), ("mJ", 1e-3), ("uJ", 1e-6), ("nJ", 1e-9), ("pJ", 1e-12)):
+        if abs(j) >= s:
+            return f"{j / s:.3g} {unit}"
+    return f"{j / 1e-15:.3g} fJ"
+
+
+def summary_lines(report: dict) -> list[str]:
+    t, e = report["timing"], report["energy"]
+    lines = [f"model {report['model']['describe']}; {report['images']} images"
+             + (f", accuracy {report['accuracy']:.4f}" if report["accuracy"] is not None else "")]
+    for l in report["layers"]:
+        sp = l["output_spikes"]
+        lines.append(
+            f"  {l['name']}: input events {l['input_events']['mean']:.1f}, synaptic events "
+            f"{l['synaptic_events']['mean']:.0f}, " + (f"spikes {sp['mean']:.1f} ± {sp['std']:.1f}, " if sp else "")
+            + f"weight reads {l['weight_reads_words']['mean']:.0f} x {l['weight_word_bits']}-bit words"
+            + (f", accumulator memory {l['accumulator_reads_words']['mean']:.0f} x {l['accumulator_word_bits']}-bit "
+               "words read and written" if l.get("accumulator_word_bits") else ""))
+    lines.append(f"cycles {t['cycles']['mean']:.0f} (min {t['cycles']['min']:.0f}, max {t['cycles']['max']:.0f}; "
+                 f"{t['cycles_source']}); clock {t['clock_hz'] / 1e6:.2f} MHz ({t['clock_source']})")
+    lines.append(f"latency {t['latency_s']['mean'] * 1e6:.2f} us (max {t['latency_s']['max'] * 1e6:.2f} us), "
+                 f"{t['inferences_per_s']:.0f} inferences/s"
+                 + (f"; at the achieved Fmax {t['at_fmax']['clock_hz'] / 1e6:.1f} MHz: "
+                    f"{t['at_fmax']['latency_s']['mean'] * 1e6:.2f} us" if "at_fmax" in t else ""))
+    a = e["asic_45nm"]
+    lines.append(f"energy (a) 45 nm ASIC op model: SNN {_fmt_j(a['snn_j'])}, fp32 ANN {_fmt_j(a['ann_fp32_j'])}"
+                 + (f" ({a['ann_over_snn']:.0f}x)" if a["ann_over_snn"] else ""))
+    f = e["fpga"]
+    lines.append(f"energy (b) FPGA: {_fmt_j(f.get('total_j'))}"
+                 + (f" (lower bound: unknown {', '.join(f['unknown_terms'])})" if f.get("lower_bound") else ""))
+    if report.get("sweep"):
+        lines.append("sweep (accuracy vs energy):")
+        for row in report["sweep"]:
+            acc = "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+            lines.append(f"  {row['label']:>14}: accuracy {acc}, {row['spikes_mean']:.1f} spikes, "
+                         f"{row['cycles_mean']:.0f} cycles, ASIC {_fmt_j(row['asic_snn_j'])}, "
+                         f"FPGA {_fmt_j(row['fpga_j'])}")
+    return lines
+
+
+def sweep_point(model, report: dict, path: str) -> dict:
+    """One row of a sparsity sweep: the model's label (its training sparsity when the file records
+    it), accuracy, spikes, cycles and energies from its report."""
+    lam = ((model.meta or {}).get("training") or {}).get("sparsity")
+    return {
+        "model": path,
+        "label": f"lambda={lam:g}" if isinstance(lam, (int, float)) else Path(path).stem,
+        "sparsity": lam,
+        "accuracy": report["accuracy"],
+        "spikes_mean": report["totals"]["spikes_mean"],
+        "synaptic_events_mean": report["totals"]["synaptic_events_mean"],
+        "cycles_mean": report["timing"]["cycles"]["mean"],
+        "asic_snn_j": report["energy"]["asic_45nm"]["snn_j"],
+        "fpga_j": report["energy"]["fpga"].get("total_j"),
+    }
+
+
+def report_main(args) -> int:
+    """``bitsnn report``."""
+    return make_report(args.model, board=args.board, build_dir=args.build_dir, output=args.output,
+                       images=args.images, mode=args.mode, lanes=args.lanes, word=args.word, vcd=args.vcd,
+                       sweep=args.sweep, data_dir=args.data_dir)
+
+
+def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output=None, images: int | None = None,
+                mode: str | None = None, lanes: int | None = None, word: int | None = None, vcd=None,
+                sweep=None, data_dir=None, say=print) -> int:
+    """Load the hardware model ``model_path`` and the test set, run golden, cycles, energy and
+    plots, print the summary with ``say`` and, with ``output``, write report.json and the plots
+    there. ``images``: the first N test images (None: all). ``mode``/``lanes``/``word`` default to
+    the build report's in ``build_dir``, else event mode with the lanes ``bitsnn build`` picks.
+    ``sweep``: more hardware-model files of the same network. Every path and option is checked
+    before the work starts."""
+    from ..hwmodel import HardwareModel
+
+    model = HardwareModel.load(model_path)
+    check_supported(model)  # before any work
+    if output is not None:
+        check_output_dir(output)  # before any work
+    sweep_models = []
+    for path in sweep or ():
+        m = HardwareModel.load(path)
+        if m.sizes != model.sizes or m.input_encoding != model.input_encoding:
+            raise BitsnnError(f"--sweep {path}: {m.describe()} is not the same network as {model.describe()}")
+        sweep_models.append((path, m))
+    from ..boards import board_facts
+
+    board = board_facts(board)
+    build = load_build_report(build_dir) if build_dir else None
+    accel = (build or {}).get("accelerator") or {}
+    given = {"mode": mode, "lanes": lanes, "word": word}
+
+    def pick(name, default):
+        v = given[name]
+        return accel.get(name, default) if v is None else v
+
+    mode, lanes, word = pick("mode", "event"), pick("lanes", default_lanes(model)), pick("word", 32)
+    mnpc = accel.get("max_neurons_per_core")
+    check_hw(mode, lanes, word)
+
+    from ..data import load_dataset
+    from ..sim import cycles as cycles_mod
+    from ..sim import golden as golden_mod
+
+    data = load_dataset(data_dir)
+    n = images
+    if n is None:
+        n = len(data.test_images)
+    elif not 1 <= n <= len(data.test_images):
+        raise BitsnnError(f"--images {n}: must be in 1..{len(data.test_images)}, the test set's size")
+    images, labels = data.test_images[:n], data.test_labels[:n]
+    try:
+        images = model.prepare_images(images)
+    except ValueError as e:
+        raise BitsnnError(f"the data set's images do not suit the model: {e}") from None
+    golden = golden_mod.run(model, images)
+    cycles = cycles_mod.predict_cycles(model, golden, mode=mode, lanes=lanes, word=word,
+                                       max_neurons_per_core=mnpc)
+    # The bitstream runs at the board's PLL clock; the achieved Fmax says how much faster it could.
+    clock_hz = board.clk_freq
+    if build is not None and build.get("constraint_mhz"):
+        clock_hz = float(build["constraint_mhz"]) * 1e6  # the PLL the bitstream was built for (--clock-mhz)
+    if build is not None:
+        clock_source = (f"{board.name} PLL clock of the built bitstream (achieved Fmax {build['fmax_mhz']:.2f} MHz, "
+                        f"timing {'met' if build['fmax_mhz'] * 1e6 >= clock_hz else 'NOT met'}; "
+                        f"{Path(build_dir) / 'report.json'})")
+    else:
+        clock_source = f"{board.name} PLL clock (no build dir given: Fmax not measured)"
+    tpc, tsrc = None, ""
+    if vcd:
+        tc = count_toggles(vcd)
+        tpc = tc.per_cycle()
+        tsrc = f"{vcd}: {tc.total} toggles over {tc.cycles} cycles of {tc.clock}"
+    report = build_report(model, golden, cycles, board=board.name, clock_hz=clock_hz, clock_source=clock_source,
+                          mode=mode, lanes=lanes, word=word, max_neurons_per_core=mnpc, labels=labels, build=build,
+                          toggles_per_cycle=tpc, toggles_source=tsrc,
+                          cycles_source="bitsnn.sim.cycles.predict_cycles (exact model of the Accelerator)",
+                          model_path=str(model_path))
+    if build is not None:
+        report["timing"]["at_fmax"] = timing(cycles, build["fmax_mhz"] * 1e6)
+    sweep_plot = None
+    if sweep_models:
+        rows = [sweep_point(model, report, str(model_path))]
+        for path, m in sweep_models:
+            g = golden_mod.run(m, images)
+            c = cycles_mod.predict_cycles(m, g, mode=mode, lanes=lanes, word=word, max_neurons_per_core=mnpc)
+            r = build_report(m, g, c, board=board.name, clock_hz=clock_hz, clock_source=clock_source, mode=mode,
+                             lanes=lanes, word=word, max_neurons_per_core=mnpc, labels=labels, model_path=str(path))
+            rows.append(sweep_point(m, r, str(path)))
+        rows.sort(key=lambda row: row["asic_snn_j"])
+        report["sweep"] = rows
+        sweep_plot = [(row["label"], row["accuracy"], row["asic_snn_j"]) for row in rows]
+    if output:
+        report = write_report(report, output, model=model, golden=golden, build=build, sweep=sweep_plot)
+    for line in summary_lines(report):
+        say(line)
+    if output:
+        say(f"wrote {Path(output) / 'report.json'} and {len(report['plots'])} plots")
+    return 0

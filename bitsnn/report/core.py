@@ -1,0 +1,131 @@
+"""The whole report as one JSON-ready dict, and writing it with its plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import BitsnnError
+from ..fileio import atomic_write_text
+from .build import check_build_report
+from .constants import FPGA_POWER, FpgaPowerModel, constants_table
+from .counts import layer_counts
+from .energy import ann_fp32_energy, asic_energy, fpga_energy, timing
+from .plots import (plot_accuracy_energy, plot_feature_maps, plot_spike_raster,
+                    plot_spikes_per_layer, plot_utilisation)
+
+__all__ = ["REPORT_VERSION", "REPORT_KEYS", "build_report", "write_report"]
+
+REPORT_VERSION = 1
+
+#: Top-level keys of report.json (documented in docs/report.md).
+REPORT_KEYS = ("report_version", "model", "board", "hardware", "images", "accuracy", "layers", "totals",
+               "timing", "energy", "constants", "build", "plots")
+
+
+def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_source: str,
+                 mode: str = "event", lanes: int = 32, word: int = 32, max_neurons_per_core: int | None = None,
+                 labels=None, build: dict | None = None, toggles_per_cycle: float | None = None,
+                 toggles_source: str = "", cycles_source: str = "", model_path: str | None = None,
+                 power: FpgaPowerModel | None = None) -> dict:
+    """The whole report as a JSON-ready dict (keys: :data:`REPORT_KEYS`).
+
+    ``cycles``: (B,) cycles per image (``bitsnn.sim.cycles.predict_cycles`` or the hardware's own);
+    ``toggles_per_cycle``: from :func:`count_toggles` on a waveform of this design, or None;
+    toggles per inference are estimated as toggles_per_cycle x cycles.
+    """
+    cycles = np.asarray(cycles)
+    B = golden.input_events.shape[0]
+    if cycles.shape != (B,):
+        raise BitsnnError(f"cycles has shape {cycles.shape}, expected ({B},): one count per image")
+    if build is not None:
+        check_build_report(build)
+    counts = layer_counts(model, golden, mode=mode, lanes=lanes, word=word, max_neurons_per_core=max_neurons_per_core)
+    tim = timing(cycles, clock_hz)
+    tim.update(cycles_source=cycles_source, clock_source=clock_source)
+    asic = asic_energy(counts)
+    ann = ann_fp32_energy(model)
+    power = power if power is not None else FPGA_POWER.get(board)
+    toggles = None if toggles_per_cycle is None else float(toggles_per_cycle) * tim["cycles"]["mean"]
+    if power is None:
+        fpga = {"total_j": None, "lower_bound": True, "unknown_terms": ["static_j", "clock_j", "toggle_j"],
+                "note": f"no FPGA power model for board {board!r}"}
+    else:
+        fpga = fpga_energy(tim["latency_s"]["mean"], tim["cycles"]["mean"], toggles, power)
+    fpga["toggles_per_cycle"] = toggles_per_cycle
+    fpga["toggles_source"] = toggles_source or ("none: no waveform given" if toggles_per_cycle is None else "")
+    spikes = [lc.output_spikes for lc in counts if lc.output_spikes is not None]
+    total_spikes = np.sum(spikes, axis=0) if spikes else np.zeros(B, np.int64)
+    accuracy = None
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (B,):
+            raise BitsnnError(f"labels has shape {labels.shape}, expected ({B},)")
+        accuracy = float(np.mean(golden.classes == labels))
+    return {
+        "report_version": REPORT_VERSION,
+        "model": {"path": model_path, "content_hash": model.content_hash, "describe": model.describe(),
+                  "sizes": model.sizes, "input_encoding": model.input_encoding,
+                  "weight_bits": model.weight_bits_total},
+        "board": {"name": board, "device": getattr(power, "device", None)},
+        "hardware": {"mode": mode, "lanes": int(lanes), "word": int(word),
+                     "max_neurons_per_core": max_neurons_per_core},
+        "images": int(B),
+        "accuracy": accuracy,
+        "layers": [lc.summary() for lc in counts],
+        "totals": {
+            "spikes_mean": float(total_spikes.mean()),
+            "synaptic_events_mean": float(sum(lc.synaptic_events for lc in counts).mean()),
+            "weight_reads_bits_mean": float(sum(lc.weight_bits for lc in counts).mean()),
+            "weight_reads_words_mean": float(sum(lc.weight_words for lc in counts).mean()),
+            "macs_dense": ann["macs"],
+        },
+        "timing": tim,
+        "energy": {
+            "asic_45nm": {
+                "note": "Horowitz 45 nm 0.9 V ASIC figures, not FPGA: an operation-count comparison only",
+                "snn_j": asic["mean_j"], "snn_std_j": asic["std_j"], "snn_layers": asic["layers"],
+                "ann_fp32_j": ann["total_j"], "ann_fp32": ann,
+                "ann_over_snn": ann["total_j"] / asic["mean_j"] if asic["mean_j"] > 0 else None,
+            },
+            "fpga": fpga,
+        },
+        "constants": constants_table(board),
+        "build": build,
+        "plots": [],
+    }
+
+
+def write_report(report: dict, outdir, *, model=None, golden=None, build: dict | None = None,
+                 sweep=None) -> dict:
+    """Write ``report.json`` and the plots into ``outdir`` atomically; return the report with
+    its ``plots`` list filled in. ``sweep``: optional (label, accuracy, energy) points."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    plots = []
+    if golden is not None:
+        plots.append(plot_spike_raster(golden, outdir / "spike_raster.png", model=model).name)
+        if any(l.kind == "binary_conv2d" for l in model.layers):
+            plots.append(plot_feature_maps(golden, model, outdir / "feature_maps.png").name)
+        if golden.spike_counts.shape[1]:
+            names = [l.name for l in model.hidden_layers] if model is not None else None
+            plots.append(plot_spikes_per_layer(golden.spike_counts, outdir / "spikes_per_layer.png", names=names).name)
+    if build is not None:
+        plots.append(plot_utilisation(build, outdir / "utilisation.png").name)
+    if sweep:
+        plots.append(plot_accuracy_energy(sweep, outdir / "accuracy_energy.png").name)
+    report = dict(report, plots=plots)
+    atomic_write_text(outdir / "report.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+    return report
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

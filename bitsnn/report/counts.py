@@ -1,0 +1,115 @@
+"""Operation counts per layer and image: input events, synaptic events, spikes, weight- and
+accumulator-memory reads, compares (from the golden model's result and the hardware plan)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import BitsnnError
+from ..hwplan import MODES, HardwarePlan, preact_bits
+
+__all__ = ["LayerCounts", "acc_bits", "check_hw", "layer_counts"]
+
+
+def acc_bits(layer) -> int:
+    """Bits of a signed accumulator that holds any pre-activation of ``layer`` (|a| <= R):
+    :func:`bitsnn.hwplan.preact_bits`."""
+    return preact_bits(layer.a_max)
+
+
+@dataclass
+class LayerCounts:
+    """Per-image counts of one layer for B images (arrays of shape (B,), int64).
+
+    ``input_events``: nonzero inputs (address events); ``synaptic_events``: input events x fan-out;
+    ``output_spikes``: spikes the layer emits (None for the output layer);
+    ``weight_words``/``weight_bits``: weight-memory reads in words of ``word_bits`` bits and in bits
+    (all cores of the layer); ``compares``: threshold compares (hidden) or argmax compares (output).
+    """
+
+    name: str
+    n_in: int
+    n_out: int
+    acc_bits: int
+    word_bits: int
+    input_events: np.ndarray
+    synaptic_events: np.ndarray
+    output_spikes: np.ndarray | None
+    weight_words: np.ndarray
+    weight_bits: np.ndarray
+    compares: int
+    #: accumulator-memory words read per image (as many are written back) and their width: a
+    #: convolution's ring of rows; dense event cores keep theirs in registers (0)
+    acc_words: np.ndarray | None = None
+    acc_word_bits: int = 0
+
+    def summary(self) -> dict:
+        def ms(a):
+            a = np.asarray(a, dtype=np.float64)
+            return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
+
+        return {
+            "name": self.name,
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "acc_bits": self.acc_bits,
+            "input_events": ms(self.input_events),
+            "synaptic_events": ms(self.synaptic_events),
+            "output_spikes": None if self.output_spikes is None else ms(self.output_spikes),
+            "firing_rate": None if self.output_spikes is None else float(self.output_spikes.mean() / self.n_out),
+            "weight_word_bits": self.word_bits,
+            "weight_reads_words": ms(self.weight_words),
+            "weight_reads_bits": ms(self.weight_bits),
+            "compares": self.compares,
+            "accumulator_word_bits": self.acc_word_bits,
+            "accumulator_reads_words": ms(self.acc_words if self.acc_words is not None else [0]),
+            "accumulator_writes_words": ms(self.acc_words if self.acc_words is not None else [0]),
+        }
+
+
+def check_hw(mode, lanes, word):
+    if mode not in MODES:
+        raise BitsnnError(f"unknown hardware mode {mode!r} (expected one of {MODES})")
+    for name, v in (("lanes", lanes), ("word", word)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise BitsnnError(f"{name} must be a positive integer, not {v!r}")
+
+
+def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: int = 32,
+                 max_neurons_per_core: int | None = None) -> list[LayerCounts]:
+    """Spikes, synaptic events and weight-memory reads per layer and image.
+
+    Weight memory (hw/core.py): event mode, a core of n_c neurons has P_c = min(P, n_c)-bit words
+    and reads ceil(n_c / P_c) of them per input event; dense mode, P_c*W-bit words, all
+    ceil(n_c / P_c) * ceil(n_in / W) of them per image whatever the input.
+    """
+    check_hw(mode, lanes, word)
+    plan = HardwarePlan.of(model, mode=mode, lanes=int(lanes), word=int(word), max_neurons_per_core=max_neurons_per_core)
+    B = golden.input_events.shape[0]
+    out = []
+    for l, (layer, lp) in enumerate(zip(model.layers, plan.layers)):
+        ev = np.asarray(golden.input_events[:, l], dtype=np.int64)
+        if mode == "event":
+            words = ev * lp.weight_words_per_event()
+            bits = ev * lp.weight_read_bits_per_event()
+            word_bits = lp.cores[0].lanes
+        else:
+            words = np.full(B, lp.weight_words_per_event() * lp.input_words, np.int64)
+            bits = np.full(B, lp.weight_read_bits_per_event() * word * lp.input_words, np.int64)
+            word_bits = lp.cores[0].lanes * word
+        spikes = None if layer.is_output else np.asarray(golden.spike_counts[:, l], dtype=np.int64)
+        acc_words, acc_word_bits = None, 0
+        if lp.conv is not None:
+            acc_words = np.asarray(lp.conv.acc_word_accesses(ev), np.int64)
+            acc_word_bits = lp.conv.lanes * lp.conv.acc_bits
+        out.append(LayerCounts(
+            name=layer.name, n_in=layer.n_in, n_out=layer.n_out, acc_bits=acc_bits(layer), word_bits=word_bits,
+            input_events=ev, synaptic_events=np.asarray(golden.synaptic_events[:, l], np.int64), output_spikes=spikes,
+            weight_words=np.asarray(words, np.int64), weight_bits=np.asarray(bits, np.int64),
+            compares=(layer.n_out - 1 if layer.is_output
+                      else layer.channels * layer.in_shape[1] * layer.in_shape[2] if lp.conv else layer.n_out),
+            acc_words=acc_words, acc_word_bits=acc_word_bits,
+        ))
+    return out
