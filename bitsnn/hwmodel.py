@@ -40,6 +40,7 @@ import numpy as np
 
 from . import BitsnnError
 from .fileio import atomic_write_bytes
+from .kinds import KINDS
 
 __all__ = [
     "FORMAT_VERSION",
@@ -127,6 +128,12 @@ class Layer:
         """Multiply-accumulates of the equivalent ANN layer."""
         return self.n_in * self.n_out
 
+    @property
+    def compares(self) -> int:
+        """Compares per inference: a hidden layer's threshold compares (one per neuron), the
+        output layer's argmax (n_out - 1)."""
+        return self.n_out - 1 if self.is_output else self.n_out
+
     def header_fields(self) -> dict:
         """This kind's own fields of the file's layer entry (beside name, kind, n_in, n_out, input, output)."""
         return {}
@@ -201,6 +208,11 @@ class ConvLayer(Layer):
     def macs(self) -> int:
         """k*k*C_in multiply-accumulates per output position and channel (before the pool)."""
         return self.channels * self.in_shape[1] * self.in_shape[2] * self.fan_in
+
+    @property
+    def compares(self) -> int:
+        """Threshold compares per inference: one per output position and channel, before the pool."""
+        return self.channels * self.in_shape[1] * self.in_shape[2]
 
     def header_fields(self) -> dict:
         return {"in_shape": list(self.in_shape), "channels": self.channels, "kernel": self.kernel, "pool": self.pool}
@@ -504,7 +516,8 @@ _LAYER_KEYS = ("name", "kind", "n_in", "n_out", "input", "output")
 _CONV_KEYS = ("in_shape", "channels", "kernel", "pool")  # version 3
 _ARRAY_KEYS = ("dtype", "shape", "offset")
 #: the file's layer kinds and the classes that hold them
-LAYER_CLASSES = {Layer.kind: Layer, ConvLayer.kind: ConvLayer}
+#: file kind -> layer class: each kind's ``layer`` part (:mod:`bitsnn.kinds`; all of them live here)
+LAYER_CLASSES = {name: globals()[k.parts["layer"].split(":", 1)[1]] for name, k in KINDS.items()}
 LAYER_KINDS = tuple(LAYER_CLASSES)
 LAYER_INPUTS = ("spikes", "pixels")
 LAYER_OUTPUTS = ("spikes", "scores")

@@ -22,11 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import BitsnnError
+from .kinds import KINDS, part
 
 __all__ = [
     "UnsupportedLayerError", "HARDWARE_KINDS", "check_supported",
     "MODES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "MIN_FIFO_DEPTH", "MapLayout", "ConvPlan",
     "signed_bits", "preact_bits", "acc_bits_for", "result_words", "split_layer", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
+    "plan_dense", "plan_conv",
 ]
 
 #: the Accelerator's two layer engines: event-driven cores behind spike routers, or dense
@@ -41,8 +43,8 @@ EVENT_TAIL = 2
 MIN_FIFO_DEPTH = 3
 
 
-#: layer kinds the Accelerator has a hardware stage for
-HARDWARE_KINDS = ("binary_dense", "binary_conv2d")
+#: layer kinds the Accelerator has a hardware stage for: every kind of :data:`bitsnn.kinds.KINDS`
+HARDWARE_KINDS = tuple(KINDS)
 
 
 class UnsupportedLayerError(BitsnnError, ValueError):
@@ -197,6 +199,44 @@ class ConvPlan:
         return (EVENT_LEAD + zero_chunks + events * k2 * self.groups
                 + self.out_height * self.out_width * self.groups)
 
+    def window_cycles(self, word: int) -> int:
+        """Cycles of a sliding-window AND-popcount stage with the same lanes and groups -- a model
+        for comparison, not a built stage: for every output position and lane group, the
+        C_in*k*k inputs of its window in W-bit words (8-bit pixels: W per 8W-bit word, as a
+        :class:`~bitsnn.hw.core.DenseCore` reads them), one word a cycle, plus the dense
+        pipeline. The same for every input, however sparse."""
+        fan = self.in_layout.channels * self.kernel * self.kernel
+        return self.out_height * self.out_width * self.groups * -(-fan // word) + DENSE_LATENCY
+
+
+def plan_dense(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None):
+    """A ``binary_dense`` layer's plan (any mode): (cores, None, input layout). Its neurons are split into
+    cores of at most ``max_neurons_per_core``, each with min(P, n) lanes; after a convolution it
+    reads the previous store's map layout (``in_layout``), else the flat vector (None)."""
+    cores = tuple(CorePlan(off, n, min(lanes, n), -(-n // min(lanes, n)))
+                  for off, n in split_layer(layer.n_out, max_neurons_per_core))
+    return cores, None, in_layout
+
+
+def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None):
+    """A ``binary_conv2d`` layer's plan: (its one core, its :class:`ConvPlan`, its input's map
+    layout). P = the largest power of two <= ``lanes`` and <= the padded channel count and W; the
+    accumulators are wide enough for c_o * (a - theta_o) over every input. Event mode only, with
+    a power-of-two W (the map layout's bit addresses)."""
+    if mode != "event":
+        raise UnsupportedLayerError(f"{layer.name}: convolutions run in mode='event' only")
+    if word & (word - 1):
+        raise ValueError(f"a model with convolutions needs a power-of-two word, not {word}")
+    c_in, h, w = layer.in_shape
+    in_layout = MapLayout(c_in, h, w)
+    cp = 1 << ceil_log2(layer.channels)
+    P = min(_pow2_floor(lanes), cp, word)
+    r = layer.a_max
+    acc = max(max(signed_bits(-c * t - r), signed_bits(-c * t + r))
+              for c, t in zip(layer.compare.tolist(), layer.thresholds.tolist()))
+    conv = ConvPlan(in_layout, MapLayout(*layer.out_shape), layer.kernel, layer.pool, layer.channels, P, cp // P, acc)
+    return (CorePlan(0, layer.channels, P, cp // P),), conv, in_layout
+
 
 def _pow2_floor(n: int) -> int:
     return 1 << (int(n).bit_length() - 1)
@@ -320,30 +360,11 @@ class HardwarePlan:
         if max_neurons_per_core is not None:
             _int_arg("max_neurons_per_core", max_neurons_per_core, 1)
         _int_arg("fifo_depth", fifo_depth, MIN_FIFO_DEPTH)
-        convs = [l for l in model.layers if l.kind == "binary_conv2d"]
-        if convs:
-            if mode != "event":
-                raise UnsupportedLayerError(f"{convs[0].name}: convolutions run in mode='event' only")
-            if word & (word - 1):
-                raise ValueError(f"a model with convolutions needs a power-of-two word, not {word}")
         layers = []
         in_layout = None
         for i, layer in enumerate(model.layers):
-            conv = None
-            if layer.kind == "binary_conv2d":
-                c_in, h, w = layer.in_shape
-                in_layout = MapLayout(c_in, h, w)
-                cp = 1 << ceil_log2(layer.channels)
-                P = min(_pow2_floor(lanes), cp, word)
-                r = layer.a_max
-                acc = max(max(signed_bits(-c * t - r), signed_bits(-c * t + r))
-                          for c, t in zip(layer.compare.tolist(), layer.thresholds.tolist()))
-                conv = ConvPlan(in_layout, MapLayout(*layer.out_shape), layer.kernel, layer.pool, layer.channels,
-                                P, cp // P, acc)
-                cores = (CorePlan(0, layer.channels, P, cp // P),)
-            else:
-                cores = tuple(CorePlan(off, n, min(lanes, n), -(-n // min(lanes, n)))
-                              for off, n in split_layer(layer.n_out, max_neurons_per_core))
+            cores, conv, in_layout = part(layer.kind, "plan")(layer, in_layout, mode=mode, lanes=lanes, word=word,
+                                                            max_neurons_per_core=max_neurons_per_core)
             n_store = in_layout.size if in_layout else layer.n_in
             layers.append(LayerPlan(i, layer.n_in, layer.n_out, layer.input_kind, layer.is_output, layer.a_max,
                                     cores, -(-n_store // word), layer.kind, conv, in_layout))

@@ -6,19 +6,16 @@ the exact cycle count is ``bitsnn.sim.cycles.predict_cycles``.
 
 from __future__ import annotations
 
-import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.hdl import Array, Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwmodel import HardwareModel
-from bitsnn.hwplan import MODES, HardwarePlan, ceil_log2, split_layer
+from bitsnn.hwplan import MODES, HardwarePlan, split_layer
 
-from .arith import field, popcount
-from .conv import ConvCore
-from .core import DenseCore, EventCore
-from .ports import serve_memory, serve_register
-from .router import EventFIFO, SpikeRouter, event_layout, quiet_on_error
+from .inbuf import InputBuffer
+from .router import SpikeRouter, event_layout, quiet_on_error
+from .stage import StageOptions, _n_src, stage_class, stage_for
 
 __all__ = ["Accelerator", "MODES", "split_layer", "weights_port_signature"]
 
@@ -149,212 +146,48 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        model, W, P, mode = self.model, self.word, self.lanes, self.mode
-        acc_style = self.accumulator_style(platform)
-        reg_spikes = mode == "event" and acc_style == "registers"
+        model, plan, W = self.model, self.hw, self.word
         layers = model.layers
         L = len(layers)
-        n0 = model.n_inputs
-        wn0 = -(-n0 // W)
         pixels_in = model.input_encoding == "pixels"
+        opts = [StageOptions(accumulators=self.accumulator_style(platform), writable=self.writable,
+                             spram=l in self.spram_layers,
+                             n_readers=(0 if l == L - 1 else _n_src(plan, l + 1) + int(self.monitor)),
+                             count_events=l > 0 and not stage_class(layers[l - 1].kind).counts_spikes)
+                for l in range(L)]
+        stages = [stage_for(layer, plan, l, opts[l]) for l, layer in enumerate(layers)]
+        for l, stage in enumerate(stages):
+            m.submodules[f"layer{l}"] = stage
 
         # ---- input buffer ------------------------------------------------------------------
+        m.submodules.inbuf = inbuf = InputBuffer(plan, input_threshold=model.input_threshold, pixels_in=pixels_in,
+                                                 n_words=len(stages[0].src), n_values=len(stages[0].values))
         accept = Signal()
-        m.d.comb += accept.eq(self.pixels.valid & self.pixels.ready)
-        x = self.pixels.payload
-        pi = Signal(range(max(2, n0)))
-        last_pixel = pi == n0 - 1
-        lay0 = self.hw.layers[0].input_layout  # the first layer's map store (a convolution), or None
-        if lay0 is None:
-            wpos = Signal(range(max(2, W)))
-            widx = Signal(range(max(2, wn0)))
-            word_end = (wpos == W - 1) | last_pixel
-        else:
-            # pixel (y, x) goes to bit ((y << wbits) | x) of the store: rows padded to a power of two
-            wn0 = -(-lay0.size // W)
-            lw = ceil_log2(W)
-            cx = Signal(range(max(2, lay0.width)), name="pixel_x")
-            cy = Signal(range(max(2, lay0.height)), name="pixel_y")
-            paddr = Signal(range(max(2, lay0.size)), name="pixel_addr")
-            nxt = Signal(len(paddr) + 1)
-            m.d.comb += [paddr.eq(Cat(field(cx, lay0.wbits), cy)),
-                         nxt.eq(Mux(cx == lay0.width - 1, Cat(field(Const(0, 1), lay0.wbits), cy + 1), paddr + 1))]
-            wpos = Signal(range(max(2, W)))
-            widx = Signal(range(max(2, wn0)))
-            m.d.comb += [wpos.eq(paddr[:lw]), widx.eq(paddr >> lw)]
-            word_end = last_pixel | ((nxt >> lw) != (paddr >> lw))
-            with m.If(accept):
-                with m.If(last_pixel):
-                    m.d.sync += [cx.eq(0), cy.eq(0)]
-                with m.Elif(cx == lay0.width - 1):
-                    m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
-                with m.Else():
-                    m.d.sync += cx.eq(cx + 1)
-        with m.If(accept):
-            with m.If(last_pixel):
-                m.d.sync += pi.eq(0)
-                if lay0 is None:
-                    m.d.sync += [wpos.eq(0), widx.eq(0)]
-            with m.Else():
-                m.d.sync += pi.eq(pi + 1)
-                if lay0 is None:
-                    with m.If(wpos == W - 1):
-                        m.d.sync += [wpos.eq(0), widx.eq(widx + 1)]
-                    with m.Else():
-                        m.d.sync += wpos.eq(wpos + 1)
-        bitmap = pixmem = None
-        if mode == "event" or not pixels_in:
-            bit = (x != 0) if pixels_in else (x >= model.input_threshold)
-            m.submodules.bitmap = bitmap = memory.Memory(shape=W, depth=wn0, init=[])
-            bwp = bitmap.write_port()
-            bword = Signal(W)
-            nw = Signal(W)
-            m.d.comb += nw.eq(Cat(*[((wpos != 0) & bword[i]) for i in range(W)]))
-            m.d.comb += nw.bit_select(wpos, 1).eq(bit)
-            m.d.comb += [bwp.addr.eq(widx), bwp.data.eq(nw), bwp.en.eq(accept & word_end)]
-            with m.If(accept):
-                m.d.sync += bword.eq(nw)
-        if pixels_in:
-            if mode == "event":
-                m.submodules.pixmem = pixmem = memory.Memory(shape=8, depth=lay0.size if lay0 else n0, init=[])
-                pwp = pixmem.write_port()
-                m.d.comb += [pwp.addr.eq(pi if lay0 is None else paddr), pwp.data.eq(x), pwp.en.eq(accept)]
-            else:
-                m.submodules.pixmem = pixmem = memory.Memory(shape=8 * W, depth=wn0, init=[])
-                pwp = pixmem.write_port()
-                pword = Signal(8 * W)
-                npw = Signal(8 * W)
-                m.d.comb += npw.eq(Cat(*[(wpos != 0).replicate(8) & pword[8 * i:8 * i + 8] for i in range(W)]))
-                m.d.comb += npw.word_select(wpos, 8).eq(x)
-                m.d.comb += [pwp.addr.eq(widx), pwp.data.eq(npw), pwp.en.eq(accept & word_end)]
-                with m.If(accept):
-                    m.d.sync += pword.eq(npw)
+        m.d.comb += [accept.eq(self.pixels.valid & self.pixels.ready),
+                     inbuf.data.eq(self.pixels.payload), inbuf.en.eq(accept)]
+        last_pixel = inbuf.last
 
-        # ---- layer state ---------------------------------------------------------------------
-        # a hidden dense layer's spikes live in a register; a convolution's in a map store (memory)
-        spk = [None if l.kind == "binary_conv2d" else Signal(l.n_out, name=f"spikes{i}")
-               for i, l in enumerate(layers[:-1])]
-        stores = [None] * L
-        cnt = [Signal(range(l.n_out + 1), name=f"count{i}") for i, l in enumerate(layers[:-1])]
-        a_out = self.hw.score_bits
-        scores = [Signal(signed(a_out), name=f"score{j}") for j in range(model.num_classes)]
-        start = [Signal(name=f"start{i}") for i in range(L)]
-
-        def connect_source(l, port):
-            """Serve ``port`` the input vector of layer l: the input buffer, or layer l-1's spikes."""
-            if l == 0:
-                serve_memory(m, port, (bitmap if (mode == "event" or not pixels_in) else pixmem).read_port())
-            elif stores[l - 1] is not None:
-                serve_memory(m, port, stores[l - 1].read_port())
-            else:
-                serve_register(m, port, spk[l - 1], W)
-
-        wreg = None
+        # ---- stages: each reads the one before it (its spikes, or the input buffer) ----------
+        for p_src, p_buf in zip(stages[0].src, inbuf.words):
+            wiring.connect(m, p_src, p_buf)
+        for p_val, p_buf in zip(stages[0].values, inbuf.values):
+            wiring.connect(m, p_val, p_buf)
+        for l in range(1, L):
+            for p_src, p_out in zip(stages[l].src, stages[l - 1].out):
+                wiring.connect(m, p_src, p_out)
+        start = [stage.start for stage in stages]
         if self.writable:  # the weights port, registered (a write reaches its memory 2 cycles later)
             wreg = Signal(_weights_layout(model), name="wreg")
             m.d.sync += [wreg.layer.eq(self.weights.layer), wreg.col.eq(self.weights.col),
                          wreg.byte.eq(self.weights.byte), wreg.data.eq(self.weights.data),
                          wreg.en.eq(self.weights.en & ~self.busy)]
-        cores_of = []
-        routers = []
-        for l, layer in enumerate(layers):
-            lp = self.hw.layers[l]
-            if lp.conv is not None:
-                core = ConvCore(layer, lp.conv, word=W)
-                m.submodules[f"conv{l}"] = core
-                stores[l] = store = memory.Memory(shape=W, depth=core.out_words, init=[])
-                m.submodules[f"store{l}"] = store
-                swp = store.write_port(granularity=1)
-                m.d.comb += [swp.addr.eq(core.out.addr), swp.data.eq(core.out.data), swp.en.eq(core.out.en),
-                             core.start.eq(start[l])]
-                if layer.input_kind == "pixels":
-                    serve_memory(m, core.values, pixmem.read_port())
-                router = SpikeRouter(lp.n_in_store, chunk=W, k=1)
-                fifo = EventFIFO(router.layout, depth=self.fifo_depth)
-                m.submodules[f"router{l}"], m.submodules[f"fifo{l}"] = router, fifo
-                m.d.comb += router.start.eq(start[l])
-                connect_source(l, router.rd)
-                wiring.connect(m, router=router.beats, fifo=fifo.w)
-                wiring.connect(m, fifo=fifo.r, core=core.events)
-                routers.append(router)
-                cores_of.append([core])
-                continue
-            wbits = layer.weight_bit_matrix()
-            if lp.input_layout is not None:  # after a convolution: weights in the map store's order
-                wide = np.zeros((layer.n_out, lp.n_in_store), np.uint8)
-                wide[:, lp.input_layout.store_index()] = wbits
-                wbits = wide
-            cores = []
-            for c, (off, n) in enumerate((cp.first, cp.n) for cp in self.hw.layers[l].cores):
-                th = cm = None
-                if not layer.is_output:
-                    th, cm = layer.thresholds[off:off + n], layer.compare[off:off + n]
-                if mode == "event":
-                    core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=self.k, input_kind=layer.input_kind,
-                                     accumulators=acc_style, writable=self.writable,
-                                     storage="spram" if l in self.spram_layers else "bram")
-                    if self.writable:
-                        wp, b0 = wreg, off // 8
-                        m.d.comb += [core.wr.col.eq(wp.col), core.wr.byte.eq(wp.byte - b0), core.wr.data.eq(wp.data),
-                                     core.wr.en.eq(wp.en & (wp.layer == l) & (wp.byte >= b0)
-                                                   & (wp.byte < b0 + -(-n // 8)))]
-                else:
-                    core = DenseCore(wbits[off:off + n], th, cm, lanes=P, word=W, input_kind=layer.input_kind)
-                m.submodules[f"core{l}_{c}"] = core
-                cores.append((off, n, core))
-                if mode == "dense":
-                    m.d.comb += core.start.eq(start[l])
-                    connect_source(l, core.inp)
-                elif layer.input_kind == "pixels":
-                    serve_memory(m, core.values, pixmem.read_port())
-            if mode == "event":
-                router = SpikeRouter(lp.n_in_store, chunk=W, k=self.k)
-                fifo = EventFIFO(router.layout, depth=self.fifo_depth)
-                m.submodules[f"router{l}"] = router
-                m.submodules[f"fifo{l}"] = fifo
-                m.d.comb += router.start.eq(start[l])
-                connect_source(l, router.rd)
-                wiring.connect(m, router=router.beats, fifo=fifo.w)
-                all_ready = Cat(*[core.events.ready for _, _, core in cores]).all()
-                m.d.comb += fifo.r.ready.eq(all_ready)
-                for _, _, core in cores:
-                    m.d.comb += [core.events.payload.eq(fifo.r.payload),
-                                 core.events.valid.eq(fifo.r.valid & all_ready)]
-                routers.append(router)
-            # Results of each core into the spike register / scores. An EventCore's accumulators keep
-            # their sign bits (its ``spikes``) until its next input vector starts, which is after
-            # every reader of this layer's spikes is done: they are the spike register.
-            incs = []
-            if reg_spikes and not layer.is_output:
-                m.d.comb += spk[l].eq(Cat(*[core.spikes for _, _, core in cores]))
-            for off, n, core in cores:
-                if reg_spikes and not layer.is_output:
-                    incs.append(Cat(*[core.out_spikes[j] & core.out_valid for j in range(core.lanes)]))
-                    continue
-                with m.If(core.out_valid):
-                    with m.Switch(core.out_group):
-                        for g in range(core.groups):
-                            with m.Case(g):
-                                for j in range(core.lanes):
-                                    nn = g * core.lanes + j
-                                    if nn >= n:
-                                        continue
-                                    if layer.is_output:
-                                        m.d.sync += scores[off + nn].eq(core.out_scores[j])
-                                    else:
-                                        m.d.sync += spk[l][off + nn].eq(core.out_spikes[j])
-                if not layer.is_output:
-                    incs.append(Cat(*[core.out_spikes[j] & core.out_valid for j in range(core.lanes)]))
-            if not layer.is_output:
-                bits = Cat(*incs)
-                m.d.sync += cnt[l].eq(cnt[l] + popcount(bits))  # a balanced tree: P can be hundreds
-            cores_of.append([core for _, _, core in cores])
-        # a convolution's spike count: the events the next layer's router emits from its store
-        for l in range(L - 1):
-            if stores[l] is not None:
-                beats = routers[l + 1].beats
-                with m.If(beats.valid & beats.ready):
-                    m.d.sync += cnt[l].eq(cnt[l] + beats.payload.count)
+            for l, stage in enumerate(stages):
+                m.d.comb += [stage.wr.col.eq(wreg.col), stage.wr.byte.eq(wreg.byte), stage.wr.data.eq(wreg.data),
+                             stage.wr.en.eq(wreg.en & (wreg.layer == l) & (wreg.byte < -(-layers[l].n_out // 8)))]
+        # the spike count of each hidden layer: its own, or the events the next router emitted
+        cnt = [stages[l].count if stages[l].counts_spikes else stages[l + 1].seen for l in range(L - 1)]
+        scores = list(stages[-1].scores)
+        a_out = plan.score_bits
 
         # ---- events monitor tap ------------------------------------------------------------
         mon_busy = Signal()
@@ -367,10 +200,7 @@ class Accelerator(wiring.Component):
             for l in monitored:
                 mon = SpikeRouter(self.hw.tap_size(l), chunk=W, k=1)
                 m.submodules[f"monitor{l}"] = mon
-                if stores[l] is not None:
-                    serve_memory(m, mon.rd, stores[l].read_port())
-                else:
-                    serve_register(m, mon.rd, spk[l], W)
+                wiring.connect(m, mon.rd, stages[l].out[-1])
                 m.d.comb += mon.beats.ready.eq(1)
                 mons[l] = mon
             running = Cat(*[mon.busy for mon in mons.values()]).any()
@@ -399,23 +229,18 @@ class Accelerator(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += self.pixels.ready.eq(~mon_busy)
                 with m.If(accept):
-                    m.d.sync += [c.eq(0) for c in cnt]
                     with m.If(last_pixel):
                         m.d.sync += cyc.eq(1)
                         m.next = "START0"
             for l in range(L):
-                cores = cores_of[l]
-                flags = Signal(len(cores), name=f"done_flags{l}")
                 with m.State(f"START{l}"):
                     m.d.comb += [self.busy.eq(1), start[l].eq(1)]
-                    m.d.sync += [cyc.eq(cyc + 1), flags.eq(0)]
+                    m.d.sync += cyc.eq(cyc + 1)
                     m.next = f"WAIT{l}"
                 with m.State(f"WAIT{l}"):
                     m.d.comb += self.busy.eq(1)
                     m.d.sync += cyc.eq(cyc + 1)
-                    now = flags | Cat(*[core.done for core in cores])
-                    m.d.sync += flags.eq(now)
-                    with m.If(now.all()):
+                    with m.If(stages[l].done):
                         if l < L - 1:
                             if pending is not None:
                                 m.d.sync += pending[l].eq(1)

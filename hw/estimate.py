@@ -20,8 +20,9 @@ import math
 import numpy as np
 
 from bitsnn.hwplan import HardwarePlan, preact_bits, signed_bits
+from bitsnn.kinds import part
 
-__all__ = ["FAMILIES", "estimate_resources", "bram_blocks_for"]
+__all__ = ["FAMILIES", "estimate_resources", "estimate_dense", "estimate_conv", "bram_blocks_for"]
 
 #: block RAM geometries (depth, width) of one block, and the block size in bits
 FAMILIES = {
@@ -106,6 +107,118 @@ _CAL = {
 }
 
 
+class _Estimate:
+    """The running sums of one estimate, by block, and what every kind's terms read."""
+
+    def __init__(self, *, plan, family, acc_style, writable, spram_layers):
+        self.plan, self.family, self.acc_style = plan, family, acc_style
+        self.writable, self.spram_layers = writable, spram_layers
+        self.block_bits = FAMILIES[family]["block_bits"]
+        self.parts = {}
+
+    def add(self, name, luts=0.0, ffs=0.0, packed=0.0, blocks=0, bits=0, spram_blocks=0):
+        p = self.parts.setdefault(name, {"luts": 0.0, "ffs": 0.0, "packed": 0.0, "bram_blocks": 0, "bram_bits": 0,
+                                         "spram_blocks": 0})
+        p["luts"] += luts
+        p["ffs"] += ffs
+        p["packed"] += packed
+        p["bram_blocks"] += blocks
+        p["bram_bits"] += bits
+        p["spram_blocks"] += spram_blocks
+
+    def rom(self, name, width, depth):
+        """A weight ROM: logic when small (Yosys's choice), else block RAM."""
+        if width * depth <= _CAL[f"{self.family}_rom_logic_bits"]:
+            self.add(name, luts=width * depth / 16)
+        else:
+            blocks, banks = bram_blocks_for(self.family, width, depth)
+            self.add(name, luts=width * _mux_luts(banks), blocks=blocks, bits=blocks * self.block_bits)
+
+    def router(self, li, layer, lp):
+        """A layer's router and event FIFO, and the word select of a previous dense layer's spikes."""
+        cal, W, k = _CAL, self.plan.word, self.plan.k
+        beat = max(1, math.ceil(math.log2(max(2, layer.n_in)))) * k + k.bit_length() + 1
+        self.add(f"layer{li}", luts=cal["router_luts_per_bit"] * W * k + cal["fifo_luts_per_bit"] * beat,
+                 ffs=W + cal["router_ffs_extra"] + self.plan.fifo_depth * beat * cal["fifo_ffs_per_entry_bit"])
+        if li > 0 and lp.input_layout is None:  # registered W-bit word select of the previous layer's spikes
+            self.add(f"layer{li}", luts=W * _mux_luts(-(-layer.n_in // W)), ffs=W)
+
+
+def estimate_conv(est: _Estimate, li: int, layer, lp) -> None:
+    """The ``binary_conv2d`` kind's terms (:class:`~bitsnn.hw.stage.ConvStage`)."""
+    cal, family, W, add, block_bits = _CAL, est.family, est.plan.word, est.add, est.block_bits
+    cp, name = lp.conv, f"layer{li}"
+    P, G, kern = cp.lanes, cp.groups, cp.kernel
+    A = cp.acc_bits
+    blocks, banks = bram_blocks_for(family, P * A, cp.acc_words)
+    # accumulator memory; the logic grows with its P*A-bit word (the P adders, the write-first
+    # bypass, the start-value and spike paths): fitted to Yosys runs of four ConvCores
+    # (P*A 24..144, docs/hardware.md); a pixel input's +-x operands widen every adder. Its
+    # flip-flops sit behind that logic and share its cells.
+    pa = P * A
+    luts = cal["conv_core_luts"] + cal["conv_acc_luts_per_bit"] * pa + P * _mux_luts(banks)
+    if layer.input_kind == "pixels":
+        luts += cal["conv_pixel_luts_per_bit"] * pa
+    ffs = cal["conv_core_ffs"] + cal["conv_ffs_per_acc_bit"] * pa
+    add(name, luts=luts, ffs=ffs, packed=ffs, blocks=blocks, bits=blocks * block_bits)
+    # in the whole design, the block RAM's write-first bypass: a P*A-bit register of its own
+    # cells and a multiplexer (fitted to two iCEBreaker builds of conv models)
+    add(name, luts=cal["bypass_luts"] + cal["bypass_luts_per_bit"] * pa, ffs=pa)
+    est.rom(name, P, layer.in_shape[0] * kern * kern * G)
+    ob, _ = bram_blocks_for(family, W, -(-cp.out_layout.size // W))
+    add(name, blocks=ob, bits=ob * block_bits)
+    est.router(li, layer, lp)
+    # spike count: the next router's events, added up
+    add(name, luts=layer.n_out.bit_length(), ffs=layer.n_out.bit_length())
+
+
+def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
+    """The ``binary_dense`` kind's terms (:class:`~bitsnn.hw.stage.DenseStage`, event cores)."""
+    cal, family, add, block_bits, plan = _CAL, est.family, est.add, est.block_bits, est.plan
+    name = f"layer{li}"
+    for core in lp.cores:
+        off, n, P, G = core.first, core.n, core.lanes, core.groups
+        rom_luts = 0.0
+        if li in est.spram_layers:
+            # 16-bit columns side by side, 16 k-word rows stacked; an address mux (write/read)
+            cols, rows = -(-(-(-P // 8) * 8) // 16), -(-(layer.n_in * G) // (16 * 1024))
+            add(f"layer{li}", spram_blocks=cols * rows, luts=ceil_log2(layer.n_in * G))
+            blocks, banks = 0, rows
+        else:
+            blocks, banks = bram_blocks_for(family, P, lp.n_in_store * G)
+            if not est.writable and P * lp.n_in_store * G <= _CAL[f"{family}_rom_logic_bits"]:
+                blocks, banks, rom_luts = 0, 1, P * lp.n_in_store * G / 16  # Yosys makes a small ROM logic
+        if est.writable:  # write address (i*G + g), byte-lane decode, flip table, data replication
+            add(f"layer{li}", luts=cal["write_luts_per_core"] + -(-n // 8) + ceil_log2(layer.n_in * G))
+        acc = _acc_bits(layer, off, off + n)
+        if est.acc_style == "registers":
+            # accumulators: one adder LUT (with carry) per bit, packed with its flip-flop
+            add(name, luts=acc, ffs=acc, packed=acc)
+        else:
+            # G-deep accumulator memory in LUT RAM (16 x 4 per DPR16X4 cell), P adders of A bits
+            # shared by the groups (packed as above), transparent-read bypass, threshold ROM of G
+            # words and P comparators at read-out, the accelerator's N-bit spike register
+            A = lp.acc_bits
+            lutram = math.ceil(P * A / 4) * math.ceil(G / 16)
+            add(name, luts=P * A + cal["lutram_luts_per_cell"] * lutram,
+                ffs=cal["mem_ffs_per_acc_bit"] * P * A * min(1.0, G / 32), packed=P * A)
+            if not layer.is_output:
+                add(name, luts=cal["mem_cmp_luts_per_bit"] * P * (A + 1) * max(1, G / 16), ffs=n)
+        # weight ROM read-data multiplexer across the banks
+        add(name, luts=P * _mux_luts(banks) + rom_luts, blocks=blocks, bits=blocks * block_bits)
+        # control; spike read-out multiplexer; output-layer score registers (core and accelerator)
+        out_ffs = 0
+        if layer.is_output:
+            out_ffs = P * preact_bits(layer.a_max)
+        add(name, luts=cal["core_luts"] + P * _mux_luts(G) + (0 if layer.is_output else 2 * P),
+            ffs=cal["core_ffs"] + P + out_ffs)
+        if layer.is_output:  # the accelerator's score registers
+            add("accelerator", ffs=n * plan.score_bits)
+    est.router(li, layer, lp)
+    if not layer.is_output:  # spike count: popcount of P bits per group
+        add(name, luts=2 * min(plan.lanes, layer.n_out), ffs=layer.n_out.bit_length())
+
+
 def ceil_log2(n: int) -> int:
     return max(0, int(n) - 1).bit_length()
 
@@ -137,22 +250,8 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     writable = bool(writable) or bool(spram_layers)
     if accumulators == "auto":
         accumulators = "memory" if family == "ecp5" else "registers"
-    acc_style = accumulators
-    cal = _CAL
-    W = word
-    parts = {}
-
-    def add(name, luts=0.0, ffs=0.0, packed=0.0, blocks=0, bits=0, spram_blocks=0):
-        p = parts.setdefault(name, {"luts": 0.0, "ffs": 0.0, "packed": 0.0, "bram_blocks": 0, "bram_bits": 0,
-                                    "spram_blocks": 0})
-        p["luts"] += luts
-        p["ffs"] += ffs
-        p["packed"] += packed
-        p["bram_blocks"] += blocks
-        p["bram_bits"] += bits
-        p["spram_blocks"] += spram_blocks
-
-    block_bits = FAMILIES[family]["block_bits"]
+    est = _Estimate(plan=plan, family=family, acc_style=accumulators, writable=writable, spram_layers=spram_layers)
+    cal, W, add, block_bits = _CAL, word, est.add, est.block_bits
     layers = hwmodel.layers
     n0 = hwmodel.n_inputs
     # input buffer: bitmap of ceil(n0/W) W-bit words, word-assembly register
@@ -166,86 +265,9 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     if mode == "event" and hwmodel.input_encoding == "pixels":  # the pixel memory (8 bits per input)
         pb, _ = bram_blocks_for(family, 8, lay0.size if lay0 else n0)
         add("input", blocks=pb, bits=pb * block_bits)
-
-    def rom(name, width, depth):
-        """A weight ROM: logic when small (Yosys's choice), else block RAM."""
-        if width * depth <= _CAL[f"{family}_rom_logic_bits"]:
-            add(name, luts=width * depth / 16)
-        else:
-            blocks, banks = bram_blocks_for(family, width, depth)
-            add(name, luts=width * _mux_luts(banks), blocks=blocks, bits=blocks * block_bits)
-
     for li, (layer, lp) in enumerate(zip(layers, plan.layers)):
-        if lp.conv is not None:
-            cp, name = lp.conv, f"layer{li}"
-            P, G, kern = cp.lanes, cp.groups, cp.kernel
-            A = cp.acc_bits
-            blocks, banks = bram_blocks_for(family, P * A, cp.acc_words)
-            # accumulator memory; the logic grows with its P*A-bit word (the P adders, the write-first
-            # bypass, the start-value and spike paths): fitted to Yosys runs of four ConvCores
-            # (P*A 24..144, docs/hardware.md); a pixel input's +-x operands widen every adder. Its
-            # flip-flops sit behind that logic and share its cells.
-            pa = P * A
-            luts = cal["conv_core_luts"] + cal["conv_acc_luts_per_bit"] * pa + P * _mux_luts(banks)
-            if layer.input_kind == "pixels":
-                luts += cal["conv_pixel_luts_per_bit"] * pa
-            ffs = cal["conv_core_ffs"] + cal["conv_ffs_per_acc_bit"] * pa
-            add(name, luts=luts, ffs=ffs, packed=ffs, blocks=blocks, bits=blocks * block_bits)
-            # in the whole design, the block RAM's write-first bypass: a P*A-bit register of its own
-            # cells and a multiplexer (fitted to two iCEBreaker builds of conv models)
-            add(name, luts=cal["bypass_luts"] + cal["bypass_luts_per_bit"] * pa, ffs=pa)
-            rom(name, P, layer.in_shape[0] * kern * kern * G)
-            ob, _ = bram_blocks_for(family, W, -(-cp.out_layout.size // W))
-            add(name, blocks=ob, bits=ob * block_bits)
-        for core in (lp.cores if lp.conv is None else ()):
-            off, n, P, G = core.first, core.n, core.lanes, core.groups
-            rom_luts = 0.0
-            if li in spram_layers:
-                # 16-bit columns side by side, 16 k-word rows stacked; an address mux (write/read)
-                cols, rows = -(-(-(-P // 8) * 8) // 16), -(-(layer.n_in * G) // (16 * 1024))
-                add(f"layer{li}", spram_blocks=cols * rows, luts=ceil_log2(layer.n_in * G))
-                blocks, banks = 0, rows
-            else:
-                blocks, banks = bram_blocks_for(family, P, lp.n_in_store * G)
-                if not writable and P * lp.n_in_store * G <= _CAL[f"{family}_rom_logic_bits"]:
-                    blocks, banks, rom_luts = 0, 1, P * lp.n_in_store * G / 16  # Yosys makes a small ROM logic
-            if writable:  # write address (i*G + g), byte-lane decode, flip table, data replication
-                add(f"layer{li}", luts=cal["write_luts_per_core"] + -(-n // 8) + ceil_log2(layer.n_in * G))
-            acc = _acc_bits(layer, off, off + n)
-            name = f"layer{li}"
-            if acc_style == "registers":
-                # accumulators: one adder LUT (with carry) per bit, packed with its flip-flop
-                add(name, luts=acc, ffs=acc, packed=acc)
-            else:
-                # G-deep accumulator memory in LUT RAM (16 x 4 per DPR16X4 cell), P adders of A bits
-                # shared by the groups (packed as above), transparent-read bypass, threshold ROM of G
-                # words and P comparators at read-out, the accelerator's N-bit spike register
-                A = lp.acc_bits
-                lutram = math.ceil(P * A / 4) * math.ceil(G / 16)
-                add(name, luts=P * A + cal["lutram_luts_per_cell"] * lutram,
-                    ffs=cal["mem_ffs_per_acc_bit"] * P * A * min(1.0, G / 32), packed=P * A)
-                if not layer.is_output:
-                    add(name, luts=cal["mem_cmp_luts_per_bit"] * P * (A + 1) * max(1, G / 16), ffs=n)
-            # weight ROM read-data multiplexer across the banks
-            add(name, luts=P * _mux_luts(banks) + rom_luts, blocks=blocks, bits=blocks * block_bits)
-            # control; spike read-out multiplexer; output-layer score registers (core and accelerator)
-            out_ffs = 0
-            if layer.is_output:
-                out_ffs = P * preact_bits(layer.a_max)
-            add(name, luts=cal["core_luts"] + P * _mux_luts(G) + (0 if layer.is_output else 2 * P),
-                ffs=cal["core_ffs"] + P + out_ffs)
-            if layer.is_output:  # the accelerator's score registers
-                add("accelerator", ffs=n * plan.score_bits)
-        # router + FIFO per layer
-        beat = max(1, math.ceil(math.log2(max(2, layer.n_in)))) * k + k.bit_length() + 1
-        add(f"layer{li}", luts=cal["router_luts_per_bit"] * W * k + cal["fifo_luts_per_bit"] * beat,
-            ffs=W + cal["router_ffs_extra"] + fifo_depth * beat * cal["fifo_ffs_per_entry_bit"])
-        if li > 0 and lp.input_layout is None:  # registered W-bit word select of the previous layer's spikes
-            add(f"layer{li}", luts=W * _mux_luts(-(-layer.n_in // W)), ffs=W)
-        if lp.conv is not None:  # spike count: the next router's events, added up
-            add(f"layer{li}", luts=layer.n_out.bit_length(), ffs=layer.n_out.bit_length())
-        elif not layer.is_output:  # spike count: popcount of P bits per group
-            add(f"layer{li}", luts=2 * min(lanes, layer.n_out), ffs=layer.n_out.bit_length())
+        part(layer.kind, "estimate")(est, li, layer, lp)
+    parts = est.parts
     add("accelerator", luts=cal["accel_luts"], ffs=cal["accel_ffs"])
     if top == "uart":
         rb, _ = bram_blocks_for(family, 8, 4 * plan.n_result_words)
@@ -269,7 +291,7 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         # ECP5 TRELLIS_COMB: one per accumulator bit (CCU2C: two cells per two bits); the rest of
         # the logic maps to more cells than the iCE40 LUT count (wide multiplexers through
         # PFUMX/L6MUX, LUT RAM, route-through cells), calibrated on the ULX3S build.
-        f = cal["ecp5_other_logic_factor" + ("_memory" if acc_style == "memory" else "")]
+        f = cal["ecp5_other_logic_factor" + ("_memory" if accumulators == "memory" else "")]
         logic = tot["packed"] + f * (tot["luts"] - tot["packed"])
     return {
         "logic": int(round(logic)),

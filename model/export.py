@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,11 +27,12 @@ import torch
 from bitsnn import BitsnnError, __version__
 from bitsnn.fileio import check_output_file
 from bitsnn.hwmodel import ConvLayer, HardwareModel, Layer, pack_bits
+from bitsnn.kinds import KINDS, part
 
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
 from .network import BitSNN
 
-__all__ = ["to_hardware_model", "compare_with_golden", "export_checkpoint", "export_main", "LAYER_HANDLERS"]
+__all__ = ["to_hardware_model", "compare_with_golden", "export_checkpoint", "export_main", "LayerExport", "layer_handlers"]
 
 
 #: checkpoint metrics that differ between runs of the same training (wall times, per-epoch history
@@ -52,22 +54,38 @@ def _conv_layer(layer: BinaryConv2d, name: str) -> ConvLayer:
                      kernel=layer.kernel_size, pool=layer.pool)
 
 
-#: torch layer type -> (handler(layer, name) -> hwmodel layer, name prefix), for hidden layers.
-LAYER_HANDLERS = {BinaryDense: (_dense_layer, "fc"), BinaryConv2d: (_conv_layer, "conv")}
+@dataclasses.dataclass(frozen=True)
+class LayerExport:
+    """A layer kind's ``export`` part (:mod:`bitsnn.kinds`): the torch module it comes from, the
+    name prefix of its layers in the file, and ``convert(module, name)`` -> the hardware-model layer."""
+
+    module: type
+    prefix: str
+    convert: Callable
+
+
+DENSE = LayerExport(BinaryDense, "fc", _dense_layer)
+CONV = LayerExport(BinaryConv2d, "conv", _conv_layer)
+
+
+def layer_handlers() -> dict:
+    """torch module type -> its kind's :class:`LayerExport`, for hidden layers (every kind's)."""
+    return {e.module: e for e in (part(k, "export") for k in KINDS)}
+
 
 
 def to_hardware_model(model: BitSNN, meta: dict | None = None) -> HardwareModel:
     """Fold a trained BitSNN into a HardwareModel; BitsnnError names any unsupported layer."""
     layers = []
+    handlers = layer_handlers()
     for i, layer in enumerate(model.hidden):
-        entry = LAYER_HANDLERS.get(type(layer))
+        entry = handlers.get(type(layer))
         if entry is None:
             raise BitsnnError(
                 f"export: layer {i} ({type(layer).__name__}) is not supported; the hardware model holds "
-                f"{', '.join(t.__name__ for t in LAYER_HANDLERS)} hidden layers and a BinaryLinear output"
+                f"{', '.join(t.__name__ for t in handlers)} hidden layers and a BinaryLinear output"
             )
-        handler, prefix = entry
-        layers.append(handler(layer, f"{prefix}{i + 1}"))
+        layers.append(entry.convert(layer, f"{entry.prefix}{i + 1}"))
     out = model.output
     if not isinstance(out, BinaryLinear) or out.scale_kind != "scalar":
         raise BitsnnError("export: the output layer must be a BinaryLinear with one scalar scale")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitsnn.hwmodel import ConvLayer, HardwareModel, Layer, pack_bits
+from bitsnn.kinds import part
 
 __all__ = ["GoldenResult", "encode_input", "layer_preactivation", "run", "LayerPlan", "ConvPlan", "plan_for"]
 
@@ -187,8 +188,8 @@ class ConvPlan:
 
 
 def plan_for(layer: Layer):
-    """The golden evaluator of ``layer``'s kind."""
-    return ConvPlan(layer) if layer.kind == ConvLayer.kind else LayerPlan(layer)
+    """The golden evaluator of ``layer``'s kind (its ``golden`` part, :mod:`bitsnn.kinds`)."""
+    return part(layer.kind, "golden")(layer)
 
 
 def _to_words(packed: np.ndarray) -> np.ndarray:

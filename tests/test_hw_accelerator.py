@@ -348,8 +348,8 @@ def test_tiny_verilog_converts(tiny, tiny_verilog):
         rng = rf"\[{width - 1}:0\] " if width > 1 else ""
         assert re.search(rf"^\s*{direction} {rng}{re.escape(name)};", body, re.M), (name, direction, width)
 
-    wmems = sorted(name for name in mods if re.fullmatch(r"accelerator\.core\d+_\d+\.wmem", name))
-    assert wmems == [f"accelerator.core{l}_0.wmem" for l in range(len(tiny.layers))]
+    wmems = sorted(name for name in mods if re.fullmatch(r"accelerator\.layer\d+\.core\d+\.wmem", name))
+    assert wmems == [f"accelerator.layer{l}.core0.wmem" for l in range(len(tiny.layers))]
     for l, layer in enumerate(tiny.layers):
         w = layer.weight_bit_matrix().astype(np.int64)  # (n_out, n_in)
         if not layer.is_output:
@@ -358,7 +358,7 @@ def test_tiny_verilog_converts(tiny, tiny_verilog):
         G = -(-layer.n_out // P)
         rows = [int(sum(int(b) << j for j, b in enumerate(w[g * P:(g + 1) * P, i])))
                 for i in range(layer.n_in) for g in range(G)]
-        (mem,) = _memories(mods[f"accelerator.core{l}_0.wmem"][1]).values()
+        (mem,) = _memories(mods[f"accelerator.layer{l}.core0.wmem"][1]).values()
         width, depth, init = mem
         assert (width, depth) == (P, layer.n_in * G)
         assert [init.get(a, 0) for a in range(depth)] == rows, f"layer {l}: weight memory contents"

@@ -123,6 +123,7 @@ LIGHT_MODULES = (
     "bitsnn.data",
     "bitsnn.hwmodel",
     "bitsnn.hwplan",
+    "bitsnn.kinds",
     "bitsnn.protocol",
     "bitsnn.fileio",
     "bitsnn.options",

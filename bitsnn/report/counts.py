@@ -108,8 +108,7 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
             name=layer.name, n_in=layer.n_in, n_out=layer.n_out, acc_bits=acc_bits(layer), word_bits=word_bits,
             input_events=ev, synaptic_events=np.asarray(golden.synaptic_events[:, l], np.int64), output_spikes=spikes,
             weight_words=np.asarray(words, np.int64), weight_bits=np.asarray(bits, np.int64),
-            compares=(layer.n_out - 1 if layer.is_output
-                      else layer.channels * layer.in_shape[1] * layer.in_shape[2] if lp.conv else layer.n_out),
+            compares=layer.compares,
             acc_words=acc_words, acc_word_bits=acc_word_bits,
         ))
     return out

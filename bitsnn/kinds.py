@@ -1,0 +1,85 @@
+"""Layer kinds: the one list of them, and where each stage keeps its part of each.
+
+A layer's kind is the ``kind`` field of its entry in the hardware-model file. Every stage of the
+flow handles a kind through one *part*, named here as ``"module:attribute"`` and imported only
+when asked for, so that this list imports nothing (the golden model never loads torch or
+amaranth, hw/ never loads torch or sim/):
+
+============  =====================================================================================
+part          what it states
+============  =====================================================================================
+``layer``     the file's fields and their validation, fan-in and fan-out, value range, operation
+              counts (:mod:`bitsnn.hwmodel`)
+``export``    the torch module it is exported from, and how (:mod:`bitsnn.model.export`)
+``golden``    its evaluation and synaptic events in the golden model (:mod:`bitsnn.sim.golden`)
+``plan``      its hardware plan: lanes, groups, accumulator widths, cycles (:mod:`bitsnn.hwplan`)
+``estimate``  its resource estimate (:mod:`bitsnn.hw.estimate`)
+``stage``     its Amaranth stage, behind the one stage signature (:mod:`bitsnn.hw.stage`)
+============  =====================================================================================
+
+Adding a kind is adding an entry here and its six parts; ``tests/test_kinds.py`` checks that
+every part of every kind exists and answers to its kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+__all__ = ["PARTS", "LayerKind", "KINDS", "kind", "part"]
+
+#: the parts every kind has (see the module docstring)
+PARTS = ("layer", "export", "golden", "plan", "estimate", "stage")
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One kind of layer: its file name, a line about it, and its parts ("module:attribute")."""
+
+    name: str
+    summary: str
+    parts: dict = field(default_factory=dict)
+
+    def part(self, name: str):
+        """The object that part ``name`` names, imported now."""
+        if name not in PARTS:
+            raise KeyError(f"unknown part {name!r} (expected one of {PARTS})")
+        module, attr = self.parts[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _kind(name: str, summary: str, **parts: str) -> LayerKind:
+    assert tuple(parts) == PARTS, parts
+    return LayerKind(name, summary, parts)
+
+
+#: every layer kind, in the order the file format introduced them
+KINDS: dict[str, LayerKind] = {k.name: k for k in (
+    _kind("binary_dense", "fully connected, +-1 weights, {0,1} spikes or 8-bit pixels in; hidden or output",
+          layer="bitsnn.hwmodel:Layer",
+          export="bitsnn.model.export:DENSE",
+          golden="bitsnn.sim.golden:LayerPlan",
+          plan="bitsnn.hwplan:plan_dense",
+          estimate="bitsnn.hw.estimate:estimate_dense",
+          stage="bitsnn.hw.stage:DenseStage"),
+    _kind("binary_conv2d", "k x k convolution, stride 1, zero padding, +-1 kernels, optional 2 x 2 OR pool; hidden",
+          layer="bitsnn.hwmodel:ConvLayer",
+          export="bitsnn.model.export:CONV",
+          golden="bitsnn.sim.golden:ConvPlan",
+          plan="bitsnn.hwplan:plan_conv",
+          estimate="bitsnn.hw.estimate:estimate_conv",
+          stage="bitsnn.hw.stage:ConvStage"),
+)}
+
+
+def kind(name: str) -> LayerKind:
+    """The kind called ``name``; KeyError naming the known ones."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise KeyError(f"unsupported layer kind {name!r} (known: {', '.join(KINDS)})") from None
+
+
+def part(kind_name: str, part_name: str):
+    """Part ``part_name`` of the kind called ``kind_name``."""
+    return kind(kind_name).part(part_name)

@@ -1,0 +1,242 @@
+"""Layer stages: one component per layer, every layer kind behind one signature.
+
+A stage computes one layer of one inference. The Accelerator (:mod:`bitsnn.hw.accelerator`)
+builds one per layer with its kind's ``stage`` part (:mod:`bitsnn.kinds`), joins them with
+``wiring.connect`` and sequences them; nothing outside a stage knows how it works. Every stage
+has the members of :func:`stage_signature`:
+
+==========  ========================================  ===========================================
+``start``   In(1)                                     a pulse: the input vector is ready, begin
+``done``    Out(1)                                    high for one cycle: the layer is finished
+``src``     Out(read_port) x n_src                    reads its input vector (the previous stage's
+                                                      ``out``, or the input buffer's ``words``)
+``values``  Out(read_port(n, 8)) x n_values           reads the 8-bit pixels (pixel input)
+``out``     In(read_port(words, W)) x n_readers       serves its output spike vector, word by word
+``count``   Out(range(n_out + 1))                     its spikes this inference (when
+                                                      :attr:`counts_spikes`; else the next stage's
+                                                      ``seen`` counts them)
+``seen``    Out(range(n_in + 1))                      input events its router emitted (when built
+                                                      with ``count_events``)
+``scores``  Out(signed(score_bits)) x n_out           the class scores (output layer only)
+``wr``      In(weight_write_signature)                run-time weight writes (``writable`` only)
+==========  ========================================  ===========================================
+
+Read ports are :func:`bitsnn.hw.ports.read_port`: the reader drives ``addr`` and gets ``data``
+the next cycle. A stage's output vector is laid out as the next stage reads it: a dense layer's
+spikes in neuron order; a convolution's pooled maps in its :class:`~bitsnn.hwplan.MapLayout`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Signal, signed
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitsnn.hwplan import HardwarePlan
+from bitsnn.kinds import part
+
+from .arith import popcount
+from .conv import ConvCore
+from .core import DenseCore, EventCore, weight_write_signature
+from .ports import read_port, serve_memory, serve_register
+from .router import EventFIFO, SpikeRouter
+
+__all__ = ["StageOptions", "stage_signature", "DenseStage", "ConvStage", "stage_class", "stage_for"]
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """The build options a stage needs beyond its layer's plan."""
+
+    #: "registers" or "memory": where an EventCore keeps its accumulators
+    accumulators: str = "registers"
+    #: give the weight memories a write port (and the stage ``wr``)
+    writable: bool = False
+    #: the weights live in iCE40 SPRAM (implies writable)
+    spram: bool = False
+    #: readers of the output spike vector (the next stage's ``src`` ports, the events tap)
+    n_readers: int = 1
+    #: build ``seen`` (the previous stage cannot count its own spikes)
+    count_events: bool = False
+
+
+def _n_src(plan: HardwarePlan, l: int) -> int:
+    """Input-vector readers of layer ``l``'s stage: its router (event mode), each core (dense)."""
+    return 1 if plan.mode == "event" else len(plan.layers[l].cores)
+
+
+def _n_values(plan: HardwarePlan, l: int) -> int:
+    """Pixel-value readers of layer ``l``'s stage: one per core, event mode with pixel input."""
+    lp = plan.layers[l]
+    return len(lp.cores) if plan.mode == "event" and lp.input_kind == "pixels" else 0
+
+
+def stage_signature(plan: HardwarePlan, l: int, opts: StageOptions) -> wiring.Signature:
+    """The members of layer ``l``'s stage (see the module docstring)."""
+    lp, W = plan.layers[l], plan.word
+    src_width = 8 * W if plan.mode == "dense" and lp.input_kind == "pixels" else W
+    out_words = 0 if lp.is_output else -(-plan.tap_size(l) // W)
+    members = {
+        "start": In(1),
+        "done": Out(1),
+        "src": Out(read_port(lp.input_words, src_width)).array(_n_src(plan, l)),
+        "values": Out(read_port(lp.n_in_store, 8)).array(_n_values(plan, l)),
+        "out": In(read_port(out_words, W)).array(0 if lp.is_output else opts.n_readers),
+        "count": Out(range(lp.n_out + 1)),
+        "seen": Out(range(lp.n_in_store + 1)),
+        "scores": Out(signed(plan.score_bits)).array(lp.n_out if lp.is_output else 0),
+    }
+    if opts.writable or opts.spram:
+        members["wr"] = In(weight_write_signature(lp.n_in, lp.n_out))
+    return wiring.Signature(members)
+
+
+class _Stage(wiring.Component):
+    #: whether ``count`` holds the layer's spikes (False: the next stage's ``seen`` does)
+    counts_spikes = True
+
+    def __init__(self, layer, plan: HardwarePlan, l: int, opts: StageOptions):
+        self.layer, self.plan, self.l, self.opts = layer, plan, l, opts
+        self.lp = plan.layers[l]
+        super().__init__(stage_signature(plan, l, opts))
+
+    def _router(self, m, k: int):
+        """The layer's spike router and event FIFO on ``src[0]``; counts ``seen`` if asked to."""
+        router = SpikeRouter(self.lp.n_in_store, chunk=self.plan.word, k=k)
+        fifo = EventFIFO(router.layout, depth=self.plan.fifo_depth)
+        m.submodules.router, m.submodules.fifo = router, fifo
+        m.d.comb += router.start.eq(self.start)
+        wiring.connect(m, router=router.rd, src=wiring.flipped(self.src[0]))
+        wiring.connect(m, router=router.beats, fifo=fifo.w)
+        if self.opts.count_events:
+            beats = router.beats
+            with m.If(self.start):
+                m.d.sync += self.seen.eq(0)
+            with m.Elif(beats.valid & beats.ready):
+                m.d.sync += self.seen.eq(self.seen + beats.payload.count)
+        return fifo
+
+
+class DenseStage(_Stage):
+    """A ``binary_dense`` layer: its cores (:class:`EventCore` s behind a router in event mode,
+    :class:`DenseCore` s in dense mode), the spike register, the spike count or the scores."""
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, lp, plan, opts = self.layer, self.lp, self.plan, self.opts
+        mode, P = plan.mode, plan.lanes
+        reg_spikes = mode == "event" and opts.accumulators == "registers"
+        wbits = layer.weight_bit_matrix()
+        if lp.input_layout is not None:  # after a convolution: weights in the map store's order
+            wide = np.zeros((layer.n_out, lp.n_in_store), np.uint8)
+            wide[:, lp.input_layout.store_index()] = wbits
+            wbits = wide
+        cores = []
+        for c, cp in enumerate(lp.cores):
+            off, n = cp.first, cp.n
+            th = cm = None
+            if not layer.is_output:
+                th, cm = layer.thresholds[off:off + n], layer.compare[off:off + n]
+            if mode == "event":
+                core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=plan.k, input_kind=layer.input_kind,
+                                 accumulators=opts.accumulators, writable=opts.writable,
+                                 storage="spram" if opts.spram else "bram")
+                if opts.writable or opts.spram:
+                    wr, b0 = self.wr, off // 8
+                    m.d.comb += [core.wr.col.eq(wr.col), core.wr.byte.eq(wr.byte - b0), core.wr.data.eq(wr.data),
+                                 core.wr.en.eq(wr.en & (wr.byte >= b0) & (wr.byte < b0 + -(-n // 8)))]
+                if layer.input_kind == "pixels":
+                    wiring.connect(m, core=core.values, stage=wiring.flipped(self.values[c]))
+            else:
+                core = DenseCore(wbits[off:off + n], th, cm, lanes=P, word=plan.word, input_kind=layer.input_kind)
+                m.d.comb += core.start.eq(self.start)
+                wiring.connect(m, core=core.inp, stage=wiring.flipped(self.src[c]))
+            m.submodules[f"core{c}"] = core
+            cores.append((off, n, core))
+        if mode == "event":
+            fifo = self._router(m, plan.k)
+            all_ready = Cat(*[core.events.ready for _, _, core in cores]).all()
+            m.d.comb += fifo.r.ready.eq(all_ready)
+            for _, _, core in cores:
+                m.d.comb += [core.events.payload.eq(fifo.r.payload), core.events.valid.eq(fifo.r.valid & all_ready)]
+
+        # done: every core has finished (they may finish in different cycles)
+        flags = Signal(len(cores))
+        running = Signal()
+        now = Signal(len(cores))
+        m.d.comb += now.eq(flags | Cat(*[core.done for _, _, core in cores]))
+        with m.If(self.start):
+            m.d.sync += [flags.eq(0), running.eq(1)]
+        with m.Elif(running):
+            m.d.sync += flags.eq(now)
+            with m.If(now.all()):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += running.eq(0)
+
+        # Results into the spike register or the scores. An EventCore's accumulators keep their
+        # sign bits (its ``spikes``) until its next input vector starts, which is after every
+        # reader of this layer's spikes is done: they are the spike register.
+        spk = None if layer.is_output else Signal(layer.n_out, name="spikes")
+        if reg_spikes and spk is not None:
+            m.d.comb += spk.eq(Cat(*[core.spikes for _, _, core in cores]))
+        else:
+            for off, n, core in cores:
+                with m.If(core.out_valid):
+                    with m.Switch(core.out_group):
+                        for g in range(core.groups):
+                            with m.Case(g):
+                                for j in range(core.lanes):
+                                    nn = g * core.lanes + j
+                                    if nn >= n:
+                                        continue
+                                    if layer.is_output:
+                                        m.d.sync += self.scores[off + nn].eq(core.out_scores[j])
+                                    else:
+                                        m.d.sync += spk[off + nn].eq(core.out_spikes[j])
+        if spk is not None:
+            incs = [Cat(*[core.out_spikes[j] & core.out_valid for j in range(core.lanes)]) for _, _, core in cores]
+            with m.If(self.start):
+                m.d.sync += self.count.eq(0)
+            with m.Else():
+                m.d.sync += self.count.eq(self.count + popcount(Cat(*incs)))  # a balanced tree: P can be hundreds
+            for port in self.out:
+                serve_register(m, port, spk, plan.word)
+        return m
+
+
+class ConvStage(_Stage):
+    """A ``binary_conv2d`` layer: a :class:`~bitsnn.hw.conv.ConvCore` behind a router, writing
+    its pooled maps into the output store that ``out`` serves. An OR pool writes a position up
+    to four times, so the stage cannot count its spikes: the next stage's router does."""
+
+    counts_spikes = False
+
+    def elaborate(self, platform):
+        m = Module()
+        core = ConvCore(self.layer, self.lp.conv, word=self.plan.word)
+        m.submodules.core = core
+        m.submodules.store = store = memory.Memory(shape=self.plan.word, depth=core.out_words, init=[])
+        swp = store.write_port(granularity=1)
+        m.d.comb += [swp.addr.eq(core.out.addr), swp.data.eq(core.out.data), swp.en.eq(core.out.en),
+                     core.start.eq(self.start), self.done.eq(core.done)]
+        if self.layer.input_kind == "pixels":
+            wiring.connect(m, core=core.values, stage=wiring.flipped(self.values[0]))
+        fifo = self._router(m, 1)
+        wiring.connect(m, fifo=fifo.r, core=core.events)
+        for port in self.out:
+            serve_memory(m, port, store.read_port())
+        m.d.comb += self.count.eq(Const(0))
+        return m
+
+
+def stage_class(kind: str) -> type:
+    """The stage class of a layer kind (its ``stage`` part, :mod:`bitsnn.kinds`)."""
+    return part(kind, "stage")
+
+
+def stage_for(layer, plan: HardwarePlan, l: int, opts: StageOptions) -> _Stage:
+    """The stage of ``layer`` (layer ``l`` of ``plan``'s model)."""
+    return stage_class(layer.kind)(layer, plan, l, opts)

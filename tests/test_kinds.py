@@ -1,0 +1,73 @@
+"""bitsnn.kinds: every layer kind has all six parts, each answers to its kind, and every stage
+dispatches through them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bitsnn import hwmodel, hwplan, kinds
+from bitsnn.hwmodel import random_model
+
+
+def _model_with_every_kind():
+    """Pixels into two convolutions (one pooled), a hidden dense layer and the output layer."""
+    return random_model(np.random.default_rng(3), [196, 24, 10], input_encoding="pixels", input_shape=(14, 14),
+                        convs=((4, 3, 2), (8, 3, 1)))
+
+
+def test_every_kind_has_every_part_and_the_file_knows_each():
+    assert tuple(kinds.KINDS) == hwmodel.LAYER_KINDS == hwplan.HARDWARE_KINDS
+    for name, k in kinds.KINDS.items():
+        assert tuple(k.parts) == kinds.PARTS
+        for p in kinds.PARTS:
+            assert k.part(p) is not None, (name, p)
+        layer_cls = k.part("layer")
+        assert layer_cls.kind == name and hwmodel.LAYER_CLASSES[name] is layer_cls
+        assert callable(k.part("golden")) and callable(k.part("plan")) and callable(k.part("estimate"))
+
+
+def test_unknown_kind_and_part_are_named():
+    with pytest.raises(KeyError, match="unsupported layer kind 'ttfs'.*binary_dense, binary_conv2d"):
+        kinds.part("ttfs", "golden")
+    with pytest.raises(KeyError, match="unknown part 'cycles'"):
+        kinds.kind("binary_dense").part("cycles")
+
+
+def test_stages_dispatch_by_kind():
+    """Golden, plan, estimate and report each reach the model's layers through their kind's part."""
+    from bitsnn.hw.estimate import estimate_resources
+    from bitsnn.sim import golden
+
+    model = _model_with_every_kind()
+    assert [l.kind for l in model.layers] == ["binary_conv2d", "binary_conv2d", "binary_dense", "binary_dense"]
+    for layer in model.layers:
+        assert isinstance(golden.plan_for(layer), kinds.part(layer.kind, "golden"))
+    plan = hwplan.HardwarePlan.of(model, lanes=8)
+    assert [lp.conv is not None for lp in plan.layers] == [True, True, False, False]
+    # the dense layer after the convolutions reads the second convolution's map store
+    assert plan.layers[2].input_layout == plan.layers[1].conv.out_layout
+    est = estimate_resources(model, lanes=8)
+    assert set(est["breakdown"]) >= {f"layer{i}" for i in range(4)}
+    assert [l.compares for l in model.layers] == [4 * 14 * 14, 8 * 7 * 7, 24, 9]
+
+
+def test_every_stage_has_the_one_signature():
+    """Each kind's Amaranth stage has the members of hw.stage.stage_signature, sized by the plan."""
+    pytest.importorskip("amaranth")
+    from bitsnn.hw.stage import StageOptions, stage_for, stage_signature
+
+    model = _model_with_every_kind()
+    plan = hwplan.HardwarePlan.of(model, lanes=8)
+    members = {"start", "done", "src", "values", "out", "count", "seen", "scores"}
+    for l, layer in enumerate(model.layers):
+        opts = StageOptions(n_readers=2)
+        stage = stage_for(layer, plan, l, opts)
+        stage._MustUse__silence = True  # inspected, not elaborated
+        assert isinstance(stage, kinds.part(layer.kind, "stage"))
+        assert set(stage.signature.members) == members
+        assert stage.signature == stage_signature(plan, l, opts)
+        assert len(stage.values) == (1 if l == 0 else 0)  # pixels reach the first layer only
+        assert len(stage.out) == (0 if layer.is_output else 2)
+        assert len(stage.scores) == (10 if layer.is_output else 0)
+    assert [kinds.part(l.kind, "stage").counts_spikes for l in model.layers] == [False, False, True, True]
