@@ -12,7 +12,10 @@ energy at the build's clock) and prints each target beside what was measured:
 - spikes per inference, every layer, input included (nonzero inputs + every hidden layer's spikes);
 - cycles / the memory-bandwidth lower bound: per layer, the larger of the weight words its core
   reads (one per cycle) and the accumulator words a convolution reads (one per cycle);
-- the resource estimate against the build (logic cells).
+- the resource estimate against the build (logic cells);
+- per convolution, the event-driven stage's cycles on these images against a sliding-window
+  AND-popcount stage's (:meth:`bitsnn.hwplan.ConvPlan.window_cycles`: a model of a stage that is
+  not built, the same lanes reading each output position's window in W-bit words).
 """
 
 from __future__ import annotations
@@ -88,9 +91,41 @@ def main(argv=None) -> int:
     w = max(len(r[0]) for r in rows)
     for name, value, target, ok in rows:
         print(f"  {name:<{w}}  {value:>28}  target {target:<12} {'met' if ok else 'NOT met'}")
+    got["conv_layers"] = conv_cycle_table(args)
     if args.json:
         Path(args.json).write_text(json.dumps(got, indent=1))
     return 0
+
+
+def conv_cycle_table(args) -> list[dict]:
+    """Print and return, per convolution, the event stage's cycles (exact, on the images) beside
+    the sliding-window model's (the same for every image)."""
+    from bitsnn.data import load_dataset
+    from bitsnn.hwmodel import HardwareModel
+    from bitsnn.hwplan import HardwarePlan, default_lanes
+    from bitsnn.sim import cycles, golden
+
+    model = HardwareModel.load(args.model)
+    data = load_dataset(args.data_dir)
+    n = args.images or len(data.test_images)
+    g = golden.run(model, model.prepare_images(data.test_images[:n]))
+    lanes, word = default_lanes(model), 32
+    plan = HardwarePlan.of(model, lanes=lanes, word=word)
+    t = cycles.layer_cycles(model, g, mode="event", lanes=lanes, word=word)
+    rows = []
+    print("  convolutions: event-driven stage (built; exact cycles on these images) vs a sliding-window "
+          "AND-popcount stage (not built; cycle model)")
+    for l, lp in enumerate(plan.layers):
+        if lp.conv is None:
+            continue
+        win = lp.conv.window_cycles(word)
+        row = {"layer": model.layers[l].name, "event_mean": float(t[:, l].mean()), "event_max": int(t[:, l].max()),
+               "window": int(win)}
+        row["event_over_window"] = row["event_mean"] / win
+        rows.append(row)
+        print(f"    {row['layer']}: event {row['event_mean']:.0f} mean, {row['event_max']} worst; window {win}; "
+              f"event / window {row['event_over_window']:.2f}")
+    return rows
 
 
 if __name__ == "__main__":
