@@ -4,7 +4,7 @@ the hardware-model file, each writing into its own folder of the run directory.
     train -> export -> cosim -> build -> report
 
 The configuration is one typed dataclass, :class:`FlowConfig`, with a section per step; its
-defaults are the demo (the ``tiny`` preset on MNIST, 100 images on Icarus, the iCEBreaker). It
+defaults are the demo (the ``conv-tiny`` preset on MNIST, 100 images on Icarus, the iCEBreaker). It
 round-trips through TOML and JSON (:meth:`FlowConfig.load`, :meth:`FlowConfig.dumps`). A config
 may name an existing hardware model (``model``) instead of training one; the flow then starts at
 cosim.
@@ -72,7 +72,7 @@ def _text(value) -> str:
 class TrainSection:
     """``bitsnn train``: what to train. None takes the preset's value."""
 
-    preset: str = _opt("tiny", _text, "tiny | small | large, or a layer spec such as 784-256-10")
+    preset: str = _opt("conv-tiny", _text, "tiny | small | large | conv-tiny | conv, or a layer spec such as 784-256-10")
     epochs: int | None = _opt(None, int_in(1), "training epochs")
     seed: int = _opt(0, int_in(0, MAX_SEED), "random seed; the same seed gives the same model")
     batch_size: int | None = _opt(None, int_in(1), "mini-batch size")

@@ -44,7 +44,7 @@ def quiet(_msg=""):
 def test_default_config_is_the_demo():
     cfg = FlowConfig()
     assert (cfg.run_dir, cfg.train.preset, cfg.cosim.simulator, cfg.cosim.images, cfg.build.board) == \
-        ("runs/demo", "tiny", "icarus", 100, "icebreaker")
+        ("runs/demo", "conv-tiny", "icarus", 100, "icebreaker")
 
 
 @pytest.mark.parametrize("fmt", ["toml", "json"])
