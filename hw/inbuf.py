@@ -98,35 +98,30 @@ class InputBuffer(wiring.Component):
                         m.d.sync += [wpos.eq(0), widx.eq(widx + 1)]
                     with m.Else():
                         m.d.sync += wpos.eq(wpos + 1)
-        if not self.dense_pixels:
-            bit = (x != 0) if self.pixels_in else (x >= self.threshold)
-            m.submodules.bitmap = bitmap = memory.Memory(shape=W, depth=self.word_depth, init=[])
-            bwp = bitmap.write_port()
-            bword = Signal(W)
-            nw = Signal(W)
-            m.d.comb += nw.eq(Cat(*[((wpos != 0) & bword[i]) for i in range(W)]))
-            m.d.comb += nw.bit_select(wpos, 1).eq(bit)
-            m.d.comb += [bwp.addr.eq(widx), bwp.data.eq(nw), bwp.en.eq(accept & word_end)]
+        def word_store(name, item_bits, value):
+            """A memory of W-item words, each assembled item by item (the word's first item clears
+            the rest) and written when it is complete; it serves the ``words`` readers."""
+            mem = memory.Memory(shape=item_bits * W, depth=self.word_depth, init=[])
+            m.submodules[name] = mem
+            wp = mem.write_port()
+            cur, nxt = Signal(item_bits * W), Signal(item_bits * W)
+            first = (wpos == 0).replicate(item_bits)
+            m.d.comb += nxt.eq(Cat(*[~first & cur[item_bits * i:item_bits * (i + 1)] for i in range(W)]))
+            m.d.comb += nxt.word_select(wpos, item_bits).eq(value)
+            m.d.comb += [wp.addr.eq(widx), wp.data.eq(nxt), wp.en.eq(accept & word_end)]
             with m.If(accept):
-                m.d.sync += bword.eq(nw)
+                m.d.sync += cur.eq(nxt)
             for port in self.words:
-                serve_memory(m, port, bitmap.read_port())
-        if self.pixels_in and not self.dense_pixels:
+                serve_memory(m, port, mem.read_port())
+
+        if self.dense_pixels:  # W pixels per word, for DenseCore
+            word_store("pixmem", 8, x)
+        else:  # the spike vector: one bit per pixel
+            word_store("bitmap", 1, (x != 0) if self.pixels_in else (x >= self.threshold))
+        if self.pixels_in and not self.dense_pixels:  # the pixels, one per word, for the cores' values
             m.submodules.pixmem = pixmem = memory.Memory(shape=8, depth=self.n_store, init=[])
             pwp = pixmem.write_port()
             m.d.comb += [pwp.addr.eq(pi if lay is None else paddr), pwp.data.eq(x), pwp.en.eq(accept)]
             for port in self.values:
-                serve_memory(m, port, pixmem.read_port())
-        if self.dense_pixels:
-            m.submodules.pixmem = pixmem = memory.Memory(shape=8 * W, depth=self.word_depth, init=[])
-            pwp = pixmem.write_port()
-            pword = Signal(8 * W)
-            npw = Signal(8 * W)
-            m.d.comb += npw.eq(Cat(*[(wpos != 0).replicate(8) & pword[8 * i:8 * i + 8] for i in range(W)]))
-            m.d.comb += npw.word_select(wpos, 8).eq(x)
-            m.d.comb += [pwp.addr.eq(widx), pwp.data.eq(npw), pwp.en.eq(accept & word_end)]
-            with m.If(accept):
-                m.d.sync += pword.eq(npw)
-            for port in self.words:
                 serve_memory(m, port, pixmem.read_port())
         return m
