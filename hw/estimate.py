@@ -144,6 +144,17 @@ class _Estimate:
             self.add(f"layer{li}", luts=W * _mux_luts(-(-layer.n_in // W)), ffs=W)
 
 
+def store_blocks(family: str, width: int, depth: int) -> int:
+    """Block RAMs of a convolution's output store, written with one enable per bit (the OR pool).
+    The iCE40's SB_RAM40_4K has a per-bit write mask: as any memory. On the ECP5, Yosys gives each
+    bit a byte lane of its own, 4 bits per 36-bit DP16KD, 512 deep, and puts a store of at most 64
+    words into LUT RAM (measured with synth_ecp5 on 16-, 32- and 64-bit stores of 32 to 1,800 words;
+    docs/hardware.md)."""
+    if family == "ecp5":
+        return 0 if depth <= 64 else -(-width // 4) * -(-depth // 512)
+    return bram_blocks_for(family, width, depth)[0]
+
+
 def estimate_conv(est: _Estimate, li: int, layer, lp) -> None:
     """The ``binary_conv2d`` kind's terms (:class:`~bitsnn.hw.stage.ConvStage`)."""
     cal, family, W, add, block_bits = _CAL, est.family, est.plan.word, est.add, est.block_bits
@@ -165,8 +176,7 @@ def estimate_conv(est: _Estimate, li: int, layer, lp) -> None:
     # cells and a multiplexer (fitted to two iCEBreaker builds of conv models)
     add(name, luts=cal["bypass_luts"] + cal["bypass_luts_per_bit"] * pa, ffs=pa)
     est.rom(name, P, layer.in_shape[0] * kern * kern * G)
-    ob, _ = bram_blocks_for(family, W, -(-cp.out_layout.size // W))
-    add(name, blocks=ob, bits=ob * block_bits)
+    add(name, blocks=(ob := store_blocks(family, W, -(-cp.out_layout.size // W))), bits=ob * block_bits)
     est.router(li, layer, lp)
     # spike count: the next router's events, added up
     add(name, luts=layer.n_out.bit_length(), ffs=layer.n_out.bit_length())

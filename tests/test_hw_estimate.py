@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bitsnn.hw.core import EventCore
-from bitsnn.hw.estimate import bram_blocks_for, estimate_resources
+from bitsnn.hw.estimate import bram_blocks_for, estimate_resources, store_blocks
 from bitsnn.hwmodel import random_model
 
 
@@ -19,6 +19,20 @@ def test_bram_geometry():
     # large layer 1 at P = 32 on ECP5: 25,088 x 32 -> 512x36, 49 deep
     assert bram_blocks_for("ecp5", 32, 784 * 32) == (49, 49)
     assert bram_blocks_for("ecp5", 1, 16384) == (1, 1)
+
+
+# (width, words) -> DP16KD blocks of a bit-enabled store, as synth_ecp5 (YoWASP Yosys 0.70) mapped
+# standalone lib.memory stores with granularity=1: LUT RAM up to 64 words, then 4 bits per block
+ECP5_STORES = {(32, 32): 0, (32, 56): 0, (32, 64): 0, (32, 112): 8, (32, 224): 8, (32, 448): 8, (32, 896): 16,
+               (32, 1800): 32, (16, 224): 4, (64, 224): 16}
+
+
+def test_conv_store_blocks():
+    """A convolution's bit-enabled output store: as any memory on iCE40 (per-bit write mask), as
+    Yosys maps it on ECP5 (the two ULX3S conv builds were 5 and 12 blocks short before)."""
+    for (w, d), blocks in ECP5_STORES.items():
+        assert store_blocks("ecp5", w, d) == blocks, (w, d)
+    assert store_blocks("ice40", 32, 112) == bram_blocks_for("ice40", 32, 112)[0] == 2
 
 
 def test_estimate_shape_and_speed():
