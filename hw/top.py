@@ -21,16 +21,17 @@ for the command).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import memory, wiring
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitsnn import protocol as P
 
 from .bytebuf import ByteBuffer
+from .ports import read_port
 from .uart import UARTRx, UARTTx
 
-__all__ = ["UARTTop", "crc8_next"]
+__all__ = ["UARTTop", "FrameParser", "RunEngine", "Responder", "crc8_next"]
 
 
 def crc8_next(crc, byte):
@@ -125,47 +126,100 @@ class UARTTop(wiring.Component):
         m.submodules.uart_tx = txc = self.tx_core
         m.submodules.accel = acc = self.accel
         m.d.comb += [rxc.rx.eq(self.rx), self.tx.eq(txc.tx)]
-
         n_in, K = self.n_inputs, self.n_words
         # SPRAM on an iCE40 UltraPlus (the EBRs are left to the weights), lib.memory elsewhere.
         # Single-port rule: the image is written only while no inference runs, read only while one
         # does. With weight writes, a WRITE_WEIGHTS frame's data bytes are staged behind the image
         # (at n_in + k) and copied into the weight memories only once the frame's CRC is good.
-        stage = n_in if self.weight_write else 0
-        m.submodules.image = image = ByteBuffer(n_in + (P.MAX_WEIGHT_CHUNK if self.weight_write else 0))
-        wr, rd = image.wr, image.rd
-
-        # ---- state shared by parser, run engine and responder --------------------------------
-        running = Signal()
-        image_valid = Signal()
-        result_valid = Signal()
+        depth = n_in + (P.MAX_WEIGHT_CHUNK if self.weight_write else 0)
+        m.submodules.image = image = ByteBuffer(depth)
         # The K result words as 4*K bytes of a small memory (word 0, byte 0 at address 0; a block
         # RAM on FPGAs, not 32*K flip-flops): the runner writes result byte b of word w at 4w+b,
         # the responder reads them in order. A RUN during a result response overwrites the bytes
         # not yet sent (its results replace the old ones, as READ would then return).
         m.submodules.results = results = memory.Memory(shape=8, depth=4 * K, init=[])
-        res_wp = results.write_port()
-        res_rp = results.read_port()
-        res_in = Signal(8)
-        res_insert = Signal()
-        res_waddr = Signal(range(4 * K))
-        m.d.comb += [res_wp.data.eq(res_in), res_wp.en.eq(res_insert), res_wp.addr.eq(res_waddr)]
-        m.d.comb += self.running.eq(running)
+        res_wp, res_rp = results.write_port(), results.read_port()
 
-        # a response request (one-cycle pulse) for the responder
-        rsp_req = Signal()
-        rsp_cmd = Signal(8)
-        rsp_status = Signal(8)
-        rsp_kind = Signal(2)  # 0 none, 1 INFO payload, 2 result payload
-        start_run = Signal()
-        # registered, so the runner's enables do not sit behind the parser's CHECK decision (the
-        # critical path of the SPRAM build); the run starts one cycle after the RUN frame's CRC byte
-        start_run_q = Signal()
-        m.d.sync += start_run_q.eq(start_run)
+        # the Accelerator's weights port, as its driver sees it
+        weights = acc.signature.members["weights"].signature.flip() if self.weight_write else None
+        m.submodules.parser = parser = FrameParser(
+            n_inputs=n_in, max_payload=self.max_payload, timeout_cycles=self.timeout_cycles, buffer_depth=depth,
+            weights=weights, layers=[(l.n_in, l.n_out) for l in self.hwmodel.layers])
+        m.submodules.runner = runner = RunEngine(n_inputs=n_in, n_words=K, buffer_depth=depth)
+        m.submodules.responder = responder = Responder(self.info, n_words=K)
 
-        # ---- frame parser --------------------------------------------------------------------
-        byte = rxc.data.payload
-        got = rxc.data.valid
+        wiring.connect(m, rx=rxc.data, parser=parser.rx)
+        wiring.connect(m, parser=parser.wr, image=image.wr)
+        # the image buffer's one read port: the runner's, or the commit of a WRITE_WEIGHTS frame
+        # (never both: a WRITE_WEIGHTS frame during a run is answered BUSY)
+        m.d.comb += [parser.rd.data.eq(image.rd.data), runner.rd.data.eq(image.rd.data),
+                     image.rd.addr.eq(Mux(parser.commit, parser.rd.addr, runner.rd.addr))]
+        if weights is not None:
+            wiring.connect(m, parser=parser.weights, accel=acc.weights)
+        m.d.comb += [parser.running.eq(runner.running), parser.result_valid.eq(runner.result_valid),
+                     runner.start.eq(parser.start_run), self.running.eq(runner.running)]
+        wiring.connect(m, runner=runner.pixels, accel=acc.pixels)
+        wiring.connect(m, accel=acc.result, runner=runner.result)
+        m.d.comb += [res_wp.addr.eq(runner.res.addr), res_wp.data.eq(runner.res.data), res_wp.en.eq(runner.res.en),
+                     res_rp.addr.eq(responder.res.addr), responder.res.data.eq(res_rp.data)]
+        wiring.connect(m, parser=parser.reply, responder=responder.req)
+        wiring.connect(m, responder=responder.tx, tx=txc.data)
+        return m
+
+
+def reply_signature() -> wiring.Signature:
+    """A reply request from the parser: ``req`` (a one-cycle pulse), ``cmd``, ``status`` and
+    ``kind`` (0: no payload, 1: the INFO bytes, 2: the result bytes)."""
+    return wiring.Signature({"req": Out(1), "cmd": Out(8), "status": Out(8), "kind": Out(2)})
+
+
+def byte_write(depth: int) -> wiring.Signature:
+    """A writer's side of a byte memory's write port."""
+    return wiring.Signature({"addr": Out(range(max(2, depth))), "data": Out(8), "en": Out(1)})
+
+
+class FrameParser(wiring.Component):
+    """Request frames in, replies, image bytes, runs and weight writes out (see the module docstring).
+
+    Ports: ``rx`` In(byte stream from :class:`UARTRx`); ``running``, ``result_valid`` In(1) (the
+    run engine's state); ``reply`` Out(:func:`reply_signature`); ``start_run`` Out(1), a pulse
+    after a good RUN; ``wr`` Out(:func:`byte_write`) into the image buffer; ``rd`` Out(read port)
+    of the image buffer and ``commit`` Out(1), high while a WRITE_WEIGHTS frame's staged bytes are
+    copied out through ``rd``; ``weights`` Out (the Accelerator's weights port), only when
+    ``weights`` (its signature) is given. ``layers``: (n_in, n_out) per layer, for the
+    WRITE_WEIGHTS address check.
+    """
+
+    def __init__(self, *, n_inputs: int, max_payload: int, timeout_cycles: int, buffer_depth: int,
+                 weights: wiring.Signature | None = None, layers=()):
+        self.n_inputs, self.max_payload, self.timeout_cycles = n_inputs, max_payload, timeout_cycles
+        self.weight_write, self.layers = weights is not None, list(layers)
+        members = {
+            "rx": In(stream.Signature(unsigned(8), always_ready=True)),
+            "running": In(1),
+            "result_valid": In(1),
+            "reply": Out(reply_signature()),
+            "start_run": Out(1),
+            "wr": Out(byte_write(buffer_depth)),
+            "rd": Out(read_port(buffer_depth, 8)),
+            "commit": Out(1),
+        }
+        if weights is not None:
+            members["weights"] = Out(weights)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        n_in = self.n_inputs
+        wr, rd = self.wr, self.rd
+        running, result_valid = self.running, self.result_valid
+        stage = n_in if self.weight_write else 0
+        image_valid = Signal()
+        rsp_req, rsp_cmd, rsp_status, rsp_kind = self.reply.req, self.reply.cmd, self.reply.status, self.reply.kind
+        start_run = self.start_run
+
+        byte = self.rx.payload
+        got = self.rx.valid
         cmd = Signal(8)
         length = Signal(16)
         idx = Signal(16)
@@ -229,12 +283,11 @@ class UARTTop(wiring.Component):
         commit_rd = Signal()
         commit_k = Signal(range(P.MAX_WEIGHT_CHUNK + 2))
         if self.weight_write:
-            layers = self.hwmodel.layers
             with m.Switch(w_layer):
-                for li, layer in enumerate(layers):
+                for li, (l_in, l_out) in enumerate(self.layers):
                     with m.Case(li):
-                        nb = -(-layer.n_out // 8)
-                        m.d.comb += w_addr_ok.eq((w_col < layer.n_in) & (w_off < nb) & (w_off + w_n <= nb))
+                        nb = -(-l_out // 8)
+                        m.d.comb += w_addr_ok.eq((w_col < l_in) & (w_off < nb) & (w_off + w_n <= nb))
         with m.FSM(name="parser"):
             with m.State("IDLE"):
                 with m.If(got):
@@ -350,21 +403,55 @@ class UARTTop(wiring.Component):
                     m.d.comb += commit_rd.eq(1)
                     m.d.sync += commit_k.eq(commit_k + 1)
                     with m.If(commit_k != 0):
-                        m.d.comb += [acc.weights.layer.eq(w_layer), acc.weights.col.eq(w_col),
-                                     acc.weights.byte.eq(w_off + commit_k - 1), acc.weights.data.eq(rd.data),
-                                     acc.weights.en.eq(1)]
+                        w = self.weights
+                        m.d.comb += [w.layer.eq(w_layer), w.col.eq(w_col), w.byte.eq(w_off + commit_k - 1),
+                                     w.data.eq(rd.data), w.en.eq(1)]
                     with m.If(commit_k == w_n):
                         m.d.comb += reply(cmd, P.Status.OK)
                         m.next = "IDLE"
 
-        # ---- run engine: image buffer -> accelerator -> result registers ----------------------
+        m.d.comb += self.commit.eq(commit_rd)
+        with m.If(commit_rd):
+            m.d.comb += rd.addr.eq(stage + commit_k)
+        return m
+
+
+class RunEngine(wiring.Component):
+    """Image buffer -> Accelerator -> result bytes.
+
+    Ports: ``start`` In(1), a pulse (registered here: the run starts the cycle after); ``running``
+    Out(1), from the start until the last result byte is stored; ``result_valid`` Out(1); ``rd``
+    Out(read port) of the image buffer; ``pixels`` Out(byte stream) and ``result`` In(32-bit word
+    stream): the Accelerator's; ``res`` Out(:func:`byte_write`) into the result bytes.
+    """
+
+    def __init__(self, *, n_inputs: int, n_words: int, buffer_depth: int):
+        self.n_inputs, self.n_words = n_inputs, n_words
+        super().__init__({
+            "start": In(1),
+            "running": Out(1),
+            "result_valid": Out(1),
+            "rd": Out(read_port(buffer_depth, 8)),
+            "pixels": Out(stream.Signature(unsigned(8))),
+            "result": In(stream.Signature(unsigned(32))),
+            "res": Out(byte_write(4 * n_words)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n_in, K = self.n_inputs, self.n_words
+        rd, running, result_valid = self.rd, self.running, self.result_valid
+        # registered, so the runner's enables do not sit behind the parser's CHECK decision (the
+        # critical path of the SPRAM build); the run starts one cycle after the RUN frame's CRC byte
+        start_run_q = Signal()
+        m.d.sync += start_run_q.eq(self.start)
         feed_idx = Signal(range(n_in + 1))
         word_idx = Signal(range(K + 1))
         byte_idx = Signal(2)
         hs = Signal()
         m.d.comb += [
-            acc.pixels.payload.eq(rd.data),
-            hs.eq(acc.pixels.valid & acc.pixels.ready),
+            self.pixels.payload.eq(rd.data),
+            hs.eq(self.pixels.valid & self.pixels.ready),
         ]
         with m.FSM(name="runner"):
             with m.State("IDLE"):
@@ -374,29 +461,47 @@ class UARTTop(wiring.Component):
                                  result_valid.eq(0)]
                     m.next = "FEED"
             with m.State("FEED"):
-                m.d.comb += [acc.pixels.valid.eq(1), rd.addr.eq(Mux(hs, feed_idx + 1, feed_idx))]
+                m.d.comb += [self.pixels.valid.eq(1), rd.addr.eq(Mux(hs, feed_idx + 1, feed_idx))]
                 with m.If(hs):
                     m.d.sync += feed_idx.eq(feed_idx + 1)
                     with m.If(feed_idx == n_in - 1):
                         m.next = "COLLECT"
             with m.State("COLLECT"):
                 # one byte per cycle into the result memory: a word is accepted with its last byte
-                m.d.comb += acc.result.ready.eq(byte_idx == 3)
-                with m.If(acc.result.valid):
-                    m.d.comb += [res_insert.eq(1), res_waddr.eq(Cat(byte_idx, word_idx)),
-                                 res_in.eq(acc.result.payload.word_select(byte_idx, 8))]
+                m.d.comb += self.result.ready.eq(byte_idx == 3)
+                with m.If(self.result.valid):
+                    m.d.comb += [self.res.en.eq(1), self.res.addr.eq(Cat(byte_idx, word_idx)),
+                                 self.res.data.eq(self.result.payload.word_select(byte_idx, 8))]
                     m.d.sync += byte_idx.eq(byte_idx + 1)
-                with m.If(acc.result.valid & acc.result.ready):
+                with m.If(self.result.valid & self.result.ready):
                     m.d.sync += word_idx.eq(word_idx + 1)
                     with m.If(word_idx == K - 1):
                         m.d.sync += [running.eq(0), result_valid.eq(1)]
                         m.next = "IDLE"
+        return m
 
-        if self.weight_write:
-            with m.If(commit_rd):
-                m.d.comb += rd.addr.eq(stage + commit_k)
 
-        # ---- responder ---------------------------------------------------------------------------
+class Responder(wiring.Component):
+    """Reply requests in, response frames out to :class:`UARTTx`.
+
+    Ports: ``req`` In(:func:`reply_signature`), registered here (the parser's decision and the
+    response's start are in different cycles); ``tx`` Out(byte stream); ``res`` Out(read port) of
+    the result bytes. A request while a response is being sent is dropped.
+    """
+
+    def __init__(self, info: bytes, *, n_words: int):
+        self.info, self.n_words = bytes(info), n_words
+        super().__init__({
+            "req": In(reply_signature()),
+            "tx": Out(stream.Signature(unsigned(8))),
+            "res": Out(read_port(4 * n_words, 8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        K = self.n_words
+        res_rp = self.res
+        rsp_req, rsp_cmd, rsp_status, rsp_kind = self.req.req, self.req.cmd, self.req.status, self.req.kind
         info = Array(Const(b, 8) for b in self.info)
         r_cmd = Signal(8)
         r_status = Signal(8)
@@ -426,7 +531,7 @@ class UARTTop(wiring.Component):
                 with m.Else():
                     m.d.comb += cur.eq(res_rp.data)
 
-        m.d.comb += txc.data.payload.eq(cur)
+        m.d.comb += self.tx.payload.eq(cur)
         # The parser's reply request, registered: the decision (CRC, command, length, state checks)
         # and the responder's start are in different cycles (the reply leaves one cycle later).
         req_q, cmd_q, status_q, kind_q = Signal(), Signal(8), Signal(8), Signal(2)
@@ -439,10 +544,10 @@ class UARTTop(wiring.Component):
                                  r_len.eq(plen), r_crc.eq(0), pos.eq(0)]
                     m.next = "SEND"
             with m.State("SEND"):
-                m.d.comb += txc.data.valid.eq(1)
+                m.d.comb += self.tx.valid.eq(1)
                 # the result byte at pidx is read the cycle before it is sent (read latency 1)
-                m.d.comb += res_rp.addr.eq(Mux(txc.data.ready, pidx + 1, pidx))
-                with m.If(txc.data.ready):
+                m.d.comb += res_rp.addr.eq(Mux(self.tx.ready, pidx + 1, pidx))
+                with m.If(self.tx.ready):
                     m.d.sync += pos.eq(pos + 1)
                     with m.If(pos != 0):
                         m.d.sync += r_crc.eq(crc8_next(r_crc, cur))
