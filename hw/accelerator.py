@@ -15,7 +15,7 @@ from bitsnn.hwplan import MODES, HardwarePlan, split_layer
 
 from .inbuf import InputBuffer
 from .router import SpikeRouter, event_layout, quiet_on_error
-from .stage import StageOptions, _n_src, stage_class, stage_for
+from .stage import StageOptions, n_src_readers, stage_class, stage_for
 
 __all__ = ["Accelerator", "MODES", "split_layer", "weights_port_signature"]
 
@@ -152,7 +152,7 @@ class Accelerator(wiring.Component):
         pixels_in = model.input_encoding == "pixels"
         opts = [StageOptions(accumulators=self.accumulator_style(platform), writable=self.writable,
                              spram=l in self.spram_layers,
-                             n_readers=(0 if l == L - 1 else _n_src(plan, l + 1) + int(self.monitor)),
+                             n_readers=(0 if l == L - 1 else n_src_readers(plan, l + 1) + int(self.monitor)),
                              count_events=l > 0 and not stage_class(layers[l - 1].kind).counts_spikes)
                 for l in range(L)]
         stages = [stage_for(layer, plan, l, opts[l]) for l, layer in enumerate(layers)]

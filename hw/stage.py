@@ -44,7 +44,7 @@ from .core import DenseCore, EventCore, weight_write_signature
 from .ports import read_port, serve_memory, serve_register
 from .router import EventFIFO, SpikeRouter
 
-__all__ = ["StageOptions", "stage_signature", "DenseStage", "ConvStage", "stage_class", "stage_for"]
+__all__ = ["StageOptions", "stage_signature", "n_src_readers", "n_value_readers", "DenseStage", "ConvStage", "stage_class", "stage_for"]
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,12 @@ class StageOptions:
     count_events: bool = False
 
 
-def _n_src(plan: HardwarePlan, l: int) -> int:
+def n_src_readers(plan: HardwarePlan, l: int) -> int:
     """Input-vector readers of layer ``l``'s stage: its router (event mode), each core (dense)."""
     return 1 if plan.mode == "event" else len(plan.layers[l].cores)
 
 
-def _n_values(plan: HardwarePlan, l: int) -> int:
+def n_value_readers(plan: HardwarePlan, l: int) -> int:
     """Pixel-value readers of layer ``l``'s stage: one per core, event mode with pixel input."""
     lp = plan.layers[l]
     return len(lp.cores) if plan.mode == "event" and lp.input_kind == "pixels" else 0
@@ -82,8 +82,8 @@ def stage_signature(plan: HardwarePlan, l: int, opts: StageOptions) -> wiring.Si
     members = {
         "start": In(1),
         "done": Out(1),
-        "src": Out(read_port(lp.input_words, src_width)).array(_n_src(plan, l)),
-        "values": Out(read_port(lp.n_in_store, 8)).array(_n_values(plan, l)),
+        "src": Out(read_port(lp.input_words, src_width)).array(n_src_readers(plan, l)),
+        "values": Out(read_port(lp.n_in_store, 8)).array(n_value_readers(plan, l)),
         "out": In(read_port(out_words, W)).array(0 if lp.is_output else opts.n_readers),
         "count": Out(range(lp.n_out + 1)),
         "seen": Out(range(lp.n_in_store + 1)),
