@@ -89,6 +89,18 @@ class LayerPlan:
             return np.rint(x.astype(np.float64) @ self.w).astype(np.int64)
         return self.preact_packed(_to_words(pack_bits(x)))
 
+    def evaluate(self, x: np.ndarray):
+        """x: (B, n_in) uint8 -> (input events (B,), synaptic events (B,), a (B, n_out)), all int64.
+        Spike inputs go through the packed words, which also give the input events."""
+        if self.layer.input_kind == "pixels":
+            n_active = np.count_nonzero(x, axis=1).astype(np.int64)
+            a = self.preact(x)
+        else:
+            words = _to_words(pack_bits(x))
+            n_active = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+            a = self.preact_packed(words, n_active)
+        return n_active, n_active * self.layer.n_out, a
+
     def preact_packed(self, s: np.ndarray, n_active: np.ndarray | None = None) -> np.ndarray:
         """s: (B, n_words) uint64 packed spikes -> a: (B, n_out) int64.
 
@@ -174,6 +186,10 @@ class ConvPlan:
             s = s[:, :, : h - h % q, : w - w % q].reshape(B, c, h // q, q, w // q, q).any(axis=(3, 5))
         return s.reshape(s.shape[0], -1).view(np.uint8)
 
+    def evaluate(self, x: np.ndarray):
+        """x: (B, n_in) uint8 -> (input events, synaptic events, a): as :meth:`LayerPlan.evaluate`."""
+        return np.count_nonzero(x, axis=1).astype(np.int64), self.synaptic_events(x), self.preact(x)
+
     def synaptic_events(self, x: np.ndarray) -> np.ndarray:
         """(B,) accumulator updates: for each output position, the nonzero inputs in its window
         (all input channels), times C_out."""
@@ -228,20 +244,9 @@ def run(model: HardwareModel, images: np.ndarray, *, plans: list | None = None) 
     spikes, preacts, in_events, syn_events = [], [], [], []
     for plan in plans:
         layer = plan.layer
-        if isinstance(plan, ConvPlan):
-            n_active = np.count_nonzero(x, axis=1).astype(np.int64)
-            syn_events.append(plan.synaptic_events(x))
-            a = plan.preact(x)
-        elif layer.input_kind == "pixels":
-            n_active = np.count_nonzero(x, axis=1).astype(np.int64)
-            a = plan.preact(x)
-        else:  # the packed words give the input events (popcount) and the pre-activation
-            words = _to_words(pack_bits(x))
-            n_active = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
-            a = plan.preact_packed(words, n_active)
+        n_active, syn, a = plan.evaluate(x)  # the kind's golden part (bitsnn.kinds)
         in_events.append(n_active)
-        if not isinstance(plan, ConvPlan):
-            syn_events.append(n_active * layer.n_out)
+        syn_events.append(syn)
         preacts.append(a)
         if layer.is_output:
             break
