@@ -43,8 +43,8 @@ EVENT_TAIL = 2
 MIN_FIFO_DEPTH = 3
 
 
-#: layer kinds the Accelerator has a hardware stage for: every kind of :data:`bitsnn.kinds.KINDS`
-HARDWARE_KINDS = tuple(KINDS)
+#: layer kinds the Accelerator has a hardware stage for (:attr:`bitsnn.kinds.LayerKind.has_hardware`)
+HARDWARE_KINDS = tuple(name for name, k in KINDS.items() if k.has_hardware)
 
 
 class UnsupportedLayerError(BitsnnError, ValueError):

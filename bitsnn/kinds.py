@@ -17,8 +17,10 @@ part          what it states
 ``stage``     its Amaranth stage, behind the one stage signature (:mod:`bitsnn.hw.stage`)
 ============  =====================================================================================
 
-Adding a kind is adding an entry here and its six parts; ``tests/test_kinds.py`` checks that
-every part of every kind exists and answers to its kind.
+Adding a kind is adding an entry here and its parts (docs/kinds.md); ``tests/test_kinds.py``
+checks that every part of every kind exists and answers to its kind. A kind may come before its
+hardware: its :data:`HARDWARE_PARTS` are then None, the file, export and golden model take it,
+and sim, build, report and run refuse it by name (:func:`bitsnn.hwplan.check_supported`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-__all__ = ["PARTS", "LayerKind", "KINDS", "kind", "part"]
+__all__ = ["PARTS", "HARDWARE_PARTS", "LayerKind", "KINDS", "kind", "part"]
 
 #: the parts every kind has (see the module docstring)
 PARTS = ("layer", "export", "golden", "plan", "estimate", "stage")
+#: the parts a kind without hardware yet leaves None
+HARDWARE_PARTS = ("plan", "estimate", "stage")
 
 
 @dataclass(frozen=True)
@@ -40,16 +44,24 @@ class LayerKind:
     summary: str
     parts: dict = field(default_factory=dict)
 
+    @property
+    def has_hardware(self) -> bool:
+        """Whether the kind has a hardware plan, estimate and stage."""
+        return all(self.parts[p] is not None for p in HARDWARE_PARTS)
+
     def part(self, name: str):
         """The object that part ``name`` names, imported now."""
         if name not in PARTS:
             raise KeyError(f"unknown part {name!r} (expected one of {PARTS})")
+        if self.parts[name] is None:
+            raise KeyError(f"layer kind {self.name!r} has no {name} part yet")
         module, attr = self.parts[name].split(":")
         return getattr(importlib.import_module(module), attr)
 
 
-def _kind(name: str, summary: str, **parts: str) -> LayerKind:
+def _kind(name: str, summary: str, **parts: str | None) -> LayerKind:
     assert tuple(parts) == PARTS, parts
+    assert all(parts[p] for p in PARTS if p not in HARDWARE_PARTS), parts
     return LayerKind(name, summary, parts)
 
 

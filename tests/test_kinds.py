@@ -71,3 +71,17 @@ def test_every_stage_has_the_one_signature():
         assert len(stage.out) == (0 if layer.is_output else 2)
         assert len(stage.scores) == (10 if layer.is_output else 0)
     assert [kinds.part(l.kind, "stage").counts_spikes for l in model.layers] == [False, False, True, True]
+
+
+def test_a_kind_before_its_hardware_is_refused_by_name(monkeypatch):
+    """A kind whose hardware parts are None: its parts say so, and sim/build/report/run's check
+    names the layer before any work (here conv stands in for such a kind)."""
+    k = kinds.kind("binary_conv2d")
+    early = kinds.LayerKind(k.name, k.summary, {**k.parts, **{p: None for p in kinds.HARDWARE_PARTS}})
+    assert k.has_hardware and not early.has_hardware
+    with pytest.raises(KeyError, match="'binary_conv2d' has no stage part yet"):
+        early.part("stage")
+    assert early.part("golden") is k.part("golden")
+    monkeypatch.setattr(hwplan, "HARDWARE_KINDS", ("binary_dense",))
+    with pytest.raises(hwplan.UnsupportedLayerError, match=r"layer 0 \(conv1\) is a binary_conv2d layer, which has no hardware stage yet"):
+        hwplan.check_supported(_model_with_every_kind())
