@@ -54,7 +54,6 @@ def test_stages_dispatch_by_kind():
 
 def test_every_stage_has_the_one_signature():
     """Each kind's Amaranth stage has the members of hw.stage.stage_signature, sized by the plan."""
-    pytest.importorskip("amaranth")
     from bitsnn.hw.stage import StageOptions, stage_for, stage_signature
 
     model = _model_with_every_kind()
