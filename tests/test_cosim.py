@@ -75,27 +75,17 @@ def test_harness_and_cycle_bench_agree(mnist, cosim_build_root):
 
 
 @pytest.mark.slow
-def test_mnist_1000_images_icarus(tiny_hwmodel, mnist, cosim_build_root):
-    why = simulator_missing("icarus")
+@pytest.mark.parametrize("sim,n", [("icarus", 1000), ("verilator", 10000)])
+def test_mnist_images(sim, n, tiny_hwmodel, mnist, cosim_build_root):
+    """The cached test model on real test images: all 10,000 on Verilator, the first 1,000 on
+    Icarus; every spike, score, class and cycle count."""
+    why = simulator_missing(sim)
     if why:
         pytest.skip(why)
     hm = tiny_hwmodel
-    imgs = mnist.test_images[:1000]
-    r = run_accelerator_cosim(hm, imgs, simulator="icarus", build_root=cosim_build_root,
-                              expected=expected_of(golden.run(hm, imgs)))
-    check(hm, imgs, r)
-
-
-@pytest.mark.slow
-def test_mnist_all_10000_images_verilator(tiny_hwmodel, mnist, cosim_build_root):
-    """The whole MNIST test set on the cached test model: every spike, score, class and cycle count."""
-    why = simulator_missing("verilator")
-    if why:
-        pytest.skip(why)
-    hm = tiny_hwmodel
-    imgs = mnist.test_images
-    assert len(imgs) == 10000
-    r = run_accelerator_cosim(hm, imgs, simulator="verilator", build_root=cosim_build_root,
+    imgs = mnist.test_images[:n]
+    assert len(imgs) == n
+    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=cosim_build_root,
                               expected=expected_of(golden.run(hm, imgs)))
     check(hm, imgs, r)
 

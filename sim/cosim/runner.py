@@ -290,18 +290,20 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
         "BITSNN_COSIM_IN": str(inp), "BITSNN_COSIM_OUT": str(outp), "BITSNN_COSIM_META": json.dumps(meta),
         "BITSNN_COSIM_PROGRESS": str(progress),
     }
+    xml = bdir / f"results_{run_id}.xml"
     try:
         runner.test(test_module=BENCHES[bench], hdl_toplevel=meta["toplevel"], build_dir=bdir, test_dir=bdir,
                     extra_env=env, waves=waves, timescale=TIMESCALE, log_file=None if progress else log,
                     plusargs=[f"+dumpfile_path={bdir / 'dump.vcd'}"] if waves and simulator == "icarus" else [],
-                    results_xml=str(bdir / f"results_{run_id}.xml"))
+                    results_xml=str(xml))
+        if not outp.is_file():
+            raise BitsnnError(f"the {simulator} bench wrote no results; see {log}")
+        d = dict(np.load(outp))
     except SystemExit as e:  # cocotb's runner exits on a failed tool invocation
         raise BitsnnError(f"{simulator} run failed ({e}); see {log}") from None
-    if not outp.is_file():
-        raise BitsnnError(f"the {simulator} bench wrote no results; see {log}")
-    d = dict(np.load(outp))
-    inp.unlink(missing_ok=True)
-    outp.unlink(missing_ok=True)
+    finally:  # this run's files (the build directory is shared by every run of the design)
+        for f in (inp, outp, xml):
+            f.unlink(missing_ok=True)
     if waves:
         src = next((p for p in [bdir / "dump.vcd", bdir / "dump.fst", bdir / f"{meta['toplevel']}.fst"] if p.is_file()),
                    None)
