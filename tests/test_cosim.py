@@ -75,19 +75,31 @@ def test_harness_and_cycle_bench_agree(mnist, cosim_build_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sim,n", [("icarus", 1000), ("verilator", 10000)])
-def test_mnist_images(sim, n, tiny_hwmodel, mnist, cosim_build_root):
-    """The cached test model on real test images: all 10,000 on Verilator, the first 1,000 on
-    Icarus; every spike, score, class and cycle count."""
+@pytest.mark.parametrize("model,sim,n", [("tiny", "icarus", 1000), ("tiny", "verilator", 10000),
+                                         ("conv-tiny", "verilator", 10000)])
+def test_mnist_images(model, sim, n, request, mnist, cosim_build_root):
+    """The cached test models (``tiny_hwmodel``, ``conv_tiny_hwmodel``) on real test images: all
+    10,000 on Verilator, the first 1,000 on Icarus; every spike of every layer, the scores, class
+    and cycle count, with the lanes ``bitsnn sim`` and ``bitsnn build`` use."""
     why = simulator_missing(sim)
     if why:
         pytest.skip(why)
-    hm = tiny_hwmodel
+    from bitsnn.hwplan import default_lanes
+    from bitsnn.sim.cycles import predict_cycles
+
+    hm = request.getfixturevalue(f"{model.replace('-', '_')}_hwmodel")
     imgs = mnist.test_images[:n]
     assert len(imgs) == n
-    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=cosim_build_root,
-                              expected=expected_of(golden.run(hm, imgs)))
-    check(hm, imgs, r)
+    lanes = default_lanes(hm)
+    g = golden.run(hm, imgs)
+    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=cosim_build_root, expected=expected_of(g),
+                              accel_params={"lanes": lanes, "word": 32})
+    for a, b in zip(r.spikes, g.spikes):
+        assert np.array_equal(a, b)
+    assert np.array_equal(r.classes, g.classes) and np.array_equal(r.scores, g.scores)
+    assert np.array_equal(r.spike_counts, g.spike_counts)
+    assert np.array_equal(r.cycles, r.measured_cycles)
+    assert np.array_equal(r.cycles, predict_cycles(hm, g, mode="event", lanes=lanes, word=32))
 
 
 def _conv_model(enc):
