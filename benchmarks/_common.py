@@ -14,6 +14,6 @@ def find_model(path):
 
     if path:
         return HardwareModel.load(path), str(path)
-    for cand in sorted(REPO.glob(".cache/**/*tiny*.bsnn")) + sorted(REPO.glob("runs/**/*.bsnn")):
+    for cand in sorted(REPO.glob(".cache/**/tiny-*.bsnn")) + sorted(REPO.glob("runs/**/*.bsnn")):
         return HardwareModel.load(cand), str(cand)
     return None, None

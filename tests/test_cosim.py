@@ -1,8 +1,9 @@
 """Generated Verilog of the Accelerator on Icarus (and Verilator) via cocotb, against the golden
 model: every hidden layer's spikes (events tap), scores, class and cycle count.
 
-Two benches: the harness (the per-image work inside the simulation; what ``bitsnn sim`` runs) and
-the cycle bench (Python on every clock edge; waveforms). Simulator builds are shared by the tests
+Three benches: the harness (the per-image work inside the simulation) under cocotb, the same
+harness under its C++ driver (Verilator; what ``bitsnn sim`` runs there), and the cycle bench
+(Python on every clock edge; waveforms). Simulator builds are shared by the tests
 through ``cosim_build_root`` (keyed by the design's hash)."""
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def cosim_build_root():
     return REPO / ".cache" / "cosim"
 
 
-@pytest.mark.parametrize("bench", ["harness", "cycle"])
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+@pytest.mark.parametrize("sim,bench", [("icarus", "harness"), ("icarus", "cycle"), ("verilator", "native"),
+                                       ("verilator", "harness"), ("verilator", "cycle")])
 def test_random_model_small(sim, bench, cosim_build_root):
     """20 images in batches of 8 (the harness's last batch is partial)."""
     why = simulator_missing(sim)
@@ -59,19 +60,21 @@ def test_random_model_small(sim, bench, cosim_build_root):
     assert (r.sim_cycles > r.cycles).all()
 
 
-def test_harness_and_cycle_bench_agree(mnist, cosim_build_root):
-    """The harness's in-simulation observation equals Python's edge-by-edge one, field by field."""
+def test_benches_agree(mnist, cosim_build_root):
+    """The harness's in-simulation observation (under cocotb and under its C++ driver) equals
+    Python's edge-by-edge one, field by field."""
     why = simulator_missing("verilator")
     if why:
         pytest.skip(why)
     hm = _conv_model("spikes")
     imgs = mnist.test_images[:12]
-    a, b = (run_accelerator_cosim(hm, imgs, simulator="verilator", build_root=cosim_build_root, bench=bench,
-                                  batch=5, accel_params={"lanes": 8}) for bench in ("harness", "cycle"))
-    for f in ("classes", "scores", "spike_counts", "cycles", "measured_cycles"):
-        assert np.array_equal(getattr(a, f), getattr(b, f)), f
-    for x, y in zip(a.spikes, b.spikes):
-        assert np.array_equal(x, y)
+    ref, *others = (run_accelerator_cosim(hm, imgs, simulator="verilator", build_root=cosim_build_root, bench=bench,
+                                          batch=5, accel_params={"lanes": 8}) for bench in ("cycle", "harness", "native"))
+    for a in others:
+        for f in ("classes", "scores", "spike_counts", "cycles", "measured_cycles"):
+            assert np.array_equal(getattr(a, f), getattr(ref, f)), f
+        for x, y in zip(a.spikes, ref.spikes):
+            assert np.array_equal(x, y)
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """``bitsnn sim``: run the generated design on test images in a simulator and compare it with the
 golden model (:mod:`bitsnn.sim.golden`) and the exact cycle model (:mod:`bitsnn.sim.cycles`).
 
-Simulators: ``icarus`` and ``verilator`` (the generated Verilog under cocotb,
-:mod:`bitsnn.sim.cosim.runner`), ``amaranth`` (Amaranth's Python simulator,
+Simulators: ``icarus`` and ``verilator`` (the generated Verilog inside the co-simulation
+harness, :mod:`bitsnn.sim.cosim.runner`: under cocotb on Icarus, under its C++ driver on Verilator), ``amaranth`` (Amaranth's Python simulator,
 :mod:`bitsnn.sim.amaranth_run`), ``golden`` (the golden model and cycle model alone, no hardware:
 a quick accuracy/spikes/cycles summary). Every image's hidden-layer spikes, scores, class, spike
 counts and cycle count are compared; the first difference is printed as image, layer and neuron and

@@ -28,8 +28,9 @@ __all__ = ["SIMULATORS", "simulator_missing", "CosimResult", "run_accelerator_co
 SIMULATORS = ("icarus", "verilator")
 MIN_VERILATOR = (5, 36)
 TIMESCALE = ("1ns", "1ps")
-#: the cocotb bench modules: the in-simulation harness, and Python on every clock edge
-BENCHES = {"harness": "bitsnn.sim.cosim.batch_bench", "cycle": "bitsnn.sim.cosim.accel_bench"}
+#: the benches: the in-simulation harness under cocotb, Python on every clock edge (cocotb), and
+#: the harness under its C++ driver (Verilator only, no cocotb: :mod:`.native`)
+BENCHES = {"harness": "bitsnn.sim.cosim.batch_bench", "cycle": "bitsnn.sim.cosim.accel_bench", "native": None}
 #: images per harness round trip (the depth of its image and result memories)
 BATCH = 128
 #: cycles one image may take before a bench declares the design hung
@@ -138,9 +139,10 @@ def _verilator_make(simulator: str, opt_fast: str = "-O3"):
             os.environ["MAKEFLAGS"] = old
 
 
-#: Verilator options for the benches (bench_cosim.py measures each): -O3 and OPT_FAST=-O3 (the
-#: C++), --x-assign/--x-initial fast (every Amaranth register has a reset value anyway), and
-#: -march=native (the model is built where it runs). --threads 2 was slower on this design.
+#: Verilator options for the benches (bench_cosim.py --options measures each; docs/cosim.md):
+#: -O3 and OPT_FAST=-O3 (the C++; -Os: 21 % slower), -march=native (the model is built where it
+#: runs; without: 15 % slower), --x-assign/--x-initial fast (no measurable effect: every Amaranth
+#: register has a reset value). --threads 2 was 5x slower on this design.
 VERILATOR_OPTS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "-CFLAGS", "-march=native")
 
 
@@ -153,6 +155,7 @@ def verilator_args(bdir: Path, meta: dict, opts=VERILATOR_OPTS, *, public_all: b
     cocotb's default, for comparison).
     """
     vlt = bdir / "public.vlt"
+    bdir.mkdir(parents=True, exist_ok=True)
     lines = ["`verilator_config"] + [f'public_flat_rw -module "{meta["toplevel"]}" -var "{p}"' for p in meta["ports"]]
     text = "\n".join(lines) + "\n"
     if not vlt.is_file() or vlt.read_text() != text:
@@ -174,6 +177,27 @@ def _tool_version(sim: str) -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return (r.stdout or r.stderr).splitlines()[0] if (r.stdout or r.stderr) else ""
+
+
+def _fresh_build_dir(bdir: Path, recipe: dict, *, build, always: bool = False) -> bool:
+    """Build into ``bdir`` with ``build()`` unless its stamp holds the same ``recipe`` (``always``:
+    call ``build()`` anyway, for a tool that skips what is up to date itself). A directory built
+    from another recipe, in another environment or by an interrupted run is emptied first: make
+    would mix its objects with the new ones (seen: undefined references at the link). True when
+    ``build()`` ran."""
+    stamp = bdir / "build.stamp"
+    text = json.dumps(recipe, sort_keys=True)
+    same = stamp.is_file() and stamp.read_text() == text
+    if not same:
+        if bdir.exists():
+            shutil.rmtree(bdir)
+    bdir.mkdir(parents=True, exist_ok=True)
+    if same and not always:
+        return False
+    stamp.unlink(missing_ok=True)
+    build()
+    stamp.write_text(text)
+    return True
 
 
 def simulator_missing(sim: str) -> str | None:
@@ -235,14 +259,16 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
 
     from .verilog import accelerator_verilog, harness_verilog
 
-    bench = bench or ("cycle" if wave is not None else "harness")
+    bench = bench or ("cycle" if wave is not None else "native" if simulator == "verilator" else "harness")
     if bench not in BENCHES:
         raise BitsnnError(f"bench must be one of {', '.join(BENCHES)}, not {bench!r}")
+    if bench == "native" and (simulator != "verilator" or wave is not None):
+        raise BitsnnError("the native bench runs on Verilator, without waveforms")
     images = np.ascontiguousarray(hwmodel.prepare_images(np.asarray(images, dtype=np.uint8)))
     root = (Path(build_root) if build_root else default_build_root()).resolve()
     params = dict(mode=mode, **(accel_params or {}))
     t0 = time.perf_counter()
-    if bench == "harness":
+    if bench in ("harness", "native"):
         vpath, meta = harness_verilog(hwmodel, root / "verilog", batch=batch, watchdog=WATCHDOG, **params)
     else:
         vpath, meta = accelerator_verilog(hwmodel, root / "verilog", **params)
@@ -250,34 +276,48 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
         vpath = icarus_compatible(vpath)
     convert_s = time.perf_counter() - t0
     waves = wave is not None
-    bdir = root / f"{simulator}_{meta['key']}{'_waves' if waves else ''}"
-    runner = _IcarusVCD() if (simulator == "icarus" and waves) else get_runner(simulator)
-    log = bdir / "sim.log"
-    bdir.mkdir(parents=True, exist_ok=True)
-    build_args = verilator_args(bdir, meta, verilator_opts, public_all=public_all) if simulator == "verilator" else []
-    t1 = time.perf_counter()
-    stamp = bdir / "build.stamp"
-    recipe = json.dumps({"simulator": simulator, "source": vpath.name, "args": build_args, "opt_fast": opt_fast,
-                         "waves": waves, "tool": _tool_version(simulator)})
-    if not (stamp.is_file() and stamp.read_text() == recipe):
-        # a build from another recipe, another environment or an interrupted run is not updated in
-        # place (make mixed its objects with the new ones: undefined references at the link)
-        shutil.rmtree(bdir)
-        bdir.mkdir(parents=True)
-        if simulator == "verilator":  # its public.vlt again
-            verilator_args(bdir, meta, verilator_opts, public_all=public_all)
-    with _verilator_make(simulator, opt_fast):  # cocotb skips what is up to date (Verilator: 0.1 s)
-        runner.build(sources=[vpath], hdl_toplevel=meta["toplevel"], build_dir=bdir, build_args=build_args,
-                     timescale=TIMESCALE, waves=waves, log_file=bdir / "build.log")
-    stamp.write_text(recipe)
-    build_s = time.perf_counter() - t1
-    run_id = f"{os.getpid()}_{time.time_ns()}"
-    inp, outp = bdir / f"in_{run_id}.npz", bdir / f"out_{run_id}.npz"
     from bitsnn.hwplan import HardwarePlan
 
     plan = HardwarePlan.of(hwmodel, **{k: v for k, v in params.items()
                                        if k in ("mode", "lanes", "word", "k", "max_neurons_per_core", "fifo_depth")})
     H = len(hwmodel.hidden_layers)
+    if bench == "native":
+        from .native import build_native, run_native
+
+        bdir = root / f"verilator-native_{meta['key']}"
+        t1 = time.perf_counter()
+        opts = list(verilator_opts)
+        _fresh_build_dir(bdir, {"native": True, "source": vpath.name, "args": opts, "opt_fast": opt_fast,
+                                "tool": _tool_version("verilator")},
+                         build=lambda: build_native(vpath, meta, bdir, opts,
+                                                    make_env=lambda: _verilator_make("verilator", opt_fast)))
+        build_s = time.perf_counter() - t1
+        taps = {l: plan.tap_index(l) for l in range(H) if plan.tap_index(l) is not None}
+        t2 = time.perf_counter()
+        d, clocked = run_native(bdir, images, meta, [plan.tap_size(l) for l in range(H)], taps, progress=progress)
+        return CosimResult(
+            classes=d["classes"], scores=d["scores"], spikes=[d[f"spikes{l}"] for l in range(H)],
+            spike_counts=d["spike_counts"], cycles=d["cycles"], measured_cycles=d["measured_cycles"],
+            sim_cycles=d["sim_cycles"], run_s=time.perf_counter() - t2, build_s=build_s, convert_s=convert_s,
+            log=bdir / "build.log", extra={"free_s": clocked})
+    bdir = root / f"{simulator}_{meta['key']}{'_waves' if waves else ''}"
+    runner = _IcarusVCD() if (simulator == "icarus" and waves) else get_runner(simulator)
+    log = bdir / "sim.log"
+    build_args = verilator_args(bdir, meta, verilator_opts, public_all=public_all) if simulator == "verilator" else []
+    t1 = time.perf_counter()
+
+    def build():
+        if simulator == "verilator":  # its public.vlt (a fresh directory has none)
+            verilator_args(bdir, meta, verilator_opts, public_all=public_all)
+        with _verilator_make(simulator, opt_fast):  # cocotb skips what is up to date (Verilator: 0.1 s)
+            runner.build(sources=[vpath], hdl_toplevel=meta["toplevel"], build_dir=bdir, build_args=build_args,
+                         timescale=TIMESCALE, waves=waves, log_file=bdir / "build.log")
+
+    _fresh_build_dir(bdir, {"simulator": simulator, "source": vpath.name, "args": build_args, "opt_fast": opt_fast,
+                            "waves": waves, "tool": _tool_version(simulator)}, build=build, always=True)
+    build_s = time.perf_counter() - t1
+    run_id = f"{os.getpid()}_{time.time_ns()}"
+    inp, outp = bdir / f"in_{run_id}.npz", bdir / f"out_{run_id}.npz"
     # the tap reports a convolution's store addresses: the bench maps them with tap{l}
     arrays = {"images": images, "hidden": np.array([plan.tap_size(l) for l in range(H)], np.int64)}
     for l in range(H):
