@@ -21,6 +21,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
 from bitsnn.sim.cosim.checks import InOrderChecker
+from bitsnn.sim.cosim.runner import WATCHDOG
 
 
 def high(handle) -> bool:
@@ -29,8 +30,6 @@ def high(handle) -> bool:
     return v.is_resolvable and int(v) == 1
 
 
-#: cycles one image may take before the bench declares the design hung
-WATCHDOG = int(os.environ.get("BITSNN_COSIM_WATCHDOG", "200000"))
 
 
 class PixelDriver:

@@ -1,8 +1,9 @@
 """A simulation harness around the generated Accelerator: the per-image work runs in the simulator.
 
-The cocotb bench (:mod:`bitsnn.sim.cosim.batch_bench`) loads a batch of images into the harness's
-image memory, starts it, waits for ``busy`` to fall and reads the batch back; between those points
-the simulator runs free, with no Python per clock cycle. For each image the harness
+A bench (:mod:`bitsnn.sim.cosim.batch_bench` under cocotb, or the C++ driver of
+:mod:`bitsnn.sim.cosim.native` on Verilator) loads a batch of images into the harness's image
+memory, starts it, waits for ``busy`` to fall and reads the batch back; between those points the
+simulator runs free, with nothing outside it per clock cycle. For each image the harness
 
 - streams the pixels into ``pixels`` (one per cycle while ``ready``), as a host would;
 - takes every ``result`` word (``ready`` held high);
