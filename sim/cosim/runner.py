@@ -243,12 +243,14 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
     """Run ``images`` ((B, *image_shape) uint8, or already cropped (B, n_inputs)) through the generated Accelerator on ``simulator``.
 
     ``expected``: golden values (classes, scores, spike_counts, spikes0.., optionally cycles) for the
-    bench's in-order checker; the host compares again from the returned result either way.
+    cocotb benches' in-order checker; the caller compares the returned result either way
+    (:func:`bitsnn.sim.cosim.cli.compare`).
     ``wave``: write a VCD of the run (pass a single image for a small file).
-    ``bench``: "harness" (:mod:`.batch_bench`: the per-image work inside the simulation, ``batch``
-    images per round trip; the default) or "cycle" (:mod:`.accel_bench`: Python on every clock
-    edge of the bare Accelerator; the default for ``wave``, whose VCD then holds the design alone,
-    as the report's toggle count needs).
+    ``bench``: "native" (:mod:`.native`: the harness under its C++ driver; Verilator's default),
+    "harness" (:mod:`.batch_bench`: the same harness under cocotb, ``batch`` images per round
+    trip; Icarus's default) or "cycle" (:mod:`.accel_bench`: Python on every clock edge of the
+    bare Accelerator; the default for ``wave``, whose VCD then holds the design alone, as the
+    report's toggle count needs).
     ``verilator_opts``, ``opt_fast``, ``public_all``: Verilator build options (see
     :func:`verilator_args`; ``benchmarks/bench_cosim.py --options`` measures each).
     """
