@@ -26,8 +26,10 @@ EXE = "bitsnn_harness_sim"
 
 
 def build_native(vpath: Path, meta: dict, bdir: Path, opts, *, make_env) -> None:
-    """Compile the harness (module ``meta["toplevel"]`` minus its ``_tb`` wrapper) and the driver
-    into ``bdir/bitsnn_harness_sim`` unless ``bdir``'s stamp says it is built from the same recipe."""
+    """Compile the harness (module ``meta["toplevel"]`` minus its ``_tb`` wrapper, which the driver
+    replaces) and the driver into ``bdir/bitsnn_harness_sim``; ``make_env``: a context manager
+    that sets the make variables (``runner._verilator_make``). The runner decides when to build
+    (its recipe stamp)."""
     top = meta["toplevel"].removesuffix("_tb")
     cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", top, "--prefix", "Vharness",
            "-Mdir", str(bdir), "-o", EXE, "-Wno-fatal", "-Wno-lint", "-Wno-style", *opts, str(DRIVER), str(vpath)]

@@ -14,17 +14,20 @@ from amaranth.lib import wiring
 __all__ = ["component_ports", "convert_component", "accelerator_verilog", "harness_verilog"]
 
 
-def component_ports(component) -> dict:
-    """name -> (signal, None) for every signature member that is a signal (``always_ready``
-    streams hold constant ``ready`` members, which ``verilog.convert`` refuses as ports)."""
-    ports = {}
-    for path, _member, value in component.signature.flatten(component):
+def _signal_members(component):
+    """(Verilog port name, member, signal) for every signature member that is a signal
+    (``always_ready`` streams hold constant ``ready`` members, which ``verilog.convert`` refuses
+    as ports)."""
+    for path, member, value in component.signature.flatten(component):
         if isinstance(value, _ast.ValueCastable):
             value = value.as_value()
-        if isinstance(value, Const):
-            continue
-        ports["__".join(str(p) for p in path)] = (value, None)
-    return ports
+        if not isinstance(value, Const):
+            yield "__".join(str(p) for p in path), member, value
+
+
+def component_ports(component) -> dict:
+    """name -> (signal, None) for every port of ``component`` (what ``verilog.convert`` takes)."""
+    return {name: (value, None) for name, _member, value in _signal_members(component)}
 
 
 def convert_component(component, name: str) -> str:
@@ -36,14 +39,8 @@ def clocked_top(component, name: str, half_period: int = 5) -> str:
     free-running ``always #half_period`` generator (the bench's time unit: ns), every other port
     passed through. The simulator then clocks the design itself, with no callback into cocotb per
     edge (Verilator needs ``--timing``)."""
-    ports = []
-    for path, member, value in component.signature.flatten(component):
-        if isinstance(value, _ast.ValueCastable):
-            value = value.as_value()
-        if isinstance(value, Const):
-            continue
-        direction = "input" if member.flow == wiring.In else "output"
-        ports.append(("__".join(str(p) for p in path), direction, len(value)))
+    ports = [(name, "input" if member.flow == wiring.In else "output", len(value))
+             for name, member, value in _signal_members(component)]
     ports.append(("rst", "input", 1))
     decl = "\n".join(f"  {d} {f'[{w - 1}:0] ' if w > 1 else ''}{n};" for n, d, w in ports)
     conn = ",\n".join(f"    .{n}({n})" for n, _d, _w in [("clk", "", 1), *ports])
