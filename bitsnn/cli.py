@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spram-layers", default="auto", metavar="auto|none|L,L",
                    help="layers whose weights go to iCE40 UltraPlus SPRAM, written over the UART at run "
                    "time (auto: the largest layers, only when the weights do not fit block RAM)")
+    p.add_argument("--baud", type=int_in(300, 12_000_000), default=None, metavar="B",
+                   help="UART bit rate (default: the fastest the board's USB bridge carries at the design "
+                   "clock: 3,000,000 on the iCEBreaker at 24 MHz, 2,000,000 on the ULX3S at 50 MHz); "
+                   "a rate the design's divisor or the bridge cannot meet is refused")
 
     p = sub.add_parser("report", help="spikes, cycles, latency and energy per inference",
                        description="Report spikes, synaptic events, memory reads, cycles, latency and energy.")
@@ -159,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
     p.add_argument("--model", required=True, metavar="M", help="hardware-model file (.bsnn)")
     p.add_argument("--images", type=POSITIVE, default=100, metavar="N")
-    p.add_argument("--baud", type=int_in(300, 12_000_000), default=115200, help="UART bit rate (default 115200)")
+    p.add_argument("--baud", type=int_in(300, 12_000_000), default=None, metavar="B",
+                   help="UART bit rate to try first (default: each board's default rate, then 115200); "
+                   "the rate the device reports in INFO is used")
+    p.add_argument("--window", type=int_in(1, 4), default=4, metavar="K",
+                   help="INFER requests in flight (spike-input designs; default 4, the device's slots)")
     p.add_argument("--mode", default="event", choices=MODES,
                    help="layer-core mode of the bitstream (for the cycle-model check)")
     p.add_argument("--clock-mhz", type=float_in(0, lo_open=True), default=None, metavar="F",

@@ -105,6 +105,7 @@ class BuildSection:
     lanes: int | None = _opt(None, int_in(1, MAX_LANES), "event-core lanes (default: by layer width)")
     seed: int = _opt(1, int_in(0, 2**31 - 2), "nextpnr seed")
     spram_layers: str = _opt("auto", _text, "auto | none | layer numbers like 0,1")
+    baud: int | None = _opt(None, int_in(300, 12_000_000), "UART bit rate (default: the fastest the board's bridge carries)")
 
 
 @dataclass
@@ -286,7 +287,7 @@ def _build(cfg: FlowConfig, run: Path, log) -> None:
     b = cfg.build
     model = HardwareModel.load(_model_path(cfg, run))
     out = run / _build_folder(cfg)
-    report = build_board(b.board, model, out, seed=b.seed, clock_mhz=b.clock_mhz, log=log,
+    report = build_board(b.board, model, out, seed=b.seed, clock_mhz=b.clock_mhz, baud=b.baud, log=log,
                          accel={"lanes": b.lanes, "spram_layers": parse_spram_layers(b.spram_layers, model)})
     for line in format_report(report).splitlines():
         log(line)

@@ -288,6 +288,15 @@ class HardwareModel:
         want = "x".join(map(str, self.image_shape))
         raise ValueError(f"images have {x.shape[1]} values each, the model takes {want} images")
 
+    def encode_input(self, images) -> np.ndarray:
+        """(B, *image_shape) uint8 images (or already cropped ones) -> (B, n_inputs) uint8 first-layer
+        inputs: the spikes ``pixel >= input_threshold`` (spike input) or the pixels. The one place
+        of this rule: the golden model and the host driver (which sends the spikes packed) use it."""
+        x = self.prepare_images(images)
+        if self.input_encoding == "spikes":
+            return (x >= self.input_threshold).view(np.uint8)
+        return x.copy()
+
     @property
     def num_classes(self) -> int:
         return self.layers[-1].n_out

@@ -15,10 +15,11 @@ command (0 where the request had none, e.g. a bad sync byte or a timed-out frame
 
 Commands:
 
-- ``INFO`` (no payload) -> 12 bytes: protocol version u8, flags u8 (bit 0: weight writes
+- ``INFO`` (no payload) -> 16 bytes: protocol version u8, flags u8 (bit 0: weight writes
   supported; bit 1: the weights are volatile -- SPRAM the bitstream does not initialise -- and must
-  be written before the first RUN), inputs u16, hidden layers u8, classes u8, result words u8, reserved u8, model id
-  (the first 4 bytes of the hardware model's content hash).
+  be written before the first RUN; bit 2: INFER served), inputs u16, hidden layers u8, classes u8,
+  result words u8, lanes u8, model id (the first 4 bytes of the hardware model's content hash),
+  the UART's bit rate u32.
 - ``LOAD`` (exactly ``inputs`` bytes, one uint8 pixel each) -> no payload.
 - ``RUN`` (no payload) -> no payload; starts an inference on the loaded image and replies at once.
 - ``READ`` (no payload) -> ``4 * (2 + hidden + classes)`` bytes: the accelerator's result words as
@@ -29,6 +30,14 @@ Commands:
   8b+t, 1 = +1), and must not run past the column. ``BAD_ADDRESS`` for a layer, column or byte
   outside the model; ``UNSUPPORTED`` on designs whose weights are fixed in the bitstream. The
   design applies nothing until the frame's CRC is checked, then writes all its bytes.
+- ``INFER`` (a tag u8, then the image: :func:`infer_payload`) -> the result bytes, as READ
+  returns them, then the tag, once the inference is done. The tag (any value; a host counts its
+  requests) ties a reply to its request, so a lost request cannot shift the results. The image is
+  sent in groups of 8 inputs: a mask byte (bit t: input 8g + t is not 0), then, on pixel-input
+  designs (INFO flag :data:`FLAG_INFER_PIXELS`), the group's nonzero pixels in order. On a
+  spike-input design that is the spikes packed 8 per byte (:func:`pack_spikes`). The design holds :data:`INFER_SLOTS` images: a host may
+  send the next INFER before the last one's reply comes (at most ``INFER_SLOTS`` unanswered), and
+  the replies come in order; an INFER that finds every slot taken is answered ``BUSY``.
 
 A request whose length field exceeds :func:`max_request_payload` (what no command takes) is
 answered ``BAD_LENGTH`` as soon as the length is read; the design then ignores the line until it
@@ -53,6 +62,20 @@ __all__ = [
     "Status",
     "FLAG_WEIGHT_WRITE",
     "FLAG_WEIGHTS_VOLATILE",
+    "FLAG_INFER",
+    "FLAG_INFER_PIXELS",
+    "decode_infer_payload",
+    "infer_slot_bytes",
+    "INFER_SLOTS",
+    "packed_input_bytes",
+    "pack_spikes",
+    "infer_payload",
+    "infer_reply",
+    "unpack_spikes",
+    "image_traffic",
+    "run_cycles",
+    "BufferLayout",
+    "buffer_layout",
     "MAX_WEIGHT_CHUNK",
     "INFO_LEN",
     "MAX_LANES",
@@ -78,7 +101,7 @@ __all__ = [
     "model_id",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 REQ_SYNC = 0xA5
 RSP_SYNC = 0x5A
 CRC8_POLY = 0x07
@@ -88,11 +111,17 @@ RSP_OVERHEAD = 6
 FLAG_WEIGHT_WRITE = 0x01
 #: the design keeps (some) weights in memory the bitstream does not initialise (iCE40 SPRAM)
 FLAG_WEIGHTS_VOLATILE = 0x02
+#: the design serves INFER
+FLAG_INFER = 0x04
+#: INFER carries 8-bit pixels (their masks and nonzero values), not packed spikes
+FLAG_INFER_PIXELS = 0x08
+#: images a design holds for INFER: one being fed or run, the others waiting
+INFER_SLOTS = 4
 #: the most weight bytes one WRITE_WEIGHTS frame carries
 MAX_WEIGHT_CHUNK = 256
 #: WRITE_WEIGHTS header: layer u8, row u16, byte offset u16
 WEIGHT_HEADER = 5
-INFO_LEN = 12
+INFO_LEN = 16
 #: the most lanes a design's event cores may have: INFO reports them in one byte
 MAX_LANES = 255
 
@@ -105,6 +134,7 @@ class Cmd(enum.IntEnum):
     RUN = 0x03
     READ = 0x04
     WRITE_WEIGHTS = 0x05
+    INFER = 0x06
 
 
 class Status(enum.IntEnum):
@@ -165,14 +195,137 @@ def encode_response(cmd: int, status: int, payload: bytes = b"") -> bytes:
 
 def expected_request_length(cmd: int, n_inputs: int) -> int | None:
     """The exact payload length a command takes (None: variable, WRITE_WEIGHTS)."""
-    return {Cmd.INFO: 0, Cmd.LOAD: n_inputs, Cmd.RUN: 0, Cmd.READ: 0}.get(cmd)
+    return {Cmd.INFO: 0, Cmd.LOAD: n_inputs, Cmd.RUN: 0, Cmd.READ: 0,
+            Cmd.INFER: 1 + packed_input_bytes(n_inputs)}.get(cmd)  # spike input; pixels: 1 + masks + nonzero
 
 
-def max_request_payload(n_inputs: int) -> int:
+@dataclass(frozen=True)
+class BufferLayout:
+    """The design's image buffer, in bytes: LOAD's pixels at 0, then the INFER slots (``slots`` of
+    ``slot_bytes``, from ``slot_base``: an INFER's payload, its tag and packed spikes), then
+    WRITE_WEIGHTS's staging area (from ``stage``)."""
+
+    n_inputs: int
+    slots: int
+    slot_bytes: int
+    weight_write: bool
+
+    @property
+    def slot_base(self) -> int:
+        return self.n_inputs
+
+    @property
+    def stage(self) -> int:
+        return self.slot_base + self.slots * self.slot_bytes
+
+    @property
+    def depth(self) -> int:
+        return self.stage + (MAX_WEIGHT_CHUNK if self.weight_write else 0)
+
+
+def infer_slot_bytes(n_inputs: int, *, pixels: bool) -> int:
+    """The longest INFER payload: the tag, a mask byte per 8 inputs and, for pixels, every input."""
+    return 1 + packed_input_bytes(n_inputs) + (int(n_inputs) if pixels else 0)
+
+
+def buffer_layout(n_inputs: int, *, infer: bool, weight_write: bool, pixels: bool = False) -> BufferLayout:
+    """The image buffer of a design with ``n_inputs`` inputs (see :class:`BufferLayout`)."""
+    return BufferLayout(int(n_inputs), INFER_SLOTS if infer else 0, infer_slot_bytes(n_inputs, pixels=pixels),
+                        bool(weight_write))
+
+
+def packed_input_bytes(n_inputs: int) -> int:
+    """INFER's payload: one bit per input spike."""
+    return -(-int(n_inputs) // 8)
+
+
+def pack_spikes(spikes) -> bytes:
+    """One image's 0/1 input spikes (``HardwareModel.encode_input``) -> INFER's payload: bit t of
+    byte b is spike 8b + t."""
+    s = np.asarray(spikes, dtype=np.uint8).reshape(-1)
+    if s.size and s.max() > 1:
+        raise ValueError("spikes must be 0 or 1")
+    return np.packbits(s, bitorder="little").tobytes()
+
+
+def infer_payload(tag: int, values, *, pixels: bool = False) -> bytes:
+    """INFER's payload: the tag byte, then per group of 8 inputs a mask byte (bit t: input 8g+t is
+    not 0) and, with ``pixels``, the group's nonzero values. ``values``: one image's first-layer
+    inputs (``HardwareModel.encode_input``), 0/1 spikes unless ``pixels``."""
+    v = np.asarray(values, dtype=np.uint8).reshape(-1)
+    if not pixels:
+        return bytes([int(tag) & 0xFF]) + pack_spikes(v)
+    masks = np.packbits(v != 0, bitorder="little")
+    out = bytearray([int(tag) & 0xFF])
+    for g, mask in enumerate(masks):
+        out.append(int(mask))
+        grp = v[8 * g: 8 * g + 8]
+        out += grp[grp != 0].tobytes()
+    return bytes(out)
+
+
+def decode_infer_payload(payload: bytes, n_inputs: int, *, pixels: bool) -> tuple[int, np.ndarray]:
+    """The inverse of :func:`infer_payload`: (tag, the n_inputs values); ProtocolError when the
+    payload does not hold what its masks announce."""
+    data = bytes(payload)
+    if not pixels:
+        if len(data) != 1 + packed_input_bytes(n_inputs):
+            raise ProtocolError(f"INFER payload of {len(data)} bytes, expected {1 + packed_input_bytes(n_inputs)}")
+        return data[0], unpack_spikes(data[1:], n_inputs)
+    out = np.zeros(packed_input_bytes(n_inputs) * 8, np.uint8)
+    pos = 1
+    for g in range(packed_input_bytes(n_inputs)):
+        if pos >= len(data):
+            raise ProtocolError("INFER payload ends inside its masks")
+        mask = data[pos]
+        pos += 1
+        for t in range(8):
+            if mask >> t & 1:
+                if pos >= len(data):
+                    raise ProtocolError("INFER payload ends inside its pixels")
+                out[8 * g + t] = data[pos]
+                pos += 1
+    if pos != len(data):
+        raise ProtocolError(f"INFER payload has {len(data) - pos} bytes after its last group")
+    return data[0], out[:n_inputs]
+
+
+def infer_reply(payload: bytes, n_hidden: int, n_classes: int) -> tuple["Result", int]:
+    """An INFER reply's payload -> (the result, the tag)."""
+    if not payload:
+        raise ProtocolError("empty INFER reply")
+    return Result.from_bytes(payload[:-1], n_hidden, n_classes), payload[-1]
+
+
+def unpack_spikes(data: bytes, n_inputs: int) -> np.ndarray:
+    """The inverse of :func:`pack_spikes`: (n_inputs,) uint8 0/1."""
+    return np.unpackbits(np.frombuffer(bytes(data), np.uint8), count=n_inputs, bitorder="little")
+
+
+def run_cycles(n_inputs: int, cycles, n_words: int, *, infer_pixels: bool = False):
+    """Clock cycles of one run in the UART top: the image fed one pixel per cycle (an INFER of
+    pixels takes a cycle more per mask byte), the Accelerator's ``cycles`` (its cycle word), the
+    result words stored one byte per cycle. (A pixel INFER may wait a cycle more for a byte
+    behind a write to the buffer, at most one per byte the UART receives.)"""
+    return n_inputs + (packed_input_bytes(n_inputs) if infer_pixels else 0) + cycles + 4 * n_words
+
+
+def image_traffic(n_inputs: int, n_words: int, *, infer: bool, nonzero: float = 0.0) -> tuple[float, int]:
+    """Bytes on the line per image, (to the device, from it): one INFER and its result reply
+    (``nonzero``: the image's nonzero pixels, for a pixel INFER), or LOAD (8-bit pixels), RUN and
+    READ with their replies."""
+    result = RSP_OVERHEAD + 4 * n_words
+    if infer:
+        return REQ_OVERHEAD + 1 + packed_input_bytes(n_inputs) + nonzero, result + 1
+    return 3 * REQ_OVERHEAD + n_inputs, 2 * RSP_OVERHEAD + result
+
+
+def max_request_payload(n_inputs: int, slot_bytes: int = 0) -> int:
     """The largest payload any request may carry on a design with ``n_inputs`` inputs: a LOAD's
-    ``n_inputs`` bytes or a full WRITE_WEIGHTS frame, whichever is longer (whether or not the design
-    serves weight writes). A longer length field gets ``BAD_LENGTH`` at once."""
-    return max(n_inputs, WEIGHT_HEADER + MAX_WEIGHT_CHUNK)
+    ``n_inputs`` bytes, a full WRITE_WEIGHTS frame, or the design's longest INFER (``slot_bytes``),
+    whichever is longest (whether or not the design serves weight writes). A longer length field
+    gets ``BAD_LENGTH`` at once."""
+    return max(n_inputs, WEIGHT_HEADER + MAX_WEIGHT_CHUNK, slot_bytes)
 
 
 def encode_weight_write(layer: int, col: int, offset: int, data: bytes) -> bytes:
@@ -270,9 +423,19 @@ class Info:
     n_classes: int
     n_result_words: int
     model_id: bytes
-    #: lanes of the design's event cores (byte 7, reserved before: 0 means not reported), so that
-    #: a host predicts the device's cycle counts
+    #: lanes of the design's event cores (0: not reported), so that a host predicts the device's
+    #: cycle counts
     lanes: int = 0
+    #: the UART's bit rate
+    baud: int = 0
+
+    @property
+    def infer(self) -> bool:
+        return bool(self.flags & FLAG_INFER)
+
+    @property
+    def infer_pixels(self) -> bool:
+        return bool(self.flags & FLAG_INFER_PIXELS)
 
     @property
     def weight_write(self) -> bool:
@@ -284,16 +447,18 @@ class Info:
 
     def to_bytes(self) -> bytes:
         return struct.pack(
-            "<BBHBBBB4s", self.version, self.flags, self.n_inputs, self.n_hidden, self.n_classes,
-            self.n_result_words, self.lanes, self.model_id,
+            "<BBHBBBB4sI", self.version, self.flags, self.n_inputs, self.n_hidden, self.n_classes,
+            self.n_result_words, self.lanes, self.model_id, self.baud,
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Info":
+        if data and data[0] != PROTOCOL_VERSION:
+            raise ProtocolError(f"the device speaks protocol version {data[0]}, this host {PROTOCOL_VERSION}")
         if len(data) != INFO_LEN:
             raise ProtocolError(f"INFO payload of {len(data)} bytes, expected {INFO_LEN}")
-        v, f, n, h, c, w, lanes, mid = struct.unpack("<BBHBBBB4s", data)
-        return cls(v, f, n, h, c, w, mid, lanes)
+        v, f, n, h, c, w, lanes, mid, baud = struct.unpack("<BBHBBBB4sI", data)
+        return cls(v, f, n, h, c, w, mid, lanes, baud)
 
 
 def model_id(content_hash: str) -> bytes:

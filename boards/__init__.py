@@ -9,25 +9,50 @@ from typing import NamedTuple
 
 from bitsnn import BitsnnError
 
-__all__ = ["BOARDS", "BoardFacts", "FACTS", "board_facts", "get_board"]
+__all__ = ["BOARDS", "BoardFacts", "FACTS", "board_facts", "get_board", "known_rates"]
 
 BOARDS = ("icebreaker", "ulx3s-85f")
 
 
 class BoardFacts(NamedTuple):
     """What the tools after a build need to know of a board, as plain data (no amaranth):
-    its name, FPGA, family and default PLL clock in Hz. The board files build from these."""
+    its name, FPGA, family, default PLL clock in Hz and USB-UART bridge
+    (:data:`bitsnn.link.BRIDGES`). The board files build from these."""
 
     name: str
     device: str
     family: str
     clk_freq: float
+    bridge: str
+
+    def default_baud(self, clk_freq: float | None = None) -> int:
+        """The UART rate a build gets without ``--baud``: the fastest this board's bridge carries
+        reliably at the design clock (:func:`bitsnn.link.default_baud`)."""
+        from bitsnn.link import BRIDGES, default_baud
+
+        return default_baud(clk_freq or self.clk_freq, BRIDGES[self.bridge])
 
 
 FACTS = {
-    "icebreaker": BoardFacts("icebreaker", "iCE40UP5K-SG48", "ice40", 24e6),
-    "ulx3s-85f": BoardFacts("ulx3s-85f", "LFE5U-85F-6BG381C", "ecp5", 50e6),
+    "icebreaker": BoardFacts("icebreaker", "iCE40UP5K-SG48", "ice40", 24e6, "FT2232H"),
+    "ulx3s-85f": BoardFacts("ulx3s-85f", "LFE5U-85F-6BG381C", "ecp5", 50e6, "FT231X"),
 }
+
+#: the rate of builds made before the rate was a build option
+LEGACY_BAUD = 115200
+
+
+def known_rates(clk_freq: float | None = None) -> list[int]:
+    """The rates a host tries to find a board's (``bitsnn run`` without ``--baud``): each board's
+    default at its default clock (and at ``clk_freq``, when given), then LEGACY_BAUD."""
+    rates = [f.default_baud() for f in FACTS.values()]
+    if clk_freq:
+        for f in FACTS.values():
+            try:
+                rates.append(f.default_baud(clk_freq))
+            except ValueError:
+                pass
+    return list(dict.fromkeys([*rates, LEGACY_BAUD]))
 
 
 def board_facts(name: str) -> BoardFacts:

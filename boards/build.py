@@ -19,7 +19,6 @@ __all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "build_board", "build_ma
 #: Generation parameters used for board builds: event-driven cores and 32-bit words; the lanes
 #: default to bitsnn.hwplan.default_lanes(model) (32, more for a 129..256-neuron layer).
 DEFAULT_ACCEL = {"mode": "event", "word": 32}
-BAUD = 115200
 #: nextpnr's error when it cannot place the design (retried with the next attempt)
 PLACEMENT_FAILED = "Unable to find legal placement"
 #: per-cell legalisation effort of nextpnr's heap placer: max(10000, cells^2 / 64) tries instead of
@@ -103,12 +102,14 @@ def choose_spram_layers(board: Board, model: HardwareModel, accel: dict) -> list
 
 
 def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: int = 1,
-                accel: dict | None = None, clock_mhz: float | None = None, placement_retries: int = 2,
-                log=print) -> dict:
+                accel: dict | None = None, clock_mhz: float | None = None, baud: int | None = None,
+                placement_retries: int = 2, log=print) -> dict:
     """Check the estimate, build, and compare the estimate with the tools' figures. nextpnr runs
     with ``seed``; when it finds no legal placement, up to ``placement_retries`` more attempts of
     PLACEMENT_ATTEMPTS (a denser heap placer, then the next seed).
-    ``clock_mhz``: set the board's PLL to the nearest achievable frequency instead of its default."""
+    ``clock_mhz``: set the board's PLL to the nearest achievable frequency instead of its default.
+    ``baud``: the UART's bit rate (default: the fastest the board's bridge carries at the clock,
+    :meth:`Board.check_baud`), checked before any work."""
     from bitsnn.hw.top import UARTTop
 
     outdir = check_build_dir(outdir)  # before any work: never replace what a build did not write
@@ -118,6 +119,8 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
             raise BitsnnError(f"--clock-mhz must be a finite number > 0, got {clock_mhz!r}")
         board = board.with_clock(clock_mhz * 1e6)
         log(f"[build] {board.name}: PLL set to {board.clk_freq / 1e6:.4g} MHz")
+    baud = board.check_baud(baud)
+    log(f"[build] {board.name}: UART at {baud} baud ({board.bridge}, {round(board.clk_freq / baud)} clocks per bit)")
     from bitsnn.hwplan import default_lanes
 
     accel = dict(DEFAULT_ACCEL, **(accel or {}))
@@ -147,7 +150,7 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
     if warn:
         log(f"[build] {board.name}: {warn}")
     try:
-        design = UARTTop(model, clk_freq=board.clk_freq, baud=BAUD, monitor=False, **accel)
+        design = UARTTop(model, clk_freq=board.clk_freq, baud=baud, monitor=False, **accel)
     except ValueError as e:  # e.g. a clock too slow for the UART's bit rate
         raise BitsnnError(f"{board.name}: cannot generate the design: {e}") from None
     t0 = time.perf_counter()
@@ -163,7 +166,7 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
         try:
             report = build_into(
                 board, BoardTop(board, design), outdir, seed=s, nextpnr_extra=f"{PLACE_EFFORT} {opts}".strip(),
-                extra_report={"accelerator": accel, "baud": BAUD, "estimate": est, "seed": s,
+                extra_report={"accelerator": accel, "baud": baud, "bridge": board.bridge, "estimate": est, "seed": s,
                               "nextpnr_options": opts,
                               "attempts": [{"seed": a, "options": o} for a, o in attempts[: i + 1]],
                               "model": {"spec": model.describe(), "content_hash": model.content_hash}},
@@ -203,7 +206,7 @@ def build_main(args) -> int:
     spram = parse_spram_layers(getattr(args, "spram_layers", "auto"), model)
     report = build_board(args.board, model, Path(args.output), seed=getattr(args, "seed", None) or 1,
                          accel={"spram_layers": spram, "lanes": getattr(args, "lanes", None)},
-                         clock_mhz=getattr(args, "clock_mhz", None))
+                         clock_mhz=getattr(args, "clock_mhz", None), baud=getattr(args, "baud", None))
     print(format_report(report))
     print(f"[build] wrote {Path(args.output) / report['bitstream']} and report.json in {report['build_seconds']} s")
     return 0 if report["timing_met"] else 1

@@ -54,10 +54,25 @@ class Board(ABC):
     device: str
     family: str  # "ice40" | "ecp5"
     clk_freq: float  # the PLL output frequency the design is constrained to, Hz
+    bridge: str  # the USB-UART bridge (bitsnn.link.BRIDGES)
     totals: DeviceTotals
     bitstream_suffix: str
     # Environment for amaranth's toolchain wrappers: the YoWASP executables.
     tools: dict = field(default_factory=dict)
+
+    def check_baud(self, baud: int | None) -> int:
+        """``baud``, or this board's default at its clock when None, after checking that the
+        design's UART and the board's bridge carry it (BitsnnError otherwise)."""
+        from bitsnn import BitsnnError
+        from bitsnn.link import BRIDGES, RateError, check_rate, default_baud
+
+        try:
+            if baud is None:
+                return default_baud(self.clk_freq, BRIDGES[self.bridge])
+            check_rate(self.clk_freq, baud, BRIDGES[self.bridge])
+            return int(baud)
+        except RateError as e:
+            raise BitsnnError(f"--baud: {self.name}: {e}") from None
 
     @abstractmethod
     def platform(self):

@@ -36,16 +36,30 @@ def check_info(info: P.Info, hm, model_path) -> None:
                           f"{model_path} is {hm.describe()}")
 
 
-def run_images(dev, images, *, progress=None) -> tuple[list[P.Result], np.ndarray]:
-    """Infer every image on ``dev``; the results and the host round-trip times (s)."""
-    results, lat = [], []
-    for i, img in enumerate(images):
-        rec = dev.infer(img)
-        results.append(rec.result)
-        lat.append(rec.latency_s)
-        if progress:
-            progress(i + 1, len(images))
-    return results, np.asarray(lat, np.float64)
+def run_images(dev, images, hm, *, window: int = P.INFER_SLOTS, progress=None) -> tuple[list[P.Result], np.ndarray]:
+    """Infer every image on ``dev``; the results and the host's time from each request to its
+    reply (s). A design that serves INFER gets the images' input spikes (``hm.encode_input``)
+    packed, ``window`` requests in flight; any other gets LOAD, RUN and READ per image."""
+    info = dev.info or dev.get_info()
+    if info.infer:
+        recs = dev.stream(hm.encode_input(images), window=window, progress=progress)
+    else:
+        recs = []
+        for i, img in enumerate(images):
+            recs.append(dev.infer(img))
+            if progress:
+                progress(i + 1, len(images))
+    return [r.result for r in recs], np.asarray([r.latency_s for r in recs], np.float64)
+
+
+def predicted_link(info: P.Info, run_cycles: np.ndarray, clock_mhz: float | None, nonzero: float = 0.0):
+    """The link's images/s for this device (:func:`bitsnn.link.link_timing`) at the rate it reports;
+    the compute counts only when the clock is known. ``nonzero``: the images' mean nonzero inputs."""
+    from bitsnn.link import link_timing
+
+    compute = float(np.mean(run_cycles)) / (clock_mhz * 1e6) if clock_mhz else 0.0
+    return link_timing(n_inputs=info.n_inputs, n_words=info.n_result_words, infer=info.infer,
+                       infer_pixels=info.infer_pixels, nonzero=nonzero, baud=info.baud, compute_s=compute)
 
 
 def run_main(args, out=None, device=None) -> int:
@@ -74,16 +88,24 @@ def run_main(args, out=None, device=None) -> int:
     clock_mhz = getattr(args, "clock_mhz", None)
 
     dev = device
+    baud = getattr(args, "baud", None)
     if dev is None:
         try:
             import serial  # noqa: F401
         except ImportError:
             raise BitsnnError("pyserial is not installed (pip install bitsnn[firmware])") from None
-        dev = Device(args.port, int(args.baud), timeout=float(getattr(args, "timeout", None) or 2.0))
+        from bitsnn.boards import LEGACY_BAUD
+
+        dev = Device(args.port, int(baud or LEGACY_BAUD), timeout=float(getattr(args, "timeout", None) or 2.0))
     try:
-        info = dev.get_info()
+        from bitsnn.boards import known_rates
+
+        rates = ([baud] if baud else []) + known_rates(clock_mhz * 1e6 if clock_mhz else None)
+        info = dev.negotiate(rates, log=say)
         check_info(info, hm, args.model)
-        say(f"device: protocol v{info.version}, model id {info.model_id.hex()} ({hm.describe()})")
+        say(f"device: protocol v{info.version}, model id {info.model_id.hex()} ({hm.describe()}), "
+            f"{info.baud} baud, " + ("INFER (nonzero pixels)" if info.infer_pixels else "INFER (packed spikes)"
+                                  if info.infer else "LOAD/RUN/READ (8-bit pixels)"))
         if info.weights_volatile or getattr(args, "write_weights", False):
             if not info.weight_write:
                 raise BitsnnError("--write-weights: the device has no run-time weight memory "
@@ -104,7 +126,8 @@ def run_main(args, out=None, device=None) -> int:
             if total >= 20 and i % max(1, total // 10) == 0:
                 say(f"  {i}/{total} images, {time.perf_counter() - t0:.1f} s")
 
-        results, lat = run_images(dev, images, progress=progress)
+        results, lat = run_images(dev, images, hm, window=int(getattr(args, "window", None) or P.INFER_SLOTS),
+                                  progress=progress)
         wall = time.perf_counter() - t0
     finally:
         if device is None:
@@ -134,16 +157,22 @@ def run_main(args, out=None, device=None) -> int:
 
     say(f"accuracy: {np.mean(classes == labels):.2%} on {n} images (golden {np.mean(g.classes == labels):.2%})")
     say(f"mismatches: {len(bad)}")
-    say(f"host round trip (LOAD+RUN+READ): mean {lat.mean() * 1e3:.1f} ms, max {lat.max() * 1e3:.1f} ms; "
-        f"{n / wall:.2f} images/s")
+    how = "INFER" if info.infer else "LOAD+RUN+READ"
+    say(f"host round trip ({how}): mean {lat.mean() * 1e3:.2f} ms, max {lat.max() * 1e3:.2f} ms")
+    x = hm.encode_input(images)
+    link = predicted_link(info, P.run_cycles(info.n_inputs, cyc, info.n_result_words, infer_pixels=info.infer_pixels),
+                          clock_mhz, nonzero=float(np.count_nonzero(x, axis=1).mean()))
+    say(f"end to end: {n / wall:.1f} images/s measured; {link.images_per_s:.0f} predicted by the link at "
+        f"{info.baud} baud ({link.bound}-bound: {link.formula()}"
+        + ("" if clock_mhz else "; compute not counted: give --clock-mhz") + ")")
     dev_lat = f"mean {cyc.mean():.1f}, min {cyc.min()}, max {cyc.max()} cycles"
     if clock_mhz:
         dev_lat += f" = {cyc.mean() / clock_mhz:.2f} us mean at {clock_mhz:g} MHz"
     say(f"device latency: {dev_lat}")
     per_layer = ", ".join(f"layer {l} {v:.1f}" for l, v in enumerate(counts.mean(axis=0)))
     say(f"spikes per inference: mean {counts.sum(axis=1).mean():.1f} ({per_layer})")
-    if dev.retried:
-        say(f"requests retried: {dev.retried}")
+    if dev.retried or getattr(dev, "recovered", 0):
+        say(f"requests retried: {dev.retried}; streams recovered after a line error: {getattr(dev, 'recovered', 0)}")
     if bad:
         say(f"MISMATCH: first at image {bad[0][0]}: {bad[0][1]}")
         return 1

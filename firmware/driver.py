@@ -3,6 +3,12 @@
 Every request waits for its response with a timeout; a request that gets no valid response
 (lost, corrupted, or a ``TIMEOUT``/``BAD_CHECKSUM``/``BAD_SYNC`` reply from a line error) is sent
 again up to ``retries`` times. ``BUSY`` replies to READ are polled until the inference ends.
+
+:meth:`Device.stream` keeps the line busy: it sends INFER requests (packed input spikes, or the
+nonzero pixels and their masks) while up
+to ``window`` are unanswered, so the device's replies, its inferences and the host's next images
+overlap. :meth:`Device.negotiate` finds the device's bit rate among candidates and then uses the
+rate the device reports in INFO.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ class DeviceError(BitsnnError):
 @dataclass(frozen=True)
 class InferenceRecord:
     result: P.Result
-    latency_s: float  # wall time LOAD + RUN + READ on the host
+    latency_s: float  # wall time on the host, from the request's first byte to its reply
 
 
 class Device:
@@ -58,6 +64,7 @@ class Device:
         self.parser = P.ResponseParser()
         self.info: P.Info | None = None
         self.retried = 0  # requests sent again, over the device's lifetime
+        self.recovered = 0  # streams that fell back to one request at a time after a line error
         self.attempts = 0  # attempts the last request took
         self._pending: list[P.Response] = []
 
@@ -150,10 +157,46 @@ class Device:
 
     # ---- commands ----------------------------------------------------------------------------
     def get_info(self) -> P.Info:
-        self.info = P.Info.from_bytes(self._ok(P.Cmd.INFO))
-        if self.info.version != P.PROTOCOL_VERSION:
-            raise DeviceError(f"device speaks protocol version {self.info.version}, host {P.PROTOCOL_VERSION}")
+        try:
+            self.info = P.Info.from_bytes(self._ok(P.Cmd.INFO))
+        except P.ProtocolError as e:
+            raise DeviceError(f"INFO: {e}") from None
         return self.info
+
+    @property
+    def baud(self) -> int | None:
+        return getattr(self.ser, "baudrate", None)
+
+    def negotiate(self, rates, *, log=None) -> P.Info:
+        """Find the device's bit rate: try INFO at each of ``rates`` in turn (one retry each); then
+        switch to the rate the device reports, if the port is not at it already. DeviceError
+        when no rate gets an answer."""
+        tried = []
+        for rate in dict.fromkeys(int(r) for r in rates):
+            self._set_rate(rate)
+            retries, self.retries = self.retries, 1
+            try:
+                info = self.get_info()
+            except DeviceError as e:
+                tried.append(f"{rate} ({e})")
+                if log:
+                    log(f"no answer at {rate} baud")
+                continue
+            finally:
+                self.retries = retries
+            if info.baud and info.baud != rate:
+                self._set_rate(info.baud)
+                info = self.get_info()
+            return info
+        raise DeviceError("no answer from the device at " + ", ".join(tried))
+
+    def _set_rate(self, rate: int) -> None:
+        if hasattr(self.ser, "baudrate"):
+            try:
+                self.ser.baudrate = int(rate)
+            except (ValueError, OSError) as e:
+                raise DeviceError(f"the port cannot run at {rate} baud: {e}") from None
+        self._drain()
 
     def load(self, pixels) -> None:
         """LOAD one image: the device's ``n_inputs`` first-layer pixels (a model with an input crop
@@ -182,11 +225,96 @@ class Device:
                 raise DeviceError(f"READ: device replied {rsp.status_name()}", rsp.status)
 
     def infer(self, pixels) -> InferenceRecord:
+        """LOAD (8-bit pixels), RUN and READ: one image, on any design."""
         t0 = time.perf_counter()
         self.load(pixels)
         self.run()
         res = self.read()
         return InferenceRecord(res, time.perf_counter() - t0)
+
+    def infer_spikes(self, spikes) -> InferenceRecord:
+        """One INFER: the image's first-layer inputs (``HardwareModel.encode_input``: 0/1 spikes
+        sent packed, or 8-bit pixels sent as masks and nonzero values); the reply is the result.
+        Retried like any request (a repeated INFER runs the same image)."""
+        info = self.info or self.get_info()
+        tag = self._next_tag()
+        t0 = time.perf_counter()
+        for _ in range(self.retries + 1):
+            rsp = self.request(P.Cmd.INFER, self._spike_payload(tag, spikes, info),
+                               retry_statuses=_RETRYABLE | {P.Status.BUSY})
+            if not rsp.ok:
+                raise DeviceError(f"INFER: device replied {rsp.status_name()}", rsp.status)
+            res, got = P.infer_reply(rsp.payload, info.n_hidden, info.n_classes)
+            if got == tag:
+                return InferenceRecord(res, time.perf_counter() - t0)
+            self._quiesce()  # a late reply to an earlier request: wait for quiet, ask again
+        raise DeviceError(f"INFER: no reply with tag {tag} after {self.retries + 1} attempts")
+
+    def _next_tag(self) -> int:
+        self._tag = (getattr(self, "_tag", 0) + 1) & 0xFF
+        return self._tag
+
+    @staticmethod
+    def _spike_payload(tag: int, values, info: P.Info) -> bytes:
+        """INFER's payload for one image's first-layer inputs (0/1 spikes, or 8-bit pixels on a
+        pixel-input design: INFO says which)."""
+        if not info.infer:
+            raise BitsnnError("the device does not serve INFER: use LOAD, RUN and READ")
+        s = np.asarray(values, dtype=np.uint8).reshape(-1)
+        if s.size != info.n_inputs:
+            raise BitsnnError(f"{s.size} inputs, the device takes {info.n_inputs}")
+        if not info.infer_pixels and s.size and s.max() > 1:
+            raise BitsnnError("the device takes input spikes (0/1): threshold the pixels first (HardwareModel.encode_input)")
+        return P.infer_payload(tag, s, pixels=info.infer_pixels)
+
+    def stream(self, spikes, *, window: int = P.INFER_SLOTS, progress=None) -> list[InferenceRecord]:
+        """INFER every row of ``spikes`` (n, n_inputs: ``HardwareModel.encode_input``, spikes or
+        pixels as the device takes them) with up to ``window`` requests unanswered
+        (the device holds INFER_SLOTS images, so a window up to that never meets BUSY). Replies
+        come in order, each with its request's tag. After anything else than the OK reply with the
+        expected tag (a line error, a lost request, BUSY, silence) the stream waits until the line
+        is quiet, then sends the unanswered images again one at a time with :meth:`infer_spikes`
+        (an inference repeated gives the same result) and goes on."""
+        info = self.info or self.get_info()
+        if not 1 <= window <= P.INFER_SLOTS:
+            raise BitsnnError(f"window must be in 1..{P.INFER_SLOTS}, got {window}")
+        spikes = list(spikes)
+        n = len(spikes)
+        tags = [self._next_tag() for _ in range(n)]
+        frames = [P.encode_request(P.Cmd.INFER, self._spike_payload(t, s, info)) for t, s in zip(tags, spikes)]
+        out: list[InferenceRecord | None] = [None] * n
+        sent_at = [0.0] * n
+        nxt = done = 0
+        while done < n:
+            while nxt < n and nxt - done < window:
+                sent_at[nxt] = time.perf_counter()
+                self.ser.write(frames[nxt])
+                nxt += 1
+            rsp = self.read_response()
+            if rsp is not None and rsp.ok and rsp.cmd == P.Cmd.INFER:
+                res, tag = P.infer_reply(rsp.payload, info.n_hidden, info.n_classes)
+                if tag == tags[done]:
+                    out[done] = InferenceRecord(res, time.perf_counter() - sent_at[done])
+                    done += 1
+                    if progress:
+                        progress(done, n)
+                    continue
+            self.recovered += 1
+            self._quiesce()
+            for i in range(done, nxt):
+                out[i] = self.infer_spikes(spikes[i])
+                if progress:
+                    progress(i + 1, n)
+            done = nxt
+        return out
+
+    def _quiesce(self) -> None:
+        """Read and drop bytes until the line has been quiet for the reply timeout."""
+        quiet_until = time.monotonic() + self.timeout
+        while time.monotonic() < quiet_until:
+            if self.ser.read(max(1, getattr(self.ser, "in_waiting", 0) or 1)):
+                quiet_until = time.monotonic() + self.timeout
+        self._drain()
 
     def write_weights(self, layer: int, col: int, offset: int, data: bytes) -> None:
         """WRITE_WEIGHTS: bytes ``offset``.. of input ``col``'s fan-out in ``layer`` (see bitsnn.protocol)."""

@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from bitsnn import protocol as P
 from bitsnn.hwplan import HardwarePlan, preact_bits, signed_bits
 from bitsnn.kinds import part
 
@@ -98,6 +99,9 @@ _CAL = {
     # run-time weight writes: per core (address, lane decode, flips) and in the UART top (header,
     # commit and registered checks); fitted to the two SPRAM builds in docs/hardware.md
     "write_luts_per_core": 20, "write_top_luts": 200, "write_top_ffs": 150,
+    # INFER (hw/top.py): slot state, byte FIFO and mask feeder, tag, the responder's waiting reply;
+    # checked on the tiny iCE40 build (estimate 4,894 LC, real 4,920; docs/hardware.md)
+    "infer_top_luts": 150, "infer_pixel_luts": 30, "infer_top_ffs": 90,
     # convolution stage (hw/conv.py), fitted to synth_ice40 of four ConvCores: counters, tap and
     # slot tables, flush control and the output store's shifters (constant), per accumulator-word
     # bit; a pixel input's wider operands; the input buffer's pixel-position counters
@@ -282,7 +286,13 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     if top == "uart":
         rb, _ = bram_blocks_for(family, 8, 4 * plan.n_result_words)
         add("uart_top", luts=cal["top_luts"], ffs=cal["top_ffs"], blocks=rb, bits=rb * block_bits)
-        nbuf = n0 + (256 if writable else 0)  # WRITE_WEIGHTS data is staged behind the image
+        # the image buffer: LOAD's pixels, INFER's slots, WRITE_WEIGHTS's staging area
+        pixels = hwmodel.input_encoding == "pixels"
+        infer = P.infer_slot_bytes(n0, pixels=pixels) <= 0xFFFF
+        nbuf = P.buffer_layout(n0, infer=infer, weight_write=writable, pixels=pixels).depth
+        if infer:  # slot state, the byte FIFO and mask feeder, the tag, the responder's waiting reply
+            add("uart_top", luts=cal["infer_top_luts"] + (cal["infer_pixel_luts"] if pixels else 0),
+                ffs=cal["infer_top_ffs"])
         if writable:  # header registers, address check, commit counter
             add("uart_top", luts=cal["write_top_luts"], ffs=cal["write_top_ffs"])
         if spram:

@@ -85,8 +85,6 @@ class UARTTop(wiring.Component):
         self.n_inputs = hwmodel.n_inputs
         if not 1 <= self.n_inputs <= 0xFFFF:
             raise ValueError(f"the model takes {self.n_inputs} inputs; one LOAD frame carries at most 65535")
-        #: the largest request payload any command takes; a longer length field gets BAD_LENGTH at once
-        self.max_payload = P.max_request_payload(self.n_inputs)
         self.n_hidden = len(hwmodel.layers) - 1
         self.n_classes = hwmodel.num_classes
         self.n_words = P.result_words(self.n_hidden, self.n_classes)
@@ -107,16 +105,27 @@ class UARTTop(wiring.Component):
         self.accel = accelerator
         #: WRITE_WEIGHTS is served when the accelerator has a run-time weight port
         self.weight_write = bool(getattr(accelerator, "writable", False))
+        #: INFER (the image's masks, and its nonzero pixels on a pixel-input design; the result in
+        #: the reply) is served while its longest frame fits the 16-bit length field
+        self.infer_pixels = hwmodel.input_encoding == "pixels"
+        self.infer = P.infer_slot_bytes(self.n_inputs, pixels=self.infer_pixels) <= 0xFFFF
+        self.layout = P.buffer_layout(self.n_inputs, infer=self.infer, weight_write=self.weight_write,
+                                      pixels=self.infer_pixels)
+        #: the largest request payload any command takes; a longer length field gets BAD_LENGTH at once
+        self.max_payload = P.max_request_payload(self.n_inputs, self.layout.slot_bytes if self.infer else 0)
+        self.baud = int(round(baud))
         self.info = P.Info(
             version=P.PROTOCOL_VERSION,
             flags=(P.FLAG_WEIGHT_WRITE if self.weight_write else 0)
-            | (P.FLAG_WEIGHTS_VOLATILE if getattr(accelerator, "spram_layers", None) else 0),
+            | (P.FLAG_WEIGHTS_VOLATILE if getattr(accelerator, "spram_layers", None) else 0)
+            | (P.FLAG_INFER if self.infer else 0) | (P.FLAG_INFER_PIXELS if self.infer and self.infer_pixels else 0),
             n_inputs=self.n_inputs,
             n_hidden=self.n_hidden,
             n_classes=self.n_classes,
             n_result_words=self.n_words,
             model_id=P.model_id(hwmodel.content_hash),
             lanes=int(getattr(accelerator, "lanes", 0) or 0) if getattr(accelerator, "mode", "") == "event" else 0,
+            baud=self.baud,
         ).to_bytes()
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "running": Out(1)})
 
@@ -128,10 +137,13 @@ class UARTTop(wiring.Component):
         m.d.comb += [rxc.rx.eq(self.rx), self.tx.eq(txc.tx)]
         n_in, K = self.n_inputs, self.n_words
         # SPRAM on an iCE40 UltraPlus (the EBRs are left to the weights), lib.memory elsewhere.
-        # Single-port rule: the image is written only while no inference runs, read only while one
-        # does. With weight writes, a WRITE_WEIGHTS frame's data bytes are staged behind the image
-        # (at n_in + k) and copied into the weight memories only once the frame's CRC is good.
-        depth = n_in + (P.MAX_WEIGHT_CHUNK if self.weight_write else 0)
+        # Layout (protocol.BufferLayout): LOAD's pixels, the INFER slots, WRITE_WEIGHTS's staging
+        # area (its data bytes are copied into the weight memories only once the frame's CRC is
+        # good). Single-port rule: the pixels are written only while no inference runs and read
+        # only while a RUN's does; INFER slots are written while other images run, so their reads
+        # wait for a cycle without a write (the runner's wr_busy).
+        lay = self.layout
+        depth = lay.depth
         m.submodules.image = image = ByteBuffer(depth)
         # The K result words as 4*K bytes of a small memory (word 0, byte 0 at address 0; a block
         # RAM on FPGAs, not 32*K flip-flops): the runner writes result byte b of word w at 4w+b,
@@ -143,10 +155,10 @@ class UARTTop(wiring.Component):
         # the Accelerator's weights port, as its driver sees it
         weights = acc.signature.members["weights"].signature.flip() if self.weight_write else None
         m.submodules.parser = parser = FrameParser(
-            n_inputs=n_in, max_payload=self.max_payload, timeout_cycles=self.timeout_cycles, buffer_depth=depth,
-            weights=weights, layers=[(l.n_in, l.n_out) for l in self.hwmodel.layers])
-        m.submodules.runner = runner = RunEngine(n_inputs=n_in, n_words=K, buffer_depth=depth)
-        m.submodules.responder = responder = Responder(self.info, n_words=K)
+            n_inputs=n_in, max_payload=self.max_payload, timeout_cycles=self.timeout_cycles, layout=lay,
+            infer_pixels=self.infer_pixels, weights=weights, layers=[(l.n_in, l.n_out) for l in self.hwmodel.layers])
+        m.submodules.runner = runner = RunEngine(n_inputs=n_in, n_words=K, layout=lay, infer_pixels=self.infer_pixels)
+        m.submodules.responder = responder = Responder(self.info, n_words=K, infer=bool(lay.slots))
 
         wiring.connect(m, rx=rxc.data, parser=parser.rx)
         wiring.connect(m, parser=parser.wr, image=image.wr)
@@ -157,7 +169,12 @@ class UARTTop(wiring.Component):
         if weights is not None:
             wiring.connect(m, parser=parser.weights, accel=acc.weights)
         m.d.comb += [parser.running.eq(runner.running), parser.result_valid.eq(runner.result_valid),
-                     runner.start.eq(parser.start_run), self.running.eq(runner.running)]
+                     runner.start.eq(parser.start_run), self.running.eq(runner.running),
+                     runner.wr_busy.eq(parser.wr.en)]
+        if lay.slots:
+            wiring.connect(m, parser=parser.infer, runner=runner.infer)
+            wiring.connect(m, runner=runner.reply, responder=responder.run)
+            m.d.comb += runner.responder_busy.eq(responder.busy)
         wiring.connect(m, runner=runner.pixels, accel=acc.pixels)
         wiring.connect(m, accel=acc.result, runner=runner.result)
         m.d.comb += [res_wp.addr.eq(runner.res.addr), res_wp.data.eq(runner.res.data), res_wp.en.eq(runner.res.en),
@@ -169,8 +186,22 @@ class UARTTop(wiring.Component):
 
 def reply_signature() -> wiring.Signature:
     """A reply request from the parser: ``req`` (a one-cycle pulse), ``cmd``, ``status`` and
-    ``kind`` (0: no payload, 1: the INFO bytes, 2: the result bytes)."""
+    ``kind`` (0: no payload, 1: the INFO bytes, 2: the result bytes; 3, the run engine's INFER
+    replies only: the result bytes and the request's tag)."""
     return wiring.Signature({"req": Out(1), "cmd": Out(8), "status": Out(8), "kind": Out(2)})
+
+
+def infer_signature(depth: int) -> wiring.Signature:
+    """INFER between the parser and the run engine, from the parser's side: ``start``, a pulse
+    after a good INFER frame (its image is in the slot at ``base``); ``ok``: the next slot is free
+    (and no RUN's inference reads the pixels), so an INFER frame may write it from ``base`` on."""
+    return wiring.Signature({"start": Out(1), "ok": In(1), "base": In(range(max(2, depth)))})
+
+
+def run_reply_signature() -> wiring.Signature:
+    """An INFER's reply, from the run engine: the result bytes and ``tag``; ``req`` held until
+    ``ack``."""
+    return wiring.Signature({"req": Out(1), "ack": In(1), "tag": Out(8)})
 
 
 def byte_write(depth: int) -> wiring.Signature:
@@ -186,14 +217,18 @@ class FrameParser(wiring.Component):
     after a good RUN; ``wr`` Out(:func:`byte_write`) into the image buffer; ``rd`` Out(read port)
     of the image buffer and ``commit`` Out(1), high while a WRITE_WEIGHTS frame's staged bytes are
     copied out through ``rd``; ``weights`` Out (the Accelerator's weights port), only when
-    ``weights`` (its signature) is given. ``layers``: (n_in, n_out) per layer, for the
-    WRITE_WEIGHTS address check.
+    ``weights`` (its signature) is given; ``infer`` Out(:func:`infer_signature`), only when the
+    layout has INFER slots. ``layout``: the image buffer (:class:`bitsnn.protocol.BufferLayout`).
+    ``layers``: (n_in, n_out) per layer, for the WRITE_WEIGHTS address check.
     """
 
-    def __init__(self, *, n_inputs: int, max_payload: int, timeout_cycles: int, buffer_depth: int,
-                 weights: wiring.Signature | None = None, layers=()):
+    def __init__(self, *, n_inputs: int, max_payload: int, timeout_cycles: int, layout: P.BufferLayout,
+                 infer_pixels: bool = False, weights: wiring.Signature | None = None, layers=()):
         self.n_inputs, self.max_payload, self.timeout_cycles = n_inputs, max_payload, timeout_cycles
+        self.infer_pixels = infer_pixels
         self.weight_write, self.layers = weights is not None, list(layers)
+        self.layout = layout
+        buffer_depth = layout.depth
         members = {
             "rx": In(stream.Signature(unsigned(8), always_ready=True)),
             "running": In(1),
@@ -206,6 +241,8 @@ class FrameParser(wiring.Component):
         }
         if weights is not None:
             members["weights"] = Out(weights)
+        if layout.slots:
+            members["infer"] = Out(infer_signature(buffer_depth))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -213,7 +250,9 @@ class FrameParser(wiring.Component):
         n_in = self.n_inputs
         wr, rd = self.wr, self.rd
         running, result_valid = self.running, self.result_valid
-        stage = n_in if self.weight_write else 0
+        stage = self.layout.stage
+        infer = bool(self.layout.slots)
+        slot_bytes = self.layout.slot_bytes
         image_valid = Signal()
         rsp_req, rsp_cmd, rsp_status, rsp_kind = self.reply.req, self.reply.cmd, self.reply.status, self.reply.kind
         start_run = self.start_run
@@ -243,6 +282,11 @@ class FrameParser(wiring.Component):
                 m.d.sync += len_ok.eq(length == n_in)
             with m.Case(P.Cmd.WRITE_WEIGHTS):
                 m.d.sync += len_ok.eq((length > P.WEIGHT_HEADER) & (length <= P.WEIGHT_HEADER + P.MAX_WEIGHT_CHUNK))
+            with m.Case(P.Cmd.INFER):
+                if self.infer_pixels:  # the tag, every mask byte, up to every pixel
+                    m.d.sync += len_ok.eq((length > P.packed_input_bytes(n_in)) & (length <= slot_bytes))
+                else:
+                    m.d.sync += len_ok.eq(length == slot_bytes)
             with m.Default():
                 m.d.sync += len_ok.eq(0)
 
@@ -267,10 +311,21 @@ class FrameParser(wiring.Component):
         m.d.comb += wr.data.eq(byte)
         is_ww = Signal()
         m.d.comb += is_ww.eq(cmd == P.Cmd.WRITE_WEIGHTS)
+        is_infer = Signal()
+        m.d.comb += is_infer.eq(cmd == P.Cmd.INFER)
+        addr = idx
         if self.weight_write:
-            m.d.comb += wr.addr.eq(Mux(is_ww, stage + idx - P.WEIGHT_HEADER, idx))
-        else:
-            m.d.comb += wr.addr.eq(idx)
+            addr = Mux(is_ww, stage + idx - P.WEIGHT_HEADER, addr)
+        if infer:
+            # the slot's base is captured with the frame (it stays free until the frame's start)
+            infer_base = Signal.like(self.infer.base)
+            addr = Mux(is_infer, infer_base + idx, addr)
+        m.d.comb += wr.addr.eq(addr)
+        # an INFER frame writes only into a free slot (decided when its length arrives), any other
+        # frame that changes the buffer only while no inference runs
+        frame_busy_now = running & (cmd != P.Cmd.INFO)
+        if infer:
+            frame_busy_now = Mux(is_infer, ~self.infer.ok, frame_busy_now)
         # WRITE_WEIGHTS header (layer u8, column u16, offset u16) and the commit that follows a good CRC
         w_hdr = Signal(8 * P.WEIGHT_HEADER)
         w_layer, w_col, w_off = w_hdr[:8], w_hdr[8:24], w_hdr[24:40]
@@ -286,8 +341,8 @@ class FrameParser(wiring.Component):
             with m.Switch(w_layer):
                 for li, (l_in, l_out) in enumerate(self.layers):
                     with m.Case(li):
-                        nb = -(-l_out // 8)
-                        m.d.comb += w_addr_ok.eq((w_col < l_in) & (w_off < nb) & (w_off + w_n <= nb))
+                        col_bytes = -(-l_out // 8)
+                        m.d.comb += w_addr_ok.eq((w_col < l_in) & (w_off < col_bytes) & (w_off + w_n <= col_bytes))
         with m.FSM(name="parser"):
             with m.State("IDLE"):
                 with m.If(got):
@@ -316,7 +371,9 @@ class FrameParser(wiring.Component):
             with m.State("LEN1"):
                 with m.If(got):
                     m.d.sync += [length[8:].eq(byte), crc.eq(crc8_next(crc, byte)), idx.eq(0),
-                                 frame_busy.eq(running & (cmd != P.Cmd.INFO))]
+                                 frame_busy.eq(frame_busy_now)]
+                    if infer:
+                        m.d.sync += infer_base.eq(self.infer.base)
                     with m.If(oversize):
                         m.d.comb += reply(cmd, P.Status.BAD_LENGTH)
                         m.next = "SKIP"
@@ -335,13 +392,16 @@ class FrameParser(wiring.Component):
             with m.State("PAYLOAD"):
                 with m.If(got):
                     m.d.sync += [crc.eq(crc8_next(crc, byte)), idx.eq(idx + 1)]
+                    # each command writes only its own area: LOAD the pixels, INFER its slot,
+                    # WRITE_WEIGHTS the staging area
+                    en = (cmd == P.Cmd.LOAD) & (idx < n_in)
                     if self.weight_write:
                         with m.If(is_ww & (idx < P.WEIGHT_HEADER)):
                             m.d.sync += w_hdr.word_select(idx[:3], 8).eq(byte)
-                        m.d.comb += wr.en.eq(~frame_busy & Mux(is_ww, (idx >= P.WEIGHT_HEADER) & len_ok,
-                                                               (cmd == P.Cmd.LOAD) & (idx < n_in)))
-                    else:
-                        m.d.comb += wr.en.eq((cmd == P.Cmd.LOAD) & ~frame_busy & (idx < n_in))
+                        en = en | (is_ww & (idx >= P.WEIGHT_HEADER) & len_ok)
+                    if infer:
+                        en = en | (is_infer & (idx < slot_bytes))
+                    m.d.comb += wr.en.eq(~frame_busy & en)
                     with m.If(idx == length - 1):
                         m.next = "CHECK"
                 with m.Elif(timed_out):
@@ -352,7 +412,7 @@ class FrameParser(wiring.Component):
             with m.State("CHECK"):
                 with m.If(got):
                     m.next = "IDLE"
-                    busy_now = frame_busy | (running & (cmd != P.Cmd.INFO))
+                    busy_now = frame_busy | (running & (cmd != P.Cmd.INFO) & (cmd != P.Cmd.INFER))
                     with m.If((cmd == P.Cmd.LOAD) & ~frame_busy):
                         m.d.sync += image_valid.eq(0)  # the buffer changed: valid only if all is well
                     with m.If(byte != crc):
@@ -380,6 +440,11 @@ class FrameParser(wiring.Component):
                                     m.d.comb += reply(cmd, P.Status.OK, 2)
                                 with m.Else():
                                     m.d.comb += reply(cmd, P.Status.NO_RESULT)
+                            with m.Case(P.Cmd.INFER):
+                                if infer:  # the run engine replies, with the result
+                                    m.d.comb += self.infer.start.eq(1)
+                                else:
+                                    m.d.comb += reply(cmd, P.Status.UNSUPPORTED)
                             with m.Case(P.Cmd.WRITE_WEIGHTS):
                                 if not self.weight_write:
                                     m.d.comb += reply(cmd, P.Status.UNSUPPORTED)
@@ -419,28 +484,44 @@ class FrameParser(wiring.Component):
 class RunEngine(wiring.Component):
     """Image buffer -> Accelerator -> result bytes.
 
+    Two sources of images: a RUN (``start``) feeds LOAD's pixels; an INFER slot holds packed
+    input spikes, fed as pixels 0 or 255 (which the spike-input Accelerator thresholds back to the
+    same spikes). Slots are taken in order: the parser fills the one at ``infer.base`` when
+    ``infer.ok``; the engine feeds each full slot in turn, frees it once fed, and asks for a
+    result reply (``reply``) after each INFER's inference. An INFER's result waits until the
+    responder has sent the previous one (``responder_busy``), so replies come whole and in order.
+
     Ports: ``start`` In(1), a pulse (registered here: the run starts the cycle after); ``running``
-    Out(1), from the start until the last result byte is stored; ``result_valid`` Out(1); ``rd``
-    Out(read port) of the image buffer; ``pixels`` Out(byte stream) and ``result`` In(32-bit word
-    stream): the Accelerator's; ``res`` Out(:func:`byte_write`) into the result bytes.
+    Out(1): an inference is fed, run or collected, or a slot waits; ``result_valid`` Out(1);
+    ``rd`` Out(read port) of the image buffer; ``wr_busy`` In(1): the buffer is written this
+    cycle (a slot's read waits); ``pixels`` Out(byte stream) and ``result`` In(32-bit word stream):
+    the Accelerator's; ``res`` Out(:func:`byte_write`) into the result bytes. With INFER slots:
+    ``infer`` In(:func:`infer_signature`), ``reply`` Out(:func:`run_reply_signature`),
+    ``responder_busy`` In(1).
     """
 
-    def __init__(self, *, n_inputs: int, n_words: int, buffer_depth: int):
-        self.n_inputs, self.n_words = n_inputs, n_words
-        super().__init__({
+    def __init__(self, *, n_inputs: int, n_words: int, layout: P.BufferLayout, infer_pixels: bool = False):
+        self.n_inputs, self.n_words, self.layout, self.infer_pixels = n_inputs, n_words, layout, infer_pixels
+        depth = layout.depth
+        members = {
             "start": In(1),
             "running": Out(1),
             "result_valid": Out(1),
-            "rd": Out(read_port(buffer_depth, 8)),
+            "rd": Out(read_port(depth, 8)),
+            "wr_busy": In(1),
             "pixels": Out(stream.Signature(unsigned(8))),
             "result": In(stream.Signature(unsigned(32))),
             "res": Out(byte_write(4 * n_words)),
-        })
+        }
+        if layout.slots:
+            members.update({"infer": In(infer_signature(depth)), "reply": Out(run_reply_signature()),
+                            "responder_busy": In(1)})
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        n_in, K = self.n_inputs, self.n_words
-        rd, running, result_valid = self.rd, self.running, self.result_valid
+        n_in, K, lay = self.n_inputs, self.n_words, self.layout
+        rd, result_valid = self.rd, self.result_valid
         # registered, so the runner's enables do not sit behind the parser's CHECK decision (the
         # critical path of the SPRAM build); the run starts one cycle after the RUN frame's CRC byte
         start_run_q = Signal()
@@ -449,35 +530,128 @@ class RunEngine(wiring.Component):
         word_idx = Signal(range(K + 1))
         byte_idx = Signal(2)
         hs = Signal()
-        m.d.comb += [
-            self.pixels.payload.eq(rd.data),
-            hs.eq(self.pixels.valid & self.pixels.ready),
-        ]
-        with m.FSM(name="runner"):
+        m.d.comb += hs.eq(self.pixels.valid & self.pixels.ready)
+
+        slots = lay.slots
+        full = Signal(max(1, slots))  # slot s holds an image not yet fed
+        from_slot = Signal()  # the inference in progress came from a slot
+        if slots:
+            nb = lay.slot_bytes  # the tag, then the packed spikes
+            wslot = Signal(range(slots))  # the slot the next INFER frame fills
+            rslot = Signal(range(slots))  # the slot fed next
+            bases = Array(Const(lay.slot_base + k * nb, len(self.infer.base)) for k in range(slots))
+            start_infer_q = Signal()
+            m.d.sync += start_infer_q.eq(self.infer.start)
+            m.d.comb += self.infer.base.eq(bases[wslot])
+            with m.If(start_infer_q):
+                m.d.sync += [full.bit_select(wslot, 1).eq(1), wslot.eq(wslot + 1)]
+            # feeding a slot: its bytes are read in order into a 4-byte FIFO, one read per cycle
+            # without a buffer write; the tag, then per 8 inputs a mask byte (and for pixels the
+            # nonzero values) are taken from its head
+            jb = Signal(range(nb + 1))
+            inflight = Signal()
+            fifo = Array(Signal(8, name=f"fifo{k}") for k in range(4))
+            wp, rp = Signal(2), Signal(2)
+            count = Signal(3)
+            head = Signal(8)
+            pop = Signal()
+            sh = Signal(8)  # the current mask
+            cnt = Signal(range(9))  # its bits not yet used
+            tag_v = Signal()
+            issue = Signal()
+            m.d.comb += [count.eq((wp - rp)[:2]), head.eq(fifo[rp])]
+        with m.FSM(name="runner") as fsm:
             with m.State("IDLE"):
                 m.d.comb += rd.addr.eq(0)
                 with m.If(start_run_q):
-                    m.d.sync += [running.eq(1), feed_idx.eq(0), word_idx.eq(0), byte_idx.eq(0),
-                                 result_valid.eq(0)]
+                    m.d.sync += [feed_idx.eq(0), word_idx.eq(0), byte_idx.eq(0), result_valid.eq(0),
+                                 from_slot.eq(0)]
                     m.next = "FEED"
+                if slots:
+                    with m.Elif(full.bit_select(rslot, 1)):
+                        m.d.sync += [feed_idx.eq(0), word_idx.eq(0), byte_idx.eq(0), result_valid.eq(0),
+                                     from_slot.eq(1), jb.eq(0), inflight.eq(0), wp.eq(0), rp.eq(0), cnt.eq(0),
+                                     tag_v.eq(0)]
+                        m.next = "FEED_SLOT"
             with m.State("FEED"):
-                m.d.comb += [self.pixels.valid.eq(1), rd.addr.eq(Mux(hs, feed_idx + 1, feed_idx))]
+                m.d.comb += [self.pixels.valid.eq(1), self.pixels.payload.eq(rd.data),
+                             rd.addr.eq(Mux(hs, feed_idx + 1, feed_idx))]
                 with m.If(hs):
                     m.d.sync += feed_idx.eq(feed_idx + 1)
                     with m.If(feed_idx == n_in - 1):
                         m.next = "COLLECT"
+            if slots:
+                with m.State("FEED_SLOT"):
+                    have = count != 0
+                    m.d.comb += [issue.eq((count + inflight < 3) & (jb != nb) & ~self.wr_busy),
+                                 rd.addr.eq(bases[rslot] + jb)]
+                    m.d.sync += inflight.eq(issue)
+                    with m.If(issue):
+                        m.d.sync += jb.eq(jb + 1)
+                    with m.If(inflight):
+                        m.d.sync += [fifo[wp].eq(rd.data), wp.eq(wp + 1)]
+                    with m.If(pop):
+                        m.d.sync += rp.eq(rp + 1)
+                    last = hs & (feed_idx == n_in - 1)
+                    with m.If(hs):
+                        m.d.sync += [sh.eq(sh >> 1), cnt.eq(cnt - 1), feed_idx.eq(feed_idx + 1)]
+                    if not self.infer_pixels:  # a spike per mask bit, as pixel 255 or 0
+                        m.d.comb += [self.pixels.valid.eq(cnt != 0), self.pixels.payload.eq(sh[0].replicate(8))]
+                    with m.If(~tag_v):  # the slot's first byte is the request's tag
+                        m.d.comb += pop.eq(have)
+                        with m.If(have):
+                            m.d.sync += [self.reply.tag.eq(head), tag_v.eq(1)]
+                    if self.infer_pixels:
+                        with m.Elif(cnt == 0):  # the next group's mask
+                            m.d.comb += pop.eq(have)
+                            with m.If(have):
+                                m.d.sync += [sh.eq(head), cnt.eq(8)]
+                        with m.Else():  # a pixel: its value from the FIFO when its mask bit is set
+                            m.d.comb += [self.pixels.valid.eq(~sh[0] | have),
+                                         self.pixels.payload.eq(Mux(sh[0], head, 0)),
+                                         pop.eq(hs & sh[0])]
+                    else:
+                        # the next mask (8 spikes) moves in as the last bit of this one is taken
+                        with m.Elif(have & ((cnt == 0) | ((cnt == 1) & hs))):
+                            m.d.comb += pop.eq(1)
+                            m.d.sync += [sh.eq(head), cnt.eq(8)]
+                    with m.If(last):  # fed: the slot is free again
+                        m.d.sync += [full.bit_select(rslot, 1).eq(0), rslot.eq(rslot + 1)]
+                        m.next = "COLLECT"
             with m.State("COLLECT"):
-                # one byte per cycle into the result memory: a word is accepted with its last byte
-                m.d.comb += self.result.ready.eq(byte_idx == 3)
-                with m.If(self.result.valid):
+                # one byte per cycle into the result memory: a word is accepted with its last byte.
+                # An INFER's result waits while the responder sends (it may be reading the last one).
+                go = Signal()
+                m.d.comb += go.eq(~from_slot | ~self.responder_busy) if slots else go.eq(1)
+                m.d.comb += self.result.ready.eq(go & (byte_idx == 3))
+                with m.If(self.result.valid & go):
                     m.d.comb += [self.res.en.eq(1), self.res.addr.eq(Cat(byte_idx, word_idx)),
                                  self.res.data.eq(self.result.payload.word_select(byte_idx, 8))]
                     m.d.sync += byte_idx.eq(byte_idx + 1)
                 with m.If(self.result.valid & self.result.ready):
                     m.d.sync += word_idx.eq(word_idx + 1)
                     with m.If(word_idx == K - 1):
-                        m.d.sync += [running.eq(0), result_valid.eq(1)]
+                        m.d.sync += result_valid.eq(1)
+                        if slots:
+                            with m.If(from_slot):
+                                m.next = "REPLY"
+                            with m.Else():
+                                m.next = "IDLE"
+                        else:
+                            m.next = "IDLE"
+            if slots:
+                with m.State("REPLY"):
+                    # a RUN's reply was sent at its start; an INFER's carries the result
+                    m.d.comb += self.reply.req.eq(1)
+                    with m.If(self.reply.ack):
                         m.next = "IDLE"
+        busy = ~fsm.ongoing("IDLE")
+        if slots:
+            # the next slot is free, and no RUN's inference reads the pixels
+            m.d.comb += [self.running.eq(busy | full.any()),
+                         self.infer.ok.eq(~full.bit_select(wslot, 1) & ~(busy & ~from_slot))]
+        else:
+            m.d.comb += self.running.eq(busy)
         return m
 
 
@@ -486,16 +660,22 @@ class Responder(wiring.Component):
 
     Ports: ``req`` In(:func:`reply_signature`), registered here (the parser's decision and the
     response's start are in different cycles); ``tx`` Out(byte stream); ``res`` Out(read port) of
-    the result bytes. A request while a response is being sent is dropped.
+    the result bytes; ``busy`` Out(1): a response is pending or being sent. A parser request while a
+    response is being sent waits for it; a second one in that time is dropped. With ``infer``: ``run`` In(:func:`run_reply_signature`), an
+    INFER's result reply, taken (``ack``) when the responder is idle and no parser reply is due.
     """
 
-    def __init__(self, info: bytes, *, n_words: int):
-        self.info, self.n_words = bytes(info), n_words
-        super().__init__({
+    def __init__(self, info: bytes, *, n_words: int, infer: bool = False):
+        self.info, self.n_words, self.infer = bytes(info), n_words, infer
+        members = {
             "req": In(reply_signature()),
             "tx": Out(stream.Signature(unsigned(8))),
             "res": Out(read_port(4 * n_words, 8)),
-        })
+            "busy": Out(1),
+        }
+        if infer:
+            members["run"] = In(run_reply_signature())
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -506,6 +686,7 @@ class Responder(wiring.Component):
         r_cmd = Signal(8)
         r_status = Signal(8)
         r_kind = Signal(2)
+        r_tag = Signal(8)
         r_len = Signal(16)
         r_crc = Signal(8)
         pos = Signal(16)  # byte index within the response frame
@@ -526,6 +707,8 @@ class Responder(wiring.Component):
             with m.Default():
                 with m.If(pidx >= r_len):
                     m.d.comb += cur.eq(r_crc)
+                with m.Elif((r_kind == 3) & (pidx == 4 * K)):  # INFER: the tag after the result
+                    m.d.comb += cur.eq(r_tag)
                 with m.Elif(r_kind == 1):
                     m.d.comb += cur.eq(info[pidx[:max(1, (len(self.info) - 1).bit_length())]])
                 with m.Else():
@@ -536,14 +719,32 @@ class Responder(wiring.Component):
         # and the responder's start are in different cycles (the reply leaves one cycle later).
         req_q, cmd_q, status_q, kind_q = Signal(), Signal(8), Signal(8), Signal(2)
         m.d.sync += [req_q.eq(rsp_req), cmd_q.eq(rsp_cmd), status_q.eq(rsp_status), kind_q.eq(rsp_kind)]
-        with m.FSM(name="responder"):
+        # one reply that comes due while another is being sent waits here (a further one is dropped)
+        p_v, p_cmd, p_status, p_kind = Signal(), Signal(8), Signal(8), Signal(2)
+
+        def start(c, st, kind):
+            plen = Mux(kind == 1, len(self.info), Mux(kind == 2, 4 * K, Mux(kind == 3, 4 * K + 1, 0)))
+            return [r_cmd.eq(c), r_status.eq(st), r_kind.eq(kind), r_len.eq(plen), r_crc.eq(0), pos.eq(0)]
+
+        hold = [p_v.eq(1), p_cmd.eq(cmd_q), p_status.eq(status_q), p_kind.eq(kind_q)]
+        with m.FSM(name="responder") as fsm:
             with m.State("IDLE"):
-                with m.If(req_q):
-                    plen = Mux(kind_q == 1, len(self.info), Mux(kind_q == 2, 4 * K, 0))
-                    m.d.sync += [r_cmd.eq(cmd_q), r_status.eq(status_q), r_kind.eq(kind_q),
-                                 r_len.eq(plen), r_crc.eq(0), pos.eq(0)]
+                with m.If(p_v):
+                    m.d.sync += [*start(p_cmd, p_status, p_kind), p_v.eq(0)]
+                    with m.If(req_q):
+                        m.d.sync += hold
                     m.next = "SEND"
+                with m.Elif(req_q):
+                    m.d.sync += start(cmd_q, status_q, kind_q)
+                    m.next = "SEND"
+                if self.infer:
+                    with m.Elif(self.run.req):
+                        m.d.comb += self.run.ack.eq(1)
+                        m.d.sync += [*start(P.Cmd.INFER, P.Status.OK, 3), r_tag.eq(self.run.tag)]
+                        m.next = "SEND"
             with m.State("SEND"):
+                with m.If(req_q & ~p_v):
+                    m.d.sync += hold
                 m.d.comb += self.tx.valid.eq(1)
                 # the result byte at pidx is read the cycle before it is sent (read latency 1)
                 m.d.comb += res_rp.addr.eq(Mux(self.tx.ready, pidx + 1, pidx))
@@ -553,4 +754,5 @@ class Responder(wiring.Component):
                         m.d.sync += r_crc.eq(crc8_next(r_crc, cur))
                     with m.If(pos == r_len + 5):
                         m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | req_q | p_v)
         return m

@@ -1,8 +1,8 @@
 """8N1 UART receiver and transmitter.
 
 Both take the clock frequency and the baud rate and derive the divisor (clock cycles per bit,
-``round(clk_freq / baud)``, at least :data:`MIN_DIVISOR`). A frame is one start bit (0), eight data
-bits LSB first, one stop bit (1); the line idles high.
+``round(clk_freq / baud)``, at least ``MIN_DIVISOR``; :mod:`bitsnn.link` holds the rate facts).
+A frame is one start bit (0), eight data bits LSB first, one stop bit (1); the line idles high.
 """
 
 from __future__ import annotations
@@ -12,27 +12,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from bitsnn.link import MIN_DIVISOR, baud_divisor
+
 __all__ = ["MIN_DIVISOR", "baud_divisor", "UARTRx", "UARTTx"]
-
-#: the smallest clock/baud ratio the receiver's mid-bit sampling supports
-MIN_DIVISOR = 4
-
-
-def baud_divisor(clk_freq: float, baud: float) -> int:
-    """Clock cycles per bit; ValueError when the clock is too slow for the baud rate or the
-    rounding error exceeds 2 % (the receiver then drifts by more than a tenth of a bit per frame)."""
-    if clk_freq <= 0 or baud <= 0:
-        raise ValueError(f"clock frequency {clk_freq!r} and baud rate {baud!r} must be positive")
-    div = round(clk_freq / baud)
-    if div < MIN_DIVISOR:
-        raise ValueError(
-            f"clock {clk_freq} Hz is too slow for {baud} baud: {clk_freq / baud:.2f} cycles per bit, "
-            f"at least {MIN_DIVISOR} needed"
-        )
-    err = abs(clk_freq / div - baud) / baud
-    if err > 0.02:
-        raise ValueError(f"baud rate {baud} is {err:.1%} off with divisor {div} at {clk_freq} Hz (limit 2%)")
-    return div
 
 
 class UARTRx(wiring.Component):

@@ -219,10 +219,7 @@ def _to_words(packed: np.ndarray) -> np.ndarray:
 
 def encode_input(model: HardwareModel, images: np.ndarray) -> np.ndarray:
     """(B, *image_shape) uint8 images (or already cropped ones) -> (B, n_in) uint8 first-layer inputs."""
-    x = model.prepare_images(images)
-    if model.input_encoding == "spikes":
-        return (x >= model.input_threshold).view(np.uint8)
-    return x.copy()
+    return model.encode_input(images)
 
 
 def layer_preactivation(layer: Layer, x: np.ndarray) -> np.ndarray:

@@ -8,11 +8,17 @@ Simulated time advances only while the simulator runs: the bridge ticks idle cyc
 one byte time while the host is silent, so the design's inter-byte timeout still fires. Fault
 hooks for tests: :meth:`drop_input` (lose the next bytes from the host) and
 :meth:`corrupt_input` (flip bits of a coming host byte). Linux/macOS only (``os.openpty``).
+
+The line runs at the host's rate: the bridge reads the bit rate the host set on its end of the
+pty (a standard termios rate; an unknown one counts as the design's) and times the host's bits,
+and samples the design's, at that rate. A host at the wrong rate therefore gets what a board
+would give it: garbled bytes both ways.
 """
 
 from __future__ import annotations
 
 import os
+import termios
 import threading
 import tty
 
@@ -26,8 +32,9 @@ class SimulatedDevice:
     def __init__(self, hwmodel, *, divisor: int = 8, timeout_cycles: int = 4000, vcd=None, **accel):
         from bitsnn.hw.top import UARTTop
 
-        self.top = UARTTop(hwmodel, clk_freq=divisor * 1_000_000, baud=1_000_000, timeout_cycles=timeout_cycles,
-                           **accel)
+        self.baud = 1_000_000
+        self.clk_freq = divisor * self.baud
+        self.top = UARTTop(hwmodel, clk_freq=self.clk_freq, baud=self.baud, timeout_cycles=timeout_cycles, **accel)
         self.divisor = self.top.divisor
         self.vcd = vcd
         self.master, self.slave = os.openpty()
@@ -72,6 +79,18 @@ class SimulatedDevice:
                 out.append(b)
             return bytes(out)
 
+    def host_rate(self) -> int:
+        """The bit rate the host set on the pty (the design's when it is not a standard rate)."""
+        try:
+            speed = termios.tcgetattr(self.master)[5]
+        except (termios.error, OSError):
+            return self.baud
+        return _RATES.get(speed, self.baud)
+
+    def _bit_cycles(self) -> float:
+        """Clock cycles per bit of the host's line."""
+        return self.clk_freq / self.host_rate()
+
     # ---- the simulation --------------------------------------------------------------------
     def _run(self):
         from amaranth.hdl import Signal
@@ -96,11 +115,15 @@ class SimulatedDevice:
                     self.cycles += 10 * div
                     continue
                 self.bytes_in += len(data)
+                bit = self._bit_cycles()
+                t = 0.0
                 for byte in data:
-                    for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
-                        ctx.set(top.rx, bit)
-                        await ctx.tick().repeat(div)
-                    self.cycles += 10 * div
+                    for k, level in enumerate([0] + [(byte >> i) & 1 for i in range(8)] + [1]):
+                        ctx.set(top.rx, level)
+                        n = round(t + bit) - round(t)
+                        t += bit
+                        await ctx.tick().repeat(max(1, n))
+                        self.cycles += max(1, n)
             ctx.set(done, 1)
 
         async def monitor(ctx):
@@ -108,14 +131,15 @@ class SimulatedDevice:
                 await ctx.tick().until((top.tx == 0) | done)
                 if ctx.get(top.tx):
                     return
-                await ctx.tick().repeat(div // 2)
+                bit = self._bit_cycles()  # sample the design's bits at the host's rate
+                await ctx.tick().repeat(max(1, round(bit / 2)))
                 if ctx.get(top.tx):
                     continue
                 v = 0
                 for i in range(8):
-                    await ctx.tick().repeat(div)
+                    await ctx.tick().repeat(max(1, round(bit * (i + 1.5)) - round(bit * (i + 0.5))))
                     v |= ctx.get(top.tx) << i
-                await ctx.tick().repeat(div)
+                await ctx.tick().repeat(max(1, round(bit * 9.5) - round(bit * 8.5)))
                 if ctx.get(top.tx):  # a good stop bit
                     os.write(self.master, bytes([v]))
                     self.bytes_out += 1
@@ -151,3 +175,7 @@ class SimulatedDevice:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+#: termios speed codes -> bits/s
+_RATES = {getattr(termios, k): int(k[1:]) for k in dir(termios) if k.startswith("B") and k[1:].isdigit() and int(k[1:])}

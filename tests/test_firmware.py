@@ -20,7 +20,7 @@ if not sys.platform.startswith(("linux", "darwin")):
 
 from bitsnn import protocol as P  # noqa: E402
 from bitsnn.cli import main as cli_main  # noqa: E402
-from bitsnn.firmware.driver import Device  # noqa: E402
+from bitsnn.firmware.driver import Device, DeviceError  # noqa: E402
 from bitsnn.hwmodel import random_model  # noqa: E402
 from bitsnn.sim import cycles as cycles_mod  # noqa: E402
 from bitsnn.sim import golden  # noqa: E402
@@ -52,7 +52,7 @@ def device(model):
 
 @pytest.fixture
 def dev(device):
-    d = Device(device.port, 115200, timeout=TIMEOUT, retries=2)
+    d = Device(device.port, device.baud, timeout=TIMEOUT, retries=2)
     yield d
     d.close()
 
@@ -94,8 +94,40 @@ def test_partial_frame_times_out_then_recovery(model, images, dev):
     assert dev.infer(images[2]).result == expected(model, images[2])
 
 
+def test_stream_equals_golden(model, images, dev):
+    """INFER with the device's slots all in use: every result equals the golden and cycle models."""
+    recs = dev.stream(model.encode_input(images), window=P.INFER_SLOTS)
+    assert [r.result for r in recs] == [expected(model, img) for img in images]
+    assert dev.recovered == 0
+
+
+def test_stream_recovers_from_line_errors(model, images, dev, device):
+    """A corrupted INFER in the middle of a stream (BAD_CHECKSUM) and a lost one (silence): the
+    stream waits for quiet, sends the unanswered images again one at a time, and every result is
+    still the golden one, in order."""
+    frame = P.REQ_OVERHEAD + 1 + P.packed_input_bytes(H * W)
+    device.corrupt_input(frame + 6, 0x08)  # a payload byte of the second request
+    recs = dev.stream(model.encode_input(images), window=3)
+    device.drop_input(frame)  # the first request of the next stream vanishes
+    recs += dev.stream(model.encode_input(images[:2]), window=2)
+    assert [r.result for r in recs] == [expected(model, img) for img in [*images, *images[:2]]]
+    assert dev.recovered == 2
+
+
+def test_rate_negotiation(model, device):
+    """A host at the wrong rate gets garbled bytes both ways and no valid reply (the simulated
+    line honours the rate the host sets); negotiation tries the candidates and settles on the
+    device's rate, which INFO reports."""
+    with Device(device.port, 115200, timeout=1.5, retries=0) as d:
+        with pytest.raises(DeviceError, match="no valid response"):
+            d.get_info()
+        info = d.negotiate([115200, device.baud])
+        assert info.baud == device.baud == d.baud == 1_000_000
+        assert info.model_id == P.model_id(model.content_hash)
+
+
 def test_driver_retries_lost_and_corrupted_requests(model, images, device):
-    with Device(device.port, 115200, timeout=3.0, retries=2) as d:
+    with Device(device.port, device.baud, timeout=3.0, retries=2) as d:
         d.get_info()
         device.drop_input(P.REQ_OVERHEAD)  # the next INFO request vanishes on the line
         t0 = time.monotonic()
@@ -121,17 +153,18 @@ def files(model, images, tmp_path_factory):
 
 def test_run_cli(device, files, capsys):
     mpath, _, data = files
-    rc = cli_main(["run", "--port", device.port, "--model", str(mpath), "--images", "3", "--data-dir", str(data),
+    rc = cli_main(["run", "--port", device.port, "--baud", str(device.baud), "--model", str(mpath), "--images", "3", "--data-dir", str(data),
                    "--clock-mhz", "12", "--timeout", str(TIMEOUT)])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "accuracy: 100.00% on 3 images" in out and "mismatches: 0" in out
-    assert "host round trip" in out and "us mean at 12 MHz" in out and "spikes per inference" in out
+    assert "host round trip (INFER)" in out and "us mean at 12 MHz" in out and "spikes per inference" in out
+    assert "1000000 baud, INFER (packed spikes)" in out and "images/s measured" in out and "predicted by the link" in out
 
 
 def test_run_cli_wrong_model(device, files, capsys):
     _, other, data = files
-    rc = cli_main(["run", "--port", device.port, "--model", str(other), "--images", "2", "--data-dir", str(data),
+    rc = cli_main(["run", "--port", device.port, "--baud", str(device.baud), "--model", str(other), "--images", "2", "--data-dir", str(data),
                    "--timeout", str(TIMEOUT)])
     err = capsys.readouterr().err
     assert rc == 1
@@ -154,7 +187,7 @@ def spram_device(model):
 
 
 def test_spram_design_needs_and_takes_weights(model, images, spram_device, files, capsys):
-    d = Device(spram_device.port, 115200, timeout=TIMEOUT, retries=2)
+    d = Device(spram_device.port, spram_device.baud, timeout=TIMEOUT, retries=2)
     try:
         info = d.get_info()
         assert info.weight_write and info.weights_volatile
@@ -165,7 +198,7 @@ def test_spram_design_needs_and_takes_weights(model, images, spram_device, files
     finally:
         d.close()
     mpath, _, data = files
-    rc = cli_main(["run", "--port", spram_device.port, "--model", str(mpath), "--images", "3", "--data-dir",
+    rc = cli_main(["run", "--port", spram_device.port, "--baud", str(spram_device.baud), "--model", str(mpath), "--images", "3", "--data-dir",
                    str(data), "--timeout", str(TIMEOUT)])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -175,7 +208,7 @@ def test_spram_design_needs_and_takes_weights(model, images, spram_device, files
 
 def test_write_weights_refused_by_a_rom_design(device, files, capsys):
     mpath, _, data = files
-    rc = cli_main(["run", "--port", device.port, "--model", str(mpath), "--images", "1", "--data-dir", str(data),
+    rc = cli_main(["run", "--port", device.port, "--baud", str(device.baud), "--model", str(mpath), "--images", "1", "--data-dir", str(data),
                    "--timeout", str(TIMEOUT), "--write-weights"])
     err = capsys.readouterr().err
     assert rc == 1 and "no run-time weight memory" in err
@@ -188,12 +221,26 @@ def test_conv_model_over_the_uart(capsys):
                         threshold_spread=0.5)
     imgs = np.random.default_rng(8).integers(0, 256, (2, 8, 8), dtype=np.uint8)
     with SimulatedDevice(conv, divisor=4, timeout_cycles=3000) as sim_dev:
-        d = Device(sim_dev.port, 115200, timeout=TIMEOUT, retries=2)
+        d = Device(sim_dev.port, sim_dev.baud, timeout=TIMEOUT, retries=2)
         try:
             info = d.get_info()
             assert (info.n_inputs, info.n_hidden, info.n_classes) == (64, 1, 5)
             for img in imgs:
                 assert d.infer(img).result == expected(conv, img)
+            assert [r.result for r in d.stream(conv.encode_input(imgs))] == [expected(conv, img) for img in imgs]
         finally:
             d.close()
     assert golden.run(conv, imgs).spike_counts.min() > 0
+
+
+def test_pixel_input_design_streams_nonzero_pixels(images):
+    """A pixel-input design serves INFER with each group's mask and nonzero 8-bit pixels: the
+    driver's stream equals the golden and cycle models."""
+    pix = random_model(np.random.default_rng(5), [H * W, 12, 5], input_shape=(H, W), input_encoding="pixels")
+    imgs = images.copy()
+    imgs[imgs < 120] = 0  # mostly zeros, as MNIST
+    with SimulatedDevice(pix, divisor=4, timeout_cycles=3000) as sim_dev:
+        with Device(sim_dev.port, sim_dev.baud, timeout=TIMEOUT, retries=2) as d:
+            assert d.get_info().infer_pixels
+            recs = d.stream(pix.encode_input(imgs))
+    assert [r.result for r in recs] == [expected(pix, img) for img in imgs]

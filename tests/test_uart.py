@@ -396,7 +396,8 @@ def test_top_tiny_model_mnist_image(tiny_hwmodel, mnist):
 def test_top_weight_write_applies_only_good_frames(small_model):
     """On a design with writable block-RAM weights: a WRITE_WEIGHTS frame with a bad CRC changes
     nothing (its bytes were only staged); the same frame intact replaces those weights, and the
-    next inference equals the golden model with the new weights. INFO reports the write flag."""
+    next inference (RUN, and INFER) equals the golden model with the new weights. INFO reports the
+    write flag."""
     import dataclasses
 
     top = make_top(small_model, writable=True)
@@ -414,7 +415,8 @@ def test_top_weight_write_applies_only_good_frames(small_model):
                   + script(top, [(P.Cmd.WRITE_WEIGHTS, f) for f in frames])
                   + script(top, [(P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(0, 0, 2, b"\x01")),  # past the column
                                  (P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(2, 0, 0, b"\x01")),  # no layer 2
-                                 (P.Cmd.RUN, b""), (P.Cmd.READ, b"")]), tail_cycles=100)
+                                 (P.Cmd.RUN, b""), (P.Cmd.READ, b"")])
+                  + [(infer_frame(small_model, img), reply_gap(top, P.Cmd.READ) + 300)], tail_cycles=100)
     rs = responses(raw)
     st_ = [P.Status(r.status) for r in rs]
     assert P.Info.from_bytes(rs[0].payload).weight_write and not P.Info.from_bytes(rs[0].payload).weights_volatile
@@ -422,10 +424,153 @@ def test_top_weight_write_applies_only_good_frames(small_model):
     assert st_[2:5] == [P.Status.OK] * 3
     assert P.Result.from_bytes(rs[4].payload, 1, 5) == expected_result(small_model, img)
     assert st_[5:45] == [P.Status.OK] * 40
-    assert st_[45:] == [P.Status.BAD_ADDRESS, P.Status.BAD_ADDRESS, P.Status.OK, P.Status.OK]
+    assert st_[45:] == [P.Status.BAD_ADDRESS, P.Status.BAD_ADDRESS, P.Status.OK, P.Status.OK, P.Status.OK]
     w = np.unpackbits(new_cols, axis=1, count=l0.n_out, bitorder="little").T
     negated = dataclasses.replace(small_model, layers=[dataclasses.replace(l0, weight_bits=np.packbits(
         w, axis=1, bitorder="little")), small_model.layers[1]])
     want = expected_result(negated, img)
     assert want != expected_result(small_model, img)
-    assert P.Result.from_bytes(rs[-1].payload, 1, 5) == want
+    assert P.Result.from_bytes(rs[-2].payload, 1, 5) == want
+    assert infer_results(rs[-1:]) == [want]  # INFER's slots sit between the image and the staged bytes
+
+
+# ---- INFER: packed input spikes, the result in the reply, several images in flight ---------------
+
+def infer_frame(hm, img, tag=0x5C) -> bytes:
+    return P.encode_request(P.Cmd.INFER, P.infer_payload(tag, hm.encode_input(np.frombuffer(bytes(img), np.uint8)[None])[0]))
+
+
+def infer_results(rs, tags=None) -> list:
+    """The results of INFER replies, checking each carries its request's tag."""
+    out = []
+    for k, r in enumerate(rs):
+        res, tag = P.infer_reply(r.payload, 1, 5)
+        assert tag == (0x5C if tags is None else tags[k])
+        out.append(res)
+    return out
+
+
+def test_pack_spikes_roundtrip():
+    s = (np.random.default_rng(0).random(45) < 0.4).astype(np.uint8)
+    data = P.pack_spikes(s)
+    assert len(data) == P.packed_input_bytes(45) == 6
+    assert P.infer_payload(0x1FF, s) == b"\xff" + data
+    assert np.array_equal(P.unpack_spikes(data, 45), s)
+    assert data[0] == int("".join(map(str, s[:8][::-1])), 2)  # bit t of byte 0 is spike t
+    with pytest.raises(ValueError):
+        P.pack_spikes([0, 2])
+
+
+def test_info_reports_rate_and_infer(small_model):
+    top = make_top(small_model)
+    info = P.Info.from_bytes(responses(run_top(top, script(top, [(P.Cmd.INFO, b"")]), tail_cycles=50))[0].payload)
+    assert (info.version, info.baud, info.infer) == (P.PROTOCOL_VERSION, 1_000_000, True)
+    with pytest.raises(P.ProtocolError, match="version 1"):
+        P.Info.from_bytes(bytes([1]) + bytes(11))  # a version-1 device's 12-byte INFO
+
+
+def test_top_infer_streamed_equals_golden(small_model):
+    """A host that keeps INFER_SLOTS requests in flight (the next frame's start bit right after
+    the last stop bit): every reply is OK, in order, and equals the golden and cycle models."""
+    from bitsnn.sim.link_sim import stream_requests
+
+    imgs = np.random.default_rng(7).integers(0, 256, (10, N_IN), dtype=np.uint8)
+    tags = list(range(250, 256)) + list(range(4))  # any byte
+    r = stream_requests(make_top(small_model), [infer_frame(small_model, im, t) for im, t in zip(imgs, tags)],
+                        window=P.INFER_SLOTS)
+    assert [(x.cmd, P.Status(x.status)) for x in r.responses] == [(P.Cmd.INFER, P.Status.OK)] * len(imgs)
+    assert infer_results(r.responses, tags) == [expected_result(small_model, img) for img in imgs]
+
+
+def test_top_infer_beyond_the_slots_gets_busy(long_model):
+    """Six INFER frames back to back while inferences take thousands of cycles: the sixth finds
+    its slot still waiting (BUSY, and the waiting image is untouched), and so does a LOAD; the five
+    taken are answered in order with their own results. Then LOAD/RUN/READ work as before."""
+    top = make_top(long_model, timeout=300, lanes=1)
+    imgs = np.random.default_rng(3).integers(0, 256, (6, N_IN), dtype=np.uint8)
+    want = [expected_result(long_model, im, lanes=1) for im in imgs]
+    frames = b"".join(infer_frame(long_model, im) for im in imgs)
+    wait = sum(w.cycles for w in want) + 6 * (N_IN + 100 + 10 * top.divisor * (P.RSP_OVERHEAD + 4 * top.n_words))
+    raw = run_top(top, [(frames + P.encode_request(P.Cmd.LOAD, imgs[0].tobytes()), wait)] + script(top, [(P.Cmd.LOAD, imgs[5].tobytes()), (P.Cmd.RUN, b"")])
+                  + [(b"", want[5].cycles + N_IN + 50)] + script(top, [(P.Cmd.READ, b"")]), tail_cycles=100)
+    rs = responses(raw)
+    # the LOAD's BUSY waits behind the first result reply, if that is being sent
+    infers = [r for r in rs if r.cmd == P.Cmd.INFER]
+    assert [P.Status(r.status) for r in infers] == [P.Status.BUSY] + [P.Status.OK] * 5
+    assert infer_results(infers[1:]) == want[:5]
+    assert [(r.cmd, P.Status(r.status)) for r in rs if r.cmd != P.Cmd.INFER] == [
+        (P.Cmd.LOAD, P.Status.BUSY), (P.Cmd.LOAD, P.Status.OK), (P.Cmd.RUN, P.Status.OK), (P.Cmd.READ, P.Status.OK)]
+    assert P.Result.from_bytes(rs[-1].payload, 1, 5) == want[5]
+
+
+def test_top_infer_hostile_input(small_model):
+    """Garbage, a truncated INFER (timeout), a bad-CRC INFER, a wrong length, then good ones:
+    each bad frame gets its one-line error and runs nothing; the good INFERs return their own
+    results."""
+    top = make_top(small_model, timeout=300)
+    rng = np.random.default_rng(11)
+    a, b = (rng.integers(0, 256, N_IN, dtype=np.uint8).tobytes() for _ in range(2))
+    good_a, good_b = infer_frame(small_model, a), infer_frame(small_model, b)
+    bad_crc = bytearray(good_b)
+    bad_crc[-1] ^= 0x10
+    result_gap = reply_gap(top, P.Cmd.READ)
+    raw = run_top(top, [
+        (b"\x00\x13\x37", reply_gap(top, 0)),
+        (good_a[:7], 400),  # truncated: TIMEOUT
+        (bytes(bad_crc), reply_gap(top, 0)),  # BAD_CHECKSUM: nothing runs
+        (P.encode_request(P.Cmd.INFER, bytes(P.packed_input_bytes(N_IN))), reply_gap(top, 0)),  # no tag
+        (good_a, 1), (good_b, 2 * result_gap),  # back to back
+    ], tail_cycles=100)
+    rs = responses(raw)
+    assert [(r.cmd, P.Status(r.status)) for r in rs] == [
+        (0, P.Status.BAD_SYNC), (P.Cmd.INFER, P.Status.TIMEOUT), (P.Cmd.INFER, P.Status.BAD_CHECKSUM),
+        (P.Cmd.INFER, P.Status.BAD_LENGTH), (P.Cmd.INFER, P.Status.OK), (P.Cmd.INFER, P.Status.OK)]
+    assert infer_results(rs[4:]) == [expected_result(small_model, x) for x in (a, b)]
+
+
+def test_infer_payload_pixels_roundtrip():
+    v = np.random.default_rng(1).integers(0, 256, 45).astype(np.uint8)
+    v[np.random.default_rng(2).random(45) < 0.7] = 0
+    data = P.infer_payload(7, v, pixels=True)
+    assert len(data) == 1 + P.packed_input_bytes(45) + np.count_nonzero(v)
+    tag, back = P.decode_infer_payload(data, 45, pixels=True)
+    assert tag == 7 and np.array_equal(back, v)
+    assert P.decode_infer_payload(P.infer_payload(9, v > 0), 45, pixels=False)[1].tolist() == (v > 0).tolist()
+    with pytest.raises(P.ProtocolError, match="ends inside its pixels"):
+        P.decode_infer_payload(data[:-1], 45, pixels=True)
+    with pytest.raises(P.ProtocolError, match="after its last group"):
+        P.decode_infer_payload(data + b"\x01", 45, pixels=True)
+
+
+def test_top_infer_pixels_streamed_equals_golden():
+    """A pixel-input design: INFER carries each group's mask and nonzero 8-bit pixels. Images from
+    empty to dense, 4 in flight: every reply equals the golden and cycle models; lengths outside
+    [tag + masks, tag + masks + every pixel] get BAD_LENGTH; a payload whose masks announce more
+    pixels than it holds still gets a reply (no hang), and the next INFER is right."""
+    from bitsnn.sim.link_sim import stream_requests
+
+    hm = random_model(np.random.default_rng(4), [N_IN, 12, 5], input_encoding="pixels")
+    rng = np.random.default_rng(9)
+    imgs = rng.integers(0, 256, (8, N_IN), dtype=np.uint8)
+    for k, frac in enumerate([1.0, 0.0, 0.9, 0.5, 0.7, 0.3, 0.95, 0.6]):
+        imgs[k, rng.random(N_IN) < frac] = 0
+    top = make_top(hm)
+    info = P.Info.from_bytes(responses(run_top(top, script(top, [(P.Cmd.INFO, b"")]), tail_cycles=50))[0].payload)
+    assert info.infer and info.infer_pixels
+    frames = [P.encode_request(P.Cmd.INFER, P.infer_payload(k, im, pixels=True)) for k, im in enumerate(imgs)]
+    r = stream_requests(make_top(hm), frames, window=P.INFER_SLOTS)
+    assert [P.Status(x.status) for x in r.responses] == [P.Status.OK] * len(imgs)
+    assert [P.infer_reply(x.payload, 1, 5) for x in r.responses] == [
+        (expected_result(hm, im), k) for k, im in enumerate(imgs)]
+    ng = P.packed_input_bytes(N_IN)
+    short = bytes(1 + ng - 1)
+    long_ = bytes(1 + ng + N_IN + 1)
+    lying = bytes([3]) + b"\xff" * ng  # every mask set, no pixel sent
+    raw = run_top(top, [(P.encode_request(P.Cmd.INFER, short), reply_gap(top, 0)),
+                        (P.encode_request(P.Cmd.INFER, long_), reply_gap(top, 0)),
+                        (P.encode_request(P.Cmd.INFER, lying), reply_gap(top, P.Cmd.READ) + 300),
+                        (frames[3], reply_gap(top, P.Cmd.READ) + 300)], tail_cycles=100)
+    rs = responses(raw)
+    assert [P.Status(x.status) for x in rs] == [P.Status.BAD_LENGTH, P.Status.BAD_LENGTH, P.Status.OK, P.Status.OK]
+    assert P.infer_reply(rs[2].payload, 1, 5)[1] == 3
+    assert P.infer_reply(rs[3].payload, 1, 5) == (expected_result(hm, imgs[3]), 3)

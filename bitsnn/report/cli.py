@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .. import BitsnnError
 from ..fileio import check_output_dir
 from ..hwplan import check_supported, default_lanes
@@ -14,7 +16,7 @@ from .counts import check_hw
 from .energy import timing
 from .vcd import count_toggles
 
-__all__ = ["summary_lines", "sweep_point", "report_main", "make_report"]
+__all__ = ["summary_lines", "sweep_point", "report_main", "make_report", "end_to_end"]
 
 
 def _fmt_j(j):
@@ -40,10 +42,15 @@ def summary_lines(report: dict) -> list[str]:
                "words read and written" if l.get("accumulator_word_bits") else ""))
     lines.append(f"cycles {t['cycles']['mean']:.0f} (min {t['cycles']['min']:.0f}, max {t['cycles']['max']:.0f}; "
                  f"{t['cycles_source']}); clock {t['clock_hz'] / 1e6:.2f} MHz ({t['clock_source']})")
-    lines.append(f"latency {t['latency_s']['mean'] * 1e6:.2f} us (max {t['latency_s']['max'] * 1e6:.2f} us), "
+    lines.append(f"compute only: latency {t['latency_s']['mean'] * 1e6:.2f} us (max {t['latency_s']['max'] * 1e6:.2f} us), "
                  f"{t['inferences_per_s']:.0f} inferences/s"
                  + (f"; at the achieved Fmax {t['at_fmax']['clock_hz'] / 1e6:.1f} MHz: "
                     f"{t['at_fmax']['latency_s']['mean'] * 1e6:.2f} us" if "at_fmax" in t else ""))
+    if t.get("end_to_end"):
+        e2e = t["end_to_end"]
+        lines.append(f"end to end over the UART at {e2e['baud']:.0f} baud ({e2e['baud_source']}): "
+                     f"{e2e['images_per_s']:.0f} images/s, {e2e['per_image_s'] * 1e6:.1f} us per image "
+                     f"({e2e['bound']}-bound: {e2e['formula']}; {e2e['command']}; the host's turnaround not counted)")
     a = e["asic_45nm"]
     lines.append(f"energy (a) 45 nm ASIC op model: SNN {_fmt_j(a['snn_j'])}, fp32 ANN {_fmt_j(a['ann_fp32_j'])}"
                  + (f" ({a['ann_over_snn']:.0f}x)" if a["ann_over_snn"] else ""))
@@ -58,6 +65,34 @@ def summary_lines(report: dict) -> list[str]:
                          f"{row['cycles_mean']:.0f} cycles, ASIC {_fmt_j(row['asic_snn_j'])}, "
                          f"FPGA {_fmt_j(row['fpga_j'])}")
     return lines
+
+
+def end_to_end(model, cycles, clock_hz: float, board, build: dict | None, nonzero: float) -> dict:
+    """Images/s over the board's UART (:func:`bitsnn.link.link_timing`) with INFER at the build's
+    rate, else the board's default rate at ``clock_hz``. ``nonzero``: the images' mean nonzero
+    first-layer inputs (a pixel INFER carries them)."""
+    from .. import protocol as P
+    from ..link import RateError, link_timing
+
+    if build is not None and build.get("baud"):
+        baud, src = float(build["baud"]), "the built bitstream's"
+    else:
+        try:
+            baud, src = board.default_baud(clock_hz), f"{board.name}'s default at {clock_hz / 1e6:.4g} MHz"
+        except RateError as e:
+            raise BitsnnError(f"{board.name}: {e}") from None
+    n_words = P.result_words(len(model.layers) - 1, model.num_classes)
+    pixels = model.input_encoding == "pixels"
+    infer = P.infer_slot_bytes(model.n_inputs, pixels=pixels) <= 0xFFFF
+    compute = float(np.mean(P.run_cycles(model.n_inputs, np.asarray(cycles, np.float64), n_words,
+                                         infer_pixels=pixels))) / clock_hz
+    t = link_timing(n_inputs=model.n_inputs, n_words=n_words, infer=infer, infer_pixels=pixels, nonzero=nonzero,
+                    baud=baud, compute_s=compute)
+    d = t.as_dict()
+    what = (("INFER with each group's mask and nonzero pixels" if pixels else "INFER with packed spikes")
+            + ", requests in flight") if infer else "LOAD of 8-bit pixels, RUN, READ, one at a time"
+    d.update(baud_source=src, command=what)
+    return d
 
 
 def sweep_point(model, report: dict, path: str) -> dict:
@@ -160,6 +195,8 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
                           model_path=str(model_path))
     if build is not None:
         report["timing"]["at_fmax"] = timing(cycles, build["fmax_mhz"] * 1e6)
+    report["timing"]["end_to_end"] = end_to_end(model, cycles, clock_hz, board, build,
+                                                float(np.count_nonzero(model.encode_input(images), axis=1).mean()))
     sweep_plot = None
     if sweep_models:
         rows = [sweep_point(model, report, str(model_path))]
