@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UART bit rate (default: the fastest the board's USB bridge carries at the design "
                    "clock: 3,000,000 on the iCEBreaker at 24 MHz, 2,000,000 on the ULX3S at 50 MHz); "
                    "a rate the design's divisor or the bridge cannot meet is refused")
+    p.add_argument("--infer", default="auto", choices=("auto", "on", "off"),
+                   help="serve INFER, the streaming image command (auto: unless it would take the design past "
+                   "94%% of the logic cells, where placement may fail)")
 
     p = sub.add_parser("report", help="spikes, cycles, latency and energy per inference",
                        description="Report spikes, synaptic events, memory reads, cycles, latency and energy.")

@@ -132,12 +132,12 @@ def _sample_margin(divisor: int, cycles_per_bit: float) -> float:
 def check_rate(clk_freq: float, baud: float, bridge: Bridge | None = None) -> int:
     """The divisor for ``baud`` at ``clk_freq``, after checking that the design's UART and the
     bridge (when given) carry it; RateError with a one-line reason otherwise."""
+    if bridge is not None and baud > bridge.max_baud:
+        raise RateError(f"{baud:g} baud is above the {bridge.name}'s maximum of {bridge.max_baud:g}")
     div = baud_divisor(clk_freq, baud)
     design = clk_freq / div
     line = float(baud)
     if bridge is not None:
-        if baud > bridge.max_baud:
-            raise RateError(f"{baud:g} baud is above the {bridge.name}'s maximum of {bridge.max_baud:g}")
         line = bridge.actual(baud)
         err = abs(design - line) / line
         if err > MAX_RATE_ERROR:
@@ -203,7 +203,7 @@ class LinkTiming:
     @property
     def bound(self) -> str:
         if not self.pipelined:
-            return "round trip"
+            return "round-trip"
         return max((self.up_s, "uplink"), (self.down_s, "downlink"), (self.compute_s, "compute"))[1]
 
     def formula(self) -> str:

@@ -53,6 +53,10 @@ def check_fits(board: Board, estimate: dict) -> None:
 #: Above this share of the logic cells a build gets a warning: the estimate has been up to 3 % off
 #: either way (docs/hardware.md), and nextpnr failed to place a UP5K design at 95.7 % (one placed at 94.7 %).
 NEAR_LIMIT = 0.90
+#: ``--infer auto`` leaves INFER out when, with it, the estimate passes this share of the logic cells
+#: (nextpnr found no placement for the tiny SPRAM build with INFER: 96 % estimated, 5,071 / 5,280
+#: LC; the tiny build with INFER, 92.7 % estimated, placed and met timing)
+INFER_LIMIT = 0.94
 
 
 def near_limit(board: Board, estimate: dict) -> str | None:
@@ -142,6 +146,16 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
         accel["spram_layers"] = list(spram)
         log(f"[build] {board.name}: weights of layer(s) {', '.join(map(str, spram))} in SPRAM, written over "
             f"the UART at run time (bitsnn run does it)")
+    infer = accel.pop("infer", "auto")
+    if infer not in ("auto", "on", "off"):
+        raise BitsnnError(f"--infer must be auto, on or off, not {infer!r}")
+    if infer == "auto":
+        est = _estimate(board, model, accel)
+        infer = "on" if est["logic"] <= INFER_LIMIT * board.totals.logic else "off"
+        if infer == "off":
+            log(f"[build] {board.name}: INFER left out: with it the estimate is {est['logic']} logic cells, "
+                f"{100.0 * est['logic'] / board.totals.logic:.0f}% of {board.device} (--infer on to force it)")
+    accel["infer"] = {"auto": None, "on": True, "off": False}[infer]  # None: whenever an image fits a frame
     est = _estimate(board, model, accel)
     log(f"[build] {board.name}: estimate {est['logic']} logic cells, {est['ffs']} FFs, "
         f"{est['bram_blocks']} block RAMs, {est.get('spram_blocks', 0)} SPRAM")
@@ -205,7 +219,8 @@ def build_main(args) -> int:
     check_supported(model)  # before any work
     spram = parse_spram_layers(getattr(args, "spram_layers", "auto"), model)
     report = build_board(args.board, model, Path(args.output), seed=getattr(args, "seed", None) or 1,
-                         accel={"spram_layers": spram, "lanes": getattr(args, "lanes", None)},
+                         accel={"spram_layers": spram, "lanes": getattr(args, "lanes", None),
+                                "infer": getattr(args, "infer", None) or "auto"},
                          clock_mhz=getattr(args, "clock_mhz", None), baud=getattr(args, "baud", None))
     print(format_report(report))
     print(f"[build] wrote {Path(args.output) / report['bitstream']} and report.json in {report['build_seconds']} s")

@@ -240,7 +240,8 @@ def ceil_log2(n: int) -> int:
 def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: int = 32, k: int = 1,
                        max_neurons_per_core: int | None = None, fifo_depth: int = 4,
                        family: str = "ice40", top: str = "uart", spram: bool | None = None,
-                       accumulators: str = "auto", writable: bool = False, spram_layers=()) -> dict:
+                       accumulators: str = "auto", writable: bool = False, spram_layers=(),
+                       infer: bool | None = None) -> dict:
     """Estimate the resources of ``UARTTop(Accelerator(hwmodel, mode=..., lanes=..., word=...))``.
 
     ``family``: "ice40" or "ecp5" (block RAM geometry, SPRAM, packing). ``top``: "uart" (the board
@@ -288,7 +289,8 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         add("uart_top", luts=cal["top_luts"], ffs=cal["top_ffs"], blocks=rb, bits=rb * block_bits)
         # the image buffer: LOAD's pixels, INFER's slots, WRITE_WEIGHTS's staging area
         pixels = hwmodel.input_encoding == "pixels"
-        infer = P.infer_slot_bytes(n0, pixels=pixels) <= 0xFFFF
+        if infer is None:  # as UARTTop decides
+            infer = P.infer_slot_bytes(n0, pixels=pixels) <= 0xFFFF
         nbuf = P.buffer_layout(n0, infer=infer, weight_write=writable, pixels=pixels).depth
         if infer:  # slot state, the byte FIFO and mask feeder, the tag, the responder's waiting reply
             add("uart_top", luts=cal["infer_top_luts"] + (cal["infer_pixel_luts"] if pixels else 0),

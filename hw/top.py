@@ -1,14 +1,16 @@
 """The UART top level: the framed, checksummed protocol of :mod:`bitsnn.protocol` around an
 :class:`~bitsnn.hw.accelerator.Accelerator`.
 
-Blocks: :class:`~bitsnn.hw.uart.UARTRx` -> frame parser -> image buffer (``n_inputs`` bytes of
-``lib.memory``) -> pixel feeder -> Accelerator -> result memory (4 bytes per result word) -> response sequencer ->
-:class:`~bitsnn.hw.uart.UARTTx`. Every constant (sync bytes, command and status codes, CRC-8,
-INFO layout) comes from :mod:`bitsnn.protocol`; docs/protocol.md describes the behaviour.
+Blocks: :class:`~bitsnn.hw.uart.UARTRx` -> frame parser -> image buffer (LOAD's pixels and
+INFER's slots, :class:`~bitsnn.protocol.BufferLayout`) -> pixel feeder -> Accelerator -> result
+memory (4 bytes per result word) -> response sequencer -> :class:`~bitsnn.hw.uart.UARTTx`. Every
+constant (sync bytes, command and status codes, CRC-8, INFO layout) comes from
+:mod:`bitsnn.protocol`; docs/protocol.md describes the behaviour.
 
-Guarantees: every complete request frame gets exactly one response unless a response is still
-being sent when it completes (then it is dropped: the host's timeout and retry cover that, and a
-host that waits for each reply never sees it); a frame that stops for ``timeout_cycles`` clock
+Guarantees: every complete request frame gets exactly one response unless it completes while a
+response is being sent and another is waiting (without INFER: while a response is being sent);
+then it is dropped: the host's timeout and retry cover that, and a host that waits for each reply
+never sees it. INFER's replies come in request order, with their tags. A frame that stops for ``timeout_cycles`` clock
 cycles is abandoned with a ``TIMEOUT`` response, so the parser never waits forever. A frame
 whose length field exceeds :func:`~bitsnn.protocol.max_request_payload` (``max_payload``: what no
 command takes) is answered ``BAD_LENGTH`` (echoing its command) as soon as the length's high byte
@@ -61,6 +63,8 @@ class UARTTop(wiring.Component):
       at least 4 byte times).
     - ``accelerator``: an already built Accelerator-like component (tests pass a stand-in);
       default ``Accelerator(hwmodel, mode=mode, **accel_kwargs)``.
+    - ``infer``: serve INFER (default: whenever the longest INFER frame fits the length field);
+      False leaves its logic out (LOAD, RUN and READ remain).
 
     Ports:
     - ``rx``: In(1), serial input (idle high). ``tx``: Out(1), serial output (idle high).
@@ -68,10 +72,10 @@ class UARTTop(wiring.Component):
     """
 
     def __init__(self, hwmodel, *, clk_freq: float, baud: float, timeout_cycles: int | None = None,
-                 mode: str = "event", accelerator=None, **accel_kwargs):
+                 mode: str = "event", accelerator=None, infer: bool | None = None, **accel_kwargs):
         try:
             self._init(hwmodel, clk_freq=clk_freq, baud=baud, timeout_cycles=timeout_cycles, mode=mode,
-                       accelerator=accelerator, **accel_kwargs)
+                       accelerator=accelerator, infer=infer, **accel_kwargs)
         except Exception:
             # a rejected argument leaves no "created but never used" warning behind, for this
             # design or the parts it had already made
@@ -80,7 +84,7 @@ class UARTTop(wiring.Component):
                     part._MustUse__silence = True
             raise
 
-    def _init(self, hwmodel, *, clk_freq, baud, timeout_cycles, mode, accelerator, **accel_kwargs):
+    def _init(self, hwmodel, *, clk_freq, baud, timeout_cycles, mode, accelerator, infer, **accel_kwargs):
         self.hwmodel = hwmodel
         self.n_inputs = hwmodel.n_inputs
         if not 1 <= self.n_inputs <= 0xFFFF:
@@ -108,7 +112,10 @@ class UARTTop(wiring.Component):
         #: INFER (the image's masks, and its nonzero pixels on a pixel-input design; the result in
         #: the reply) is served while its longest frame fits the 16-bit length field
         self.infer_pixels = hwmodel.input_encoding == "pixels"
-        self.infer = P.infer_slot_bytes(self.n_inputs, pixels=self.infer_pixels) <= 0xFFFF
+        fits = P.infer_slot_bytes(self.n_inputs, pixels=self.infer_pixels) <= 0xFFFF
+        if infer and not fits:
+            raise ValueError(f"INFER: a {self.n_inputs}-input image does not fit one frame")
+        self.infer = fits if infer is None else bool(infer)
         self.layout = P.buffer_layout(self.n_inputs, infer=self.infer, weight_write=self.weight_write,
                                       pixels=self.infer_pixels)
         #: the largest request payload any command takes; a longer length field gets BAD_LENGTH at once
@@ -707,7 +714,7 @@ class Responder(wiring.Component):
             with m.Default():
                 with m.If(pidx >= r_len):
                     m.d.comb += cur.eq(r_crc)
-                with m.Elif((r_kind == 3) & (pidx == 4 * K)):  # INFER: the tag after the result
+                with m.Elif((r_kind == 3) & (pidx == 4 * K) if self.infer else Const(0)):  # INFER: the tag last
                     m.d.comb += cur.eq(r_tag)
                 with m.Elif(r_kind == 1):
                     m.d.comb += cur.eq(info[pidx[:max(1, (len(self.info) - 1).bit_length())]])
@@ -719,21 +726,24 @@ class Responder(wiring.Component):
         # and the responder's start are in different cycles (the reply leaves one cycle later).
         req_q, cmd_q, status_q, kind_q = Signal(), Signal(8), Signal(8), Signal(2)
         m.d.sync += [req_q.eq(rsp_req), cmd_q.eq(rsp_cmd), status_q.eq(rsp_status), kind_q.eq(rsp_kind)]
-        # one reply that comes due while another is being sent waits here (a further one is dropped)
+        # With INFER, one reply that comes due while another is being sent waits here (a further one
+        # is dropped); without, a host waits for each reply, and a colliding one is dropped.
         p_v, p_cmd, p_status, p_kind = Signal(), Signal(8), Signal(8), Signal(2)
 
         def start(c, st, kind):
-            plen = Mux(kind == 1, len(self.info), Mux(kind == 2, 4 * K, Mux(kind == 3, 4 * K + 1, 0)))
+            other = Mux(kind == 3, 4 * K + 1, 0) if self.infer else 0  # kind 3: INFER's result and tag
+            plen = Mux(kind == 1, len(self.info), Mux(kind == 2, 4 * K, other))
             return [r_cmd.eq(c), r_status.eq(st), r_kind.eq(kind), r_len.eq(plen), r_crc.eq(0), pos.eq(0)]
 
-        hold = [p_v.eq(1), p_cmd.eq(cmd_q), p_status.eq(status_q), p_kind.eq(kind_q)]
+        hold = [p_v.eq(1), p_cmd.eq(cmd_q), p_status.eq(status_q), p_kind.eq(kind_q)] if self.infer else []
         with m.FSM(name="responder") as fsm:
             with m.State("IDLE"):
-                with m.If(p_v):
-                    m.d.sync += [*start(p_cmd, p_status, p_kind), p_v.eq(0)]
-                    with m.If(req_q):
-                        m.d.sync += hold
-                    m.next = "SEND"
+                with m.If(p_v if self.infer else Const(0)):
+                    if self.infer:
+                        m.d.sync += [*start(p_cmd, p_status, p_kind), p_v.eq(0)]
+                        with m.If(req_q):
+                            m.d.sync += hold
+                        m.next = "SEND"
                 with m.Elif(req_q):
                     m.d.sync += start(cmd_q, status_q, kind_q)
                     m.next = "SEND"
@@ -743,8 +753,9 @@ class Responder(wiring.Component):
                         m.d.sync += [*start(P.Cmd.INFER, P.Status.OK, 3), r_tag.eq(self.run.tag)]
                         m.next = "SEND"
             with m.State("SEND"):
-                with m.If(req_q & ~p_v):
-                    m.d.sync += hold
+                if self.infer:
+                    with m.If(req_q & ~p_v):
+                        m.d.sync += hold
                 m.d.comb += self.tx.valid.eq(1)
                 # the result byte at pidx is read the cycle before it is sent (read latency 1)
                 m.d.comb += res_rp.addr.eq(Mux(self.tx.ready, pidx + 1, pidx))
@@ -754,5 +765,5 @@ class Responder(wiring.Component):
                         m.d.sync += r_crc.eq(crc8_next(r_crc, cur))
                     with m.If(pos == r_len + 5):
                         m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | req_q | p_v)
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | req_q | (p_v if self.infer else 0))
         return m

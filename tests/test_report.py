@@ -497,3 +497,27 @@ def test_cli_uses_the_clock_the_bitstream_was_built_for(tmp_path, mnist_dir, cap
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert data["timing"]["clock_hz"] == 19.875e6
     assert data["timing"]["latency_s"]["mean"] == pytest.approx(data["timing"]["cycles"]["mean"] / 19.875e6)
+
+
+def test_report_gives_end_to_end_throughput_over_the_link(tmp_path, mnist_dir, capsys):
+    """Compute-only beside end-to-end: INFER over the board's UART at its default rate (iCEBreaker,
+    3,000,000 baud), or at the build's rate, with the formula; a build that left INFER out is
+    reported with LOAD, RUN and READ."""
+    from bitsnn import protocol as P
+    from bitsnn.cli import main
+
+    model_path, build_dir = _model_and_build(tmp_path, 16, dict(BUILD, baud=1_000_000))
+    assert main(["report", "--model", model_path, "--data-dir", str(mnist_dir), "--images", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "compute only: latency" in out and "end to end over the UART at 3000000 baud (icebreaker's default" in out
+    assert "uplink-bound: max(104 B up" in out  # 5 + 1 + 98 bytes: 784 spikes packed, and the tag
+    assert main(["report", "--model", model_path, "--data-dir", str(mnist_dir), "--images", "5",
+                 "--build-dir", build_dir, "-o", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    e2e = json.loads((tmp_path / "out" / "report.json").read_text())["timing"]["end_to_end"]
+    assert (e2e["baud"], e2e["up_bytes"], e2e["down_bytes"]) == (1e6, 104, P.RSP_OVERHEAD + 4 * 13 + 1)
+    assert e2e["images_per_s"] == pytest.approx(1e6 / 1040)
+    (tmp_path / "b" / "report.json").write_text(json.dumps(dict(BUILD, baud=1_000_000, accelerator={"infer": False})))
+    assert main(["report", "--model", model_path, "--data-dir", str(mnist_dir), "--images", "5",
+                 "--build-dir", build_dir]) == 0
+    assert "round-trip-bound" in capsys.readouterr().out

@@ -574,3 +574,16 @@ def test_top_infer_pixels_streamed_equals_golden():
     assert [P.Status(x.status) for x in rs] == [P.Status.BAD_LENGTH, P.Status.BAD_LENGTH, P.Status.OK, P.Status.OK]
     assert P.infer_reply(rs[2].payload, 1, 5)[1] == 3
     assert P.infer_reply(rs[3].payload, 1, 5) == (expected_result(hm, imgs[3]), 3)
+
+
+def test_top_without_infer(small_model):
+    """``infer=False`` (what ``bitsnn build --infer auto`` picks for a design near the device's
+    limit) leaves the slots out: INFO has no INFER flag, INFER gets UNSUPPORTED, LOAD/RUN/READ work."""
+    top = make_top(small_model, infer=False)
+    img = np.random.default_rng(5).integers(0, 256, N_IN, dtype=np.uint8).tobytes()
+    assert top.layout.depth == N_IN
+    rs = responses(run_top(top, script(top, [(P.Cmd.INFO, b""), (P.Cmd.INFER, infer_frame(small_model, img)[4:-1]),
+                                            (P.Cmd.LOAD, img), (P.Cmd.RUN, b""), (P.Cmd.READ, b"")]), tail_cycles=50))
+    assert not P.Info.from_bytes(rs[0].payload).infer
+    assert [P.Status(r.status) for r in rs[1:]] == [P.Status.UNSUPPORTED, P.Status.OK, P.Status.OK, P.Status.OK]
+    assert P.Result.from_bytes(rs[-1].payload, 1, 5) == expected_result(small_model, img)

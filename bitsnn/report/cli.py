@@ -83,7 +83,9 @@ def end_to_end(model, cycles, clock_hz: float, board, build: dict | None, nonzer
             raise BitsnnError(f"{board.name}: {e}") from None
     n_words = P.result_words(len(model.layers) - 1, model.num_classes)
     pixels = model.input_encoding == "pixels"
-    infer = P.infer_slot_bytes(model.n_inputs, pixels=pixels) <= 0xFFFF
+    infer = ((build or {}).get("accelerator") or {}).get("infer")  # what the build chose
+    if infer is None:
+        infer = P.infer_slot_bytes(model.n_inputs, pixels=pixels) <= 0xFFFF
     compute = float(np.mean(P.run_cycles(model.n_inputs, np.asarray(cycles, np.float64), n_words,
                                          infer_pixels=pixels))) / clock_hz
     t = link_timing(n_inputs=model.n_inputs, n_words=n_words, infer=infer, infer_pixels=pixels, nonzero=nonzero,
