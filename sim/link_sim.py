@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bitsnn import protocol as P
 
-__all__ = ["StreamResult", "stream_requests"]
+__all__ = ["StreamResult", "stream_requests", "receive_byte"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,24 @@ class StreamResult:
 
 def _bits(byte: int):
     return [0] + [(byte >> i) & 1 for i in range(8)] + [1]
+
+
+async def receive_byte(ctx, pin, bit: float, done):
+    """Wait for a start bit on ``pin`` and decode one 8N1 byte, sampling each bit in its middle
+    (``bit``: clock cycles per bit, any real number). Returns None when the signal ``done`` rises
+    first, the byte's value when its stop bit is good, -1 for a glitch or a bad stop bit."""
+    await ctx.tick().until((pin == 0) | done)
+    if ctx.get(pin):
+        return None
+    await ctx.tick().repeat(max(1, round(bit / 2)))
+    if ctx.get(pin):
+        return -1
+    v = 0
+    for i in range(8):
+        await ctx.tick().repeat(max(1, round(bit * (i + 1.5)) - round(bit * (i + 0.5))))
+        v |= ctx.get(pin) << i
+    await ctx.tick().repeat(max(1, round(bit * 9.5) - round(bit * 8.5)))
+    return v if ctx.get(pin) else -1
 
 
 def stream_requests(top, frames, *, window: int, max_cycles: int = 10_000_000) -> StreamResult:
@@ -76,17 +94,11 @@ def stream_requests(top, frames, *, window: int, max_cycles: int = 10_000_000) -
 
     async def device_tx(ctx):
         while True:
-            await ctx.tick().until((top.tx == 0) | done)
-            if ctx.get(top.tx):
+            v = await receive_byte(ctx, top.tx, div, done)
+            if v is None:
                 return
-            await ctx.tick().repeat(div // 2)
-            if ctx.get(top.tx):
+            if v < 0:
                 continue
-            v = 0
-            for i in range(8):
-                await ctx.tick().repeat(div)
-                v |= ctx.get(top.tx) << i
-            await ctx.tick().repeat(div)
             got = parser.feed(bytes([v]))
             for r in got:
                 responses.append(r)

@@ -127,20 +127,14 @@ class SimulatedDevice:
             ctx.set(done, 1)
 
         async def monitor(ctx):
+            from .link_sim import receive_byte
+
             while True:
-                await ctx.tick().until((top.tx == 0) | done)
-                if ctx.get(top.tx):
+                # the design's bits, sampled at the host's rate
+                v = await receive_byte(ctx, top.tx, self._bit_cycles(), done)
+                if v is None:
                     return
-                bit = self._bit_cycles()  # sample the design's bits at the host's rate
-                await ctx.tick().repeat(max(1, round(bit / 2)))
-                if ctx.get(top.tx):
-                    continue
-                v = 0
-                for i in range(8):
-                    await ctx.tick().repeat(max(1, round(bit * (i + 1.5)) - round(bit * (i + 0.5))))
-                    v |= ctx.get(top.tx) << i
-                await ctx.tick().repeat(max(1, round(bit * 9.5) - round(bit * 8.5)))
-                if ctx.get(top.tx):  # a good stop bit
+                if v >= 0:  # a good stop bit
                     os.write(self.master, bytes([v]))
                     self.bytes_out += 1
 
