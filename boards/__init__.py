@@ -51,7 +51,7 @@ def known_rates(clk_freq: float | None = None) -> list[int]:
             try:
                 rates.append(f.default_baud(clk_freq))
             except ValueError:
-                pass
+                continue  # no rate of this board's bridge suits that clock
     return list(dict.fromkeys([*rates, LEGACY_BAUD]))
 
 
