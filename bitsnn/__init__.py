@@ -24,4 +24,12 @@ class BitsnnError(Exception):
     """
 
 
-__all__ = ["BitsnnError", "__version__"]
+def export(model, example_input, path=None, **kwargs):
+    """Trace your own ``nn.Module`` of bitsnn layers into the hardware-model file at ``path``;
+    see :func:`bitsnn.model.trace.export` (imports torch on first use)."""
+    from .model.trace import export as _export
+
+    return _export(model, example_input, path, **kwargs)
+
+
+__all__ = ["BitsnnError", "__version__", "export"]

@@ -37,6 +37,7 @@ __all__ = [
     "binarize",
     "BinaryLinear",
     "SpikeActivation",
+    "InputSpikes",
     "BinaryDense",
     "BinaryConv2d",
 ]
@@ -126,6 +127,26 @@ class BinaryLinear(nn.Module):
         return x_int.flatten(1).to(torch.float64) @ w.T
 
 
+class InputSpikes(nn.Module):
+    """Raw 8-bit pixels -> {0,1} input spikes ``[x >= threshold]`` (the hardware's input encoding).
+
+    Put it first in a module for :func:`bitsnn.export` to write a spike-input model; without it
+    the first layer takes the pixels themselves (``input_kind="pixels"``).
+    """
+
+    def __init__(self, threshold: int = 128):
+        super().__init__()
+        if not 1 <= int(threshold) <= 255 or int(threshold) != threshold:
+            raise ValueError(f"input threshold must be a whole number in 1..255, got {threshold!r}")
+        self.threshold = int(threshold)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x >= self.threshold).to(torch.float32)
+
+
 class SpikeActivation(nn.Module):
     """``s = [hardtanh(y) + b > 0]`` with a per-neuron learnable bias b and a chosen surrogate.
 
@@ -198,6 +219,8 @@ class BinaryDense(nn.Module):
 
         ``x``: 0/1 spikes or raw 0..255 pixel values (scaled by 1/255 inside)."""
         return self.act(self.bn(self.fc(x)))
+
+    forward = forward_float
 
     def forward_exact(self, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer path: (a, spikes). a exact in float64; spike against the folded threshold."""

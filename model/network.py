@@ -160,12 +160,71 @@ class BitSNN(nn.Module):
                 chw = None
                 n_prev = s
             hidden.append(layer)
+        out_kind = enc if not hidden else "spikes"
+        self._attach(hidden, BinaryLinear(n_prev, sizes[-1], scale="scalar",
+                                          input_scale=1.0 / 255 if out_kind == "pixels" else 1.0))
+
+    def _attach(self, hidden: list, output: BinaryLinear) -> None:
         self._conv_input = isinstance(hidden[0], BinaryConv2d) if hidden else False
         self.hidden = nn.ModuleList(hidden)
-        out_kind = enc if not hidden else "spikes"
-        self.output = BinaryLinear(n_prev, sizes[-1], scale="scalar",
-                                   input_scale=1.0 / 255 if out_kind == "pixels" else 1.0)
-        self.output_input_kind = out_kind
+        self.output = output
+        self.output_input_kind = self.input_encoding if not hidden else "spikes"
+
+    @classmethod
+    def from_layers(cls, hidden: list, output: BinaryLinear, *, input_shape, input_encoding: str = "pixels",
+                    input_threshold: int = 128) -> "BitSNN":
+        """A BitSNN around existing layers (shared, not copied): the hidden :class:`BinaryConv2d` /
+        :class:`BinaryDense` layers in order and a scalar-scale :class:`BinaryLinear` output.
+
+        Its ``arch`` is the one :func:`build_model` would build the same shapes from, so its
+        ``state_dict`` loads into ``build_model(model.arch)``. ValueError names a layer that does not
+        fit (sizes, input kinds, conv after dense). A conv layer that does not know its input map size
+        (``in_hw=None``) learns it here."""
+        tokens, n, chw = [], math.prod(input_shape), None
+        if hidden and isinstance(hidden[0], BinaryConv2d):
+            if len(input_shape) != 2:
+                raise ValueError(f"a first conv layer needs a 2-D input shape, got {tuple(input_shape)}")
+            chw = (1, *input_shape)
+        for i, layer in enumerate(hidden):
+            want = input_encoding if i == 0 else "spikes"
+            if getattr(layer, "input_kind", None) != want:
+                raise ValueError(f"hidden layer {i} ({type(layer).__name__}) takes input_kind="
+                                 f"{getattr(layer, 'input_kind', None)!r}; here its input is {want}")
+            if isinstance(layer, BinaryConv2d):
+                if chw is None:
+                    raise ValueError(f"hidden layer {i} (BinaryConv2d): convolutions must come first")
+                if layer.c_in != chw[0] or (layer.in_hw is not None and tuple(layer.in_hw) != chw[1:]):
+                    raise ValueError(f"hidden layer {i} (BinaryConv2d) takes {layer.c_in} x {layer.in_hw} maps, "
+                                     f"it gets {chw[0]} x {chw[1:]}")
+                if layer.in_hw is None:
+                    layer.in_hw = chw[1:]  # geometry only: what export writes into the file
+                tokens.append(f"c{layer.c_out}k{layer.kernel_size}p{layer.pool}")
+                chw = (layer.c_out, chw[1] // layer.pool, chw[2] // layer.pool)
+                n = math.prod(chw)
+            elif isinstance(layer, BinaryDense):
+                if layer.n_in != n:
+                    raise ValueError(f"hidden layer {i} (BinaryDense) takes {layer.n_in} inputs, it gets {n}")
+                tokens.append(str(layer.n_out))
+                chw, n = None, layer.n_out
+            else:
+                raise ValueError(f"hidden layer {i} ({type(layer).__name__}) is not a BinaryConv2d or BinaryDense")
+        if not isinstance(output, BinaryLinear) or output.scale_kind != "scalar":
+            raise ValueError("the output layer must be a BinaryLinear(..., scale='scalar')")
+        if output.n_in != n:
+            raise ValueError(f"the output BinaryLinear takes {output.n_in} inputs, it gets {n}")
+        surrogate = hidden[0].act.surrogate if hidden else "box"
+        arch = normalise_arch({"spec": "-".join([str(math.prod(input_shape)), *tokens, str(output.n_out)]),
+                               "input_shape": list(input_shape), "input_encoding": input_encoding,
+                               "input_threshold": int(input_threshold), "surrogate": surrogate})
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.arch = arch
+        self.input_shape = tuple(arch["input_shape"])
+        self.input_encoding = input_encoding
+        self.input_threshold = int(input_threshold)
+        self.input_crop = None
+        self._attach(list(hidden), output)
+        return self
 
     @property
     def n_inputs(self) -> int:

@@ -135,6 +135,7 @@ LIGHT_MODULES = (
     "bitsnn.firmware",
     "bitsnn.firmware.driver",
     "bitsnn.firmware.cli",
+    "bitsnn.model",
 )
 
 HEAVY = ("torch", "amaranth")
