@@ -35,7 +35,11 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt
     echo "bitsnn: installing pinned dependencies into $VENV" >&2
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
         -c constraints.txt -e ".[all]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-    "$VENV/bin/python" -c 'import bitsnn, torch, amaranth, cocotb' # fail here, not later, if the install broke
+    # Norse (a NIR reader the tests check bitsnn's graphs in) declares torchvision, which would
+    # replace the CPU torch with a CUDA build; its NIR import needs neither, so it comes without.
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+        -c constraints.txt norse 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+    "$VENV/bin/python" -c 'import bitsnn, torch, amaranth, cocotb, nir, snntorch, norse.torch' # fail here, not later, if the install broke
     if "$VENV/bin/python" -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
         echo "bitsnn: error: pip pulled CUDA packages; torch must be the CPU wheel" >&2
         exit 1

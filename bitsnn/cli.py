@@ -25,6 +25,7 @@ HANDLERS: dict[str, str] = {
     "report": "bitsnn.report:report_main",
     "train": "bitsnn.model.train:train_main",
     "export": "bitsnn.model.export:export_main",
+    "import": "bitsnn.nirgraph:import_main",
     "sim": "bitsnn.sim.cosim.cli:sim_main",
     "run": "bitsnn.firmware.cli:run_main",
 }
@@ -106,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CKPT")
     _add_data_dir(p)
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="hardware-model file to write (.bsnn)")
+    p.add_argument("--nir", metavar="GRAPH", help="also write the network as a NIR graph (docs/ecosystem.md)")
+
+    p = sub.add_parser("import", help="a NIR graph to a hardware-model file",
+                       description="Map a NIR graph (binary weights, IF or LIF neurons at one time step, 2 x 2 "
+                       "sum or average pools as ORs) onto the hardware-model file; anything else is refused by "
+                       "node name.")
+    p.add_argument("graph", metavar="GRAPH", help="NIR file (.nir, HDF5)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL", help="hardware-model file to write (.bsnn)")
+    p.add_argument("--input", choices=("pixels", "spikes"),
+                   help="how images enter the graph, when its metadata and nodes do not say: 8-bit pixels, "
+                   "or spikes [pixel >= --input-threshold]")
+    p.add_argument("--input-threshold", type=int_in(1, 255), metavar="T", help="pixel value at which an input spikes")
+    p.add_argument("--dt", type=float_in(1e-9, 1e3), default=1e-4,
+                   help="the one time step of LIF neurons, seconds (default 1e-4, snnTorch's NIR convention)")
 
     p = sub.add_parser("sim", help="simulate the generated hardware against the golden model",
                        description="Run the generated design in a simulator on test images and compare "

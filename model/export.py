@@ -141,13 +141,19 @@ def compare_with_golden(model: BitSNN, hw: HardwareModel, images: np.ndarray, la
     return out
 
 
-def export_checkpoint(checkpoint, output, data_dir=None, *, log=print) -> HardwareModel:
-    """Load, fold, verify against the golden model on the whole test set, write ``output``."""
+def export_checkpoint(checkpoint, output, data_dir=None, *, nir=None, log=print) -> HardwareModel:
+    """Load, fold, verify against the golden model on the whole test set, write ``output`` (and
+    the NIR graph ``nir``, if given)."""
     from bitsnn.data import load_dataset
 
     from .train import load_checkpoint
 
     check_output_file(output)  # before any work
+    if nir is not None:
+        check_output_file(nir)
+        from bitsnn.nirgraph import _nir
+
+        _nir()  # the nir package is there, before any work
     t0 = time.perf_counter()
     model, config, metrics = load_checkpoint(checkpoint)
     hw = to_hardware_model(model)  # refuses unsupported layers before any data is loaded
@@ -178,10 +184,15 @@ def export_checkpoint(checkpoint, output, data_dir=None, *, log=print) -> Hardwa
     hw.save(output)
     log(f"[export] {hw.describe()}; test accuracy {res['accuracy']:.4f}; wrote {output} "
         f"({time.perf_counter() - t0:.1f} s)")
+    if nir is not None:
+        from bitsnn.nirgraph import write_nir
+
+        write_nir(hw, nir)
+        log(f"[export] wrote the NIR graph {nir}")
     return hw
 
 
 def export_main(args) -> int:
     """``bitsnn export``."""
-    export_checkpoint(args.checkpoint, args.output, args.data_dir)
+    export_checkpoint(args.checkpoint, args.output, args.data_dir, nir=getattr(args, "nir", None))
     return 0

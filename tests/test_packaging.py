@@ -136,6 +136,7 @@ LIGHT_MODULES = (
     "bitsnn.firmware.driver",
     "bitsnn.firmware.cli",
     "bitsnn.model",
+    "bitsnn.nirgraph",
 )
 
 HEAVY = ("torch", "amaranth")

@@ -1,0 +1,438 @@
+"""NIR (the Neuromorphic Intermediate Representation, PyPI ``nir``) to and from the hardware model.
+
+NumPy and ``nir`` only (``nir`` is imported when a function here runs): no torch, no amaranth.
+
+**Export** (:func:`to_nir`) writes each layer in the integer form the hardware computes, so that
+any NIR reader gets the same spikes in float32 at one time step:
+
+- a hidden dense or conv layer is an ``Affine`` / ``Conv2d`` with weights ``s * w`` (w the +-1
+  weights, s = +1 for compare ">=" and -1 for "<=") and bias ``1.5 - s * theta``, then an ``IF``
+  with ``r = 1`` and ``v_threshold = 1``: ``v = s(a - theta) + 1.5 > 1`` exactly when
+  ``a >= theta`` (s = +1) or ``a <= theta`` (s = -1); ``v`` is a whole number plus one half, so
+  ``>`` and ``>=`` readers agree. The weights stay +-1 and every threshold is the same, which is
+  what readers that want one threshold per layer (snnTorch) need;
+- a 2 x 2 OR pool is ``SumPool2d`` (2, stride 2), then an ``IF`` at 0.5 (a pooled sum of 0/1
+  spikes fires when any fired);
+- the conv maps are flattened (``Flatten`` from dimension 0, NIR's shapes have no batch), in
+  torch's channel, row, column order;
+- the output layer is a ``Linear`` of the +-1 weights: its outputs are the integer class scores.
+
+The graph takes the first layer's input: the 8-bit pixels (``input_encoding = "pixels"``) or the
+0/1 spikes ``[pixel >= input_threshold]``. The graph's metadata keeps the input encoding, its
+threshold, the image shape, the crop and the file's meta, and each synapse node keeps its ``compare`` directions,
+so that :func:`from_nir` gives back the very file (the same content hash).
+
+**Import** (:func:`from_nir`) takes a chain ``Input [Threshold] (Conv2d IF [SumPool2d|AvgPool2d
+IF])* [Flatten] (Affine|Linear IF|LIF)* (Affine|Linear) [IF|LIF] Output`` whose weights are
+binary (``+-c`` per neuron or channel, c > 0, folded into the threshold) and whose neurons fold
+into integer thresholds at one time step. Anything else is refused with one line naming the node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import BitsnnError
+from .fileio import atomic_write_bytes, check_output_file
+from .hwmodel import ConvLayer, HardwareModel, HardwareModelError, Layer, pack_bits
+
+__all__ = ["to_nir", "write_nir", "from_nir", "read_nir", "import_main", "NirImportError"]
+
+#: bitsnn's marker in a graph's metadata (the version of this mapping)
+MARK = "bitsnn_nir"
+MAPPING_VERSION = 1
+#: the IF threshold of a layer's neurons, and the bias offset that puts v half-way between integers
+V_THRESHOLD = 1.0
+HALF = 1.5
+#: the threshold after a pooled sum of 0/1 spikes: fires when any fired
+OR_THRESHOLD = 0.5
+#: the time step a LIF neuron's one step is taken with, unless told (snnTorch's NIR convention)
+DEFAULT_DT = 1e-4
+_RTOL = 1e-6
+
+
+class NirImportError(BitsnnError):
+    """A NIR graph that does not map onto bitsnn's arithmetic; the message names the node."""
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError:  # pragma: no cover - the nir extra is part of bitsnn[all]
+        raise BitsnnError("NIR support needs the 'nir' package: pip install 'bitsnn[nir]'") from None
+    return nir
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def _fold_signs(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
+    """(weights s*w as float32 rows, biases 1.5 - s*theta) of a hidden layer."""
+    s = layer.compare.astype(np.float64)
+    w = layer.weights_pm1().astype(np.float64) * s[:, None]
+    b = HALF - s * layer.thresholds.astype(np.float64)
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+def to_nir(hw: HardwareModel):
+    """The NIR graph of ``hw`` (see the module docstring)."""
+    nir = _nir()
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    nodes, chain = {}, []
+
+    def add(name, node):
+        nodes[name] = node
+        chain.append(name)
+
+    first = hw.layers[0]
+    in_shape = first.in_shape if isinstance(first, ConvLayer) else (first.n_in,)
+    add("input", nir.Input(input_type={"input": np.array(in_shape)}))
+    maps = None  # the shape of the last convolution's output maps, until a dense layer flattens them
+    for layer in hw.layers:
+        if isinstance(layer, ConvLayer):
+            c_in, h, w_ = layer.in_shape
+            k = layer.kernel
+            w, b = _fold_signs(layer)
+            add(layer.name, nir.Conv2d(input_shape=(h, w_), weight=w.reshape(layer.channels, c_in, k, k),
+                                       stride=1, padding=k // 2, dilation=1, groups=1, bias=b,
+                                       metadata={"compare": layer.compare.astype(np.int8)}))
+            shape = (layer.channels, h, w_)
+            add(f"{layer.name}_spike", nir.IF(r=np.ones(shape, np.float32), v_threshold=np.full(shape, V_THRESHOLD, np.float32),
+                                              v_reset=np.zeros(shape, np.float32)))
+            if layer.pool > 1:
+                p = layer.pool
+                add(f"{layer.name}_pool", nir.SumPool2d(kernel_size=np.array([p, p]), stride=np.array([p, p]),
+                                                        padding=np.array([0, 0])))
+                shape = layer.out_shape
+                add(f"{layer.name}_or", nir.IF(r=np.ones(shape, np.float32),
+                                               v_threshold=np.full(shape, OR_THRESHOLD, np.float32),
+                                               v_reset=np.zeros(shape, np.float32)))
+            maps = layer.out_shape
+            continue
+        if maps is not None:  # the first dense layer after convolutions takes their flattened maps
+            add("flatten", nir.Flatten(input_type={"input": np.array(maps)}, start_dim=0, end_dim=-1))
+            maps = None
+        if layer.is_output:
+            add(layer.name, nir.Linear(weight=f32(layer.weights_pm1())))
+        else:
+            w, b = _fold_signs(layer)
+            add(layer.name, nir.Affine(weight=w, bias=b, metadata={"compare": layer.compare.astype(np.int8)}))
+            n = (layer.n_out,)
+            add(f"{layer.name}_spike", nir.IF(r=np.ones(n, np.float32), v_threshold=np.full(n, V_THRESHOLD, np.float32),
+                                              v_reset=np.zeros(n, np.float32)))
+    add("output", nir.Output(output_type={"output": np.array([hw.num_classes])}))
+    meta = {MARK: MAPPING_VERSION, "input_encoding": hw.input_encoding, "input_threshold": int(hw.input_threshold),
+            "input_shape": np.array(hw.input_shape, dtype=np.int64),
+            "meta": json.dumps(hw.meta, sort_keys=True)}
+    if hw.input_crop:
+        meta["input_crop"] = np.array(hw.input_crop, dtype=np.int64)
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(chain[:-1], chain[1:])), metadata=meta)
+
+
+def write_nir(hw: HardwareModel, path) -> Path:
+    """Write ``hw`` as a NIR (HDF5) file at ``path``, atomically."""
+    nir = _nir()
+    path = Path(path)
+    check_output_file(path)
+    graph = to_nir(hw)
+    buf = io.BytesIO()
+    nir.write(buf, graph)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+# --- import ---------------------------------------------------------------------------------
+
+
+def read_nir(path, **kwargs) -> HardwareModel:
+    """:func:`from_nir` of the NIR file at ``path``; one-line errors for unreadable files."""
+    nir = _nir()
+    path = Path(path)
+    if not path.is_file():
+        raise BitsnnError(f"cannot read NIR graph {path}: no such file")
+    try:
+        graph = nir.read(path)
+    except Exception as e:  # h5py and nir raise many kinds for a file that is not a NIR graph
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BitsnnError(f"cannot read NIR graph {path}: {first}") from None
+    return from_nir(graph, source=str(path), **kwargs)
+
+
+def _kind(node) -> str:
+    return type(node).__name__
+
+
+def _chain(graph) -> list[tuple[str, object]]:
+    """The graph's nodes in order from its Input to its Output; NirImportError for anything else."""
+    nir = _nir()
+    nodes, edges = dict(graph.nodes), [tuple(e) for e in graph.edges]
+    for name, node in nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            raise NirImportError(f"NIR node '{name}' is a subgraph (a recurrent or nested block); bitsnn maps a "
+                                 "feed-forward chain")
+    succ, pred = {}, {}
+    for a, b in edges:
+        if a not in nodes or b not in nodes:
+            raise NirImportError(f"NIR edge {a!r} -> {b!r} names a node the graph does not have")
+        succ.setdefault(a, []).append(b)
+        pred.setdefault(b, []).append(a)
+    for name in nodes:
+        if len(succ.get(name, [])) > 1 or len(pred.get(name, [])) > 1:
+            raise NirImportError(f"NIR node '{name}' ({_kind(nodes[name])}) has "
+                                 f"{len(pred.get(name, []))} inputs and {len(succ.get(name, []))} outputs; "
+                                 "bitsnn maps a chain of layers (no branches or recurrence)")
+    starts = [n for n, v in nodes.items() if isinstance(v, nir.Input)]
+    if len(starts) != 1:
+        raise NirImportError(f"NIR graph has {len(starts)} Input nodes; bitsnn maps one")
+    out, cur, seen = [], starts[0], set()
+    while True:
+        out.append((cur, nodes[cur]))
+        seen.add(cur)
+        nxt = succ.get(cur, [])
+        if not nxt:
+            break
+        cur = nxt[0]
+        if cur in seen:
+            raise NirImportError(f"NIR node '{cur}' closes a cycle; bitsnn maps a feed-forward chain")
+    if not isinstance(out[-1][1], nir.Output):
+        raise NirImportError(f"NIR node '{out[-1][0]}' ({_kind(out[-1][1])}) ends the chain; bitsnn needs an Output there")
+    if len(out) != len(nodes):
+        stray = sorted(set(nodes) - seen)[0]
+        raise NirImportError(f"NIR node '{stray}' ({_kind(nodes[stray])}) is not on the chain from the Input to the Output")
+    return out
+
+
+def _binary_rows(name: str, kind: str, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bits (rows, fan-in) uint8, per-row scale c > 0) of weights that are +-c per row."""
+    w = np.asarray(weight, dtype=np.float64).reshape(weight.shape[0], -1)
+    c = np.abs(w).max(axis=1)
+    if np.any(c == 0) or not np.allclose(np.abs(w), c[:, None], rtol=_RTOL, atol=0):
+        row = int(np.flatnonzero((c == 0) | ~np.all(np.isclose(np.abs(w), c[:, None], rtol=_RTOL, atol=0), axis=1))[0])
+        raise NirImportError(f"NIR node '{name}' ({kind}): the weights of output {row} are not +-c for one c > 0; "
+                             "bitsnn maps binary weights")
+    return (w > 0).astype(np.uint8), c
+
+
+def _per_unit(name: str, node, value, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A neuron parameter as one value per neuron (dense) or per channel (conv maps)."""
+    a = np.broadcast_to(np.asarray(value, dtype=np.float64), shape) if np.size(value) in (1, math.prod(shape)) \
+        else None
+    if a is None:
+        try:
+            a = np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(shape[0], *[1] * (len(shape) - 1)), shape)
+        except ValueError:
+            raise NirImportError(f"NIR node '{name}' ({_kind(node)}): {what} has shape {np.shape(value)}, the layer "
+                                 f"has {shape} neurons") from None
+    flat = a.reshape(shape[0], -1)
+    if not np.all(flat == flat[:, :1]):
+        raise NirImportError(f"NIR node '{name}' ({_kind(node)}): {what} differs across one channel's positions; "
+                             "bitsnn has one threshold per channel")
+    return flat[:, 0].copy()
+
+
+def _neuron(name: str, node, shape: tuple[int, ...], dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """(r, v_threshold) of a neuron at one time step from rest, per unit: fires when r * input > v_threshold."""
+    nir = _nir()
+    if isinstance(node, nir.IF):
+        r, vt = node.r, node.v_threshold
+    elif isinstance(node, nir.LIF):
+        # tau dv/dt = (v_leak - v) + r I, one Euler step of dt from v = 0: v = dt/tau (v_leak + r I)
+        tau = _per_unit(name, node, node.tau, shape, "tau")
+        leak = _per_unit(name, node, node.v_leak, shape, "v_leak")
+        if np.any(tau <= 0):
+            raise NirImportError(f"NIR node '{name}' (LIF): tau must be positive")
+        r = _per_unit(name, node, node.r, shape, "r")
+        vt = _per_unit(name, node, node.v_threshold, shape, "v_threshold") * tau / dt - leak
+    else:
+        raise NirImportError(f"NIR node '{name}' ({_kind(node)}) is not an IF or LIF neuron; bitsnn maps IF and LIF "
+                             "neurons at one time step")
+    r = _per_unit(name, node, r, shape, "r")
+    vt = _per_unit(name, node, vt, shape, "v_threshold")
+    if np.any(r <= 0):
+        raise NirImportError(f"NIR node '{name}' ({_kind(node)}): r must be positive")
+    return r, vt
+
+
+def _thresholds(c, b, r, vt, a_max: int) -> np.ndarray:
+    """theta with ``r (c a + b) > vt  <=>  a >= theta`` for whole a, clamped to [-R-1, R+1]."""
+    q = (vt / r - b) / c
+    q = np.clip(q, -a_max - 2.0, a_max + 2.0)
+    return np.clip(np.floor(q).astype(np.int64) + 1, -a_max - 1, a_max + 1)
+
+
+def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int | None = None,
+             dt: float = DEFAULT_DT, source: str = "<graph>") -> HardwareModel:
+    """The hardware model of a NIR graph (see the module docstring); NirImportError names what
+    does not map. ``input_encoding`` / ``input_threshold`` say how images enter a graph whose
+    metadata and nodes do not; ``dt`` is the one time step of LIF neurons."""
+    nir = _nir()
+    chain = _chain(graph)
+    meta = dict(graph.metadata or {})
+    ours = MARK in meta
+    if input_encoding is None and ours:
+        input_encoding = str(meta["input_encoding"])
+    if input_threshold is None and ours:
+        input_threshold = int(meta["input_threshold"])
+    name0, inp = chain[0]
+    shape = tuple(int(d) for d in np.atleast_1d(next(iter(inp.input_type.values()))))
+    i = 1
+    if isinstance(chain[1][1], nir.Threshold):
+        t = np.unique(np.asarray(chain[1][1].threshold, dtype=np.float64))
+        if t.size != 1:
+            raise NirImportError(f"NIR node '{chain[1][0]}' (Threshold): one input threshold for every pixel, please")
+        if input_encoding == "pixels":
+            raise NirImportError(f"NIR node '{chain[1][0]}' (Threshold) makes spikes of the input; --input pixels "
+                                 "contradicts it")
+        input_encoding, input_threshold, i = "spikes", int(math.floor(t[0])) + 1, 2
+    if input_encoding is None:
+        raise NirImportError("the NIR graph does not say how images enter it: say --input pixels (8-bit values) or "
+                             "--input spikes with --input-threshold T")
+    if input_encoding not in ("spikes", "pixels"):
+        raise NirImportError(f"input encoding must be 'spikes' or 'pixels', got {input_encoding!r}")
+    if input_encoding == "spikes" and input_threshold is None:
+        raise NirImportError("spike input needs --input-threshold T (a pixel >= T is a spike)")
+    input_threshold = 128 if input_threshold is None else int(input_threshold)
+    if len(shape) == 3:
+        if shape[0] != 1:
+            raise NirImportError(f"NIR node '{name0}' (Input): {shape[0]} input channels; bitsnn takes one-channel images")
+        input_shape, cur = shape[1:], shape
+    else:
+        input_shape, cur = (shape if len(shape) == 2 else (math.prod(shape),)), shape
+    if ours and "input_shape" in meta and math.prod(int(d) for d in np.atleast_1d(meta["input_shape"])) == math.prod(shape):
+        input_shape = tuple(int(d) for d in np.atleast_1d(meta["input_shape"]))
+    layers: list[Layer] = []
+    kind_in = input_encoding
+    nodes = chain[i:-1]
+    j = 0
+    while j < len(nodes):
+        name, node = nodes[j]
+        compare_meta = np.asarray(node.metadata.get("compare")) if ours and hasattr(node, "metadata") and \
+            "compare" in (node.metadata or {}) else None
+        if isinstance(node, nir.Flatten):
+            cur = (math.prod(cur),)
+            j += 1
+            continue
+        if isinstance(node, nir.Conv2d):
+            layer, cur, j = _conv(nodes, j, cur, kind_in, len(layers), compare_meta, dt)
+        elif isinstance(node, (nir.Affine, nir.Linear)):
+            last = j + 1 == len(nodes) or (j + 2 == len(nodes) and isinstance(nodes[j + 1][1], (nir.IF, nir.LIF)))
+            layer, cur, j = _dense(nodes, j, cur, kind_in, len(layers), compare_meta, dt, last)
+        else:
+            raise NirImportError(f"NIR node '{name}' ({_kind(node)}) has no bitsnn mapping here; bitsnn maps Conv2d, "
+                                 "Affine and Linear synapses with IF/LIF neurons, 2 x 2 SumPool2d/AvgPool2d OR pools and Flatten")
+        if ours:  # bitsnn named each synapse node after its layer
+            layer = dataclasses.replace(layer, name=name)
+        layers.append(layer)
+        kind_in = "spikes"
+    if not layers or not layers[-1].is_output:
+        raise NirImportError("the NIR graph does not end in a Linear (or bias-free Affine) layer of class scores")
+    crop = tuple(int(v) for v in meta["input_crop"]) if ours and "input_crop" in meta else None
+    file_meta = json.loads(meta["meta"]) if ours and "meta" in meta else {"imported_from": os.path.basename(source)}
+    try:
+        return HardwareModel(input_shape=tuple(input_shape), input_encoding=input_encoding,
+                             input_threshold=input_threshold, layers=tuple(layers), meta=file_meta, input_crop=crop)
+    except HardwareModelError as e:
+        raise NirImportError(f"the NIR graph maps to an invalid hardware model: {e}") from None
+
+
+def _apply_compare(bits, theta, compare_meta, n):
+    """bitsnn's own export folded compare -1 into negated weights; undo it where the metadata says so."""
+    compare = np.ones(n, dtype=np.int8)
+    if compare_meta is not None and compare_meta.shape == (n,) and set(np.unique(compare_meta)) <= {-1, 1}:
+        neg = compare_meta < 0
+        bits[neg] = 1 - bits[neg]
+        theta[neg] = -theta[neg]
+        compare[neg] = -1
+    return bits, theta, compare
+
+
+def _a_max(kind_in: str, fan_in: int) -> int:
+    return (255 if kind_in == "pixels" else 1) * fan_in
+
+
+def _conv(nodes, j, cur, kind_in, index, compare_meta, dt):
+    nir = _nir()
+    name, node = nodes[j]
+    w = np.asarray(node.weight)
+    if w.ndim != 4 or w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0:
+        raise NirImportError(f"NIR node '{name}' (Conv2d): a {w.shape} kernel; bitsnn maps square odd k x k kernels")
+    c_out, c_in, k = w.shape[0], w.shape[1], w.shape[2]
+    as_pair = lambda v: tuple(int(x) for x in np.broadcast_to(np.asarray(v), (2,)))  # noqa: E731
+    pad = node.padding
+    if not (as_pair(node.stride) == (1, 1) and as_pair(node.dilation) == (1, 1) and int(node.groups) == 1
+            and ((isinstance(pad, str) and pad == "same") or (not isinstance(pad, str) and as_pair(pad) == (k // 2, k // 2)))):
+        raise NirImportError(f"NIR node '{name}' (Conv2d): bitsnn maps stride 1, dilation 1, one group and zero "
+                             f"padding {k // 2}")
+    if len(cur) != 3 or cur[0] != c_in:
+        raise NirImportError(f"NIR node '{name}' (Conv2d) takes {c_in} channels; its input is {cur}")
+    bits, c = _binary_rows(name, "Conv2d", w)
+    b = np.zeros(c_out) if node.bias is None else np.broadcast_to(np.asarray(node.bias, np.float64), (c_out,))
+    shape = (c_out, *cur[1:])
+    if j + 1 >= len(nodes):
+        raise NirImportError(f"NIR node '{name}' (Conv2d) is not followed by an IF or LIF neuron")
+    r, vt = _neuron(nodes[j + 1][0], nodes[j + 1][1], shape, dt)
+    theta = _thresholds(c, b, r, vt, _a_max(kind_in, c_in * k * k))
+    bits, theta, compare = _apply_compare(bits, theta, compare_meta, c_out)
+    j += 2
+    pool = 1
+    if j < len(nodes) and isinstance(nodes[j][1], (nir.SumPool2d, nir.AvgPool2d)):
+        pname, pnode = nodes[j]
+        form = "sum" if isinstance(pnode, nir.SumPool2d) else "avg"
+        if not (as_pair(pnode.kernel_size) == (2, 2) and as_pair(pnode.stride) == (2, 2)
+                and as_pair(pnode.padding) == (0, 0)):
+            raise NirImportError(f"NIR node '{pname}' ({_kind(pnode)}): bitsnn maps 2 x 2 pools of stride 2 without padding")
+        pooled = (c_out, shape[1] // 2, shape[2] // 2)
+        if j + 1 >= len(nodes):
+            raise NirImportError(f"NIR node '{pname}' ({_kind(pnode)}) is not followed by an IF or LIF neuron")
+        pr, pvt = _neuron(nodes[j + 1][0], nodes[j + 1][1], pooled, dt)
+        top = 4.0 if form == "sum" else 1.0
+        ratio = pvt / pr
+        if not np.all((ratio >= 0) & (ratio < top / 4)):
+            raise NirImportError(f"NIR node '{nodes[j + 1][0]}' ({_kind(nodes[j + 1][1])}): after a {form} pool, a "
+                                 f"threshold of {ratio.max():g} is not an OR of the window's spikes")
+        pool, shape, j = 2, pooled, j + 2
+    layer = ConvLayer(f"conv{index + 1}", weight_bits=pack_bits(bits), thresholds=theta, compare=compare,
+                      input_kind=kind_in, in_shape=tuple(cur), channels=c_out, kernel=k, pool=pool)
+    return layer, shape, j
+
+
+def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last):
+    nir = _nir()
+    name, node = nodes[j]
+    w = np.asarray(node.weight)
+    n_in = math.prod(cur)
+    if w.ndim != 2 or w.shape[1] != n_in:
+        raise NirImportError(f"NIR node '{name}' ({_kind(node)}): weights {w.shape} for {n_in} inputs {tuple(cur)}"
+                             + (" (a conv output needs a Flatten first)" if len(cur) > 1 and w.ndim == 2 else ""))
+    bits, c = _binary_rows(name, _kind(node), w)
+    b = np.zeros(w.shape[0]) if isinstance(node, nir.Linear) else np.broadcast_to(np.asarray(node.bias, np.float64),
+                                                                                   (w.shape[0],))
+    if last:
+        if np.any(b != 0) or not np.allclose(c, c[0], rtol=_RTOL, atol=0):
+            raise NirImportError(f"NIR node '{name}' ({_kind(node)}): an output layer needs one weight scale and no "
+                                 "bias (bitsnn classifies by the integer scores)")
+        layer = Layer(f"fc{index + 1}", n_in, w.shape[0], pack_bits(bits), input_kind=kind_in)
+        return layer, (w.shape[0],), len(nodes)  # a trailing IF/LIF is dropped: the class is the argmax of its input
+    if j + 1 >= len(nodes):
+        raise NirImportError(f"NIR node '{name}' ({_kind(node)}) is not followed by an IF or LIF neuron")
+    r, vt = _neuron(nodes[j + 1][0], nodes[j + 1][1], (w.shape[0],), dt)
+    theta = _thresholds(c, b, r, vt, _a_max(kind_in, n_in))
+    bits, theta, compare = _apply_compare(bits, theta, compare_meta, w.shape[0])
+    layer = Layer(f"fc{index + 1}", n_in, w.shape[0], pack_bits(bits), theta, compare, kind_in)
+    return layer, (w.shape[0],), j + 2
+
+
+def import_main(args) -> int:
+    """``bitsnn import GRAPH.nir -o MODEL.bsnn``."""
+    check_output_file(args.output)
+    hw = read_nir(args.graph, input_encoding=args.input, input_threshold=args.input_threshold, dt=args.dt)
+    hw.save(args.output)
+    print(f"[import] {hw.describe()}; content hash {hw.content_hash[:16]}; wrote {args.output}")
+    return 0

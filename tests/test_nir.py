@@ -1,0 +1,260 @@
+"""NIR export and import (bitsnn.nirgraph): the round trip keeps the file, two NIR-reading
+libraries reproduce the golden model's spikes and classes on real test images, a network
+defined in snnTorch comes in bit-exactly (and runs on Icarus), and what does not map is refused
+by node name."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+nir = pytest.importorskip("nir")
+
+from bitsnn import BitsnnError  # noqa: E402
+from bitsnn.cli import main  # noqa: E402
+from bitsnn.hwmodel import HardwareModel, random_model  # noqa: E402
+from bitsnn.nirgraph import NirImportError, from_nir, read_nir, to_nir, write_nir  # noqa: E402
+from bitsnn.sim import golden  # noqa: E402
+from nir_helpers import LIBRARIES, load_in, run_graph, spike_nodes  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _quiet_norse():
+    # Norse logs a warning per IF node whose r it ignores; r is 1 in bitsnn's graphs
+    logging.disable(logging.WARNING)
+    yield
+    logging.disable(logging.NOTSET)
+
+
+def _models(request):
+    return {"tiny": request.getfixturevalue("tiny_hwmodel"), "conv-tiny": request.getfixturevalue("conv_tiny_hwmodel")}
+
+
+@pytest.mark.parametrize("name", ["tiny", "conv-tiny"])
+def test_round_trip_keeps_the_file(tmp_path, request, name):
+    hw = _models(request)[name]
+    write_nir(hw, tmp_path / "m.nir")
+    back = read_nir(tmp_path / "m.nir")
+    assert back.content_hash == hw.content_hash
+    assert back.to_bytes() == hw.to_bytes()
+
+
+def test_round_trip_of_both_compare_directions_and_kernels():
+    """Random models with both compare directions, kernels 3 and 5, pools 1 and 2, spike and pixel input."""
+    rng = np.random.default_rng(3)
+    for enc in ("spikes", "pixels"):
+        hw = random_model(rng, [784, 12, 10], input_encoding=enc, input_shape=(28, 28),
+                          convs=((3, 5, 2), (4, 3, 1)), input_threshold=90, threshold_spread=0.5)
+        assert {-1, 1} <= set(np.concatenate([l.compare for l in hw.hidden_layers]).tolist())
+        assert from_nir(to_nir(hw)).content_hash == hw.content_hash
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("name,n", [("tiny", 300), ("conv-tiny", 200)])
+def test_libraries_reproduce_the_golden_model(request, mnist, library, name, n):
+    """snnTorch and Norse load the exported graph; at one time step every hidden layer's spikes,
+    the class scores and the class equal the golden model's on real MNIST test images."""
+    pytest.importorskip(library)
+    hw = _models(request)[name]
+    graph = to_nir(hw)
+    imgs = mnist.test_images[:n]
+    g = golden.run(hw, imgs)
+    spikes, scores = run_graph(load_in(library, graph), graph.nodes["input"].input_type["input"],
+                               hw.encode_input(imgs), spike_nodes(hw))
+    for s_lib, s_gold in zip(spikes, g.spikes, strict=True):
+        assert set(np.unique(s_lib)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(s_lib.astype(np.uint8), s_gold)
+    np.testing.assert_array_equal(scores, g.scores.astype(np.float32))
+    np.testing.assert_array_equal(scores.argmax(1), g.classes)
+
+
+def _snntorch_net(mnist, steps=150):
+    """A network defined and trained in snnTorch (Flatten, Linear+bias, Leaky, Linear, Leaky),
+    then binarised: each row's weights become +-(their mean magnitude), the biases are kept."""
+    import snntorch as snn
+    import snntorch.utils  # noqa: F401  (snn.utils.reset)
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(784, 64), nn.Linear(64, 10, bias=False)
+    # per-neuron beta and threshold: snnTorch writes a scalar one as a shapeless LIF, which NIR's type check refuses
+    lif1 = snn.Leaky(beta=torch.full((64,), 0.9), threshold=torch.ones(64), init_hidden=True)
+    lif2 = snn.Leaky(beta=torch.full((10,), 0.9), threshold=torch.ones(10), init_hidden=True, output=True)
+    net = nn.Sequential(nn.Flatten(), fc1, lif1, fc2, lif2)
+    x = torch.as_tensor(mnist.train_images[: steps * 100] >= 128).float().unsqueeze(1)
+    y = torch.as_tensor(mnist.train_labels[: steps * 100]).long()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for i in range(steps):
+        snn.utils.reset(net)
+        _spk, mem = net(x[i * 100 : (i + 1) * 100])
+        loss = F.cross_entropy(mem, y[i * 100 : (i + 1) * 100])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        for fc in (fc1, fc2):
+            fc.weight.copy_(torch.sign(fc.weight) * fc.weight.abs().mean(1, keepdim=True))
+        # one scale for the class scores, a power of two: snnTorch's float32 sums of +-c are then exact,
+        # and tied scores go to the lowest class, as in bitsnn (any other scale breaks ties by rounding)
+        fc2.weight.copy_(torch.sign(fc2.weight) * 2.0 ** torch.round(torch.log2(fc2.weight.abs().mean())))
+    return net, lif1
+
+
+@torch.no_grad()
+def _snntorch_run(net, lif1, images):
+    import snntorch as snn
+    import snntorch.utils  # noqa: F401  (snn.utils.reset)
+
+    seen = []
+    h = lif1.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().numpy().copy()))
+    snn.utils.reset(net)
+    _spk, mem = net(torch.as_tensor(images >= 128).float().unsqueeze(1))
+    h.remove()
+    return seen[0], mem.numpy()
+
+
+def test_a_network_defined_in_snntorch_comes_in_bit_exact(tmp_path, mnist, capsys):
+    pytest.importorskip("snntorch")
+    from snntorch.export_nir import export_to_nir
+
+    net, lif1 = _snntorch_net(mnist)
+    graph = export_to_nir(net, torch.zeros(1, 1, 28, 28), ignore_dims=[0])
+    nir.write(tmp_path / "snn.nir", graph)
+    assert main(["import", str(tmp_path / "snn.nir"), "-o", str(tmp_path / "snn.bsnn"),
+                 "--input", "spikes", "--input-threshold", "128"]) == 0
+    assert "784-64-10 (spikes input, threshold 128)" in capsys.readouterr().out
+    hw = HardwareModel.load(tmp_path / "snn.bsnn")
+    imgs = mnist.test_images[:2000]
+    g = golden.run(hw, imgs)
+    spikes, mem = _snntorch_run(net, lif1, imgs)
+    np.testing.assert_array_equal(spikes.astype(np.uint8), g.spikes[0])
+    scale = float(net[3].weight.detach().abs().max())
+    np.testing.assert_array_equal(mem / scale, g.scores)
+    np.testing.assert_array_equal(mem.argmax(1), g.classes)
+    assert 0.05 < g.spikes[0].mean() < 0.95
+    assert np.mean(g.classes == mnist.test_labels[:2000]) > 0.7  # trained in snnTorch, then binarised
+
+
+@pytest.mark.cosim
+@pytest.mark.xdist_group("cosim")
+def test_snntorch_network_runs_on_icarus(tmp_path, mnist):
+    """The snnTorch-defined network, through NIR, co-simulated on Icarus: 0 mismatches."""
+    pytest.importorskip("snntorch")
+    from snntorch.export_nir import export_to_nir
+
+    from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
+
+    why = simulator_missing("icarus")
+    if why:
+        pytest.skip(why)
+    net, _ = _snntorch_net(mnist, steps=40)
+    hw = from_nir(export_to_nir(net, torch.zeros(1, 1, 28, 28), ignore_dims=[0]), input_encoding="spikes",
+                  input_threshold=128)
+    imgs = mnist.test_images[:50]
+    g = golden.run(hw, imgs)
+    expected = dict(classes=g.classes, scores=g.scores, spike_counts=g.spike_counts,
+                    **{f"spikes{i}": s for i, s in enumerate(g.spikes)})
+    r = run_accelerator_cosim(hw, imgs, simulator="icarus", build_root=tmp_path / "cosim", expected=expected)
+    np.testing.assert_array_equal(r.classes, g.classes)
+    np.testing.assert_array_equal(r.scores, g.scores)
+    for a, b in zip(r.spikes, g.spikes, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(r.cycles, r.measured_cycles)
+
+
+# --- refused, one line each, naming the node ---------------------------------------------------
+
+
+def _dense_graph(weight=None, neuron=None, extra=None):
+    w = np.where(np.random.default_rng(0).random((4, 6)) < 0.5, -0.5, 0.5).astype(np.float32) if weight is None else weight
+    nodes = {"input": nir.Input({"input": np.array([6])}),
+             "fc": nir.Affine(weight=w, bias=np.zeros(4, np.float32)),
+             "lif": neuron or nir.IF(r=np.ones(4), v_threshold=np.ones(4), v_reset=np.zeros(4)),
+             "out": nir.Linear(weight=np.ones((2, 4), np.float32)),
+             "output": nir.Output({"output": np.array([2])})}
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "out"), ("out", "output")]
+    if extra:
+        nodes.update(extra[0])
+        edges = extra[1](edges)
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def test_a_plain_graph_imports():
+    hw = from_nir(_dense_graph(), input_encoding="spikes", input_threshold=100)
+    assert hw.describe().startswith("6-4-2 (spikes input, threshold 100)")
+    # a = sum of +-1, 0.5 * a > 1 fires: a >= 3
+    np.testing.assert_array_equal(hw.layers[0].thresholds, [3, 3, 3, 3])
+
+
+@pytest.mark.parametrize("graph,message", [
+    (lambda: _dense_graph(weight=np.arange(24, dtype=np.float32).reshape(4, 6) - 10),
+     r"^NIR node 'fc' \(Affine\): the weights of output 0 are not \+-c for one c > 0; bitsnn maps binary weights$"),
+    (lambda: _dense_graph(neuron=nir.CubaLIF(tau_syn=np.ones(4), tau_mem=np.ones(4), r=np.ones(4), v_leak=np.zeros(4),
+                                             v_threshold=np.ones(4))),
+     r"^NIR node 'lif' \(CubaLIF\) is not an IF or LIF neuron"),
+    (lambda: _dense_graph(neuron=nir.IF(r=-np.ones(4), v_threshold=np.ones(4))),
+     r"^NIR node 'lif' \(IF\): r must be positive$"),
+    (lambda: _dense_graph(extra=({"scale": nir.Scale(scale=np.ones(4))},
+                                 lambda e: [("input", "fc"), ("fc", "lif"), ("lif", "scale"), ("scale", "out"),
+                                            ("out", "output")])),
+     r"^NIR node 'scale' \(Scale\) has no bitsnn mapping here"),
+    (lambda: _dense_graph(extra=({"side": nir.Affine(weight=np.ones((4, 4), np.float32), bias=np.zeros(4))},
+                                 lambda e: e + [("lif", "side"), ("side", "lif")])),
+     r"^NIR node 'lif' \(IF\) has 2 inputs and 2 outputs; bitsnn maps a chain of layers"),
+])
+def test_unmappable_graphs_are_refused_by_node(graph, message):
+    with pytest.raises(NirImportError, match=message) as e:
+        from_nir(graph(), input_encoding="spikes", input_threshold=100)
+    assert "\n" not in str(e.value)
+
+
+def test_conv_refusals():
+    rng = np.random.default_rng(1)
+    hw = random_model(rng, [784, 10], input_encoding="pixels", input_shape=(28, 28), convs=((3, 3, 2),))
+    g = to_nir(hw)
+    g.nodes["conv1_or"] = nir.IF(r=np.ones((3, 14, 14)), v_threshold=np.full((3, 14, 14), 1.5))
+    with pytest.raises(NirImportError, match=r"^NIR node 'conv1_or' \(IF\): after a sum pool, a threshold of 1.5 "
+                                             r"is not an OR of the window's spikes$"):
+        from_nir(g)
+    g = to_nir(hw)
+    vt = np.ones((3, 28, 28))
+    vt[0, 3, 4] = 2
+    g.nodes["conv1_spike"] = nir.IF(r=np.ones((3, 28, 28)), v_threshold=vt)
+    with pytest.raises(NirImportError, match=r"^NIR node 'conv1_spike' \(IF\): v_threshold differs across one "
+                                             r"channel's positions"):
+        from_nir(g)
+    g = to_nir(hw)
+    c = g.nodes["conv1"]
+    g.nodes["conv1"] = nir.Conv2d(input_shape=(28, 28), weight=c.weight, stride=2, padding=1, dilation=1, groups=1,
+                                  bias=c.bias)
+    with pytest.raises(NirImportError, match=r"^NIR node 'conv1' \(Conv2d\): bitsnn maps stride 1"):
+        from_nir(g)
+
+
+def test_import_cli_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.nir"
+    bad.write_bytes(b"not hdf5 at all")
+    assert main(["import", str(bad), "-o", str(tmp_path / "m.bsnn")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"bitsnn import: error: cannot read NIR graph {bad}: ") and err.count("\n") == 1
+    nir.write(tmp_path / "plain.nir", _dense_graph())
+    assert main(["import", str(tmp_path / "plain.nir"), "-o", str(tmp_path / "m.bsnn")]) == 1
+    assert "does not say how images enter it: say --input pixels" in capsys.readouterr().err
+    assert not (tmp_path / "m.bsnn").exists()
+    assert main(["import", str(tmp_path / "missing.nir"), "-o", str(tmp_path / "m.bsnn")]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_export_cli_writes_the_nir_graph_too(tmp_path, tiny_model_files, mnist_dir, capsys):
+    _bsnn, ckpt = tiny_model_files
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "m.bsnn"), "--nir", str(tmp_path / "m.nir"),
+                 "--data-dir", str(mnist_dir)]) == 0
+    assert f"wrote the NIR graph {tmp_path / 'm.nir'}" in capsys.readouterr().out
+    hw = HardwareModel.load(tmp_path / "m.bsnn")
+    assert read_nir(tmp_path / "m.nir").content_hash == hw.content_hash
+    with pytest.raises(BitsnnError):
+        write_nir(hw, tmp_path)  # a directory is not overwritten
