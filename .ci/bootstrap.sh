@@ -35,11 +35,13 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt
     echo "bitsnn: installing pinned dependencies into $VENV" >&2
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
         -c constraints.txt -e ".[all]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-    # Norse (a NIR reader the tests check bitsnn's graphs in) declares torchvision, which would
-    # replace the CPU torch with a CUDA build; its NIR import needs neither, so it comes without.
+    # Norse (a NIR reader the tests check bitsnn's graphs in) declares torchvision, and neurobench
+    # (`bitsnn report --neurobench`) torchaudio and its audio data sets; either would replace the
+    # CPU torch with a CUDA build. What bitsnn uses of them (Norse's NIR import, neurobench's
+    # metrics) needs neither, so both come without their declared requirements.
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
-        -c constraints.txt norse 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-    "$VENV/bin/python" -c 'import bitsnn, torch, amaranth, cocotb, nir, snntorch, norse.torch' # fail here, not later, if the install broke
+        -c constraints.txt norse neurobench 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+    "$VENV/bin/python" -c 'import bitsnn, torch, amaranth, cocotb, nir, snntorch, norse.torch, neurobench.benchmarks' # fail here, not later, if the install broke
     if "$VENV/bin/python" -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
         echo "bitsnn: error: pip pulled CUDA packages; torch must be the CPU wheel" >&2
         exit 1

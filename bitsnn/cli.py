@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", nargs="+", metavar="M", default=None,
                    help="more hardware models of the same network (e.g. trained at other --sparsity values): "
                    "adds their accuracy, spikes and energy to the report and plots accuracy vs energy")
+    p.add_argument("--neurobench", action="store_true",
+                   help="add the NeuroBench metrics (footprint, connection and activation sparsity, synaptic "
+                   "operations), computed by the neurobench package, beside bitsnn's own counts (needs torch)")
     _add_data_dir(p)
 
     p = sub.add_parser("run", help="run test images on a board over UART",

@@ -137,6 +137,7 @@ LIGHT_MODULES = (
     "bitsnn.firmware.cli",
     "bitsnn.model",
     "bitsnn.nirgraph",
+    "bitsnn.report.neurobench",
 )
 
 HEAVY = ("torch", "amaranth")

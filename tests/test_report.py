@@ -521,3 +521,28 @@ def test_report_gives_end_to_end_throughput_over_the_link(tmp_path, mnist_dir, c
     assert main(["report", "--model", model_path, "--data-dir", str(mnist_dir), "--images", "5",
                  "--build-dir", build_dir]) == 0
     assert "round-trip-bound" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fixture", ["tiny_hwmodel", "conv_tiny_hwmodel"])
+def test_neurobench_metrics_agree_with_bitsnn_counts(tmp_path, request, mnist_dir, fixture):
+    """`bitsnn report --neurobench`: the neurobench package's own metrics on the bit-exact torch
+    module; activation sparsity, effective MACs/ACs, dense synaptic operations, connection sparsity
+    and accuracy equal bitsnn's counts of the same things."""
+    pytest.importorskip("neurobench")
+    from bitsnn.report import make_report
+
+    model = request.getfixturevalue(fixture)
+    path = model.save(tmp_path / "m.bsnn")
+    lines = []
+    assert make_report(path, images=1000, data_dir=mnist_dir, output=tmp_path / "r", neurobench=True,
+                       say=lines.append) == 0
+    section = json.loads((tmp_path / "r" / "report.json").read_text())["neurobench"]
+    assert section["neurobench"]["module_mismatches"] == 0 and section["neurobench"]["images"] == 1000
+    assert all(section["agree"].values()), section["agree"]
+    syn = section["neurobench"]["SynapticOperations"]
+    pixels = model.input_encoding == "pixels"
+    assert (syn["Effective_MACs"] > 0) == pixels and syn["Effective_ACs"] > 0
+    assert section["neurobench"]["Footprint"] == 4 * sum(l.rows * l.fan_in + (0 if l.is_output else l.rows)
+                                                         for l in model.layers)
+    text = "\n".join(lines)
+    assert "NeuroBench 2.3.0 on 1000 images" in text and "DIFFERS" not in text

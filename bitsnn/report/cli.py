@@ -64,6 +64,10 @@ def summary_lines(report: dict) -> list[str]:
             lines.append(f"  {row['label']:>14}: accuracy {acc}, {row['spikes_mean']:.1f} spikes, "
                          f"{row['cycles_mean']:.0f} cycles, ASIC {_fmt_j(row['asic_snn_j'])}, "
                          f"FPGA {_fmt_j(row['fpga_j'])}")
+    if report.get("neurobench"):
+        from .neurobench import neurobench_lines
+
+        lines += neurobench_lines(report["neurobench"])
     return lines
 
 
@@ -118,18 +122,18 @@ def report_main(args) -> int:
     """``bitsnn report``."""
     return make_report(args.model, board=args.board, build_dir=args.build_dir, output=args.output,
                        images=args.images, mode=args.mode, lanes=args.lanes, word=args.word, vcd=args.vcd,
-                       sweep=args.sweep, data_dir=args.data_dir)
+                       sweep=args.sweep, data_dir=args.data_dir, neurobench=getattr(args, "neurobench", False))
 
 
 def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output=None, images: int | None = None,
                 mode: str | None = None, lanes: int | None = None, word: int | None = None, vcd=None,
-                sweep=None, data_dir=None, say=print) -> int:
+                sweep=None, data_dir=None, neurobench: bool = False, say=print) -> int:
     """Load the hardware model ``model_path`` and the test set, run golden, cycles, energy and
     plots, print the summary with ``say`` and, with ``output``, write report.json and the plots
     there. ``images``: the first N test images (None: all). ``mode``/``lanes``/``word`` default to
     the build report's in ``build_dir``, else event mode with the lanes ``bitsnn build`` picks.
-    ``sweep``: more hardware-model files of the same network. Every path and option is checked
-    before the work starts."""
+    ``sweep``: more hardware-model files of the same network. ``neurobench``: add NeuroBench's
+    metrics (the only part that needs torch). Every path and option is checked before the work starts."""
     from ..hwmodel import HardwareModel
 
     model = HardwareModel.load(model_path)
@@ -211,6 +215,10 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
         rows.sort(key=lambda row: row["asic_snn_j"])
         report["sweep"] = rows
         sweep_plot = [(row["label"], row["accuracy"], row["asic_snn_j"]) for row in rows]
+    if neurobench:
+        from .neurobench import neurobench_section
+
+        report["neurobench"] = neurobench_section(model, golden, images, labels)
     if output:
         report = write_report(report, output, model=model, golden=golden, build=build, sweep=sweep_plot)
     for line in summary_lines(report):
