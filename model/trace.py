@@ -134,6 +134,9 @@ def trace_network(model: nn.Module, example_input: torch.Tensor) -> BitSNN:
             if mod.scale_kind != "scalar":
                 raise _refuse(node, modules, "is a BinaryLinear with per-neuron scales; the output layer needs scale='scalar'")
             output = mod
+        elif isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+            raise _refuse(node, modules, "has no hardware mapping of its own: pool inside the convolution with "
+                                         "BinaryConv2d(..., pool=2), the OR of each 2 x 2 window of spikes")
         elif not _is_flatten(node, modules):
             raise _refuse(node, modules)
         cur = node
@@ -164,8 +167,9 @@ def _pixels(x, what: str) -> np.ndarray:
 
 @torch.no_grad()
 def export(model: nn.Module, example_input, path=None, *, images=None, labels=None, meta: dict | None = None,
-           log=None) -> HardwareModel:
-    """Trace ``model`` into the hardware model, check it, and write ``path`` (if given) atomically.
+           nir=None, log=None) -> HardwareModel:
+    """Trace ``model`` into the hardware model, check it, and write ``path`` (if given) atomically,
+    and the NIR graph ``nir`` (if given; :mod:`bitsnn.nirgraph`).
 
     ``example_input``: a batch of raw 0..255 images as the module takes them (e.g. (B, 1, 28, 28)).
     ``images`` / ``labels``: the images the bit-exactness check runs on (default ``example_input``)
@@ -173,8 +177,9 @@ def export(model: nn.Module, example_input, path=None, *, images=None, labels=No
     :class:`~bitsnn.hwmodel.HardwareModel`; BitsnnError (one line) for anything it cannot map or
     any mismatch, before writing.
     """
-    if path is not None:
-        check_output_file(path)
+    for p in (path, nir):
+        if p is not None:
+            check_output_file(p)
     x = torch.as_tensor(_pixels(example_input, "example_input")).to(torch.float32).reshape(example_input.shape)
     net = trace_network(model, x)
     was_training = model.training
@@ -201,7 +206,11 @@ def export(model: nn.Module, example_input, path=None, *, images=None, labels=No
     hw = dataclasses.replace(hw, meta={**info, **(meta or {})})
     if path is not None:
         hw.save(path)
+    if nir is not None:
+        from bitsnn.nirgraph import write_nir
+
+        write_nir(hw, nir)
     if log:
         log(f"[export] {hw.describe()}; 0 mismatches on {res['images']} images"
-            + (f"; accuracy {res['accuracy']:.4f}" if "accuracy" in res else "") + (f"; wrote {path}" if path else ""))
+            + (f"; accuracy {res['accuracy']:.4f}" if "accuracy" in res else "") + (f"; wrote {path}" if path else "") + (f" and {nir}" if nir else ""))
     return hw

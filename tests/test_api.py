@@ -153,7 +153,8 @@ class _Scaled(ConvNet):
             r"BinaryConv2d, BinaryDense, flatten and a final BinaryLinear"),
     (_Residual, r"^export: node 'add' \(function add\) also reads 'fc1' \(bitsnn maps a chain of layers, no "
                 r"branches\)"),
-    (_MaxPool, r"^export: node 'pool' \(MaxPool2d module 'pool'\) has no hardware mapping"),
+    (_MaxPool, r"^export: node 'pool' \(MaxPool2d module 'pool'\) has no hardware mapping of its own: pool inside "
+               r"the convolution with BinaryConv2d\(\.\.\., pool=2\)"),
     (_NeuronScaledHead, r"^export: node 'out' \(BinaryLinear module 'out'\) is a BinaryLinear with per-neuron "
                         r"scales"),
     (_Branchy, r"^export: torch.fx cannot trace _Branchy: "),

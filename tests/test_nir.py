@@ -18,7 +18,7 @@ from bitsnn.cli import main  # noqa: E402
 from bitsnn.hwmodel import HardwareModel, random_model  # noqa: E402
 from bitsnn.nirgraph import NirImportError, from_nir, read_nir, to_nir, write_nir  # noqa: E402
 from bitsnn.sim import golden  # noqa: E402
-from nir_helpers import LIBRARIES, load_in, run_graph, spike_nodes  # noqa: E402
+from bitsnn.model.nirlibs import LIBRARIES, load_in, run_graph, spike_nodes  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ def test_round_trip_of_both_compare_directions_and_kernels():
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
-@pytest.mark.parametrize("name,n", [("tiny", 300), ("conv-tiny", 200)])
+@pytest.mark.parametrize("name,n", [("tiny", 1000), ("conv-tiny", 1000)])
 def test_libraries_reproduce_the_golden_model(request, mnist, library, name, n):
     """snnTorch and Norse load the exported graph; at one time step every hidden layer's spikes,
     the class scores and the class equal the golden model's on real MNIST test images."""

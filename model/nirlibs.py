@@ -1,6 +1,6 @@
 """Run a NIR graph in a NIR-reading library (snnTorch, Norse) at one time step, image by image,
 and collect what each hidden layer's neurons fired and the class scores, for comparison with the
-golden model. Shared by tests/test_nir.py and docs/ecosystem.md's worked example."""
+golden model (docs/ecosystem.md). The libraries are imported when asked for."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import copy
 import numpy as np
 import torch
 
-#: the NIR readers checked here, as ``bitsnn.nirgraph``'s graphs need them (docs/ecosystem.md)
+__all__ = ["LIBRARIES", "load_in", "spike_nodes", "run_graph"]
+
+#: the NIR readers bitsnn's graphs are checked in (docs/ecosystem.md)
 LIBRARIES = ("snntorch", "norse")
 
 
