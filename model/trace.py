@@ -5,7 +5,8 @@ The module may be any ``nn.Module`` whose ``forward`` is a chain of
 
 - :class:`~bitsnn.model.layers.InputSpikes` (optional, first: pixels -> {0,1} spikes at a threshold;
   without it the first layer takes the 8-bit pixels and must say ``input_kind="pixels"``),
-- :class:`~bitsnn.model.layers.BinaryConv2d` layers (first), then
+- :class:`~bitsnn.model.layers.BinaryConv2d` layers (first; a 2 x 2 ``nn.MaxPool2d`` right after one
+  built with ``pool=1`` is its OR pool: a max of 0/1 spikes is their OR), then
 - :class:`~bitsnn.model.layers.BinaryDense` layers, with any flatten between them
   (``x.flatten(1)``, ``torch.flatten(x, 1)``, ``nn.Flatten()``, ``x.view(x.size(0), -1)``), and
 - one :class:`~bitsnn.model.layers.BinaryLinear` with ``scale="scalar"`` whose output the module
@@ -13,7 +14,9 @@ The module may be any ``nn.Module`` whose ``forward`` is a chain of
 
 The module takes raw pixel values (0..255, unscaled; bitsnn layers scale pixels inside). A
 node of any other kind (an activation, an addition, a second branch, a MaxPool, ...) is refused
-with one line naming it, the way hls4ml's per-layer handlers refuse a layer they lack.
+with one line naming it, the way hls4ml's per-layer handlers refuse a layer they lack. (For
+training, ``pool=2`` is the better spelling: it pools the potentials before the spike, so the
+surrogate gradient reaches the position that decides each window.)
 
 The chain is then checked twice before anything is written: the network the trace found must
 give the module's own outputs on ``example_input`` (so the trace read the module right), and the
@@ -23,6 +26,7 @@ layer, the scores and the class (:func:`bitsnn.model.export.compare_with_golden`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import operator
 
@@ -93,6 +97,14 @@ def _is_flatten(node: fx.Node, modules: dict) -> bool:
     return False
 
 
+def _is_or_pool(m: nn.MaxPool2d) -> bool:
+    """A 2 x 2 window, stride 2, no padding, dilation or ceil mode: the hardware's OR pool."""
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    stride = m.kernel_size if m.stride is None else m.stride
+    return (pair(m.kernel_size) == (2, 2) and pair(stride) == (2, 2) and pair(m.padding) == (0, 0)
+            and pair(m.dilation) == (1, 1) and not m.ceil_mode and not m.return_indices)
+
+
 def trace_network(model: nn.Module, example_input: torch.Tensor) -> BitSNN:
     """The :class:`BitSNN` around ``model``'s own layers (shared, not copied), found by torch.fx.
 
@@ -134,9 +146,15 @@ def trace_network(model: nn.Module, example_input: torch.Tensor) -> BitSNN:
             if mod.scale_kind != "scalar":
                 raise _refuse(node, modules, "is a BinaryLinear with per-neuron scales; the output layer needs scale='scalar'")
             output = mod
+        elif isinstance(mod, nn.MaxPool2d) and _is_or_pool(mod) and hidden and isinstance(hidden[-1], BinaryConv2d) \
+                and hidden[-1].pool == 1 and cur.op == "call_module" and modules.get(cur.target) is hidden[-1]:
+            # a 2 x 2 max of 0/1 spikes is their OR: the convolution's own pool=2 (its parameters shared)
+            pooled = copy.copy(hidden[-1])
+            pooled.pool = 2
+            hidden[-1] = pooled
         elif isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
-            raise _refuse(node, modules, "has no hardware mapping of its own: pool inside the convolution with "
-                                         "BinaryConv2d(..., pool=2), the OR of each 2 x 2 window of spikes")
+            raise _refuse(node, modules, "has no hardware mapping here: bitsnn pools a convolution's spikes with a "
+                                         "2 x 2 MaxPool2d right after a BinaryConv2d(..., pool=1), or with pool=2")
         elif not _is_flatten(node, modules):
             raise _refuse(node, modules)
         cur = node

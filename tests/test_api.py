@@ -4,6 +4,8 @@ by name."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,46 @@ class _MaxPool(nn.Module):
         return self.head(self.pool(self.conv(x)).flatten(1))
 
 
+class _AvgPool(_MaxPool):
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AvgPool2d(2)
+
+
+class _WideMaxPool(_MaxPool):
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool2d(4)
+        self.head = BinaryLinear(4 * 7 * 7, 10, scale="scalar")
+
+
+def test_a_maxpool_after_a_convolution_is_its_or_pool(mnist):
+    """``BinaryConv2d(pool=1)`` then ``nn.MaxPool2d(2)``: exported as the convolution's OR pool, the
+    same file as ``BinaryConv2d(pool=2)`` with the same parameters."""
+    torch.manual_seed(0)
+    net = _train(_MaxPool(), mnist, steps=40)
+    example = torch.as_tensor(mnist.test_images[:4]).float().unsqueeze(1)
+    hw = bitsnn.export(net, example, images=mnist.test_images[:1000])
+    assert net.conv.pool == 1  # the module itself is left as it was
+    twin = ConvNet()
+    twin.conv = BinaryConv2d(1, 4, 3, pool=2, input_kind="pixels")
+    twin.hidden = nn.Identity()
+    twin.head = net.head
+    twin.conv.load_state_dict(net.conv.state_dict())
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = twin.conv, twin.head
+
+        def forward(self, x):
+            return self.head(self.conv(x).flatten(1))
+
+    other = bitsnn.export(Twin(), example, images=mnist.test_images[:1000])
+    assert hw.layers[0].pool == 2 and hw.meta["arch"] == other.meta["arch"]
+    assert dataclasses.replace(hw, meta={}).content_hash == dataclasses.replace(other, meta={}).content_hash
+
+
 class _NeuronScaledHead(SpikeNet):
     def __init__(self):
         super().__init__()
@@ -153,8 +195,9 @@ class _Scaled(ConvNet):
             r"BinaryConv2d, BinaryDense, flatten and a final BinaryLinear"),
     (_Residual, r"^export: node 'add' \(function add\) also reads 'fc1' \(bitsnn maps a chain of layers, no "
                 r"branches\)"),
-    (_MaxPool, r"^export: node 'pool' \(MaxPool2d module 'pool'\) has no hardware mapping of its own: pool inside "
-               r"the convolution with BinaryConv2d\(\.\.\., pool=2\)"),
+    (_AvgPool, r"^export: node 'pool' \(AvgPool2d module 'pool'\) has no hardware mapping here: bitsnn pools a "
+               r"convolution's spikes with a 2 x 2 MaxPool2d right after a BinaryConv2d\(\.\.\., pool=1\)"),
+    (_WideMaxPool, r"^export: node 'pool' \(MaxPool2d module 'pool'\) has no hardware mapping here"),
     (_NeuronScaledHead, r"^export: node 'out' \(BinaryLinear module 'out'\) is a BinaryLinear with per-neuron "
                         r"scales"),
     (_Branchy, r"^export: torch.fx cannot trace _Branchy: "),
