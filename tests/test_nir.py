@@ -212,6 +212,20 @@ def test_unmappable_graphs_are_refused_by_node(graph, message):
     assert "\n" not in str(e.value)
 
 
+def test_an_average_pool_with_its_or_threshold_imports_as_the_or_pool():
+    """AvgPool2d then an IF at 1/8 (a mean of 4 spikes above it: any spiked) is the same OR pool."""
+    rng = np.random.default_rng(2)
+    hw = random_model(rng, [784, 10], input_encoding="spikes", input_shape=(28, 28), convs=((3, 3, 2), (4, 3, 2)),
+                      input_threshold=90, threshold_spread=0.5)
+    g = to_nir(hw)
+    for name in ("conv1", "conv2"):
+        shape = g.nodes[f"{name}_or"].v_threshold.shape
+        g.nodes[f"{name}_pool"] = nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                               padding=np.array([0, 0]))
+        g.nodes[f"{name}_or"] = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, 0.125))
+    assert from_nir(g).content_hash == hw.content_hash
+
+
 def test_conv_refusals():
     rng = np.random.default_rng(1)
     hw = random_model(rng, [784, 10], input_encoding="pixels", input_shape=(28, 28), convs=((3, 3, 2),))
