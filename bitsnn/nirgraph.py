@@ -299,12 +299,18 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
     if input_encoding == "spikes" and input_threshold is None:
         raise NirImportError("spike input needs --input-threshold T (a pixel >= T is a spike)")
     input_threshold = 128 if input_threshold is None else int(input_threshold)
-    if len(shape) == 3:
-        if shape[0] != 1:
-            raise NirImportError(f"NIR node '{name0}' (Input): {shape[0]} input channels; bitsnn takes one-channel images")
-        input_shape, cur = shape[1:], shape
+    # leading dimensions of 1 (a batch dimension some exporters keep, one image channel) dropped
+    core = shape
+    while len(core) > 1 and core[0] == 1:
+        core = core[1:]
+    first = next((n for _, n in chain[i:-1] if not isinstance(n, nir.Flatten)), None)
+    if isinstance(first, nir.Conv2d):
+        if len(core) != 2:
+            raise NirImportError(f"NIR node '{name0}' (Input): a {shape} input; bitsnn's convolutions take "
+                                 "one-channel images")
+        input_shape, cur = core, (1, *core)
     else:
-        input_shape, cur = (shape if len(shape) == 2 else (math.prod(shape),)), shape
+        input_shape, cur = (core if len(core) <= 2 else (math.prod(core),)), (math.prod(core),)
     if ours and "input_shape" in meta and math.prod(int(d) for d in np.atleast_1d(meta["input_shape"])) == math.prod(shape):
         input_shape = tuple(int(d) for d in np.atleast_1d(meta["input_shape"]))
     layers: list[Layer] = []
@@ -324,6 +330,9 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
         elif isinstance(node, (nir.Affine, nir.Linear)):
             last = j + 1 == len(nodes) or (j + 2 == len(nodes) and isinstance(nodes[j + 1][1], (nir.IF, nir.LIF)))
             layer, cur, j = _dense(nodes, j, cur, kind_in, len(layers), compare_meta, dt, last)
+        elif node is None:
+            raise NirImportError(f"NIR node '{name}' is empty: its exporter wrote no node for that module (Norse "
+                                 "1.1.0 writes none for nn.Flatten; feed the network flat images instead)")
         else:
             raise NirImportError(f"NIR node '{name}' ({_kind(node)}) has no bitsnn mapping here; bitsnn maps Conv2d, "
                                  "Affine and Linear synapses with IF/LIF neurons, 2 x 2 SumPool2d/AvgPool2d OR pools and Flatten")

@@ -139,6 +139,48 @@ def test_a_network_defined_in_snntorch_comes_in_bit_exact(tmp_path, mnist, capsy
     assert np.mean(g.classes == mnist.test_labels[:2000]) > 0.7  # trained in snnTorch, then binarised
 
 
+def test_a_network_defined_in_norse_comes_in_bit_exact(mnist):
+    """Norse: Linear+bias, IAFCell, Linear (flat images: Norse 1.1.0's exporter writes an empty node
+    for nn.Flatten), trained with Norse's surrogate, binarised as the snnTorch one is."""
+    pytest.importorskip("norse")
+    import norse.torch as norse
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = norse.SequentialState(nn.Linear(784, 64), norse.IAFCell(norse.IAFParameters(v_th=torch.ones(64))),
+                                nn.Linear(64, 10, bias=False))
+    x = torch.as_tensor(mnist.train_images[:15000] >= 128).float().reshape(-1, 784)
+    y = torch.as_tensor(mnist.train_labels[:15000]).long()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for i in range(0, len(x), 100):
+        out, _ = net(x[i : i + 100])
+        loss = F.cross_entropy(out, y[i : i + 100])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.sign(net[0].weight) * net[0].weight.abs().mean(1, keepdim=True))
+        scale = 2.0 ** torch.round(torch.log2(net[2].weight.abs().mean()))
+        net[2].weight.copy_(torch.sign(net[2].weight) * scale)
+    hw = from_nir(norse.to_nir(net, torch.zeros(1, 784)), input_encoding="spikes", input_threshold=128)
+    assert hw.describe().startswith("784-64-10 (spikes input, threshold 128)")
+    imgs = mnist.test_images[:2000]
+    g = golden.run(hw, imgs)
+    seen = []
+    h = net[1].register_forward_hook(lambda _m, _i, out: seen.append(out[0].detach().numpy().copy()))
+    with torch.no_grad():
+        out, _ = net(torch.as_tensor(imgs >= 128).float().reshape(-1, 784))
+    h.remove()
+    np.testing.assert_array_equal(seen[0].astype(np.uint8), g.spikes[0])
+    np.testing.assert_array_equal(out.numpy() / float(scale), g.scores)
+    np.testing.assert_array_equal(out.numpy().argmax(1), g.classes)
+    assert 0.05 < g.spikes[0].mean() < 0.95 and np.mean(g.classes == mnist.test_labels[:2000]) > 0.6
+    with_flatten = norse.to_nir(norse.SequentialState(nn.Flatten(), *list(net)), torch.zeros(1, 1, 28, 28))
+    with pytest.raises(NirImportError, match=r"^NIR node '0' is empty: its exporter wrote no node for that module"):
+        from_nir(with_flatten, input_encoding="spikes", input_threshold=128)
+
+
 @pytest.mark.cosim
 @pytest.mark.xdist_group("cosim")
 def test_snntorch_network_runs_on_icarus(tmp_path, mnist):
