@@ -43,7 +43,7 @@ from . import BitsnnError
 from .fileio import atomic_write_bytes, check_output_file
 from .hwmodel import ConvLayer, HardwareModel, HardwareModelError, Layer, pack_bits
 
-__all__ = ["to_nir", "write_nir", "from_nir", "read_nir", "import_main", "NirImportError"]
+__all__ = ["to_nir", "check_nir_output", "write_nir", "from_nir", "read_nir", "import_main", "NirImportError"]
 
 #: bitsnn's marker in a graph's metadata (the version of this mapping)
 MARK = "bitsnn_nir"
@@ -134,6 +134,16 @@ def to_nir(hw: HardwareModel):
     if hw.input_crop:
         meta["input_crop"] = np.array(hw.input_crop, dtype=np.int64)
     return nir.NIRGraph(nodes=nodes, edges=list(zip(chain[:-1], chain[1:])), metadata=meta)
+
+
+def check_nir_output(path, model_path=None) -> Path:
+    """Before any work: ``path`` can take a NIR graph, the ``nir`` package is there, and ``path``
+    is not the hardware-model file ``model_path`` written beside it (which it would replace)."""
+    p = check_output_file(path, "--nir")
+    if model_path is not None and os.path.abspath(p) == os.path.abspath(model_path):
+        raise BitsnnError(f"--nir {p}: is the hardware-model file -o names; give the NIR graph its own name")
+    _nir()
+    return p
 
 
 def write_nir(hw: HardwareModel, path) -> Path:

@@ -150,10 +150,9 @@ def export_checkpoint(checkpoint, output, data_dir=None, *, nir=None, log=print)
 
     check_output_file(output)  # before any work
     if nir is not None:
-        check_output_file(nir)
-        from bitsnn.nirgraph import _nir
+        from bitsnn.nirgraph import check_nir_output
 
-        _nir()  # the nir package is there, before any work
+        check_nir_output(nir, output)
     t0 = time.perf_counter()
     model, config, metrics = load_checkpoint(checkpoint)
     hw = to_hardware_model(model)  # refuses unsupported layers before any data is loaded

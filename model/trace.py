@@ -195,9 +195,12 @@ def export(model: nn.Module, example_input, path=None, *, images=None, labels=No
     :class:`~bitsnn.hwmodel.HardwareModel`; BitsnnError (one line) for anything it cannot map or
     any mismatch, before writing.
     """
-    for p in (path, nir):
-        if p is not None:
-            check_output_file(p)
+    if path is not None:
+        check_output_file(path)
+    if nir is not None:
+        from bitsnn.nirgraph import check_nir_output
+
+        check_nir_output(nir, path)
     x = torch.as_tensor(_pixels(example_input, "example_input")).to(torch.float32).reshape(example_input.shape)
     net = trace_network(model, x)
     was_training = model.training

@@ -219,6 +219,9 @@ def test_export_wants_raw_pixels_and_keeps_existing_files(tmp_path):
         bitsnn.export(ConvNet(), x / 255.0)
     with pytest.raises(BitsnnError, match="example_input must be a batch of images"):
         bitsnn.export(ConvNet(), torch.zeros(0, 1, 28, 28))
+    with pytest.raises(BitsnnError, match=r"--nir .*: is the hardware-model file -o names"):
+        bitsnn.export(ConvNet(), x, tmp_path / "same", nir=tmp_path / "same")
+    assert not (tmp_path / "same").exists()
     target = tmp_path / "taken"
     target.mkdir()
     with pytest.raises(BitsnnError):

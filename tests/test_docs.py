@@ -19,8 +19,6 @@ def python_blocks(path) -> str:
 
 @pytest.mark.slow
 def test_ecosystem_worked_example_runs(tmp_path, mnist_dir):
-    pytest.importorskip("norse")
-    pytest.importorskip("neurobench")
     code = python_blocks(REPO / "docs" / "ecosystem.md")
     assert "bitsnn.export(" in code and "read_nir" in code and "neurobench=True" in code
     (tmp_path / "example.py").write_text(code)

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import logging
 
+import nir  # the nir extra is part of bitsnn[all], as are snnTorch and Norse: missing, a test fails
 import numpy as np
 import pytest
 import torch
 
-nir = pytest.importorskip("nir")
-
-from bitsnn import BitsnnError  # noqa: E402
-from bitsnn.cli import main  # noqa: E402
-from bitsnn.hwmodel import HardwareModel, random_model  # noqa: E402
-from bitsnn.nirgraph import NirImportError, from_nir, read_nir, to_nir, write_nir  # noqa: E402
-from bitsnn.sim import golden  # noqa: E402
-from bitsnn.model.nirlibs import LIBRARIES, load_in, run_graph, spike_nodes  # noqa: E402
+from bitsnn import BitsnnError
+from bitsnn.cli import main
+from bitsnn.hwmodel import HardwareModel, random_model
+from bitsnn.model.nirlibs import LIBRARIES, load_in, run_graph, spike_nodes
+from bitsnn.nirgraph import NirImportError, from_nir, read_nir, to_nir, write_nir
+from bitsnn.sim import golden
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +56,6 @@ def test_round_trip_of_both_compare_directions_and_kernels():
 def test_libraries_reproduce_the_golden_model(request, mnist, library, name, n):
     """snnTorch and Norse load the exported graph; at one time step every hidden layer's spikes,
     the class scores and the class equal the golden model's on real MNIST test images."""
-    pytest.importorskip(library)
     hw = _models(request)[name]
     graph = to_nir(hw)
     imgs = mnist.test_images[:n]
@@ -118,7 +116,6 @@ def _snntorch_run(net, lif1, images):
 
 
 def test_a_network_defined_in_snntorch_comes_in_bit_exact(tmp_path, mnist, capsys):
-    pytest.importorskip("snntorch")
     from snntorch.export_nir import export_to_nir
 
     net, lif1 = _snntorch_net(mnist)
@@ -142,7 +139,6 @@ def test_a_network_defined_in_snntorch_comes_in_bit_exact(tmp_path, mnist, capsy
 def test_a_network_defined_in_norse_comes_in_bit_exact(mnist):
     """Norse: Linear+bias, IAFCell, Linear (flat images: Norse 1.1.0's exporter writes an empty node
     for nn.Flatten), trained with Norse's surrogate, binarised as the snnTorch one is."""
-    pytest.importorskip("norse")
     import norse.torch as norse
     import torch.nn as nn
     import torch.nn.functional as F
@@ -185,7 +181,6 @@ def test_a_network_defined_in_norse_comes_in_bit_exact(mnist):
 @pytest.mark.xdist_group("cosim")
 def test_snntorch_network_runs_on_icarus(tmp_path, mnist):
     """The snnTorch-defined network, through NIR, co-simulated on Icarus: 0 mismatches."""
-    pytest.importorskip("snntorch")
     from snntorch.export_nir import export_to_nir
 
     from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
@@ -314,3 +309,9 @@ def test_export_cli_writes_the_nir_graph_too(tmp_path, tiny_model_files, mnist_d
     assert read_nir(tmp_path / "m.nir").content_hash == hw.content_hash
     with pytest.raises(BitsnnError):
         write_nir(hw, tmp_path)  # a directory is not overwritten
+    before = (tmp_path / "m.bsnn").read_bytes()
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "m.bsnn"), "--nir", str(tmp_path / "m.bsnn"),
+                 "--data-dir", str(mnist_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "--nir" in err and "is the hardware-model file -o names" in err and err.count("\n") == 1
+    assert (tmp_path / "m.bsnn").read_bytes() == before  # refused before any work: nothing replaced

@@ -528,7 +528,6 @@ def test_neurobench_metrics_agree_with_bitsnn_counts(tmp_path, request, mnist_di
     """`bitsnn report --neurobench`: the neurobench package's own metrics on the bit-exact torch
     module; activation sparsity, effective MACs/ACs, dense synaptic operations, connection sparsity
     and accuracy equal bitsnn's counts of the same things."""
-    pytest.importorskip("neurobench")
     from bitsnn.report import make_report
 
     model = request.getfixturevalue(fixture)
