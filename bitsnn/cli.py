@@ -15,6 +15,7 @@ import sys
 from . import BitsnnError, __version__
 from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, OptionError, float_in, int_in
 from .hwplan import MODES
+from .nirgraph import DEFAULT_DT
 from .protocol import MAX_LANES
 
 #: subcommand -> "module:function" taking the parsed argparse namespace, returning an exit code.
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how images enter the graph, when its metadata and nodes do not say: 8-bit pixels, "
                    "or spikes [pixel >= --input-threshold]")
     p.add_argument("--input-threshold", type=int_in(1, 255), metavar="T", help="pixel value at which an input spikes")
-    p.add_argument("--dt", type=float_in(1e-9, 1e3), default=1e-4,
+    p.add_argument("--dt", type=float_in(1e-9, 1e3), default=DEFAULT_DT,
                    help="the one time step of LIF neurons, seconds (default 1e-4, snnTorch's NIR convention)")
 
     p = sub.add_parser("sim", help="simulate the generated hardware against the golden model",

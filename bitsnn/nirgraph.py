@@ -43,14 +43,13 @@ from . import BitsnnError
 from .fileio import atomic_write_bytes, check_output_file
 from .hwmodel import ConvLayer, HardwareModel, HardwareModelError, Layer, pack_bits
 
-__all__ = ["to_nir", "check_nir_output", "write_nir", "from_nir", "read_nir", "import_main", "NirImportError"]
+__all__ = ["to_nir", "integer_form", "check_nir_output", "write_nir", "from_nir", "read_nir", "import_main", "NirImportError"]
 
 #: bitsnn's marker in a graph's metadata (the version of this mapping)
 MARK = "bitsnn_nir"
 MAPPING_VERSION = 1
-#: the IF threshold of a layer's neurons, and the bias offset that puts v half-way between integers
+#: the IF threshold of a layer's neurons
 V_THRESHOLD = 1.0
-HALF = 1.5
 #: the threshold after a pooled sum of 0/1 spikes: fires when any fired
 OR_THRESHOLD = 0.5
 #: the time step a LIF neuron's one step is taken with, unless told (snnTorch's NIR convention)
@@ -73,11 +72,14 @@ def _nir():
 # --- export ---------------------------------------------------------------------------------
 
 
-def _fold_signs(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
-    """(weights s*w as float32 rows, biases 1.5 - s*theta) of a hidden layer."""
+def integer_form(layer: Layer, v_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(weights s*w, biases v_threshold + 0.5 - s*theta) of a hidden layer, as float32 rows, with s
+    its compare signs: ``s*w . x + b > v_threshold`` exactly when the hardware neuron fires, and
+    the left side is a whole number plus one half. The one form of a layer outside bitsnn: the
+    NIR graph (v_threshold 1) and the NeuroBench module (0, :mod:`bitsnn.model.neurobench`)."""
     s = layer.compare.astype(np.float64)
     w = layer.weights_pm1().astype(np.float64) * s[:, None]
-    b = HALF - s * layer.thresholds.astype(np.float64)
+    b = v_threshold + 0.5 - s * layer.thresholds.astype(np.float64)
     return w.astype(np.float32), b.astype(np.float32)
 
 
@@ -99,7 +101,7 @@ def to_nir(hw: HardwareModel):
         if isinstance(layer, ConvLayer):
             c_in, h, w_ = layer.in_shape
             k = layer.kernel
-            w, b = _fold_signs(layer)
+            w, b = integer_form(layer, V_THRESHOLD)
             add(layer.name, nir.Conv2d(input_shape=(h, w_), weight=w.reshape(layer.channels, c_in, k, k),
                                        stride=1, padding=k // 2, dilation=1, groups=1, bias=b,
                                        metadata={"compare": layer.compare.astype(np.int8)}))
@@ -122,7 +124,7 @@ def to_nir(hw: HardwareModel):
         if layer.is_output:
             add(layer.name, nir.Linear(weight=f32(layer.weights_pm1())))
         else:
-            w, b = _fold_signs(layer)
+            w, b = integer_form(layer, V_THRESHOLD)
             add(layer.name, nir.Affine(weight=w, bias=b, metadata={"compare": layer.compare.astype(np.int8)}))
             n = (layer.n_out,)
             add(f"{layer.name}_spike", nir.IF(r=np.ones(n, np.float32), v_threshold=np.full(n, V_THRESHOLD, np.float32),

@@ -2,9 +2,10 @@
 torch module built from the ``.bsnn`` file that is bit-exact with the golden model.
 
 The module (:func:`torch_module`) computes each layer in the integer form that
-``bitsnn.nirgraph`` writes to NIR: a ``Conv2d`` / ``Linear`` of the +-1 weights times the compare
-sign s, with bias ``0.5 - s * theta``, so that ``v = s(a - theta) + 0.5 > 0`` exactly when the
-hardware neuron fires; every value is a whole number or a half, exact in float32. The spike is
+``bitsnn.nirgraph`` writes to NIR (:func:`bitsnn.nirgraph.integer_form` at threshold 0): a
+``Conv2d`` / ``Linear`` of the +-1 weights times the compare sign s, with bias ``0.5 - s * theta``,
+so that ``v = s(a - theta) + 0.5 > 0`` exactly when the hardware neuron fires; every value is a
+whole number or a half, exact in float32. The spike is
 its own module (:class:`Spike`), registered with NeuroBench as an activation: NeuroBench decides
 AC or MAC by looking at a layer's inputs, and counts activation sparsity on activation modules.
 A pooling convolution takes the 2 x 2 maximum of its potentials before the spike: ``[max v > 0]``
@@ -24,6 +25,7 @@ import torch.nn as nn
 
 from bitsnn import BitsnnError
 from bitsnn.hwmodel import ConvLayer, HardwareModel
+from bitsnn.nirgraph import integer_form
 
 __all__ = ["Spike", "torch_module", "module_inputs", "check_module", "neurobench_metrics"]
 
@@ -36,10 +38,8 @@ class Spike(nn.Module):
 
 
 def _signed(layer) -> tuple[torch.Tensor, torch.Tensor]:
-    s = layer.compare.astype(np.float64)
-    w = layer.weights_pm1().astype(np.float64) * s[:, None]
-    b = 0.5 - s * layer.thresholds.astype(np.float64)
-    return torch.as_tensor(w, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+    w, b = integer_form(layer, 0.0)  # fires when s*w . x + b > 0
+    return torch.as_tensor(w), torch.as_tensor(b)
 
 
 @torch.no_grad()
