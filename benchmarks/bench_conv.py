@@ -13,9 +13,10 @@ energy at the build's clock) and prints each target beside what was measured:
 - cycles / the memory-bandwidth lower bound: per layer, the larger of the weight words its core
   reads (one per cycle) and the accumulator words a convolution reads (one per cycle);
 - the resource estimate against the build (logic cells);
-- per convolution, the event-driven stage's cycles on these images against a sliding-window
-  AND-popcount stage's (:meth:`bitsnn.hwplan.ConvPlan.window_cycles`: a model of a stage that is
-  not built, the same lanes reading each output position's window in W-bit words).
+- per convolution, its two stages' exact cycles on these images: the event-driven stage's
+  (:meth:`bitsnn.hwplan.ConvPlan.event_stage_cycles`) and the sliding-window stage's
+  (:meth:`~bitsnn.hwplan.ConvPlan.window_stage_cycles`, the same for every image), and which one
+  the build generates (``conv_engine="auto"``).
 """
 
 from __future__ import annotations
@@ -102,11 +103,11 @@ def main(argv=None) -> int:
 
 
 def conv_cycle_table(args) -> list[dict]:
-    """Print and return, per convolution, the event stage's cycles (exact, on the images) beside
-    the sliding-window model's (the same for every image)."""
+    """Print and return, per convolution, the exact cycles of its event stage on the images and of
+    its window stage (the same for every image), and the stage the build generates."""
     from bitsnn.data import load_dataset
     from bitsnn.hwmodel import HardwareModel
-    from bitsnn.hwplan import HardwarePlan, default_lanes
+    from bitsnn.hwplan import HardwarePlan, default_lanes, window_fits
     from bitsnn.sim import cycles, golden
 
     model = HardwareModel.load(args.model)
@@ -115,20 +116,24 @@ def conv_cycle_table(args) -> list[dict]:
     g = golden.run(model, model.prepare_images(data.test_images[:n]))
     lanes, word = default_lanes(model), 32
     plan = HardwarePlan.of(model, lanes=lanes, word=word)
-    t = cycles.layer_cycles(model, g, mode="event", lanes=lanes, word=word)
+    ev_plan = HardwarePlan.of(model, lanes=lanes, word=word, conv_engine="event")
+    t = cycles.layer_cycles(model, g, mode="event", lanes=lanes, word=word, conv_engine="event")
     rows = []
-    print("  convolutions: event-driven stage (built; exact cycles on these images) vs a sliding-window "
-          "AND-popcount stage (not built; cycle model)")
-    for l, lp in enumerate(plan.layers):
+    print("  convolutions, exact cycles on these images: event-driven stage vs sliding-window stage "
+          "(window: spike maps of 2..W channels)")
+    for l, (lp, ep) in enumerate(zip(plan.layers, ev_plan.layers)):
         if lp.conv is None:
             continue
-        win = lp.conv.window_cycles(word)
-        row = {"layer": model.layers[l].name, "event_mean": float(t[:, l].mean()), "event_max": int(t[:, l].max()),
-               "window": int(win)}
-        row["event_over_window"] = row["event_mean"] / win
+        layer = model.layers[l]
+        win = ep.conv.window_stage_cycles() if window_fits(layer, word) else None
+        row = {"layer": layer.name, "built": lp.conv.engine, "event_mean": float(t[:, l].mean()),
+               "event_max": int(t[:, l].max()), "window": win}
+        row["event_over_window"] = None if win is None else row["event_mean"] / win
         rows.append(row)
-        print(f"    {row['layer']}: event {row['event_mean']:.0f} mean, {row['event_max']} worst; window {win}; "
-              f"event / window {row['event_over_window']:.2f}")
+        w_txt = "window: not for pixel input" if win is None else (
+            f"window {win}; event / window {row['event_over_window']:.2f}")
+        print(f"    {row['layer']} ({row['built']} built): event {row['event_mean']:.0f} mean, "
+              f"{row['event_max']} worst; {w_txt}")
     return rows
 
 

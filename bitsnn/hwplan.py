@@ -14,7 +14,10 @@ Cycle constants (docs/hardware.md explains each cycle; sim/cycles.py the whole c
 - ``DENSE_LATENCY`` = 4: START + weight/input read + popcount register + accumulate-and-fire;
 - ``EVENT_LEAD`` = 6: START, router FETCH and LOAD, first beat into the FIFO, the FIFO's
   2-cycle write-to-read latency;
-- ``EVENT_TAIL`` = 2: accumulator read + compare register / ``done``.
+- ``EVENT_TAIL`` = 2: accumulator read + compare register / ``done``;
+- ``WINDOW_LATENCY`` = 4: a sliding-window convolution's last tap is read (1), its channels
+  picked out and registered (1), accumulated (1), its spikes written with ``done`` high (1); the
+  next layer's START follows.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from .kinds import KINDS, part
 
 __all__ = [
     "UnsupportedLayerError", "HARDWARE_KINDS", "check_supported",
-    "MODES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "MIN_FIFO_DEPTH", "MapLayout", "ConvPlan",
+    "MODES", "CONV_ENGINES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "WINDOW_LATENCY", "MIN_FIFO_DEPTH",
+    "MapLayout", "ConvPlan", "window_fits",
     "signed_bits", "preact_bits", "acc_bits_for", "result_words", "split_layer", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
     "plan_dense", "plan_conv",
 ]
@@ -39,6 +43,12 @@ START = 1
 DENSE_LATENCY = 4
 EVENT_LEAD = 6
 EVENT_TAIL = 2
+WINDOW_LATENCY = 4
+#: a convolution's two stages: event-driven (:class:`bitsnn.hw.conv.ConvCore`, an input event
+#: updates the k x k output positions around it) or sliding-window (:class:`bitsnn.hw.conv.WindowCore`,
+#: each output position reads its window, one kernel tap of C_in channels a cycle); "auto" picks
+#: the window for a convolution of spike maps of 2..W channels (a convolution after a convolution)
+CONV_ENGINES = ("auto", "event", "window")
 #: a depth-2 SyncFIFOBuffered cannot pass a beat every cycle, which the cycle model relies on
 MIN_FIFO_DEPTH = 3
 
@@ -155,16 +165,21 @@ class MapLayout:
 
 @dataclass(frozen=True)
 class ConvPlan:
-    """A convolution's stage (:class:`bitsnn.hw.conv.ConvCore`): P lanes over the output channels
-    (padded to ``groups * lanes``, a power of two), G lane groups, a ring of ``kernel`` output
-    rows of accumulators.
+    """A convolution's stage: P lanes over the output channels (padded to ``groups * lanes``, a
+    power of two), G lane groups, and its ``engine``.
 
-    Cycles: ``EVENT_LEAD`` (the core takes the first beat in its last cycle, as an event core
-    does) + Z (one per all-zero input chunk) + E * k*k * G (each input event updates the k x k
-    output positions around it, G groups each; border taps take their cycle too) + H * W * G
+    ``"event"`` (:class:`bitsnn.hw.conv.ConvCore`): a ring of ``kernel`` output rows of
+    accumulators. Cycles: ``EVENT_LEAD`` (the core takes the first beat in its last cycle, as an
+    event core does) + Z (one per all-zero input chunk) + E * k*k * G (each input event updates the
+    k x k output positions around it, G groups each; border taps take their cycle too) + H * W * G
     (every output row is flushed once: its accumulators read, spikes written, accumulators
-    reset). The core does one of these a cycle, without bubbles; ``done`` is high the cycle
-    after the last (its write), and the next layer's START follows."""
+    reset). The core does one of these a cycle, without bubbles; ``done`` is high the cycle after
+    the last (its write), and the next layer's START follows.
+
+    ``"window"`` (:class:`bitsnn.hw.conv.WindowCore`): every output position, group by group,
+    reads the C_in channels of one kernel tap a cycle from the input store and adds 2 *
+    popcount(s AND w) - popcount(s) into P accumulator registers. Cycles: H * W * G * k*k (border
+    taps take their cycle too) + ``WINDOW_LATENCY``, the same for every input."""
 
     in_layout: MapLayout
     out_layout: MapLayout
@@ -175,6 +190,22 @@ class ConvPlan:
     groups: int
     #: accumulator width: channel o's holds c_o * (a - theta_o), from -c_o*theta_o by +-R
     acc_bits: int = 0
+    #: "event" or "window" (see the class docstring)
+    engine: str = "event"
+
+    @property
+    def taps(self) -> int:
+        return self.kernel * self.kernel
+
+    @property
+    def in_channels_padded(self) -> int:
+        """Bits a window stage reads per tap: the input channels padded to a power of two."""
+        return 1 << self.in_layout.cbits
+
+    @property
+    def window_reads(self) -> int:
+        """Taps a window stage reads per input vector (one a cycle): H * W * G * k*k."""
+        return self.out_height * self.out_width * self.groups * self.taps
 
     @property
     def acc_words(self) -> int:
@@ -182,9 +213,23 @@ class ConvPlan:
         return (1 << ceil_log2(self.kernel)) * (1 << ceil_log2(self.in_layout.width)) * (1 << ceil_log2(self.groups))
 
     def acc_word_accesses(self, events):
-        """Accumulator words read (and as many written) for E input events: one per tap and group,
-        and one per output position and group when the rows are flushed."""
-        return events * self.kernel * self.kernel * self.groups + self.out_height * self.out_width * self.groups
+        """Accumulator-memory words read (and as many written) for E input events: one per tap
+        and group, and one per output position and group when the rows are flushed (an event
+        stage); none in a window stage (its accumulators are registers)."""
+        if self.engine == "window":
+            return events * 0
+        return events * self.taps * self.groups + self.out_height * self.out_width * self.groups
+
+    def weight_words(self, events):
+        """Weight-memory words read for E input events: one per event, tap and group (P bits
+        each, an event stage), or one per tap read (P * C_in-padded bits each, a window stage)."""
+        if self.engine == "window":
+            return events * 0 + self.window_reads
+        return events * self.taps * self.groups
+
+    @property
+    def weight_word_bits(self) -> int:
+        return self.lanes * (self.in_channels_padded if self.engine == "window" else 1)
 
     @property
     def out_height(self) -> int:
@@ -195,21 +240,23 @@ class ConvPlan:
         return self.in_layout.width
 
     def cycles(self, events, zero_chunks):
-        k2 = self.kernel * self.kernel
-        return (EVENT_LEAD + zero_chunks + events * k2 * self.groups
+        """T_l of this stage for E input events and Z all-zero W-bit chunks (ints or arrays)."""
+        if self.engine == "window":
+            return events * 0 + self.window_stage_cycles()
+        return self.event_stage_cycles(events, zero_chunks)
+
+    def event_stage_cycles(self, events, zero_chunks):
+        """T_l of the event stage (exact, whichever stage is built)."""
+        return (EVENT_LEAD + zero_chunks + events * self.taps * self.groups
                 + self.out_height * self.out_width * self.groups)
 
-    def window_cycles(self, word: int) -> int:
-        """Cycles of a sliding-window AND-popcount stage with the same lanes and groups -- a model
-        for comparison, not a built stage: for every output position and lane group, the
-        C_in*k*k inputs of its window in W-bit words (8-bit pixels: W per 8W-bit word, as a
-        :class:`~bitsnn.hw.core.DenseCore` reads them), one word a cycle, plus the dense
-        pipeline. The same for every input, however sparse."""
-        fan = self.in_layout.channels * self.kernel * self.kernel
-        return self.out_height * self.out_width * self.groups * -(-fan // word) + DENSE_LATENCY
+    def window_stage_cycles(self) -> int:
+        """T_l of the window stage (exact, whichever stage is built): the same for every input."""
+        return self.window_reads + WINDOW_LATENCY
 
 
-def plan_dense(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None):
+def plan_dense(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
+               conv_engine: str = "auto"):
     """A ``binary_dense`` layer's plan (any mode): (cores, None, input layout). Its neurons are split into
     cores of at most ``max_neurons_per_core``, each with min(P, n) lanes; after a convolution it
     reads the previous store's map layout (``in_layout``), else the flat vector (None)."""
@@ -218,11 +265,18 @@ def plan_dense(layer, in_layout, *, mode: str, lanes: int, word: int, max_neuron
     return cores, None, in_layout
 
 
-def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None):
+def window_fits(layer, word: int) -> bool:
+    """Whether a window stage can run ``layer``: spike maps whose padded channels fit a W-bit word."""
+    return layer.input_kind == "spikes" and (1 << ceil_log2(layer.in_shape[0])) <= word
+
+
+def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
+              conv_engine: str = "auto"):
     """A ``binary_conv2d`` layer's plan: (its one core, its :class:`ConvPlan`, its input's map
     layout). P = the largest power of two <= ``lanes`` and <= the padded channel count and W; the
     accumulators are wide enough for c_o * (a - theta_o) over every input. Event mode only, with
-    a power-of-two W (the map layout's bit addresses)."""
+    a power-of-two W (the map layout's bit addresses). ``conv_engine`` (:data:`CONV_ENGINES`):
+    "auto" takes the window stage for spike maps of 2..W channels, else the event stage."""
     if mode != "event":
         raise UnsupportedLayerError(f"{layer.name}: convolutions run in mode='event' only")
     if word & (word - 1):
@@ -234,7 +288,13 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
     r = layer.a_max
     acc = max(max(signed_bits(-c * t - r), signed_bits(-c * t + r))
               for c, t in zip(layer.compare.tolist(), layer.thresholds.tolist()))
-    conv = ConvPlan(in_layout, MapLayout(*layer.out_shape), layer.kernel, layer.pool, layer.channels, P, cp // P, acc)
+    fits = window_fits(layer, word)
+    if conv_engine == "window" and not fits:
+        raise UnsupportedLayerError(f"{layer.name}: a window stage takes spike maps of at most {word} channels "
+                                    f"(padded to a power of two), not {layer.input_kind} of {c_in}")
+    engine = "window" if conv_engine == "window" or (conv_engine == "auto" and fits and c_in >= 2) else "event"
+    conv = ConvPlan(in_layout, MapLayout(*layer.out_shape), layer.kernel, layer.pool, layer.channels, P, cp // P, acc,
+                    engine)
     return (CorePlan(0, layer.channels, P, cp // P),), conv, in_layout
 
 
@@ -342,14 +402,18 @@ class HardwarePlan:
     layers: tuple[LayerPlan, ...]
     n_inputs: int
     num_classes: int
+    #: what was asked for the convolutions (:data:`CONV_ENGINES`); each ConvPlan says what it got
+    conv_engine: str = "auto"
 
     @classmethod
     def of(cls, model, *, mode: str = "event", lanes: int | None = None, word: int = 32, k: int = 1,
-           max_neurons_per_core: int | None = None, fifo_depth: int = 4) -> "HardwarePlan":
+           max_neurons_per_core: int | None = None, fifo_depth: int = 4, conv_engine: str = "auto") -> "HardwarePlan":
         """The plan of ``model`` (a :class:`bitsnn.hwmodel.HardwareModel`); ``lanes`` None: :func:`default_lanes`."""
         check_supported(model)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if conv_engine not in CONV_ENGINES:
+            raise ValueError(f"conv_engine must be one of {CONV_ENGINES}, not {conv_engine!r}")
         if lanes is None:
             lanes = default_lanes(model)
         _int_arg("lanes", lanes, 1)
@@ -364,13 +428,14 @@ class HardwarePlan:
         in_layout = None
         for i, layer in enumerate(model.layers):
             cores, conv, in_layout = part(layer.kind, "plan")(layer, in_layout, mode=mode, lanes=lanes, word=word,
-                                                            max_neurons_per_core=max_neurons_per_core)
+                                                            max_neurons_per_core=max_neurons_per_core,
+                                                            conv_engine=conv_engine)
             n_store = in_layout.size if in_layout else layer.n_in
             layers.append(LayerPlan(i, layer.n_in, layer.n_out, layer.input_kind, layer.is_output, layer.a_max,
                                     cores, -(-n_store // word), layer.kind, conv, in_layout))
             in_layout = conv.out_layout if conv else None
         return cls(mode, lanes, word, k, max_neurons_per_core, fifo_depth, tuple(layers), model.n_inputs,
-                   model.num_classes)
+                   model.num_classes, conv_engine)
 
     @property
     def hidden(self) -> tuple[LayerPlan, ...]:

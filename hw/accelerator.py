@@ -78,18 +78,24 @@ class Accelerator(wiring.Component):
         Generate the ``events`` tap (a k=1 router per hidden layer scanning its finished spike
         vector, in parallel with later layers; ``pixels.ready`` waits for it). False: the tap never
         fires and costs no logic.
+    conv_engine : "auto", "event" or "window"
+        The convolutions' stage (:data:`bitsnn.hwplan.CONV_ENGINES`): event-driven
+        (:class:`~bitsnn.hw.conv.ConvCore`) or sliding-window (:class:`~bitsnn.hw.conv.WindowCore`,
+        spike maps of at most W channels). "auto": the window for a convolution of spike maps of
+        2..W channels, the event stage otherwise. Same spikes; the cycles differ.
 
     Ports: see docs/accelerator-interface.md (``pixels``, ``result``, ``events``, ``busy``).
     """
 
     @quiet_on_error
     def __init__(self, hwmodel, *, mode="event", lanes=32, word=32, k=1, max_neurons_per_core=None,
-                 fifo_depth=4, monitor=True, accumulators="auto", writable=False, spram_layers=()):
+                 fifo_depth=4, monitor=True, accumulators="auto", writable=False, spram_layers=(), conv_engine="auto"):
         if not isinstance(hwmodel, HardwareModel):
             raise TypeError(f"hwmodel must be a bitsnn.hwmodel.HardwareModel, not {hwmodel!r:.80}")
         # the plan checks mode, lanes, word, k, max_neurons_per_core and fifo_depth
         self.hw = HardwarePlan.of(hwmodel, mode=mode, lanes=lanes, word=word, k=k,
-                                  max_neurons_per_core=max_neurons_per_core, fifo_depth=fifo_depth)
+                                  max_neurons_per_core=max_neurons_per_core, fifo_depth=fifo_depth,
+                                  conv_engine=conv_engine)
         if accumulators not in ("auto", "registers", "memory"):
             raise ValueError(f"accumulators must be 'auto', 'registers' or 'memory', not {accumulators!r}")
         self.accumulators = accumulators
@@ -109,6 +115,7 @@ class Accelerator(wiring.Component):
         self.model = hwmodel
         self.mode, self.lanes, self.word, self.k = mode, lanes, word, k
         self.max_neurons_per_core, self.fifo_depth, self.monitor = max_neurons_per_core, fifo_depth, bool(monitor)
+        self.conv_engine = conv_engine
         if self.writable and lanes % 8 | (lanes // 8) & (lanes // 8 - 1) and \
                 any(c.n > lanes for lp in self.hw.layers for c in lp.cores):
             raise ValueError(f"run-time weight writes need lanes = 8 x a power of two where a core has more "

@@ -35,11 +35,11 @@ from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwplan import ConvPlan, ceil_log2
 
-from .arith import bits_to_int, field
+from .arith import bits_to_int, field, popcount
 from .ports import read_port
 from .router import beat_layout, quiet_on_error
 
-__all__ = ["ConvCore", "store_write_signature"]
+__all__ = ["ConvCore", "WindowCore", "store_write_signature", "write_pooled"]
 
 
 def store_write_signature(depth: int, width: int) -> wiring.Signature:
@@ -73,12 +73,9 @@ class ConvCore(wiring.Component):
         self.in_layout, self.out_layout = plan.in_layout, plan.out_layout
         self.P, self.G = plan.lanes, plan.groups
         c_out = layer.channels
-        # per output channel: weight flip (compare -1), start value, accumulator width
-        cmp_ = np.asarray(layer.compare, np.int64)
-        th = np.asarray(layer.thresholds, np.int64)
-        self.flip = cmp_ < 0
-        self.init = -cmp_ * th
         self.acc_bits = plan.acc_bits
+        # per group: start values and live lanes; per output channel: weight flip (compare -1)
+        self.inits, self.live, self.flip = _start_values(layer, self.P, self.G, self.acc_bits)
         self.n_store_in = self.in_layout.size
         self.out_words = -(-self.out_layout.size // word)
         super().__init__({
@@ -93,7 +90,6 @@ class ConvCore(wiring.Component):
     def _lane_rows(self):
         """(weight memory rows, start-value words per group, live-lane mask per group)."""
         L, P, G, k = self.layer, self.P, self.G, self.k
-        A = self.acc_bits
         wb = L.kernels_pm1() > 0  # (C_out, C_in, k, k) bool
         rows = []
         for c in range(L.in_shape[0]):
@@ -103,17 +99,7 @@ class ConvCore(wiring.Component):
                     bits = [int(wb[o, c, ky, kx] ^ self.flip[o]) if o < L.channels else 0
                             for o in (g * P + j for j in range(P))]
                     rows.append(bits_to_int(bits))
-        inits, live = [], []
-        for g in range(G):
-            v, mask = 0, 0
-            for j in range(P):
-                o = g * P + j
-                start = int(self.init[o]) if o < L.channels else -1  # a padding lane never fires
-                v |= (start & ((1 << A) - 1)) << (j * A)
-                mask |= int(o < L.channels) << j
-            inits.append(v)
-            live.append(mask)
-        return rows, inits, live
+        return rows, self.inits, self.live
 
     def elaborate(self, platform):
         m = Module()
@@ -123,7 +109,6 @@ class ConvCore(wiring.Component):
         c_in, H, W = L.in_shape
         lin, lout = self.in_layout, self.out_layout
         gb, xb, sb = ceil_log2(G), ceil_log2(W), ceil_log2(k)
-        q = L.pool
 
         rows, inits, live = self._lane_rows()
         m.submodules.wmem = wmem = memory.Memory(shape=P, depth=len(rows), init=rows)
@@ -257,25 +242,225 @@ class ConvCore(wiring.Component):
 
         spikes = Signal(P)
         m.d.comb += spikes.eq(Cat(*[~a[-1] for a in lanes_acc]) & live_mask)
-        # the pooled position and where its group's bits sit in the output store
-        py = s1_r >> (q - 1) if q > 1 else s1_r
-        px = s1_x >> (q - 1) if q > 1 else s1_x
-        bit = Signal(range(max(2, lout.size)))
-        # channel g*P + j, P * G = 2**cbits: the group's first bit is g << log2(P)
-        m.d.comb += bit.eq(Cat(field(Const(0, 1), ceil_log2(P)), field(s1_g, gb), field(px, lout.wbits), py))
-        lw = ceil_log2(self.word)
-        off = bit[:lw] if lw else Const(0, 1)
-        first = Signal()  # the pooled position's first contribution: write the group, not OR
-        dropped = Signal()
-        if q > 1:
-            m.d.comb += first.eq(~s1_r[0] & ~s1_x[0])
-            m.d.comb += dropped.eq(((s1_r == H - 1) & (H % 2 == 1)) | ((s1_x == W - 1) & (W % 2 == 1)))
-        else:
-            m.d.comb += first.eq(1)
-        with m.If(s1_flush & ~dropped):
-            m.d.comb += [
-                self.out.addr.eq(bit >> lw),
-                self.out.data.eq(Mux(first, spikes, (1 << P) - 1) << off),
-                self.out.en.eq(Mux(first, (1 << P) - 1, spikes) << off),
-            ]
+        write_pooled(m, self.out, L, lout, P, G, self.word, spikes, s1_flush, s1_r, s1_x, s1_g)
         return m
+
+
+
+class WindowCore(wiring.Component):
+    """One ``binary_conv2d`` layer of spike maps as a sliding-window stage.
+
+    Output positions in store order (row by row, position by position), each lane group in turn,
+    each kernel tap (ky, kx) in turn: one tap a cycle. A tap reads the input store word holding
+    the C_in channels of input position (y + ky - p, x + kx - p) (zero outside the map) and adds
+    2 * popcount(s AND w_j) - popcount(s) to lane j's accumulator register, w_j the tap's
+    weights of channel g*P + j (inverted for a compare -1 channel); the word is read, its C_in
+    bits picked out and registered, and added, in three pipelined cycles. (The lanes add
+    2 * popcount(s AND w_j) and one shared counter popcount(s); the spike is the sign of the
+    difference.) The accumulator starts at
+    -c_o * theta_o, as in :class:`ConvCore`, so after the last tap its sign bit is the spike,
+    which is written into the output store (OR pool: :func:`write_pooled`) the next cycle. The
+    cycle count is the same for every input (:meth:`bitsnn.hwplan.ConvPlan.window_stage_cycles`).
+
+    Ports: ``start`` In(1), a pulse: the input store is ready; ``src`` Out(read_port) of the input
+    store; ``out`` Out(store write port); ``done`` Out(1), high the cycle the last spikes are
+    written; ``seen`` Out: the input spikes of this vector (each input position's channels are
+    counted once, at the centre tap of the output position at the same place, group 0).
+    """
+
+    @quiet_on_error
+    def __init__(self, layer, plan: ConvPlan, *, word: int = 32):
+        if layer.kind != "binary_conv2d" or layer.is_output:
+            raise TypeError(f"WindowCore takes a hidden binary_conv2d layer, not {layer!r:.60}")
+        if not isinstance(plan, ConvPlan) or plan.engine != "window":
+            raise TypeError(f"plan must be a window ConvPlan, not {plan!r:.60}")
+        if word & (word - 1) or word < plan.lanes or plan.in_channels_padded > word:
+            raise ValueError(f"word must be a power of two of at least {max(plan.lanes, plan.in_channels_padded)} "
+                             f"bits, not {word}")
+        self.layer, self.plan, self.word = layer, plan, word
+        self.k, self.P, self.G, self.acc_bits = layer.kernel, plan.lanes, plan.groups, plan.acc_bits
+        self.in_layout, self.out_layout = plan.in_layout, plan.out_layout
+        self.Cp = plan.in_channels_padded
+        self.inits, self.live, self.flip = _start_values(layer, self.P, self.G, self.acc_bits)
+        self.in_words = -(-self.in_layout.size // word)
+        self.out_words = -(-self.out_layout.size // word)
+        super().__init__({
+            "start": In(1),
+            "src": Out(read_port(self.in_words, word)),
+            "out": Out(store_write_signature(self.out_words, word)),
+            "done": Out(1),
+            "seen": Out(range(self.in_layout.size + 1)),
+        })
+
+    def weight_rows(self) -> list[int]:
+        """The weight table: row g * k*k + t holds tap t's weights of group g, lane j's C_in-padded
+        bits at j * Cp (compare -1 channels inverted, padding channels and lanes 0)."""
+        L, P, G, k, Cp = self.layer, self.P, self.G, self.k, self.Cp
+        wb = L.kernels_pm1() > 0  # (C_out, C_in, k, k)
+        c_in = L.in_shape[0]
+        rows = []
+        for g in range(G):
+            for t in range(k * k):
+                ky, kx = divmod(t, k)
+                bits = np.zeros(P * Cp, np.uint8)
+                for j in range(P):
+                    o = g * P + j
+                    if o < L.channels:
+                        bits[j * Cp:j * Cp + c_in] = wb[o, :, ky, kx] ^ self.flip[o]
+                rows.append(bits_to_int(bits))
+        return rows
+
+    def elaborate(self, platform):
+        m = Module()
+        L, P, G, k, A, Cp, W = self.layer, self.P, self.G, self.k, self.acc_bits, self.Cp, self.word
+        kk, pad = k * k, k // 2
+        _c, H, Wd = L.in_shape
+        lin = self.in_layout
+        lw, cb = ceil_log2(W), lin.cbits
+
+
+        # ---- issue: output position (y, x), group g, tap (ky, kx); wa = g * k*k + tap
+        running = Signal()
+        y, x = Signal(range(max(2, H))), Signal(range(max(2, Wd)))
+        g = Signal(range(max(2, G)))
+        ky, kx = Signal(range(max(2, k))), Signal(range(max(2, k)))
+        wa = Signal(range(max(2, G * kk)))
+        last_tap = Signal()
+        m.d.comb += last_tap.eq((ky == k - 1) & (kx == k - 1))
+        last_pos = Signal()
+        m.d.comb += last_pos.eq(last_tap & (g == G - 1) & (x == Wd - 1) & (y == H - 1))
+        with m.If(self.start):
+            m.d.sync += [running.eq(1), y.eq(0), x.eq(0), g.eq(0), ky.eq(0), kx.eq(0), wa.eq(0)]
+        with m.Elif(running):
+            with m.If(kx == k - 1):
+                m.d.sync += kx.eq(0)
+                with m.If(ky == k - 1):
+                    m.d.sync += ky.eq(0)
+                    with m.If(g == G - 1):
+                        m.d.sync += g.eq(0)
+                        with m.If(x == Wd - 1):
+                            m.d.sync += [x.eq(0), y.eq(y + 1)]
+                        with m.Else():
+                            m.d.sync += x.eq(x + 1)
+                    with m.Else():
+                        m.d.sync += g.eq(g + 1)
+                with m.Else():
+                    m.d.sync += ky.eq(ky + 1)
+            with m.Else():
+                m.d.sync += kx.eq(kx + 1)
+            m.d.sync += wa.eq(Mux(wa == G * kk - 1, 0, wa + 1))
+            with m.If(last_pos):
+                m.d.sync += running.eq(0)
+
+        iy = Signal(signed(len(y) + 2))
+        ix = Signal(signed(len(x) + 2))
+        m.d.comb += [iy.eq(y + ky - pad), ix.eq(x + kx - pad)]
+        inside = Signal()
+        m.d.comb += inside.eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd))
+        bit = Signal(range(max(2, lin.size)))  # the tap's first channel bit in the input store
+        m.d.comb += bit.eq(Cat(field(Const(0, 1), cb), field(ix, lin.wbits), iy[:max(1, len(iy) - 2)]))
+        m.d.comb += self.src.addr.eq(bit >> lw)
+
+        # ---- select: the tap's word arrives; its C_in channels, zero outside the map, registered
+        b_valid, b_in, b_first, b_last, b_centre = Signal(), Signal(), Signal(), Signal(), Signal()
+        b_slot = Signal(max(1, lw - cb))
+        b_y, b_x, b_g, b_wa = Signal.like(y), Signal.like(x), Signal.like(g), Signal.like(wa)
+        m.d.sync += [b_valid.eq(running), b_wa.eq(wa), b_in.eq(inside), b_first.eq((ky == 0) & (kx == 0)),
+                     b_last.eq(last_tap), b_centre.eq((ky == pad) & (kx == pad) & (g == 0)),
+                     b_y.eq(y), b_x.eq(x), b_g.eq(g)]
+        if lw > cb:
+            m.d.sync += b_slot.eq(bit[cb:lw])
+        s = Signal(Cp)
+        s_valid, s_first, s_last, s_centre = Signal(), Signal(), Signal(), Signal()
+        s_y, s_x, s_g, s_wa = Signal.like(y), Signal.like(x), Signal.like(g), Signal.like(wa)
+        word_bits = self.src.data.word_select(b_slot, Cp) if lw > cb else self.src.data[:Cp]
+        m.d.sync += [s.eq(Mux(b_in, word_bits, 0)), s_valid.eq(b_valid), s_first.eq(b_first), s_last.eq(b_last),
+                     s_centre.eq(b_centre), s_y.eq(b_y), s_x.eq(b_x), s_g.eq(b_g), s_wa.eq(b_wa)]
+
+        # ---- accumulate: lane j adds 2 * popcount(s AND w_j), a shared counter n adds popcount(s);
+        # lane j's sum is acc_j - n (kept apart so that no subtraction sits on the adders' path)
+        # the weights as logic, looked up from the registered tap number: G*k*k rows of P*C bits
+        # are few and wide, which block RAM (at most 16 or 36 bits wide) holds badly
+        wrow = Signal(P * Cp)
+        with m.Switch(s_wa):
+            for r, v in enumerate(self.weight_rows()):
+                with m.Case(r):
+                    m.d.comb += wrow.eq(v)
+        ns = Signal(range(Cp + 1))
+        m.d.comb += ns.eq(popcount(s))
+        with m.If(self.start):
+            m.d.sync += self.seen.eq(0)
+        with m.Elif(s_valid & s_centre):
+            m.d.sync += self.seen.eq(self.seen + ns)
+        init_word = Signal(P * A)
+        live_mask = Signal(P)
+        with m.Switch(s_g):
+            for gg in range(G):
+                with m.Case(gg):
+                    m.d.comb += [init_word.eq(self.inits[gg]), live_mask.eq(self.live[gg])]
+        # acc_j runs from c*(-theta) up by at most 2R, n up to R: one bit more than the sum's width
+        accs = [Signal(signed(A + 1), name=f"acc{j}") for j in range(P)]
+        n = Signal(range(self.layer.fan_in + 1))
+        with m.If(s_valid):
+            m.d.sync += n.eq(Mux(s_first, 0, n) + ns)
+            for j, acc in enumerate(accs):
+                base = Mux(s_first, init_word[j * A:(j + 1) * A].as_signed(), acc)
+                m.d.sync += acc.eq(base + (popcount(s & wrow[j * Cp:(j + 1) * Cp]) << 1))
+
+        # ---- write: the position's spikes (its accumulators after the last tap)
+        c_valid = Signal()
+        c_y, c_x, c_g = Signal.like(y), Signal.like(x), Signal.like(g)
+        c_live = Signal(P)
+        m.d.sync += [c_valid.eq(s_valid & s_last), c_y.eq(s_y), c_x.eq(s_x), c_g.eq(s_g), c_live.eq(live_mask)]
+        spikes = Signal(P)
+        m.d.comb += spikes.eq(Cat(*[~(acc - n)[-1] for acc in accs]) & c_live)
+        write_pooled(m, self.out, L, self.out_layout, P, G, W, spikes, c_valid, c_y, c_x, c_g)
+        m.d.comb += self.done.eq(c_valid & (c_y == H - 1) & (c_x == Wd - 1) & (c_g == G - 1))
+        return m
+
+def _start_values(layer, P: int, G: int, A: int):
+    """Per group: the P accumulators' start values (c_o * -theta_o; -1 in a padding lane, which
+    never fires) as one P*A-bit word, and the live-lane mask; and per channel the weight flip
+    (compare -1)."""
+    cmp_ = np.asarray(layer.compare, np.int64)
+    init = -cmp_ * np.asarray(layer.thresholds, np.int64)
+    inits, live = [], []
+    for g in range(G):
+        v, mask = 0, 0
+        for j in range(P):
+            o = g * P + j
+            start = int(init[o]) if o < layer.channels else -1
+            v |= (start & ((1 << A) - 1)) << (j * A)
+            mask |= int(o < layer.channels) << j
+        inits.append(v)
+        live.append(mask)
+    return inits, live, cmp_ < 0
+
+
+def write_pooled(m, out, layer, lout, P: int, G: int, word: int, spikes, en, r, x, g) -> None:
+    """Write group ``g``'s P ``spikes`` of output position (``r``, ``x``) into the output store
+    through ``out`` (a :func:`store_write_signature`) when ``en``: the pooled position's first
+    contribution (its top-left position) writes the group's P bits, the other three OR theirs in by
+    writing only their ones; a pool drops the last row or column of an odd map."""
+    q = layer.pool
+    H, W = layer.in_shape[1], layer.in_shape[2]
+    py = r >> (q - 1) if q > 1 else r
+    px = x >> (q - 1) if q > 1 else x
+    bit = Signal(range(max(2, lout.size)))
+    # channel g*P + j, P * G = 2**cbits: the group's first bit is g << log2(P)
+    m.d.comb += bit.eq(Cat(field(Const(0, 1), ceil_log2(P)), field(g, ceil_log2(G)), field(px, lout.wbits), py))
+    lw = ceil_log2(word)
+    off = bit[:lw] if lw else Const(0, 1)
+    first = Signal()
+    dropped = Signal()
+    if q > 1:
+        m.d.comb += first.eq(~r[0] & ~x[0])
+        m.d.comb += dropped.eq(((r == H - 1) & (H % 2 == 1)) | ((x == W - 1) & (W % 2 == 1)))
+    else:
+        m.d.comb += first.eq(1)
+    with m.If(en & ~dropped):
+        m.d.comb += [
+            out.addr.eq(bit >> lw),
+            out.data.eq(Mux(first, spikes, (1 << P) - 1) << off),
+            out.en.eq(Mux(first, (1 << P) - 1, spikes) << off),
+        ]

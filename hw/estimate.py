@@ -116,6 +116,19 @@ _CAL = {
     # gave +10 % to +36 %; the iCE40 flip-flop terms, +8 % to +20 %.
     "ecp5_conv_layer_logic": 1354, "ecp5_conv_logic_per_acc_bit": 1.68,
     "ecp5_conv_layer_ffs": 153, "ecp5_conv_ffs_per_acc_bit": 1.46,
+    # window stage (hw/conv.py WindowCore): control, tap address, pooled write (constant); per lane
+    # (adder and start-value multiplexer beyond its A bits) and per lane and input-channel bit
+    # (the AND-popcount and the weight table); fitted to three iCEBreaker builds (P x C = 16 x 8
+    # pixel-input conv-tiny, 32 x 8, 16 x 16; docs/hardware.md), which it meets exactly
+    "window_core_luts": 365, "window_luts_per_lane": 13.4, "window_luts_per_lane_bit": 1.96,
+    # its pipeline and counter flip-flops (fitted to the same builds' 1,744 and 1,755), packed
+    # with the logic they feed
+    "window_core_ffs": 290, "window_rom_luts_factor": 1.5,
+    # ECP5: a window layer's TRELLIS_COMB cells per layer and per lane-and-channel bit (its
+    # AND-popcount, and its weight table weighted by depth as above), fitted to two ULX3S builds
+    # (the trained `conv`, P x C = 32 x 32 in 2 groups, and a 784-c16-c32-10 stand-in, 32 x 16),
+    # which it meets; its flip-flops as on the iCE40 plus a constant fitted to the same builds
+    "ecp5_window_layer_logic": 1802, "ecp5_window_logic_per_bit": 2.085, "ecp5_window_layer_ffs": 255,
 }
 
 
@@ -181,6 +194,9 @@ def estimate_conv(est: _Estimate, li: int, layer, lp) -> None:
     cp, name = lp.conv, f"layer{li}"
     P, G, kern = cp.lanes, cp.groups, cp.kernel
     A = cp.acc_bits
+    if cp.engine == "window":
+        _estimate_window(est, li, layer, lp)
+        return
     blocks, banks = bram_blocks_for(family, P * A, cp.acc_words)
     # accumulator memory; the logic grows with its P*A-bit word (the P adders, the write-first
     # bypass, the start-value and spike paths): fitted to Yosys runs of four ConvCores
@@ -203,6 +219,31 @@ def estimate_conv(est: _Estimate, li: int, layer, lp) -> None:
     if family == "ecp5":
         add(name, ecp5_logic=cal["ecp5_conv_layer_logic"] + cal["ecp5_conv_logic_per_acc_bit"] * pa,
             ecp5_ffs=cal["ecp5_conv_layer_ffs"] + cal["ecp5_conv_ffs_per_acc_bit"] * pa)
+
+
+def _estimate_window(est: _Estimate, li: int, layer, lp) -> None:
+    """A window stage (:class:`~bitsnn.hw.conv.WindowCore`): P lanes of a C-bit AND-popcount
+    (C = the padded input channels) into an A-bit accumulator register each (adder and start-value
+    multiplexer, packed with its flip-flop), the tap's C bits picked out of the W-bit input word,
+    the weight ROM (P*C bits x G*k*k taps), counters, tap address and the pooled write (constant),
+    the output store, the ``seen`` counter. No router, FIFO or accumulator memory."""
+    cal, family, W, add, block_bits = _CAL, est.family, est.plan.word, est.add, est.block_bits
+    cp, name = lp.conv, f"layer{li}"
+    P, G, C, A = cp.lanes, cp.groups, cp.in_channels_padded, cp.acc_bits
+    luts = (cal["window_core_luts"] + P * (cal["window_luts_per_lane_bit"] * C + A + cal["window_luts_per_lane"])
+            + C * _mux_luts(W // C) + C)
+    ffs = cal["window_core_ffs"] + P * A + C
+    add(name, luts=luts, ffs=ffs, packed=P * A + cal["window_core_ffs"])
+    # the weight table in logic: per bit, a function of the log2(G*k*k)-bit tap number
+    rows = G * cp.taps
+    rom_per_bit = max(1.0, rows / 16) * (1.0 if rows <= 16 else cal["window_rom_luts_factor"])
+    add(name, luts=P * C * rom_per_bit)
+    add(name, blocks=(ob := store_blocks(family, W, -(-cp.out_layout.size // W))), bits=ob * block_bits)
+    seen = cp.in_layout.size.bit_length()
+    add(name, luts=seen, ffs=seen)
+    if family == "ecp5":
+        add(name, ecp5_logic=cal["ecp5_window_layer_logic"] + cal["ecp5_window_logic_per_bit"] * P * C * (1 + rom_per_bit),
+            ecp5_ffs=cal["ecp5_window_layer_ffs"] + P * A + C + seen)
 
 
 def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
@@ -259,7 +300,7 @@ def ceil_log2(n: int) -> int:
 def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: int = 32, k: int = 1,
                        max_neurons_per_core: int | None = None, fifo_depth: int = 4,
                        family: str = "ice40", top: str = "uart", spram: bool | None = None,
-                       accumulators: str = "auto", writable: bool = False, spram_layers=(),
+                       accumulators: str = "auto", writable: bool = False, spram_layers=(), conv_engine: str = "auto",
                        infer: bool | None = None) -> dict:
     """Estimate the resources of ``UARTTop(Accelerator(hwmodel, mode=..., lanes=..., word=...))``.
 
@@ -277,7 +318,7 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     if spram is None:
         spram = family == "ice40"
     plan = HardwarePlan.of(hwmodel, mode=mode, lanes=lanes, word=word, k=k,
-                           max_neurons_per_core=max_neurons_per_core, fifo_depth=fifo_depth)
+                           max_neurons_per_core=max_neurons_per_core, fifo_depth=fifo_depth, conv_engine=conv_engine)
     spram_layers = frozenset(spram_layers)
     if spram_layers and family != "ice40":
         raise ValueError("spram_layers: only the iCE40 UltraPlus has SPRAM")

@@ -15,8 +15,9 @@ has the members of :func:`stage_signature`:
 ``count``   Out(range(n_out + 1))                     its spikes this inference (when
                                                       :attr:`counts_spikes`; else the next stage's
                                                       ``seen`` counts them)
-``seen``    Out(range(n_in + 1))                      input events its router emitted (when built
-                                                      with ``count_events``)
+``seen``    Out(range(n_in + 1))                      input events its router emitted, or the
+                                                      input spikes a window stage read (when
+                                                      built with ``count_events``)
 ``scores``  Out(signed(score_bits)) x n_out           the class scores (output layer only)
 ``wr``      In(weight_write_signature)                run-time weight writes (``writable`` only)
 ==========  ========================================  ===========================================
@@ -39,7 +40,7 @@ from bitsnn.hwplan import HardwarePlan
 from bitsnn.kinds import part
 
 from .arith import popcount
-from .conv import ConvCore
+from .conv import ConvCore, WindowCore
 from .core import DenseCore, EventCore, weight_write_signature
 from .ports import read_port, serve_memory, serve_register
 from .router import EventFIFO, SpikeRouter
@@ -208,24 +209,33 @@ class DenseStage(_Stage):
 
 
 class ConvStage(_Stage):
-    """A ``binary_conv2d`` layer: a :class:`~bitsnn.hw.conv.ConvCore` behind a router, writing
-    its pooled maps into the output store that ``out`` serves. An OR pool writes a position up
-    to four times, so the stage cannot count its spikes: the next stage's router does."""
+    """A ``binary_conv2d`` layer: its core writes the pooled maps into the output store that
+    ``out`` serves. An event stage (:class:`~bitsnn.hw.conv.ConvCore`) takes its input events
+    from a router; a window stage (:class:`~bitsnn.hw.conv.WindowCore`) reads the input store
+    through ``src`` itself and counts the input spikes (``seen``) at its centre taps. An OR pool
+    writes a position up to four times, so the stage cannot count its own spikes: the next
+    stage does."""
 
     counts_spikes = False
 
     def elaborate(self, platform):
         m = Module()
-        core = ConvCore(self.layer, self.lp.conv, word=self.plan.word)
+        window = self.lp.conv.engine == "window"
+        core = (WindowCore if window else ConvCore)(self.layer, self.lp.conv, word=self.plan.word)
         m.submodules.core = core
         m.submodules.store = store = memory.Memory(shape=self.plan.word, depth=core.out_words, init=[])
         swp = store.write_port(granularity=1)
         m.d.comb += [swp.addr.eq(core.out.addr), swp.data.eq(core.out.data), swp.en.eq(core.out.en),
                      core.start.eq(self.start), self.done.eq(core.done)]
-        if self.layer.input_kind == "pixels":
-            wiring.connect(m, core=core.values, stage=wiring.flipped(self.values[0]))
-        fifo = self._router(m, 1)
-        wiring.connect(m, fifo=fifo.r, core=core.events)
+        if window:
+            wiring.connect(m, core=core.src, stage=wiring.flipped(self.src[0]))
+            if self.opts.count_events:
+                m.d.comb += self.seen.eq(core.seen)
+        else:
+            if self.layer.input_kind == "pixels":
+                wiring.connect(m, core=core.values, stage=wiring.flipped(self.values[0]))
+            fifo = self._router(m, 1)
+            wiring.connect(m, fifo=fifo.r, core=core.events)
         for port in self.out:
             serve_memory(m, port, store.read_port())
         m.d.comb += self.count.eq(Const(0))

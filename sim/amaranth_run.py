@@ -43,7 +43,7 @@ def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "ev
                     word: int = 32, k: int = 1, max_neurons_per_core: int | None = None, fifo_depth: int = 4,
                     vcd_path=None, result_ready=None, seed: int = 0, accumulators: str = "auto",
                     writable: bool = False, spram_layers=(), load_weights: HardwareModel | None = None,
-                    ) -> AmaranthResult:
+                    conv_engine: str = "auto") -> AmaranthResult:
     """Simulate ``images`` ((B, *image_shape) uint8, or already cropped (B, n_inputs)) on an Accelerator built with these parameters.
 
     ``load_weights``: before the first image, write every weight of this model (same layer
@@ -56,7 +56,8 @@ def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "ev
     """
     flat = model.prepare_images(images)
     params = dict(mode=mode, lanes=lanes, word=word, k=k, max_neurons_per_core=max_neurons_per_core,
-                  fifo_depth=fifo_depth, accumulators=accumulators, writable=writable, spram_layers=spram_layers)
+                  fifo_depth=fifo_depth, accumulators=accumulators, writable=writable, spram_layers=spram_layers,
+                  conv_engine=conv_engine)
     writes = []
     if load_weights is not None:
         from bitsnn.protocol import weight_columns

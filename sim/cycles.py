@@ -8,6 +8,8 @@ layers one after another, so
 
     dense:  T_l = G_l * ceil(n_in_l / W) + DENSE_LATENCY
     event:  T_l = EVENT_LEAD + Z_l + E_l * G_l + G_l + EVENT_TAIL
+    conv:   T_l = bitsnn.hwplan.ConvPlan.cycles (event stage: EVENT_LEAD + Z_l + E_l * k*k * G_l
+            + H * W * G_l; window stage: H * W * G_l * k*k + WINDOW_LATENCY)
 
 with G_l = max over the layer's cores of ceil(n_core / min(P, n_core)) (the lane groups of its
 biggest core: the first one), E_l the nonzero inputs of layer l (address events), Z_l the
@@ -41,8 +43,9 @@ __all__ = ["default_lanes", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL"
            "predict_cycles", "layer_cycles", "bandwidth_bound", "weight_bits_per_cycle"]
 
 
-def _plan(model, mode, lanes, word, k, max_neurons_per_core) -> HardwarePlan:
-    return HardwarePlan.of(model, mode=mode, lanes=lanes, word=word, k=k, max_neurons_per_core=max_neurons_per_core)
+def _plan(model, mode, lanes, word, k, max_neurons_per_core, conv_engine="auto") -> HardwarePlan:
+    return HardwarePlan.of(model, mode=mode, lanes=lanes, word=word, k=k, max_neurons_per_core=max_neurons_per_core,
+                           conv_engine=conv_engine)
 
 
 def layer_groups(n_out: int, lanes: int, max_neurons_per_core: int | None = None) -> int:
@@ -69,9 +72,9 @@ def _layer_inputs(golden_result):
 
 
 def layer_cycles(model, golden_result, *, mode: str, lanes: int, word: int, k: int = 1,
-                 max_neurons_per_core: int | None = None) -> np.ndarray:
+                 max_neurons_per_core: int | None = None, conv_engine: str = "auto") -> np.ndarray:
     """(B, layers) int64: T_l of each layer (see the module docstring)."""
-    plan = _plan(model, mode, lanes, word, k, max_neurons_per_core)
+    plan = _plan(model, mode, lanes, word, k, max_neurons_per_core, conv_engine)
     B = golden_result.inputs.shape[0]
     out = np.zeros((B, len(model.layers)), np.int64)
     for l, (lp, x) in enumerate(zip(plan.layers, _layer_inputs(golden_result))):
@@ -85,11 +88,11 @@ def layer_cycles(model, golden_result, *, mode: str, lanes: int, word: int, k: i
 
 
 def predict_cycles(model, golden_result, *, mode: str, lanes: int, word: int, k: int = 1,
-                   max_neurons_per_core: int | None = None, fifo_depth: int = 4) -> np.ndarray:
+                   max_neurons_per_core: int | None = None, fifo_depth: int = 4, conv_engine: str = "auto") -> np.ndarray:
     """(B,) int64: the Accelerator's cycle count per image, exactly. ``k`` and ``fifo_depth``
     (>= 3) do not change it: the core is the bottleneck either way."""
     t = layer_cycles(model, golden_result, mode=mode, lanes=lanes, word=word, k=k,
-                     max_neurons_per_core=max_neurons_per_core)
+                     max_neurons_per_core=max_neurons_per_core, conv_engine=conv_engine)
     return START + t.sum(axis=1) + model.num_classes
 
 

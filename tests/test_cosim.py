@@ -111,10 +111,13 @@ def _conv_model(enc):
                         convs=((4, 3, 2), (8, 3, 2)), input_threshold=100, threshold_spread=0.5)
 
 
-@pytest.mark.parametrize("sim,enc", [("icarus", "spikes"), ("verilator", "spikes"), ("verilator", "pixels")])
-def test_conv_model_200_mnist_images(sim, enc, mnist, cosim_build_root):
-    """Two convolutions (OR pools, lanes over channels, a ring of accumulator rows) and two dense
-    layers: every spike of every layer (the conv maps through the tap), scores, class, cycles."""
+@pytest.mark.parametrize("sim,enc,engine", [("icarus", "spikes", "auto"), ("verilator", "spikes", "auto"),
+                                            ("verilator", "pixels", "auto"), ("verilator", "spikes", "event")])
+def test_conv_model_200_mnist_images(sim, enc, engine, mnist, cosim_build_root):
+    """Two convolutions (OR pools, lanes over channels; the first an event stage with its ring of
+    accumulator rows, the second a window stage, or with ``engine="event"`` an event stage too)
+    and two dense layers: every spike of every layer (the conv maps through the tap), scores,
+    class, cycles."""
     why = simulator_missing(sim)
     if why:
         pytest.skip(why)
@@ -124,11 +127,12 @@ def test_conv_model_200_mnist_images(sim, enc, mnist, cosim_build_root):
     imgs = mnist.test_images[:200]
     g = golden.run(hm, imgs)
     assert all(0.01 < s.mean() < 0.9 for s in g.spikes)
+    params = {"lanes": 8} if engine == "auto" else {"lanes": 8, "conv_engine": engine}
     r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=cosim_build_root, expected=expected_of(g),
-                              accel_params={"lanes": 8})
+                              accel_params=params)
     for a, b in zip(r.spikes, g.spikes):
         assert np.array_equal(a, b)
     assert np.array_equal(r.classes, g.classes) and np.array_equal(r.scores, g.scores)
     assert np.array_equal(r.spike_counts, g.spike_counts)
     assert np.array_equal(r.cycles, r.measured_cycles)
-    assert np.array_equal(r.cycles, predict_cycles(hm, g, mode="event", lanes=8, word=32))
+    assert np.array_equal(r.cycles, predict_cycles(hm, g, mode="event", lanes=8, word=32, conv_engine=engine))

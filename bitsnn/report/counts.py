@@ -91,7 +91,11 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
     out = []
     for l, (layer, lp) in enumerate(zip(model.layers, plan.layers)):
         ev = np.asarray(golden.input_events[:, l], dtype=np.int64)
-        if mode == "event":
+        if lp.conv is not None:  # an event stage reads per event, a window stage per tap
+            words = np.asarray(lp.conv.weight_words(ev), np.int64)
+            word_bits = lp.conv.weight_word_bits
+            bits = words * word_bits
+        elif mode == "event":
             words = ev * lp.weight_words_per_event()
             bits = ev * lp.weight_read_bits_per_event()
             word_bits = lp.cores[0].lanes
@@ -101,7 +105,7 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
             word_bits = lp.cores[0].lanes * word
         spikes = None if layer.is_output else np.asarray(golden.spike_counts[:, l], dtype=np.int64)
         acc_words, acc_word_bits = None, 0
-        if lp.conv is not None:
+        if lp.conv is not None and lp.conv.engine == "event":
             acc_words = np.asarray(lp.conv.acc_word_accesses(ev), np.int64)
             acc_word_bits = lp.conv.lanes * lp.conv.acc_bits
         out.append(LayerCounts(

@@ -281,7 +281,8 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
     from bitsnn.hwplan import HardwarePlan
 
     plan = HardwarePlan.of(hwmodel, **{k: v for k, v in params.items()
-                                       if k in ("mode", "lanes", "word", "k", "max_neurons_per_core", "fifo_depth")})
+                                       if k in ("mode", "lanes", "word", "k", "max_neurons_per_core", "fifo_depth",
+                                                "conv_engine")})
     H = len(hwmodel.hidden_layers)
     if bench == "native":
         from .native import build_native, run_native
