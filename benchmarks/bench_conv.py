@@ -115,12 +115,15 @@ def conv_cycle_table(args) -> list[dict]:
     n = args.images or len(data.test_images)
     g = golden.run(model, model.prepare_images(data.test_images[:n]))
     lanes, word = default_lanes(model), 32
+    if args.build_dir:  # the build's own lanes (fewer where the default did not fit the board)
+        built = json.loads((Path(args.build_dir) / "report.json").read_text()).get("accelerator") or {}
+        lanes, word = int(built.get("lanes", lanes)), int(built.get("word", word))
     plan = HardwarePlan.of(model, lanes=lanes, word=word)
     ev_plan = HardwarePlan.of(model, lanes=lanes, word=word, conv_engine="event")
     t = cycles.layer_cycles(model, g, mode="event", lanes=lanes, word=word, conv_engine="event")
     rows = []
-    print("  convolutions, exact cycles on these images: event-driven stage vs sliding-window stage "
-          "(window: spike maps of 2..W channels)")
+    print(f"  convolutions ({lanes} lanes), exact cycles on these images: event-driven stage vs sliding-window "
+          "stage (window: spike maps of 2..W channels)")
     for l, (lp, ep) in enumerate(zip(plan.layers, ev_plan.layers)):
         if lp.conv is None:
             continue

@@ -274,7 +274,13 @@ def _cosim(cfg: FlowConfig, run: Path, log) -> None:
     from bitsnn.sim.cosim.cli import sim_check
 
     c = cfg.cosim
-    rc = sim_check(_model_path(cfg, run), images=c.images, simulator=c.simulator, lanes=c.lanes,
+    lanes = c.lanes or cfg.build.lanes
+    if lanes is None:  # what the build stage will generate, so that both run the same design
+        from bitsnn.boards.build import board_lanes
+        from bitsnn.hwmodel import HardwareModel
+
+        lanes = board_lanes(cfg.build.board, HardwareModel.load(_model_path(cfg, run)))
+    rc = sim_check(_model_path(cfg, run), images=c.images, simulator=c.simulator, lanes=lanes,
                    wave=_wave(cfg, run), image=c.wave_image, data_dir=cfg.data_dir, out=_Lines(log))
     if rc:
         raise BitsnnError("co-simulation does not match the golden model")

@@ -14,10 +14,11 @@ from bitsnn.protocol import MAX_LANES
 from . import get_board
 from .common import Board, BoardTop, ToolchainError, build_into, check_build_dir
 
-__all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "build_board", "build_main"]
+__all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "fit_conv_lanes", "board_lanes", "build_board", "build_main"]
 
 #: Generation parameters used for board builds: event-driven cores and 32-bit words; the lanes
-#: default to bitsnn.hwplan.default_lanes(model) (32, more for a 129..256-neuron layer).
+#: default to bitsnn.hwplan.default_lanes(model) (32, more for a 129..256-neuron layer), fewer for
+#: a model with convolutions that would not fit the board otherwise (:func:`fit_conv_lanes`).
 DEFAULT_ACCEL = {"mode": "event", "word": 32}
 #: nextpnr's error when it cannot place the design (retried with the next attempt)
 PLACEMENT_FAILED = "Unable to find legal placement"
@@ -73,6 +74,29 @@ def _estimate(board: Board, model: HardwareModel, accel: dict) -> dict:
     from bitsnn.hw.estimate import estimate_resources
 
     return estimate_resources(model, family=board.family, **accel)
+
+
+def fit_conv_lanes(board: Board, model: HardwareModel, accel: dict) -> int:
+    """The lanes for a model with convolutions when none are given: ``accel["lanes"]`` (the
+    default), halved, not below 8, while the estimate (with INFER) is above ``INFER_LIMIT`` of the
+    board's logic. A convolution's lanes are its adders and popcounts; fewer lanes cost cycles
+    (more lane groups), never results. Models without convolutions keep their lanes."""
+    lanes = int(accel["lanes"])
+    if not any(layer.kind == "binary_conv2d" for layer in model.layers):
+        return lanes
+    while lanes > 8:
+        est = _estimate(board, model, dict(accel, lanes=lanes, infer=None))
+        if est["logic"] <= INFER_LIMIT * board.totals.logic:
+            break
+        lanes //= 2
+    return lanes
+
+
+def board_lanes(board_name: str, model: HardwareModel) -> int:
+    """The lanes ``bitsnn build`` generates for ``model`` on this board when none are given."""
+    from bitsnn.hwplan import default_lanes
+
+    return fit_conv_lanes(get_board(board_name), model, dict(DEFAULT_ACCEL, lanes=default_lanes(model)))
 
 
 def parse_spram_layers(text: str, model: HardwareModel):
@@ -142,6 +166,12 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
         raise BitsnnError(f"--spram-layers: {board.name} ({board.device}) has no SPRAM")
     if spram and auto_lanes:  # run-time weight writes need 8 x a power of two lanes
         accel["lanes"] = default_lanes(model, writable=True)
+    if auto_lanes and not spram:
+        fitted = fit_conv_lanes(board, model, accel)
+        if fitted != accel["lanes"]:
+            log(f"[build] {board.name}: {fitted} lanes (with {accel['lanes']} the convolutions' lanes would take "
+                f"more than {INFER_LIMIT:.0%} of its logic; --lanes to choose)")
+            accel["lanes"] = fitted
     if spram:
         accel["spram_layers"] = list(spram)
         log(f"[build] {board.name}: weights of layer(s) {', '.join(map(str, spram))} in SPRAM, written over "

@@ -22,10 +22,10 @@ TEST_TINY_CONFIG = dict(preset="tiny", spec="576-160-10", crop=24, epochs=3, lr=
                         seed=0, device="cpu")
 
 
-#: The cached convolutional test model: the ``conv-tiny`` architecture (784-c8-c16-10, 8-bit pixel
+#: The cached convolutional test model: the ``conv-tiny`` architecture (784-c8-c32-10, 8-bit pixel
 #: input) trained for 2 epochs without shifts: a real network of the conv preset's shape, cheap
 #: enough for every CI run.
-TEST_CONV_TINY_CONFIG = dict(preset="conv-tiny", spec="784-c8-c16-10", epochs=2, lr=5e-3, batch_size=64, shift=0,
+TEST_CONV_TINY_CONFIG = dict(preset="conv-tiny", spec="784-c8-c32-10", epochs=2, lr=5e-3, batch_size=64, shift=0,
                              surrogate="box", sparsity=0.0, input_encoding="pixels", input_threshold=64,
                              seed=0, device="cpu")
 

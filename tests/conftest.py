@@ -147,7 +147,7 @@ def tiny_hwmodel(tiny_model_path):
 
 @pytest.fixture(scope="session")
 def conv_tiny_hwmodel(mnist_dir):
-    """A real trained convolutional BitSNN: the ``conv-tiny`` architecture (784-c8-c16-10, 8-bit
+    """A real trained convolutional BitSNN: the ``conv-tiny`` architecture (784-c8-c32-10, 8-bit
     pixel input, box surrogate, seed 0) trained for 2 epochs without shifts, then exported (checked
     against the golden model on all 10,000 test images). Cached like ``tiny_hwmodel``; the first
     run takes about a minute."""

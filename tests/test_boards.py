@@ -150,6 +150,26 @@ def test_spram_layers_chosen_only_when_block_ram_overflows():
         parse_spram_layers("first", big)
 
 
+def test_conv_lanes_fitted_to_the_board():
+    """Without --lanes, a model with convolutions gets the default lanes halved until the estimate
+    (with INFER) is within INFER_LIMIT of the board's logic: 784-c8-c32-10 with pixel input takes
+    5,385 LC with 32 lanes on the UP5K (a build did not fit) and 16 on it; the ULX3S keeps 32; a
+    dense model keeps its lanes."""
+    from bitsnn.boards.build import INFER_LIMIT, board_lanes, fit_conv_lanes
+    from bitsnn.hw.estimate import estimate_resources
+
+    conv = random_model(np.random.default_rng(0), [784, 10], input_shape=(28, 28), convs=((8, 3, 2), (32, 3, 2)),
+                        input_encoding="pixels", threshold_spread=0.5, input_threshold=100)
+    assert board_lanes("icebreaker", conv) == 16 and board_lanes("ulx3s-85f", conv) == 32
+    assert estimate_resources(conv, lanes=32)["logic"] > get_board("icebreaker").totals.logic
+    assert estimate_resources(conv, lanes=16)["logic"] <= INFER_LIMIT * get_board("icebreaker").totals.logic
+    dense = random_model(np.random.default_rng(0), [784, 150, 10])
+    assert fit_conv_lanes(get_board("icebreaker"), dense, dict(DEFAULT_ACCEL, lanes=32)) == 32
+    small = random_model(np.random.default_rng(0), [784, 10], input_shape=(28, 28), convs=((8, 3, 2), (16, 3, 2)),
+                         input_encoding="pixels", threshold_spread=0.5, input_threshold=100)
+    assert board_lanes("icebreaker", small) == 32
+
+
 def test_spram_on_ecp5_is_one_clear_error(tmp_path):
     model = random_model(np.random.default_rng(0), [64, 16, 4])
     with pytest.raises(BitsnnError, match="has no SPRAM"):

@@ -227,7 +227,7 @@ def test_conv_tiny_preset_on_a_custom_28x28_set(tmp_path, capsys, write_set):
     assert r.returncode == 0, r.stderr
     assert "golden vs torch: 0 mismatches on 100 images" in r.stdout + r.stderr
     model = HardwareModel.load(bsnn)
-    assert model.spec == "784-c8-c16-10" and model.meta["dataset"] == "custom"
+    assert model.spec == "784-c8-c32-10" and model.meta["dataset"] == "custom"
     assert model.meta["test_accuracy"] > 0.6  # four shapes, six epochs: well above chance (0.25)
     r = run_main(capsys, "sim", "--model", bsnn, "--simulator", "amaranth", "--images", "4", "--data-dir", data)
     assert r.returncode == 0, r.stderr

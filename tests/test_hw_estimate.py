@@ -107,9 +107,9 @@ def test_conv_block_rams_counted_from_the_geometry(enc, convs, dense, lanes, eng
 
 
 def test_window_stage_frees_the_accumulator_rings():
-    """conv-tiny's shape on the iCE40: the window stage for its second convolution holds no
-    accumulator ring and keeps its kernels in logic: 10 fewer block RAMs than the event stage here
-    (the trained conv-tiny built with 28 and with 19)."""
+    """The earlier conv-tiny shape (784-c8-c16-10) on the iCE40: the window stage for its second
+    convolution holds no accumulator ring and keeps its kernels in logic: 10 fewer block RAMs than
+    the event stage here (the trained model of that shape built with 28 and with 19)."""
     m = random_model(np.random.default_rng(5), [784, 10], input_encoding="pixels", input_shape=(28, 28),
                      convs=((8, 3, 2), (16, 3, 2)), input_threshold=100, threshold_spread=0.5)
     ev = estimate_resources(m, lanes=32, conv_engine="event")
