@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulator", default="icarus", choices=SIMULATORS)
     p.add_argument("--mode", default="event", choices=MODES, help="layer-core mode")
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P",
-                   help="neurons per cycle per event core (default: what bitsnn build generates)")
+                   help="neurons per cycle per event core (default: bitsnn.hwplan.default_lanes; a conv "
+                   "model's build may use fewer to fit its board)")
     p.add_argument("--wave", metavar="OUT.vcd", help="write a waveform of one image")
     p.add_argument("--image", type=int_in(0), default=0, metavar="K", help="the image the waveform shows")
     _add_data_dir(p)
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "50 MHz ULX3S); the nearest achievable one is used")
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P",
                    help="neurons per cycle per event core (default: 32, or 4 lane groups for a "
-                   "129..256-neuron layer)")
+                   "129..256-neuron layer; for a model with convolutions halved until it fits the board)")
     p.add_argument("--seed", type=int_in(0, 2**31 - 2), default=1, metavar="S",
                    help="nextpnr seed (default 1); a failed placement is retried with a denser placer, then seed S+1")
     p.add_argument("--spram-layers", default="auto", metavar="auto|none|L,L",
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=POSITIVE, default=None, metavar="N", help="first N test images (default: all)")
     p.add_argument("--mode", default=None, choices=MODES,
                    help="layer-core mode (default: the build report's, else event)")
-    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P", help="neurons per cycle per core (default: the build report's, else what bitsnn build generates)")
+    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P", help="neurons per cycle per core (default: the build report's, else bitsnn.hwplan.default_lanes; a conv model's build may use fewer to fit its board)")
     p.add_argument("--word", type=int_in(1, 4096), default=None, metavar="W", help="word width in bits (default 32)")
     p.add_argument("--vcd", metavar="WAVE.vcd", help="a waveform of the design to count signal toggles in")
     p.add_argument("--sweep", nargs="+", metavar="M", default=None,

@@ -131,7 +131,9 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
     """Load the hardware model ``model_path`` and the test set, run golden, cycles, energy and
     plots, print the summary with ``say`` and, with ``output``, write report.json and the plots
     there. ``images``: the first N test images (None: all). ``mode``/``lanes``/``word`` default to
-    the build report's in ``build_dir``, else event mode with the lanes ``bitsnn build`` picks.
+    the build report's in ``build_dir``, else event mode with the default lanes
+    (:func:`bitsnn.hwplan.default_lanes`; for a model with convolutions ``bitsnn build`` may take
+    fewer to fit the board, which ``build_dir`` or ``lanes`` then tells).
     ``sweep``: more hardware-model files of the same network. ``neurobench``: add NeuroBench's
     metrics (the only part that needs torch). Every path and option is checked before the work starts."""
     from ..hwmodel import HardwareModel

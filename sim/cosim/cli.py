@@ -26,7 +26,8 @@ from bitsnn.protocol import MAX_LANES
 __all__ = ["sim_main", "sim_check", "Mismatch", "compare", "simulate"]
 
 #: word width of the Accelerator the CLI builds; its lanes: --lanes, else
-#: bitsnn.hwplan.default_lanes(model) (what ``bitsnn build`` generates)
+#: bitsnn.hwplan.default_lanes(model) (what ``bitsnn build`` generates, unless it had to take fewer
+#: to fit a model with convolutions on its board; ``bitsnn flow`` passes the build's)
 WORD = 32
 
 
