@@ -402,8 +402,6 @@ class HardwarePlan:
     layers: tuple[LayerPlan, ...]
     n_inputs: int
     num_classes: int
-    #: what was asked for the convolutions (:data:`CONV_ENGINES`); each ConvPlan says what it got
-    conv_engine: str = "auto"
 
     @classmethod
     def of(cls, model, *, mode: str = "event", lanes: int | None = None, word: int = 32, k: int = 1,
@@ -435,7 +433,7 @@ class HardwarePlan:
                                     cores, -(-n_store // word), layer.kind, conv, in_layout))
             in_layout = conv.out_layout if conv else None
         return cls(mode, lanes, word, k, max_neurons_per_core, fifo_depth, tuple(layers), model.n_inputs,
-                   model.num_classes, conv_engine)
+                   model.num_classes)
 
     @property
     def hidden(self) -> tuple[LayerPlan, ...]:

@@ -252,15 +252,15 @@ class WindowCore(wiring.Component):
 
     Output positions in store order (row by row, position by position), each lane group in turn,
     each kernel tap (ky, kx) in turn: one tap a cycle. A tap reads the input store word holding
-    the C_in channels of input position (y + ky - p, x + kx - p) (zero outside the map) and adds
-    2 * popcount(s AND w_j) - popcount(s) to lane j's accumulator register, w_j the tap's
-    weights of channel g*P + j (inverted for a compare -1 channel); the word is read, its C_in
-    bits picked out and registered, and added, in three pipelined cycles. (The lanes add
-    2 * popcount(s AND w_j) and one shared counter popcount(s); the spike is the sign of the
-    difference.) The accumulator starts at
-    -c_o * theta_o, as in :class:`ConvCore`, so after the last tap its sign bit is the spike,
-    which is written into the output store (OR pool: :func:`write_pooled`) the next cycle. The
-    cycle count is the same for every input (:meth:`bitsnn.hwplan.ConvPlan.window_stage_cycles`).
+    the C_in channels s of input position (y + ky - p, x + kx - p) (zero outside the map); lane j
+    adds 2 * popcount(s AND w_j) to its accumulator register and one shared counter n adds
+    popcount(s), so lane j's sum of s * (+-1) is acc_j - n without a subtraction on the adders'
+    path. w_j is the tap's kernel of channel g*P + j (inverted for a compare -1 channel). The word
+    is read, its C_in bits picked out and registered, and added, in three pipelined cycles.
+    acc_j starts at -c_o * theta_o, as in :class:`ConvCore`, so after the last tap the sign of
+    acc_j - n is the spike, written into the output store (OR pool: :func:`write_pooled`) the next
+    cycle. The cycle count is the same for every input
+    (:meth:`bitsnn.hwplan.ConvPlan.window_stage_cycles`).
 
     Ports: ``start`` In(1), a pulse: the input store is ready; ``src`` Out(read_port) of the input
     store; ``out`` Out(store write port); ``done`` Out(1), high the cycle the last spikes are
@@ -317,7 +317,6 @@ class WindowCore(wiring.Component):
         _c, H, Wd = L.in_shape
         lin = self.in_layout
         lw, cb = ceil_log2(W), lin.cbits
-
 
         # ---- issue: output position (y, x), group g, tap (ky, kx); wa = g * k*k + tap
         running = Signal()
@@ -417,6 +416,7 @@ class WindowCore(wiring.Component):
         write_pooled(m, self.out, L, self.out_layout, P, G, W, spikes, c_valid, c_y, c_x, c_g)
         m.d.comb += self.done.eq(c_valid & (c_y == H - 1) & (c_x == Wd - 1) & (c_g == G - 1))
         return m
+
 
 def _start_values(layer, P: int, G: int, A: int):
     """Per group: the P accumulators' start values (c_o * -theta_o; -1 in a padding lane, which
