@@ -14,7 +14,7 @@ import sys
 
 from . import BitsnnError, __version__
 from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, OptionError, float_in, int_in
-from .hwplan import MODES
+from .hwplan import CONV_ENGINES, MODES
 from .nirgraph import DEFAULT_DT
 from .protocol import MAX_LANES
 
@@ -47,6 +47,10 @@ class _Parser(argparse.ArgumentParser):
 
 POSITIVE = int_in(1)
 
+
+#: what --conv-engine chooses (bitsnn.hwplan.CONV_ENGINES)
+_ENGINE_HELP = ("window: the sliding-window stage, event: the event-driven one; auto: window for spike maps of "
+                "2..32 channels, event for pixels and one-channel maps")
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -133,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P",
                    help="neurons per cycle per event core (default: bitsnn.hwplan.default_lanes; a conv "
                    "model's build may use fewer to fit its board)")
+    p.add_argument("--conv-engine", default="auto", choices=CONV_ENGINES,
+                   help=_ENGINE_HELP)
     p.add_argument("--wave", metavar="OUT.vcd", help="write a waveform of one image")
     p.add_argument("--image", type=int_in(0), default=0, metavar="K", help="the image the waveform shows")
     _add_data_dir(p)
@@ -148,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P",
                    help="neurons per cycle per event core (default: 32, or 4 lane groups for a "
                    "129..256-neuron layer; for a model with convolutions halved until it fits the board)")
+    p.add_argument("--conv-engine", default="auto", choices=CONV_ENGINES,
+                   help=_ENGINE_HELP)
     p.add_argument("--seed", type=int_in(0, 2**31 - 2), default=1, metavar="S",
                    help="nextpnr seed (default 1); a failed placement is retried with a denser placer, then seed S+1")
     p.add_argument("--spram-layers", default="auto", metavar="auto|none|L,L",
@@ -171,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, choices=MODES,
                    help="layer-core mode (default: the build report's, else event)")
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P", help="neurons per cycle per core (default: the build report's, else bitsnn.hwplan.default_lanes; a conv model's build may use fewer to fit its board)")
+    p.add_argument("--conv-engine", default=None, choices=CONV_ENGINES,
+                   help="the convolutions' stages (default: the build report's, else auto; " + _ENGINE_HELP + ")")
     p.add_argument("--word", type=int_in(1, 4096), default=None, metavar="W", help="word width in bits (default 32)")
     p.add_argument("--vcd", metavar="WAVE.vcd", help="a waveform of the design to count signal toggles in")
     p.add_argument("--sweep", nargs="+", metavar="M", default=None,
@@ -193,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="INFER requests in flight (spike-input designs; default 4, the device's slots)")
     p.add_argument("--mode", default="event", choices=MODES,
                    help="layer-core mode of the bitstream (for the cycle-model check)")
+    p.add_argument("--conv-engine", default="auto", choices=CONV_ENGINES,
+                   help="the convolutions' stages in the bitstream, for the cycle-model check (" + _ENGINE_HELP + ")")
     p.add_argument("--clock-mhz", type=float_in(0, lo_open=True), default=None, metavar="F",
                    help="the design's clock, to report device latency in microseconds as well as cycles")
     p.add_argument("--timeout", type=float_in(0, 3600, lo_open=True), default=2.0, metavar="S", help="seconds to wait for each reply")

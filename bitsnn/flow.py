@@ -35,6 +35,7 @@ from typing import Callable
 
 from . import BitsnnError
 from .fileio import atomic_write_text, check_output_dir, check_output_file
+from .hwplan import CONV_ENGINES
 from .protocol import MAX_LANES
 from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, OptionError, float_in, int_in, one_of
 
@@ -103,6 +104,7 @@ class BuildSection:
     board: str = _opt("icebreaker", one_of(*BOARDS), "icebreaker | ulx3s-85f")
     clock_mhz: float | None = _opt(None, float_in(0, lo_open=True), "PLL output frequency (default: the board's)")
     lanes: int | None = _opt(None, int_in(1, MAX_LANES), "event-core lanes (default: by layer width)")
+    conv_engine: str = _opt("auto", one_of(*CONV_ENGINES), "the convolutions' stages: auto | event | window")
     seed: int = _opt(1, int_in(0, 2**31 - 2), "nextpnr seed")
     spram_layers: str = _opt("auto", _text, "auto | none | layer numbers like 0,1")
     baud: int | None = _opt(None, int_in(300, 12_000_000), "UART bit rate (default: the fastest the board's bridge carries)")
@@ -276,14 +278,22 @@ def _cosim(cfg: FlowConfig, run: Path, log) -> None:
     c = cfg.cosim
     lanes = c.lanes or cfg.build.lanes
     if lanes is None:  # what the build stage will generate, so that both run the same design
-        from bitsnn.boards.build import board_lanes
+        from bitsnn.boards.fit import board_lanes
         from bitsnn.hwmodel import HardwareModel
 
-        lanes = board_lanes(cfg.build.board, HardwareModel.load(_model_path(cfg, run)))
+        lanes = board_lanes(cfg.build.board, HardwareModel.load(_model_path(cfg, run)), cfg.build.conv_engine)
     rc = sim_check(_model_path(cfg, run), images=c.images, simulator=c.simulator, lanes=lanes,
+                   conv_engine=cfg.build.conv_engine,
                    wave=_wave(cfg, run), image=c.wave_image, data_dir=cfg.data_dir, out=_Lines(log))
     if rc:
         raise BitsnnError("co-simulation does not match the golden model")
+
+
+def _cosim_options(cfg: FlowConfig) -> dict:
+    """What the co-simulation depends on: its section, and the build's choices it simulates (the
+    board and lanes that fix its lanes when it has none, the convolution stages)."""
+    b = cfg.build
+    return {**asdict(cfg.cosim), "board": b.board, "build_lanes": b.lanes, "conv_engine": b.conv_engine}
 
 
 def _build(cfg: FlowConfig, run: Path, log) -> None:
@@ -294,7 +304,8 @@ def _build(cfg: FlowConfig, run: Path, log) -> None:
     model = HardwareModel.load(_model_path(cfg, run))
     out = run / _build_folder(cfg)
     report = build_board(b.board, model, out, seed=b.seed, clock_mhz=b.clock_mhz, baud=b.baud, log=log,
-                         accel={"lanes": b.lanes, "spram_layers": parse_spram_layers(b.spram_layers, model)})
+                         accel={"lanes": b.lanes, "spram_layers": parse_spram_layers(b.spram_layers, model),
+                                "conv_engine": b.conv_engine})
     for line in format_report(report).splitlines():
         log(line)
     if not report["timing_met"]:
@@ -328,7 +339,7 @@ STEPS = {
                    lambda c, r: {"checkpoint": r / "train" / "model.ckpt", "data": None},
                    lambda c, r: [r / "export" / "model.bsnn"], lambda c: {}),
     "cosim": Step("cosim", lambda c: "cosim", _cosim, lambda c, r: {"model": _model_path(c, r), "data": None},
-                  lambda c, r: [_wave(c, r)], lambda c: asdict(c.cosim)),
+                  lambda c, r: [_wave(c, r)], lambda c: _cosim_options(c)),
     "build": Step("build", _build_folder, _build, lambda c, r: {"model": _model_path(c, r)},
                   lambda c, r: [r / _build_folder(c) / "report.json"], lambda c: asdict(c.build)),
     "report": Step("report", lambda c: "report", _report,

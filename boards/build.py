@@ -13,13 +13,11 @@ from bitsnn.protocol import MAX_LANES
 
 from . import get_board
 from .common import Board, BoardTop, ToolchainError, build_into, check_build_dir
+from .fit import DEFAULT_ACCEL, INFER_LIMIT, auto_lanes, board_lanes, choose_spram_layers, fit_conv_lanes
+from .fit import estimate_on as _estimate
 
 __all__ = ["DEFAULT_ACCEL", "check_fits", "near_limit", "fit_conv_lanes", "board_lanes", "build_board", "build_main"]
 
-#: Generation parameters used for board builds: event-driven cores and 32-bit words; the lanes
-#: default to bitsnn.hwplan.default_lanes(model) (32, more for a 129..256-neuron layer), fewer for
-#: a model with convolutions that would not fit the board otherwise (:func:`fit_conv_lanes`).
-DEFAULT_ACCEL = {"mode": "event", "word": 32}
 #: nextpnr's error when it cannot place the design (retried with the next attempt)
 PLACEMENT_FAILED = "Unable to find legal placement"
 #: per-cell legalisation effort of nextpnr's heap placer: max(10000, cells^2 / 64) tries instead of
@@ -54,10 +52,6 @@ def check_fits(board: Board, estimate: dict) -> None:
 #: Above this share of the logic cells a build gets a warning: the estimate has been up to 3 % off
 #: either way (docs/hardware.md), and nextpnr failed to place a UP5K design at 95.7 % (one placed at 94.7 %).
 NEAR_LIMIT = 0.90
-#: ``--infer auto`` leaves INFER out when, with it, the estimate passes this share of the logic cells
-#: (nextpnr found no placement for the tiny SPRAM build with INFER: 96 % estimated, 5,071 / 5,280
-#: LC; the tiny build with INFER, 92.7 % estimated, placed and met timing)
-INFER_LIMIT = 0.94
 
 
 def near_limit(board: Board, estimate: dict) -> str | None:
@@ -68,35 +62,6 @@ def near_limit(board: Board, estimate: dict) -> str | None:
         return (f"warning: the estimate uses {100.0 * used / avail:.0f}% of {board.device}'s {avail} logic cells; "
                 f"place and route may fail this close to the limit")
     return None
-
-
-def _estimate(board: Board, model: HardwareModel, accel: dict) -> dict:
-    from bitsnn.hw.estimate import estimate_resources
-
-    return estimate_resources(model, family=board.family, **accel)
-
-
-def fit_conv_lanes(board: Board, model: HardwareModel, accel: dict) -> int:
-    """The lanes for a model with convolutions when none are given: ``accel["lanes"]`` (the
-    default), halved, not below 8, while the estimate (with INFER) is above ``INFER_LIMIT`` of the
-    board's logic. A convolution's lanes are its adders and popcounts; fewer lanes cost cycles
-    (more lane groups), never results. Models without convolutions keep their lanes."""
-    lanes = int(accel["lanes"])
-    if not any(layer.kind == "binary_conv2d" for layer in model.layers):
-        return lanes
-    while lanes > 8:
-        est = _estimate(board, model, dict(accel, lanes=lanes, infer=None))
-        if est["logic"] <= INFER_LIMIT * board.totals.logic:
-            break
-        lanes //= 2
-    return lanes
-
-
-def board_lanes(board_name: str, model: HardwareModel) -> int:
-    """The lanes ``bitsnn build`` generates for ``model`` on this board when none are given."""
-    from bitsnn.hwplan import default_lanes
-
-    return fit_conv_lanes(get_board(board_name), model, dict(DEFAULT_ACCEL, lanes=default_lanes(model)))
 
 
 def parse_spram_layers(text: str, model: HardwareModel):
@@ -111,22 +76,6 @@ def parse_spram_layers(text: str, model: HardwareModel):
     if not layers or any(not 0 <= l < len(model.layers) for l in layers):
         raise BitsnnError(f"--spram-layers {text}: the model has layers 0..{len(model.layers) - 1}")
     return layers
-
-
-def choose_spram_layers(board: Board, model: HardwareModel, accel: dict) -> list[int]:
-    """"auto": no SPRAM while the weights fit block RAM; otherwise move the layers with the most
-    weight bits into SPRAM, largest first, until the block RAMs suffice (or SPRAM runs out)."""
-    if board.totals.spram_blocks == 0:
-        return []
-    chosen: list[int] = []
-    order = sorted(range(len(model.layers)), key=lambda l: -model.layers[l].n_in * model.layers[l].n_out)
-    for l in [None, *order]:
-        if l is not None:
-            chosen = sorted([*chosen, l])
-        est = _estimate(board, model, dict(accel, spram_layers=chosen))
-        if est["bram_blocks"] <= board.totals.bram_blocks or est["spram_blocks"] > board.totals.spram_blocks:
-            return chosen
-    return chosen
 
 
 def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: int = 1,
@@ -149,11 +98,13 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
         log(f"[build] {board.name}: PLL set to {board.clk_freq / 1e6:.4g} MHz")
     baud = board.check_baud(baud)
     log(f"[build] {board.name}: UART at {baud} baud ({board.bridge}, {round(board.clk_freq / baud)} clocks per bit)")
-    from bitsnn.hwplan import default_lanes
+    from bitsnn.hwplan import CONV_ENGINES, default_lanes
 
     accel = dict(DEFAULT_ACCEL, **(accel or {}))
-    auto_lanes = accel.get("lanes") is None
-    if auto_lanes:
+    if accel.setdefault("conv_engine", "auto") not in CONV_ENGINES:
+        raise BitsnnError(f"--conv-engine must be one of {', '.join(CONV_ENGINES)}, not {accel['conv_engine']!r}")
+    lanes_given = accel.get("lanes") is not None
+    if not lanes_given:
         accel["lanes"] = default_lanes(model)
     if not 1 <= int(accel["lanes"]) <= MAX_LANES:
         raise BitsnnError(f"--lanes must be in 1..{MAX_LANES}, got {accel['lanes']}")
@@ -164,14 +115,12 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
         spram = []
     elif board.totals.spram_blocks == 0 and spram:
         raise BitsnnError(f"--spram-layers: {board.name} ({board.device}) has no SPRAM")
-    if spram and auto_lanes:  # run-time weight writes need 8 x a power of two lanes
-        accel["lanes"] = default_lanes(model, writable=True)
-    if auto_lanes and not spram:
-        fitted = fit_conv_lanes(board, model, accel)
-        if fitted != accel["lanes"]:
+    if not lanes_given:
+        fitted = auto_lanes(board, model, accel, spram)
+        if fitted != accel["lanes"] and not spram:
             log(f"[build] {board.name}: {fitted} lanes (with {accel['lanes']} the convolutions' lanes would take "
                 f"more than {INFER_LIMIT:.0%} of its logic; --lanes to choose)")
-            accel["lanes"] = fitted
+        accel["lanes"] = fitted
     if spram:
         accel["spram_layers"] = list(spram)
         log(f"[build] {board.name}: weights of layer(s) {', '.join(map(str, spram))} in SPRAM, written over "
@@ -250,7 +199,8 @@ def build_main(args) -> int:
     spram = parse_spram_layers(getattr(args, "spram_layers", "auto"), model)
     report = build_board(args.board, model, Path(args.output), seed=getattr(args, "seed", None) or 1,
                          accel={"spram_layers": spram, "lanes": getattr(args, "lanes", None),
-                                "infer": getattr(args, "infer", None) or "auto"},
+                                "infer": getattr(args, "infer", None) or "auto",
+                                "conv_engine": getattr(args, "conv_engine", None) or "auto"},
                          clock_mhz=getattr(args, "clock_mhz", None), baud=getattr(args, "baud", None))
     print(format_report(report))
     print(f"[build] wrote {Path(args.output) / report['bitstream']} and report.json in {report['build_seconds']} s")

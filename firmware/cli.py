@@ -72,7 +72,7 @@ def run_main(args, out=None, device=None) -> int:
 
     from bitsnn.data import test_subset
     from bitsnn.hwmodel import HardwareModel
-    from bitsnn.hwplan import check_supported, default_lanes
+    from bitsnn.hwplan import CONV_ENGINES, HardwarePlan, check_supported, default_lanes
     from bitsnn.sim import cycles as cycles_mod
     from bitsnn.sim import golden
 
@@ -85,6 +85,10 @@ def run_main(args, out=None, device=None) -> int:
     images, labels = test_subset(args.images, hm, getattr(args, "data_dir", None))
     n = len(images)
     mode = getattr(args, "mode", None) or "event"
+    conv_engine = getattr(args, "conv_engine", None) or "auto"
+    if conv_engine not in CONV_ENGINES:
+        raise BitsnnError(f"--conv-engine must be one of {', '.join(CONV_ENGINES)}, not {conv_engine!r}")
+    HardwarePlan.of(hm, mode=mode, lanes=default_lanes(hm), word=WORD, conv_engine=conv_engine)  # before any I/O
     clock_mhz = getattr(args, "clock_mhz", None)
 
     dev = device
@@ -135,7 +139,7 @@ def run_main(args, out=None, device=None) -> int:
 
     g = golden.run(hm, images)
     lanes = info.lanes or default_lanes(hm)
-    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD)
+    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD, conv_engine=conv_engine)
     classes = np.array([r.klass for r in results], np.int64)
     cyc = np.array([r.cycles for r in results], np.int64)
     counts = np.array([r.spike_counts for r in results], np.int64).reshape(n, -1)
@@ -151,7 +155,7 @@ def run_main(args, out=None, device=None) -> int:
         if d.size:
             why.append(f"layer {d[0]} spike count {counts[b][d[0]]} != golden {g.spike_counts[b][d[0]]}")
         if r.cycles != want_cycles[b]:
-            why.append(f"cycles {r.cycles} != cycle model {want_cycles[b]} ({mode} mode, {lanes} lanes)")
+            why.append(f"cycles {r.cycles} != cycle model {want_cycles[b]} ({mode} mode, {lanes} lanes, {conv_engine} convolution stages)")
         if why:
             bad.append((b, "; ".join(why)))
 

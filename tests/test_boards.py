@@ -170,6 +170,32 @@ def test_conv_lanes_fitted_to_the_board():
     assert board_lanes("icebreaker", small) == 32
 
 
+
+def test_lane_fitting_needs_no_amaranth():
+    """``bitsnn report`` and the flow take a build's lanes from :mod:`bitsnn.boards.fit`, which
+    works on the boards' plain facts without importing amaranth."""
+    code = ("import sys, numpy as np; from bitsnn.boards.fit import board_lanes; "
+            "from bitsnn.hwmodel import random_model; "
+            "m = random_model(np.random.default_rng(0), [784, 10], input_shape=(28, 28), "
+            "convs=((8, 3, 2), (32, 3, 2)), input_encoding='pixels', threshold_spread=0.5, input_threshold=100); "
+            "print(board_lanes('icebreaker', m), board_lanes('icebreaker', m, 'event')); "
+            "print('amaranth' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["16", "32", "False"]  # the event stage is smaller: 32 lanes fit
+
+
+def test_build_refuses_a_stage_the_layer_cannot_take(tmp_path):
+    """``--conv-engine window`` for a pixel-input convolution: one clear error before any work."""
+    conv = random_model(np.random.default_rng(0), [784, 10], input_shape=(28, 28), convs=((8, 3, 2),),
+                        input_encoding="pixels")
+    for board in ("icebreaker", "ulx3s-85f"):
+        with pytest.raises(BitsnnError, match="window stage takes spike maps"):
+            build_board(board, conv, tmp_path / board, accel={"conv_engine": "window"}, log=lambda *a: None)
+        assert not (tmp_path / board / "report.json").exists()
+    with pytest.raises(BitsnnError, match="--conv-engine must be one of"):
+        build_board("icebreaker", conv, tmp_path / "x", accel={"conv_engine": "systolic"}, log=lambda *a: None)
+
+
 def test_spram_on_ecp5_is_one_clear_error(tmp_path):
     model = random_model(np.random.default_rng(0), [64, 16, 4])
     with pytest.raises(BitsnnError, match="has no SPRAM"):

@@ -53,7 +53,8 @@ def test_config_round_trip(tmp_path, fmt):
     cfg.train = dataclasses.replace(cfg.train, preset="784-64-10", epochs=3, lr=2.5e-3, sparsity=0.1, crop=0,
                                     surrogate="box", input_encoding="pixels")
     cfg.cosim = dataclasses.replace(cfg.cosim, simulator="verilator", images=200, lanes=40)
-    cfg.build = dataclasses.replace(cfg.build, board="ulx3s-85f", clock_mhz=45.0, spram_layers="none", seed=3)
+    cfg.build = dataclasses.replace(cfg.build, board="ulx3s-85f", clock_mhz=45.0, spram_layers="none", seed=3,
+                                    conv_engine="event")
     cfg.report = dataclasses.replace(cfg.report, images=1000)
     path = cfg.save(tmp_path / f"flow.{fmt}")
     assert FlowConfig.load(path) == cfg
@@ -73,6 +74,7 @@ def test_config_round_trip(tmp_path, fmt):
     ('[cosim]\nlanes = 0', "lanes: must be in 1..255"),
     ('[build]\nboard = "arty"', "board: must be one of icebreaker, ulx3s-85f"),
     ('[build]\nclock_mhz = inf', "clock_mhz: must be a finite number"),
+    ('[build]\nconv_engine = "systolic"', "conv_engine: must be one of auto, event, window"),
     ('[report]\nimages = -1', "images: must be at least 1"),
     ('train = 3', "[train] must be a table"),
     ('run_dir = ""', "run_dir: expected a non-empty string"),
@@ -126,6 +128,12 @@ def test_resume_and_invalidation(tmp_path, data_dir):
 
     # a cosim option changed: only cosim reruns
     cfg2 = small_config(tmp_path, data_dir, cosim=dict(images=4))
+    assert list(run_flow(cfg2, stop="cosim", log=quiet)) == ["cosim"]
+
+    # the build's convolution stages: the co-simulation runs that design, so it reruns too
+    cfg2b = small_config(tmp_path, data_dir, cosim=dict(images=4), build=dict(conv_engine="event"))
+    assert list(run_flow(cfg2b, stop="cosim", log=quiet)) == ["cosim"]
+    assert done_record(cfg2b, "cosim")["options"]["conv_engine"] == "event"
     assert list(run_flow(cfg2, stop="cosim", log=quiet)) == ["cosim"]
 
     # an artifact edited by hand: the step that wrote it reruns, and restores it

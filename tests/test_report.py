@@ -545,3 +545,34 @@ def test_neurobench_metrics_agree_with_bitsnn_counts(tmp_path, request, mnist_di
                                                          for l in model.layers)
     text = "\n".join(lines)
     assert "NeuroBench 2.3.0 on 1000 images" in text and "DIFFERS" not in text
+
+
+def test_cli_takes_the_lanes_and_stages_a_build_would(tmp_path, mnist_dir, capsys):
+    """Without a build dir, a model with convolutions is reported with the lanes ``bitsnn build
+    --board`` generates (784-c8-c32-10 with pixel input: 16 on the iCEBreaker, 32 on the ULX3S, 32 on
+    the iCEBreaker with event stages only, which take fewer cells);
+    ``--conv-engine`` picks the stages, and the cycles are the cycle model's for them."""
+    from bitsnn.cli import main
+    from bitsnn.hwmodel import random_model
+    from bitsnn.sim import cycles, golden
+    from bitsnn.data import load_dataset
+
+    m = random_model(np.random.default_rng(0), [784, 10], input_shape=(28, 28), convs=((8, 3, 2), (32, 3, 2)),
+                     input_encoding="pixels", threshold_spread=0.5, input_threshold=100)
+    path = tmp_path / "c.bsnn"
+    m.save(path)
+    images = m.prepare_images(load_dataset(mnist_dir).test_images[:8])
+    g = golden.run(m, images)
+    for board, engine, lanes in (("icebreaker", None, 16), ("ulx3s-85f", None, 32), ("icebreaker", "event", 32)):
+        out = tmp_path / f"{board}-{engine}"
+        args = ["report", "--model", str(path), "--board", board, "--data-dir", str(mnist_dir), "--images", "8",
+                "-o", str(out)] + (["--conv-engine", engine] if engine else [])
+        assert main(args) == 0
+        capsys.readouterr()
+        hw = json.loads((out / "report.json").read_text())
+        assert hw["hardware"]["lanes"] == lanes and hw["hardware"]["conv_engine"] == (engine or "auto")
+        want = cycles.predict_cycles(m, g, mode="event", lanes=lanes, word=32, conv_engine=engine or "auto")
+        assert hw["timing"]["cycles"]["mean"] == pytest.approx(float(want.mean()))
+    auto = json.loads((tmp_path / "icebreaker-None" / "report.json").read_text())
+    event = json.loads((tmp_path / "icebreaker-event" / "report.json").read_text())
+    assert auto["timing"]["cycles"]["mean"] < event["timing"]["cycles"]["mean"]  # conv2: a window stage

@@ -101,3 +101,22 @@ def test_amaranth(tiny_model_path, mnist_dir, capsys):
                            "--data-dir", mnist_dir)
     assert rc == 0, out + err
     assert "mismatches: 0" in out and "accuracy:" in out
+
+
+def test_conv_engine_option(tmp_path, mnist_dir, capsys):
+    """``--conv-engine``: the stages the design and the cycle model use (said in the output); a
+    window stage for pixel input is one line and exit 1, before any simulation."""
+    from bitsnn.hwmodel import random_model
+
+    m = random_model(np.random.default_rng(1), [784, 10], input_shape=(28, 28), convs=((4, 3, 2), (8, 3, 2)),
+                     input_encoding="pixels", threshold_spread=0.5, input_threshold=100)
+    path = tmp_path / "c.bsnn"
+    m.save(path)
+    for engine, stages in (("auto", "event/window"), ("event", "event/event")):
+        rc, out, _ = run_sim(capsys, "--model", path, "--images", 3, "--simulator", "amaranth", "--lanes", 8,
+                             "--conv-engine", engine, "--data-dir", mnist_dir)
+        assert rc == 0, out
+        assert f"convolution stages {stages}" in out and "mismatches: 0" in out
+    rc, out, err = run_sim(capsys, "--model", path, "--simulator", "amaranth", "--conv-engine", "window",
+                           "--data-dir", mnist_dir)
+    assert rc == 1 and not out and err.count("\n") == 1 and "window stage takes spike maps" in err

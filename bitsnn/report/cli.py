@@ -121,19 +121,21 @@ def sweep_point(model, report: dict, path: str) -> dict:
 def report_main(args) -> int:
     """``bitsnn report``."""
     return make_report(args.model, board=args.board, build_dir=args.build_dir, output=args.output,
-                       images=args.images, mode=args.mode, lanes=args.lanes, word=args.word, vcd=args.vcd,
+                       images=args.images, mode=args.mode, lanes=args.lanes, word=args.word,
+                       conv_engine=getattr(args, "conv_engine", None), vcd=args.vcd,
                        sweep=args.sweep, data_dir=args.data_dir, neurobench=getattr(args, "neurobench", False))
 
 
 def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output=None, images: int | None = None,
-                mode: str | None = None, lanes: int | None = None, word: int | None = None, vcd=None,
-                sweep=None, data_dir=None, neurobench: bool = False, say=print) -> int:
+                mode: str | None = None, lanes: int | None = None, word: int | None = None,
+                conv_engine: str | None = None, vcd=None, sweep=None, data_dir=None, neurobench: bool = False, say=print) -> int:
     """Load the hardware model ``model_path`` and the test set, run golden, cycles, energy and
     plots, print the summary with ``say`` and, with ``output``, write report.json and the plots
-    there. ``images``: the first N test images (None: all). ``mode``/``lanes``/``word`` default to
-    the build report's in ``build_dir``, else event mode with the default lanes
-    (:func:`bitsnn.hwplan.default_lanes`; for a model with convolutions ``bitsnn build`` may take
-    fewer to fit the board, which ``build_dir`` or ``lanes`` then tells).
+    there. ``images``: the first N test images (None: all). ``mode``/``lanes``/``word``/``conv_engine``
+    default to the build report's in ``build_dir``, else to what ``bitsnn build --board board``
+    generates: event mode, the lanes of :func:`bitsnn.boards.fit.board_lanes` (fewer than
+    :func:`bitsnn.hwplan.default_lanes` for a model with convolutions that needs them to fit), 32-bit
+    words, "auto" convolution stages.
     ``sweep``: more hardware-model files of the same network. ``neurobench``: add NeuroBench's
     metrics (the only part that needs torch). Every path and option is checked before the work starts."""
     from ..hwmodel import HardwareModel
@@ -153,15 +155,19 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
     board = board_facts(board)
     build = load_build_report(build_dir) if build_dir else None
     accel = (build or {}).get("accelerator") or {}
-    given = {"mode": mode, "lanes": lanes, "word": word}
+    given = {"mode": mode, "lanes": lanes, "word": word, "conv_engine": conv_engine}
 
     def pick(name, default):
         v = given[name]
-        return accel.get(name, default) if v is None else v
+        return accel.get(name, default()) if v is None else v
 
-    mode, lanes, word = pick("mode", "event"), pick("lanes", default_lanes(model)), pick("word", 32)
+    from ..boards.fit import board_lanes
+
+    mode, word, conv_engine = pick("mode", lambda: "event"), pick("word", lambda: 32), pick("conv_engine", lambda: "auto")
+    check_hw(mode, 1, word, conv_engine)  # before the lanes are fitted with them
+    lanes = pick("lanes", lambda: board_lanes(board.name, model, conv_engine) if mode == "event" else default_lanes(model))
     mnpc = accel.get("max_neurons_per_core")
-    check_hw(mode, lanes, word)
+    check_hw(mode, lanes, word, conv_engine)
 
     from ..data import load_dataset
     from ..sim import cycles as cycles_mod
@@ -180,7 +186,7 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
         raise BitsnnError(f"the data set's images do not suit the model: {e}") from None
     golden = golden_mod.run(model, images)
     cycles = cycles_mod.predict_cycles(model, golden, mode=mode, lanes=lanes, word=word,
-                                       max_neurons_per_core=mnpc)
+                                       max_neurons_per_core=mnpc, conv_engine=conv_engine)
     # The bitstream runs at the board's PLL clock; the achieved Fmax says how much faster it could.
     clock_hz = board.clk_freq
     if build is not None and build.get("constraint_mhz"):
@@ -197,7 +203,8 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
         tpc = tc.per_cycle()
         tsrc = f"{vcd}: {tc.total} toggles over {tc.cycles} cycles of {tc.clock}"
     report = build_report(model, golden, cycles, board=board.name, clock_hz=clock_hz, clock_source=clock_source,
-                          mode=mode, lanes=lanes, word=word, max_neurons_per_core=mnpc, labels=labels, build=build,
+                          mode=mode, lanes=lanes, word=word, max_neurons_per_core=mnpc, conv_engine=conv_engine,
+                          labels=labels, build=build,
                           toggles_per_cycle=tpc, toggles_source=tsrc,
                           cycles_source="bitsnn.sim.cycles.predict_cycles (exact model of the Accelerator)",
                           model_path=str(model_path))
@@ -210,9 +217,11 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
         rows = [sweep_point(model, report, str(model_path))]
         for path, m in sweep_models:
             g = golden_mod.run(m, images)
-            c = cycles_mod.predict_cycles(m, g, mode=mode, lanes=lanes, word=word, max_neurons_per_core=mnpc)
+            c = cycles_mod.predict_cycles(m, g, mode=mode, lanes=lanes, word=word, max_neurons_per_core=mnpc,
+                                          conv_engine=conv_engine)
             r = build_report(m, g, c, board=board.name, clock_hz=clock_hz, clock_source=clock_source, mode=mode,
-                             lanes=lanes, word=word, max_neurons_per_core=mnpc, labels=labels, model_path=str(path))
+                             lanes=lanes, word=word, max_neurons_per_core=mnpc, conv_engine=conv_engine,
+                             labels=labels, model_path=str(path))
             rows.append(sweep_point(m, r, str(path)))
         rows.sort(key=lambda row: row["asic_snn_j"])
         report["sweep"] = rows

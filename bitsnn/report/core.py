@@ -27,7 +27,7 @@ REPORT_KEYS = ("report_version", "model", "board", "hardware", "images", "accura
 
 def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_source: str,
                  mode: str = "event", lanes: int = 32, word: int = 32, max_neurons_per_core: int | None = None,
-                 labels=None, build: dict | None = None, toggles_per_cycle: float | None = None,
+                 conv_engine: str = "auto", labels=None, build: dict | None = None, toggles_per_cycle: float | None = None,
                  toggles_source: str = "", cycles_source: str = "", model_path: str | None = None,
                  power: FpgaPowerModel | None = None) -> dict:
     """The whole report as a JSON-ready dict (keys: :data:`REPORT_KEYS`).
@@ -42,7 +42,8 @@ def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_so
         raise BitsnnError(f"cycles has shape {cycles.shape}, expected ({B},): one count per image")
     if build is not None:
         check_build_report(build)
-    counts = layer_counts(model, golden, mode=mode, lanes=lanes, word=word, max_neurons_per_core=max_neurons_per_core)
+    counts = layer_counts(model, golden, mode=mode, lanes=lanes, word=word, max_neurons_per_core=max_neurons_per_core,
+                          conv_engine=conv_engine)
     tim = timing(cycles, clock_hz)
     tim.update(cycles_source=cycles_source, clock_source=clock_source)
     asic = asic_energy(counts)
@@ -71,7 +72,7 @@ def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_so
                   "weight_bits": model.weight_bits_total},
         "board": {"name": board, "device": getattr(power, "device", None)},
         "hardware": {"mode": mode, "lanes": int(lanes), "word": int(word),
-                     "max_neurons_per_core": max_neurons_per_core},
+                     "max_neurons_per_core": max_neurons_per_core, "conv_engine": conv_engine},
         "images": int(B),
         "accuracy": accuracy,
         "layers": [lc.summary() for lc in counts],

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import BitsnnError
-from ..hwplan import MODES, HardwarePlan, preact_bits
+from ..hwplan import CONV_ENGINES, MODES, HardwarePlan, preact_bits
 
 __all__ = ["LayerCounts", "acc_bits", "check_hw", "layer_counts"]
 
@@ -69,24 +69,27 @@ class LayerCounts:
         }
 
 
-def check_hw(mode, lanes, word):
+def check_hw(mode, lanes, word, conv_engine="auto"):
     if mode not in MODES:
         raise BitsnnError(f"unknown hardware mode {mode!r} (expected one of {MODES})")
+    if conv_engine not in CONV_ENGINES:
+        raise BitsnnError(f"unknown convolution stage {conv_engine!r} (expected one of {CONV_ENGINES})")
     for name, v in (("lanes", lanes), ("word", word)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise BitsnnError(f"{name} must be a positive integer, not {v!r}")
 
 
 def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: int = 32,
-                 max_neurons_per_core: int | None = None) -> list[LayerCounts]:
+                 max_neurons_per_core: int | None = None, conv_engine: str = "auto") -> list[LayerCounts]:
     """Spikes, synaptic events and weight-memory reads per layer and image.
 
     Weight memory (hw/core.py): event mode, a core of n_c neurons has P_c = min(P, n_c)-bit words
     and reads ceil(n_c / P_c) of them per input event; dense mode, P_c*W-bit words, all
     ceil(n_c / P_c) * ceil(n_in / W) of them per image whatever the input.
     """
-    check_hw(mode, lanes, word)
-    plan = HardwarePlan.of(model, mode=mode, lanes=int(lanes), word=int(word), max_neurons_per_core=max_neurons_per_core)
+    check_hw(mode, lanes, word, conv_engine)
+    plan = HardwarePlan.of(model, mode=mode, lanes=int(lanes), word=int(word), max_neurons_per_core=max_neurons_per_core,
+                           conv_engine=conv_engine)
     B = golden.input_events.shape[0]
     out = []
     for l, (layer, lp) in enumerate(zip(model.layers, plan.layers)):

@@ -111,9 +111,10 @@ def _feed_cycles(hm, cycles) -> int:
 
 
 def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cycles=None, progress: int = 0,
-             build_root=None, lanes: int | None = None) -> SimRun:
+             build_root=None, lanes: int | None = None, conv_engine: str = "auto") -> SimRun:
     """Run ``images`` on ``simulator``; ``g``/``want_cycles`` (golden) feed the bench's own checker.
-    ``lanes``: the event cores' (default: bitsnn.hwplan.default_lanes)."""
+    ``lanes``: the event cores' (default: bitsnn.hwplan.default_lanes); ``conv_engine``: the
+    convolutions' stages (:data:`bitsnn.hwplan.CONV_ENGINES`)."""
     from bitsnn.hwplan import default_lanes
 
     lanes = lanes or default_lanes(hm)
@@ -127,7 +128,7 @@ def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cy
         from bitsnn.sim.amaranth_run import run_accelerator
 
         t0 = time.perf_counter()
-        r = run_accelerator(hm, images, mode=mode, lanes=lanes, word=WORD)
+        r = run_accelerator(hm, images, mode=mode, lanes=lanes, word=WORD, conv_engine=conv_engine)
         return SimRun(r, time.perf_counter() - t0, _feed_cycles(hm, r.cycles))
     from .runner import run_accelerator_cosim
 
@@ -138,11 +139,13 @@ def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cy
         if want_cycles is not None:
             expected["cycles"] = want_cycles
     r = run_accelerator_cosim(hm, images, simulator=simulator, mode=mode, expected=expected, progress=progress,
-                              build_root=build_root, accel_params={"lanes": lanes, "word": WORD})
+                              build_root=build_root,
+                              accel_params={"lanes": lanes, "word": WORD, "conv_engine": conv_engine})
     return SimRun(r, r.run_s, int(r.sim_cycles.sum()), r.build_s)
 
 
-def write_wave(hm, image, path, *, simulator: str, mode: str, build_root=None, lanes: int | None = None) -> None:
+def write_wave(hm, image, path, *, simulator: str, mode: str, build_root=None, lanes: int | None = None,
+               conv_engine: str = "auto") -> None:
     """A waveform of one image (a separate one-image run)."""
     from bitsnn.hwplan import default_lanes
 
@@ -153,12 +156,12 @@ def write_wave(hm, image, path, *, simulator: str, mode: str, build_root=None, l
     if simulator == "amaranth":
         from bitsnn.sim.amaranth_run import run_accelerator
 
-        run_accelerator(hm, image, mode=mode, lanes=lanes, word=WORD, vcd_path=path)
+        run_accelerator(hm, image, mode=mode, lanes=lanes, word=WORD, vcd_path=path, conv_engine=conv_engine)
     else:
         from .runner import run_accelerator_cosim
 
         run_accelerator_cosim(hm, image, simulator=simulator, mode=mode, wave=path, build_root=build_root,
-                              accel_params={"lanes": lanes, "word": WORD})
+                              accel_params={"lanes": lanes, "word": WORD, "conv_engine": conv_engine})
 
 
 def _check_simulator(simulator: str) -> None:
@@ -179,15 +182,15 @@ def _check_simulator(simulator: str) -> None:
 def sim_main(args, out=None) -> int:
     """The ``bitsnn sim`` subcommand: 0 when everything matches, 1 on a mismatch."""
     return sim_check(args.model, images=args.images, simulator=args.simulator, mode=args.mode, lanes=args.lanes,
-                     wave=args.wave, image=args.image, data_dir=args.data_dir, out=out)
+                     conv_engine=getattr(args, "conv_engine", "auto"), wave=args.wave, image=args.image, data_dir=args.data_dir, out=out)
 
 
 def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str = "event", lanes: int | None = None,
-              wave=None, image: int = 0, data_dir=None, out=None) -> int:
+              conv_engine: str = "auto", wave=None, image: int = 0, data_dir=None, out=None) -> int:
     """Simulate the first ``images`` test images of the hardware model file ``model`` on
     ``simulator`` and compare every spike, score, class, spike count and cycle count with the
     golden and cycle models; print a summary to ``out`` (default stdout). ``wave``: also write a
-    waveform of test image ``image`` there. Every option is checked before the simulation
+    waveform of test image ``image`` there. ``lanes``/``conv_engine``: as the Accelerator's. Every option is checked before the simulation
     starts. Returns 0 when everything matches, 1 on a mismatch (the first ones are printed)."""
     out = out or sys.stdout
 
@@ -196,12 +199,14 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
 
     from bitsnn.data import load_dataset, test_subset
     from bitsnn.hwmodel import HardwareModel
-    from bitsnn.hwplan import MODES, HardwarePlan, check_supported, default_lanes
+    from bitsnn.hwplan import CONV_ENGINES, MODES, HardwarePlan, check_supported, default_lanes
     from bitsnn.sim import cycles as cycles_mod
     from bitsnn.sim import golden
 
     if mode not in MODES:
         raise BitsnnError(f"mode must be event or dense, not {mode!r}")
+    if conv_engine not in CONV_ENGINES:
+        raise BitsnnError(f"--conv-engine must be one of {', '.join(CONV_ENGINES)}, not {conv_engine!r}")
     if not Path(model).is_file():
         raise BitsnnError(f"hardware model {model} not found")
     model_path = model
@@ -212,7 +217,8 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
     lanes = default_lanes(hm) if lanes is None else int(lanes)
     if not 1 <= lanes <= MAX_LANES:
         raise BitsnnError(f"--lanes must be in 1..{MAX_LANES}, got {lanes}")
-    HardwarePlan.of(hm, mode=mode, lanes=lanes, word=WORD)  # what the hardware cannot run, before any work
+    # what the hardware cannot run, before any work
+    plan = HardwarePlan.of(hm, mode=mode, lanes=lanes, word=WORD, conv_engine=conv_engine)
     if wave is not None:
         check_output_file(wave, "--wave")
     _check_simulator(simulator)
@@ -226,12 +232,14 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
     say(f"model {model_path}: {hm.describe()}")
     t0 = time.perf_counter()
     g = golden.run(hm, images)
-    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD)
+    want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD, conv_engine=conv_engine)
     say(f"golden model: {n} images in {time.perf_counter() - t0:.2f} s")
     progress = max(1, n // 10) if (n >= 100 and simulator in ("icarus", "verilator")) else 0
-    say(f"simulating {n} images on {simulator} (mode {mode}, {lanes} lanes)...")
+    engines = [lp.conv.engine for lp in plan.layers if lp.conv is not None]
+    stages = f", convolution stages {'/'.join(engines)}" if engines else ""
+    say(f"simulating {n} images on {simulator} (mode {mode}, {lanes} lanes{stages})...")
     run = simulate(hm, images, simulator=simulator, mode=mode, g=g, want_cycles=want_cycles, progress=progress,
-                   lanes=lanes)
+                   lanes=lanes, conv_engine=conv_engine)
     r = run.result
     bad = compare(g, want_cycles, r)
 
@@ -256,7 +264,8 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
         if simulator == "golden":
             say("--wave: the golden model has no waveform; use a hardware simulator")
         else:
-            write_wave(hm, data.test_images[k], wave, simulator=simulator, mode=mode, lanes=lanes)
+            write_wave(hm, data.test_images[k], wave, simulator=simulator, mode=mode, lanes=lanes,
+                       conv_engine=conv_engine)
             say(f"wrote waveform of image {k} to {wave}")
     if bad:
         say(f"MISMATCH: first at {bad[0]}")
