@@ -231,7 +231,6 @@ class Accelerator(wiring.Component):
         best = Signal(signed(a_out))
         bidx = Signal(range(max(2, C)))
         ri = Signal(range(self.n_result_words))
-        sc = Array(scores)
         with m.FSM():
             with m.State("LOAD"):
                 m.d.comb += self.pixels.ready.eq(~mon_busy)
@@ -256,10 +255,12 @@ class Accelerator(wiring.Component):
                             m.d.sync += ai.eq(0)
                             m.next = "ARGMAX"
             with m.State("ARGMAX"):
-                m.d.comb += self.busy.eq(1)
+                # score ai is in scores[0]: the output stage rotates them once a cycle, C times in
+                # all, so they are back in place for RESULT (no C:1 multiplexer on the compare's path)
+                m.d.comb += [self.busy.eq(1), stages[-1].rotate.eq(1)]
                 m.d.sync += cyc.eq(cyc + 1)
-                with m.If((ai == 0) | (sc[ai] > best)):
-                    m.d.sync += [best.eq(sc[ai]), bidx.eq(ai)]
+                with m.If((ai == 0) | (scores[0] > best)):
+                    m.d.sync += [best.eq(scores[0]), bidx.eq(ai)]
                 m.d.sync += ai.eq(ai + 1)
                 with m.If(ai == C - 1):
                     m.d.sync += ri.eq(0)

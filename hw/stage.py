@@ -19,6 +19,10 @@ has the members of :func:`stage_signature`:
                                                       input spikes a window stage read (when
                                                       built with ``count_events``)
 ``scores``  Out(signed(score_bits)) x n_out           the class scores (output layer only)
+``rotate``  In(1)                                     each cycle it is high, ``scores[j]`` takes
+                                                      ``scores[j + 1]`` and the last the first:
+                                                      n_out cycles restore them (output layer;
+                                                      other stages ignore it)
 ``wr``      In(weight_write_signature)                run-time weight writes (``writable`` only)
 ==========  ========================================  ===========================================
 
@@ -89,6 +93,7 @@ def stage_signature(plan: HardwarePlan, l: int, opts: StageOptions) -> wiring.Si
         "count": Out(range(lp.n_out + 1)),
         "seen": Out(range(lp.n_in_store + 1)),
         "scores": Out(signed(plan.score_bits)).array(lp.n_out if lp.is_output else 0),
+        "rotate": In(1),
     }
     if opts.writable or opts.spram:
         members["wr"] = In(weight_write_signature(lp.n_in, lp.n_out))
@@ -197,6 +202,11 @@ class DenseStage(_Stage):
                                         m.d.sync += self.scores[off + nn].eq(core.out_scores[j])
                                     else:
                                         m.d.sync += spk[off + nn].eq(core.out_spikes[j])
+        if layer.is_output:
+            # the argmax reads scores[0] while they rotate: no index multiplexer before its comparator
+            n = len(self.scores)
+            with m.If(self.rotate):
+                m.d.sync += [self.scores[j].eq(self.scores[(j + 1) % n]) for j in range(n)]
         if spk is not None:
             incs = [Cat(*[core.out_spikes[j] & core.out_valid for j in range(core.lanes)]) for _, _, core in cores]
             with m.If(self.start):

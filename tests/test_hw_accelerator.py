@@ -84,6 +84,24 @@ def test_result_backpressure(mode):
     check_against_golden(model, images, mode=mode, lanes=4, word=8, result_ready=0.4)
 
 
+@pytest.mark.parametrize("mode,split", [("event", None), ("dense", 4)])
+def test_tied_scores_go_to_the_lowest_class(mode, split):
+    """Classes with equal top scores: the lowest index wins, as in the golden model and torch.argmax.
+    The argmax compares scores[0] while the output stage rotates its score registers; the C
+    rotations must leave every score in place for the result words (checked against the golden)."""
+    rng = np.random.default_rng(11)
+    model = random_model(rng, [24, 12, 6])  # 6 classes
+    out = model.layers[-1]
+    wb = out.weight_bits.copy()
+    wb[1] = pack_bits(np.ones((1, out.n_in), np.uint8))[0]  # class 1: every weight +1, the highest score...
+    wb[2] = wb[4] = wb[1]  # ...and classes 2 and 4 the same
+    model = dataclasses.replace(model, layers=[*model.layers[:-1], dataclasses.replace(out, weight_bits=wb)])
+    images = rng.integers(0, 256, size=(8, 24), dtype=np.uint8)
+    r, g = check_against_golden(model, images, mode=mode, lanes=4, word=8, max_neurons_per_core=split)
+    tied = g.scores[:, 1] == g.scores.max(axis=1)
+    assert tied.all() and (r.classes == np.argmax(g.scores, axis=1)).all() and set(r.classes) <= {0, 1}
+
+
 @pytest.mark.parametrize("mode,lanes,word,enc,sizes", [
     ("event", 200, 32, "spikes", [16, 200, 3]),   # the spike count of 200 lanes in one cycle
     ("dense", 4, 256, "pixels", [300, 8, 3]),     # sums of 256 pixel bytes, popcounts of 256-bit words

@@ -58,7 +58,7 @@ def test_every_stage_has_the_one_signature():
 
     model = _model_with_every_kind()
     plan = hwplan.HardwarePlan.of(model, lanes=8)
-    members = {"start", "done", "src", "values", "out", "count", "seen", "scores"}
+    members = {"start", "done", "src", "values", "out", "count", "seen", "scores", "rotate"}
     for l, layer in enumerate(model.layers):
         opts = StageOptions(n_readers=2)
         stage = stage_for(layer, plan, l, opts)
