@@ -130,6 +130,7 @@ class ConvCore(wiring.Component):
         running = Signal()
         tail = Signal()          # the last beat has been taken: flush the remaining rows
         fr = Signal(range(H + 1))  # next output row to flush
+        frp = Signal(range(H + 1 + pad))  # fr + pad, kept as a register: no adder before row_done's compare
         sfr = Signal(range(max(2, k)))  # its ring slot
         fx = Signal(range(max(2, W)))
         fg = Signal(range(max(2, G)))
@@ -143,12 +144,12 @@ class ConvCore(wiring.Component):
         m.d.comb += [mid_flush.eq((fx != 0) | (fg != 0)), mid_upd.eq((ky != 0) | (kx != 0) | (ug != 0))]
 
         with m.If(self.start):
-            m.d.sync += [running.eq(1), tail.eq(0), fr.eq(0), sfr.eq(0)]
+            m.d.sync += [running.eq(1), tail.eq(0), fr.eq(0), frp.eq(pad), sfr.eq(0)]
 
         has_event = Signal()
         m.d.comb += has_event.eq(self.events.valid & (beat.count != 0) & ~tail)
         row_done = Signal()  # the beat's event can no longer reach output row fr
-        m.d.comb += row_done.eq(fr + pad < ev_y)
+        m.d.comb += row_done.eq(frp < ev_y)
         do_flush, do_upd, do_skip = Signal(), Signal(), Signal()
         with m.If(running & ~mid_upd):
             with m.If(mid_flush | (has_event & row_done) | (tail & (fr < H))):
@@ -186,7 +187,7 @@ class ConvCore(wiring.Component):
             with m.If(fg == G - 1):
                 m.d.sync += fg.eq(0)
                 with m.If(fx == W - 1):
-                    m.d.sync += [fx.eq(0), fr.eq(fr + 1), sfr.eq(Mux(sfr == k - 1, 0, sfr + 1))]
+                    m.d.sync += [fx.eq(0), fr.eq(fr + 1), frp.eq(frp + 1), sfr.eq(Mux(sfr == k - 1, 0, sfr + 1))]
                 with m.Else():
                     m.d.sync += fx.eq(fx + 1)
             with m.Else():
