@@ -152,9 +152,9 @@ def test_spram_layers_chosen_only_when_block_ram_overflows():
 
 def test_conv_lanes_fitted_to_the_board():
     """Without --lanes, a model with convolutions gets the default lanes halved until the estimate
-    (with INFER) is within INFER_LIMIT of the board's logic: 784-c8-c32-10 with pixel input takes
-    5,385 LC with 32 lanes on the UP5K (a build did not fit) and 16 on it; the ULX3S keeps 32; a
-    dense model keeps its lanes."""
+    (with INFER) is within INFER_LIMIT of the board's logic: 784-c8-c32-10 with pixel input is
+    estimated at 5,287 LC with 32 lanes on the UP5K (a build before the rotating argmax took 5,386
+    and did not fit) and gets 16; the ULX3S keeps 32; a dense model keeps its lanes."""
     from bitsnn.boards.build import INFER_LIMIT, board_lanes, fit_conv_lanes
     from bitsnn.hw.estimate import estimate_resources
 
