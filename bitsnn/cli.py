@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a BitSNN on MNIST", description="Train a BitSNN and save a checkpoint.")
     p.add_argument("--preset", default="tiny", help="tiny | small | large | conv-tiny | conv, or a layer spec such as 784-256-256-10 or 784-c8-c16-10")
+    p.add_argument("--spec", default=None, metavar="SPEC",
+                   help="another layer spec with the preset's recipe, e.g. --preset conv-tiny --spec 784-c8w4-c32-10w4 "
+                   "(a token ending in wB: B-bit weights, 2..8)")
     p.add_argument("--epochs", type=POSITIVE, default=None, help="training epochs (default: the preset's)")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
                    help="random seed; the same seed gives the same model")

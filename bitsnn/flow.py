@@ -449,7 +449,14 @@ def _preflight(cfg: FlowConfig, run: Path, names: list[str]) -> None:
 
         HardwareModel.load(cfg.model)
     if "train" in names:
-        _train_config(cfg)
+        tc = _train_config(cfg)
+        hw_steps = [n for n in names if n not in ("train", "export")]
+        from bitsnn.model.network import spec_weight_bits
+
+        if hw_steps and any(b > 1 for b in spec_weight_bits(tc.spec)):
+            raise BitsnnError(f"spec {tc.spec} has multi-bit weights, which have no hardware stage yet: train and "
+                              f"export take them; stop the flow at export (steps {', '.join(hw_steps)} need "
+                              "+-1 weights)")
     if "cosim" in names:
         from bitsnn.sim.cosim.cli import _check_simulator
 

@@ -3,7 +3,8 @@
 NumPy only. The arithmetic it defines (docs/hardware-model.md has the full text):
 
 - weights w_ji in {-1, +1}, stored as bits b_ji (1 <-> +1), packed per neuron row,
-  little-endian bit order: input i is bit (i % 8) of byte (i // 8); padding bits are 0;
+  little-endian bit order: input i is bit (i % 8) of byte (i // 8); padding bits are 0; the
+  multi-bit kinds (version 4) hold b-bit integers in [-(2^(b-1) - 1), 2^(b-1) - 1] instead, unpacked;
 - optional input crop: the model takes the (h, w) window at (top, left) of a larger image
   (``input_crop``); x is that window's pixels, row by row;
 - input encoding ``spikes``: s_i = [x_i >= input_threshold] for 8-bit pixels x;
@@ -13,8 +14,8 @@ NumPy only. The arithmetic it defines (docs/hardware-model.md has the full text)
   compare_j = -1 (a negative folded scale); theta lies in [-R-1, R+1], R the largest |a_j|;
 - output layer: integer scores a_j; class = argmax, ties to the lowest index.
 
-Container (version 2; version 1, without the input crop, is still read), all integers
-little-endian::
+Container (version 2, 3 with convolutions, 4 with multi-bit weights; version 1, without the
+input crop, is still read), all integers little-endian::
 
     b"BITSNNHW" | u32 version | u32 header length H | H bytes UTF-8 JSON header | payload
 
@@ -50,6 +51,10 @@ __all__ = [
     "MAX_INPUT",
     "Layer",
     "ConvLayer",
+    "IntDenseLayer",
+    "IntConvLayer",
+    "WEIGHT_BITS",
+    "weight_limit",
     "LAYER_CLASSES",
     "HardwareModel",
     "pack_bits",
@@ -58,9 +63,12 @@ __all__ = [
 ]
 
 MAGIC = b"BITSNNHW"
-FORMAT_VERSION = 3
-#: versions this bitsnn reads: 1 has no input crop, 2 no convolutions
-READ_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+#: versions this bitsnn reads: 1 has no input crop, 2 no convolutions, 3 no multi-bit weights
+READ_VERSIONS = (1, 2, 3, 4)
+#: multi-bit weight layers (``int_dense``, ``int_conv2d``) hold b-bit weights, b in this range:
+#: integers in [-(2^(b-1) - 1), 2^(b-1) - 1] (a symmetric range, as the training quantiser gives)
+WEIGHT_BITS = range(2, 9)
 _DTYPES = {"u1": np.dtype("<u1"), "i1": np.dtype("<i1"), "i8": np.dtype("<i8")}
 _MAX_HEADER = 1 << 24
 _MAX_DIM = 1 << 20
@@ -108,6 +116,8 @@ class Layer:
     kind = "binary_dense"
     #: the first format version that holds this kind
     min_version = 1
+    #: bits per weight: 1 (+-1, stored as packed bits); the int kinds hold more
+    bits = 1
 
     @property
     def is_output(self) -> bool:
@@ -143,9 +153,14 @@ class Layer:
         return MAX_INPUT[self.input_kind]
 
     @property
+    def weight_max(self) -> int:
+        """The largest |w| a weight may take: 1 for +-1 weights, 2^(b-1) - 1 for b-bit ones."""
+        return weight_limit(self.bits)
+
+    @property
     def a_max(self) -> int:
         """R: the largest |a_j| any input can produce."""
-        return self.max_input * self.fan_in
+        return self.max_input * self.fan_in * self.weight_max
 
     @property
     def row_bytes(self) -> int:
@@ -155,9 +170,43 @@ class Layer:
         """(rows, fan_in) int8 of -1/+1."""
         return unpack_bits(self.weight_bits, self.fan_in).astype(np.int8) * 2 - 1
 
+    def weights_int(self) -> np.ndarray:
+        """(rows, fan_in) int8: each weight as an integer (+-1 here; b-bit values in the int kinds)."""
+        return self.weights_pm1()
+
     def weight_bit_matrix(self) -> np.ndarray:
         """(rows, fan_in) uint8 of 0/1."""
         return unpack_bits(self.weight_bits, self.fan_in)
+
+    @classmethod
+    def file_arrays(cls, rows: int, fan_in: int, is_output: bool) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The file's arrays of a layer of this kind: suffix -> (dtype, shape)."""
+        specs = {"weight_bits": ("u1", (rows, (fan_in + 7) // 8))}
+        if not is_output:
+            specs.update(thresholds=("i8", (rows,)), compare=("i1", (rows,)))
+        return specs
+
+    def array_specs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """This layer's arrays in the file: suffix -> (dtype, shape)."""
+        return self.file_arrays(self.rows, self.fan_in, self.is_output)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """This layer's arrays, by suffix (the file's ``layers.{i}.{suffix}``)."""
+        out = {"weight_bits": self.weight_bits}
+        if not self.is_output:
+            out.update(thresholds=self.thresholds, compare=self.compare)
+        return out
+
+    def weights_problem(self) -> str | None:
+        """Why the weight array is not what the kind stores, or None."""
+        wb = self.weight_bits
+        if not isinstance(wb, np.ndarray) or wb.dtype != np.uint8 or wb.shape != (self.rows, self.row_bytes):
+            return (f"weight bits must be uint8 of shape {(self.rows, self.row_bytes)}, "
+                    f"got {getattr(wb, 'dtype', type(wb))} {getattr(wb, 'shape', '')}")
+        pad = self.row_bytes * 8 - self.fan_in
+        if pad and np.any(wb[:, -1] >> (8 - pad)):
+            return f"padding bits beyond input {self.fan_in} are not zero"
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,6 +270,10 @@ class ConvLayer(Layer):
         """(C_out, C_in, k, k) int8 of -1/+1."""
         return self.weights_pm1().reshape(self.channels, self.in_shape[0], self.kernel, self.kernel)
 
+    def kernels_int(self) -> np.ndarray:
+        """(C_out, C_in, k, k) int8: the kernels' integer weights."""
+        return self.weights_int().reshape(self.channels, self.in_shape[0], self.kernel, self.kernel)
+
     def shape_problem(self) -> str | None:
         """Why the geometry is not one the format defines, or None."""
         c, h, w = self.in_shape
@@ -234,6 +287,79 @@ class ConvLayer(Layer):
         if self.pool not in CONV_POOLS or min(h, w) < self.pool:
             return f"pool {self.pool}: must be one of {CONV_POOLS} and fit the {h}x{w} map"
         return None
+
+
+def weight_limit(bits: int) -> int:
+    """The largest |w| of a ``bits``-bit weight: 1 for +-1 weights, 2^(bits-1) - 1 from 2 bits up."""
+    return 1 if bits == 1 else (1 << (bits - 1)) - 1
+
+
+class _IntWeights:
+    """What the multi-bit kinds share: ``bits`` (in :data:`WEIGHT_BITS`) and ``weights``, a
+    (rows, fan_in) int8 array of integers in [-(2^(bits-1) - 1), 2^(bits-1) - 1] (no packed bits)."""
+
+    min_version = 4
+
+    def header_fields(self) -> dict:
+        return {**super().header_fields(), "bits": self.bits}
+
+    def weights_pm1(self) -> np.ndarray:
+        raise TypeError(f"{self.name}: {self.bits}-bit weights are not +-1 (use weights_int)")
+
+    def weight_bit_matrix(self) -> np.ndarray:
+        raise TypeError(f"{self.name}: {self.bits}-bit weights are not +-1 bits (use weights_int)")
+
+    def weights_int(self) -> np.ndarray:
+        return self.weights
+
+    @classmethod
+    def file_arrays(cls, rows: int, fan_in: int, is_output: bool) -> dict[str, tuple[str, tuple[int, ...]]]:
+        specs = super().file_arrays(rows, fan_in, is_output)
+        del specs["weight_bits"]
+        return {"weights": ("i1", (rows, fan_in)), **specs}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = super().arrays()
+        del out["weight_bits"]
+        return {"weights": self.weights, **out}
+
+    def weights_problem(self) -> str | None:
+        if self.bits not in WEIGHT_BITS or type(self.bits) is not int:
+            return f"weight bits {self.bits!r}: must be {WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}"
+        w = self.weights
+        if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.shape != (self.rows, self.fan_in):
+            return (f"weights must be int8 of shape {(self.rows, self.fan_in)}, "
+                    f"got {getattr(w, 'dtype', type(w))} {getattr(w, 'shape', '')}")
+        q = self.weight_max
+        bad = np.flatnonzero(np.abs(w.astype(np.int16)).max(axis=1) > q) if w.size else []
+        if len(bad):
+            return f"a weight of row {int(bad[0])} is outside the {self.bits}-bit range [{-q}, {q}]"
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class IntDenseLayer(_IntWeights, Layer):
+    """A fully connected layer with b-bit integer weights (``bits`` 2..8; hidden or output).
+
+    Everything else is :class:`Layer`'s: a_j = sum_i x_i * w_ji, now with integer w_ji, and
+    R = max input * n_in * (2^(b-1) - 1). ``weight_bits`` stays None."""
+
+    weight_bits: np.ndarray = None
+    bits: int = 4
+    weights: np.ndarray = None
+
+    kind = "int_dense"
+
+
+@dataclass(frozen=True, eq=False)
+class IntConvLayer(_IntWeights, ConvLayer):
+    """A convolution with b-bit integer kernels (``bits`` 2..8): :class:`ConvLayer`'s geometry and
+    arithmetic, w[o, c, ky, kx] integers; row o of ``weights`` is kernel o in (c, ky, kx) order."""
+
+    bits: int = 4
+    weights: np.ndarray = None
+
+    kind = "int_conv2d"
 
 
 @dataclass(frozen=True, eq=False)
@@ -311,19 +437,20 @@ class HardwareModel:
 
     @property
     def weight_bits_total(self) -> int:
-        """Weight bits the model holds: rows x fan-in (a convolution's kernels, once)."""
-        return sum(l.rows * l.fan_in for l in self.layers)
+        """Weight bits the model holds: rows x fan-in x bits per weight (a convolution's kernels, once)."""
+        return sum(l.rows * l.fan_in * l.bits for l in self.layers)
 
     @property
     def spec(self) -> str:
         """The layer spec: input size, each layer's size (a convolution as cN[kK][pP], as
-        ``bitsnn train`` spells it), the class count."""
+        ``bitsnn train`` spells it; ``wB`` after a layer of B-bit weights), the class count."""
         toks = [str(self.layers[0].n_in)]
         for l in self.layers:
-            if l.kind == ConvLayer.kind:
-                toks.append(f"c{l.channels}" + (f"k{l.kernel}" if l.kernel != 3 else "") + (f"p{l.pool}" if l.pool != 2 else ""))
+            if isinstance(l, ConvLayer):
+                tok = f"c{l.channels}" + (f"k{l.kernel}" if l.kernel != 3 else "") + (f"p{l.pool}" if l.pool != 2 else "")
             else:
-                toks.append(str(l.n_out))
+                tok = str(l.n_out)
+            toks.append(tok + (f"w{l.bits}" if l.bits != 1 else ""))
         return "-".join(toks)
 
     def describe(self) -> str:
@@ -357,7 +484,7 @@ class HardwareModel:
             where = f"layer {i} ({layer.name})"
             if layer.kind not in LAYER_CLASSES or type(layer) is not LAYER_CLASSES[layer.kind]:
                 raise err(f"{where}: unknown layer kind {type(layer).__name__}")
-            if layer.kind == ConvLayer.kind:
+            if isinstance(layer, ConvLayer):
                 if (why := layer.shape_problem()):
                     raise err(f"{where}: {why}")
                 if prev_maps is None:
@@ -375,19 +502,12 @@ class HardwareModel:
             want_kind = self.input_encoding if i == 0 else "spikes"
             if layer.input_kind != want_kind:
                 raise err(f"{where}: input kind {layer.input_kind!r}, expected {want_kind!r}")
-            wb = layer.weight_bits
-            if not isinstance(wb, np.ndarray) or wb.dtype != np.uint8 or wb.shape != (layer.rows, layer.row_bytes):
-                raise err(
-                    f"{where}: weight bits must be uint8 of shape {(layer.rows, layer.row_bytes)}, "
-                    f"got {getattr(wb, 'dtype', type(wb))} {getattr(wb, 'shape', '')}"
-                )
-            pad = layer.row_bytes * 8 - layer.fan_in
-            if pad and np.any(wb[:, -1] >> (8 - pad)):
-                raise err(f"{where}: padding bits beyond input {layer.fan_in} are not zero")
+            if (why := layer.weights_problem()):
+                raise err(f"{where}: {why}")
             last = i == len(self.layers) - 1
             if last:
-                if layer.kind != Layer.kind:
-                    raise err(f"{where}: the output layer must be a binary_dense layer")
+                if isinstance(layer, ConvLayer):
+                    raise err(f"{where}: the output layer must be a {Layer.kind} layer or an {IntDenseLayer.kind} one")
                 if layer.thresholds is not None or layer.compare is not None:
                     raise err(f"{where}: the output layer must not have thresholds")
             else:
@@ -411,18 +531,18 @@ class HardwareModel:
 
     @property
     def format_version(self) -> int:
-        """The version this model is written as: the lowest that holds all of it (2, or 3 with
-        convolutions), so a model without new features reads in older bitsnn releases."""
+        """The version this model is written as: the lowest that holds all of it (2; 3 with
+        convolutions; 4 with multi-bit weights), so a model without new features reads in older
+        bitsnn releases."""
         return max(2, *(l.min_version for l in self.layers))
 
     # ---- serialisation ---------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
         out = {}
         for i, l in enumerate(self.layers):
-            out[f"layers.{i}.weight_bits"] = np.ascontiguousarray(l.weight_bits, dtype="<u1")
-            if not l.is_output:
-                out[f"layers.{i}.thresholds"] = np.ascontiguousarray(l.thresholds, dtype="<i8")
-                out[f"layers.{i}.compare"] = np.ascontiguousarray(l.compare, dtype="<i1")
+            specs = l.array_specs()
+            for name, arr in l.arrays().items():
+                out[f"layers.{i}.{name}"] = np.ascontiguousarray(arr, dtype="<" + specs[name][0])
         return out
 
     def _structure(self) -> dict:
@@ -523,6 +643,7 @@ _INPUT_KEYS = ("shape", "encoding", "threshold")  # version 2 adds an optional "
 _CROP_KEYS = ("image_shape", "offset")
 _LAYER_KEYS = ("name", "kind", "n_in", "n_out", "input", "output")
 _CONV_KEYS = ("in_shape", "channels", "kernel", "pool")  # version 3
+_INT_KEYS = ("bits",)  # version 4: the multi-bit kinds
 _ARRAY_KEYS = ("dtype", "shape", "offset")
 #: the file's layer kinds and the classes that hold them
 #: file kind -> layer class: each kind's ``layer`` part (:mod:`bitsnn.kinds`; all of them live here)
@@ -530,8 +651,6 @@ LAYER_CLASSES = {name: globals()[k.parts["layer"].split(":", 1)[1]] for name, k 
 LAYER_KINDS = tuple(LAYER_CLASSES)
 LAYER_INPUTS = ("spikes", "pixels")
 LAYER_OUTPUTS = ("spikes", "scores")
-#: the dtype the format stores each per-layer array in: exactly what the writer produces
-ARRAY_DTYPES = {"weight_bits": "u1", "thresholds": "i8", "compare": "i1"}
 
 
 class _DuplicateKey(ValueError):
@@ -680,6 +799,7 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         raise err("the model has no layers")
     expected: dict[str, tuple[str, list[int], int]] = {}  # array name -> (dtype, shape, layer index)
     geometry: list[dict] = []  # per layer: the kind's own fields
+    classes: list[type] = []  # per layer: the class holding its kind
     prev = n_inputs
     for i, ls in enumerate(layer_specs):
         where = f"layers[{i}]"
@@ -688,7 +808,7 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         if kind is not None and kind not in LAYER_KINDS:
             raise err(f"layer {i}: unsupported layer kind {_quote(kind)}")
         cls = LAYER_CLASSES.get(kind, Layer)
-        own = _CONV_KEYS if cls is ConvLayer else ()
+        own = (_CONV_KEYS if issubclass(cls, ConvLayer) else ()) + (_INT_KEYS if issubclass(cls, _IntWeights) else ())
         keys(ls, where, _LAYER_KEYS + own)
         name = expect(ls["name"], str, f"{where}.name")
         if cls.min_version > version:
@@ -705,10 +825,15 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         if is_out != (i == len(layer_specs) - 1):
             raise err(f"layer {i}: only the last layer may output scores, and it must")
         fan_in, rows, geo = n_in, n_out, {}
-        if cls is ConvLayer:
-            geo = {"in_shape": tuple(int_list(ls["in_shape"], f"{where}.in_shape", 3)),
-                   **{k: expect(ls[k], int, f"{where}.{k}") for k in ("channels", "kernel", "pool")}}
-            probe = ConvLayer(name, weight_bits=None, **geo)
+        if issubclass(cls, _IntWeights):
+            geo["bits"] = expect(ls["bits"], int, f"{where}.bits")
+            if geo["bits"] not in WEIGHT_BITS:
+                raise err(f"layer {i} ({name}): weight bits {geo['bits']} (expected "
+                          f"{WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1})")
+        if issubclass(cls, ConvLayer):
+            geo.update({"in_shape": tuple(int_list(ls["in_shape"], f"{where}.in_shape", 3)),
+                        **{k: expect(ls[k], int, f"{where}.{k}") for k in ("channels", "kernel", "pool")}})
+            probe = ConvLayer(name, weight_bits=None, **{k: v for k, v in geo.items() if k != "bits"})
             if (why := probe.shape_problem()):
                 raise err(f"layer {i} ({name}): {why}")
             if (probe.n_in, probe.n_out) != (n_in, n_out):
@@ -716,10 +841,9 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
                           f"{list(probe.in_shape)} -> {list(probe.out_shape)}")
             fan_in, rows = probe.fan_in, probe.rows
         geometry.append(geo)
-        expected[f"layers.{i}.weight_bits"] = (ARRAY_DTYPES["weight_bits"], [rows, (fan_in + 7) // 8], i)
-        if not is_out:
-            expected[f"layers.{i}.thresholds"] = (ARRAY_DTYPES["thresholds"], [rows], i)
-            expected[f"layers.{i}.compare"] = (ARRAY_DTYPES["compare"], [rows], i)
+        classes.append(cls)
+        for suffix, (dt, shape) in cls.file_arrays(rows, fan_in, is_out).items():
+            expected[f"layers.{i}.{suffix}"] = (dt, list(shape), i)
         prev = n_out
 
     # -- meta: free-form, but an object
@@ -743,7 +867,7 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         if shape != want_shape:
             ls = layer_specs[i]
             raise err(f"array {name}: shape {_dims(shape)}, but layer {i} (n_in {ls['n_in']}, "
-                      f"n_out {ls['n_out']}{', a convolution' if geometry[i] else ''}) implies {_dims(want_shape)}")
+                      f"n_out {ls['n_out']}{', a convolution' if issubclass(classes[i], ConvLayer) else ''}) implies {_dims(want_shape)}")
         if off < 0:
             raise err(f"array {name}: bad offset {off}")
         spans.append((off, off + math.prod(shape) * _DTYPES[dt].itemsize, name))
@@ -779,13 +903,14 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
     layers = []
     for i, ls in enumerate(layer_specs):
         is_out = ls["output"] == "scores"
-        common = dict(name=ls["name"], weight_bits=arrays[f"layers.{i}.weight_bits"],
-                      thresholds=None if is_out else arrays[f"layers.{i}.thresholds"],
-                      compare=None if is_out else arrays[f"layers.{i}.compare"], input_kind=ls["input"])
-        if geometry[i]:
-            layers.append(ConvLayer(**common, **geometry[i]))
+        cls = classes[i]
+        own = {suffix: arrays[f"layers.{i}.{suffix}"] for suffix in cls.file_arrays(1, 1, is_out)}
+        common = dict(name=ls["name"], thresholds=own.pop("thresholds", None), compare=own.pop("compare", None),
+                      input_kind=ls["input"], **own, **geometry[i])
+        if issubclass(cls, ConvLayer):
+            layers.append(cls(**common))
         else:
-            layers.append(Layer(n_in=ls["n_in"], n_out=ls["n_out"], **common))
+            layers.append(cls(n_in=ls["n_in"], n_out=ls["n_out"], **common))
     try:
         return HardwareModel(
             input_shape=tuple(input_shape),
@@ -799,9 +924,9 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         raise err(str(e)) from None
 
 
-def _random_thresholds(rng, n, fan_in, kind, spread):
-    r = MAX_INPUT[kind] * fan_in
-    scale = max(1, int(spread * math.sqrt(fan_in) * (64 if kind == "pixels" else 1)))
+def _random_thresholds(rng, n, fan_in, kind, spread, q=1):
+    r = MAX_INPUT[kind] * fan_in * q
+    scale = max(1, int(spread * math.sqrt(fan_in) * (64 if kind == "pixels" else 1) * q))
     th = rng.integers(-scale, scale + 1, size=n).astype(np.int64)
     cmp_ = np.where(rng.random(n) < 0.8, 1, -1).astype(np.int8)
     if n >= 4:
@@ -819,6 +944,7 @@ def random_model(
     threshold_spread: float = 0.3,
     input_crop: tuple[int, int, int, int] | None = None,
     convs: tuple[tuple[int, int, int], ...] = (),
+    weight_bits: dict[int, int] | None = None,
 ) -> HardwareModel:
     """A valid model with random weights and thresholds, for tests and benchmarks of later stages.
 
@@ -826,8 +952,17 @@ def random_model(
     useful rates; a few land exactly on the range ends to exercise the never/always cases.
     ``convs``: (channels, kernel, pool) of convolutions before the dense layers (a 2-D
     ``input_shape`` needed); ``sizes`` then lists the input size, the dense layers' sizes after
-    the flattened maps, and the class count.
+    the flattened maps, and the class count. ``weight_bits``: layer index -> bits (2..8) for
+    layers with multi-bit weights (``int_conv2d``/``int_dense``, uniform in the bits' range).
     """
+    wbits = dict(weight_bits or {})
+
+    def weights(i, rows, fan_in) -> dict:
+        if i not in wbits:
+            return {"weight_bits": pack_bits(rng.integers(0, 2, size=(rows, fan_in), dtype=np.uint8))}
+        q = weight_limit(wbits[i])
+        return {"bits": wbits[i], "weights": rng.integers(-q, q + 1, size=(rows, fan_in)).astype(np.int8)}
+
     layers = []
     maps = None
     if convs:
@@ -837,21 +972,24 @@ def random_model(
     for i, (channels, kernel, pool) in enumerate(convs):
         kind = input_encoding if i == 0 else "spikes"
         fan_in = maps[0] * kernel * kernel
-        bits = rng.integers(0, 2, size=(channels, fan_in), dtype=np.uint8)
-        th, cmp_ = _random_thresholds(rng, channels, fan_in, kind, threshold_spread)
-        layer = ConvLayer(f"conv{i + 1}", weight_bits=pack_bits(bits), thresholds=th, compare=cmp_, input_kind=kind,
-                          in_shape=maps, channels=channels, kernel=kernel, pool=pool)
+        w = weights(i, channels, fan_in)
+        th, cmp_ = _random_thresholds(rng, channels, fan_in, kind, threshold_spread, weight_limit(wbits.get(i, 1)))
+        layer = (IntConvLayer if i in wbits else ConvLayer)(
+            f"conv{i + 1}", thresholds=th, compare=cmp_, input_kind=kind, in_shape=maps, channels=channels,
+            kernel=kernel, pool=pool, **w)
         layers.append(layer)
         maps = layer.out_shape
     dense_sizes = [layers[-1].n_out, *sizes[1:]] if layers else list(sizes)
     for i, (n_in, n_out) in enumerate(zip(dense_sizes[:-1], dense_sizes[1:])):
         kind = input_encoding if not layers and i == 0 else "spikes"
-        bits = rng.integers(0, 2, size=(n_out, n_in), dtype=np.uint8)
+        li = len(convs) + i
+        w = weights(li, n_out, n_in)
         last = i == len(dense_sizes) - 2
         th = cmp_ = None
         if not last:
-            th, cmp_ = _random_thresholds(rng, n_out, n_in, kind, threshold_spread)
-        layers.append(Layer(f"fc{i + 1}", n_in, n_out, pack_bits(bits), th, cmp_, kind))
+            th, cmp_ = _random_thresholds(rng, n_out, n_in, kind, threshold_spread, weight_limit(wbits.get(li, 1)))
+        layers.append((IntDenseLayer if li in wbits else Layer)(f"fc{i + 1}", n_in, n_out, thresholds=th, compare=cmp_,
+                                                               input_kind=kind, **w))
     return HardwareModel(
         input_shape=input_shape or (sizes[0],),
         input_encoding=input_encoding,

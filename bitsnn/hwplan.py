@@ -67,7 +67,8 @@ def check_supported(model) -> None:
     for i, layer in enumerate(model.layers):
         if layer.kind not in HARDWARE_KINDS:
             raise UnsupportedLayerError(
-                f"layer {i} ({layer.name}) is a {layer.kind} layer, which has no hardware stage yet: "
+                f"layer {i} ({layer.name}) is {'an' if layer.kind[0] in 'aeiou' else 'a'} {layer.kind} layer, "
+                "which has no hardware stage yet: "
                 f"export and the golden model take it; sim, build, report and run need "
                 f"{' and '.join(HARDWARE_KINDS)} layers only")
 

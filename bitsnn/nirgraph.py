@@ -6,7 +6,7 @@ NumPy and ``nir`` only (``nir`` is imported when a function here runs): no torch
 any NIR reader gets the same spikes in float32 at one time step:
 
 - a hidden dense or conv layer is an ``Affine`` / ``Conv2d`` with weights ``s * w`` (w the +-1
-  weights, s = +1 for compare ">=" and -1 for "<=") and bias ``1.5 - s * theta``, then an ``IF``
+  weights, or a multi-bit layer's integers; s = +1 for compare ">=" and -1 for "<=") and bias ``1.5 - s * theta``, then an ``IF``
   with ``r = 1`` and ``v_threshold = 1``: ``v = s(a - theta) + 1.5 > 1`` exactly when
   ``a >= theta`` (s = +1) or ``a <= theta`` (s = -1); ``v`` is a whole number plus one half, so
   ``>`` and ``>=`` readers agree. The weights stay +-1 and every threshold is the same, which is
@@ -15,7 +15,8 @@ any NIR reader gets the same spikes in float32 at one time step:
   spikes fires when any fired);
 - the conv maps are flattened (``Flatten`` from dimension 0, NIR's shapes have no batch), in
   torch's channel, row, column order;
-- the output layer is a ``Linear`` of the +-1 weights: its outputs are the integer class scores.
+- the output layer is a ``Linear`` of the +-1 (or integer) weights: its outputs are the integer
+  class scores.
 
 The graph takes the first layer's input: the 8-bit pixels (``input_encoding = "pixels"``) or the
 0/1 spikes ``[pixel >= input_threshold]``. The graph's metadata keeps the input encoding, its
@@ -24,7 +25,8 @@ so that :func:`from_nir` gives back the very file (the same content hash).
 
 **Import** (:func:`from_nir`) takes a chain ``Input [Threshold] (Conv2d IF [SumPool2d|AvgPool2d
 IF])* [Flatten] (Affine|Linear IF|LIF)* (Affine|Linear) [IF|LIF] Output`` whose weights are
-binary (``+-c`` per neuron or channel, c > 0, folded into the threshold) and whose neurons fold
+binary (``+-c`` per neuron or channel, c > 0, folded into the threshold; multi-bit weights are not
+imported yet) and whose neurons fold
 into integer thresholds at one time step. Anything else is refused with one line naming the node.
 """
 
@@ -78,7 +80,7 @@ def integer_form(layer: Layer, v_threshold: float) -> tuple[np.ndarray, np.ndarr
     the left side is a whole number plus one half. The one form of a layer outside bitsnn: the
     NIR graph (v_threshold 1) and the NeuroBench module (0, :mod:`bitsnn.model.neurobench`)."""
     s = layer.compare.astype(np.float64)
-    w = layer.weights_pm1().astype(np.float64) * s[:, None]
+    w = layer.weights_int().astype(np.float64) * s[:, None]
     b = v_threshold + 0.5 - s * layer.thresholds.astype(np.float64)
     return w.astype(np.float32), b.astype(np.float32)
 
@@ -122,7 +124,7 @@ def to_nir(hw: HardwareModel):
             add("flatten", nir.Flatten(input_type={"input": np.array(maps)}, start_dim=0, end_dim=-1))
             maps = None
         if layer.is_output:
-            add(layer.name, nir.Linear(weight=f32(layer.weights_pm1())))
+            add(layer.name, nir.Linear(weight=f32(layer.weights_int())))
         else:
             w, b = integer_form(layer, V_THRESHOLD)
             add(layer.name, nir.Affine(weight=w, bias=b, metadata={"compare": layer.compare.astype(np.int8)}))

@@ -10,6 +10,9 @@ handlers registered per type, anything else refused by name):
   thresholds the same way, with its geometry (input maps, channels, kernel, pool);
 - :class:`BinaryLinear` with a scalar scale (output): weight bits only; integer scores.
 
+A layer trained with b-bit weights (``bits`` >= 2) becomes the matching ``int_dense`` /
+``int_conv2d`` layer, its integer weights in place of the bits.
+
 Before writing, the torch exact path and the golden model (sim/golden.py) both run on the whole
 test set; any difference in any layer's spikes, the scores or the class is a mismatch, and export
 refuses to write the file when there is one.
@@ -26,7 +29,7 @@ import torch
 
 from bitsnn import BitsnnError, __version__
 from bitsnn.fileio import check_output_file
-from bitsnn.hwmodel import ConvLayer, HardwareModel, Layer, pack_bits
+from bitsnn.hwmodel import ConvLayer, HardwareModel, IntConvLayer, IntDenseLayer, Layer, pack_bits
 from bitsnn.kinds import KINDS, part
 
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
@@ -40,24 +43,38 @@ __all__ = ["to_hardware_model", "compare_with_golden", "export_checkpoint", "exp
 NON_REPRODUCIBLE_METRICS = ("history", "train_seconds")
 
 
+def _weights(module) -> dict:
+    """A torch layer's weights as the file holds them: packed bits (+-1) or b-bit integers."""
+    if module.bits == 1:
+        return {"weight_bits": pack_bits(module.weight_bits())}
+    return {"bits": module.bits, "weights": module.weight_ints()}
+
+
+def _linear_layer(fc: BinaryLinear, name: str, input_kind: str, theta=None, compare=None) -> Layer:
+    cls = Layer if fc.bits == 1 else IntDenseLayer
+    return cls(name, fc.n_in, fc.n_out, thresholds=theta, compare=compare, input_kind=input_kind, **_weights(fc))
+
+
 def _dense_layer(layer: BinaryDense, name: str) -> Layer:
     theta, compare = layer.fold()
-    return Layer(name, layer.n_in, layer.n_out, pack_bits(layer.fc.weight_bits()), theta, compare, layer.input_kind)
+    return _linear_layer(layer.fc, name, layer.input_kind, theta, compare)
 
 
 def _conv_layer(layer: BinaryConv2d, name: str) -> ConvLayer:
     theta, compare = layer.fold()
     if layer.in_hw is None:
         raise BitsnnError(f"export: {name} does not know its input map size")
-    return ConvLayer(name, weight_bits=pack_bits(layer.weight_bits()), thresholds=theta, compare=compare,
-                     input_kind=layer.input_kind, in_shape=(layer.c_in, *layer.in_hw), channels=layer.c_out,
-                     kernel=layer.kernel_size, pool=layer.pool)
+    cls = ConvLayer if layer.bits == 1 else IntConvLayer
+    return cls(name, thresholds=theta, compare=compare, input_kind=layer.input_kind,
+               in_shape=(layer.c_in, *layer.in_hw), channels=layer.c_out, kernel=layer.kernel_size,
+               pool=layer.pool, **_weights(layer))
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerExport:
     """A layer kind's ``export`` part (:mod:`bitsnn.kinds`): the torch module it comes from, the
-    name prefix of its layers in the file, and ``convert(module, name)`` -> the hardware-model layer."""
+    name prefix of its layers in the file, and ``convert(module, name)`` -> the hardware-model layer
+    (of the binary or the multi-bit kind, by the module's ``bits``: both kinds share this part)."""
 
     module: type
     prefix: str
@@ -89,8 +106,7 @@ def to_hardware_model(model: BitSNN, meta: dict | None = None) -> HardwareModel:
     out = model.output
     if not isinstance(out, BinaryLinear) or out.scale_kind != "scalar":
         raise BitsnnError("export: the output layer must be a BinaryLinear with one scalar scale")
-    layers.append(Layer(f"fc{len(layers) + 1}", out.n_in, out.n_out, pack_bits(out.weight_bits()),
-                        input_kind=model.output_input_kind))
+    layers.append(_linear_layer(out, f"fc{len(layers) + 1}", model.output_input_kind))
     return HardwareModel(
         input_shape=tuple(model.input_shape),
         input_encoding=model.input_encoding,

@@ -18,6 +18,10 @@ with BN running statistics) is kept for comparison and speed.
 
 The output layer is a :class:`BinaryLinear` with one learnable positive scalar scale s: logits
 ``s * a``, so argmax of the logits is argmax of the integer scores a.
+
+Multi-bit weights (``bits`` b >= 2, any layer): w_q = clamp(round(w_hat / step), -Q, Q) with
+Q = 2^(b-1) - 1 and step = 2.5 / Q (1 for Q = 1), straight-through gradient; a_j = sum_i x_i * w_q_ji
+is then an integer sum of b-bit integer weights, exported as ``int_dense`` / ``int_conv2d`` layers.
 """
 
 from __future__ import annotations
@@ -29,12 +33,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bitsnn.hwmodel import WEIGHT_BITS, weight_limit
+
 from .fold import fold_thresholds
 from .surrogate import RHO, SURROGATES, spike
 
 __all__ = [
     "SignSTE",
     "binarize",
+    "quantize",
+    "weight_limit",
     "BinaryLinear",
     "SpikeActivation",
     "InputSpikes",
@@ -63,6 +71,12 @@ class SignSTE(torch.autograd.Function):
         return grad_out
 
 
+def _check_bits(bits) -> int:
+    if bits != 1 and bits not in WEIGHT_BITS:
+        raise ValueError(f"weight bits must be 1 (+-1) or {WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}, got {bits!r}")
+    return int(bits)
+
+
 def standardise(w: torch.Tensor) -> torch.Tensor:
     """Standardise each output neuron's (row's / filter's) weights to zero mean, unit std."""
     flat = w.flatten(1)
@@ -76,6 +90,28 @@ def binarize(w: torch.Tensor) -> torch.Tensor:
     return SignSTE.apply(standardise(w))
 
 
+class RoundSTE(torch.autograd.Function):
+    """``clamp(round(w / step), -q, q)``; identity straight-through gradient."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, q: int, step: float) -> torch.Tensor:
+        return torch.clamp(torch.round(w / step), -q, q)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        return grad_out, None, None
+
+
+def quantize(w: torch.Tensor, bits: int = 1) -> torch.Tensor:
+    """The integer weights torch uses for real weights ``w`` (STE-differentiable): +-1 (``bits`` 1,
+    :func:`binarize`) or integers in [-Q, Q], Q = 2^(bits-1) - 1, of the standardised weights on a
+    grid of 2.5 / Q (a standardised weight beyond +-2.5 saturates)."""
+    if bits == 1:
+        return binarize(w)
+    q = weight_limit(bits)
+    return RoundSTE.apply(standardise(w), q, 2.5 / q if q > 1 else 1.0)
+
+
 class BinaryLinear(nn.Module):
     """Fully connected layer with +-1 weights, output ``scale * (x @ w_b.T)``.
 
@@ -85,10 +121,11 @@ class BinaryLinear(nn.Module):
     pixels) and is folded into the threshold at export.
     """
 
-    def __init__(self, n_in: int, n_out: int, *, scale: str = "neuron", input_scale: float = 1.0):
+    def __init__(self, n_in: int, n_out: int, *, scale: str = "neuron", input_scale: float = 1.0, bits: int = 1):
         super().__init__()
         if scale not in ("neuron", "scalar"):
             raise ValueError(f"scale must be 'neuron' or 'scalar', got {scale!r}")
+        self.bits = _check_bits(bits)
         self.n_in, self.n_out, self.scale_kind = int(n_in), int(n_out), scale
         self.input_scale = float(input_scale)
         self.weight = nn.Parameter(torch.empty(self.n_out, self.n_in))
@@ -100,20 +137,31 @@ class BinaryLinear(nn.Module):
             self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / math.sqrt(self.n_in))))
 
     def extra_repr(self) -> str:
-        return f"{self.n_in}, {self.n_out}, scale={self.scale_kind}, input_scale={self.input_scale:g}"
+        return (f"{self.n_in}, {self.n_out}, scale={self.scale_kind}, input_scale={self.input_scale:g}"
+                + (f", bits={self.bits}" if self.bits != 1 else ""))
 
     @property
     def scale(self) -> torch.Tensor:
         return self.alpha if self.scale_kind == "neuron" else self.log_scale.exp()
 
+    @property
+    def weight_max(self) -> int:
+        """The largest |w| of the integer weights: 1, or 2^(bits-1) - 1."""
+        return weight_limit(self.bits)
+
     def binary_weight(self) -> torch.Tensor:
-        """(n_out, n_in) +-1 weights (STE-differentiable)."""
-        return binarize(self.weight)
+        """(n_out, n_in) integer weights, +-1 for ``bits`` 1 (STE-differentiable)."""
+        return quantize(self.weight, self.bits)
 
     def weight_bits(self) -> np.ndarray:
-        """(n_out, n_in) uint8 bits, 1 <-> +1: exactly the signs torch uses."""
+        """(n_out, n_in) uint8 bits, 1 <-> +1: exactly the signs torch uses (``bits`` 1)."""
         with torch.no_grad():
             return (standardise(self.weight) >= 0).to(torch.uint8).cpu().numpy()
+
+    def weight_ints(self) -> np.ndarray:
+        """(n_out, n_in) int8: exactly the integer weights torch uses."""
+        with torch.no_grad():
+            return self.binary_weight().to(torch.int8).cpu().numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
@@ -122,8 +170,9 @@ class BinaryLinear(nn.Module):
         return F.linear(x, self.binary_weight()) * self.scale
 
     def preact_exact(self, x_int: torch.Tensor) -> torch.Tensor:
-        """Integer pre-activation a = x @ w_b.T, exact in float64 (x: 0/1 or 0..255 values)."""
-        w = torch.where(standardise(self.weight) >= 0, 1.0, -1.0).to(torch.float64)
+        """Integer pre-activation a = x @ w_q.T, exact in float64 (x: 0/1 or 0..255 values)."""
+        with torch.no_grad():
+            w = self.binary_weight().to(torch.float64)
         return x_int.flatten(1).to(torch.float64) @ w.T
 
 
@@ -184,12 +233,12 @@ class BinaryDense(nn.Module):
     training; the 1/255 is folded into the threshold). See the module docstring for equations.
     """
 
-    def __init__(self, n_in: int, n_out: int, *, surrogate: str = "box", input_kind: str = "spikes"):
+    def __init__(self, n_in: int, n_out: int, *, surrogate: str = "box", input_kind: str = "spikes", bits: int = 1):
         super().__init__()
         if input_kind not in ("spikes", "pixels"):
             raise ValueError(f"input_kind must be 'spikes' or 'pixels', got {input_kind!r}")
         self.input_kind = input_kind
-        self.fc = BinaryLinear(n_in, n_out, input_scale=1.0 / 255 if input_kind == "pixels" else 1.0)
+        self.fc = BinaryLinear(n_in, n_out, input_scale=1.0 / 255 if input_kind == "pixels" else 1.0, bits=bits)
         self.bn = nn.BatchNorm1d(n_out)
         self.act = SpikeActivation(n_out, surrogate)
 
@@ -202,9 +251,13 @@ class BinaryDense(nn.Module):
         return self.fc.n_out
 
     @property
+    def bits(self) -> int:
+        return self.fc.bits
+
+    @property
     def a_max(self) -> int:
         """R: the largest |a| any input can produce."""
-        return (255 if self.input_kind == "pixels" else 1) * self.n_in
+        return (255 if self.input_kind == "pixels" else 1) * self.n_in * self.fc.weight_max
 
     def fold(self) -> tuple[np.ndarray, np.ndarray]:
         """(theta int64, compare int8) of this layer, from its current parameters (float64)."""
@@ -245,8 +298,10 @@ class BinaryConv2d(nn.Module):
     """
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, *, padding: int | None = None, pool: int = 2,
-                 surrogate: str = "box", input_kind: str = "spikes", in_hw: tuple[int, int] | None = None):
+                 surrogate: str = "box", input_kind: str = "spikes", in_hw: tuple[int, int] | None = None,
+                 bits: int = 1):
         super().__init__()
+        self.bits = _check_bits(bits)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel size must be odd, got {kernel_size}")
         if padding is not None and padding != kernel_size // 2:
@@ -272,21 +327,32 @@ class BinaryConv2d(nn.Module):
         self.act = SpikeActivation(c_out, surrogate)
 
     def extra_repr(self) -> str:
-        return f"{self.c_in}, {self.c_out}, kernel_size={self.kernel_size}, pool={self.pool}, input={self.input_kind}"
+        return (f"{self.c_in}, {self.c_out}, kernel_size={self.kernel_size}, pool={self.pool}, input={self.input_kind}"
+                + (f", bits={self.bits}" if self.bits != 1 else ""))
 
     @property
     def fan_in(self) -> int:
         return self.c_in * self.kernel_size * self.kernel_size
 
     @property
+    def weight_max(self) -> int:
+        """The largest |w| of the integer kernels: 1, or 2^(bits-1) - 1."""
+        return weight_limit(self.bits)
+
+    @property
     def a_max(self) -> int:
         """R: the largest |a| any input can produce."""
-        return (255 if self.input_kind == "pixels" else 1) * self.fan_in
+        return (255 if self.input_kind == "pixels" else 1) * self.fan_in * self.weight_max
 
     def weight_bits(self) -> np.ndarray:
         """(C_out, C_in*k*k) uint8 bits in (input channel, ky, kx) order, 1 <-> +1: the signs torch uses."""
         with torch.no_grad():
             return (standardise(self.weight) >= 0).to(torch.uint8).flatten(1).cpu().numpy()
+
+    def weight_ints(self) -> np.ndarray:
+        """(C_out, C_in*k*k) int8 in (input channel, ky, kx) order: exactly the integer kernels torch uses."""
+        with torch.no_grad():
+            return quantize(self.weight, self.bits).to(torch.int8).flatten(1).cpu().numpy()
 
     def fold(self) -> tuple[np.ndarray, np.ndarray]:
         """(theta int64, compare int8) per output channel, from the current parameters (float64)."""
@@ -305,14 +371,15 @@ class BinaryConv2d(nn.Module):
         position that decides each window, not whichever binary tie max_pool2d picks."""
         if self.input_scale != 1.0:
             x = x * self.input_scale
-        a = F.conv2d(x, binarize(self.weight), padding=self.padding)
+        a = F.conv2d(x, quantize(self.weight, self.bits), padding=self.padding)
         return self.act.fire(self._pool(self.act.potential(self.bn(a * self.alpha.view(1, -1, 1, 1)))))
 
     forward_float = forward
 
     def forward_exact(self, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer path: (a of shape (B, C_out, H, W), pooled spikes (B, C_out, H', W')), a exact in float64."""
-        w = torch.where(standardise(self.weight) >= 0, 1.0, -1.0).to(torch.float64)
+        with torch.no_grad():
+            w = quantize(self.weight, self.bits).to(torch.float64)
         a = F.conv2d(x_int.to(torch.float64), w, padding=self.padding)
         theta, compare = self.fold()
         th = torch.as_tensor(theta, dtype=torch.float64, device=a.device).view(1, -1, 1, 1)

@@ -9,6 +9,8 @@ A network is built from a JSON-able architecture dict (stored in checkpoints)::
 (``784-256-256-10``); a hidden token ``cN[kK][pP]`` is a :class:`BinaryConv2d` with N channels,
 a K x K kernel (default 3) and an OR max-pool of P (1 or 2, default 2), e.g. ``784-c8-c16-10``
 or ``784-c8k5-c16p1-10``. Convolutions come first; the dense layers take their flattened maps.
+A layer token may end in ``wB``: B-bit integer weights (2..8) instead of +-1, e.g.
+``784-c8w4-c32-10w4`` (a 4-bit first convolution and output layer).
 
 ``input_crop`` (optional): [image height, image width, top, left]: the network takes the
 ``input_shape`` window at (top, left) of larger images (MNIST's border pixels are almost never
@@ -28,12 +30,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from bitsnn.hwmodel import crop_problem
+from bitsnn.hwmodel import WEIGHT_BITS, crop_problem
 
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
 from .surrogate import SURROGATES
 
-__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "build_model", "weight_bits_of_spec"]
+__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "spec_weight_bits", "build_model", "weight_bits_of_spec"]
 
 #: name -> layer spec and training defaults: the best settings measured here (docs/model.md has
 #: the numbers; not every preset reached its accuracy target).
@@ -63,14 +65,39 @@ PRESETS: dict[str, dict] = {
 
 
 _CONV_TOKEN = re.compile(r"c(\d+)(?:k(\d+))?(?:p(\d+))?", re.IGNORECASE)
+_BITS_SUFFIX = re.compile(r"(.*?)w(\d+)", re.IGNORECASE)
+
+
+def _split_bits(spec: str) -> list[tuple[str, int]]:
+    """The spec's tokens, each with its weight bits (1 without a ``wB`` suffix)."""
+    out = []
+    for i, tok in enumerate(str(spec).split("-")):
+        tok = tok.strip()
+        bits = 1
+        if (m := _BITS_SUFFIX.fullmatch(tok)):
+            tok, bits = m[1], int(m[2])
+            if i == 0:
+                raise ValueError(f"bad layer spec {spec!r}: the input size takes no weight bits")
+            if bits not in WEIGHT_BITS:
+                raise ValueError(f"bad layer spec {spec!r}: w{bits}: weight bits must be "
+                                 f"{WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1} (no suffix: +-1 weights)")
+        out.append((tok, bits))
+    return out
+
+
+def spec_weight_bits(spec: str) -> list[int]:
+    """Bits per weight of each layer of ``spec`` (hidden layers, then the output layer): 1 for
+    +-1 weights, B for a token ending in ``wB``."""
+    parse_spec(spec)
+    return [b for _tok, b in _split_bits(spec)[1:]]
 
 
 def parse_spec(spec: str) -> list:
     """``"784-256-10"`` -> [784, 256, 10]; a conv token ``cN[kK][pP]`` (N channels, K x K kernel,
-    default 3, OR max-pool P, 1 or 2, default 2) -> ("conv", N, K, P)."""
+    default 3, OR max-pool P, 1 or 2, default 2) -> ("conv", N, K, P). A ``wB`` suffix (B-bit
+    weights) is checked here and read by :func:`spec_weight_bits`."""
     out = []
-    for tok in str(spec).split("-"):
-        tok = tok.strip()
+    for tok, _bits in _split_bits(spec):
         if (m := _CONV_TOKEN.fullmatch(tok)):
             n, k, p = int(m[1]), int(m[2] or 3), int(m[3] or 2)
             if k % 2 == 0 or p not in (1, 2):
@@ -80,7 +107,7 @@ def parse_spec(spec: str) -> list:
         try:
             out.append(int(tok))
         except ValueError:
-            raise ValueError(f"bad layer spec {spec!r}: {tok!r} is not a size or cN[kK][pP]") from None
+            raise ValueError(f"bad layer spec {spec!r}: {tok!r} is not a size or cN[kK][pP] (optionally ending in wB)") from None
     if len(out) < 2 or not isinstance(out[0], int) or not isinstance(out[-1], int):
         raise ValueError(f"bad layer spec {spec!r}: needs an input size, optional hidden layers and a class count")
     if any((v[1] if isinstance(v, tuple) else v) <= 0 for v in out):
@@ -92,7 +119,7 @@ def weight_bits_of_spec(spec: str) -> int:
     sizes = parse_spec(spec)
     if any(isinstance(s, tuple) for s in sizes):
         raise ValueError("weight_bits_of_spec: dense specs only")
-    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return sum(a * b * w for a, b, w in zip(sizes[:-1], sizes[1:], spec_weight_bits(spec)))
 
 
 @dataclass
@@ -133,6 +160,7 @@ class BitSNN(nn.Module):
         super().__init__()
         self.arch = normalise_arch(arch)
         sizes = parse_spec(self.arch["spec"])
+        wbits = spec_weight_bits(self.arch["spec"])
         enc = self.arch["input_encoding"]
         self.input_shape = tuple(self.arch["input_shape"])
         self.input_encoding = enc
@@ -154,17 +182,18 @@ class BitSNN(nn.Module):
                 _, c_out, k, pool = s
                 if min(chw[1:]) < pool:
                     raise ValueError(f"conv layer {i + 1}: {chw[1]}x{chw[2]} maps are too small to pool by {pool}")
-                layer = BinaryConv2d(chw[0], c_out, k, pool=pool, surrogate=sur, input_kind=kind, in_hw=chw[1:])
+                layer = BinaryConv2d(chw[0], c_out, k, pool=pool, surrogate=sur, input_kind=kind, in_hw=chw[1:],
+                                     bits=wbits[i])
                 chw = (c_out, chw[1] // pool, chw[2] // pool)
                 n_prev = math.prod(chw)
             else:
-                layer = BinaryDense(n_prev, s, surrogate=sur, input_kind=kind)
+                layer = BinaryDense(n_prev, s, surrogate=sur, input_kind=kind, bits=wbits[i])
                 chw = None
                 n_prev = s
             hidden.append(layer)
         out_kind = enc if not hidden else "spikes"
         self._attach(hidden, BinaryLinear(n_prev, sizes[-1], scale="scalar",
-                                          input_scale=1.0 / 255 if out_kind == "pixels" else 1.0))
+                                          input_scale=1.0 / 255 if out_kind == "pixels" else 1.0, bits=wbits[-1]))
 
     def _attach(self, hidden: list, output: BinaryLinear) -> None:
         self._conv_input = isinstance(hidden[0], BinaryConv2d) if hidden else False
@@ -200,13 +229,13 @@ class BitSNN(nn.Module):
                                      f"it gets {chw[0]} x {chw[1:]}")
                 if layer.in_hw is None:
                     layer.in_hw = chw[1:]  # geometry only: what export writes into the file
-                tokens.append(f"c{layer.c_out}k{layer.kernel_size}p{layer.pool}")
+                tokens.append(f"c{layer.c_out}k{layer.kernel_size}p{layer.pool}" + _bits_token(layer.bits))
                 chw = (layer.c_out, chw[1] // layer.pool, chw[2] // layer.pool)
                 n = math.prod(chw)
             elif isinstance(layer, BinaryDense):
                 if layer.n_in != n:
                     raise ValueError(f"hidden layer {i} (BinaryDense) takes {layer.n_in} inputs, it gets {n}")
-                tokens.append(str(layer.n_out))
+                tokens.append(str(layer.n_out) + _bits_token(layer.bits))
                 chw, n = None, layer.n_out
             else:
                 raise ValueError(f"hidden layer {i} ({type(layer).__name__}) is not a BinaryConv2d or BinaryDense")
@@ -215,7 +244,8 @@ class BitSNN(nn.Module):
         if output.n_in != n:
             raise ValueError(f"the output BinaryLinear takes {output.n_in} inputs, it gets {n}")
         surrogate = hidden[0].act.surrogate if hidden else "box"
-        arch = normalise_arch({"spec": "-".join([str(math.prod(input_shape)), *tokens, str(output.n_out)]),
+        arch = normalise_arch({"spec": "-".join([str(math.prod(input_shape)), *tokens,
+                                                 str(output.n_out) + _bits_token(output.bits)]),
                                "input_shape": list(input_shape), "input_encoding": input_encoding,
                                "input_threshold": int(input_threshold), "surrogate": surrogate})
         self = cls.__new__(cls)
@@ -289,6 +319,10 @@ class BitSNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x).logits
+
+
+def _bits_token(bits: int) -> str:
+    return f"w{bits}" if bits != 1 else ""
 
 
 def normalise_arch(arch: dict) -> dict:

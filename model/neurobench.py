@@ -66,7 +66,7 @@ def torch_module(hw: HardwareModel) -> nn.Sequential:
             flat = True
         if layer.is_output:
             fc = nn.Linear(layer.n_in, layer.n_out, bias=False)
-            fc.weight.copy_(torch.as_tensor(layer.weights_pm1(), dtype=torch.float32))
+            fc.weight.copy_(torch.as_tensor(layer.weights_int(), dtype=torch.float32))
             mods.append(fc)
         else:
             fc = nn.Linear(layer.n_in, layer.n_out)

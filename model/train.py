@@ -127,6 +127,11 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
         raise BitsnnError(f"--lr must be a finite number > 0 and <= {MAX_LR:g}, got {base.lr!r}")
     if not is_int(base.seed) or base.seed < 0:
         raise BitsnnError(f"--seed must be a non-negative integer, got {base.seed!r}")
+    if overrides.get("spec") is not None:
+        try:
+            parse_spec(base.spec)
+        except ValueError as e:
+            raise BitsnnError(f"--spec: {e}") from None
     if not 1 <= base.input_threshold <= 255:
         raise BitsnnError(f"--input-threshold must be in 1..255, got {base.input_threshold}")
     if not isinstance(base.sparsity, (int, float)) or not 0 <= base.sparsity <= FLOAT32_MAX:
@@ -366,6 +371,7 @@ def train_main(args) -> int:
     """``bitsnn train``."""
     cfg = resolve_config(
         args.preset,
+        spec=getattr(args, "spec", None),
         epochs=args.epochs,
         seed=args.seed,
         batch_size=args.batch_size,

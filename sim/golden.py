@@ -3,8 +3,8 @@
 Every other stage (the PyTorch eval path, the Amaranth design, the generated Verilog on Icarus and
 Verilator, the board) is checked against this, bit for bit. Arithmetic (see bitsnn.hwmodel):
 
-    a_j = sum_i s_i * w_ji = 2 * popcount(s & b_j) - popcount(s)       (spike inputs)
-    a_j = sum_i x_i * w_ji                                              (8-bit pixel inputs)
+    a_j = sum_i s_i * w_ji = 2 * popcount(s & b_j) - popcount(s)       (spike inputs, +-1 weights)
+    a_j = sum_i x_i * w_ji                          (8-bit pixel inputs, or b-bit integer weights)
     hidden:  spike_j = [a_j >= theta_j]  (compare +1)   or  [a_j <= theta_j]  (compare -1)
     output:  scores = a, class = argmax with ties to the lowest index
 
@@ -59,8 +59,10 @@ class LayerPlan:
 
     def __init__(self, layer: Layer):
         self.layer = layer
-        if layer.input_kind == "pixels":
-            self.w = layer.weights_pm1().astype(np.float64).T  # (n_in, n_out), exact for |a| < 2**53
+        # pixels or multi-bit weights: a float64 matrix product, exact for |a| < 2**53
+        self.matmul = layer.input_kind == "pixels" or layer.bits > 1
+        if self.matmul:
+            self.w = layer.weights_int().astype(np.float64).T  # (n_in, n_out)
         else:
             # (n_words, n_out): word k of every neuron contiguous, so one word of a block of
             # images meets all neurons in one broadcast AND.
@@ -85,14 +87,14 @@ class LayerPlan:
 
     def preact(self, x: np.ndarray) -> np.ndarray:
         """x: (B, n_in) uint8 -> a: (B, n_out) int64."""
-        if self.layer.input_kind == "pixels":
+        if self.matmul:
             return np.rint(x.astype(np.float64) @ self.w).astype(np.int64)
         return self.preact_packed(_to_words(pack_bits(x)))
 
     def evaluate(self, x: np.ndarray):
         """x: (B, n_in) uint8 -> (input events (B,), synaptic events (B,), a (B, n_out)), all int64.
-        Spike inputs go through the packed words, which also give the input events."""
-        if self.layer.input_kind == "pixels":
+        Binary spike inputs go through the packed words, which also give the input events."""
+        if self.matmul:
             n_active = np.count_nonzero(x, axis=1).astype(np.int64)
             a = self.preact(x)
         else:
@@ -145,7 +147,7 @@ class ConvPlan:
 
     a[b, o, y, x] = sum over (c, ky, kx) of x_pad[b, c, y+ky, x+kx] * w[o, c, ky, kx], x_pad the
     input maps with k // 2 zeros around them; k*k matrix products of the shifted maps, exact in
-    float32 (|a| <= 255 * C_in * k * k < 2**24)."""
+    float32 (|a| <= 255 * C_in * k * k * max |w| < 2**24)."""
 
     _CHUNK = 512  # images per block: keeps the (chunk, H, W, C) scratch small
 
@@ -153,7 +155,7 @@ class ConvPlan:
         if layer.a_max >= 1 << 24:
             raise ValueError(f"{layer.name}: |a| up to {layer.a_max} is beyond float32's exact integers")
         self.layer = layer
-        w = layer.kernels_pm1().astype(np.float32)  # (C_out, C_in, k, k)
+        w = layer.kernels_int().astype(np.float32)  # (C_out, C_in, k, k)
         self.taps = [np.ascontiguousarray(w[:, :, ky, kx].T) for ky in range(layer.kernel) for kx in range(layer.kernel)]
         c = layer.compare.astype(np.int64)
         self.cth = (c * layer.thresholds)[None, :, None, None]

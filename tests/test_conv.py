@@ -15,10 +15,10 @@ def _reference(model: HardwareModel, images: np.ndarray):
     x = golden.encode_input(model, images).astype(np.int64)
     spikes = []
     for layer in model.layers:
-        if layer.kind == "binary_conv2d":
+        if isinstance(layer, ConvLayer):
             c_in, h, w = layer.in_shape
             k, p = layer.kernel, layer.kernel // 2
-            wk = layer.kernels_pm1().astype(np.int64)
+            wk = layer.kernels_int().astype(np.int64)
             maps = x.reshape(-1, c_in, h, w)
             a = np.zeros((len(x), layer.channels, h, w), np.int64)
             for y in range(h):
@@ -38,7 +38,7 @@ def _reference(model: HardwareModel, images: np.ndarray):
             x = s.reshape(len(x), -1).astype(np.int64)
             spikes.append(x)
         else:
-            a = x @ layer.weights_pm1().astype(np.int64).T
+            a = x @ layer.weights_int().astype(np.int64).T
             if layer.is_output:
                 return spikes, a
             s = np.where(layer.compare > 0, a >= layer.thresholds, a <= layer.thresholds)

@@ -122,7 +122,7 @@ def test_pack_unpack(n):
 def test_wrong_version(tmp_path):
     data = bytearray(_model().to_bytes())
     data[8:12] = struct.pack("<I", FORMAT_VERSION + 1)
-    with pytest.raises(HardwareModelError, match=r"format version 4; this bitsnn reads versions 1, 2, 3$"):
+    with pytest.raises(HardwareModelError, match=r"format version 5; this bitsnn reads versions 1, 2, 3, 4$"):
         HardwareModel.from_bytes(bytes(data))
 
 
@@ -566,16 +566,20 @@ _FUZZ_BASES = [
     _model((12, 7, 3), input_shape=(3, 4), input_crop=(5, 6, 1, 2)).to_bytes(),
     _model((9, 4)).to_bytes(),  # a single (output) layer
     _v1(_model((20, 9, 3)).to_bytes()),
+    # version 4: a 3-bit convolution and a 4-bit output layer
+    _model((16, 3), input_shape=(4, 4), input_encoding="pixels", convs=((2, 3, 2),), weight_bits={0: 3, 1: 4}).to_bytes(),
 ]
 _JSON_LEAF = (st.none() | st.booleans() | st.integers(-(2**64), 2**64)
               | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6))
 _JSON = st.recursive(_JSON_LEAF, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
                      max_leaves=5)
 _SPECIAL = [0, 1, -1, 2, 3, 7, 8, 9, 255, 256, 2**20, 2**20 + 1, 2**63, True, False, None, 1.0, 0.5, "", "1",
-            [], {}, "u1", "i1", "i4", "i8", "f8", "spikes", "pixels", "scores", "binary_dense"]
+            [], {}, "u1", "i1", "i4", "i8", "f8", "spikes", "pixels", "scores", "binary_dense", "int_dense",
+            "int_conv2d", "binary_conv2d"]
 _KEYS = ["name", "kind", "n_in", "n_out", "input", "output", "shape", "encoding", "threshold", "crop",
          "image_shape", "offset", "dtype", "arrays", "layers", "meta", "format", "version",
-         "layers.0.weight_bits", "layers.1.thresholds", "layers.5.compare", "x"]
+         "layers.0.weight_bits", "layers.1.thresholds", "layers.5.compare", "bits", "layers.0.weights",
+         "layers.1.weights", "x"]
 
 
 def _paths(obj, prefix=()):
