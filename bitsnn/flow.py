@@ -74,7 +74,9 @@ class TrainSection:
     """``bitsnn train``: what to train. None takes the preset's value."""
 
     preset: str = _opt("conv-tiny", _text, "tiny | small | large | conv-tiny | conv, or a layer spec such as 784-256-10")
-    epochs: int | None = _opt(None, int_in(1), "training epochs")
+    # the demo's 15 (the conv-tiny preset trains 20: 98.93 % at seed 0, 98.77 % after 15) keeps
+    # make demo within 15 minutes on a 2-core machine
+    epochs: int | None = _opt(15, int_in(1), "training epochs (None: the preset's)")
     seed: int = _opt(0, int_in(0, MAX_SEED), "random seed; the same seed gives the same model")
     batch_size: int | None = _opt(None, int_in(1), "mini-batch size")
     lr: float | None = _opt(None, float_in(0, MAX_LR, lo_open=True), "learning rate")
@@ -449,14 +451,7 @@ def _preflight(cfg: FlowConfig, run: Path, names: list[str]) -> None:
 
         HardwareModel.load(cfg.model)
     if "train" in names:
-        tc = _train_config(cfg)
-        hw_steps = [n for n in names if n not in ("train", "export")]
-        from bitsnn.model.network import spec_weight_bits
-
-        if hw_steps and any(b > 1 for b in spec_weight_bits(tc.spec)):
-            raise BitsnnError(f"spec {tc.spec} has multi-bit weights, which have no hardware stage yet: train and "
-                              f"export take them; stop the flow at export (steps {', '.join(hw_steps)} need "
-                              "+-1 weights)")
+        _train_config(cfg)
     if "cosim" in names:
         from bitsnn.sim.cosim.cli import _check_simulator
 

@@ -30,7 +30,7 @@ from .kinds import KINDS, part
 __all__ = [
     "UnsupportedLayerError", "HARDWARE_KINDS", "check_supported",
     "MODES", "CONV_ENGINES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "WINDOW_LATENCY", "MIN_FIFO_DEPTH",
-    "MapLayout", "ConvPlan", "window_fits",
+    "MapLayout", "ConvPlan", "window_fits", "write_columns", "WRITABLE_WEIGHT_BITS",
     "signed_bits", "preact_bits", "acc_bits_for", "result_words", "split_layer", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
     "plan_dense", "plan_conv",
 ]
@@ -120,6 +120,31 @@ def ceil_log2(n: int) -> int:
     return max(0, int(n) - 1).bit_length()
 
 
+#: bits per weight that run-time weight writes take: a byte holds whole weights
+WRITABLE_WEIGHT_BITS = (1, 2, 4, 8)
+
+
+def write_columns(model) -> list[tuple[int, int]]:
+    """Per layer, the geometry of run-time weight writes (WRITE_WEIGHTS): (columns, bytes per
+    column). A dense layer's columns are its inputs in the order its weight memory holds them
+    (the first dense layer after a convolution: the map store's addresses, :class:`MapLayout`,
+    padding included), each the layer's fan-out of that input packed little-endian, b bits a
+    neuron (``layer.bits``; 1 for +-1 weights): ceil(n_out * b / 8) bytes. A convolution's kernels
+    live in its stage's ROM and are not written at run time: (0, 0)."""
+    from bitsnn.hwmodel import ConvLayer
+
+    out, prev = [], None
+    for layer in model.layers:
+        if isinstance(layer, ConvLayer):
+            out.append((0, 0))
+        else:
+            cols = MapLayout(*prev.out_shape).size if isinstance(prev, ConvLayer) else layer.n_in
+            out.append((cols, -(-layer.n_out * layer.bits // 8)))
+        prev = layer
+    return out
+
+
+
 @dataclass(frozen=True)
 class MapLayout:
     """How the hardware stores a C x H x W map (a convolution's input or output spikes, or the
@@ -193,6 +218,8 @@ class ConvPlan:
     acc_bits: int = 0
     #: "event" or "window" (see the class docstring)
     engine: str = "event"
+    #: bits per weight: 1 (+-1) or b (an ``int_conv2d``'s b-bit kernels; event stage only)
+    wbits: int = 1
 
     @property
     def taps(self) -> int:
@@ -230,7 +257,7 @@ class ConvPlan:
 
     @property
     def weight_word_bits(self) -> int:
-        return self.lanes * (self.in_channels_padded if self.engine == "window" else 1)
+        return self.lanes * (self.in_channels_padded if self.engine == "window" else self.wbits)
 
     @property
     def out_height(self) -> int:
@@ -295,8 +322,28 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
                                     f"(padded to a power of two), not {layer.input_kind} of {c_in}")
     engine = "window" if conv_engine == "window" or (conv_engine == "auto" and fits and c_in >= 2) else "event"
     conv = ConvPlan(in_layout, MapLayout(*layer.out_shape), layer.kernel, layer.pool, layer.channels, P, cp // P, acc,
-                    engine)
+                    engine, layer.bits)
     return (CorePlan(0, layer.channels, P, cp // P),), conv, in_layout
+
+
+def plan_int_dense(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
+                   conv_engine: str = "auto"):
+    """An ``int_dense`` layer's plan: :func:`plan_dense`'s, in event mode only (an event adds its
+    b-bit weights, times the pixel for pixel input; the dense mode's AND-popcount takes +-1 weights)."""
+    if mode != "event":
+        raise UnsupportedLayerError(f"{layer.name}: multi-bit weights run in mode='event' only")
+    return plan_dense(layer, in_layout, mode=mode, lanes=lanes, word=word, max_neurons_per_core=max_neurons_per_core)
+
+
+def plan_int_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
+                  conv_engine: str = "auto"):
+    """An ``int_conv2d`` layer's plan: :func:`plan_conv`'s with the event stage (each lane adds
+    pixel x w or w); the window stage's AND-popcount takes +-1 kernels only."""
+    if conv_engine == "window":
+        raise UnsupportedLayerError(f"{layer.name}: a window stage takes +-1 kernels; {layer.bits}-bit kernels "
+                                    "run in the event stage (conv_engine 'event' or 'auto')")
+    return plan_conv(layer, in_layout, mode=mode, lanes=lanes, word=word, max_neurons_per_core=max_neurons_per_core,
+                     conv_engine="event")
 
 
 def _pow2_floor(n: int) -> int:
@@ -341,6 +388,8 @@ class LayerPlan:
     #: how the layer's input is stored when it is a map (a conv layer's, and a dense layer's
     #: after a conv): the router scans ``input_layout.size`` bits; None: the flat vector
     input_layout: MapLayout | None = None
+    #: bits per weight: 1 (+-1) or the b of a multi-bit kind
+    wbits: int = 1
 
     @property
     def n_in_store(self) -> int:
@@ -359,8 +408,9 @@ class LayerPlan:
         return acc_bits_for(self.a_max)
 
     def weight_bits_per_cycle(self, mode: str, word: int) -> int:
-        """Weight-memory bits the layer's cores read per cycle: sum of P_c (event) or P_c * W (dense)."""
-        return sum(c.lanes for c in self.cores) * (word if mode == "dense" else 1)
+        """Weight-memory bits the layer's cores read per cycle: sum of P_c * b (event; b bits per
+        weight) or P_c * W (dense)."""
+        return sum(c.lanes for c in self.cores) * (word if mode == "dense" else self.wbits)
 
     def weight_words_per_event(self) -> int:
         """Weight words all cores read per input event (event mode): sum of G_c (a convolution:
@@ -369,9 +419,9 @@ class LayerPlan:
         return taps * sum(c.groups for c in self.cores)
 
     def weight_read_bits_per_event(self) -> int:
-        """Weight bits all cores read per input event (event mode): sum of G_c * P_c (times k*k)."""
+        """Weight bits all cores read per input event (event mode): sum of G_c * P_c * b (times k*k)."""
         taps = self.conv.kernel ** 2 if self.conv else 1
-        return taps * sum(c.groups * c.lanes for c in self.cores)
+        return taps * sum(c.groups * c.lanes for c in self.cores) * self.wbits
 
     def dense_cycles(self) -> int:
         """T_l of a dense layer: G reads of each of its input words plus the pipeline."""
@@ -431,7 +481,7 @@ class HardwarePlan:
                                                             conv_engine=conv_engine)
             n_store = in_layout.size if in_layout else layer.n_in
             layers.append(LayerPlan(i, layer.n_in, layer.n_out, layer.input_kind, layer.is_output, layer.a_max,
-                                    cores, -(-n_store // word), layer.kind, conv, in_layout))
+                                    cores, -(-n_store // word), layer.kind, conv, in_layout, layer.bits))
             in_layout = conv.out_layout if conv else None
         return cls(mode, lanes, word, k, max_neurons_per_core, fifo_depth, tuple(layers), model.n_inputs,
                    model.num_classes)

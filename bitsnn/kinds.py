@@ -81,18 +81,22 @@ KINDS: dict[str, LayerKind] = {k.name: k for k in (
           plan="bitsnn.hwplan:plan_conv",
           estimate="bitsnn.hw.estimate:estimate_conv",
           stage="bitsnn.hw.stage:ConvStage"),
-    # Multi-bit weights (format version 4): the same modules and golden evaluators, integer
-    # weights of 2..8 bits. No hardware yet.
+    # Multi-bit weights (format version 4): the same modules, golden evaluators and stages as their
+    # binary twins, integer weights of 2..8 bits (event mode; event stage for convolutions).
     _kind("int_dense", "fully connected, 2..8-bit integer weights, {0,1} spikes or 8-bit pixels in; hidden or output",
           layer="bitsnn.hwmodel:IntDenseLayer",
           export="bitsnn.model.export:DENSE",
           golden="bitsnn.sim.golden:LayerPlan",
-          plan=None, estimate=None, stage=None),
-    _kind("int_conv2d", "k x k convolution as binary_conv2d, 2..8-bit integer kernels; hidden",
+          plan="bitsnn.hwplan:plan_int_dense",
+          estimate="bitsnn.hw.estimate:estimate_dense",
+          stage="bitsnn.hw.stage:DenseStage"),
+    _kind("int_conv2d", "k x k convolution as binary_conv2d, 2..8-bit integer kernels (event stage); hidden",
           layer="bitsnn.hwmodel:IntConvLayer",
           export="bitsnn.model.export:CONV",
           golden="bitsnn.sim.golden:ConvPlan",
-          plan=None, estimate=None, stage=None),
+          plan="bitsnn.hwplan:plan_int_conv",
+          estimate="bitsnn.hw.estimate:estimate_conv",
+          stage="bitsnn.hw.stage:ConvStage"),
 )}
 
 

@@ -52,7 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hwplan import result_words
+from .hwmodel import ConvLayer
+from .hwplan import WRITABLE_WEIGHT_BITS, MapLayout, result_words, write_columns
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -97,6 +98,8 @@ __all__ = [
     "WEIGHT_HEADER",
     "encode_weight_write",
     "weight_columns",
+    "write_column_bytes",
+    "WRITABLE_WEIGHT_BITS",
     "weight_write_payloads",
     "model_id",
 ]
@@ -342,12 +345,47 @@ def weight_columns(weight_bits: np.ndarray, n_in: int) -> np.ndarray:
     return np.packbits(np.ascontiguousarray(w.T), axis=-1, bitorder="little")
 
 
-def weight_write_payloads(layers) -> list[bytes]:
-    """WRITE_WEIGHTS payloads that write every weight of ``layers`` (hardware-model layers, with
-    ``weight_bits`` and ``n_in``): one per column, split into :data:`MAX_WEIGHT_CHUNK`-byte pieces."""
+def write_column_bytes(model) -> list:
+    """Per layer of ``model`` (a hardware model), the bytes WRITE_WEIGHTS writes: (columns, bytes)
+    uint8, row i = the fan-out of weight-memory column i (:func:`bitsnn.hwplan.write_columns`:
+    a dense layer after a convolution has a column per map-store address, padding columns 0).
+    +-1 weights: bit t of byte b is the weight to neuron 8b+t, 1 = +1 (:func:`weight_columns`);
+    b-bit weights (b in 2, 4, 8): byte b holds neurons (8/b)·b .. as two's-complement b-bit
+    fields, the lowest neuron in the lowest bits. None for a convolution (not written at run time)."""
+    out, prev = [], None
+    for layer, (ncol, nbytes) in zip(model.layers, write_columns(model)):
+        if ncol == 0:
+            out.append(None)
+            prev = layer
+            continue
+        b = layer.bits
+        if b not in WRITABLE_WEIGHT_BITS:
+            raise ValueError(f"{layer.name}: run-time writes take {', '.join(map(str, WRITABLE_WEIGHT_BITS))}-bit "
+                             f"weights, not {b}-bit ones")
+        if b == 1:
+            cols = weight_columns(layer.weight_bits, layer.n_in)
+        else:
+            per = 8 // b
+            w = layer.weights_int().astype(np.int64).T & ((1 << b) - 1)  # (n_in, n_out)
+            w = np.concatenate([w, np.zeros((layer.n_in, nbytes * per - layer.n_out), np.int64)], axis=1)
+            cols = (w.reshape(layer.n_in, nbytes, per) << (b * np.arange(per))).sum(axis=2).astype(np.uint8)
+        if isinstance(prev, ConvLayer):  # after a convolution: the map store's order (even with no padding)
+            wide = np.zeros((ncol, nbytes), np.uint8)
+            wide[MapLayout(*prev.out_shape).store_index()] = cols
+            cols = wide
+        out.append(cols)
+        prev = layer
+    return out
+
+
+def weight_write_payloads(model) -> list[bytes]:
+    """WRITE_WEIGHTS payloads that write every run-time weight of ``model`` (a hardware model;
+    :func:`write_column_bytes`): one per column, split into :data:`MAX_WEIGHT_CHUNK`-byte pieces;
+    a convolution's layer gets none."""
     out = []
-    for li, layer in enumerate(layers):
-        cols = weight_columns(layer.weight_bits, layer.n_in)
+    for li, cols in enumerate(write_column_bytes(model)):
+        if cols is None:
+            continue
         for i, col in enumerate(cols):
             for off in range(0, len(col), MAX_WEIGHT_CHUNK):
                 out.append(encode_weight_write(li, i, off, col[off:off + MAX_WEIGHT_CHUNK].tobytes()))

@@ -39,6 +39,7 @@ def check_fits(board: Board, estimate: dict) -> None:
         "ffs": ("flip-flops", t.ffs),
         "bram_blocks": (f"block RAMs ({t.bram_bits_per_block // 1024} kbit)", t.bram_blocks),
         "spram_blocks": ("SPRAM blocks", t.spram_blocks),
+        "dsp_blocks": ("DSP blocks", t.dsp),
     }
     over = []
     for key, (what, avail) in limits.items():
@@ -75,6 +76,11 @@ def parse_spram_layers(text: str, model: HardwareModel):
         raise BitsnnError(f"--spram-layers: expected auto, none or layer numbers like 0,1; got {text!r}") from None
     if not layers or any(not 0 <= l < len(model.layers) for l in layers):
         raise BitsnnError(f"--spram-layers {text}: the model has layers 0..{len(model.layers) - 1}")
+    from bitsnn.hwmodel import ConvLayer
+
+    if conv := [l for l in layers if isinstance(model.layers[l], ConvLayer)]:
+        raise BitsnnError(f"--spram-layers {text}: layer {conv[0]} ({model.layers[conv[0]].name}) is a convolution, "
+                          "whose kernels stay in its ROM; only dense layers take run-time weights")
     return layers
 
 
@@ -177,7 +183,7 @@ def format_report(report: dict) -> str:
     u = report["utilisation"]
     est = report.get("estimate", {})
     names = {"logic": "logic cells", "ffs": "flip-flops", "bram": "block RAM", "spram": "SPRAM", "dsp": "DSP"}
-    est_key = {"logic": "logic", "ffs": "ffs", "bram": "bram_blocks", "spram": "spram_blocks"}
+    est_key = {"logic": "logic", "ffs": "ffs", "bram": "bram_blocks", "spram": "spram_blocks", "dsp": "dsp_blocks"}
     lines = [f"{report['board']} ({report['device']}):"]
     for k, label in names.items():
         used, avail = u[k]["used"], u[k]["available"]

@@ -138,10 +138,14 @@ def run_toolchain(board: Board, top: Elaboratable, build_dir: Path, *, name: str
     check_tools(board)
     platform = board.platform()
     env = _tool_env(board)
+    # iCE40: multipliers (b-bit weights times pixels) into the SB_MAC16 DSP blocks; a design
+    # without multipliers synthesises as without -dsp. (synth_ecp5 uses MULT18X18D by default.)
+    synth = {"synth_opts": "-dsp"} if board.family == "ice40" else {}
     plan = platform.prepare(
         top,
         name=name,
         script_after_synth="tee -q -o stat.json stat -json",
+        **synth,
         nextpnr_opts=f"--report report.json --seed {int(seed)} --timing-allow-fail {nextpnr_extra}".strip(),
     )
     plan.extract(str(build_dir))

@@ -29,14 +29,17 @@ def estimate_on(board, model: HardwareModel, accel: dict) -> dict:
 
 def fit_conv_lanes(board, model: HardwareModel, accel: dict) -> int:
     """The lanes for a model with convolutions when none are given: ``accel["lanes"]`` (the
-    default), halved, not below 8, while the estimate (with INFER) is above ``INFER_LIMIT`` of the
-    board's logic. A convolution's lanes are its adders and popcounts; fewer lanes cost cycles
+    default), halved, not below 8, while the estimate without INFER is above ``INFER_LIMIT`` of the
+    board's logic (the build then keeps INFER only where it still fits: lanes are latency, INFER
+    link speed). A convolution's lanes are its adders and popcounts; fewer lanes cost cycles
     (more lane groups), never results. Models without convolutions keep their lanes."""
+    from bitsnn.hwmodel import ConvLayer
+
     lanes = int(accel["lanes"])
-    if not any(layer.kind == "binary_conv2d" for layer in model.layers):
+    if not any(isinstance(layer, ConvLayer) for layer in model.layers):
         return lanes
     while lanes > 8:
-        est = estimate_on(board, model, dict(accel, lanes=lanes, infer=None))
+        est = estimate_on(board, model, dict(accel, lanes=lanes, infer=False))
         if est["logic"] <= INFER_LIMIT * board.totals.logic:
             break
         lanes //= 2
@@ -44,12 +47,19 @@ def fit_conv_lanes(board, model: HardwareModel, accel: dict) -> int:
 
 
 def choose_spram_layers(board, model: HardwareModel, accel: dict) -> list[int]:
-    """"auto": no SPRAM while the weights fit block RAM; otherwise move the layers with the most
-    weight bits into SPRAM, largest first, until the block RAMs suffice (or SPRAM runs out)."""
+    """"auto": no SPRAM while the weights fit block RAM; otherwise move the dense layers with the
+    most weight bits into SPRAM, largest first, until the block RAMs suffice (or SPRAM runs out)."""
     if board.totals.spram_blocks == 0:
         return []
+    from bitsnn.hwmodel import ConvLayer
+    from bitsnn.hwplan import WRITABLE_WEIGHT_BITS
+
     chosen: list[int] = []
-    order = sorted(range(len(model.layers)), key=lambda l: -model.layers[l].n_in * model.layers[l].n_out)
+    # dense layers only (a convolution's kernels stay in its ROM) whose weights a byte holds whole
+    layers = model.layers
+    order = sorted((l for l in range(len(layers))
+                    if not isinstance(layers[l], ConvLayer) and layers[l].bits in WRITABLE_WEIGHT_BITS),
+                   key=lambda l: -layers[l].n_in * layers[l].n_out * layers[l].bits)
     for l in [None, *order]:
         if l is not None:
             chosen = sorted([*chosen, l])
@@ -60,13 +70,13 @@ def choose_spram_layers(board, model: HardwareModel, accel: dict) -> list[int]:
 
 
 def auto_lanes(board, model: HardwareModel, accel: dict, spram) -> int:
-    """The lanes a build takes when none are given: run-time weight writes (``spram`` layers) need
-    8 x a power of two (:func:`bitsnn.hwplan.default_lanes`); otherwise the default, fitted to the
-    board for a model with convolutions."""
+    """The lanes a build takes when none are given: the default (with run-time weight writes, the
+    ``spram`` layers, 8 x a power of two: :func:`bitsnn.hwplan.default_lanes`), fitted to the board
+    for a model with convolutions."""
     from bitsnn.hwplan import default_lanes
 
     if spram:
-        return default_lanes(model, writable=True)
+        return fit_conv_lanes(board, model, dict(accel, lanes=default_lanes(model, writable=True), spram_layers=spram))
     return fit_conv_lanes(board, model, dict(accel, lanes=default_lanes(model)))
 
 

@@ -326,7 +326,7 @@ class Device:
         info = self.info or self.get_info()
         if not info.weight_write:
             raise BitsnnError("the device has no run-time weight memory (its weights are in the bitstream)")
-        frames = P.weight_write_payloads(hwmodel.layers)
+        frames = P.weight_write_payloads(hwmodel)
         for i, payload in enumerate(frames):
             self._ok(P.Cmd.WRITE_WEIGHTS, payload)
             if progress is not None:

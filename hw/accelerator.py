@@ -10,8 +10,8 @@ from amaranth.hdl import Array, Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitsnn.hwmodel import HardwareModel
-from bitsnn.hwplan import MODES, HardwarePlan, split_layer
+from bitsnn.hwmodel import ConvLayer, HardwareModel
+from bitsnn.hwplan import MODES, WRITABLE_WEIGHT_BITS, HardwarePlan, split_layer, write_columns
 
 from .inbuf import InputBuffer
 from .router import SpikeRouter, event_layout, quiet_on_error
@@ -21,13 +21,16 @@ __all__ = ["Accelerator", "MODES", "split_layer", "weights_port_signature"]
 
 def weights_port_signature(hwmodel) -> wiring.Signature:
     """The Accelerator's run-time weight write port: one byte per ``en`` strobe, ignored while
-    ``busy``, written two cycles after the strobe. ``layer``; ``col``: input i of that layer; ``byte``: b, the weights of input i to
-    neurons 8b..8b+7 (bit t = neuron 8b+t, 1 = +1), as ``protocol.weight_columns`` lays them out."""
+    ``busy``, written two cycles after the strobe. ``layer``; ``col``: weight-memory column i of
+    that layer; ``byte``: b, byte b of column i's fan-out (+-1 weights: bit t = neuron 8b+t, 1 = +1;
+    b-bit weights: 8/b two's-complement fields), as ``protocol.write_column_bytes`` lays them out
+    (the geometry: ``hwplan.write_columns``)."""
     L = len(hwmodel.layers)
+    geo = write_columns(hwmodel)
     return wiring.Signature({
         "layer": Out(range(max(2, L))),
-        "col": Out(range(max(2, max(l.n_in for l in hwmodel.layers)))),
-        "byte": Out(range(max(2, max(-(-l.n_out // 8) for l in hwmodel.layers)))),
+        "col": Out(range(max(2, max(c for c, _b in geo)))),
+        "byte": Out(range(max(2, max(b for _c, b in geo)))),
         "data": Out(8),
         "en": Out(1),
     })
@@ -106,8 +109,13 @@ class Accelerator(wiring.Component):
         if bad := sorted(l for l in self.spram_layers if not 0 <= l < len(hwmodel.layers)):
             raise ValueError(f"spram_layers {bad}: the model has layers 0..{len(hwmodel.layers) - 1}")
         self.writable = bool(writable) or bool(self.spram_layers)
-        if self.writable and self.hw.has_conv:
-            raise ValueError("run-time weight writes (writable, spram_layers) are not built for convolutions yet")
+        if conv := sorted(l for l in self.spram_layers if self.hw.layers[l].conv is not None):
+            raise ValueError(f"spram_layers {conv}: a convolution's kernels stay in its ROM (only dense layers "
+                             "take run-time weights)")
+        bad = [l for l in hwmodel.layers if l.bits not in WRITABLE_WEIGHT_BITS and not isinstance(l, ConvLayer)]
+        if self.writable and bad:
+            raise ValueError(f"run-time weight writes take 1, 2, 4 or 8-bit weights, not the {bad[0].bits}-bit "
+                             f"ones of {bad[0].name}")
         if self.writable and mode != "event":
             raise ValueError("run-time weight writes (writable, spram_layers) need mode='event'")
         if self.writable and max_neurons_per_core is not None and max_neurons_per_core % 8:
@@ -188,9 +196,10 @@ class Accelerator(wiring.Component):
             m.d.sync += [wreg.layer.eq(self.weights.layer), wreg.col.eq(self.weights.col),
                          wreg.byte.eq(self.weights.byte), wreg.data.eq(self.weights.data),
                          wreg.en.eq(self.weights.en & ~self.busy)]
-            for l, stage in enumerate(stages):
-                m.d.comb += [stage.wr.col.eq(wreg.col), stage.wr.byte.eq(wreg.byte), stage.wr.data.eq(wreg.data),
-                             stage.wr.en.eq(wreg.en & (wreg.layer == l) & (wreg.byte < -(-layers[l].n_out // 8)))]
+            for l, (stage, (cols, nbytes)) in enumerate(zip(stages, write_columns(model))):
+                if cols:  # a convolution's stage has no weight writes
+                    m.d.comb += [stage.wr.col.eq(wreg.col), stage.wr.byte.eq(wreg.byte), stage.wr.data.eq(wreg.data),
+                                 stage.wr.en.eq(wreg.en & (wreg.layer == l) & (wreg.byte < nbytes))]
         # the spike count of each hidden layer: its own, or the events the next router emitted
         cnt = [stages[l].count if stages[l].counts_spikes else stages[l + 1].seen for l in range(L - 1)]
         scores = list(stages[-1].scores)

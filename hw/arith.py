@@ -1,4 +1,4 @@
-"""Wide sums as balanced adder trees.
+"""Wide sums as balanced adder trees, and the weight words' arithmetic.
 
 Python's ``sum(values)`` builds ``((v0 + v1) + v2) + ...``: an expression as deep as the list is
 long, which overflows the recursion limit of Amaranth's simulator compiler and back ends at a few
@@ -9,9 +9,9 @@ helpers pair the terms up level by level instead, so the depth is ceil(log2(n)).
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Value
+from amaranth.hdl import Cat, Const, Mux, Value
 
-__all__ = ["popcount", "tree_sum", "field", "bits_to_int"]
+__all__ = ["popcount", "tree_sum", "field", "bits_to_int", "ints_to_word", "lane_term"]
 
 
 def tree_sum(values) -> Value:
@@ -53,3 +53,22 @@ def bits_to_int(bits) -> int:
     for i in np.flatnonzero(np.asarray(bits)):
         v |= 1 << int(i)
     return v
+
+
+def ints_to_word(values, bits: int) -> int:
+    """A little-endian sequence of signed ``bits``-bit integers -> the integer holding them as
+    two's-complement fields (a multi-bit weight word's initial value)."""
+    mask, v = (1 << bits) - 1, 0
+    for j, x in enumerate(values):
+        v |= (int(x) & mask) << (j * bits)
+    return v
+
+
+def lane_term(wdata, j: int, bits: int, v):
+    """What lane j adds for one event: +-v from weight bit j (``bits`` 1), or v x w with w the
+    signed ``bits``-bit field j of the weight word (w itself for spike input, where v is the
+    constant 1)."""
+    if bits == 1:
+        return Mux(wdata[j], v, -v)
+    w = wdata[j * bits:(j + 1) * bits].as_signed()
+    return w if isinstance(v, Const) else v * w

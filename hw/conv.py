@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwplan import ConvPlan, ceil_log2
 
-from .arith import bits_to_int, field, popcount
+from .arith import bits_to_int, field, ints_to_word, lane_term, popcount
 from .ports import read_port
 from .router import beat_layout, quiet_on_error
 
@@ -62,8 +62,8 @@ class ConvCore(wiring.Component):
 
     @quiet_on_error
     def __init__(self, layer, plan: ConvPlan, *, word: int = 32):
-        if layer.kind != "binary_conv2d" or layer.is_output:
-            raise TypeError(f"ConvCore takes a hidden binary_conv2d layer, not {layer!r:.60}")
+        if layer.kind not in ("binary_conv2d", "int_conv2d") or layer.is_output:
+            raise TypeError(f"ConvCore takes a hidden binary_conv2d or int_conv2d layer, not {layer!r:.60}")
         if not isinstance(plan, ConvPlan):
             raise TypeError(f"plan must be a ConvPlan, not {plan!r:.60}")
         if word & (word - 1) or word < plan.lanes:
@@ -90,15 +90,19 @@ class ConvCore(wiring.Component):
     def _lane_rows(self):
         """(weight memory rows, start-value words per group, live-lane mask per group)."""
         L, P, G, k = self.layer, self.P, self.G, self.k
-        wb = L.kernels_pm1() > 0  # (C_out, C_in, k, k) bool
+        wk = L.kernels_int()  # (C_out, C_in, k, k)
         rows = []
         for c in range(L.in_shape[0]):
             for t in range(k * k):
                 ky, kx = divmod(t, k)
                 for g in range(G):
-                    bits = [int(wb[o, c, ky, kx] ^ self.flip[o]) if o < L.channels else 0
-                            for o in (g * P + j for j in range(P))]
-                    rows.append(bits_to_int(bits))
+                    chans = [g * P + j for j in range(P)]
+                    if L.bits == 1:
+                        rows.append(bits_to_int([int((wk[o, c, ky, kx] > 0) ^ self.flip[o]) if o < L.channels else 0
+                                                 for o in chans]))
+                    else:  # a compare -1 channel's weights negated; a padding lane's 0
+                        rows.append(ints_to_word([(-1 if self.flip[o] else 1) * int(wk[o, c, ky, kx])
+                                                  if o < L.channels else 0 for o in chans], L.bits))
         return rows, self.inits, self.live
 
     def elaborate(self, platform):
@@ -111,7 +115,7 @@ class ConvCore(wiring.Component):
         gb, xb, sb = ceil_log2(G), ceil_log2(W), ceil_log2(k)
 
         rows, inits, live = self._lane_rows()
-        m.submodules.wmem = wmem = memory.Memory(shape=P, depth=len(rows), init=rows)
+        m.submodules.wmem = wmem = memory.Memory(shape=P * L.bits, depth=len(rows), init=rows)
         wrp = wmem.read_port()
         depth = self.plan.acc_words
         m.submodules.accmem = accmem = memory.Memory(
@@ -228,7 +232,7 @@ class ConvCore(wiring.Component):
         else:
             v = Const(1, signed(2))
         lanes_acc = [acc_rp.data[j * A:(j + 1) * A].as_signed() for j in range(P)]
-        new = Cat(*[(a + Mux(wrp.data[j], v, -v))[:A] for j, a in enumerate(lanes_acc)])
+        new = Cat(*[(a + lane_term(wrp.data, j, L.bits, v))[:A] for j, a in enumerate(lanes_acc)])
         init_word = Signal(P * A)
         live_mask = Signal(P)
         with m.Switch(s1_g):
@@ -257,7 +261,8 @@ class WindowCore(wiring.Component):
     adds 2 * popcount(s AND w_j) to its accumulator register and one shared counter n adds
     popcount(s), so lane j's sum of s * (+-1) is acc_j - n without a subtraction on the adders'
     path. w_j is the tap's kernel of channel g*P + j (inverted for a compare -1 channel). The word
-    is read, its C_in bits picked out and registered, and added, in three pipelined cycles.
+    is read, its C_in bits picked out and registered (the tap's weights looked up from the table
+    and registered beside them), and added, in three pipelined cycles.
     acc_j starts at -c_o * theta_o, as in :class:`ConvCore`, so after the last tap the sign of
     acc_j - n is the spike, written into the output store (OR pool: :func:`write_pooled`) the next
     cycle. The cycle count is the same for every input
@@ -372,20 +377,21 @@ class WindowCore(wiring.Component):
             m.d.sync += b_slot.eq(bit[cb:lw])
         s = Signal(Cp)
         s_valid, s_first, s_last, s_centre = Signal(), Signal(), Signal(), Signal()
-        s_y, s_x, s_g, s_wa = Signal.like(y), Signal.like(x), Signal.like(g), Signal.like(wa)
+        s_y, s_x, s_g = Signal.like(y), Signal.like(x), Signal.like(g)
         word_bits = self.src.data.word_select(b_slot, Cp) if lw > cb else self.src.data[:Cp]
         m.d.sync += [s.eq(Mux(b_in, word_bits, 0)), s_valid.eq(b_valid), s_first.eq(b_first), s_last.eq(b_last),
-                     s_centre.eq(b_centre), s_y.eq(b_y), s_x.eq(b_x), s_g.eq(b_g), s_wa.eq(b_wa)]
+                     s_centre.eq(b_centre), s_y.eq(b_y), s_x.eq(b_x), s_g.eq(b_g)]
 
         # ---- accumulate: lane j adds 2 * popcount(s AND w_j), a shared counter n adds popcount(s);
         # lane j's sum is acc_j - n (kept apart so that no subtraction sits on the adders' path)
-        # the weights as logic, looked up from the registered tap number: G*k*k rows of P*C bits
-        # are few and wide, which block RAM (at most 16 or 36 bits wide) holds badly
+        # the weights as logic, looked up from the tap number while the word is selected and
+        # registered beside it (no table on the adders' path): G*k*k rows of P*C bits are few and
+        # wide, which block RAM (at most 16 or 36 bits wide) holds badly
         wrow = Signal(P * Cp)
-        with m.Switch(s_wa):
+        with m.Switch(b_wa):
             for r, v in enumerate(self.weight_rows()):
                 with m.Case(r):
-                    m.d.comb += wrow.eq(v)
+                    m.d.sync += wrow.eq(v)
         ns = Signal(range(Cp + 1))
         m.d.comb += ns.eq(popcount(s))
         with m.If(self.start):

@@ -21,10 +21,10 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from bitsnn.hwmodel import MAX_INPUT
+from bitsnn.hwmodel import MAX_INPUT, WEIGHT_BITS, weight_limit
 from bitsnn.hwplan import acc_bits_for, signed_bits
 
-from .arith import bits_to_int, popcount, tree_sum
+from .arith import bits_to_int, ints_to_word, lane_term, popcount, tree_sum
 from .ports import read_port
 from .router import beat_layout, quiet_on_error
 from .wmem import STORAGES, WeightMemory
@@ -32,24 +32,31 @@ from .wmem import STORAGES, WeightMemory
 __all__ = ["DenseCore", "EventCore", "weight_write_signature"]
 
 
-def weight_write_signature(n_in: int, n_out: int) -> wiring.Signature:
-    """A run-time weight write of one byte: ``col`` (input i), ``byte`` (b: neurons 8b..8b+7 of the
-    fan-out of input i, little-endian), ``data``, ``en`` (one-cycle strobe; never while running)."""
+def weight_write_signature(columns: int, col_bytes: int) -> wiring.Signature:
+    """A run-time weight write of one byte: ``col`` (weight-memory column i: input i), ``byte``
+    (b: byte b of input i's fan-out, little-endian: neurons 8b..8b+7 of +-1 weights, or 8/w
+    w-bit fields; :func:`bitsnn.protocol.write_column_bytes`), ``data``, ``en`` (one-cycle strobe;
+    never while running). ``columns`` and ``col_bytes``: :func:`bitsnn.hwplan.write_columns`."""
     return wiring.Signature({
-        "col": Out(range(max(2, n_in))),
-        "byte": Out(range(max(2, -(-n_out // 8)))),
+        "col": Out(range(max(2, columns))),
+        "byte": Out(range(max(2, col_bytes))),
         "data": Out(8),
         "en": Out(1),
     })
 
 
 class _CoreBase(wiring.Component):
-    def __init__(self, weights, thresholds, compare, *, lanes, input_kind, extra_ports):
+    def __init__(self, weights, thresholds, compare, *, lanes, input_kind, extra_ports, bits=1):
         w = np.asarray(weights)
         if not isinstance(weights, np.ndarray) or w.ndim != 2 or w.size == 0:
             raise TypeError(f"weights must be a non-empty 2-D array of 0/1 (n_out, n_in), not {weights!r:.60}")
-        if not np.all((w == 0) | (w == 1)):
+        if not isinstance(bits, int) or isinstance(bits, bool) or not (bits == 1 or bits in WEIGHT_BITS):
+            raise ValueError(f"bits must be 1 (+-1 weights as 0/1) or {WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}, not {bits!r}")
+        self.bits, self.wmax = bits, weight_limit(bits)
+        if bits == 1 and not np.all((w == 0) | (w == 1)):
             raise ValueError("weights must hold only 0 and 1")
+        if bits > 1 and (w.dtype.kind not in "iu" or np.abs(w.astype(np.int64)).max() > self.wmax):
+            raise ValueError(f"{bits}-bit weights must be integers in [{-self.wmax}, {self.wmax}]")
         if not isinstance(lanes, int) or isinstance(lanes, bool):
             raise TypeError(f"lanes must be an integer, not {lanes!r}")
         if lanes < 1:
@@ -59,9 +66,9 @@ class _CoreBase(wiring.Component):
         if (thresholds is None) != (compare is None):
             raise TypeError("thresholds and compare must be given together (or both None for an output layer)")
         self.n_out, self.n_in = w.shape
-        self.weights = w.astype(np.uint8)
+        self.weights = w.astype(np.uint8 if bits == 1 else np.int64)
         self.is_output = thresholds is None
-        r = MAX_INPUT[input_kind] * self.n_in
+        r = MAX_INPUT[input_kind] * self.n_in * self.wmax
         if not self.is_output:
             thresholds = np.asarray(thresholds, dtype=np.int64)
             compare = np.asarray(compare, dtype=np.int64)
@@ -224,7 +231,8 @@ class DenseCore(_CoreBase):
 class EventCore(_CoreBase):
     """Event-driven core: per address event, one weight row (input i to P neurons) per lane group.
 
-    Parameters: ``weights`` (n_out, n_in) 0/1; ``thresholds``/``compare`` or None (output layer);
+    Parameters: ``weights`` (n_out, n_in) 0/1, or with ``bits`` b >= 2 (an ``int_dense`` layer)
+    signed integers in [-(2^(b-1) - 1), 2^(b-1) - 1]; ``thresholds``/``compare`` or None (output layer);
     ``lanes`` P (used: min(P, n_out)); ``k`` events per beat of the input stream;
     ``input_kind`` "spikes" (each event adds +-1) or "pixels" (each event adds +-x_i, x_i read
     through ``values``, a read port (:func:`bitsnn.hw.ports.read_port`) of the buffered pixels).
@@ -234,8 +242,9 @@ class EventCore(_CoreBase):
     group until the first beat of the next input vector is accepted (0 for an output layer);
     plus the common ``out_*``/``done``.
 
-    Memories: weights transposed, depth n_in*G, width P, address i*G+g (lane j = neuron g*P+j),
-    the bits of a compare -1 neuron inverted; a :class:`~bitsnn.hw.wmem.WeightMemory` in block RAM
+    Memories: weights transposed, depth n_in*G, width P (P*b: lane j's b-bit field, and the event
+    adds v*w instead of +-v, a compare -1 neuron subtracts it), address i*G+g (lane j = neuron
+    g*P+j), the bits of a compare -1 neuron inverted; a :class:`~bitsnn.hw.wmem.WeightMemory` in block RAM
     (``storage="bram"``) or iCE40 SPRAM (``"spram"``, not initialised by the bitstream). With
     ``writable`` (implied by ``"spram"``) the ``wr`` port (:func:`weight_write_signature`) replaces
     the weights at run time, one byte of an input's fan-out per cycle, written one cycle after its
@@ -259,7 +268,9 @@ class EventCore(_CoreBase):
 
     @quiet_on_error
     def __init__(self, weights, thresholds=None, compare=None, *, lanes=32, k=1, input_kind="spikes",
-                 accumulators="registers", writable=False, storage="bram"):
+                 accumulators="registers", writable=False, storage="bram", bits=1):
+        if (writable or storage == "spram") and 8 % bits:
+            raise ValueError(f"run-time weight writes take 1, 2, 4 or 8-bit weights (whole weights a byte), not {bits}-bit ones")
         if accumulators not in ("registers", "memory"):
             raise ValueError(f"accumulators must be 'registers' or 'memory', not {accumulators!r}")
         if storage not in STORAGES:
@@ -281,28 +292,31 @@ class EventCore(_CoreBase):
             "spikes": Out(max(1, n_out)),
         }
         if self.writable:
-            extra["wr"] = In(weight_write_signature(n_in, n_out))
-        super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports=extra)
-        if self.writable and self.groups > 1 and (self.lanes % 8 or (self.lanes // 8) & (self.lanes // 8 - 1)):
-            raise ValueError(f"run-time weight writes need one lane group or lanes = 8 x a power of two, "
-                             f"not {self.lanes} lanes for {self.n_out} neurons")
+            extra["wr"] = In(weight_write_signature(n_in, -(-n_out * bits // 8)))
+        super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports=extra, bits=bits)
+        gb = self.lanes * bits // 8  # bytes of one lane group's weight word
+        if self.writable and self.groups > 1 and (self.lanes * bits % 8 or gb & (gb - 1)):
+            raise ValueError(f"run-time weight writes need one lane group or lanes x bits = 8 x a power of two, "
+                             f"not {self.lanes} lanes of {bits}-bit weights for {self.n_out} neurons")
 
     def _weight_memory(self, m, rows, flips):
         """The weight memory (see :mod:`bitsnn.hw.wmem`) holding ``rows``; wires the ``wr`` port:
-        byte b of input i's fan-out (neurons 8b..8b+7) is lane byte b mod P/8 of word i*G + b div P/8,
-        XORed with the stored flips of those neurons. Returns the read port."""
+        byte b of input i's fan-out is lane byte b mod (P*bits/8) of word i*G + b div (P*bits/8),
+        for +-1 weights (neurons 8b..8b+7) XORed with the stored flips of those neurons (b-bit
+        weights are stored as they are: the accumulate applies the sign). Returns the read port."""
         P, G = self.lanes, self.groups
-        mem = WeightMemory(width=P, depth=self.n_in * G, init=rows, writable=self.writable, storage=self.storage)
+        mem = WeightMemory(width=P * self.bits, depth=self.n_in * G, init=rows, writable=self.writable,
+                           storage=self.storage)
         m.submodules.wmem = mem
         if self.writable:
             wr = self.wr
-            nb = -(-self.n_out // 8)
+            nb = -(-self.n_out * self.bits // 8)
             if G == 1:
                 g, lane = Const(0, 1), wr.byte
             else:
-                lb = (P // 8).bit_length() - 1
+                lb = (P * self.bits // 8).bit_length() - 1
                 g, lane = wr.byte >> lb, wr.byte & ((1 << lb) - 1)
-            fl = [bits_to_int(flips[8 * b:8 * b + 8]) for b in range(nb)]
+            fl = [bits_to_int(flips[8 * b:8 * b + 8]) if self.bits == 1 else 0 for b in range(nb)]
             fbyte = Signal(8)
             if any(fl):
                 with m.Switch(wr.byte):
@@ -412,9 +426,12 @@ class EventCore(_CoreBase):
         rows = []
         for i in range(self.n_in):
             for g in range(G):
-                col = self.weights[g * P:(g + 1) * P, i].astype(np.uint8)
+                col = self.weights[g * P:(g + 1) * P, i]
                 flips = np.array([plan[g * P + j][0] for j in range(len(col))], np.uint8)
-                rows.append(bits_to_int(col ^ flips))
+                if self.bits == 1:
+                    rows.append(bits_to_int(col ^ flips))
+                else:  # as they are: a compare -1 neuron subtracts them (below)
+                    rows.append(ints_to_word(col, self.bits))
         wrp = self._weight_memory(m, rows, np.array([f for f, _i, _w in plan], np.uint8))
         # One accumulator register per neuron (a LUT4 + carry + FF per bit on iCE40): no read
         # multiplexer, no write-back path, no threshold ROM.
@@ -441,7 +458,10 @@ class EventCore(_CoreBase):
             m.d.comb += sel.eq(s1_g == gg)
             members = [(j, gg * P + j) for j in range(P) if gg * P + j < self.n_out]
             with m.If(s1_upd & sel):
-                m.d.sync += [accs[n].eq(accs[n] + Mux(wrp.data[j], v, -v)) for j, n in members]
+                for j, n in members:
+                    term = lane_term(wrp.data, j, self.bits, v)
+                    neg = self.bits > 1 and plan[n][0]  # b-bit weights of a compare -1 neuron: c * w
+                    m.d.sync += accs[n].eq(accs[n] - term if neg else accs[n] + term)
             with m.If(s1_thr & sel):
                 for j, n in members:
                     m.d.sync += self.out_spikes[j].eq(0 if self.is_output else ~accs[n][-1])
@@ -465,7 +485,8 @@ class EventCore(_CoreBase):
         rows = []
         for i in range(self.n_in):
             for g in range(G):
-                rows.append(bits_to_int(self.weights[g * P:(g + 1) * P, i]))
+                col = self.weights[g * P:(g + 1) * P, i]
+                rows.append(bits_to_int(col) if self.bits == 1 else ints_to_word(col, self.bits))
         wrp = self._weight_memory(m, rows, np.zeros(self.n_out, np.uint8))
         m.submodules.accmem = accmem = memory.Memory(shape=P * A, depth=G, init=[])
         acc_wp = accmem.write_port()
@@ -483,7 +504,7 @@ class EventCore(_CoreBase):
 
         # Stage 1: update or read out.
         lanes_acc = [acc_rp.data[j * A:(j + 1) * A].as_signed() for j in range(P)]
-        new = Cat(*[(a + Mux(wrp.data[j], v, -v))[:A] for j, a in enumerate(lanes_acc)])
+        new = Cat(*[(a + lane_term(wrp.data, j, self.bits, v))[:A] for j, a in enumerate(lanes_acc)])
         m.d.comb += acc_wp.addr.eq(s1_g)
         with m.If(s1_upd):
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(new)]

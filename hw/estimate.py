@@ -9,7 +9,7 @@ Yosys/nextpnr runs (docs/hardware.md, "Resource estimate", lists the formulas an
 estimate-vs-actual table).
 
 Keys of the result: ``logic`` (LUT4 logic cells after packing: iCE40 LCs, ECP5 TRELLIS_COMB),
-``luts`` (the iCE40 Yosys ``SB_LUT4`` count the model adds up), ``ffs``, ``bram_blocks``, ``bram_bits`` (bits of the blocks used), ``spram_blocks``, and a
+``luts`` (the iCE40 Yosys ``SB_LUT4`` count the model adds up), ``ffs``, ``bram_blocks``, ``bram_bits`` (bits of the blocks used), ``spram_blocks``, ``dsp_blocks`` (multipliers: SB_MAC16, MULT18X18D), and a
 ``breakdown`` of the estimate by block.
 """
 
@@ -111,6 +111,10 @@ _CAL = {
     # bit; a pixel input's wider operands; the input buffer's pixel-position counters
     "conv_core_luts": 215, "conv_acc_luts_per_bit": 2.47, "conv_pixel_luts_per_bit": 1.1,
     "conv_core_ffs": 30, "conv_ffs_per_acc_bit": 1.1, "conv_input_luts": 20,
+    # the same with b-bit kernels times pixels, the multiply and accumulate in SB_MAC16s (synth_ice40
+    # -dsp of the trained 4-bit conv-tiny's first ConvCore, P x A = 8 x 16: 493 LUTs, 8 SB_MAC16;
+    # the binary one's, 8 x 14: 627 LUTs)
+    "conv_dsp_luts_per_acc_bit": 2.17,
     "bypass_luts": 36, "bypass_luts_per_bit": 1.23,
     # ECP5: a convolution layer's TRELLIS_COMB cells and flip-flops, all of its part (core, ROM,
     # router, store), per layer and per accumulator-word bit (P*A): least squares over four ULX3S
@@ -146,12 +150,12 @@ class _Estimate:
         self.parts = {}
 
     def add(self, name, luts=0.0, ffs=0.0, packed=0.0, blocks=0, bits=0, spram_blocks=0, ecp5_logic=None,
-            ecp5_ffs=None):
+            ecp5_ffs=None, dsp=0):
         """Add to block ``name``. ``ecp5_logic`` / ``ecp5_ffs``: the block's ECP5 logic cells and
         flip-flops, fitted directly (then its LUTs do not go through the ECP5 factor, and its
         iCE40 flip-flop terms are not used on the ECP5)."""
         p = self.parts.setdefault(name, {"luts": 0.0, "ffs": 0.0, "packed": 0.0, "bram_blocks": 0, "bram_bits": 0,
-                                         "spram_blocks": 0, "ecp5_logic": None, "ecp5_ffs": None})
+                                         "spram_blocks": 0, "dsp_blocks": 0, "ecp5_logic": None, "ecp5_ffs": None})
         if ecp5_logic is not None:
             p["ecp5_logic"] = (p["ecp5_logic"] or 0.0) + ecp5_logic
         if ecp5_ffs is not None:
@@ -162,6 +166,7 @@ class _Estimate:
         p["bram_blocks"] += blocks
         p["bram_bits"] += bits
         p["spram_blocks"] += spram_blocks
+        p["dsp_blocks"] += dsp
 
     def rom(self, name, width, depth):
         """A weight ROM: logic when small (Yosys's choice), else block RAM."""
@@ -207,15 +212,21 @@ def estimate_conv(est: _Estimate, li: int, layer, lp) -> None:
     # (P*A 24..144, docs/hardware.md); a pixel input's +-x operands widen every adder. Its
     # flip-flops sit behind that logic and share its cells.
     pa = P * A
-    luts = cal["conv_core_luts"] + cal["conv_acc_luts_per_bit"] * pa + P * _mux_luts(banks)
-    if layer.input_kind == "pixels":
-        luts += cal["conv_pixel_luts_per_bit"] * pa
+    # b-bit kernels times pixels: one multiplier a lane, which Yosys puts into a DSP block
+    # (SB_MAC16 with -dsp, MULT18X18D) together with the accumulate
+    dsp = P if layer.input_kind == "pixels" and cp.wbits > 1 else 0
+    if dsp and family == "ice40":
+        luts = cal["conv_core_luts"] + cal["conv_dsp_luts_per_acc_bit"] * pa + P * _mux_luts(banks)
+    else:
+        luts = cal["conv_core_luts"] + cal["conv_acc_luts_per_bit"] * pa + P * _mux_luts(banks)
+        if layer.input_kind == "pixels":
+            luts += cal["conv_pixel_luts_per_bit"] * pa
     ffs = cal["conv_core_ffs"] + cal["conv_ffs_per_acc_bit"] * pa
-    add(name, luts=luts, ffs=ffs, packed=ffs, blocks=blocks, bits=blocks * block_bits)
+    add(name, luts=luts, ffs=ffs, packed=ffs, blocks=blocks, bits=blocks * block_bits, dsp=dsp)
     # in the whole design, the block RAM's write-first bypass: a P*A-bit register of its own
     # cells and a multiplexer (fitted to two iCEBreaker builds of conv models)
     add(name, luts=cal["bypass_luts"] + cal["bypass_luts_per_bit"] * pa, ffs=pa)
-    est.rom(name, P, layer.in_shape[0] * kern * kern * G)
+    est.rom(name, P * cp.wbits, layer.in_shape[0] * kern * kern * G)
     add(name, blocks=(ob := store_blocks(family, W, -(-cp.out_layout.size // W))), bits=ob * block_bits)
     est.router(li, layer, lp)
     # spike count: the next router's events, added up
@@ -256,16 +267,19 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
     name = f"layer{li}"
     for core in lp.cores:
         off, n, P, G = core.first, core.n, core.lanes, core.groups
+        PB = P * lp.wbits  # the weight word: P lanes of b bits
         rom_luts = 0.0
+        if layer.input_kind == "pixels" and lp.wbits > 1:  # a multiplier a lane (not fitted to a build)
+            add(name, dsp=P)
         if li in est.spram_layers:
             # 16-bit columns side by side, 16 k-word rows stacked; an address mux (write/read)
-            cols, rows = -(-(-(-P // 8) * 8) // 16), -(-(layer.n_in * G) // (16 * 1024))
+            cols, rows = -(-(-(-PB // 8) * 8) // 16), -(-(layer.n_in * G) // (16 * 1024))
             add(f"layer{li}", spram_blocks=cols * rows, luts=ceil_log2(layer.n_in * G))
             blocks, banks = 0, rows
         else:
-            blocks, banks = bram_blocks_for(family, P, lp.n_in_store * G)
-            if not est.writable and P * lp.n_in_store * G <= _CAL[f"{family}_rom_logic_bits"]:
-                blocks, banks, rom_luts = 0, 1, P * lp.n_in_store * G / 16  # Yosys makes a small ROM logic
+            blocks, banks = bram_blocks_for(family, PB, lp.n_in_store * G)
+            if not est.writable and PB * lp.n_in_store * G <= _CAL[f"{family}_rom_logic_bits"]:
+                blocks, banks, rom_luts = 0, 1, PB * lp.n_in_store * G / 16  # Yosys makes a small ROM logic
         if est.writable:  # write address (i*G + g), byte-lane decode, flip table, data replication
             add(f"layer{li}", luts=cal["write_luts_per_core"] + -(-n // 8) + ceil_log2(layer.n_in * G))
         acc = _acc_bits(layer, off, off + n)
@@ -283,7 +297,7 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
             if not layer.is_output:
                 add(name, luts=cal["mem_cmp_luts_per_bit"] * P * (A + 1) * max(1, G / 16), ffs=n)
         # weight ROM read-data multiplexer across the banks
-        add(name, luts=P * _mux_luts(banks) + rom_luts, blocks=blocks, bits=blocks * block_bits)
+        add(name, luts=PB * _mux_luts(banks) + rom_luts, blocks=blocks, bits=blocks * block_bits)
         # control; spike read-out multiplexer; output-layer score registers (core and accelerator)
         out_ffs = 0
         if layer.is_output:
@@ -367,7 +381,7 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
             bl, _ = bram_blocks_for(family, 8, nbuf)
             add("image", blocks=bl, bits=bl * block_bits)
     tot = {key: sum(p[key] for p in parts.values()) for key in ("luts", "ffs", "packed", "bram_blocks",
-                                                                 "bram_bits", "spram_blocks")}
+                                                                 "bram_bits", "spram_blocks", "dsp_blocks")}
     if family == "ecp5":
         tot["ffs"] = sum(p["ffs"] if p["ecp5_ffs"] is None else p["ecp5_ffs"] for p in parts.values())
     # Packing: a flip-flop shares a cell with the LUT driving it only when that LUT drives nothing
@@ -389,6 +403,7 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         "bram_blocks": int(tot["bram_blocks"]),
         "bram_bits": int(tot["bram_bits"]),
         "spram_blocks": int(tot["spram_blocks"]),
+        "dsp_blocks": int(tot["dsp_blocks"]),
         "breakdown": {k_: {kk: (round(v) if isinstance(v, float) else v) for kk, v in p.items()}
                       for k_, p in parts.items()},
     }

@@ -95,8 +95,8 @@ def stage_signature(plan: HardwarePlan, l: int, opts: StageOptions) -> wiring.Si
         "scores": Out(signed(plan.score_bits)).array(lp.n_out if lp.is_output else 0),
         "rotate": In(1),
     }
-    if opts.writable or opts.spram:
-        members["wr"] = In(weight_write_signature(lp.n_in, lp.n_out))
+    if (opts.writable or opts.spram) and lp.conv is None:  # a convolution's kernels are not written at run time
+        members["wr"] = In(weight_write_signature(lp.n_in_store, -(-lp.n_out * lp.wbits // 8)))
     return wiring.Signature(members)
 
 
@@ -127,7 +127,7 @@ class _Stage(wiring.Component):
 
 
 class DenseStage(_Stage):
-    """A ``binary_dense`` layer: its cores (:class:`EventCore` s behind a router in event mode,
+    """A ``binary_dense`` or ``int_dense`` layer: its cores (:class:`EventCore` s behind a router in event mode,
     :class:`DenseCore` s in dense mode), the spike register, the spike count or the scores."""
 
     def elaborate(self, platform):
@@ -135,9 +135,10 @@ class DenseStage(_Stage):
         layer, lp, plan, opts = self.layer, self.lp, self.plan, self.opts
         mode, P = plan.mode, plan.lanes
         reg_spikes = mode == "event" and opts.accumulators == "registers"
-        wbits = layer.weight_bit_matrix()
-        if lp.input_layout is not None:  # after a convolution: weights in the map store's order
-            wide = np.zeros((layer.n_out, lp.n_in_store), np.uint8)
+        # 0/1 weight bits, or an int_dense layer's b-bit integers
+        wbits = layer.weight_bit_matrix() if layer.bits == 1 else layer.weights_int()
+        if lp.input_layout is not None:  # after a convolution: weights in the map store's order (padding 0)
+            wide = np.zeros((layer.n_out, lp.n_in_store), wbits.dtype)
             wide[:, lp.input_layout.store_index()] = wbits
             wbits = wide
         cores = []
@@ -149,11 +150,11 @@ class DenseStage(_Stage):
             if mode == "event":
                 core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=plan.k, input_kind=layer.input_kind,
                                  accumulators=opts.accumulators, writable=opts.writable,
-                                 storage="spram" if opts.spram else "bram")
-                if opts.writable or opts.spram:
-                    wr, b0 = self.wr, off // 8
+                                 storage="spram" if opts.spram else "bram", bits=layer.bits)
+                if opts.writable or opts.spram:  # a core's neurons start at a whole byte (off: a multiple of 8)
+                    wr, b0 = self.wr, off * layer.bits // 8
                     m.d.comb += [core.wr.col.eq(wr.col), core.wr.byte.eq(wr.byte - b0), core.wr.data.eq(wr.data),
-                                 core.wr.en.eq(wr.en & (wr.byte >= b0) & (wr.byte < b0 + -(-n // 8)))]
+                                 core.wr.en.eq(wr.en & (wr.byte >= b0) & (wr.byte < b0 + -(-n * layer.bits // 8)))]
                 if layer.input_kind == "pixels":
                     wiring.connect(m, core=core.values, stage=wiring.flipped(self.values[c]))
             else:
@@ -219,7 +220,7 @@ class DenseStage(_Stage):
 
 
 class ConvStage(_Stage):
-    """A ``binary_conv2d`` layer: its core writes the pooled maps into the output store that
+    """A ``binary_conv2d`` or ``int_conv2d`` layer: its core writes the pooled maps into the output store that
     ``out`` serves. An event stage (:class:`~bitsnn.hw.conv.ConvCore`) takes its input events
     from a router; a window stage (:class:`~bitsnn.hw.conv.WindowCore`) reads the input store
     through ``src`` itself and counts the input spikes (``seen``) at its centre taps. An OR pool

@@ -28,6 +28,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitsnn import protocol as P
+from bitsnn.hwplan import write_columns
 
 from .bytebuf import ByteBuffer
 from .ports import read_port
@@ -163,7 +164,7 @@ class UARTTop(wiring.Component):
         weights = acc.signature.members["weights"].signature.flip() if self.weight_write else None
         m.submodules.parser = parser = FrameParser(
             n_inputs=n_in, max_payload=self.max_payload, timeout_cycles=self.timeout_cycles, layout=lay,
-            infer_pixels=self.infer_pixels, weights=weights, layers=[(l.n_in, l.n_out) for l in self.hwmodel.layers])
+            infer_pixels=self.infer_pixels, weights=weights, layers=write_columns(self.hwmodel))
         m.submodules.runner = runner = RunEngine(n_inputs=n_in, n_words=K, layout=lay, infer_pixels=self.infer_pixels)
         m.submodules.responder = responder = Responder(self.info, n_words=K, infer=bool(lay.slots))
 
@@ -226,7 +227,8 @@ class FrameParser(wiring.Component):
     copied out through ``rd``; ``weights`` Out (the Accelerator's weights port), only when
     ``weights`` (its signature) is given; ``infer`` Out(:func:`infer_signature`), only when the
     layout has INFER slots. ``layout``: the image buffer (:class:`bitsnn.protocol.BufferLayout`).
-    ``layers``: (n_in, n_out) per layer, for the WRITE_WEIGHTS address check.
+    ``layers``: (columns, bytes per column) per layer (:func:`bitsnn.hwplan.write_columns`), for the
+    WRITE_WEIGHTS address check.
     """
 
     def __init__(self, *, n_inputs: int, max_payload: int, timeout_cycles: int, layout: P.BufferLayout,
@@ -346,10 +348,9 @@ class FrameParser(wiring.Component):
         commit_k = Signal(range(P.MAX_WEIGHT_CHUNK + 2))
         if self.weight_write:
             with m.Switch(w_layer):
-                for li, (l_in, l_out) in enumerate(self.layers):
-                    with m.Case(li):
-                        col_bytes = -(-l_out // 8)
-                        m.d.comb += w_addr_ok.eq((w_col < l_in) & (w_off < col_bytes) & (w_off + w_n <= col_bytes))
+                for li, (n_cols, col_bytes) in enumerate(self.layers):
+                    with m.Case(li):  # a convolution (no columns) takes no weight writes
+                        m.d.comb += w_addr_ok.eq((w_col < n_cols) & (w_off < col_bytes) & (w_off + w_n <= col_bytes))
         with m.FSM(name="parser"):
             with m.State("IDLE"):
                 with m.If(got):

@@ -60,14 +60,14 @@ def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "ev
                   conv_engine=conv_engine)
     writes = []
     if load_weights is not None:
-        from bitsnn.protocol import weight_columns
+        from bitsnn.protocol import write_column_bytes
 
         if [l.n_in for l in load_weights.layers] != [l.n_in for l in model.layers] or \
                 [l.n_out for l in load_weights.layers] != [l.n_out for l in model.layers]:
             raise ValueError("load_weights must have the model's layer shapes")
-        for li, layer in enumerate(load_weights.layers):
-            cols = weight_columns(layer.weight_bits, layer.n_in)
-            writes += [(li, i, b, int(v)) for i in range(cols.shape[0]) for b, v in enumerate(cols[i])]
+        for li, cols in enumerate(write_column_bytes(load_weights)):
+            if cols is not None:
+                writes += [(li, i, b, int(v)) for i in range(cols.shape[0]) for b, v in enumerate(cols[i])]
     if vcd_path is not None:
         _run(model, flat[:1], params, vcd_path, result_ready, seed, writes)
     return _run(model, flat, params, None, result_ready, seed, writes)

@@ -165,11 +165,11 @@ def test_conv_layer_in_an_older_file_is_refused():
 
 @pytest.mark.parametrize("command,needle", [
     (["sim", "--simulator", "amaranth", "--images", "2", "--mode", "dense"], "conv1: convolutions run in mode='event' only"),
-    (["build", "--board", "icebreaker", "--spram-layers", "1", "-o", "{tmp}/build"],
-     "run-time weight writes (writable, spram_layers) are not built for convolutions yet"),
+    (["build", "--board", "icebreaker", "--spram-layers", "0", "-o", "{tmp}/build"],
+     "--spram-layers 0: layer 0 (conv1) is a convolution, whose kernels stay in its ROM"),
 ])
 def test_what_convolutions_do_not_support_is_refused_in_one_line(tmp_path, capsys, command, needle):
-    """A dense-mode simulation or SPRAM weights for a conv model: one line, nothing written."""
+    """A dense-mode simulation or SPRAM kernels for a convolution: one line, nothing written."""
     from test_bad_input import assert_one_line_error, run_main
 
     model = random_model(np.random.default_rng(0), [16, 2], input_shape=(4, 4), convs=((2, 3, 2),))
@@ -227,7 +227,7 @@ def test_conv_tiny_preset_on_a_custom_28x28_set(tmp_path, capsys, write_set):
     assert r.returncode == 0, r.stderr
     assert "golden vs torch: 0 mismatches on 100 images" in r.stdout + r.stderr
     model = HardwareModel.load(bsnn)
-    assert model.spec == "784-c8-c32-10" and model.meta["dataset"] == "custom"
+    assert model.spec == "784-c8w4-c32-10w4" and model.meta["dataset"] == "custom"
     assert model.meta["test_accuracy"] > 0.6  # four shapes, six epochs: well above chance (0.25)
     r = run_main(capsys, "sim", "--model", bsnn, "--simulator", "amaranth", "--images", "4", "--data-dir", data)
     assert r.returncode == 0, r.stderr

@@ -233,6 +233,30 @@ def test_conv_model_over_the_uart(capsys):
     assert golden.run(conv, imgs).spike_counts.min() > 0
 
 
+def test_multibit_conv_model_with_spram_weights_over_the_uart():
+    """A 4-bit pixel convolution and a 4-bit output layer whose weights live in SPRAM (written over
+    the UART in the map store's column order, two 4-bit weights a byte): before the write the
+    results are wrong, after it every result equals the golden and cycle models."""
+    conv = random_model(np.random.default_rng(4), [64, 5], input_shape=(8, 8), input_encoding="pixels",
+                        convs=((4, 3, 2),), threshold_spread=0.5, weight_bits={0: 4, 1: 4})
+    imgs = np.random.default_rng(8).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    with SimulatedDevice(conv, divisor=4, timeout_cycles=3000, spram_layers=[1]) as sim_dev:
+        d = Device(sim_dev.port, sim_dev.baud, timeout=TIMEOUT, retries=2)
+        try:
+            info = d.get_info()
+            assert info.weight_write and info.weights_volatile
+            assert d.infer(imgs[0]).result != expected(conv, imgs[0])  # nothing written yet
+            # columns: the 4 x 4 x 4 pooled map's store addresses (4 x 4 x 4 = 64, no padding); 5
+            # neurons of 4 bits: 3 bytes a column
+            assert d.load_weights(conv) == 64
+            assert d.request(P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(0, 0, 0, b"\x00")).status == P.Status.BAD_ADDRESS
+            assert d.request(P.Cmd.WRITE_WEIGHTS, P.encode_weight_write(1, 0, 2, b"\x00\x00")).status == P.Status.BAD_ADDRESS
+            for img in imgs:
+                assert d.infer(img).result == expected(conv, img)
+        finally:
+            d.close()
+
+
 def test_pixel_input_design_streams_nonzero_pixels(images):
     """A pixel-input design serves INFER with each group's mask and nonzero 8-bit pixels: the
     driver's stream equals the golden and cycle models."""

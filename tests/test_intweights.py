@@ -125,30 +125,143 @@ def test_int_conv_layer_is_a_convolution():
     assert layer.header_fields() == {"in_shape": [1, 14, 14], "channels": 4, "kernel": 3, "pool": 2, "bits": 4}
 
 
-def test_stages_without_multibit_hardware_refuse_by_name():
-    with pytest.raises(hwplan.UnsupportedLayerError,
-                       match=r"layer 0 \(conv1\) is an int_conv2d layer, which has no hardware stage yet"):
-        hwplan.check_supported(_int_model())
-    only_out = random_model(np.random.default_rng(0), [16, 8, 3], weight_bits={1: 2})
-    with pytest.raises(hwplan.UnsupportedLayerError, match=r"layer 1 \(fc2\) is an int_dense layer"):
-        hwplan.check_supported(only_out)
-
-
-@pytest.mark.parametrize("command", [
-    ["sim", "--simulator", "amaranth", "--images", "2"],
-    ["build", "--board", "icebreaker", "-o", "{tmp}/build"],
-    ["report", "-o", "{tmp}/build"],
-    ["run", "--port", "/dev/null", "--images", "1"],
-])
-def test_cli_refuses_multibit_models_in_one_line(tmp_path, capsys, command):
+def test_what_multibit_weights_do_not_support_is_refused_in_one_line(tmp_path, capsys):
+    """Dense mode and the window stage (AND-popcounts) take +-1 weights, run-time writes whole
+    weights a byte: each is refused naming the layer, before any work."""
     from test_bad_input import assert_one_line_error, run_main
 
-    path = _int_model(bits={3: 4}).save(tmp_path / "w.bsnn")
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in command]
-    argv[1:1] = ["--model", str(path)]
-    r = run_main(capsys, *argv)
-    assert_one_line_error(r, command[0], "is an int_dense layer, which has no hardware stage yet")
-    assert not (tmp_path / "build").exists()
+    from bitsnn.hw import Accelerator
+
+    model = _int_model()
+    with pytest.raises(hwplan.UnsupportedLayerError, match=r"conv1: convolutions run in mode='event' only"):
+        hwplan.HardwarePlan.of(model, mode="dense")
+    dense = random_model(np.random.default_rng(0), [16, 8, 3], weight_bits={1: 2})
+    with pytest.raises(hwplan.UnsupportedLayerError, match=r"fc2: multi-bit weights run in mode='event' only"):
+        hwplan.HardwarePlan.of(dense, mode="dense")
+    spikes = _int_model(enc="spikes", bits={1: 3})  # a 3-bit convolution of spike maps
+    with pytest.raises(hwplan.UnsupportedLayerError, match=r"conv2: a window stage takes \+-1 kernels; 3-bit kernels"):
+        hwplan.HardwarePlan.of(spikes, conv_engine="window")
+    assert hwplan.HardwarePlan.of(spikes).layers[1].conv.engine == "event"  # auto: the event stage
+    odd = random_model(np.random.default_rng(0), [16, 8, 3], weight_bits={1: 3})
+    with pytest.raises(ValueError, match="run-time weight writes take 1, 2, 4 or 8-bit weights, not the 3-bit ones of fc2"):
+        Accelerator(odd, writable=True, lanes=8)
+    Accelerator(dense, writable=True, lanes=8)  # 2-bit weights: four a byte
+    path = model.save(tmp_path / "w.bsnn")
+    r = run_main(capsys, "sim", "--model", path, "--simulator", "amaranth", "--images", "1", "--conv-engine", "window")
+    assert_one_line_error(r, "sim", "conv1: a window stage takes +-1 kernels")
+
+
+@pytest.mark.parametrize("enc,convs,dense,bits,acc", [
+    ("pixels", ((4, 3, 2), (8, 3, 2)), [16, 10], {0: 4, 3: 4}, "registers"),  # conv-tiny's shape: 4-bit pixel conv, 4-bit output
+    ("spikes", ((4, 3, 2),), [16, 10], {0: 3, 1: 2, 2: 5}, "memory"),        # spike maps, ternary hidden, memory accumulators
+    ("pixels", (), [16, 10], {0: 4, 1: 3}, "registers"),                       # pixels into a 4-bit dense layer
+])
+def test_accelerator_with_multibit_weights_matches_golden(enc, convs, dense, bits, acc, mnist):
+    """The Amaranth design (event cores and event convolution stages adding b-bit weights, pixel
+    x weight products) against the golden model on MNIST digits: every spike, spike counts,
+    scores, class, and the cycle model exactly."""
+    from bitsnn.sim.amaranth_run import run_accelerator
+    from bitsnn.sim.cycles import predict_cycles
+
+    model = random_model(np.random.default_rng(5), [784, *dense], input_encoding=enc, input_shape=(28, 28),
+                         convs=convs, input_threshold=100, threshold_spread=0.5, weight_bits=bits)
+    images = mnist.test_images[:2]
+    r = run_accelerator(model, images, lanes=8, accumulators=acc)
+    g = golden.run(model, images)
+    assert all(0 < s.mean() < 1 for s in g.spikes)
+    for a, b in zip(r.spikes, g.spikes):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(r.spike_counts, g.spike_counts)
+    np.testing.assert_array_equal(r.scores, g.scores)
+    np.testing.assert_array_equal(r.classes, g.classes)
+    np.testing.assert_array_equal(r.cycles, predict_cycles(model, g, mode="event", lanes=8, word=32))
+    np.testing.assert_array_equal(r.cycles, r.measured_cycles)
+
+
+@pytest.mark.cosim
+@pytest.mark.xdist_group("cosim")
+@pytest.mark.parametrize("sim,n", [("icarus", 20), ("verilator", 200)])
+def test_multibit_conv_model_cosim(sim, n, mnist):
+    """The generated Verilog of a 4-bit pixel convolution, a window stage, a 3-bit hidden layer and
+    a 4-bit output layer on Icarus and Verilator: every spike of every layer, scores, class, cycles."""
+    from conftest import REPO
+    from test_cosim import expected_of
+
+    from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
+    from bitsnn.sim.cycles import predict_cycles
+
+    if (why := simulator_missing(sim)):
+        pytest.skip(why)
+    model = random_model(np.random.default_rng(5), [784, 16, 10], input_encoding="pixels", input_shape=(28, 28),
+                         convs=((4, 3, 2), (8, 3, 2)), input_threshold=100, threshold_spread=0.5,
+                         weight_bits={0: 4, 2: 3, 3: 4})
+    images = mnist.test_images[:n]
+    g = golden.run(model, images)
+    r = run_accelerator_cosim(model, images, simulator=sim, build_root=REPO / ".cache" / "cosim",
+                              expected=expected_of(g), accel_params={"lanes": 8})
+    for a, b in zip(r.spikes, g.spikes):
+        assert np.array_equal(a, b)
+    assert np.array_equal(r.classes, g.classes) and np.array_equal(r.scores, g.scores)
+    assert np.array_equal(r.spike_counts, g.spike_counts)
+    assert np.array_equal(r.cycles, r.measured_cycles)
+    assert np.array_equal(r.cycles, predict_cycles(model, g, mode="event", lanes=8, word=32))
+
+
+def test_write_column_bytes_lay_out_the_weight_memory_columns():
+    """WRITE_WEIGHTS data: a dense layer after a convolution has a column per map-store address
+    (padding columns zero); b-bit weights are two's-complement fields, 8/b a byte, the lowest
+    neuron lowest; a convolution has none; 3-bit weights are refused."""
+    from bitsnn import protocol as P
+    from bitsnn.hwplan import MapLayout, write_columns
+
+    model = random_model(np.random.default_rng(2), [196, 7, 10], input_encoding="pixels", input_shape=(14, 14),
+                         convs=((3, 3, 2),), weight_bits={0: 4, 1: 4, 2: 2})
+    lay = MapLayout(3, 7, 7)  # 3 channels padded to 4, 7 columns to 8, 7 rows: 224 addresses
+    assert write_columns(model) == [(0, 0), (lay.size, 4), (7, 3)] and lay.size == 224
+    conv, fc1, fc2 = P.write_column_bytes(model)
+    assert conv is None and fc1.shape == (224, 4) and fc2.shape == (7, 3)
+    idx = lay.store_index()
+    pad = np.setdiff1d(np.arange(224), idx)
+    assert pad.size == 224 - 147 and not fc1[pad].any()
+    w = model.layers[1].weights_int()  # (7, 147)
+    for j in range(7):  # neuron j: field j % 2 of byte j // 2, sign-extended
+        field = (fc1[idx, j // 2].astype(np.int64) >> (4 * (j % 2))) & 0xF
+        np.testing.assert_array_equal(np.where(field > 7, field - 16, field), w[j])
+    w2 = model.layers[2].weights_int()  # ternary: 4 fields a byte
+    for j in range(10):
+        field = (fc2[:, j // 4].astype(np.int64) >> (2 * (j % 4))) & 0x3
+        np.testing.assert_array_equal(np.where(field > 1, field - 4, field), w2[j])
+    assert len(P.weight_write_payloads(model)) == 224 + 7
+    odd = random_model(np.random.default_rng(2), [16, 4, 3], weight_bits={0: 3})
+    with pytest.raises(ValueError, match="run-time writes take 1, 2, 4, 8-bit weights, not 3-bit"):
+        P.write_column_bytes(odd)
+
+
+@pytest.mark.parametrize("bits", [{0: 4, 2: 4, 3: 4}, {0: 4}])
+def test_spram_weights_of_a_conv_model_loaded_over_the_weights_port(bits, mnist):
+    """The dense layers after the convolutions in SPRAM (iCE40) / a writable memory (simulation),
+    empty at power-up: written through the Accelerator's weights port (4-bit or +-1 columns in
+    the map store's order), the design computes the golden model of the written weights, not of
+    the ones it was built with (whose thresholds it keeps)."""
+    import dataclasses
+
+    from bitsnn.sim.amaranth_run import run_accelerator
+
+    def model(seed):
+        return random_model(np.random.default_rng(seed), [784, 16, 10], input_encoding="pixels", input_shape=(28, 28),
+                            convs=((4, 3, 2), (8, 3, 2)), input_threshold=100, threshold_spread=0.5, weight_bits=bits)
+
+    built, other = model(5), model(9)
+    swap = {"weights": "weights"} if 2 in bits else {"weight_bits": "weight_bits"}
+    written = dataclasses.replace(built, layers=built.layers[:2] + tuple(
+        dataclasses.replace(b, **{k: getattr(o, v) for k, v in swap.items()}) for b, o in zip(built.layers[2:], other.layers[2:])))
+    images = mnist.test_images[:2]
+    r = run_accelerator(built, images, lanes=8, spram_layers=[2, 3], load_weights=written)
+    g = golden.run(written, images)
+    for a, b in zip(r.spikes, g.spikes):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(r.scores, g.scores)
+    assert not np.array_equal(golden.run(built, images).scores, g.scores)
 
 
 # ---- torch -------------------------------------------------------------------------------------
@@ -216,23 +329,20 @@ def test_export_multibit_layers_bit_exact(spec, enc):
     assert len(np.unique(g.classes)) > 1
 
 
-def test_flow_trains_and_exports_multibit_weights_and_refuses_hardware_steps(tmp_path, custom_arrays, write_set):
-    """``bitsnn flow`` with a multi-bit spec: the hardware steps are refused before any work; train
-    and export run (export's golden-vs-torch check on the whole test set passes)."""
+def test_flow_trains_exports_and_cosimulates_multibit_weights(tmp_path, custom_arrays, write_set):
+    """``bitsnn flow`` with a multi-bit spec on a small data set: train, export (golden vs torch on
+    the whole test set) and the co-simulation against the golden model."""
     import dataclasses
     from pathlib import Path
 
-    from bitsnn import BitsnnError
     from bitsnn.flow import FlowConfig, run_flow
 
+    pytest.importorskip("amaranth")
     write_set(tmp_path / "data", custom_arrays)
     cfg = FlowConfig(run_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"))
     cfg.train = dataclasses.replace(cfg.train, preset="35-8w3-4w4", epochs=1)
-    with pytest.raises(BitsnnError, match=r"spec 35-8w3-4w4 has multi-bit weights, which have no hardware stage yet.*"
-                                          r"steps cosim, build, report need"):
-        run_flow(cfg, log=lambda m="": None)
-    assert not Path(cfg.run_dir).exists()
-    assert list(run_flow(cfg, stop="export", log=lambda m="": None)) == ["train", "export"]
+    cfg.cosim = dataclasses.replace(cfg.cosim, simulator="amaranth", images=3)
+    assert list(run_flow(cfg, stop="cosim", log=lambda m="": None)) == ["train", "export", "cosim"]
     hw = HardwareModel.load(Path(cfg.run_dir) / "export" / "model.bsnn")
     assert [l.kind for l in hw.layers] == ["int_dense", "int_dense"] and hw.spec == "35-8w3-4w4"
     assert hw.meta["test_images"] > 0 and hw.format_version == 4

@@ -44,6 +44,9 @@ class LayerCounts:
     #: convolution's ring of rows; dense event cores keep theirs in registers (0)
     acc_words: np.ndarray | None = None
     acc_word_bits: int = 0
+    #: adds a synaptic event costs beyond its one accumulate: b - 1 for a b-bit weight times an
+    #: 8-bit pixel (the multiply as shift-and-add), 0 for +-1 weights or spike input
+    extra_adds: int = 0
 
     def summary(self) -> dict:
         def ms(a):
@@ -66,6 +69,7 @@ class LayerCounts:
             "accumulator_word_bits": self.acc_word_bits,
             "accumulator_reads_words": ms(self.acc_words if self.acc_words is not None else [0]),
             "accumulator_writes_words": ms(self.acc_words if self.acc_words is not None else [0]),
+            "extra_adds_per_synaptic_event": self.extra_adds,
         }
 
 
@@ -101,7 +105,7 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
         elif mode == "event":
             words = ev * lp.weight_words_per_event()
             bits = ev * lp.weight_read_bits_per_event()
-            word_bits = lp.cores[0].lanes
+            word_bits = lp.cores[0].lanes * lp.wbits
         else:
             words = np.full(B, lp.weight_words_per_event() * lp.input_words, np.int64)
             bits = np.full(B, lp.weight_read_bits_per_event() * word * lp.input_words, np.int64)
@@ -117,5 +121,6 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
             weight_words=np.asarray(words, np.int64), weight_bits=np.asarray(bits, np.int64),
             compares=layer.compares,
             acc_words=acc_words, acc_word_bits=acc_word_bits,
+            extra_adds=layer.bits - 1 if layer.input_kind == "pixels" else 0,
         ))
     return out

@@ -28,7 +28,7 @@ def asic_energy(counts: list[LayerCounts], constants: dict | None = None) -> dic
     """(a) SNN energy per image from operation counts and Horowitz's 45 nm constants (ASIC).
 
     Per layer: synaptic events and compares cost one integer add of the accumulator's width (8,
-    16 or 32 bits, rounded up); weight reads cost E_sram64 per 64 bits, and so does each 64 bits
+    16 or 32 bits, rounded up; a pixel times a b-bit weight b adds: the multiply as shift-and-add); weight reads cost E_sram64 per 64 bits, and so does each 64 bits
     of accumulator memory read or written (a convolution's ring of rows). Returns joules, (B,)
     arrays under ``per_image`` and means elsewhere.
     """
@@ -37,7 +37,7 @@ def asic_energy(counts: list[LayerCounts], constants: dict | None = None) -> dic
     for lc in counts:
         add = _add_constant(lc.acc_bits)
         e_add = c[add].value
-        adds = lc.synaptic_events * e_add
+        adds = lc.synaptic_events * e_add * (1 + lc.extra_adds)
         cmp_ = lc.compares * e_add
         reads = lc.weight_bits / 64.0 * c["sram_8kb_read64"].value
         # an accumulator memory (a convolution's rows) is read and written back: a write costed as a read
