@@ -22,7 +22,9 @@ def _bitsnn_counts(model, golden) -> dict:
     dense = 0
     for layer in model.layers:
         dense += int(plan_for(layer).evaluate(np.ones((1, layer.n_in), np.uint8))[1][0])
-    weight_bits = sum(l.rows * l.fan_in for l in model.layers)
+    weight_bits = model.weight_bits_total  # b bits a weight in a multi-bit layer
+    # +-1 weights are never zero; a multi-bit layer's can be (2 bits: {-1, 0, 1})
+    zeros = sum(int(np.count_nonzero(l.weights_int() == 0)) for l in model.layers if l.bits > 1)
     return {
         "activation_sparsity": float(1 - spikes.mean() / hidden_neurons) if hidden_neurons else None,
         "spikes_per_layer_mean": golden.spike_counts.mean(axis=0).tolist(),
@@ -33,7 +35,7 @@ def _bitsnn_counts(model, golden) -> dict:
         "weight_bits": weight_bits,
         "weight_bytes": (weight_bits + 7) // 8,
         "thresholds": int(sum(l.rows for l in model.hidden_layers)),
-        "zero_weights": 0,
+        "zero_weights": zeros,
     }
 
 
