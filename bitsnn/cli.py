@@ -61,6 +61,11 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_force(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true",
+                   help=f"replace an existing file that is not {what} (an input of the command is never replaced)")
+
+
 def _add_flow_options(p: argparse.ArgumentParser, run_dir_default: str) -> None:
     from .flow import STEP_NAMES  # standard library only
 
@@ -68,7 +73,8 @@ def _add_flow_options(p: argparse.ArgumentParser, run_dir_default: str) -> None:
                    help=f"where every step writes its folder (default: {run_dir_default})")
     p.add_argument("--start-step", choices=STEP_NAMES, default=None, help="the first step to run")
     p.add_argument("--stop-step", choices=STEP_NAMES, default=None, help="the last step to run")
-    p.add_argument("--force", action="store_true", help="rerun the chosen steps even when they are up to date")
+    p.add_argument("--force", action="store_true", help="rerun the chosen steps even when they are up to date "
+                   "(demo --save-config: replace an existing file that is not a flow configuration)")
     _add_data_dir(p)
 
 
@@ -88,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=POSITIVE, default=None, help="training epochs (default: the preset's)")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
                    help="random seed; the same seed gives the same model")
-    p.add_argument("--batch-size", type=POSITIVE, default=None, help="mini-batch size (default: the preset's)")
+    p.add_argument("--batch-size", type=int_in(2), default=None, help="mini-batch size, at least 2 for BatchNorm (default: the preset's)")
     p.add_argument("--lr", type=float_in(0, MAX_LR, lo_open=True), default=None, help="learning rate (default: the preset's)")
     p.add_argument(
         "--sparsity", type=float_in(0, FLOAT32_MAX), default=None, metavar="LAMBDA",
@@ -105,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--threads", type=int_in(1, 1024), default=None, metavar="N",
                    help="torch CPU threads (default 1: a seed then gives the same model on any core count)")
-    p.add_argument("--limit-train", type=POSITIVE, default=None, metavar="N", help="train on the first N images only")
+    p.add_argument("--limit-train", type=int_in(2), default=None, metavar="N", help="train on the first N images only (at least 2)")
     _add_data_dir(p)
     p.add_argument("-o", "--output", required=True, metavar="CKPT", help="checkpoint file to write")
+    _add_force(p, "a checkpoint")
 
     p = sub.add_parser("export", help="export a checkpoint to a hardware-model file",
                        description="Fold a trained checkpoint into the integer hardware-model file (.bsnn), "
@@ -116,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="hardware-model file to write (.bsnn)")
     p.add_argument("--nir", metavar="GRAPH", help="also write the network as a NIR graph (docs/ecosystem.md)")
+    _add_force(p, "a hardware-model file (a NIR graph of bitsnn's for --nir)")
 
     p = sub.add_parser("import", help="a NIR graph to a hardware-model file",
                        description="Map a NIR graph (binary weights, IF or LIF neurons at one time step, 2 x 2 "
@@ -129,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-threshold", type=int_in(1, 255), metavar="T", help="pixel value at which an input spikes")
     p.add_argument("--dt", type=float_in(1e-9, 1e3), default=DEFAULT_DT,
                    help="the one time step of LIF neurons, seconds (default 1e-4, snnTorch's NIR convention)")
+    _add_force(p, "a hardware-model file")
 
     p = sub.add_parser("sim", help="simulate the generated hardware against the golden model",
                        description="Run the generated design in a simulator on test images and compare "
@@ -144,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_ENGINE_HELP)
     p.add_argument("--wave", metavar="OUT.vcd", help="write a waveform of one image")
     p.add_argument("--image", type=int_in(0), default=0, metavar="K", help="the image the waveform shows")
+    _add_force(p, "a VCD waveform (for --wave)")
     _add_data_dir(p)
 
     p = sub.add_parser("build", help="build a bitstream for a board",

@@ -40,6 +40,7 @@ __all__ = [
     "load_dataset",
     "find_data_dir",
     "dataset_files",
+    "data_inputs",
     "download_mnist",
     "MNIST_FILES",
     "MNIST_MIRRORS",
@@ -259,6 +260,20 @@ def dataset_files(data_dir: str | os.PathLike | None = None) -> list[Path] | Non
     labels, test images, test labels), or None when none of the places it looks holds them."""
     directory = find_data_dir(data_dir)
     return None if directory is None else [_locate(directory, stem) for stem in MNIST_FILES]
+
+
+def data_inputs(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The IDX files a command may read for ``data_dir``, for checking that no output overwrites
+    them: the four files :func:`dataset_files` finds and, in a given directory, every file named
+    like one of them (raw or gzipped). Never raises: a bad ``data_dir`` is reported by the loader."""
+    found: list[Path] = []
+    try:
+        found = list(dataset_files(data_dir) or ())
+    except BitsnnError:
+        pass
+    if data_dir is not None and Path(data_dir).is_dir():
+        found += [p for p in Path(data_dir).iterdir() if p.name.removesuffix(".gz") in MNIST_FILES]
+    return found
 
 
 def _verify_mnist(path: Path, stem: str, data: bytes) -> bool:

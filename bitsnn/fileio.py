@@ -1,16 +1,31 @@
 """Output files: written atomically (a reader sees the old file or the whole new one, never
-half), and output paths checked before any long work starts."""
+half), and output paths checked before any long work starts.
+
+Two rules keep the user's files safe (:func:`check_output_file`, :func:`check_output_dir`):
+
+- an output is never an input of the same command, compared as real paths (symbolic links,
+  ``./x`` against ``/abs/x``, hard links);
+- an existing file is replaced only when it is what the command writes (:class:`FileKind`: a
+  hardware-model file for ``-o`` of export, a checkpoint for train, ...), or with ``--force``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 from . import BitsnnError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "check_output_file", "check_output_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "check_output_file", "check_output_dir",
+           "FileKind", "same_path", "inside", "check_not_inputs", "clean_stale_temps", "magic_kind",
+           "CHECKPOINT", "VCD"]
 
 
 @contextlib.contextmanager
@@ -22,7 +37,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    clean_stale_temps(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     # mkstemp creates 0600; give the result the mode an ordinary new file would have.
     umask = os.umask(0)
@@ -37,6 +53,44 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of a temporary file or folder staged beside ``name``: it carries this process's
+    id, so that a later run can tell an orphan (its writer was killed) from a live one."""
+    return f".{name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def clean_stale_temps(directory, name: str) -> list[Path]:
+    """Remove the temporaries (:func:`temp_prefix`) that a killed bitsnn process left for ``name``
+    in ``directory``; those of a live process stay. Returns what was removed."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[A-Za-z0-9_]+(\.[A-Za-z0-9]+)?$")
+    removed = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or _alive(int(m[1])):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -68,10 +122,93 @@ def _check_writable_parent(path: Path, what: str) -> None:
     os.unlink(probe)
 
 
-def check_output_file(path, what: str = "-o") -> Path:
-    """Refuse, before any work, an output file path that cannot be written: empty, an existing
-    directory or other non-regular file, or one inside a folder that cannot be written.
-    ``what`` names the option in the one-line error. An existing regular file may be replaced."""
+@dataclass(frozen=True)
+class FileKind:
+    """What a command writes, recognised in an existing file: such a file may be replaced without
+    ``--force`` (it is the command's own kind of output); any other existing file may not."""
+
+    name: str  #: as the refusal says it: "a bitsnn checkpoint"
+    looks_like: Callable[[Path], bool]
+
+
+def _head(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def magic_kind(name: str, magic: bytes, *, contains: bytes | None = None) -> FileKind:
+    """A kind recognised by the first bytes of the file (and, optionally, a byte string anywhere in it)."""
+
+    def looks_like(path: Path) -> bool:
+        if _head(path, len(magic)) != magic:
+            return False
+        if contains is None:
+            return True
+        try:
+            return contains in path.read_bytes()
+        except OSError:
+            return False
+
+    return FileKind(name, looks_like)
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """A torch.save archive holding bitsnn's {"config": {"arch": ...}, "state_dict": ...}."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            pkl = [n for n in z.namelist() if n.endswith("/data.pkl")]
+            if len(pkl) != 1:
+                return False
+            data = z.read(pkl[0])
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return False
+    return all(key in data for key in (b"config", b"state_dict", b"arch"))
+
+
+def _is_vcd(path: Path) -> bool:
+    head = _head(path, 256).lstrip()
+    return any(head.startswith(k) for k in (b"$date", b"$version", b"$timescale", b"$comment", b"$scope"))
+
+
+#: ``bitsnn train``'s output
+CHECKPOINT = FileKind("a bitsnn checkpoint", _is_checkpoint)
+#: a waveform (``bitsnn sim --wave``)
+VCD = FileKind("a VCD waveform", _is_vcd)
+
+
+def same_path(a, b) -> bool:
+    """True when ``a`` and ``b`` name the same file: equal real paths, or the same inode."""
+    a, b = Path(a), Path(b)
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def inside(path, directory) -> bool:
+    """True when ``path`` is ``directory`` or lies under it (real paths)."""
+    p, d = Path(os.path.realpath(path)), Path(os.path.realpath(directory))
+    return p == d or d in p.parents
+
+
+def check_not_inputs(out, inputs: Iterable, what: str) -> None:
+    """BitsnnError when the output ``out`` is one of the command's ``inputs`` (None entries skipped)."""
+    for i in inputs:
+        if i is not None and same_path(out, i):
+            raise BitsnnError(f"{what} {out}: is an input of this command ({i}); give the output another name")
+
+
+def check_output_file(path, what: str = "-o", *, kind: FileKind | None = None, inputs: Iterable = (),
+                      force: bool = False) -> Path:
+    """Refuse, before any work, an output file path that cannot or may not be written: empty, an
+    existing directory or other non-regular file, one inside a folder that cannot be written, one
+    of the command's ``inputs``, or an existing file that is not ``kind`` (the command's own kind
+    of output) unless ``force``. ``what`` names the option in the one-line error."""
     if path is None or not str(path).strip():
         raise BitsnnError(f"{what}: the output path is empty")
     p = Path(path)
@@ -79,6 +216,10 @@ def check_output_file(path, what: str = "-o") -> Path:
         raise BitsnnError(f"{what} {p}: is a directory; give a file name")
     if p.exists() and not p.is_file():
         raise BitsnnError(f"{what} {p}: exists and is not a regular file")
+    check_not_inputs(p, inputs, what)
+    if p.exists() and not force and (kind is None or not kind.looks_like(p)):
+        what_it_is = f"is not {kind.name}" if kind is not None else "was not written by this command"
+        raise BitsnnError(f"{what} {p}: the file exists and {what_it_is}; pass --force to replace it")
     _check_writable_parent(p, what)
     return p
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import BitsnnError
-from .fileio import atomic_write_text, check_output_dir, check_output_file
+from .fileio import FileKind, atomic_write_text, check_output_dir, check_output_file, inside, same_path
 from .hwplan import CONV_ENGINES
 from .protocol import MAX_LANES
 from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, OptionError, float_in, int_in, one_of
@@ -77,7 +77,7 @@ class TrainSection:
     preset: str = _opt("conv-tiny", _text, "tiny | small | large | conv-tiny | conv, or a layer spec such as 784-256-10")
     epochs: int | None = _opt(None, int_in(1), "training epochs")
     seed: int = _opt(0, int_in(0, MAX_SEED), "random seed; the same seed gives the same model")
-    batch_size: int | None = _opt(None, int_in(1), "mini-batch size")
+    batch_size: int | None = _opt(None, int_in(2), "mini-batch size (BatchNorm needs at least 2)")
     lr: float | None = _opt(None, float_in(0, MAX_LR, lo_open=True), "learning rate")
     sparsity: float | None = _opt(None, float_in(0, FLOAT32_MAX), "spike-rate regulariser weight")
     surrogate: str | None = _opt(None, one_of("box", "s2nn", "ste"), "surrogate gradient")
@@ -85,7 +85,7 @@ class TrainSection:
     input_threshold: int | None = _opt(None, int_in(1, 255), "spike input: a pixel >= T is a spike")
     crop: int | None = _opt(None, int_in(0), "central CxC window of each image (0: whole images)")
     threads: int | None = _opt(None, int_in(1, 1024), "torch CPU threads (default 1)")
-    limit_train: int | None = _opt(None, int_in(1), "train on the first N images only")
+    limit_train: int | None = _opt(None, int_in(2), "train on the first N images only (at least 2)")
 
 
 @dataclass
@@ -190,10 +190,26 @@ class FlowConfig:
             raise BitsnnError(f"config {path}: {str(e).splitlines()[0]}") from None
         return cls.from_dict(d, str(path))
 
-    def save(self, path) -> Path:
-        path = check_output_file(path, "--save-config")
+    def save(self, path, *, force: bool = False) -> Path:
+        """Write the config to ``path`` (.toml or .json, which :meth:`load` reads back); an existing
+        file is replaced only when it is a flow configuration, or with ``force``."""
+        if path is not None and str(path).strip() and Path(path).suffix not in (".toml", ".json"):
+            raise BitsnnError(f"--save-config {path}: give a .toml or .json file name (bitsnn flow reads only those)")
+        path = check_output_file(path, "--save-config", kind=CONFIG_FILE, force=force)
         atomic_write_text(path, self.dumps("json" if path.suffix == ".json" else "toml"))
         return path
+
+
+def _is_config(path: Path) -> bool:
+    try:
+        FlowConfig.load(path)
+    except BitsnnError:
+        return False
+    return True
+
+
+#: what ``--save-config`` writes: an existing flow configuration may be replaced
+CONFIG_FILE = FileKind("a bitsnn flow configuration", _is_config)
 
 
 def _checked(cls, d: dict, source: str) -> dict:
@@ -433,6 +449,27 @@ def _check_run_dir(run: Path) -> None:
                           f"(it has no {RUN_MARKER}); give a new or empty directory")
 
 
+#: the files the flow itself writes at the top of its run directory
+RUN_FILES = ("config.toml", "flow.log", "time_per_step.json", RUN_MARKER)
+
+
+def _check_inputs_outside(cfg: FlowConfig, run: Path, names: list[str], config_path=None) -> None:
+    """The flow's own inputs (the model it names, the data set) may not lie where a selected step
+    writes, nor be one of the run directory's own files; the config file may be the run
+    directory's config.toml (the flow then leaves it as it is)."""
+    if not run.exists():
+        return
+    folders = [run / STEPS[n].folder(cfg) for n in names]
+    checks = [("model", cfg.model), ("data_dir", cfg.data_dir)]
+    for what, p in checks:
+        if p is None:
+            continue
+        if any(inside(p, f) for f in folders) or any(same_path(p, run / name) for name in RUN_FILES):
+            raise BitsnnError(f"{what} {p}: lies where this flow writes in {run}; move it out of the run directory")
+    if config_path is not None and any(same_path(config_path, f) for f in folders + [run / n for n in RUN_FILES[1:]]):
+        raise BitsnnError(f"config {config_path}: lies where this flow writes in {run}; move it out of the run directory")
+
+
 def _select(cfg: FlowConfig, start: str | None, stop: str | None) -> list[str]:
     for what, name in (("--start-step", start), ("--stop-step", stop)):
         if name is not None and name not in STEP_NAMES:
@@ -447,9 +484,10 @@ def _select(cfg: FlowConfig, start: str | None, stop: str | None) -> list[str]:
     return names
 
 
-def _preflight(cfg: FlowConfig, run: Path, names: list[str]) -> None:
+def _preflight(cfg: FlowConfig, run: Path, names: list[str], config_path=None) -> None:
     """Every check that needs no long work, before the first step runs."""
     _check_run_dir(run)
+    _check_inputs_outside(cfg, run, names, config_path)
     if cfg.model:
         from bitsnn.hwmodel import HardwareModel
 
@@ -477,16 +515,17 @@ def _preflight(cfg: FlowConfig, run: Path, names: list[str]) -> None:
 
 
 def run_flow(cfg: FlowConfig, *, start: str | None = None, stop: str | None = None, force: bool = False,
-             log=None) -> dict:
+             log=None, config_path=None) -> dict:
     """Run the steps ``start``..``stop`` of ``cfg`` (default: all) that are not up to date (all of
     them with ``force``); returns {step: seconds} of the steps that ran. A failing step raises
     BitsnnError after logging it; its done-marker is not written."""
     run = Path(cfg.run_dir)
     names = _select(cfg, start, stop)
-    _preflight(cfg, run, names)
+    _preflight(cfg, run, names, config_path)
     run.mkdir(parents=True, exist_ok=True)
     (run / RUN_MARKER).write_text(json.dumps({"written_by": "bitsnn flow"}) + "\n")
-    atomic_write_text(run / "config.toml", cfg.dumps("toml"))
+    if config_path is None or not same_path(config_path, run / "config.toml"):  # never rewrite the input
+        atomic_write_text(run / "config.toml", cfg.dumps("toml"))
     logfile = open(run / "flow.log", "a", encoding="utf-8")
 
     def say(msg: str = "") -> None:
@@ -537,22 +576,22 @@ def _flow_args(args, cfg: FlowConfig) -> FlowConfig:
     return cfg
 
 
-def _run(args, cfg: FlowConfig) -> int:
+def _run(args, cfg: FlowConfig, config_path=None) -> int:
     run_flow(cfg, start=args.start_step, stop=args.stop_step, force=args.force,
-             log=lambda m: print(m, flush=True))
+             log=lambda m: print(m, flush=True), config_path=config_path)
     return 0
 
 
 def flow_main(args) -> int:
     """``bitsnn flow CONFIG``."""
-    return _run(args, _flow_args(args, FlowConfig.load(args.config)))
+    return _run(args, _flow_args(args, FlowConfig.load(args.config)), config_path=args.config)
 
 
 def demo_main(args) -> int:
     """``bitsnn demo``: the flow with the default configuration (``--save-config`` writes it out)."""
     cfg = _flow_args(args, FlowConfig())
     if getattr(args, "save_config", None):
-        path = cfg.save(args.save_config)
+        path = cfg.save(args.save_config, force=args.force)
         print(f"wrote {path}; run it with: bitsnn flow {path}", file=sys.stdout)
         return 0
     return _run(args, cfg)

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import BitsnnError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, magic_kind
 from .kinds import KINDS
 
 __all__ = [
@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 MAGIC = b"BITSNNHW"
+#: what ``-o`` of export and import writes: an existing file of this kind may be replaced
+MODEL_FILE = magic_kind("a bitsnn hardware-model file", MAGIC)
 FORMAT_VERSION = 4
 #: versions this bitsnn reads: 1 has no input crop, 2 no convolutions, 3 no multi-bit weights
 READ_VERSIONS = (1, 2, 3, 4)
@@ -243,6 +245,8 @@ class ConvLayer(Layer):
     @property
     def out_shape(self) -> tuple[int, int, int]:
         _c, h, w = self.in_shape
+        if self.pool not in CONV_POOLS:  # no such layer (shape_problem says why): nothing to divide by
+            return (self.channels, 0, 0)
         return (self.channels, h // self.pool, w // self.pool)
 
     @property
@@ -476,6 +480,8 @@ class HardwareModel:
             raise err(why)
         if self.input_encoding == "spikes" and not (1 <= self.input_threshold <= 255):
             raise err(f"input threshold {self.input_threshold} outside 1..255")
+        if not 0 <= self.input_threshold <= 255:  # pixel input does not read it, but it is still a pixel value
+            raise err(f"input threshold {self.input_threshold} outside 0..255")
         if not self.layers:
             raise err("the model has no layers")
         prev = self.n_inputs
@@ -725,7 +731,7 @@ def _parse(data: bytes, source: str) -> HardwareModel:
         return _from_header(header, payload, err, version)
     except HardwareModelError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, RecursionError) as e:
         # A safety net only: _from_header checks every field's type before using it.
         raise err(f"malformed header ({e.__class__.__name__})") from None
 

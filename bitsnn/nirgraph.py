@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from . import BitsnnError
-from .fileio import atomic_write_bytes, check_output_file
-from .hwmodel import ConvLayer, HardwareModel, HardwareModelError, Layer, pack_bits
+from .fileio import atomic_write_bytes, check_output_file, magic_kind, same_path
+from .hwmodel import MODEL_FILE, ConvLayer, HardwareModel, HardwareModelError, Layer, pack_bits
 
 __all__ = ["to_nir", "integer_form", "check_nir_output", "write_nir", "from_nir", "read_nir", "import_main", "NirImportError"]
 
@@ -140,21 +140,26 @@ def to_nir(hw: HardwareModel):
     return nir.NIRGraph(nodes=nodes, edges=list(zip(chain[:-1], chain[1:])), metadata=meta)
 
 
-def check_nir_output(path, model_path=None) -> Path:
+#: what ``--nir`` writes: an existing NIR file of bitsnn's may be replaced
+NIR_FILE = magic_kind("a NIR graph written by bitsnn", b"\x89HDF\r\n\x1a\n", contains=MARK.encode())
+
+
+def check_nir_output(path, model_path=None, *, inputs=(), force: bool = False) -> Path:
     """Before any work: ``path`` can take a NIR graph, the ``nir`` package is there, and ``path``
-    is not the hardware-model file ``model_path`` written beside it (which it would replace)."""
-    p = check_output_file(path, "--nir")
-    if model_path is not None and os.path.abspath(p) == os.path.abspath(model_path):
-        raise BitsnnError(f"--nir {p}: is the hardware-model file -o names; give the NIR graph its own name")
+    is not the hardware-model file ``model_path`` written beside it (which it would replace), nor
+    one of the command's ``inputs``, nor an existing file other than bitsnn's NIR unless ``force``."""
+    if model_path is not None and path is not None and str(path).strip() and same_path(path, model_path):
+        raise BitsnnError(f"--nir {path}: is the hardware-model file -o names; give the NIR graph its own name")
+    p = check_output_file(path, "--nir", kind=NIR_FILE, inputs=inputs, force=force)
     _nir()
     return p
 
 
-def write_nir(hw: HardwareModel, path) -> Path:
+def write_nir(hw: HardwareModel, path, *, force: bool = False) -> Path:
     """Write ``hw`` as a NIR (HDF5) file at ``path``, atomically."""
     nir = _nir()
     path = Path(path)
-    check_output_file(path)
+    check_output_file(path, kind=NIR_FILE, force=force)
     graph = to_nir(hw)
     buf = io.BytesIO()
     nir.write(buf, graph)
@@ -176,7 +181,14 @@ def read_nir(path, **kwargs) -> HardwareModel:
     except Exception as e:  # h5py and nir raise many kinds for a file that is not a NIR graph
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise BitsnnError(f"cannot read NIR graph {path}: {first}") from None
-    return from_nir(graph, source=str(path), **kwargs)
+    try:
+        return from_nir(graph, source=str(path), **kwargs)
+    except BitsnnError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as e:
+        # A safety net only: from_nir checks what it reads before using it.
+        raise NirImportError(f"{path}: a malformed NIR graph ({e.__class__.__name__}: "
+                             f"{(str(e).splitlines() or [''])[0][:80]})") from None
 
 
 def _kind(node) -> str:
@@ -223,9 +235,23 @@ def _chain(graph) -> list[tuple[str, object]]:
     return out
 
 
+def _finite(name: str, kind: str, what: str, value) -> np.ndarray:
+    """``value`` as float64 numbers, all of them finite; else NirImportError naming the node."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise NirImportError(f"NIR node '{name}' ({kind}): {what} is not an array of numbers") from None
+    if a.size == 0 and what != "bias":
+        raise NirImportError(f"NIR node '{name}' ({kind}): {what} is empty")
+    if not np.all(np.isfinite(a)):
+        raise NirImportError(f"NIR node '{name}' ({kind}): {what} holds {'NaN' if np.isnan(a).any() else 'inf'}; "
+                             "bitsnn maps finite numbers")
+    return a
+
+
 def _binary_rows(name: str, kind: str, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(bits (rows, fan-in) uint8, per-row scale c > 0) of weights that are +-c per row."""
-    w = np.asarray(weight, dtype=np.float64).reshape(weight.shape[0], -1)
+    w = _finite(name, kind, "weight", weight).reshape(np.shape(weight)[0], -1)
     c = np.abs(w).max(axis=1)
     if np.any(c == 0) or not np.allclose(np.abs(w), c[:, None], rtol=_RTOL, atol=0):
         row = int(np.flatnonzero((c == 0) | ~np.all(np.isclose(np.abs(w), c[:, None], rtol=_RTOL, atol=0), axis=1))[0])
@@ -234,8 +260,17 @@ def _binary_rows(name: str, kind: str, weight: np.ndarray) -> tuple[np.ndarray, 
     return (w > 0).astype(np.uint8), c
 
 
+def _broadcast(name: str, node, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        return np.broadcast_to(a, shape)
+    except ValueError:
+        raise NirImportError(f"NIR node '{name}' ({_kind(node)}): bias has shape {a.shape}, the layer has {shape} "
+                             "outputs") from None
+
+
 def _per_unit(name: str, node, value, shape: tuple[int, ...], what: str) -> np.ndarray:
     """A neuron parameter as one value per neuron (dense) or per channel (conv maps)."""
+    value = _finite(name, _kind(node), what, value)
     a = np.broadcast_to(np.asarray(value, dtype=np.float64), shape) if np.size(value) in (1, math.prod(shape)) \
         else None
     if a is None:
@@ -291,14 +326,19 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
     meta = dict(graph.metadata or {})
     ours = MARK in meta
     if input_encoding is None and ours:
-        input_encoding = str(meta["input_encoding"])
+        input_encoding = _meta_text(meta, "input_encoding")
     if input_threshold is None and ours:
-        input_threshold = int(meta["input_threshold"])
+        input_threshold = _meta_ints(meta, "input_threshold", 1)[0]
     name0, inp = chain[0]
-    shape = tuple(int(d) for d in np.atleast_1d(next(iter(inp.input_type.values()))))
+    try:
+        shape = tuple(int(d) for d in np.atleast_1d(np.asarray(next(iter(inp.input_type.values())), dtype=np.int64)))
+    except (StopIteration, TypeError, ValueError, OverflowError):
+        raise NirImportError(f"NIR node '{name0}' (Input): its shape is not a list of whole numbers") from None
+    if not shape or any(d < 1 for d in shape):
+        raise NirImportError(f"NIR node '{name0}' (Input): a {shape} input has no pixels")
     i = 1
     if isinstance(chain[1][1], nir.Threshold):
-        t = np.unique(np.asarray(chain[1][1].threshold, dtype=np.float64))
+        t = np.unique(_finite(chain[1][0], "Threshold", "threshold", chain[1][1].threshold))
         if t.size != 1:
             raise NirImportError(f"NIR node '{chain[1][0]}' (Threshold): one input threshold for every pixel, please")
         if input_encoding == "pixels":
@@ -325,8 +365,8 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
         input_shape, cur = core, (1, *core)
     else:
         input_shape, cur = (core if len(core) <= 2 else (math.prod(core),)), (math.prod(core),)
-    if ours and "input_shape" in meta and math.prod(int(d) for d in np.atleast_1d(meta["input_shape"])) == math.prod(shape):
-        input_shape = tuple(int(d) for d in np.atleast_1d(meta["input_shape"]))
+    if ours and "input_shape" in meta and math.prod(_meta_ints(meta, "input_shape")) == math.prod(shape):
+        input_shape = _meta_ints(meta, "input_shape")
     layers: list[Layer] = []
     kind_in = input_encoding
     nodes = chain[i:-1]
@@ -356,13 +396,66 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
         kind_in = "spikes"
     if not layers or not layers[-1].is_output:
         raise NirImportError("the NIR graph does not end in a Linear (or bias-free Affine) layer of class scores")
-    crop = tuple(int(v) for v in meta["input_crop"]) if ours and "input_crop" in meta else None
-    file_meta = json.loads(meta["meta"]) if ours and "meta" in meta else {"imported_from": os.path.basename(source)}
+    crop = _meta_ints(meta, "input_crop", 4) if ours and "input_crop" in meta else None
+    file_meta = _meta_json(meta) if ours and "meta" in meta else {"imported_from": os.path.basename(source)}
     try:
         return HardwareModel(input_shape=tuple(input_shape), input_encoding=input_encoding,
                              input_threshold=input_threshold, layers=tuple(layers), meta=file_meta, input_crop=crop)
     except HardwareModelError as e:
         raise NirImportError(f"the NIR graph maps to an invalid hardware model: {e}") from None
+
+
+def _meta_value(meta: dict, key: str):
+    if key not in meta:
+        raise NirImportError(f"the NIR graph's metadata is bitsnn's ({MARK}) but has no {key}")
+    return meta[key]
+
+
+def _meta_text(meta: dict, key: str) -> str:
+    v = _meta_value(meta, key)
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    if not isinstance(v, str):
+        v = np.asarray(v)
+        if v.shape != () or v.dtype.kind not in "US":
+            raise NirImportError(f"the NIR graph's metadata {key} must be a string")
+        v = str(v)
+    return v
+
+
+def _meta_ints(meta: dict, key: str, length: int | None = None) -> tuple[int, ...]:
+    """The graph metadata's ``key`` as whole numbers (``length`` of them, if given)."""
+    v = _meta_value(meta, key)
+    try:
+        a = np.atleast_1d(np.asarray(v))
+        ok = a.ndim == 1 and a.dtype.kind in "iuf" and np.all(np.isfinite(a)) and np.all(a == np.round(a)) \
+            and np.all(np.abs(a) < 2**62)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or (length is not None and a.size != length) or a.size == 0:
+        n = f"{length} " if length else ""
+        raise NirImportError(f"the NIR graph's metadata {key} must be {n}whole number{'s' if length != 1 else ''}, "
+                             f"got {_show_meta(v)}")
+    return tuple(int(x) for x in a)
+
+
+def _meta_json(meta: dict) -> dict:
+    """The file meta bitsnn's export keeps as JSON text in the graph's metadata."""
+    try:
+        d = json.loads(_meta_text(meta, "meta"))
+    except (json.JSONDecodeError, RecursionError):
+        raise NirImportError(f"the NIR graph's metadata meta is not valid JSON: {_show_meta(meta['meta'])}") from None
+    if not isinstance(d, dict):
+        raise NirImportError(f"the NIR graph's metadata meta must be a JSON object, got {_show_meta(meta['meta'])}")
+    return d
+
+
+def _show_meta(v) -> str:
+    if isinstance(v, np.generic):
+        v = v.item()
+    text = repr(v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+    text = "".join(c if c.isprintable() else "?" for c in text.replace("\n", " "))
+    return text[:40] + ("..." if len(text) > 40 else "")
 
 
 def _apply_compare(bits, theta, compare_meta, n):
@@ -396,7 +489,7 @@ def _conv(nodes, j, cur, kind_in, index, compare_meta, dt):
     if len(cur) != 3 or cur[0] != c_in:
         raise NirImportError(f"NIR node '{name}' (Conv2d) takes {c_in} channels; its input is {cur}")
     bits, c = _binary_rows(name, "Conv2d", w)
-    b = np.zeros(c_out) if node.bias is None else np.broadcast_to(np.asarray(node.bias, np.float64), (c_out,))
+    b = np.zeros(c_out) if node.bias is None else _broadcast(name, node, _finite(name, "Conv2d", "bias", node.bias), (c_out,))
     shape = (c_out, *cur[1:])
     if j + 1 >= len(nodes):
         raise NirImportError(f"NIR node '{name}' (Conv2d) is not followed by an IF or LIF neuron")
@@ -435,8 +528,8 @@ def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last):
         raise NirImportError(f"NIR node '{name}' ({_kind(node)}): weights {w.shape} for {n_in} inputs {tuple(cur)}"
                              + (" (a conv output needs a Flatten first)" if len(cur) > 1 and w.ndim == 2 else ""))
     bits, c = _binary_rows(name, _kind(node), w)
-    b = np.zeros(w.shape[0]) if isinstance(node, nir.Linear) else np.broadcast_to(np.asarray(node.bias, np.float64),
-                                                                                   (w.shape[0],))
+    b = np.zeros(w.shape[0]) if isinstance(node, nir.Linear) else _broadcast(
+        name, node, _finite(name, _kind(node), "bias", node.bias), (w.shape[0],))
     if last:
         if np.any(b != 0) or not np.allclose(c, c[0], rtol=_RTOL, atol=0):
             raise NirImportError(f"NIR node '{name}' ({_kind(node)}): an output layer needs one weight scale and no "
@@ -454,7 +547,7 @@ def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last):
 
 def import_main(args) -> int:
     """``bitsnn import GRAPH.nir -o MODEL.bsnn``."""
-    check_output_file(args.output)
+    check_output_file(args.output, kind=MODEL_FILE, inputs=[args.graph], force=getattr(args, "force", False))
     hw = read_nir(args.graph, input_encoding=args.input, input_threshold=args.input_threshold, dt=args.dt)
     hw.save(args.output)
     print(f"[import] {hw.describe()}; content hash {hw.content_hash[:16]}; wrote {args.output}")

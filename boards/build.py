@@ -200,6 +200,7 @@ def format_report(report: dict) -> str:
 
 
 def build_main(args) -> int:
+    check_build_dir(args.output, inputs=[args.model])  # before any work
     model = HardwareModel.load(args.model)
     check_supported(model)  # before any work
     spram = parse_spram_layers(getattr(args, "spram_layers", "auto"), model)

@@ -239,13 +239,18 @@ def board_dict(board: Board) -> dict:
 BUILD_MARKER = ".bitsnn-build"
 
 
-def check_build_dir(outdir, what: str = "-o") -> Path:
+def check_build_dir(outdir, what: str = "-o", *, inputs=()) -> Path:
     """Refuse, before any work, an output directory a build may not replace: a path that exists
-    and is not a directory, or a non-empty directory without :data:`BUILD_MARKER` (the user's own
-    files). Also refuses a place that cannot be written. Returns the path."""
-    from bitsnn.fileio import check_output_dir
+    and is not a directory, a non-empty directory without :data:`BUILD_MARKER` (the user's own
+    files), or one that holds an input of the build (``inputs``: the model file), which replacing
+    it would delete. Also refuses a place that cannot be written. Returns the path."""
+    from bitsnn.fileio import check_output_dir, inside
 
     outdir = check_output_dir(outdir, what)
+    for i in inputs:
+        if i is not None and outdir.exists() and inside(i, outdir):
+            raise BitsnnError(f"{what} {outdir}: holds {i}, an input of this build, which replacing the "
+                              "directory would delete; give another directory")
     if outdir.is_dir() and not (outdir / BUILD_MARKER).is_file() and any(outdir.iterdir()):
         raise BitsnnError(f"{what} {outdir}: the directory exists and was not written by bitsnn build "
                           f"(it has no {BUILD_MARKER}); give a new or empty directory")
@@ -262,9 +267,12 @@ def build_into(board: Board, top: Elaboratable, outdir: Path, *, seed: int = 1, 
     the build succeeded, so ``outdir`` never holds a half-written result. An existing ``outdir``
     is replaced only when it is empty or an earlier build's (:func:`check_build_dir`).
     """
+    from bitsnn.fileio import clean_stale_temps, temp_prefix
+
     outdir = check_build_dir(outdir)
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{outdir.name}.", dir=outdir.parent) as tmp:
+    clean_stale_temps(outdir.parent, outdir.name)  # what a killed build left beside it
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(outdir.name), dir=outdir.parent) as tmp:
         tmp = Path(tmp)
         build_dir = tmp / "build"
         report = run_toolchain(board, top, build_dir, seed=seed, nextpnr_extra=nextpnr_extra)

@@ -29,7 +29,7 @@ import torch
 
 from bitsnn import BitsnnError, __version__
 from bitsnn.fileio import check_output_file
-from bitsnn.hwmodel import ConvLayer, HardwareModel, IntConvLayer, IntDenseLayer, Layer, pack_bits
+from bitsnn.hwmodel import MODEL_FILE, ConvLayer, HardwareModel, IntConvLayer, IntDenseLayer, Layer, pack_bits
 from bitsnn.kinds import KINDS, part
 
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
@@ -157,18 +157,21 @@ def compare_with_golden(model: BitSNN, hw: HardwareModel, images: np.ndarray, la
     return out
 
 
-def export_checkpoint(checkpoint, output, data_dir=None, *, nir=None, log=print) -> HardwareModel:
+def export_checkpoint(checkpoint, output, data_dir=None, *, nir=None, force: bool = False,
+                      log=print) -> HardwareModel:
     """Load, fold, verify against the golden model on the whole test set, write ``output`` (and
-    the NIR graph ``nir``, if given)."""
-    from bitsnn.data import load_dataset
+    the NIR graph ``nir``, if given). Neither output may be the checkpoint or a data file, nor an
+    existing file of another kind unless ``force``."""
+    from bitsnn.data import data_inputs, load_dataset
 
     from .train import load_checkpoint
 
-    check_output_file(output)  # before any work
+    inputs = [checkpoint, *(data_inputs(data_dir))]
+    check_output_file(output, kind=MODEL_FILE, inputs=inputs, force=force)  # before any work
     if nir is not None:
         from bitsnn.nirgraph import check_nir_output
 
-        check_nir_output(nir, output)
+        check_nir_output(nir, output, inputs=inputs, force=force)
     t0 = time.perf_counter()
     model, config, metrics = load_checkpoint(checkpoint)
     hw = to_hardware_model(model)  # refuses unsupported layers before any data is loaded
@@ -202,12 +205,13 @@ def export_checkpoint(checkpoint, output, data_dir=None, *, nir=None, log=print)
     if nir is not None:
         from bitsnn.nirgraph import write_nir
 
-        write_nir(hw, nir)
+        write_nir(hw, nir, force=force)
         log(f"[export] wrote the NIR graph {nir}")
     return hw
 
 
 def export_main(args) -> int:
     """``bitsnn export``."""
-    export_checkpoint(args.checkpoint, args.output, args.data_dir, nir=getattr(args, "nir", None))
+    export_checkpoint(args.checkpoint, args.output, args.data_dir, nir=getattr(args, "nir", None),
+                      force=getattr(args, "force", False))
     return 0

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from bitsnn.hwmodel import WEIGHT_BITS, crop_problem
+from bitsnn.hwmodel import _MAX_DIM, MAX_KERNEL, WEIGHT_BITS, crop_problem
 
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
 from .surrogate import SURROGATES
@@ -93,6 +93,11 @@ def spec_weight_bits(spec: str) -> list[int]:
     return [b for _tok, b in _split_bits(spec)[1:]]
 
 
+#: the most weights one layer may have in training (float32 weights, gradients and Adam's two
+#: moments take 16 bytes each: 1 GiB a layer); the file format's own limit is 2^20 neurons a layer
+MAX_LAYER_WEIGHTS = 1 << 26
+
+
 def parse_spec(spec: str) -> list:
     """``"784-256-10"`` -> [784, 256, 10]; a conv token ``cN[kK][pP]`` (N channels, K x K kernel,
     default 3, OR max-pool P, 1 or 2, default 2) -> ("conv", N, K, P). A ``wB`` suffix (B-bit
@@ -113,6 +118,24 @@ def parse_spec(spec: str) -> list:
         raise ValueError(f"bad layer spec {spec!r}: needs an input size, optional hidden layers and a class count")
     if any((v[1] if isinstance(v, tuple) else v) <= 0 for v in out):
         raise ValueError(f"bad layer spec {spec!r}: sizes must be positive")
+    # the limits, before anything is allocated: neurons per layer (the format's), weights per layer
+    n_prev, c_prev = out[0], 1
+    for v in out[1:]:
+        if isinstance(v, tuple):
+            _, c, k, p = v
+            if k > MAX_KERNEL:
+                raise ValueError(f"bad layer spec {spec!r}: kernel {k} is wider than {MAX_KERNEL}")
+            n = c * (n_prev // c_prev) // (p * p)  # the maps' size (at most: a crop or an odd side gives less)
+            weights, c_prev = c * c_prev * k * k, c
+        else:
+            n, weights, c_prev = v, n_prev * v, 1
+        if n > _MAX_DIM:
+            raise ValueError(f"bad layer spec {spec!r}: {n:,} neurons in one layer; the hardware-model file "
+                             f"holds at most {_MAX_DIM:,}")
+        if weights > MAX_LAYER_WEIGHTS:
+            raise ValueError(f"bad layer spec {spec!r}: {weights:,} weights in one layer; training takes at "
+                             f"most {MAX_LAYER_WEIGHTS:,}")
+        n_prev = n
     return out
 
 

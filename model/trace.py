@@ -37,7 +37,7 @@ import torch.nn as nn
 
 from bitsnn import BitsnnError, __version__
 from bitsnn.fileio import check_output_file
-from bitsnn.hwmodel import HardwareModel
+from bitsnn.hwmodel import MODEL_FILE, HardwareModel
 
 from .export import compare_with_golden, to_hardware_model
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear, InputSpikes
@@ -185,7 +185,7 @@ def _pixels(x, what: str) -> np.ndarray:
 
 @torch.no_grad()
 def export(model: nn.Module, example_input, path=None, *, images=None, labels=None, meta: dict | None = None,
-           nir=None, log=None) -> HardwareModel:
+           nir=None, force: bool = False, log=None) -> HardwareModel:
     """Trace ``model`` into the hardware model, check it, and write ``path`` (if given) atomically,
     and the NIR graph ``nir`` (if given; :mod:`bitsnn.nirgraph`).
 
@@ -193,14 +193,15 @@ def export(model: nn.Module, example_input, path=None, *, images=None, labels=No
     ``images`` / ``labels``: the images the bit-exactness check runs on (default ``example_input``)
     and optional labels for the accuracy written into the file's meta. Returns the
     :class:`~bitsnn.hwmodel.HardwareModel`; BitsnnError (one line) for anything it cannot map or
-    any mismatch, before writing.
+    any mismatch, before writing. An existing file at ``path`` (or ``nir``) is replaced only when
+    it is a hardware-model file (a NIR graph of bitsnn's), or with ``force``.
     """
     if path is not None:
-        check_output_file(path)
+        check_output_file(path, kind=MODEL_FILE, force=force)
     if nir is not None:
         from bitsnn.nirgraph import check_nir_output
 
-        check_nir_output(nir, path)
+        check_nir_output(nir, path, force=force)
     x = torch.as_tensor(_pixels(example_input, "example_input")).to(torch.float32).reshape(example_input.shape)
     net = trace_network(model, x)
     was_training = model.training
@@ -230,7 +231,7 @@ def export(model: nn.Module, example_input, path=None, *, images=None, labels=No
     if nir is not None:
         from bitsnn.nirgraph import write_nir
 
-        write_nir(hw, nir)
+        write_nir(hw, nir, force=force)
     if log:
         log(f"[export] {hw.describe()}; 0 mismatches on {res['images']} images"
             + (f"; accuracy {res['accuracy']:.4f}" if "accuracy" in res else "") + (f"; wrote {path}" if path else "") + (f" and {nir}" if nir else ""))

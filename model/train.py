@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from bitsnn import BitsnnError, __version__
-from bitsnn.fileio import atomic_path, check_output_file
+from bitsnn.fileio import CHECKPOINT, atomic_path, check_output_file
 from bitsnn.options import FLOAT32_MAX, MAX_LR
 
 from .network import PRESETS, BitSNN, build_model, parse_spec
@@ -121,8 +121,9 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
 
     if not is_int(base.epochs) or base.epochs < 1:
         raise BitsnnError(f"--epochs must be a positive integer, got {base.epochs!r}")
-    if not is_int(base.batch_size) or base.batch_size < 1:
-        raise BitsnnError(f"--batch-size must be a positive integer, got {base.batch_size!r}")
+    if not is_int(base.batch_size) or base.batch_size < 2:
+        raise BitsnnError(f"--batch-size must be an integer >= 2 (BatchNorm needs two images to normalise), "
+                          f"got {base.batch_size!r}")
     if not isinstance(base.lr, (int, float)) or not 0 < base.lr <= MAX_LR:
         raise BitsnnError(f"--lr must be a finite number > 0 and <= {MAX_LR:g}, got {base.lr!r}")
     if not is_int(base.seed) or base.seed < 0:
@@ -140,8 +141,9 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
         raise BitsnnError(f"--threads must be >= 1, got {base.threads}")
     if base.crop < 0:
         raise BitsnnError(f"--crop must be >= 0, got {base.crop}")
-    if base.limit_train is not None and base.limit_train <= 0:
-        raise BitsnnError(f"--limit-train must be positive, got {base.limit_train}")
+    if base.limit_train is not None and (not is_int(base.limit_train) or base.limit_train < 2):
+        raise BitsnnError(f"--limit-train must be an integer >= 2 (BatchNorm needs two images to normalise), "
+                          f"got {base.limit_train!r}")
     return base
 
 
@@ -231,7 +233,11 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
     y_train = torch.as_tensor(dataset.train_labels[:n]).long().to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
 
+    if n < 2:
+        raise BitsnnError(f"the data set has {n} training image(s); training needs at least 2 (BatchNorm)")
     steps_per_epoch = math.ceil(n / cfg.batch_size)
+    if n % cfg.batch_size == 1 and steps_per_epoch > 1:
+        steps_per_epoch -= 1  # a last batch of one image joins the one before (BatchNorm cannot take it alone)
     total = max(1, cfg.epochs * steps_per_epoch)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
@@ -246,7 +252,7 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not progress, leave=False, mininterval=1.0, file=sys.stderr)
         for step in bar:
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            idx = perm[step * cfg.batch_size : n if step == steps_per_epoch - 1 else (step + 1) * cfg.batch_size]
             xb = shift_images(x_train[idx], cfg.shift, gen) if cfg.shift else x_train[idx]
             yb = y_train[idx]
             tr = model.run(xb, "float")
@@ -325,6 +331,15 @@ def save_checkpoint(path, model: BitSNN, cfg: TrainConfig | dict, metrics: dict 
     return path
 
 
+def _state_dict_problem(e: Exception) -> str:
+    """The first specific line of torch's load_state_dict error (its first line says only
+    "Error(s) in loading state_dict for BitSNN:")."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    detail = [l for l in lines[1:] if l]
+    text = detail[0] if detail else (lines[0] if lines else type(e).__name__)
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
 def load_checkpoint(path) -> tuple[BitSNN, dict, dict]:
     """(model in eval mode on the CPU, config, metrics) from a checkpoint written by save_checkpoint."""
     path = Path(path)
@@ -334,24 +349,40 @@ def load_checkpoint(path) -> tuple[BitSNN, dict, dict]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
         raise BitsnnError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if not isinstance(obj, dict) or not {"config", "state_dict"} <= obj.keys() or "arch" not in obj["config"]:
+    if not isinstance(obj, dict) or not {"config", "state_dict"} <= obj.keys() or not isinstance(obj["config"], dict) \
+            or "arch" not in obj["config"]:
         raise BitsnnError(f"{path} is not a bitsnn checkpoint (needs config with arch, and state_dict)")
+    arch, state = obj["config"]["arch"], obj["state_dict"]
+    if not isinstance(arch, dict):
+        raise BitsnnError(f"{path}: the checkpoint's config.arch must be a table of settings, got {type(arch).__name__}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BitsnnError(f"{path}: the checkpoint's state_dict must map names to tensors")
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
+            raise BitsnnError(f"{path}: the checkpoint's {name} holds {bad}; it cannot give integer thresholds")
     try:
-        model = build_model(obj["config"]["arch"])
-        model.load_state_dict(obj["state_dict"])
+        model = build_model(arch)
+    except (ValueError, TypeError, KeyError) as e:
+        raise BitsnnError(f"{path}: the checkpoint's config.arch is not an architecture bitsnn builds: "
+                          f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    try:
+        model.load_state_dict(state)
     except (ValueError, RuntimeError, KeyError) as e:
-        raise BitsnnError(f"{path}: checkpoint does not match its architecture: {str(e).splitlines()[0]}") from None
+        raise BitsnnError(f"{path}: checkpoint does not match its architecture ({arch.get('spec', '?')}): "
+                          f"{_state_dict_problem(e)}") from None
     model.eval()
     return model, obj["config"], obj.get("metrics") or {}
 
 
-def train_checkpoint(cfg: TrainConfig, output, data_dir=None, *, log=print) -> dict:
+def train_checkpoint(cfg: TrainConfig, output, data_dir=None, *, force: bool = False, log=print) -> dict:
     """Train ``cfg`` on the data set in ``data_dir`` and write the checkpoint ``output``; the
-    output path is checked before any data is loaded, and nothing is written when training fails.
-    Returns the metrics."""
-    from bitsnn.data import load_dataset
+    output path is checked before any data is loaded (it may not be one of the data files, nor an
+    existing file other than a checkpoint unless ``force``), and nothing is written when training
+    fails. Returns the metrics."""
+    from bitsnn.data import data_inputs, load_dataset
 
-    check_output_file(output)
+    check_output_file(output, kind=CHECKPOINT, inputs=data_inputs(data_dir), force=force)
     ds = load_dataset(data_dir)
     log(f"[train] {ds.summary()}")
     crop = f", central {cfg.crop}x{cfg.crop} window" if cfg.crop else ""
@@ -385,5 +416,6 @@ def train_main(args) -> int:
         crop=getattr(args, "crop", None),
         threads=getattr(args, "threads", None),
     )
-    train_checkpoint(cfg, args.output, args.data_dir, log=lambda m: print(m, flush=True))
+    train_checkpoint(cfg, args.output, args.data_dir, force=getattr(args, "force", False),
+                     log=lambda m: print(m, flush=True))
     return 0

@@ -161,9 +161,9 @@ def test_build_output_rules(tmp_path):
     ("--lr", "nan", "finite"), ("--lr", "inf", "finite"), ("--lr", "0", "> 0"), ("--lr", "-1e-3", "> 0"),
     ("--lr", "1e38", "<= 3.4"), ("--sparsity", "1e39", "<= 3.4"),
     ("--sparsity", "nan", "finite"), ("--sparsity", "inf", "finite"), ("--sparsity", "-1", ">= 0"),
-    ("--batch-size", "0", "at least 1"), ("--seed", "-1", "0.."), ("--input-threshold", "0", "1..255"),
+    ("--batch-size", "0", "at least 2"), ("--batch-size", "1", "at least 2"), ("--seed", "-1", "0.."), ("--input-threshold", "0", "1..255"),
     ("--input-threshold", "256", "1..255"), ("--threads", "0", "1..1024"), ("--crop", "-1", "at least 0"),
-    ("--limit-train", "0", "at least 1"),
+    ("--limit-train", "0", "at least 2"), ("--limit-train", "1", "at least 2"),
 ])
 def test_train_refuses_bad_numbers(tmp_path, capsys, option, value, needle):
     r = run_main(capsys, "train", "--preset", "35-8-4", "-o", tmp_path / "m.ckpt", f"{option}={value}")

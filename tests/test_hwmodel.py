@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from bitsnn.hwmodel import (
     FORMAT_VERSION,
     MAGIC,
+    _header_of,
     HardwareModel,
     HardwareModelError,
     Layer,
@@ -571,8 +572,12 @@ _FUZZ_BASES = [
 ]
 _JSON_LEAF = (st.none() | st.booleans() | st.integers(-(2**64), 2**64)
               | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6))
-_JSON = st.recursive(_JSON_LEAF, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
-                     max_leaves=5)
+def _json_nest(c):
+    """A list or an object of ``c`` (a named function: hypothesis checks that it uses ``c`` by its source)."""
+    return st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3)
+
+
+_JSON = st.recursive(_JSON_LEAF, _json_nest, max_leaves=5)
 _SPECIAL = [0, 1, -1, 2, 3, 7, 8, 9, 255, 256, 2**20, 2**20 + 1, 2**63, True, False, None, 1.0, 0.5, "", "1",
             [], {}, "u1", "i1", "i4", "i8", "f8", "spikes", "pixels", "scores", "binary_dense", "int_dense",
             "int_conv2d", "binary_conv2d"]
@@ -669,3 +674,43 @@ def test_fuzz_header_mutations(data):
         m2 = HardwareModel.from_bytes(again)
         m2.validate()
         assert m2.to_bytes() == again
+
+
+# ---- every integer field of every kind, out of range (hash recomputed) -----------------------------
+_OUT_OF_RANGE = (0, -1, -2, 2, 3, 16, 2**20 + 1, 2**31, -(2**63), 2**70)
+
+
+def _int_paths(header: dict):
+    return [p for p in _paths(header) if p and p[0] != "meta" and type(_at(header, p)) is int]
+
+
+@pytest.mark.parametrize("base", range(len(_FUZZ_BASES)))
+def test_every_integer_field_out_of_range(base):
+    """Each integer of the header (sizes, shapes, kernel, pool, bits, threshold, crop, offsets,
+    versions) set to values around and far outside its range: the loader refuses it with one line,
+    or the model it gives runs through the golden model, the cycle model and the report's counts
+    without any other exception (a file that loads must not crash a later stage)."""
+    from bitsnn.report.counts import layer_counts
+    from bitsnn.sim import cycles, golden
+
+    data = _FUZZ_BASES[base]
+    header = json.loads(_header_of(data))
+    rng = np.random.default_rng(0)
+    loaded = 0
+    for path in _int_paths(header):
+        for value in _OUT_OF_RANGE:
+            def edit(h, path=path, value=value):
+                _at(h, path[:-1])[path[-1]] = value
+
+            try:
+                m = HardwareModel.from_bytes(_rewrite_header(data, edit), _SRC)
+            except HardwareModelError as e:
+                assert str(e).startswith(f"{_SRC}: ") and "\n" not in str(e)
+                continue
+            loaded += 1
+            m.validate()
+            images = rng.integers(0, 256, size=(3, *(m.input_crop[:2] if m.input_crop else m.input_shape)), dtype=np.uint8)
+            g = golden.run(m, m.prepare_images(images))
+            cycles.predict_cycles(m, g, mode="event", lanes=8, word=32)
+            layer_counts(m, g, lanes=8)
+    assert loaded < len(_int_paths(header)) * len(_OUT_OF_RANGE)  # most edits are refused

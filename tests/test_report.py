@@ -362,7 +362,9 @@ def test_report_json(hand, tmp_path):
     assert data["plots"] == ["spike_raster.png", "spikes_per_layer.png", "utilisation.png", "accuracy_energy.png"]
     for name in data["plots"]:
         assert _is_png(tmp_path / "rep" / name)
-    assert not [f for f in (tmp_path / "rep").iterdir() if f.name.startswith(".")]  # no temporaries left
+    # no temporaries left (the directory's marker, .bitsnn-report, is no temporary)
+    assert not [f for f in (tmp_path / "rep").iterdir() if f.name.startswith(".") and f.name != R.REPORT_MARKER]
+    assert (tmp_path / "rep" / R.REPORT_MARKER).is_file()
 
 
 def test_report_shape_checks(hand):

@@ -29,14 +29,14 @@ counts), :mod:`.energy` (energy and timing), :mod:`.vcd` (toggles from a wavefor
 from .build import check_build_report, load_build_report
 from .cli import make_report, report_main, summary_lines, sweep_point
 from .constants import FPGA_POWER, HOROWITZ_45NM, Constant, FpgaPowerModel
-from .core import REPORT_KEYS, REPORT_VERSION, build_report, write_report
+from .core import REPORT_KEYS, REPORT_MARKER, REPORT_VERSION, build_report, check_report_dir, write_report
 from .counts import LayerCounts, acc_bits, layer_counts
 from .energy import ann_fp32_energy, asic_energy, fpga_energy, timing
 from .plots import plot_accuracy_energy, plot_feature_maps, plot_spike_raster, plot_spikes_per_layer, plot_utilisation
 from .vcd import ToggleCounts, count_toggles
 
 __all__ = [
-    "REPORT_VERSION", "REPORT_KEYS", "Constant", "HOROWITZ_45NM", "FpgaPowerModel", "FPGA_POWER", "LayerCounts",
+    "REPORT_VERSION", "REPORT_KEYS", "REPORT_MARKER", "check_report_dir", "Constant", "HOROWITZ_45NM", "FpgaPowerModel", "FPGA_POWER", "LayerCounts",
     "ToggleCounts", "acc_bits", "layer_counts", "asic_energy", "ann_fp32_energy", "fpga_energy", "timing",
     "count_toggles", "load_build_report", "check_build_report", "build_report", "write_report", "plot_spike_raster",
     "plot_feature_maps", "plot_spikes_per_layer", "plot_accuracy_energy", "plot_utilisation", "summary_lines",

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import BitsnnError
-from ..fileio import check_output_dir
 from ..hwplan import check_supported, default_lanes
 from .build import load_build_report
-from .core import build_report, write_report
+from .core import build_report, check_report_dir, write_report
 from .counts import check_hw
 from .energy import timing
 from .vcd import count_toggles
@@ -142,8 +141,11 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
 
     model = HardwareModel.load(model_path)
     check_supported(model)  # before any work
-    if output is not None:
-        check_output_dir(output)  # before any work
+    if output is not None:  # before any work
+        inputs = [model_path, vcd, *(sweep or ())]
+        if build_dir:
+            inputs += [build_dir, Path(build_dir) / "report.json"]
+        check_report_dir(output, inputs=inputs)
     sweep_models = []
     for path in sweep or ():
         m = HardwareModel.load(path)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import BitsnnError
 from ..hwmodel import ConvLayer
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, check_output_dir, inside
 from .build import check_build_report
 from .constants import FPGA_POWER, FpgaPowerModel, constants_table
 from .counts import layer_counts
@@ -17,9 +17,12 @@ from .energy import ann_fp32_energy, asic_energy, fpga_energy, timing
 from .plots import (plot_accuracy_energy, plot_feature_maps, plot_spike_raster,
                     plot_spikes_per_layer, plot_utilisation)
 
-__all__ = ["REPORT_VERSION", "REPORT_KEYS", "build_report", "write_report"]
+__all__ = ["REPORT_VERSION", "REPORT_KEYS", "REPORT_MARKER", "build_report", "write_report", "check_report_dir"]
 
 REPORT_VERSION = 1
+#: the file that marks a directory as a ``bitsnn report -o`` output: only such a directory (or an
+#: empty one) is written into by a later report
+REPORT_MARKER = ".bitsnn-report"
 
 #: Top-level keys of report.json (documented in docs/report.md).
 REPORT_KEYS = ("report_version", "model", "board", "hardware", "images", "accuracy", "layers", "totals",
@@ -100,12 +103,29 @@ def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_so
     }
 
 
+def check_report_dir(outdir, *, inputs=(), what: str = "-o") -> Path:
+    """Refuse, before any work, a directory a report may not write into: one that exists and is
+    not a directory, a non-empty one without :data:`REPORT_MARKER` (the user's own files, or a
+    build's), one that holds an input of the report (``inputs``: the model, the build report, the
+    waveform, ...), or a place that cannot be written. Returns the path."""
+    outdir = check_output_dir(outdir, what)
+    if outdir.is_dir() and not (outdir / REPORT_MARKER).is_file() and any(outdir.iterdir()):
+        raise BitsnnError(f"{what} {outdir}: the directory exists and was not written by bitsnn report "
+                          f"(it has no {REPORT_MARKER}); give a new or empty directory")
+    for i in inputs:
+        if i is not None and outdir.exists() and inside(i, outdir):
+            raise BitsnnError(f"{what} {outdir}: holds {i}, an input of this report; give another directory")
+    return outdir
+
+
 def write_report(report: dict, outdir, *, model=None, golden=None, build: dict | None = None,
                  sweep=None) -> dict:
-    """Write ``report.json`` and the plots into ``outdir`` atomically; return the report with
-    its ``plots`` list filled in. ``sweep``: optional (label, accuracy, energy) points."""
-    outdir = Path(outdir)
+    """Write ``report.json`` and the plots into ``outdir`` atomically, with the marker
+    :data:`REPORT_MARKER` (:func:`check_report_dir` first); return the report with its ``plots``
+    list filled in. ``sweep``: optional (label, accuracy, energy) points."""
+    outdir = check_report_dir(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(outdir / REPORT_MARKER, json.dumps({"written_by": "bitsnn report"}) + "\n")
     plots = []
     if golden is not None:
         plots.append(plot_spike_raster(golden, outdir / "spike_raster.png", model=model).name)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bitsnn import BitsnnError
-from bitsnn.fileio import check_output_file
+from bitsnn.fileio import VCD, check_output_file
 from bitsnn.protocol import MAX_LANES
 
 __all__ = ["sim_main", "sim_check", "Mismatch", "compare", "simulate"]
@@ -182,15 +182,17 @@ def _check_simulator(simulator: str) -> None:
 def sim_main(args, out=None) -> int:
     """The ``bitsnn sim`` subcommand: 0 when everything matches, 1 on a mismatch."""
     return sim_check(args.model, images=args.images, simulator=args.simulator, mode=args.mode, lanes=args.lanes,
-                     conv_engine=getattr(args, "conv_engine", "auto"), wave=args.wave, image=args.image, data_dir=args.data_dir, out=out)
+                     conv_engine=getattr(args, "conv_engine", "auto"), wave=args.wave, image=args.image, data_dir=args.data_dir,
+                     force=getattr(args, "force", False), out=out)
 
 
 def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str = "event", lanes: int | None = None,
-              conv_engine: str = "auto", wave=None, image: int = 0, data_dir=None, out=None) -> int:
+              conv_engine: str = "auto", wave=None, image: int = 0, data_dir=None, force: bool = False,
+              out=None) -> int:
     """Simulate the first ``images`` test images of the hardware model file ``model`` on
     ``simulator`` and compare every spike, score, class, spike count and cycle count with the
     golden and cycle models; print a summary to ``out`` (default stdout). ``wave``: also write a
-    waveform of test image ``image`` there. ``lanes``/``conv_engine``: as the Accelerator's. Every option is checked before the simulation
+    waveform of test image ``image`` there (an existing file that is not a VCD only with ``force``). ``lanes``/``conv_engine``: as the Accelerator's. Every option is checked before the simulation
     starts. Returns 0 when everything matches, 1 on a mismatch (the first ones are printed)."""
     out = out or sys.stdout
 
@@ -220,7 +222,9 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
     # what the hardware cannot run, before any work
     plan = HardwarePlan.of(hm, mode=mode, lanes=lanes, word=WORD, conv_engine=conv_engine)
     if wave is not None:
-        check_output_file(wave, "--wave")
+        from bitsnn.data import data_inputs
+
+        check_output_file(wave, "--wave", kind=VCD, inputs=[model, *data_inputs(data_dir)], force=force)
     _check_simulator(simulator)
     data = load_dataset(data_dir)
     k = int(image or 0)

@@ -1,0 +1,172 @@
+"""Bad input that once crashed (exit 3) or was accepted silently: each gets one line and exit 1,
+before any long work, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitsnn.hwmodel import MAGIC, _content_hash, _header_of, random_model
+from test_bad_input import assert_one_line_error, run_main
+
+
+@pytest.fixture
+def data_dir(tmp_path, custom_arrays, write_set) -> Path:
+    write_set(tmp_path / "data", custom_arrays)  # 50 train / 20 test images of 5x7, 4 classes
+    return tmp_path / "data"
+
+
+def _rehashed(model, edit) -> bytes:
+    """``model``'s file with its header edited and the content hash recomputed."""
+    data = model.to_bytes()
+    hj = _header_of(data)
+    header, payload = json.loads(hj), data[16 + len(hj):]
+    edit(header)
+    header["content_hash"] = _content_hash(header, payload)
+    hj = json.dumps(header).encode()
+    return MAGIC + struct.pack("<II", header["version"], len(hj)) + hj + payload
+
+
+# ---- model files whose every field passes the hash --------------------------------------------------
+@pytest.mark.parametrize("command", ["sim", "report", "build"])
+def test_a_pool_of_zero_is_refused_in_one_line(tmp_path, capsys, data_dir, command):
+    m = random_model(np.random.default_rng(0), [35, 4], input_shape=(5, 7), convs=((2, 3, 2),),
+                     input_encoding="pixels")
+    path = tmp_path / "pool0.bsnn"
+    path.write_bytes(_rehashed(m, lambda h: h["layers"][0].__setitem__("pool", 0)))
+    args = {"sim": ["sim", "--model", path, "--simulator", "golden", "--data-dir", data_dir],
+            "report": ["report", "--model", path, "--data-dir", data_dir],
+            "build": ["build", "--board", "icebreaker", "--model", path, "-o", tmp_path / "b"]}[command]
+    assert_one_line_error(run_main(capsys, *args), command, "pool 0", rc=1)
+
+
+def test_a_pixel_model_with_a_huge_input_threshold_is_refused(tmp_path, capsys, data_dir):
+    m = random_model(np.random.default_rng(0), [35, 6, 4], input_shape=(5, 7), input_encoding="pixels")
+    path = tmp_path / "t.bsnn"
+    path.write_bytes(_rehashed(m, lambda h: h["input"].__setitem__("threshold", 2**70)))
+    r = run_main(capsys, "sim", "--model", path, "--simulator", "golden", "--data-dir", data_dir)
+    assert_one_line_error(r, "sim", "input threshold", "outside 0..255", rc=1)
+
+
+# ---- training -----------------------------------------------------------------------------------------
+def test_a_last_batch_of_one_joins_the_batch_before(tmp_path, capsys, data_dir):
+    pytest.importorskip("torch")
+    out = tmp_path / "m.ckpt"
+    # 33 images in batches of 32: the last batch would hold one image, which BatchNorm cannot take
+    r = run_main(capsys, "train", "--preset", "35-8-4", "--epochs", "1", "--batch-size", "32", "--limit-train", "33",
+                 "--data-dir", data_dir, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert out.is_file()
+    assert "1/1" in r.stdout or "epoch 1" in r.stdout
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("784-10000000-10", "neurons in one layer"),
+    ("784-100000-10", "weights in one layer"),
+    ("784-c99999-10", "neurons in one layer"),
+    ("784-c8k17-10", "kernel 17"),
+])
+def test_a_spec_past_the_limits_is_refused_before_anything_is_allocated(tmp_path, capsys, spec, needle):
+    r = run_main(capsys, "train", "--preset", spec, "--data-dir", tmp_path / "no-data", "-o", tmp_path / "m.ckpt")
+    line = assert_one_line_error(r, "train", needle, rc=1)
+    assert "no-data" not in line
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------
+@pytest.fixture
+def checkpoint(tmp_path, capsys, data_dir) -> Path:
+    pytest.importorskip("torch")
+    out = tmp_path / "t.ckpt"
+    r = run_main(capsys, "train", "--preset", "35-8-4", "--epochs", "1", "--data-dir", data_dir, "-o", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _tampered(checkpoint: Path, edit) -> Path:
+    import torch
+
+    obj = torch.load(checkpoint, weights_only=True)
+    edit(obj)
+    path = checkpoint.with_name("bad.ckpt")
+    torch.save(obj, path)
+    return path
+
+
+@pytest.mark.parametrize("what,edit,needle", [
+    ("arch 5", lambda o: o["config"].__setitem__("arch", 5), "config.arch"),
+    ("arch without spec", lambda o: o["config"]["arch"].pop("spec"), "config.arch"),
+    ("NaN weight", lambda o: o["state_dict"]["hidden.0.fc.weight"].view(-1).__setitem__(0, float("nan")),
+     "hidden.0.fc.weight holds NaN"),
+    ("NaN running_var", lambda o: o["state_dict"]["hidden.0.bn.running_var"].__setitem__(0, float("nan")),
+     "running_var holds NaN"),
+    ("inf alpha", lambda o: o["state_dict"]["hidden.0.fc.alpha"].view(-1).__setitem__(0, float("inf")),
+     "alpha holds inf"),
+    ("wrong shape", lambda o: o["state_dict"].__setitem__("output.weight", o["state_dict"]["output.weight"][:, :3]),
+     "size mismatch for output.weight"),
+])
+def test_export_refuses_a_broken_checkpoint(tmp_path, capsys, checkpoint, data_dir, what, edit, needle):
+    bad = _tampered(checkpoint, edit)
+    out = tmp_path / "m.bsnn"
+    r = run_main(capsys, "export", bad, "--data-dir", data_dir, "-o", out)
+    assert_one_line_error(r, "export", needle, rc=1)
+    assert not out.exists()
+
+
+# ---- NIR graphs --------------------------------------------------------------------------------------
+def _graph_cases():
+    nan, inf = float("nan"), float("inf")
+
+    def meta(key, value):
+        return lambda g: g.metadata.__setitem__(key, value)
+
+    def node(name, attr, value):
+        def edit(g):
+            a = np.array(getattr(g.nodes[name], attr), dtype=np.float32)
+            a.reshape(-1)[0] = value
+            setattr(g.nodes[name], attr, a)
+        return edit
+
+    return {
+        "threshold missing": (lambda g: g.metadata.pop("input_threshold"), "no input_threshold"),
+        "threshold abc": (meta("input_threshold", "abc"), "input_threshold must be"),
+        "threshold NaN": (meta("input_threshold", nan), "input_threshold must be"),
+        "meta not JSON": (meta("meta", "{not json"), "not valid JSON"),
+        "meta a list": (meta("meta", "[1,2]"), "must be a JSON object"),
+        "crop a string": (meta("input_crop", "abcd"), "input_crop must be"),
+        "shape a string": (meta("input_shape", "5x7"), "input_shape must be"),
+        "inf weight": (node("fc1", "weight", inf), "weight holds inf"),
+        "NaN bias": (node("fc1", "bias", nan), "bias holds NaN"),
+        "inf threshold": (node("fc1_spike", "v_threshold", inf), "v_threshold holds inf"),
+        "NaN r": (node("fc1_spike", "r", nan), "r holds NaN"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_graph_cases()))
+def test_import_refuses_bad_graphs_in_one_line(tmp_path, capsys, case):
+    nir = pytest.importorskip("nir")
+    from bitsnn.nirgraph import to_nir
+
+    edit, needle = _graph_cases()[case]
+    g = to_nir(random_model(np.random.default_rng(0), [35, 8, 4], input_shape=(5, 7)))
+    edit(g)
+    nir.write(tmp_path / "g.nir", g)
+    r = run_main(capsys, "import", tmp_path / "g.nir", "-o", tmp_path / "m.bsnn")
+    assert_one_line_error(r, "import", needle, rc=1)
+    assert not (tmp_path / "m.bsnn").exists()
+
+
+def test_import_refuses_a_nan_threshold_node_and_an_empty_input(tmp_path, capsys):
+    nir = pytest.importorskip("nir")
+    w = np.where(np.random.default_rng(0).random((4, 6)) < 0.5, -1.0, 1.0).astype(np.float32)
+    for case, threshold, size, needle in (("nan", np.float32("nan"), 6, "threshold holds NaN"),
+                                          ("empty", np.float32(0.5), 0, "has no pixels")):
+        nodes = {"input": nir.Input(np.array([size])), "thr": nir.Threshold(np.full(size, threshold, np.float32)),
+                 "fc": nir.Linear(weight=w[:, :size]), "output": nir.Output(np.array([4]))}
+        g = nir.NIRGraph(nodes=nodes, edges=[("input", "thr"), ("thr", "fc"), ("fc", "output")])
+        nir.write(tmp_path / f"{case}.nir", g)
+        r = run_main(capsys, "import", tmp_path / f"{case}.nir", "-o", tmp_path / f"{case}.bsnn")
+        assert_one_line_error(r, "import", needle, rc=1)
