@@ -256,12 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except BitsnnError as e:
+        _quiet_amaranth()
         print(f"bitsnn {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _quiet_amaranth()
         print(f"bitsnn {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # a file or device the command could not use
+        _quiet_amaranth()
         where = f": {e.filename}" if e.filename else ""
         print(f"bitsnn {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
@@ -269,9 +272,19 @@ def main(argv: list[str] | None = None) -> int:
         # A bug, not bad input: still one line, and the traceback on request.
         if os.environ.get("BITSNN_DEBUG"):
             raise
+        _quiet_amaranth()
         print(f"bitsnn {args.command}: internal error: {e.__class__.__name__}: {_one_line(e)} "
               "(set BITSNN_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return 3
+
+
+def _quiet_amaranth() -> None:
+    """A command that stops early leaves designs it built but never elaborated; Amaranth would warn
+    about each one at exit (it stays quiet only when an exception reaches the interpreter, which
+    bitsnn's one-line errors never let happen). Those warnings say nothing to the user."""
+    unused = sys.modules.get("amaranth._unused")
+    if unused is not None:
+        unused.MustUse._MustUse__silence = True
 
 
 def _one_line(e: BaseException) -> str:

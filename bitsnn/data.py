@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import sys
@@ -167,7 +168,7 @@ def read_idx(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
         raise IDXError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _IDX_TYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: a huge header cannot overflow
     actual = len(data) - header
     if actual < expected:
         raise IDXError(f"{path}: truncated: header promises {expected} data bytes, file has {actual}")

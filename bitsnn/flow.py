@@ -181,13 +181,15 @@ class FlowConfig:
             raise BitsnnError(f"cannot read config {path}: {getattr(e, 'strerror', None) or e}") from None
         try:
             if path.suffix == ".json":
-                d = json.loads(text)
+                d = json.loads(text, object_pairs_hook=_unique_keys)
             elif path.suffix == ".toml":
                 d = tomllib.loads(text)
             else:
                 raise BitsnnError(f"config {path}: expected a .toml or .json file")
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
             raise BitsnnError(f"config {path}: {str(e).splitlines()[0]}") from None
+        except _DuplicateKey as e:
+            raise BitsnnError(f"config {path}: the key {e.args[0]!r} is given twice") from None
         return cls.from_dict(d, str(path))
 
     def save(self, path, *, force: bool = False) -> Path:
@@ -210,6 +212,20 @@ def _is_config(path: Path) -> bool:
 
 #: what ``--save-config`` writes: an existing flow configuration may be replaced
 CONFIG_FILE = FileKind("a bitsnn flow configuration", _is_config)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs):
+    """json's object hook: a key given twice is refused (TOML refuses it by itself)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
 
 
 def _checked(cls, d: dict, source: str) -> dict:
@@ -488,9 +504,9 @@ def _preflight(cfg: FlowConfig, run: Path, names: list[str], config_path=None) -
     """Every check that needs no long work, before the first step runs."""
     _check_run_dir(run)
     _check_inputs_outside(cfg, run, names, config_path)
-    if cfg.model:
-        from bitsnn.hwmodel import HardwareModel
+    from bitsnn.hwmodel import HardwareModel
 
+    if cfg.model:
         HardwareModel.load(cfg.model)
     if "train" in names:
         _train_config(cfg)
@@ -499,9 +515,20 @@ def _preflight(cfg: FlowConfig, run: Path, names: list[str], config_path=None) -
 
         _check_simulator(cfg.cosim.simulator)
     if "build" in names:
+        from bitsnn.boards.build import parse_spram_layers, spram_layers_syntax
         from bitsnn.boards.common import check_build_dir
 
-        check_build_dir(run / _build_folder(cfg))
+        check_build_dir(run / _build_folder(cfg), inputs=[cfg.model])
+        try:
+            spram_layers_syntax(cfg.build.spram_layers)
+            if cfg.model:
+                parse_spram_layers(cfg.build.spram_layers, HardwareModel.load(cfg.model))
+        except BitsnnError as e:
+            raise BitsnnError(f"[build] spram_layers: {e}") from None
+    if cfg.data_dir is not None and any("data" in STEPS[n].inputs(cfg, run) for n in names):
+        from bitsnn.data import find_data_dir
+
+        find_data_dir(cfg.data_dir)  # a data_dir that is not there fails now, not at the step that reads it
     # inputs that no selected step makes must be there already
     made = set()
     for name in names:

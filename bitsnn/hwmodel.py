@@ -77,6 +77,8 @@ _MAX_DIM = 1 << 20
 INPUT_ENCODINGS = ("spikes", "pixels")
 #: odd kernel sizes up to this are accepted; OR max-pool windows (1: none)
 MAX_KERNEL = 15
+#: the longest layer name (printable characters only)
+MAX_NAME = 128
 CONV_POOLS = (1, 2)
 #: the largest input value of each input kind: a spike is 0/1, a pixel 0..255
 MAX_INPUT = {"spikes": 1, "pixels": 255}
@@ -245,7 +247,7 @@ class ConvLayer(Layer):
     @property
     def out_shape(self) -> tuple[int, int, int]:
         _c, h, w = self.in_shape
-        if self.pool not in CONV_POOLS:  # no such layer (shape_problem says why): nothing to divide by
+        if self.pool < 1:  # no such layer (shape_problem says why): nothing to divide by
             return (self.channels, 0, 0)
         return (self.channels, h // self.pool, w // self.pool)
 
@@ -488,6 +490,9 @@ class HardwareModel:
         prev_maps = (1, *self.input_shape) if len(self.input_shape) == 2 else None
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
+            if not isinstance(layer.name, str) or not 0 < len(layer.name) <= MAX_NAME or not layer.name.isprintable():
+                raise err(f"layer {i}: its name {_one_line(repr(layer.name))[:60]} is not 1..{MAX_NAME} printable "
+                          "characters (a terminal would act on control characters)")
             if layer.kind not in LAYER_CLASSES or type(layer) is not LAYER_CLASSES[layer.kind]:
                 raise err(f"{where}: unknown layer kind {type(layer).__name__}")
             if isinstance(layer, ConvLayer):

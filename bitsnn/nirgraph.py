@@ -141,7 +141,8 @@ def to_nir(hw: HardwareModel):
 
 
 #: what ``--nir`` writes: an existing NIR file of bitsnn's may be replaced
-NIR_FILE = magic_kind("a NIR graph written by bitsnn", b"\x89HDF\r\n\x1a\n", contains=MARK.encode())
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+NIR_FILE = magic_kind("a NIR graph written by bitsnn", HDF5_MAGIC, contains=MARK.encode())
 
 
 def check_nir_output(path, model_path=None, *, inputs=(), force: bool = False) -> Path:
@@ -174,12 +175,22 @@ def read_nir(path, **kwargs) -> HardwareModel:
     """:func:`from_nir` of the NIR file at ``path``; one-line errors for unreadable files."""
     nir = _nir()
     path = Path(path)
+    if path.is_dir():
+        raise BitsnnError(f"cannot read NIR graph {path}: it is a directory; give the .nir file")
     if not path.is_file():
         raise BitsnnError(f"cannot read NIR graph {path}: no such file")
+    with open(path, "rb") as f:
+        if f.read(8) != HDF5_MAGIC:
+            raise BitsnnError(f"cannot read NIR graph {path}: not an HDF5 file (a NIR graph is one)")
     try:
         graph = nir.read(path)
+    except KeyError as e:
+        raise BitsnnError(f"cannot read NIR graph {path}: an HDF5 file without NIR's {e.args[0]!r} entry "
+                          "(written only in part, or not by a NIR writer)") from None
     except Exception as e:  # h5py and nir raise many kinds for a file that is not a NIR graph
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "truncated file" in first:
+            first = f"the file is truncated ({first.split('(', 1)[-1].rstrip(')')}): written only in part?"
         raise BitsnnError(f"cannot read NIR graph {path}: {first}") from None
     try:
         return from_nir(graph, source=str(path), **kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from . import BitsnnError
 
@@ -27,6 +28,12 @@ BOARDS = ("icebreaker", "ulx3s-85f")
 SIMULATORS = ("icarus", "verilator", "amaranth", "golden")
 
 
+#: what a number on the command line or in a config string looks like: ASCII digits, no "_" separators
+#: (Python's int() and float() also take "1_0" and other scripts' digits, such as Arabic-Indic ones)
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+
+
 class OptionError(BitsnnError, argparse.ArgumentTypeError):
     """A value outside what an option allows (argparse prints its message as it is)."""
 
@@ -36,10 +43,9 @@ def int_in(lo: int, hi: int | None = None):
 
     def check(value) -> int:
         if isinstance(value, str):
-            try:
-                value = int(value, 10)
-            except ValueError:
-                raise OptionError(f"expected an integer, got {value!r}") from None
+            if not _INT_TEXT.fullmatch(value.strip()):
+                raise OptionError(f"expected an integer of digits 0-9, got {value!r}")
+            value = int(value.strip(), 10)
         elif not isinstance(value, int) or isinstance(value, bool):
             raise OptionError(f"expected an integer, got {value!r}")
         if value < lo or (hi is not None and value > hi):
@@ -57,10 +63,9 @@ def float_in(lo: float, hi: float = math.inf, *, lo_open: bool = False):
     def check(value) -> float:
         text = value
         if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise OptionError(f"expected a number, got {text!r}") from None
+            if not _FLOAT_TEXT.fullmatch(value.strip()):
+                raise OptionError(f"expected a number of digits 0-9, got {text!r}")
+            value = float(value.strip())
         elif not isinstance(value, (int, float)) or isinstance(value, bool):
             raise OptionError(f"expected a number, got {value!r}")
         value = float(value)

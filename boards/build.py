@@ -65,16 +65,27 @@ def near_limit(board: Board, estimate: dict) -> str | None:
     return None
 
 
-def parse_spram_layers(text: str, model: HardwareModel):
-    """``--spram-layers``: "auto", "none" or comma-separated layer indices."""
+def spram_layers_syntax(text: str):
+    """``--spram-layers`` read without a model: "auto", "none", or the sorted layer numbers of
+    "L,L" (each once). BitsnnError for anything else, so a flow can refuse it before its first step."""
     t = str(text).strip().lower()
     if t in ("auto", "none"):
         return t
-    try:
-        layers = sorted({int(x) for x in t.split(",") if x.strip()})
-    except ValueError:
-        raise BitsnnError(f"--spram-layers: expected auto, none or layer numbers like 0,1; got {text!r}") from None
-    if not layers or any(not 0 <= l < len(model.layers) for l in layers):
+    parts = [x.strip() for x in t.split(",")]
+    if not all(x.isascii() and x.isdigit() for x in parts):
+        raise BitsnnError(f"--spram-layers: expected auto, none or layer numbers like 0,1; got {text!r}")
+    layers = [int(x) for x in parts]
+    if len(set(layers)) != len(layers):
+        raise BitsnnError(f"--spram-layers {text}: layer {next(l for l in layers if layers.count(l) > 1)} is named twice")
+    return sorted(layers)
+
+
+def parse_spram_layers(text: str, model: HardwareModel):
+    """``--spram-layers``: "auto", "none" or comma-separated layer indices of ``model``."""
+    layers = spram_layers_syntax(text)
+    if isinstance(layers, str):
+        return layers
+    if any(not 0 <= l < len(model.layers) for l in layers):
         raise BitsnnError(f"--spram-layers {text}: the model has layers 0..{len(model.layers) - 1}")
     from bitsnn.hwmodel import ConvLayer
 

@@ -126,9 +126,14 @@ def parse_spec(spec: str) -> list:
             if k > MAX_KERNEL:
                 raise ValueError(f"bad layer spec {spec!r}: kernel {k} is wider than {MAX_KERNEL}")
             n = c * (n_prev // c_prev) // (p * p)  # the maps' size (at most: a crop or an odd side gives less)
-            weights, c_prev = c * c_prev * k * k, c
+            fan_in = c_prev * k * k
+            weights, c_prev = c * fan_in, c
         else:
+            fan_in = n_prev
             n, weights, c_prev = v, n_prev * v, 1
+        if fan_in < 2:
+            raise ValueError(f"bad layer spec {spec!r}: a layer with one input; the weights are standardised over "
+                             "each neuron's inputs, which needs at least 2")
         if n > _MAX_DIM:
             raise ValueError(f"bad layer spec {spec!r}: {n:,} neurons in one layer; the hardware-model file "
                              f"holds at most {_MAX_DIM:,}")

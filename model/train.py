@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import sys
 import time
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -343,12 +346,22 @@ def _state_dict_problem(e: Exception) -> str:
 def load_checkpoint(path) -> tuple[BitSNN, dict, dict]:
     """(model in eval mode on the CPU, config, metrics) from a checkpoint written by save_checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise BitsnnError(f"checkpoint {path} is a directory; give the checkpoint file")
     if not path.is_file():
         raise BitsnnError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise BitsnnError(f"cannot read checkpoint {path}: not a torch.save archive (bitsnn train writes one)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise BitsnnError(f"cannot read checkpoint {path}: it holds objects other than tensors and plain data, "
+                          "which bitsnn does not load (a bitsnn checkpoint holds only those)") from None
     except Exception as e:  # torch raises many types for a bad file
-        raise BitsnnError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+        raise BitsnnError(f"cannot read checkpoint {path}: a damaged torch.save archive ({first[:100]})") from None
     if not isinstance(obj, dict) or not {"config", "state_dict"} <= obj.keys() or not isinstance(obj["config"], dict) \
             or "arch" not in obj["config"]:
         raise BitsnnError(f"{path} is not a bitsnn checkpoint (needs config with arch, and state_dict)")

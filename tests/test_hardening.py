@@ -170,3 +170,142 @@ def test_import_refuses_a_nan_threshold_node_and_an_empty_input(tmp_path, capsys
         nir.write(tmp_path / f"{case}.nir", g)
         r = run_main(capsys, "import", tmp_path / f"{case}.nir", "-o", tmp_path / f"{case}.bsnn")
         assert_one_line_error(r, "import", needle, rc=1)
+
+
+@pytest.mark.parametrize("name", ["fc\x1b[31mred\x1b[0m", "fc\t1", "", "x" * 129])
+def test_a_layer_name_a_terminal_would_act_on_is_refused(tmp_path, capsys, data_dir, name):
+    m = random_model(np.random.default_rng(0), [35, 6, 4], input_shape=(5, 7))
+    path = tmp_path / "n.bsnn"
+    path.write_bytes(_rehashed(m, lambda h: h["layers"][0].__setitem__("name", name)))
+    r = run_main(capsys, "report", "--model", path, "--data-dir", data_dir)
+    line = assert_one_line_error(r, "report", "printable", rc=1)
+    assert "\x1b" not in r.stderr + r.stdout and "\t" not in line
+
+
+@pytest.mark.parametrize("option,value", [("--images", "\u0661\u0660"), ("--images", "1_0"), ("--lr", "1_0e-3"),
+                                          ("--images", "\uff11\uff10"), ("--lr", "\u0661e-3")])
+def test_numbers_take_ascii_digits_only(tmp_path, capsys, option, value):
+    cmd = ["sim", "--model", tmp_path / "m.bsnn"] if option == "--images" else ["train", "-o", tmp_path / "m.ckpt"]
+    r = run_main(capsys, *cmd, option, value)
+    assert_one_line_error(r, cmd[0], option, "digits 0-9", rc=1)
+
+
+def test_spram_layers_named_twice_refused(tmp_path, capsys):
+    m = random_model(np.random.default_rng(0), [35, 6, 4], input_shape=(5, 7))
+    path = m.save(tmp_path / "m.bsnn")
+    r = run_main(capsys, "build", "--board", "icebreaker", "--model", path, "--spram-layers", "0,0", "-o", tmp_path / "b")
+    assert_one_line_error(r, "build", "named twice", rc=1)
+
+
+def test_flow_json_config_with_a_duplicate_key_refused(tmp_path, capsys):
+    cfg = tmp_path / "flow.json"
+    cfg.write_text('{"run_dir": "a", "run_dir": "b"}')
+    assert_one_line_error(run_main(capsys, "flow", cfg), "flow", "'run_dir' is given twice", rc=1)
+
+
+def test_flow_checks_build_and_data_settings_before_the_first_step(tmp_path, capsys, data_dir):
+    from bitsnn.flow import FlowConfig
+
+    m = random_model(np.random.default_rng(0), [35, 6, 4], input_shape=(5, 7))
+    model = m.save(tmp_path / "m.bsnn")
+    cfg = FlowConfig(run_dir=str(tmp_path / "run"), model=str(model), data_dir=str(data_dir))
+    cfg.cosim.simulator = "amaranth"
+    cfg.build.spram_layers = "banana"
+    r = run_main(capsys, "flow", cfg.save(tmp_path / "a.toml"))
+    assert_one_line_error(r, "flow", "spram_layers", "banana", rc=1)
+    assert "==> cosim" not in r.stdout  # refused before the co-simulation ran
+    cfg.build.spram_layers = "auto"
+    cfg.data_dir = str(tmp_path / "missing-data")
+    r = run_main(capsys, "flow", cfg.save(tmp_path / "b.toml"), "--start-step", "build")
+    assert_one_line_error(r, "flow", "missing-data", rc=1)
+    assert "==> build" not in r.stdout  # refused before the build ran
+
+
+# ---- messages ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt()", "BitsnnError('no room on the board')"])
+def test_a_stopped_command_leaves_no_amaranth_warnings(tmp_path, raised):
+    """A command stopped (Ctrl-C, or refused) after building designs it never elaborated prints its one
+    line and nothing after it: Amaranth warns at exit about each unused design unless told not to."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from bitsnn import BitsnnError, cli
+from amaranth import Elaboratable, Module
+from amaranth.hdl import Fragment
+
+class Design(Elaboratable):
+    def elaborate(self, platform):
+        return Module()
+
+def handler(args):
+    Fragment.get(Design(), None)  # Amaranth warns about unused designs only once it has elaborated one
+    designs = [Design() for _ in range(30)]  # what an interrupted build leaves behind
+    raise {raised}
+
+cli.HANDLERS["build"] = "__main__:handler"
+sys.exit(cli.main(["build", "--board", "icebreaker", "--model", "m.bsnn", "-o", "out"]))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode in (1, 130), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "never used" not in r.stderr
+
+
+def test_an_idx_header_past_int64_is_reported_as_truncated(tmp_path):
+    from bitsnn.data import IDXError, read_idx
+
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">HBBIII", 0, 0x08, 3, 2**31, 65536, 65536) + bytes(100))
+    with pytest.raises(IDXError, match=r"truncated: header promises 9223372036854775808 data bytes, file has 100"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"garbage", "not a torch.save archive"),
+    (b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s.", "not a torch.save archive"),
+    ("torch-object", "objects other than tensors"),
+])
+def test_a_bad_checkpoint_gets_one_clean_line(tmp_path, capsys, content, needle):
+    path = tmp_path / "bad.ckpt"
+    if content == "torch-object":
+        import fractions
+
+        import torch
+
+        torch.save({"config": {"arch": {}}, "state_dict": {"w": fractions.Fraction(1, 3)}}, path)
+    else:
+        path.write_bytes(content)
+    r = run_main(capsys, "export", path, "-o", tmp_path / "m.bsnn")
+    assert_one_line_error(r, "export", needle, rc=1)
+    assert "Warning" not in r.stderr and "weights_only" not in r.stderr
+
+
+def test_a_directory_as_checkpoint_or_graph_is_called_a_directory(tmp_path, capsys):
+    r = run_main(capsys, "export", tmp_path, "-o", tmp_path / "m.bsnn")
+    assert_one_line_error(r, "export", "is a directory", rc=1)
+    r = run_main(capsys, "import", tmp_path, "-o", tmp_path / "m.bsnn")
+    assert_one_line_error(r, "import", "is a directory", rc=1)
+
+
+def test_a_graph_written_in_part_is_called_so(tmp_path, capsys):
+    pytest.importorskip("nir")
+    import h5py
+
+    from bitsnn.nirgraph import write_nir
+
+    g = write_nir(random_model(np.random.default_rng(0), [35, 8, 4], input_shape=(5, 7)), tmp_path / "g.nir")
+    (tmp_path / "half.nir").write_bytes(g.read_bytes()[: g.stat().st_size // 2])
+    r = run_main(capsys, "import", tmp_path / "half.nir", "-o", tmp_path / "m.bsnn")
+    assert_one_line_error(r, "import", "truncated", "written only in part", rc=1)
+    with h5py.File(tmp_path / "notype.nir", "w") as f:
+        f.create_group("node")
+    r = run_main(capsys, "import", tmp_path / "notype.nir", "-o", tmp_path / "m.bsnn")
+    assert_one_line_error(r, "import", "without NIR's 'type' entry", rc=1)
+
+
+def test_a_spec_with_a_one_input_layer_is_refused_before_training(tmp_path, capsys):
+    r = run_main(capsys, "train", "--preset", "1-4-10", "--crop", "1", "-o", tmp_path / "m.ckpt")
+    line = assert_one_line_error(r, "train", "one input", rc=1)
+    assert "Warning" not in r.stderr
