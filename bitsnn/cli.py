@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wave", metavar="OUT.vcd", help="write a waveform of one image")
     p.add_argument("--image", type=int_in(0), default=0, metavar="K", help="the image the waveform shows")
     _add_force(p, "a VCD waveform (for --wave)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the simulator's own output (cocotb, VPI) as it runs; otherwise it goes to sim.log "
+                   "in the build cache and only progress lines are printed")
     _add_data_dir(p)
 
     p = sub.add_parser("build", help="build a bitstream for a board",

@@ -584,6 +584,10 @@ def run_flow(cfg: FlowConfig, *, start: str | None = None, stop: str | None = No
             except BitsnnError as e:
                 say(f"==> {name}: FAILED after {time.perf_counter() - t0:.1f} s: {e}")
                 raise
+            except KeyboardInterrupt:
+                say(f"==> {name}: INTERRUPTED after {time.perf_counter() - t0:.1f} s (not marked done; "
+                    "the next run starts it again)")
+                raise
             seconds = time.perf_counter() - t0
             _mark_done(step, cfg, run, hashes, seconds)
             ran[name] = times[name] = round(seconds, 1)

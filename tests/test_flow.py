@@ -268,3 +268,30 @@ def test_whole_flow_on_the_command_line(tmp_path, data_dir):
     assert r.stdout.count(": up to date") == len(STEP_NAMES)
     times = json.loads((run / "time_per_step.json").read_text())
     assert set(times) == set(STEP_NAMES) and all(math.isfinite(t) for t in times.values())
+
+
+def test_an_interrupted_flow_says_so_in_its_log(tmp_path, data_dir):
+    """Ctrl-C during a step: one line on stderr, exit 130, and flow.log's last line says which step
+    was interrupted (it is not marked done)."""
+    import signal
+    import subprocess
+    import time
+
+    from test_cli import BITSNN
+
+    cfg = small_config(tmp_path, data_dir, train=dict(epochs=100000))
+    path = cfg.save(tmp_path / "flow.toml")
+    proc = subprocess.Popen([str(BITSNN), "flow", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log = Path(cfg.run_dir) / "flow.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.is_file() and "[train] 35-8-4" in log.read_text()):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert err.strip() == "bitsnn flow: interrupted"
+    last = log.read_text().strip().splitlines()[-1]
+    assert last.startswith("==> train: INTERRUPTED after"), last
+    assert not (Path(cfg.run_dir) / "train" / "done.json").exists()

@@ -120,3 +120,25 @@ def test_conv_engine_option(tmp_path, mnist_dir, capsys):
     rc, out, err = run_sim(capsys, "--model", path, "--simulator", "amaranth", "--conv-engine", "window",
                            "--data-dir", mnist_dir)
     assert rc == 1 and not out and err.count("\n") == 1 and "window stage takes spike maps" in err
+
+
+@pytest.mark.cosim
+@pytest.mark.xdist_group("cosim")
+def test_icarus_output_is_progress_and_summary_only(tiny_model_path, mnist_dir, tmp_path):
+    """The simulator's chatter (cocotb's GPI lines, VPI warnings, the regression table) stays in
+    sim.log; --verbose shows it. The build cache is the user cache, not the working directory."""
+    from bitsnn.sim.cosim.runner import simulator_missing
+    from test_cli import run_cli
+
+    if why := simulator_missing("icarus"):
+        pytest.skip(why)
+    args = ("sim", "--model", tiny_model_path, "--images", 100, "--simulator", "icarus", "--data-dir", mnist_dir)
+    r = run_cli(*args, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = r.stdout + r.stderr
+    assert "[cosim] 100/100 images" in text and "mismatches: 0" in text
+    for chatter in ("GPI", "vpi_", "TESTS=", "cocotb"):
+        assert chatter not in text, chatter
+    assert list(tmp_path.iterdir()) == []  # nothing cached where it ran
+    r = run_cli(*args, "--verbose", cwd=tmp_path, timeout=600)
+    assert r.returncode == 0 and "TESTS=" in r.stdout + r.stderr

@@ -111,7 +111,8 @@ def _feed_cycles(hm, cycles) -> int:
 
 
 def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cycles=None, progress: int = 0,
-             build_root=None, lanes: int | None = None, conv_engine: str = "auto") -> SimRun:
+             build_root=None, lanes: int | None = None, conv_engine: str = "auto", verbose: bool = False,
+             out=None) -> SimRun:
     """Run ``images`` on ``simulator``; ``g``/``want_cycles`` (golden) feed the bench's own checker.
     ``lanes``: the event cores' (default: bitsnn.hwplan.default_lanes); ``conv_engine``: the
     convolutions' stages (:data:`bitsnn.hwplan.CONV_ENGINES`)."""
@@ -139,7 +140,7 @@ def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cy
         if want_cycles is not None:
             expected["cycles"] = want_cycles
     r = run_accelerator_cosim(hm, images, simulator=simulator, mode=mode, expected=expected, progress=progress,
-                              build_root=build_root,
+                              build_root=build_root, verbose=verbose, out=out,
                               accel_params={"lanes": lanes, "word": WORD, "conv_engine": conv_engine})
     return SimRun(r, r.run_s, int(r.sim_cycles.sum()), r.build_s)
 
@@ -183,12 +184,12 @@ def sim_main(args, out=None) -> int:
     """The ``bitsnn sim`` subcommand: 0 when everything matches, 1 on a mismatch."""
     return sim_check(args.model, images=args.images, simulator=args.simulator, mode=args.mode, lanes=args.lanes,
                      conv_engine=getattr(args, "conv_engine", "auto"), wave=args.wave, image=args.image, data_dir=args.data_dir,
-                     force=getattr(args, "force", False), out=out)
+                     force=getattr(args, "force", False), verbose=getattr(args, "verbose", False), out=out)
 
 
 def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str = "event", lanes: int | None = None,
               conv_engine: str = "auto", wave=None, image: int = 0, data_dir=None, force: bool = False,
-              out=None) -> int:
+              verbose: bool = False, out=None) -> int:
     """Simulate the first ``images`` test images of the hardware model file ``model`` on
     ``simulator`` and compare every spike, score, class, spike count and cycle count with the
     golden and cycle models; print a summary to ``out`` (default stdout). ``wave``: also write a
@@ -243,7 +244,7 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
     stages = f", convolution stages {'/'.join(engines)}" if engines else ""
     say(f"simulating {n} images on {simulator} (mode {mode}, {lanes} lanes{stages})...")
     run = simulate(hm, images, simulator=simulator, mode=mode, g=g, want_cycles=want_cycles, progress=progress,
-                   lanes=lanes, conv_engine=conv_engine)
+                   lanes=lanes, conv_engine=conv_engine, verbose=verbose, out=out)
     r = run.result
     bad = compare(g, want_cycles, r)
 
@@ -264,6 +265,8 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
         say(f"simulated {approx}{run.sim_cycles:,} cycles in {run.run_s:.2f} s: "
             f"{approx}{run.sim_cycles / max(run.run_s, 1e-9):,.0f} cycles/s"
             + (f" (build {run.build_s:.1f} s)" if run.build_s else ""))
+        if getattr(r, "log", None) is not None:
+            say(f"build and simulator log in {Path(r.log).parent} (the cache; $BITSNN_BUILD moves it)")
     if wave:
         if simulator == "golden":
             say("--wave: the golden model has no waveform; use a hardware simulator")

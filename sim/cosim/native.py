@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def decode_records(raw: np.ndarray, meta: dict, hidden: list[int], taps: dict) -
 
 
 def run_native(bdir: Path, images: np.ndarray, meta: dict, hidden: list[int], taps: dict, *,
-               progress: int = 0) -> tuple[dict, float]:
+               progress: int = 0, out=None) -> tuple[dict, float]:
     """Run ``images`` ((B, n_inputs) uint8) through the built driver; (arrays, seconds clocking)."""
     B, n = images.shape
     run_id = f"{os.getpid()}_{time.time_ns()}"
@@ -82,7 +83,7 @@ def run_native(bdir: Path, images: np.ndarray, meta: dict, hidden: list[int], ta
             for line in proc.stdout:
                 lines.append(line)
                 if progress and line.startswith("[cosim]"):
-                    print(line.rstrip(), flush=True)
+                    print(line.rstrip(), file=out or sys.stdout, flush=True)
         if proc.returncode != 0 or not outp.is_file():
             tail = "".join(lines[-5:]).strip()
             raise BitsnnError(f"the harness driver failed (exit {proc.returncode})" + (f": {tail}" if tail else ""))

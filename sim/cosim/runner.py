@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,7 +40,51 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def default_build_root() -> Path:
-    return Path(os.environ.get("BITSNN_BUILD", REPO / "build")) / "cosim"
+    """Where co-simulation builds are cached: ``$BITSNN_BUILD/cosim``, else the user cache
+    (``$XDG_CACHE_HOME/bitsnn/cosim``, default ``~/.cache/bitsnn/cosim``; ``make`` points
+    XDG_CACHE_HOME at the project's ``.cache/``), never the folder bitsnn is run from."""
+    if os.environ.get("BITSNN_BUILD"):
+        return Path(os.environ["BITSNN_BUILD"]) / "cosim"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bitsnn" / "cosim"
+
+
+class _ProgressTail:
+    """Follow a simulator's log file while it runs and print only the bench's own ``[cosim]``
+    progress lines: the simulator's chatter (cocotb's GPI lines, VPI warnings, the regression
+    table) stays in the log, which an error names."""
+
+    def __init__(self, log: Path, out=None):
+        self.log, self.out = log, out or sys.stdout
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def _follow(self):
+        pos, part = 0, ""
+        while True:
+            last = self.stop.is_set()
+            try:
+                with open(self.log, encoding="utf-8", errors="replace") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos = f.tell()
+            except FileNotFoundError:
+                chunk = ""
+            *lines, part = (part + chunk).split("\n")
+            for line in lines:
+                if line.startswith("[cosim]"):
+                    print(line, file=self.out, flush=True)
+            if last:
+                return
+            self.stop.wait(0.2)
 
 
 def _verilator_version(exe: str) -> tuple[int, int] | None:
@@ -237,7 +282,7 @@ class CosimResult:
 
 def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_root=None, mode: str = "event",
                           expected: dict | None = None, wave: str | os.PathLike | None = None,
-                          progress: int = 0, accel_params: dict | None = None, quiet: bool = True,
+                          progress: int = 0, accel_params: dict | None = None, verbose: bool = False, out=None,
                           bench: str | None = None, batch: int = BATCH, verilator_opts=VERILATOR_OPTS,
                           opt_fast: str = "-O3", public_all: bool = False) -> CosimResult:
     """Run ``images`` ((B, *image_shape) uint8, or already cropped (B, n_inputs)) through the generated Accelerator on ``simulator``.
@@ -253,6 +298,9 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
     report's toggle count needs).
     ``verilator_opts``, ``opt_fast``, ``public_all``: Verilator build options (see
     :func:`verilator_args`; ``benchmarks/bench_cosim.py --options`` measures each).
+    ``progress``: print a ``[cosim]`` line every that many images; the simulator's own output goes
+    to ``sim.log`` in the build directory, unless ``verbose`` (then it is printed as it comes).
+    ``out``: where progress lines go (default stdout).
     """
     why = simulator_missing(simulator)
     if why:
@@ -297,7 +345,8 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
         build_s = time.perf_counter() - t1
         taps = {l: plan.tap_index(l) for l in range(H) if plan.tap_index(l) is not None}
         t2 = time.perf_counter()
-        d, clocked = run_native(bdir, images, meta, [plan.tap_size(l) for l in range(H)], taps, progress=progress)
+        d, clocked = run_native(bdir, images, meta, [plan.tap_size(l) for l in range(H)], taps, progress=progress,
+                                out=out)
         return CosimResult(
             classes=d["classes"], scores=d["scores"], spikes=[d[f"spikes{l}"] for l in range(H)],
             spike_counts=d["spike_counts"], cycles=d["cycles"], measured_cycles=d["measured_cycles"],
@@ -334,11 +383,13 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
         "BITSNN_COSIM_PROGRESS": str(progress),
     }
     xml = bdir / f"results_{run_id}.xml"
+    tail = _ProgressTail(log, out) if progress and not verbose else contextlib.nullcontext()
     try:
-        runner.test(test_module=BENCHES[bench], hdl_toplevel=meta["toplevel"], build_dir=bdir, test_dir=bdir,
-                    extra_env=env, waves=waves, timescale=TIMESCALE, log_file=None if progress else log,
-                    plusargs=[f"+dumpfile_path={bdir / 'dump.vcd'}"] if waves and simulator == "icarus" else [],
-                    results_xml=str(xml))
+        with tail:
+            runner.test(test_module=BENCHES[bench], hdl_toplevel=meta["toplevel"], build_dir=bdir, test_dir=bdir,
+                        extra_env=env, waves=waves, timescale=TIMESCALE, log_file=None if verbose else log,
+                        plusargs=[f"+dumpfile_path={bdir / 'dump.vcd'}"] if waves and simulator == "icarus" else [],
+                        results_xml=str(xml))
         if not outp.is_file():
             raise BitsnnError(f"the {simulator} bench wrote no results; see {log}")
         d = dict(np.load(outp))
