@@ -525,14 +525,20 @@ def test_report_gives_end_to_end_throughput_over_the_link(tmp_path, mnist_dir, c
     assert "round-trip-bound" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("fixture", ["tiny_hwmodel", "conv_tiny_hwmodel"])
+@pytest.mark.parametrize("fixture", ["tiny_hwmodel", "conv_tiny_hwmodel", "4-bit"])
 def test_neurobench_metrics_agree_with_bitsnn_counts(tmp_path, request, mnist_dir, fixture):
     """`bitsnn report --neurobench`: the neurobench package's own metrics on the bit-exact torch
     module; activation sparsity, effective MACs/ACs, dense synaptic operations, connection sparsity
-    and accuracy equal bitsnn's counts of the same things."""
+    and accuracy equal bitsnn's counts of the same things (for b-bit weights, some of them zero:
+    the events on nonzero weights and the share of zero weights)."""
+    from bitsnn.hwmodel import random_model
     from bitsnn.report import make_report
 
-    model = request.getfixturevalue(fixture)
+    if fixture == "4-bit":  # conv-tiny's shape with its 4-bit first convolution and output layer
+        model = random_model(np.random.default_rng(3), [784, 10], input_shape=(28, 28), input_encoding="pixels",
+                             convs=((8, 3, 2), (32, 3, 2)), weight_bits={0: 4, 2: 4}, input_threshold=100)
+    else:
+        model = request.getfixturevalue(fixture)
     path = model.save(tmp_path / "m.bsnn")
     lines = []
     assert make_report(path, images=1000, data_dir=mnist_dir, output=tmp_path / "r", neurobench=True,
@@ -547,6 +553,9 @@ def test_neurobench_metrics_agree_with_bitsnn_counts(tmp_path, request, mnist_di
                                                          for l in model.layers)
     text = "\n".join(lines)
     assert "NeuroBench 2.3.0 on 1000 images" in text and "DIFFERS" not in text
+    zeros = section["bitsnn"]["zero_weights"]
+    assert (zeros > 0) == (fixture == "4-bit") and f"{zeros} of " in text
+    assert ("1-bit" not in text) and ("none zero" not in text)
 
 
 def test_cli_takes_the_lanes_and_stages_a_build_would(tmp_path, mnist_dir, capsys):
