@@ -88,7 +88,7 @@ def main(argv=None):
     from bitsnn.boards import board_facts
     from bitsnn.data import test_subset
     from bitsnn.hwmodel import HardwareModel
-    from bitsnn.hwplan import default_lanes
+    from bitsnn.boards.fit import board_lanes
     from bitsnn.link import link_timing
     from bitsnn.sim import cycles as cycles_mod
     from bitsnn.sim import golden
@@ -108,7 +108,7 @@ def main(argv=None):
             print(f"{label}: no model (pass --conv-model); skipped")
             continue
         model = model or HardwareModel.load(path)
-        lanes = default_lanes(model)
+        lanes = board_lanes(board.name, model)  # what `bitsnn build --board` generates for it
         pixels = model.input_encoding == "pixels"
         imgs, _ = test_subset(args.compute_images, model, args.data_dir)
         g = golden.run(model, imgs)
@@ -128,7 +128,7 @@ def main(argv=None):
         t1 = time.perf_counter()
         fb_rate, fb_ok, _ = simulate(model, imgs[:2], clk, baud, lanes=lanes, infer=False) if args.fallback else (None, True, 0)
         fb = link_timing(n_inputs=model.n_inputs, n_words=K, infer=False, baud=baud, compute_s=compute)
-        print(f"{label}: {model.describe()} ({path})")
+        print(f"{label}: {model.describe()} ({path}), {lanes} lanes")
         print(f"  predicted ({args.compute_images} test images): {pred.images_per_s:,.0f} images/s, "
               f"{pred.bound}-bound: {pred.formula()}")
         print(f"  simulated: {sim_rate:,.0f} images/s over {n_sim} images on the UART top "

@@ -13,8 +13,8 @@ import os
 import sys
 
 from . import BitsnnError, __version__
-from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, OptionError, float_in, int_in
-from .hwplan import CONV_ENGINES, MODES
+from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, SURROGATES, OptionError, float_in, int_in
+from .hwplan import CONV_ENGINES, DEFAULT_WORD, MODES
 from .nirgraph import DEFAULT_DT
 from .protocol import MAX_LANES
 
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sparsity", type=float_in(0, FLOAT32_MAX), default=None, metavar="LAMBDA",
         help="spike-rate regulariser weight: loss += LAMBDA x mean firing rate (default: the preset's)",
     )
-    p.add_argument("--surrogate", default=None, choices=("box", "s2nn", "ste"), help="surrogate gradient")
+    p.add_argument("--surrogate", default=None, choices=SURROGATES, help="surrogate gradient")
     p.add_argument("--input", dest="input_encoding", default=None, choices=("spikes", "pixels"),
                    help="input encoding: thresholded pixels as spikes, or direct 8-bit pixels")
     p.add_argument("--input-threshold", type=int_in(1, 255), default=None, metavar="T",
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P", help="neurons per cycle per core (default: the build report's, else bitsnn.hwplan.default_lanes; a conv model's build may use fewer to fit its board)")
     p.add_argument("--conv-engine", default=None, choices=CONV_ENGINES,
                    help="the convolutions' stages (default: the build report's, else auto; " + _ENGINE_HELP + ")")
-    p.add_argument("--word", type=int_in(1, 4096), default=None, metavar="W", help="word width in bits (default 32)")
+    p.add_argument("--word", type=int_in(1, 4096), default=None, metavar="W", help=f"word width in bits (default {DEFAULT_WORD})")
     p.add_argument("--vcd", metavar="WAVE.vcd", help="a waveform of the design to count signal toggles in")
     p.add_argument("--sweep", nargs="+", metavar="M", default=None,
                    help="more hardware models of the same network (e.g. trained at other --sparsity values): "

@@ -38,7 +38,7 @@ from . import BitsnnError
 from .fileio import FileKind, atomic_write_text, check_output_dir, check_output_file, inside, same_path
 from .hwplan import CONV_ENGINES
 from .protocol import MAX_LANES
-from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, OptionError, float_in, int_in, one_of
+from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, SURROGATES, OptionError, float_in, int_in, one_of
 
 __all__ = [
     "STEP_NAMES",
@@ -80,7 +80,7 @@ class TrainSection:
     batch_size: int | None = _opt(None, int_in(2), "mini-batch size (BatchNorm needs at least 2)")
     lr: float | None = _opt(None, float_in(0, MAX_LR, lo_open=True), "learning rate")
     sparsity: float | None = _opt(None, float_in(0, FLOAT32_MAX), "spike-rate regulariser weight")
-    surrogate: str | None = _opt(None, one_of("box", "s2nn", "ste"), "surrogate gradient")
+    surrogate: str | None = _opt(None, one_of(*SURROGATES), "surrogate gradient")
     input_encoding: str | None = _opt(None, one_of("spikes", "pixels"), "input encoding")
     input_threshold: int | None = _opt(None, int_in(1, 255), "spike input: a pixel >= T is a spike")
     crop: int | None = _opt(None, int_in(0), "central CxC window of each image (0: whole images)")

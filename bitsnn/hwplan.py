@@ -30,8 +30,8 @@ from .kinds import KINDS, part
 __all__ = [
     "UnsupportedLayerError", "HARDWARE_KINDS", "check_supported",
     "MODES", "CONV_ENGINES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "WINDOW_LATENCY", "MIN_FIFO_DEPTH",
-    "MapLayout", "ConvPlan", "window_fits", "write_columns", "WRITABLE_WEIGHT_BITS",
-    "signed_bits", "preact_bits", "acc_bits_for", "result_words", "split_layer", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
+    "MapLayout", "ConvPlan", "window_fits", "write_columns", "WRITABLE_WEIGHT_BITS", "runtime_weights_problem",
+    "signed_bits", "preact_bits", "acc_bits_for", "neuron_accumulator", "result_words", "split_layer", "DEFAULT_WORD", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
     "plan_dense", "plan_conv",
 ]
 
@@ -91,6 +91,22 @@ def acc_bits_for(a_max: int) -> int:
     return signed_bits(int(a_max) + 1)
 
 
+def neuron_accumulator(threshold: int | None, compare: int | None, a_max: int) -> tuple[bool, int, int]:
+    """(weight flip, initial value, width in bits) of one event-core neuron's accumulator.
+
+    A hidden neuron's accumulator holds ``c * (a - theta)`` (``c`` its compare sign): it starts at
+    ``-c * theta``, and a ``c = -1`` neuron's stored weights are inverted, so it fires exactly when
+    the accumulator is >= 0 (its sign bit). An output neuron's (``threshold`` None) holds ``a``,
+    from 0. Each is just wide enough for every value it can take: partial sums of ``a`` lie in
+    [-R, R], R = ``a_max``. The generator (hw.core.EventCore) and the estimate both size with this."""
+    if threshold is None:
+        flip, init = False, 0
+    else:
+        c = int(compare)
+        flip, init = c < 0, -c * int(threshold)
+    return flip, init, max(signed_bits(init - a_max), signed_bits(init + a_max))
+
+
 def result_words(n_hidden: int, n_classes: int) -> int:
     """Words an inference produces: class, cycles, one spike count per hidden layer, scores."""
     return 2 + n_hidden + n_classes
@@ -100,6 +116,12 @@ def split_layer(n_out: int, max_neurons_per_core: int | None) -> list[tuple[int,
     """[(first neuron, neuron count)] of each core of a layer; the first cores are the full ones."""
     cap = n_out if max_neurons_per_core is None else max_neurons_per_core
     return [(off, min(cap, n_out - off)) for off in range(0, n_out, cap)]
+
+
+#: the word width of every design bitsnn generates for a board, ``bitsnn sim`` and ``bitsnn run``
+#: (the input chunks of the event cores' zero skipping, the result words); a report takes it too
+#: unless told otherwise
+DEFAULT_WORD = 32
 
 
 def default_lanes(model, *, writable: bool = False) -> int:
@@ -122,6 +144,22 @@ def ceil_log2(n: int) -> int:
 
 #: bits per weight that run-time weight writes take: a byte holds whole weights
 WRITABLE_WEIGHT_BITS = (1, 2, 4, 8)
+
+
+def runtime_weights_problem(layer, index: int) -> str | None:
+    """Why the weights of ``layer`` (layer ``index`` of its model) cannot be written at run time
+    (SPRAM, WRITE_WEIGHTS), or None: a convolution's kernels stay in its ROM, and a byte must hold
+    whole weights. The one statement of the rule: the accelerator, the build, the SPRAM choice and
+    the protocol all ask it."""
+    from bitsnn.hwmodel import ConvLayer
+
+    if isinstance(layer, ConvLayer):
+        return (f"layer {index} ({layer.name}) is a convolution, whose kernels stay in its ROM (only dense layers "
+                "take run-time weights)")
+    if layer.bits not in WRITABLE_WEIGHT_BITS:
+        return (f"layer {index} ({layer.name}) has {layer.bits}-bit weights; run-time writes take "
+                f"{', '.join(map(str, WRITABLE_WEIGHT_BITS[:-1]))} or {WRITABLE_WEIGHT_BITS[-1]}-bit weights")
+    return None
 
 
 def write_columns(model) -> list[tuple[int, int]]:

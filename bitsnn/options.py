@@ -14,7 +14,8 @@ import re
 
 from . import BitsnnError
 
-__all__ = ["OptionError", "int_in", "float_in", "one_of", "MAX_SEED", "FLOAT32_MAX", "MAX_LR", "BOARDS", "SIMULATORS"]
+__all__ = ["OptionError", "int_in", "float_in", "one_of", "MAX_SEED", "FLOAT32_MAX", "MAX_LR", "BOARDS", "SIMULATORS",
+           "HDL_SIMULATORS", "SURROGATES"]
 
 #: torch, numpy and the training code take seeds in this range
 MAX_SEED = 2**63 - 1
@@ -24,8 +25,12 @@ FLOAT32_MAX = 3.4028234663852886e38
 MAX_LR = FLOAT32_MAX * (1 - 0.9)
 #: the boards ``bitsnn build`` targets
 BOARDS = ("icebreaker", "ulx3s-85f")
-#: what ``bitsnn sim`` runs the design on
-SIMULATORS = ("icarus", "verilator", "amaranth", "golden")
+#: the HDL simulators that run the generated Verilog (co-simulation with cocotb or the C++ harness)
+HDL_SIMULATORS = ("icarus", "verilator")
+#: what ``bitsnn sim`` runs the design on: those, Amaranth's simulator, or the golden model alone
+SIMULATORS = (*HDL_SIMULATORS, "amaranth", "golden")
+#: the surrogate gradients ``bitsnn train`` takes (bitsnn.model.surrogate implements each)
+SURROGATES = ("box", "s2nn", "ste")
 
 
 #: what a number on the command line or in a config string looks like: ASCII digits, no "_" separators

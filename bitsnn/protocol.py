@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .hwmodel import ConvLayer
-from .hwplan import WRITABLE_WEIGHT_BITS, MapLayout, result_words, write_columns
+from .hwplan import WRITABLE_WEIGHT_BITS, MapLayout, result_words, runtime_weights_problem, write_columns
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -67,6 +67,8 @@ __all__ = [
     "FLAG_INFER_PIXELS",
     "decode_infer_payload",
     "infer_slot_bytes",
+    "infer_fits",
+    "MAX_PAYLOAD",
     "INFER_SLOTS",
     "packed_input_bytes",
     "pack_spikes",
@@ -106,6 +108,8 @@ __all__ = [
 
 PROTOCOL_VERSION = 2
 REQ_SYNC = 0xA5
+#: the longest payload a frame carries: its length field has 16 bits
+MAX_PAYLOAD = 0xFFFF
 RSP_SYNC = 0x5A
 CRC8_POLY = 0x07
 #: header + crc bytes around a request / response payload
@@ -185,7 +189,7 @@ def crc8(data: bytes | bytearray, crc: int = 0) -> int:
 
 
 def encode_request(cmd: int, payload: bytes = b"") -> bytes:
-    if len(payload) > 0xFFFF:
+    if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes exceeds 65535")
     body = bytes([cmd & 0xFF]) + struct.pack("<H", len(payload)) + bytes(payload)
     return bytes([REQ_SYNC]) + body + bytes([crc8(body)])
@@ -229,6 +233,13 @@ class BufferLayout:
 def infer_slot_bytes(n_inputs: int, *, pixels: bool) -> int:
     """The longest INFER payload: the tag, a mask byte per 8 inputs and, for pixels, every input."""
     return 1 + packed_input_bytes(n_inputs) + (int(n_inputs) if pixels else 0)
+
+
+def infer_fits(n_inputs: int, *, pixels: bool) -> bool:
+    """Whether INFER can carry an image of ``n_inputs`` inputs: its longest frame fits the 16-bit
+    length field. A design serves INFER by default exactly then (hw.top.UARTTop, the estimate and
+    the report's link timing all ask this)."""
+    return infer_slot_bytes(n_inputs, pixels=pixels) <= MAX_PAYLOAD
 
 
 def buffer_layout(n_inputs: int, *, infer: bool, weight_write: bool, pixels: bool = False) -> BufferLayout:
@@ -353,15 +364,14 @@ def write_column_bytes(model) -> list:
     b-bit weights (b in 2, 4, 8): byte b holds neurons (8/b)·b .. as two's-complement b-bit
     fields, the lowest neuron in the lowest bits. None for a convolution (not written at run time)."""
     out, prev = [], None
-    for layer, (ncol, nbytes) in zip(model.layers, write_columns(model)):
+    for index, (layer, (ncol, nbytes)) in enumerate(zip(model.layers, write_columns(model))):
         if ncol == 0:
             out.append(None)
             prev = layer
             continue
         b = layer.bits
-        if b not in WRITABLE_WEIGHT_BITS:
-            raise ValueError(f"{layer.name}: run-time writes take {', '.join(map(str, WRITABLE_WEIGHT_BITS))}-bit "
-                             f"weights, not {b}-bit ones")
+        if (why := runtime_weights_problem(layer, index)):
+            raise ValueError(why)
         if b == 1:
             cols = weight_columns(layer.weight_bits, layer.n_in)
         else:
@@ -416,7 +426,7 @@ class ResponseParser:
     dropped and counted in ``crc_errors`` (the parser then resynchronises on the next sync byte).
     """
 
-    def __init__(self, max_payload: int = 0xFFFF):
+    def __init__(self, max_payload: int = MAX_PAYLOAD):
         self.max_payload = max_payload
         self.buf = bytearray()
         self.skipped = 0

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from bitsnn import BitsnnError
+from bitsnn.options import BOARDS
 
 __all__ = ["BOARDS", "BoardFacts", "DeviceTotals", "FACTS", "board_facts", "get_board", "known_rates"]
-
-BOARDS = ("icebreaker", "ulx3s-85f")
 
 
 @dataclass(frozen=True)

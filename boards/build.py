@@ -87,11 +87,11 @@ def parse_spram_layers(text: str, model: HardwareModel):
         return layers
     if any(not 0 <= l < len(model.layers) for l in layers):
         raise BitsnnError(f"--spram-layers {text}: the model has layers 0..{len(model.layers) - 1}")
-    from bitsnn.hwmodel import ConvLayer
+    from bitsnn.hwplan import runtime_weights_problem
 
-    if conv := [l for l in layers if isinstance(model.layers[l], ConvLayer)]:
-        raise BitsnnError(f"--spram-layers {text}: layer {conv[0]} ({model.layers[conv[0]].name}) is a convolution, "
-                          "whose kernels stay in its ROM; only dense layers take run-time weights")
+    for l in layers:
+        if (why := runtime_weights_problem(model.layers[l], l)):
+            raise BitsnnError(f"--spram-layers {text}: {why}")
     return layers
 
 
@@ -134,9 +134,9 @@ def build_board(board_name: str, model: HardwareModel, outdir: Path, *, seed: in
         raise BitsnnError(f"--spram-layers: {board.name} ({board.device}) has no SPRAM")
     if not lanes_given:
         fitted = auto_lanes(board, model, accel, spram)
-        if fitted != accel["lanes"] and not spram:
-            log(f"[build] {board.name}: {fitted} lanes (with {accel['lanes']} the convolutions' lanes would take "
-                f"more than {INFER_LIMIT:.0%} of its logic; --lanes to choose)")
+        if fitted != accel["lanes"]:
+            log(f"[build] {board.name}: {fitted} lanes (with {accel['lanes']}, the convolutions' lanes and INFER "
+                f"would take more than {INFER_LIMIT:.0%} of its logic; --lanes to choose)")
         accel["lanes"] = fitted
     if spram:
         accel["spram_layers"] = list(spram)

@@ -5,6 +5,7 @@ so that ``bitsnn report`` and the flow take the lanes a build would, without a b
 from __future__ import annotations
 
 from bitsnn.hwmodel import HardwareModel
+from bitsnn.hwplan import DEFAULT_WORD
 
 __all__ = ["DEFAULT_ACCEL", "INFER_LIMIT", "estimate_on", "fit_conv_lanes", "choose_spram_layers", "auto_lanes",
            "board_lanes"]
@@ -12,7 +13,7 @@ __all__ = ["DEFAULT_ACCEL", "INFER_LIMIT", "estimate_on", "fit_conv_lanes", "cho
 #: Generation parameters used for board builds: event-driven cores and 32-bit words; the lanes
 #: default to bitsnn.hwplan.default_lanes(model) (32, more for a 129..256-neuron layer), fewer for
 #: a model with convolutions that would not fit the board otherwise (:func:`fit_conv_lanes`).
-DEFAULT_ACCEL = {"mode": "event", "word": 32}
+DEFAULT_ACCEL = {"mode": "event", "word": DEFAULT_WORD}
 #: ``--infer auto`` leaves INFER out when, with it, the estimate passes this share of the logic cells
 #: (nextpnr found no placement for the tiny SPRAM build with INFER: 96 % estimated, 5,071 / 5,280
 #: LC; the tiny build with INFER, 92.7 % estimated, placed and met timing)
@@ -29,21 +30,37 @@ def estimate_on(board, model: HardwareModel, accel: dict) -> dict:
 
 def fit_conv_lanes(board, model: HardwareModel, accel: dict) -> int:
     """The lanes for a model with convolutions when none are given: ``accel["lanes"]`` (the
-    default), halved, not below 8, while the estimate without INFER is above ``INFER_LIMIT`` of the
-    board's logic (the build then keeps INFER only where it still fits: lanes are latency, INFER
-    link speed). A convolution's lanes are its adders and popcounts; fewer lanes cost cycles
-    (more lane groups), never results. Models without convolutions keep their lanes."""
+    default), halved, not below 8, until the estimate fits within ``INFER_LIMIT`` of the board's
+    logic *with INFER* (``accel["infer"]`` "auto" or "on"); only when no such count fits, the
+    lanes that fit without it ("auto"; "off" fits without it from the start).
+
+    The link and the core are chosen together: an image's INFER exchange takes longer than its
+    compute at any of these lane counts, so INFER sets the images per second, and LOAD/RUN/READ,
+    which leaves the line idle while the image computes, is several times slower. The 4-bit
+    ``conv-tiny`` on the iCEBreaker measured 313 images/s end to end with 16 lanes and no INFER
+    (docs/hardware.md). A convolution's lanes are its adders and popcounts; fewer lanes cost
+    cycles (more lane groups), never results. Models without convolutions keep their lanes."""
     from bitsnn.hwmodel import ConvLayer
 
     lanes = int(accel["lanes"])
     if not any(isinstance(layer, ConvLayer) for layer in model.layers):
         return lanes
-    while lanes > 8:
-        est = estimate_on(board, model, dict(accel, lanes=lanes, infer=False))
-        if est["logic"] <= INFER_LIMIT * board.totals.logic:
-            break
-        lanes //= 2
-    return lanes
+    limit = INFER_LIMIT * board.totals.logic
+    want = accel.get("infer", "auto")
+
+    def fit(infer) -> tuple[int, bool]:
+        n = lanes
+        while True:
+            ok = estimate_on(board, model, dict(accel, lanes=n, infer=infer))["logic"] <= limit
+            if ok or n <= 8:
+                return n, ok
+            n //= 2
+
+    if want in ("auto", "on", None, True):
+        n, ok = fit(None)  # None: INFER wherever an image fits a frame, as the top generates it
+        if ok or want in ("on", True):
+            return n
+    return fit(False)[0]
 
 
 def choose_spram_layers(board, model: HardwareModel, accel: dict) -> list[int]:
@@ -51,14 +68,11 @@ def choose_spram_layers(board, model: HardwareModel, accel: dict) -> list[int]:
     most weight bits into SPRAM, largest first, until the block RAMs suffice (or SPRAM runs out)."""
     if board.totals.spram_blocks == 0:
         return []
-    from bitsnn.hwmodel import ConvLayer
-    from bitsnn.hwplan import WRITABLE_WEIGHT_BITS
+    from bitsnn.hwplan import runtime_weights_problem
 
     chosen: list[int] = []
-    # dense layers only (a convolution's kernels stay in its ROM) whose weights a byte holds whole
     layers = model.layers
-    order = sorted((l for l in range(len(layers))
-                    if not isinstance(layers[l], ConvLayer) and layers[l].bits in WRITABLE_WEIGHT_BITS),
+    order = sorted((l for l in range(len(layers)) if runtime_weights_problem(layers[l], l) is None),
                    key=lambda l: -layers[l].n_in * layers[l].n_out * layers[l].bits)
     for l in [None, *order]:
         if l is not None:

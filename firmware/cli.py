@@ -15,12 +15,13 @@ import numpy as np
 
 from bitsnn import BitsnnError
 from bitsnn import protocol as P
+from bitsnn.hwplan import DEFAULT_WORD
 
 __all__ = ["run_main", "run_images", "check_info"]
 
-#: what board builds generate (bitsnn.boards.build.DEFAULT_ACCEL): 32-bit words; the lanes come from
-#: the device's INFO (bitsnn.hwplan.default_lanes when it reports none)
-WORD = 32
+#: what board builds generate (bitsnn.hwplan.DEFAULT_WORD); the lanes come from the device's INFO
+#: (bitsnn.hwplan.default_lanes when it reports none)
+WORD = DEFAULT_WORD
 
 
 def check_info(info: P.Info, hm, model_path) -> None:

@@ -11,7 +11,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitsnn.hwmodel import ConvLayer, HardwareModel
-from bitsnn.hwplan import MODES, WRITABLE_WEIGHT_BITS, HardwarePlan, split_layer, write_columns
+from bitsnn.hwplan import MODES, HardwarePlan, runtime_weights_problem, split_layer, write_columns
 
 from .inbuf import InputBuffer
 from .router import SpikeRouter, event_layout, quiet_on_error
@@ -109,13 +109,13 @@ class Accelerator(wiring.Component):
         if bad := sorted(l for l in self.spram_layers if not 0 <= l < len(hwmodel.layers)):
             raise ValueError(f"spram_layers {bad}: the model has layers 0..{len(hwmodel.layers) - 1}")
         self.writable = bool(writable) or bool(self.spram_layers)
-        if conv := sorted(l for l in self.spram_layers if self.hw.layers[l].conv is not None):
-            raise ValueError(f"spram_layers {conv}: a convolution's kernels stay in its ROM (only dense layers "
-                             "take run-time weights)")
-        bad = [l for l in hwmodel.layers if l.bits not in WRITABLE_WEIGHT_BITS and not isinstance(l, ConvLayer)]
-        if self.writable and bad:
-            raise ValueError(f"run-time weight writes take 1, 2, 4 or 8-bit weights, not the {bad[0].bits}-bit "
-                             f"ones of {bad[0].name}")
+        for l in sorted(self.spram_layers):
+            if (why := runtime_weights_problem(hwmodel.layers[l], l)):
+                raise ValueError(f"spram_layers [{l}]: {why}")
+        if self.writable:  # every dense layer is writable then
+            for l, layer in enumerate(hwmodel.layers):
+                if not isinstance(layer, ConvLayer) and (why := runtime_weights_problem(layer, l)):
+                    raise ValueError(f"run-time weight writes: {why}")
         if self.writable and mode != "event":
             raise ValueError("run-time weight writes (writable, spram_layers) need mode='event'")
         if self.writable and max_neurons_per_core is not None and max_neurons_per_core % 8:

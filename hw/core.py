@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from bitsnn.hwmodel import MAX_INPUT, WEIGHT_BITS, weight_limit
-from bitsnn.hwplan import acc_bits_for, signed_bits
+from bitsnn.hwplan import acc_bits_for, neuron_accumulator
 
 from .arith import bits_to_int, ints_to_word, lane_term, popcount, tree_sum
 from .ports import read_port
@@ -337,24 +337,11 @@ class EventCore(_CoreBase):
         return mem.rd
 
     def _neuron_plan(self):
-        """Per neuron n: (weight flip, initial accumulator value, accumulator width in bits).
-
-        A hidden neuron's accumulator holds ``c_n * (a_n - theta_n)`` (``c_n`` its compare sign):
-        it starts at ``-c_n * theta_n`` and the stored weight bits of a ``c_n = -1`` neuron are
-        inverted, so it fires exactly when the accumulator is >= 0 -- its sign bit, no comparator.
-        An output neuron's accumulator is ``a_n`` (starts at 0). Each is just wide enough for every
-        value it can take (partial sums of ``a`` lie in [-R, R]).
-        """
-        plan = []
-        for n in range(self.n_out):
-            if self.is_output:
-                flip, init = False, 0
-            else:
-                c, th = int(self.compare[n]), int(self.thresholds[n])
-                flip, init = c < 0, -c * th
-            lo, hi = init - self.r, init + self.r
-            plan.append((flip, init, max(signed_bits(lo), signed_bits(hi))))
-        return plan
+        """Per neuron n: (weight flip, initial accumulator value, accumulator width in bits):
+        :func:`bitsnn.hwplan.neuron_accumulator`, which the estimate sizes with too."""
+        if self.is_output:
+            return [neuron_accumulator(None, None, self.r) for _ in range(self.n_out)]
+        return [neuron_accumulator(self.thresholds[n], self.compare[n], self.r) for n in range(self.n_out)]
 
     def _pipeline(self, m, wrp):
         """What both accumulator styles share: beat acceptance and the (event, group) walk, the

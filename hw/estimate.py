@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from bitsnn import protocol as P
-from bitsnn.hwplan import HardwarePlan, preact_bits, signed_bits
+from bitsnn.hwplan import HardwarePlan, ceil_log2, neuron_accumulator, preact_bits
 from bitsnn.kinds import part
 
 __all__ = ["FAMILIES", "estimate_resources", "estimate_dense", "estimate_conv", "bram_blocks_for"]
@@ -56,17 +56,13 @@ def bram_blocks_for(family: str, width: int, depth: int) -> tuple[int, int]:
 
 
 def _acc_bits(layer, n_lo, n_hi) -> int:
-    """Sum of the accumulator widths of neurons n_lo..n_hi-1 (hw.core.EventCore._neuron_plan)."""
+    """Sum of the accumulator widths of neurons n_lo..n_hi-1, as the generator sizes them
+    (:func:`bitsnn.hwplan.neuron_accumulator`)."""
     r = layer.a_max
     if layer.is_output:
-        return (n_hi - n_lo) * preact_bits(r)
-    th = np.asarray(layer.thresholds[n_lo:n_hi], np.int64)
-    c = np.asarray(layer.compare[n_lo:n_hi], np.int64)
-    init = -c * th
-    tot = 0
-    for v in init:
-        tot += max(signed_bits(int(v) - r), signed_bits(int(v) + r))
-    return int(tot)
+        return (n_hi - n_lo) * neuron_accumulator(None, None, r)[2]
+    return int(sum(neuron_accumulator(th, c, r)[2]
+                   for th, c in zip(layer.thresholds[n_lo:n_hi], layer.compare[n_lo:n_hi])))
 
 
 def _mux_luts(k: int) -> float:
@@ -311,10 +307,6 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
         add(name, luts=2 * min(plan.lanes, layer.n_out), ffs=layer.n_out.bit_length())
 
 
-def ceil_log2(n: int) -> int:
-    return max(0, int(n) - 1).bit_length()
-
-
 def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: int = 32, k: int = 1,
                        max_neurons_per_core: int | None = None, fifo_depth: int = 4,
                        family: str = "ice40", top: str = "uart", spram: bool | None = None,
@@ -368,7 +360,7 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         # the image buffer: LOAD's pixels, INFER's slots, WRITE_WEIGHTS's staging area
         pixels = hwmodel.input_encoding == "pixels"
         if infer is None:  # as UARTTop decides
-            infer = P.infer_slot_bytes(n0, pixels=pixels) <= 0xFFFF
+            infer = P.infer_fits(n0, pixels=pixels)
         nbuf = P.buffer_layout(n0, infer=infer, weight_write=writable, pixels=pixels).depth
         if infer:  # slot state, the byte FIFO and mask feeder, the tag, the responder's waiting reply
             add("uart_top", luts=cal["infer_top_luts"] + (cal["infer_pixel_luts"] if pixels else 0),

@@ -113,7 +113,7 @@ class UARTTop(wiring.Component):
         #: INFER (the image's masks, and its nonzero pixels on a pixel-input design; the result in
         #: the reply) is served while its longest frame fits the 16-bit length field
         self.infer_pixels = hwmodel.input_encoding == "pixels"
-        fits = P.infer_slot_bytes(self.n_inputs, pixels=self.infer_pixels) <= 0xFFFF
+        fits = P.infer_fits(self.n_inputs, pixels=self.infer_pixels)
         if infer and not fits:
             raise ValueError(f"INFER: a {self.n_inputs}-input image does not fit one frame")
         self.infer = fits if infer is None else bool(infer)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import torch
 
+from bitsnn.options import SURROGATES  # the names, where the command line reads them without torch
+
 __all__ = ["SURROGATES", "BoxSpike", "S2NNSpike", "STESpike", "spike"]
 
-SURROGATES = ("box", "s2nn", "ste")
 RHO = 0.3
 S2NN_ALPHA = 4.0
 S2NN_BETA = 1.0

@@ -36,27 +36,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitsnn.hwplan import (DENSE_LATENCY, EVENT_LEAD, EVENT_TAIL, START, HardwarePlan, default_lanes,
-                           split_layer)
+from bitsnn.hwplan import DENSE_LATENCY, EVENT_LEAD, EVENT_TAIL, START, HardwarePlan, default_lanes
 
-__all__ = ["default_lanes", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "layer_groups", "zero_chunks",
-           "predict_cycles", "layer_cycles", "bandwidth_bound", "weight_bits_per_cycle"]
+__all__ = ["default_lanes", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "zero_chunks",
+           "predict_cycles", "layer_cycles", "bandwidth_bound"]
 
 
 def _plan(model, mode, lanes, word, k, max_neurons_per_core, conv_engine="auto") -> HardwarePlan:
     return HardwarePlan.of(model, mode=mode, lanes=lanes, word=word, k=k, max_neurons_per_core=max_neurons_per_core,
                            conv_engine=conv_engine)
-
-
-def layer_groups(n_out: int, lanes: int, max_neurons_per_core: int | None = None) -> int:
-    """G: cycles per event (event mode) or per input word (dense) of the layer's slowest core."""
-    return max(-(-n // min(lanes, n)) for _off, n in split_layer(n_out, max_neurons_per_core))
-
-
-def weight_bits_per_cycle(n_out: int, lanes: int, word: int, mode: str, max_neurons_per_core=None) -> int:
-    """Weight-memory bits the layer's cores read per cycle: sum of P_c (event) or P_c * W (dense)."""
-    per = sum(min(lanes, n) for _off, n in split_layer(n_out, max_neurons_per_core))
-    return per * (word if mode == "dense" else 1)
 
 
 def zero_chunks(x: np.ndarray, word: int) -> np.ndarray:

@@ -152,9 +152,11 @@ def test_spram_layers_chosen_only_when_block_ram_overflows():
 
 def test_conv_lanes_fitted_to_the_board():
     """Without --lanes, a model with convolutions gets the default lanes halved until the estimate
-    (without INFER) is within INFER_LIMIT of the board's logic: 784-c8-c32-10 with pixel input is
+    with INFER is within INFER_LIMIT of the board's logic: 784-c8-c32-10 with pixel input is
     estimated at 5,287 LC with 32 lanes on the UP5K (a build before the rotating argmax took 5,386
-    and did not fit) and gets 16; the ULX3S keeps 32; a dense model keeps its lanes."""
+    and did not fit) and gets 16; the ULX3S keeps 32; a dense model keeps its lanes. The 4-bit
+    784-c8w4-c32-10w4 would fit 16 lanes only without INFER (95 % with it): it gets 8 and INFER,
+    and with --infer off, 16."""
     from bitsnn.boards.build import INFER_LIMIT, board_lanes, fit_conv_lanes
     from bitsnn.hw.estimate import estimate_resources
 
@@ -168,6 +170,15 @@ def test_conv_lanes_fitted_to_the_board():
     small = random_model(np.random.default_rng(0), [784, 10], input_shape=(28, 28), convs=((8, 3, 2), (16, 3, 2)),
                          input_encoding="pixels", threshold_spread=0.5, input_threshold=100)
     assert board_lanes("icebreaker", small) == 32
+    four = random_model(np.random.default_rng(0), [784, 10], input_shape=(28, 28), convs=((8, 3, 2), (32, 3, 2)),
+                        input_encoding="pixels", weight_bits={0: 4, 2: 4})
+    board = get_board("icebreaker")
+    accel = dict(DEFAULT_ACCEL, lanes=32, spram_layers=[2], conv_engine="auto")
+    assert estimate_resources(four, lanes=16, spram_layers=[2], infer=None, family="ice40")["logic"] > \
+        INFER_LIMIT * board.totals.logic
+    assert board_lanes("icebreaker", four) == 8
+    assert fit_conv_lanes(board, four, dict(accel, infer="off")) == 16
+    assert fit_conv_lanes(board, four, dict(accel, infer="on")) == 8
 
 
 

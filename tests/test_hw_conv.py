@@ -236,7 +236,7 @@ def test_convolutions_refuse_what_they_do_not_support():
     model = random_model(np.random.default_rng(0), [64, 4], input_shape=(8, 8), convs=((2, 3, 2),))
     with pytest.raises(UnsupportedLayerError, match=r"conv1: convolutions run in mode='event' only"):
         Accelerator(model, mode="dense")
-    with pytest.raises(ValueError, match=r"spram_layers \[0\]: a convolution's kernels stay in its ROM"):
+    with pytest.raises(ValueError, match=r"spram_layers \[0\]: layer 0 \(conv1\) is a convolution, whose kernels stay in its ROM"):
         Accelerator(model, spram_layers=[0], lanes=8)
     with pytest.raises(ValueError, match="needs a power-of-two word"):
         Accelerator(model, word=24)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -35,11 +34,10 @@ def test_conv_store_blocks():
     assert store_blocks("ice40", 32, 112) == bram_blocks_for("ice40", 32, 112)[0] == 2
 
 
-def test_estimate_shape_and_speed():
+def test_estimate_shape():
+    """(How fast the estimate runs is benchmarks/bench_estimate.py's to say, not a timed test's.)"""
     m = random_model(np.random.default_rng(0), [784, 128, 10])
-    t = time.perf_counter()
     r = estimate_resources(m, lanes=32, word=32)
-    assert time.perf_counter() - t < 0.05
     assert set(r) >= {"logic", "luts", "ffs", "bram_blocks", "bram_bits", "spram_blocks", "breakdown"}
     assert r["bram_blocks"] == 26 + 1 + 2 + 1 and r["spram_blocks"] == 1  # + the result bytes
     assert r["bram_bits"] == r["bram_blocks"] * 4096

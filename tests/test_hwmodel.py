@@ -311,21 +311,30 @@ def test_fuzz_header_json(blob):
         HardwareModel.from_bytes(data)
 
 
+def _json_nest_wide(c):
+    """A list or an object of ``c`` (named: hypothesis checks by its source that it uses ``c``)."""
+    return st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4)
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                    max_leaves=12),
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5), _json_nest_wide, max_leaves=12),
        st.sampled_from(["input", "layers", "arrays", "meta", "format", "version"]))
 def test_fuzz_header_structure(value, key):
-    """A well-formed JSON header with one field replaced by arbitrary JSON."""
+    """A well-formed JSON header with one field replaced by arbitrary JSON: a one-line
+    HardwareModelError naming the file, or (``meta`` takes any object) a model that validates and
+    writes the same file again."""
 
     def edit(h):
         h[key] = value
 
     try:
-        HardwareModel.from_bytes(_rewrite_header(_GOOD, edit))
-    except HardwareModelError:
-        pass
+        m = HardwareModel.from_bytes(_rewrite_header(_GOOD, edit), _SRC)
+    except HardwareModelError as e:
+        assert str(e).startswith(f"{_SRC}: ") and "\n" not in str(e)
+    else:
+        assert key == "meta" and isinstance(value, dict), (key, value)
+        m.validate()
+        assert HardwareModel.from_bytes(m.to_bytes()).to_bytes() == m.to_bytes()
 
 
 # ---- strict loading: each file below is edited and its content hash RECOMPUTED ------------------

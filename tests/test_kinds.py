@@ -26,7 +26,14 @@ def test_every_kind_has_every_part_and_the_file_knows_each():
         assert tuple(k.parts) == kinds.PARTS
         for p in kinds.PARTS:
             if k.has_hardware or p not in kinds.HARDWARE_PARTS:
-                assert k.part(p) is not None, (name, p)
+                # each part resolves to the class or function its "module:name" names, importable
+                obj = k.part(p)
+                fn = obj.convert if p == "export" else obj  # export: a LayerExport (module, prefix, convert)
+                assert callable(fn) and fn.__module__.split(".")[0] == "bitsnn", (name, p, obj)
+                if p != "export":
+                    assert obj.__name__ == k.parts[p].split(":")[-1], (name, p, obj)
+            else:
+                assert k.parts[p] is None, (name, p)
         layer_cls = k.part("layer")
         assert layer_cls.kind == name and hwmodel.LAYER_CLASSES[name] is layer_cls
         assert callable(k.part("golden"))

@@ -41,11 +41,18 @@ def test_stage_imports_under_bitsnn(stage):
 
 
 def test_all_stages_import_together():
+    """Every stage imports beside the others under one name, each from its own top-level folder."""
     import bitsnn.boards
     import bitsnn.firmware
     import bitsnn.hw
     import bitsnn.model
-    import bitsnn.sim  # noqa: F401
+    import bitsnn.sim
+
+    mods = {"boards": bitsnn.boards, "firmware": bitsnn.firmware, "hw": bitsnn.hw, "model": bitsnn.model,
+            "sim": bitsnn.sim}
+    for stage, mod in mods.items():
+        assert Path(mod.__file__).resolve().parent.name == stage, (stage, mod.__file__)
+    assert len({Path(m.__file__).resolve().parent for m in mods.values()}) == len(mods)
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import BitsnnError
-from ..hwplan import check_supported, default_lanes
+from ..hwplan import DEFAULT_WORD, check_supported, default_lanes
 from .build import load_build_report
 from .core import build_report, check_report_dir, write_report
 from .counts import check_hw
@@ -88,7 +88,7 @@ def end_to_end(model, cycles, clock_hz: float, board, build: dict | None, nonzer
     pixels = model.input_encoding == "pixels"
     infer = ((build or {}).get("accelerator") or {}).get("infer")  # what the build chose
     if infer is None:
-        infer = P.infer_slot_bytes(model.n_inputs, pixels=pixels) <= 0xFFFF
+        infer = P.infer_fits(model.n_inputs, pixels=pixels)
     compute = float(np.mean(P.run_cycles(model.n_inputs, np.asarray(cycles, np.float64), n_words,
                                          infer_pixels=pixels))) / clock_hz
     t = link_timing(n_inputs=model.n_inputs, n_words=n_words, infer=infer, infer_pixels=pixels, nonzero=nonzero,
@@ -165,7 +165,7 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
 
     from ..boards.fit import board_lanes
 
-    mode, word, conv_engine = pick("mode", lambda: "event"), pick("word", lambda: 32), pick("conv_engine", lambda: "auto")
+    mode, word, conv_engine = pick("mode", lambda: "event"), pick("word", lambda: DEFAULT_WORD), pick("conv_engine", lambda: "auto")
     check_hw(mode, 1, word, conv_engine)  # before the lanes are fitted with them
     lanes = pick("lanes", lambda: board_lanes(board.name, model, conv_engine) if mode == "event" else default_lanes(model))
     mnpc = accel.get("max_neurons_per_core")

@@ -21,14 +21,16 @@ import numpy as np
 
 from bitsnn import BitsnnError
 from bitsnn.fileio import VCD, check_output_file
+from bitsnn.hwplan import DEFAULT_WORD
+from bitsnn.options import HDL_SIMULATORS
 from bitsnn.protocol import MAX_LANES
 
 __all__ = ["sim_main", "sim_check", "Mismatch", "compare", "simulate"]
 
-#: word width of the Accelerator the CLI builds; its lanes: --lanes, else
+#: word width of the Accelerator the CLI builds (bitsnn.hwplan.DEFAULT_WORD); its lanes: --lanes, else
 #: bitsnn.hwplan.default_lanes(model) (what ``bitsnn build`` generates, unless it had to take fewer
 #: to fit a model with convolutions on its board; ``bitsnn flow`` passes the build's)
-WORD = 32
+WORD = DEFAULT_WORD
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def _check_simulator(simulator: str) -> None:
         return
     if importlib.util.find_spec("amaranth") is None:
         raise BitsnnError("amaranth is not installed (pip install bitsnn[hw])")
-    if simulator in ("icarus", "verilator"):
+    if simulator in HDL_SIMULATORS:
         from .runner import simulator_missing
 
         why = simulator_missing(simulator)
@@ -239,7 +241,7 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
     g = golden.run(hm, images)
     want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD, conv_engine=conv_engine)
     say(f"golden model: {n} images in {time.perf_counter() - t0:.2f} s")
-    progress = max(1, n // 10) if (n >= 100 and simulator in ("icarus", "verilator")) else 0
+    progress = max(1, n // 10) if (n >= 100 and simulator in HDL_SIMULATORS) else 0
     engines = [lp.conv.engine for lp in plan.layers if lp.conv is not None]
     stages = f", convolution stages {'/'.join(engines)}" if engines else ""
     say(f"simulating {n} images on {simulator} (mode {mode}, {lanes} lanes{stages})...")

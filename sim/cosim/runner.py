@@ -23,10 +23,11 @@ import numpy as np
 
 from bitsnn import BitsnnError
 from bitsnn.fileio import atomic_path
+from bitsnn.options import HDL_SIMULATORS
 
 __all__ = ["SIMULATORS", "simulator_missing", "CosimResult", "run_accelerator_cosim", "default_build_root"]
 
-SIMULATORS = ("icarus", "verilator")
+SIMULATORS = HDL_SIMULATORS  # what this module runs (bitsnn.options)
 MIN_VERILATOR = (5, 36)
 TIMESCALE = ("1ns", "1ps")
 #: the benches: the in-simulation harness under cocotb, Python on every clock edge (cocotb), and
