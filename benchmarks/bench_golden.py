@@ -52,7 +52,7 @@ def main() -> int:
     hw = HardwareModel.load(bsnn)
     model, _, _ = load_checkpoint(ckpt)
     model.eval()
-    plans = [golden.LayerPlan(l) for l in hw.layers]
+    plans = [golden.DenseEvaluator(l) for l in hw.layers]
     images = ds.test_images
     timages = torch.as_tensor(images)
     print(f"model {hw.describe()}; torch {torch.__version__} with {torch.get_num_threads()} threads, "

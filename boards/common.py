@@ -24,7 +24,7 @@ from bitsnn import BitsnnError
 from . import DeviceTotals
 
 __all__ = ["DeviceTotals", "Board", "BoardTop", "ToolchainError", "run_toolchain", "parse_reports", "BUILD_MARKER",
-           "check_build_dir", "build_into"]
+           "check_build_dir", "build_into", "BITSTREAM_PREAMBLE", "bitstream_problem"]
 
 
 class ToolchainError(BitsnnError):
@@ -234,6 +234,22 @@ def board_dict(board: Board) -> dict:
     return {"name": board.name, "device": board.device, "clk_freq": board.clk_freq, "totals": asdict(board.totals)}
 
 
+#: the synchronisation word each family's configuration logic looks for near a bitstream's start
+#: (iCE40: 0x7EAA997E after icepack's comment; ECP5: 0xFFFFBDB3 after ecppack's)
+BITSTREAM_PREAMBLE = {"ice40": b"\x7e\xaa\x99\x7e", "ecp5": b"\xff\xff\xbd\xb3"}
+
+
+def bitstream_problem(family: str, data: bytes) -> str | None:
+    """Why ``data`` is not a plausible bitstream for ``family``, or None: its preamble is not
+    within the first 1 KiB, or the file is shorter than any configuration frame."""
+    pre = BITSTREAM_PREAMBLE[family]
+    if len(data) < 1024:
+        return f"{len(data)} bytes is too short for a {family} bitstream"
+    if pre not in data[:1024]:
+        return f"no {family} preamble ({pre.hex()}) in its first 1 KiB"
+    return None
+
+
 #: the file that marks a directory as a `bitsnn build` output: only such a directory (or an empty
 #: one) is ever replaced by a later build
 BUILD_MARKER = ".bitsnn-build"
@@ -280,6 +296,8 @@ def build_into(board: Board, top: Elaboratable, outdir: Path, *, seed: int = 1, 
         stage = tmp / "out"
         stage.mkdir()
         bit = build_dir / f"bitsnn.{board.bitstream_suffix}"
+        if (why := bitstream_problem(board.family, bit.read_bytes())):
+            raise ToolchainError(f"the toolchain wrote a bitstream bitsnn does not recognise: {why}")
         shutil.copy2(bit, stage / bit.name)
         for f in ("stat.json", "report.json"):
             shutil.copy2(build_dir / f, stage / ("yosys-stat.json" if f == "stat.json" else "nextpnr-report.json"))

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from bitsnn import protocol as P
+from bitsnn import protocol as proto
 from bitsnn.hwplan import HardwarePlan, ceil_log2, neuron_accumulator, preact_bits
 from bitsnn.kinds import part
 
@@ -360,8 +360,8 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         # the image buffer: LOAD's pixels, INFER's slots, WRITE_WEIGHTS's staging area
         pixels = hwmodel.input_encoding == "pixels"
         if infer is None:  # as UARTTop decides
-            infer = P.infer_fits(n0, pixels=pixels)
-        nbuf = P.buffer_layout(n0, infer=infer, weight_write=writable, pixels=pixels).depth
+            infer = proto.infer_fits(n0, pixels=pixels)
+        nbuf = proto.buffer_layout(n0, infer=infer, weight_write=writable, pixels=pixels).depth
         if infer:  # slot state, the byte FIFO and mask feeder, the tag, the responder's waiting reply
             add("uart_top", luts=cal["infer_top_luts"] + (cal["infer_pixel_luts"] if pixels else 0),
                 ffs=cal["infer_top_ffs"])

@@ -23,8 +23,9 @@ for the command).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import enum, memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from bitsnn import protocol as P
@@ -34,7 +35,16 @@ from .bytebuf import ByteBuffer
 from .ports import read_port
 from .uart import UARTRx, UARTTx
 
-__all__ = ["UARTTop", "FrameParser", "RunEngine", "Responder", "crc8_next"]
+__all__ = ["UARTTop", "FrameParser", "RunEngine", "Responder", "ReplyKind", "crc8_next"]
+
+
+class ReplyKind(enum.Enum, shape=2):
+    """What a reply's payload holds."""
+
+    EMPTY = 0  #: nothing
+    INFO = 1  #: the INFO bytes
+    RESULT = 2  #: the result bytes (READ)
+    INFER_RESULT = 3  #: the result bytes and the request's tag (the run engine's INFER replies)
 
 
 def crc8_next(crc, byte):
@@ -194,9 +204,8 @@ class UARTTop(wiring.Component):
 
 def reply_signature() -> wiring.Signature:
     """A reply request from the parser: ``req`` (a one-cycle pulse), ``cmd``, ``status`` and
-    ``kind`` (0: no payload, 1: the INFO bytes, 2: the result bytes; 3, the run engine's INFER
-    replies only: the result bytes and the request's tag)."""
-    return wiring.Signature({"req": Out(1), "cmd": Out(8), "status": Out(8), "kind": Out(2)})
+    ``kind`` (:class:`ReplyKind`; ``INFER_RESULT`` comes from the run engine only)."""
+    return wiring.Signature({"req": Out(1), "cmd": Out(8), "status": Out(8), "kind": Out(ReplyKind)})
 
 
 def infer_signature(depth: int) -> wiring.Signature:
@@ -274,48 +283,13 @@ class FrameParser(wiring.Component):
         crc = Signal(8)
         frame_busy = Signal()
         sync_err_sent = Signal()
-        idle_timer = Signal(range(self.timeout_cycles + 1))
-        timed_out = Signal()
 
-        # Command and length checks, registered: cmd and length are complete at least a byte time
-        # (>= 10 cycles) before the CRC byte that CHECK decides on, so the reply decision only
-        # compares the CRC and reads flags.
-        known = Signal()
-        m.d.sync += known.eq(Cat(*(cmd == c for c in P.Cmd)).any())
-        len_ok = Signal()
-        with m.Switch(cmd):
-            for c in (P.Cmd.INFO, P.Cmd.RUN, P.Cmd.READ):
-                with m.Case(c):
-                    m.d.sync += len_ok.eq(length == 0)
-            with m.Case(P.Cmd.LOAD):
-                m.d.sync += len_ok.eq(length == n_in)
-            with m.Case(P.Cmd.WRITE_WEIGHTS):
-                m.d.sync += len_ok.eq((length > P.WEIGHT_HEADER) & (length <= P.WEIGHT_HEADER + P.MAX_WEIGHT_CHUNK))
-            with m.Case(P.Cmd.INFER):
-                if self.infer_pixels:  # the tag, every mask byte, up to every pixel
-                    m.d.sync += len_ok.eq((length > P.packed_input_bytes(n_in)) & (length <= slot_bytes))
-                else:
-                    m.d.sync += len_ok.eq(length == slot_bytes)
-            with m.Default():
-                m.d.sync += len_ok.eq(0)
+        known, len_ok, oversize = self._command_checks(m, cmd, length, byte)
 
-        # Oversized length field (> max_payload, a constant), decided in LEN1 from the incoming high
-        # byte: the low byte's part of the comparison is registered (the low byte is stored a byte
-        # time earlier), so the decision only compares one byte with constants.
-        max_hi, max_lo = self.max_payload >> 8, self.max_payload & 0xFF
-        lo_over = Signal()
-        m.d.sync += lo_over.eq(length[:8] > max_lo)
-        oversize = Signal()
-        m.d.comb += oversize.eq((byte > max_hi) | ((byte == max_hi) & lo_over))
-
-        def reply(c, status, kind=0):
+        def reply(c, status, kind=ReplyKind.EMPTY):
             return [rsp_req.eq(1), rsp_cmd.eq(c), rsp_status.eq(status), rsp_kind.eq(kind)]
 
-        with m.If(got):
-            m.d.sync += idle_timer.eq(0)
-        with m.Elif(idle_timer != self.timeout_cycles):
-            m.d.sync += idle_timer.eq(idle_timer + 1)
-        m.d.comb += timed_out.eq(~got & (idle_timer == self.timeout_cycles - 1))
+        timed_out = self._idle_timeout(m, got)
 
         m.d.comb += wr.data.eq(byte)
         is_ww = Signal()
@@ -335,22 +309,10 @@ class FrameParser(wiring.Component):
         frame_busy_now = running & (cmd != P.Cmd.INFO)
         if infer:
             frame_busy_now = Mux(is_infer, ~self.infer.ok, frame_busy_now)
-        # WRITE_WEIGHTS header (layer u8, column u16, offset u16) and the commit that follows a good CRC
-        w_hdr = Signal(8 * P.WEIGHT_HEADER)
-        w_layer, w_col, w_off = w_hdr[:8], w_hdr[8:24], w_hdr[24:40]
-        # registered (stable long before the CRC byte arrives): off the parser's reply path
-        w_n = Signal(16)  # data bytes
-        m.d.sync += w_n.eq(length - P.WEIGHT_HEADER)
-        w_addr_ok = Signal()
-        w_addr_ok_r = Signal()
-        m.d.sync += w_addr_ok_r.eq(w_addr_ok)
+        # WRITE_WEIGHTS: its header, its address check, and the commit that follows a good CRC
+        w_hdr, w_n, w_addr_ok_r = self._weight_header(m, length)
         commit_rd = Signal()
         commit_k = Signal(range(P.MAX_WEIGHT_CHUNK + 2))
-        if self.weight_write:
-            with m.Switch(w_layer):
-                for li, (n_cols, col_bytes) in enumerate(self.layers):
-                    with m.Case(li):  # a convolution (no columns) takes no weight writes
-                        m.d.comb += w_addr_ok.eq((w_col < n_cols) & (w_off < col_bytes) & (w_off + w_n <= col_bytes))
         with m.FSM(name="parser"):
             with m.State("IDLE"):
                 with m.If(got):
@@ -434,7 +396,7 @@ class FrameParser(wiring.Component):
                     with m.Else():
                         with m.Switch(cmd):
                             with m.Case(P.Cmd.INFO):
-                                m.d.comb += reply(cmd, P.Status.OK, 1)
+                                m.d.comb += reply(cmd, P.Status.OK, ReplyKind.INFO)
                             with m.Case(P.Cmd.LOAD):
                                 m.d.sync += image_valid.eq(1)
                                 m.d.comb += reply(cmd, P.Status.OK)
@@ -445,7 +407,7 @@ class FrameParser(wiring.Component):
                                     m.d.comb += reply(cmd, P.Status.NO_IMAGE)
                             with m.Case(P.Cmd.READ):
                                 with m.If(result_valid):
-                                    m.d.comb += reply(cmd, P.Status.OK, 2)
+                                    m.d.comb += reply(cmd, P.Status.OK, ReplyKind.RESULT)
                                 with m.Else():
                                     m.d.comb += reply(cmd, P.Status.NO_RESULT)
                             with m.Case(P.Cmd.INFER):
@@ -470,15 +432,7 @@ class FrameParser(wiring.Component):
 
             if self.weight_write:
                 with m.State("COMMIT"):
-                    # staged byte k is read in cycle k and written in cycle k+1 (<= 257 cycles). The
-                    # reply comes after, and a host waits for it, so no request byte arrives now;
-                    # one that does is dropped (its frame then fails its sync or CRC check).
-                    m.d.comb += commit_rd.eq(1)
-                    m.d.sync += commit_k.eq(commit_k + 1)
-                    with m.If(commit_k != 0):
-                        w = self.weights
-                        m.d.comb += [w.layer.eq(w_layer), w.col.eq(w_col), w.byte.eq(w_off + commit_k - 1),
-                                     w.data.eq(rd.data), w.en.eq(1)]
+                    self._weight_commit(m, w_hdr, w_n, commit_k, commit_rd)
                     with m.If(commit_k == w_n):
                         m.d.comb += reply(cmd, P.Status.OK)
                         m.next = "IDLE"
@@ -487,6 +441,83 @@ class FrameParser(wiring.Component):
         with m.If(commit_rd):
             m.d.comb += rd.addr.eq(stage + commit_k)
         return m
+
+    def _command_checks(self, m, cmd, length, byte):
+        """(known, len_ok, oversize): the command and length checks.
+
+        ``known`` and ``len_ok`` are registered: cmd and length are complete at least a byte time
+        (>= 10 cycles) before the CRC byte that CHECK decides on, so the reply decision only
+        compares the CRC and reads flags. ``oversize`` (a length field > max_payload, a constant)
+        is decided in LEN1 from the incoming high ``byte``: the low byte's part of the comparison
+        is registered (the low byte is stored a byte time earlier), so the decision only compares
+        one byte with constants."""
+        n_in, slot_bytes = self.n_inputs, self.layout.slot_bytes
+        known = Signal()
+        m.d.sync += known.eq(Cat(*(cmd == c for c in P.Cmd)).any())
+        len_ok = Signal()
+        with m.Switch(cmd):
+            for c in (P.Cmd.INFO, P.Cmd.RUN, P.Cmd.READ):
+                with m.Case(c):
+                    m.d.sync += len_ok.eq(length == 0)
+            with m.Case(P.Cmd.LOAD):
+                m.d.sync += len_ok.eq(length == n_in)
+            with m.Case(P.Cmd.WRITE_WEIGHTS):
+                m.d.sync += len_ok.eq((length > P.WEIGHT_HEADER) & (length <= P.WEIGHT_HEADER + P.MAX_WEIGHT_CHUNK))
+            with m.Case(P.Cmd.INFER):
+                if self.infer_pixels:  # the tag, every mask byte, up to every pixel
+                    m.d.sync += len_ok.eq((length > P.packed_input_bytes(n_in)) & (length <= slot_bytes))
+                else:
+                    m.d.sync += len_ok.eq(length == slot_bytes)
+            with m.Default():
+                m.d.sync += len_ok.eq(0)
+        max_hi, max_lo = self.max_payload >> 8, self.max_payload & 0xFF
+        lo_over = Signal()
+        m.d.sync += lo_over.eq(length[:8] > max_lo)
+        oversize = Signal()
+        m.d.comb += oversize.eq((byte > max_hi) | ((byte == max_hi) & lo_over))
+        return known, len_ok, oversize
+
+    def _idle_timeout(self, m, got):
+        """``timed_out``: high in the cycle the line has been quiet for ``timeout_cycles``."""
+        idle_timer = Signal(range(self.timeout_cycles + 1))
+        timed_out = Signal()
+        with m.If(got):
+            m.d.sync += idle_timer.eq(0)
+        with m.Elif(idle_timer != self.timeout_cycles):
+            m.d.sync += idle_timer.eq(idle_timer + 1)
+        m.d.comb += timed_out.eq(~got & (idle_timer == self.timeout_cycles - 1))
+        return timed_out
+
+    def _weight_header(self, m, length):
+        """(header, data bytes, address ok): a WRITE_WEIGHTS frame's header (layer u8, column u16,
+        offset u16; the payload state fills it), its data byte count and whether its address lies
+        in the layer's weight columns. The last two are registered: stable long before the CRC
+        byte arrives, off the parser's reply path."""
+        w_hdr = Signal(8 * P.WEIGHT_HEADER)
+        w_layer, w_col, w_off = w_hdr[:8], w_hdr[8:24], w_hdr[24:40]
+        w_n = Signal(16)
+        m.d.sync += w_n.eq(length - P.WEIGHT_HEADER)
+        w_addr_ok, w_addr_ok_r = Signal(), Signal()
+        m.d.sync += w_addr_ok_r.eq(w_addr_ok)
+        if self.weight_write:
+            with m.Switch(w_layer):
+                for li, (n_cols, col_bytes) in enumerate(self.layers):
+                    with m.Case(li):  # a convolution (no columns) takes no weight writes
+                        m.d.comb += w_addr_ok.eq((w_col < n_cols) & (w_off < col_bytes) & (w_off + w_n <= col_bytes))
+        return w_hdr, w_n, w_addr_ok_r
+
+    def _weight_commit(self, m, w_hdr, w_n, commit_k, commit_rd):
+        """The COMMIT state's copy: staged byte k is read in cycle k and written into the weight
+        memory in cycle k+1 (<= 257 cycles). The reply comes after, and a host waits for it, so no
+        request byte arrives now; one that does is dropped (its frame then fails its sync or CRC
+        check)."""
+        w_layer, w_col, w_off = w_hdr[:8], w_hdr[8:24], w_hdr[24:40]
+        m.d.comb += commit_rd.eq(1)
+        m.d.sync += commit_k.eq(commit_k + 1)
+        with m.If(commit_k != 0):
+            w = self.weights
+            m.d.comb += [w.layer.eq(w_layer), w.col.eq(w_col), w.byte.eq(w_off + commit_k - 1),
+                         w.data.eq(self.rd.data), w.en.eq(1)]
 
 
 class RunEngine(wiring.Component):
@@ -555,19 +586,20 @@ class RunEngine(wiring.Component):
                 m.d.sync += [full.bit_select(wslot, 1).eq(1), wslot.eq(wslot + 1)]
             # feeding a slot: its bytes are read in order into a 4-byte FIFO, one read per cycle
             # without a buffer write; the tag, then per 8 inputs a mask byte (and for pixels the
-            # nonzero values) are taken from its head
+            # nonzero values) are taken from its head. Reads run ahead of the frame's last byte (to
+            # the slot's end), so the FIFO is cleared as each slot starts.
             jb = Signal(range(nb + 1))
             inflight = Signal()
-            fifo = Array(Signal(8, name=f"fifo{k}") for k in range(4))
-            wp, rp = Signal(2), Signal(2)
-            count = Signal(3)
-            head = Signal(8)
+            clear = Signal()
+            m.submodules.slot_fifo = fifo = ResetInserter(clear)(SyncFIFO(width=8, depth=4))
+            count = fifo.level
+            head = fifo.r_data
             pop = Signal()
             sh = Signal(8)  # the current mask
             cnt = Signal(range(9))  # its bits not yet used
             tag_v = Signal()
             issue = Signal()
-            m.d.comb += [count.eq((wp - rp)[:2]), head.eq(fifo[rp])]
+            m.d.comb += fifo.r_en.eq(pop)
         with m.FSM(name="runner") as fsm:
             with m.State("IDLE"):
                 m.d.comb += rd.addr.eq(0)
@@ -578,8 +610,8 @@ class RunEngine(wiring.Component):
                 if slots:
                     with m.Elif(full.bit_select(rslot, 1)):
                         m.d.sync += [feed_idx.eq(0), word_idx.eq(0), byte_idx.eq(0), result_valid.eq(0),
-                                     from_slot.eq(1), jb.eq(0), inflight.eq(0), wp.eq(0), rp.eq(0), cnt.eq(0),
-                                     tag_v.eq(0)]
+                                     from_slot.eq(1), jb.eq(0), inflight.eq(0), cnt.eq(0), tag_v.eq(0)]
+                        m.d.comb += clear.eq(1)
                         m.next = "FEED_SLOT"
             with m.State("FEED"):
                 m.d.comb += [self.pixels.valid.eq(1), self.pixels.payload.eq(rd.data),
@@ -590,16 +622,14 @@ class RunEngine(wiring.Component):
                         m.next = "COLLECT"
             if slots:
                 with m.State("FEED_SLOT"):
-                    have = count != 0
+                    have = fifo.r_rdy
+                    # at most 3 held or on their way: the byte read this cycle always has room
                     m.d.comb += [issue.eq((count + inflight < 3) & (jb != nb) & ~self.wr_busy),
                                  rd.addr.eq(bases[rslot] + jb)]
                     m.d.sync += inflight.eq(issue)
                     with m.If(issue):
                         m.d.sync += jb.eq(jb + 1)
-                    with m.If(inflight):
-                        m.d.sync += [fifo[wp].eq(rd.data), wp.eq(wp + 1)]
-                    with m.If(pop):
-                        m.d.sync += rp.eq(rp + 1)
+                    m.d.comb += [fifo.w_en.eq(inflight), fifo.w_data.eq(rd.data)]
                     last = hs & (feed_idx == n_in - 1)
                     with m.If(hs):
                         m.d.sync += [sh.eq(sh >> 1), cnt.eq(cnt - 1), feed_idx.eq(feed_idx + 1)]
@@ -693,7 +723,7 @@ class Responder(wiring.Component):
         info = Array(Const(b, 8) for b in self.info)
         r_cmd = Signal(8)
         r_status = Signal(8)
-        r_kind = Signal(2)
+        r_kind = Signal(ReplyKind)
         r_tag = Signal(8)
         r_len = Signal(16)
         r_crc = Signal(8)
@@ -715,9 +745,9 @@ class Responder(wiring.Component):
             with m.Default():
                 with m.If(pidx >= r_len):
                     m.d.comb += cur.eq(r_crc)
-                with m.Elif((r_kind == 3) & (pidx == 4 * K) if self.infer else Const(0)):  # INFER: the tag last
-                    m.d.comb += cur.eq(r_tag)
-                with m.Elif(r_kind == 1):
+                with m.Elif((r_kind == ReplyKind.INFER_RESULT) & (pidx == 4 * K) if self.infer else Const(0)):
+                    m.d.comb += cur.eq(r_tag)  # INFER: the tag last
+                with m.Elif(r_kind == ReplyKind.INFO):
                     m.d.comb += cur.eq(info[pidx[:max(1, (len(self.info) - 1).bit_length())]])
                 with m.Else():
                     m.d.comb += cur.eq(res_rp.data)
@@ -725,15 +755,15 @@ class Responder(wiring.Component):
         m.d.comb += self.tx.payload.eq(cur)
         # The parser's reply request, registered: the decision (CRC, command, length, state checks)
         # and the responder's start are in different cycles (the reply leaves one cycle later).
-        req_q, cmd_q, status_q, kind_q = Signal(), Signal(8), Signal(8), Signal(2)
+        req_q, cmd_q, status_q, kind_q = Signal(), Signal(8), Signal(8), Signal(ReplyKind)
         m.d.sync += [req_q.eq(rsp_req), cmd_q.eq(rsp_cmd), status_q.eq(rsp_status), kind_q.eq(rsp_kind)]
         # With INFER, one reply that comes due while another is being sent waits here (a further one
         # is dropped); without, a host waits for each reply, and a colliding one is dropped.
-        p_v, p_cmd, p_status, p_kind = Signal(), Signal(8), Signal(8), Signal(2)
+        p_v, p_cmd, p_status, p_kind = Signal(), Signal(8), Signal(8), Signal(ReplyKind)
 
         def start(c, st, kind):
-            other = Mux(kind == 3, 4 * K + 1, 0) if self.infer else 0  # kind 3: INFER's result and tag
-            plen = Mux(kind == 1, len(self.info), Mux(kind == 2, 4 * K, other))
+            other = Mux(kind == ReplyKind.INFER_RESULT, 4 * K + 1, 0) if self.infer else 0  # the result and tag
+            plen = Mux(kind == ReplyKind.INFO, len(self.info), Mux(kind == ReplyKind.RESULT, 4 * K, other))
             return [r_cmd.eq(c), r_status.eq(st), r_kind.eq(kind), r_len.eq(plen), r_crc.eq(0), pos.eq(0)]
 
         hold = [p_v.eq(1), p_cmd.eq(cmd_q), p_status.eq(status_q), p_kind.eq(kind_q)] if self.infer else []
@@ -751,7 +781,7 @@ class Responder(wiring.Component):
                 if self.infer:
                     with m.Elif(self.run.req):
                         m.d.comb += self.run.ack.eq(1)
-                        m.d.sync += [*start(P.Cmd.INFER, P.Status.OK, 3), r_tag.eq(self.run.tag)]
+                        m.d.sync += [*start(P.Cmd.INFER, P.Status.OK, ReplyKind.INFER_RESULT), r_tag.eq(self.run.tag)]
                         m.next = "SEND"
             with m.State("SEND"):
                 if self.infer:

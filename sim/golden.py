@@ -20,7 +20,7 @@ import numpy as np
 from bitsnn.hwmodel import ConvLayer, HardwareModel, Layer, pack_bits
 from bitsnn.kinds import part
 
-__all__ = ["GoldenResult", "encode_input", "layer_preactivation", "run", "LayerPlan", "ConvPlan", "plan_for"]
+__all__ = ["GoldenResult", "encode_input", "layer_preactivation", "run", "DenseEvaluator", "ConvEvaluator", "plan_for"]
 
 # Images per block of the popcount kernel: keeps its (block, neurons) scratch arrays in cache.
 _BLOCK = 1024
@@ -54,7 +54,7 @@ class GoldenResult:
     synaptic_events: np.ndarray
 
 
-class LayerPlan:
+class DenseEvaluator:
     """A layer's weights rearranged once for fast evaluation."""
 
     def __init__(self, layer: Layer):
@@ -142,7 +142,7 @@ class LayerPlan:
         return out
 
 
-class ConvPlan:
+class ConvEvaluator:
     """A convolution's kernels rearranged once: one (C_in, C_out) float32 matrix per kernel tap.
 
     a[b, o, y, x] = sum over (c, ky, kx) of x_pad[b, c, y+ky, x+kx] * w[o, c, ky, kx], x_pad the
@@ -189,7 +189,7 @@ class ConvPlan:
         return s.reshape(s.shape[0], -1).view(np.uint8)
 
     def evaluate(self, x: np.ndarray):
-        """x: (B, n_in) uint8 -> (input events, synaptic events, a): as :meth:`LayerPlan.evaluate`."""
+        """x: (B, n_in) uint8 -> (input events, synaptic events, a): as :meth:`DenseEvaluator.evaluate`."""
         return np.count_nonzero(x, axis=1).astype(np.int64), self.synaptic_events(x), self.preact(x)
 
     def synaptic_events(self, x: np.ndarray) -> np.ndarray:

@@ -113,7 +113,13 @@ def test_tiny_model_bitstream(name, tiny_hwmodel, tmp_path):
     out = tmp_path / "out"
     bit = out / rep["bitstream"]
     assert bit.stat().st_size > 1000
+    from bitsnn.boards.common import bitstream_problem
+
+    assert bitstream_problem(board.family, bit.read_bytes()) is None  # the family's preamble
     saved = json.loads((out / "report.json").read_text())
+    # the estimate the build decided with, against what nextpnr placed
+    used, est = saved["utilisation"]["logic"]["used"], saved["estimate"]["logic"]
+    assert abs(est - used) <= 0.05 * used, (est, used)
     assert saved["utilisation"]["logic"]["used"] <= saved["utilisation"]["logic"]["available"]
     assert saved["utilisation"]["bram"]["used"] > 0  # weights live in block RAM
     assert saved["constraint_mhz"] == pytest.approx(board.clk_freq / 1e6, rel=1e-3)
@@ -261,3 +267,15 @@ def test_pll_solvers_match_the_boards_defaults_and_limits():
     assert asdict(ecp.with_clock(45e6))["clk_freq"] == 45e6
     with pytest.raises(BitsnnError, match="no iCE40 PLL setting gives 1000 MHz"):
         ice.with_clock(1e9)
+
+
+def test_bitstream_check_refuses_what_is_not_a_bitstream():
+    """What build_into checks before it moves a bitstream into place: each family's preamble near
+    the start (the real builds' files pass it in test_tiny_model_bitstream)."""
+    from bitsnn.boards.common import BITSTREAM_PREAMBLE, bitstream_problem
+
+    ice = b"\xff\x00\x00\xff" + BITSTREAM_PREAMBLE["ice40"] + bytes(2000)
+    assert bitstream_problem("ice40", ice) is None
+    assert "preamble" in bitstream_problem("ecp5", ice)
+    assert "too short" in bitstream_problem("ice40", ice[:100])
+    assert "preamble" in bitstream_problem("ice40", bytes(4096))

@@ -261,6 +261,12 @@ def test_whole_flow_on_the_command_line(tmp_path, data_dir):
     report = json.loads((run / "report" / "report.json").read_text())
     assert report["images"] == 20 and report["hardware"]["lanes"] >= 1
     assert (run / "build-icebreaker" / "bitsnn.bin").stat().st_size > 0
+    from bitsnn.boards.common import bitstream_problem
+
+    assert bitstream_problem("ice40", (run / "build-icebreaker" / "bitsnn.bin").read_bytes()) is None
+    build = json.loads((run / "build-icebreaker" / "report.json").read_text())
+    used, est = build["utilisation"]["logic"]["used"], build["estimate"]["logic"]
+    assert abs(est - used) <= 0.10 * used, (est, used)  # a 35-8-4 design: its fixed parts dominate
     assert "\r" not in r.stdout + r.stderr
     assert HardwareModel.load(run / "export" / "model.bsnn").sizes == [35, 8, 4]
     r = run_cli("flow", tmp_path / "flow.toml", cwd=tmp_path, timeout=300)
