@@ -25,7 +25,7 @@ from . import BitsnnError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "check_output_file", "check_output_dir",
            "FileKind", "same_path", "inside", "check_not_inputs", "clean_stale_temps", "magic_kind",
-           "CHECKPOINT", "VCD"]
+           "CHECKPOINT", "VCD", "DuplicateKeyError", "unique_keys"]
 
 
 @contextlib.contextmanager
@@ -177,6 +177,21 @@ def _is_vcd(path: Path) -> bool:
 CHECKPOINT = FileKind("a bitsnn checkpoint", _is_checkpoint)
 #: a waveform (``bitsnn sim --wave``)
 VCD = FileKind("a VCD waveform", _is_vcd)
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object that gives one key twice (its ``args[0]`` is the key)."""
+
+
+def unique_keys(pairs):
+    """``json.loads``'s ``object_pairs_hook`` that refuses a key given twice, where json would
+    silently keep the last one (the model file's header and the flow's JSON configs use it)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKeyError(k)
+        out[k] = v
+    return out
 
 
 def same_path(a, b) -> bool:

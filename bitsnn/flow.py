@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import BitsnnError
-from .fileio import FileKind, atomic_write_text, check_output_dir, check_output_file, inside, same_path
+from .fileio import (DuplicateKeyError, FileKind, atomic_write_text, check_output_dir, check_output_file, inside,
+                     same_path, unique_keys)
 from .hwplan import CONV_ENGINES
 from .protocol import MAX_LANES
 from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, SURROGATES, OptionError, float_in, int_in, one_of
@@ -181,14 +182,14 @@ class FlowConfig:
             raise BitsnnError(f"cannot read config {path}: {getattr(e, 'strerror', None) or e}") from None
         try:
             if path.suffix == ".json":
-                d = json.loads(text, object_pairs_hook=_unique_keys)
+                d = json.loads(text, object_pairs_hook=unique_keys)
             elif path.suffix == ".toml":
                 d = tomllib.loads(text)
             else:
                 raise BitsnnError(f"config {path}: expected a .toml or .json file")
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
             raise BitsnnError(f"config {path}: {str(e).splitlines()[0]}") from None
-        except _DuplicateKey as e:
+        except DuplicateKeyError as e:  # TOML refuses a repeated key by itself
             raise BitsnnError(f"config {path}: the key {e.args[0]!r} is given twice") from None
         return cls.from_dict(d, str(path))
 
@@ -212,20 +213,6 @@ def _is_config(path: Path) -> bool:
 
 #: what ``--save-config`` writes: an existing flow configuration may be replaced
 CONFIG_FILE = FileKind("a bitsnn flow configuration", _is_config)
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs):
-    """json's object hook: a key given twice is refused (TOML refuses it by itself)."""
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
-    return out
 
 
 def _checked(cls, d: dict, source: str) -> dict:

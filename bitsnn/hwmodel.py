@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import BitsnnError
-from .fileio import atomic_write_bytes, magic_kind
+from .fileio import DuplicateKeyError, atomic_write_bytes, magic_kind, unique_keys
 from .kinds import KINDS
 
 __all__ = [
@@ -664,19 +664,6 @@ LAYER_INPUTS = ("spikes", "pixels")
 LAYER_OUTPUTS = ("spikes", "scores")
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
-    return out
-
-
 def _quote(text: str) -> str:
     """repr of a string from the file, cut short."""
     return repr(text[:40]) + ("..." if len(text) > 40 else "")
@@ -724,8 +711,8 @@ def _parse(data: bytes, source: str) -> HardwareModel:
     if hlen > _MAX_HEADER or 16 + hlen > len(data):
         raise err("truncated header")
     try:
-        header = json.loads(data[16 : 16 + hlen].decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except _DuplicateKey as e:
+        header = json.loads(data[16 : 16 + hlen].decode("utf-8"), object_pairs_hook=unique_keys)
+    except DuplicateKeyError as e:
         raise err(f"corrupt header (duplicate key {_quote(e.args[0])})") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise err(f"corrupt header ({e.__class__.__name__})") from None

@@ -105,6 +105,34 @@ def write_set():
 
 
 @pytest.fixture
+def data_dir(tmp_path, custom_arrays, write_set) -> Path:
+    """A data directory of 50 train / 20 test images of 5x7, 4 classes, written as IDX files."""
+    write_set(tmp_path / "data", custom_arrays)
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    """A small valid hardware model of 5x7 images (the custom IDX set's shape): 35-8-4, random."""
+    from bitsnn.hwmodel import random_model
+
+    path = tmp_path / "m.bsnn"
+    random_model(np.random.default_rng(0), [35, 8, 4], input_shape=(5, 7)).save(path)
+    return path
+
+
+@pytest.fixture
+def checkpoint(tmp_path, data_dir) -> Path:
+    """A real checkpoint: 35-8-4 trained one epoch on ``data_dir`` by ``bitsnn train``."""
+    pytest.importorskip("torch")
+    from bitsnn.cli import main
+
+    out = tmp_path / "t.ckpt"
+    assert main(["train", "--preset", "35-8-4", "--epochs", "1", "--data-dir", str(data_dir), "-o", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
 def to_idx():
     """The :func:`idx_bytes` helper, for tests in any module."""
     return idx_bytes

@@ -51,21 +51,6 @@ def assert_one_line_error(r, command: str, *needles, rc=None):
     return lines[0]
 
 
-@pytest.fixture
-def model_file(tmp_path) -> Path:
-    """A small valid hardware model of 5x7 images (the custom IDX set's shape)."""
-    path = tmp_path / "m.bsnn"
-    random_model(np.random.default_rng(0), [35, 8, 4], input_shape=(5, 7)).save(path)
-    return path
-
-
-@pytest.fixture
-def data_dir(tmp_path, custom_arrays, write_set) -> Path:
-    """50 train / 20 test images of 5x7, 4 classes, written as IDX files."""
-    write_set(tmp_path / "data", custom_arrays)
-    return tmp_path / "data"
-
-
 # ---- output paths ------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["train", "export"])
 def test_output_file_that_is_a_directory(tmp_path, command):

@@ -19,12 +19,6 @@ from test_bad_input import assert_one_line_error
 from test_cli import run_cli
 
 
-@pytest.fixture
-def data_dir(tmp_path, custom_arrays, write_set) -> Path:
-    write_set(tmp_path / "data", custom_arrays)
-    return tmp_path / "data"
-
-
 def small_config(tmp_path, data_dir, **sections) -> FlowConfig:
     """A flow that trains a 35-8-4 network on the 5x7 test set for one epoch and co-simulates
     3 images in Amaranth's simulator: seconds per step."""

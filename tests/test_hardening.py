@@ -14,12 +14,6 @@ from bitsnn.hwmodel import MAGIC, _content_hash, _header_of, random_model
 from test_bad_input import assert_one_line_error, run_main
 
 
-@pytest.fixture
-def data_dir(tmp_path, custom_arrays, write_set) -> Path:
-    write_set(tmp_path / "data", custom_arrays)  # 50 train / 20 test images of 5x7, 4 classes
-    return tmp_path / "data"
-
-
 def _rehashed(model, edit) -> bytes:
     """``model``'s file with its header edited and the content hash recomputed."""
     data = model.to_bytes()
@@ -77,15 +71,6 @@ def test_a_spec_past_the_limits_is_refused_before_anything_is_allocated(tmp_path
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------
-@pytest.fixture
-def checkpoint(tmp_path, capsys, data_dir) -> Path:
-    pytest.importorskip("torch")
-    out = tmp_path / "t.ckpt"
-    r = run_main(capsys, "train", "--preset", "35-8-4", "--epochs", "1", "--data-dir", data_dir, "-o", out)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
 def _tampered(checkpoint: Path, edit) -> Path:
     import torch
 

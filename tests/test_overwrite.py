@@ -18,29 +18,6 @@ from bitsnn.hwmodel import random_model
 from test_bad_input import assert_one_line_error, run_main
 
 
-@pytest.fixture
-def model_file(tmp_path) -> Path:
-    path = tmp_path / "m.bsnn"
-    random_model(np.random.default_rng(0), [35, 8, 4], input_shape=(5, 7)).save(path)
-    return path
-
-
-@pytest.fixture
-def data_dir(tmp_path, custom_arrays, write_set) -> Path:
-    write_set(tmp_path / "data", custom_arrays)
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def checkpoint(tmp_path, capsys, data_dir) -> Path:
-    """A real checkpoint: 35-8-4 trained one epoch on the 5x7 set."""
-    pytest.importorskip("torch")
-    out = tmp_path / "t.ckpt"
-    r = run_main(capsys, "train", "--preset", "35-8-4", "--epochs", "1", "--data-dir", data_dir, "-o", out)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
 def snapshot(*paths) -> dict:
     return {str(p): p.read_bytes() for p in paths}
 

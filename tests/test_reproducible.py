@@ -11,12 +11,6 @@ from test_cli import run_cli
 pytest.importorskip("torch")
 
 
-@pytest.fixture
-def data_dir(tmp_path, custom_arrays, write_set):
-    write_set(tmp_path / "data", custom_arrays)
-    return tmp_path / "data"
-
-
 def train_and_export(tmp_path, data_dir, name: str, seed: int = 0):
     ckpt, model = tmp_path / f"{name}.ckpt", tmp_path / name / "model.bsnn"
     r = run_cli("train", "--preset", "35-8-4", "--epochs", "2", "--seed", seed, "--data-dir", data_dir, "-o", ckpt,
