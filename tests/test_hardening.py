@@ -294,3 +294,11 @@ def test_a_spec_with_a_one_input_layer_is_refused_before_training(tmp_path, caps
     r = run_main(capsys, "train", "--preset", "1-4-10", "--crop", "1", "-o", tmp_path / "m.ckpt")
     line = assert_one_line_error(r, "train", "one input", rc=1)
     assert "Warning" not in r.stderr
+
+
+def test_build_with_an_empty_output_says_it_is_empty(tmp_path, capsys, monkeypatch):
+    m = random_model(np.random.default_rng(0), [35, 6, 4], input_shape=(5, 7)).save(tmp_path / "m.bsnn")
+    monkeypatch.chdir(tmp_path)
+    r = run_main(capsys, "build", "--board", "icebreaker", "--model", m, "-o", "")
+    line = assert_one_line_error(r, "build", "-o: the output path is empty", rc=1)
+    assert "directory exists" not in line

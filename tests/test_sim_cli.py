@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -127,18 +129,29 @@ def test_conv_engine_option(tmp_path, mnist_dir, capsys):
 def test_icarus_output_is_progress_and_summary_only(tiny_model_path, mnist_dir, tmp_path):
     """The simulator's chatter (cocotb's GPI lines, VPI warnings, the regression table) stays in
     sim.log; --verbose shows it. The build cache is the user cache, not the working directory."""
+    import os
+    import subprocess
+
     from bitsnn.sim.cosim.runner import simulator_missing
-    from test_cli import run_cli
+    from test_cli import BITSNN
 
     if why := simulator_missing("icarus"):
         pytest.skip(why)
-    args = ("sim", "--model", tiny_model_path, "--images", 100, "--simulator", "icarus", "--data-dir", mnist_dir)
-    r = run_cli(*args, cwd=tmp_path, timeout=600)
+    work, cache = tmp_path / "work", tmp_path / "xdg"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("BITSNN_BUILD", "PYTHONPATH")}
+    env["XDG_CACHE_HOME"] = str(cache)
+    args = [str(BITSNN), "sim", "--model", str(tiny_model_path), "--images", "100", "--simulator", "icarus",
+            "--data-dir", str(mnist_dir)]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=work, env=env, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     text = r.stdout + r.stderr
     assert "[cosim] 100/100 images" in text and "mismatches: 0" in text
     for chatter in ("GPI", "vpi_", "TESTS=", "cocotb"):
         assert chatter not in text, chatter
-    assert list(tmp_path.iterdir()) == []  # nothing cached where it ran
-    r = run_cli(*args, "--verbose", cwd=tmp_path, timeout=600)
+    assert list(work.iterdir()) == []  # nothing cached where it ran
+    line = next(l for l in r.stdout.splitlines() if l.startswith("build and simulator log in "))
+    where = Path(line.split(" in ", 1)[1].split(" (", 1)[0])
+    assert cache / "bitsnn" / "cosim" in where.parents and (where / "sim.log").is_file()
+    r = subprocess.run(args + ["--verbose"], capture_output=True, text=True, cwd=work, env=env, timeout=600)
     assert r.returncode == 0 and "TESTS=" in r.stdout + r.stderr
