@@ -14,8 +14,10 @@ __all__ = ["LayerCounts", "acc_bits", "check_hw", "layer_counts"]
 
 
 def acc_bits(layer) -> int:
-    """Bits of a signed accumulator that holds any pre-activation of ``layer`` (|a| <= R):
-    :func:`bitsnn.hwplan.preact_bits`."""
+    """Bits of a signed add that holds any pre-activation of ``layer`` (|a| <= R):
+    :func:`bitsnn.hwplan.preact_bits`, the width the energy model prices an event's add at. Not
+    :func:`bitsnn.hwplan.acc_bits_for`, the hardware's score and threshold registers, which also
+    hold the thresholds -R-1 and R+1 (one bit more when R+1 is a power of two)."""
     return preact_bits(layer.a_max)
 
 
