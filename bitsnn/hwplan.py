@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import BitsnnError
+from . import kinds
 from .kinds import KINDS, part
 
 __all__ = [
@@ -151,9 +152,7 @@ def runtime_weights_problem(layer, index: int) -> str | None:
     (SPRAM, WRITE_WEIGHTS), or None: a convolution's kernels stay in its ROM, and a byte must hold
     whole weights. The one statement of the rule: the accelerator, the build, the SPRAM choice and
     the protocol all ask it."""
-    from bitsnn.hwmodel import ConvLayer
-
-    if isinstance(layer, ConvLayer):
+    if not kinds.of(layer).takes_runtime_weights:
         return (f"layer {index} ({layer.name}) is a convolution, whose kernels stay in its ROM (only dense layers "
                 "take run-time weights)")
     if layer.bits not in WRITABLE_WEIGHT_BITS:
@@ -169,14 +168,12 @@ def write_columns(model) -> list[tuple[int, int]]:
     padding included), each the layer's fan-out of that input packed little-endian, b bits a
     neuron (``layer.bits``; 1 for +-1 weights): ceil(n_out * b / 8) bytes. A convolution's kernels
     live in its stage's ROM and are not written at run time: (0, 0)."""
-    from bitsnn.hwmodel import ConvLayer
-
     out, prev = [], None
     for layer in model.layers:
-        if isinstance(layer, ConvLayer):
+        if not kinds.of(layer).takes_runtime_weights:
             out.append((0, 0))
         else:
-            cols = MapLayout(*prev.out_shape).size if isinstance(prev, ConvLayer) else layer.n_in
+            cols = MapLayout(*prev.out_shape).size if prev is not None and kinds.of(prev).output_is_map else layer.n_in
             out.append((cols, -(-layer.n_out * layer.bits // 8)))
         prev = layer
     return out

@@ -28,21 +28,39 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-__all__ = ["PARTS", "HARDWARE_PARTS", "LayerKind", "KINDS", "kind", "part"]
+__all__ = ["PARTS", "HARDWARE_PARTS", "CONNECTIVITIES", "LayerKind", "KINDS", "kind", "of", "part"]
 
 #: the parts every kind has (see the module docstring)
 PARTS = ("layer", "export", "golden", "plan", "estimate", "stage")
 #: the parts a kind without hardware yet leaves None
 HARDWARE_PARTS = ("plan", "estimate", "stage")
+#: how a kind's neurons connect to its input: every input (a vector out), or a k x k window of
+#: feature maps (maps out)
+CONNECTIVITIES = ("dense", "conv")
 
 
 @dataclass(frozen=True)
 class LayerKind:
-    """One kind of layer: its file name, a line about it, and its parts ("module:attribute")."""
+    """One kind of layer: its file name, a line about it, its connectivity and its parts
+    ("module:attribute"). The questions code outside the parts asks about a layer are answered
+    here, not by branching on its class (tests/test_kind_seam.py counts what still does)."""
 
     name: str
     summary: str
     parts: dict = field(default_factory=dict)
+    connectivity: str = "dense"
+
+    @property
+    def output_is_map(self) -> bool:
+        """Whether the layer's output is a stack of feature maps (else a vector)."""
+        return self.connectivity == "conv"
+
+    @property
+    def takes_runtime_weights(self) -> bool:
+        """Whether its weights can live in writable memory (SPRAM, WRITE_WEIGHTS): a dense
+        layer's can; a convolution's kernels stay in its ROM. Weight bits are their own rule
+        (bitsnn.hwplan.runtime_weights_problem)."""
+        return self.connectivity == "dense"
 
     @property
     def has_hardware(self) -> bool:
@@ -59,15 +77,16 @@ class LayerKind:
         return getattr(importlib.import_module(module), attr)
 
 
-def _kind(name: str, summary: str, **parts: str | None) -> LayerKind:
+def _kind(name: str, summary: str, connectivity: str, **parts: str | None) -> LayerKind:
     assert tuple(parts) == PARTS, parts
     assert all(parts[p] for p in PARTS if p not in HARDWARE_PARTS), parts
-    return LayerKind(name, summary, parts)
+    assert connectivity in CONNECTIVITIES, connectivity
+    return LayerKind(name, summary, parts, connectivity)
 
 
 #: every layer kind, in the order the file format introduced them
 KINDS: dict[str, LayerKind] = {k.name: k for k in (
-    _kind("binary_dense", "fully connected, +-1 weights, {0,1} spikes or 8-bit pixels in; hidden or output",
+    _kind("binary_dense", "fully connected, +-1 weights, {0,1} spikes or 8-bit pixels in; hidden or output", "dense",
           layer="bitsnn.hwmodel:Layer",
           export="bitsnn.model.export:DENSE",
           golden="bitsnn.sim.golden:DenseEvaluator",
@@ -75,6 +94,7 @@ KINDS: dict[str, LayerKind] = {k.name: k for k in (
           estimate="bitsnn.hw.estimate:estimate_dense",
           stage="bitsnn.hw.stage:DenseStage"),
     _kind("binary_conv2d", "k x k convolution, stride 1, zero padding, +-1 kernels, optional 2 x 2 OR pool; hidden",
+          "conv",
           layer="bitsnn.hwmodel:ConvLayer",
           export="bitsnn.model.export:CONV",
           golden="bitsnn.sim.golden:ConvEvaluator",
@@ -84,13 +104,14 @@ KINDS: dict[str, LayerKind] = {k.name: k for k in (
     # Multi-bit weights (format version 4): the same modules, golden evaluators and stages as their
     # binary twins, integer weights of 2..8 bits (event mode; event stage for convolutions).
     _kind("int_dense", "fully connected, 2..8-bit integer weights, {0,1} spikes or 8-bit pixels in; hidden or output",
+          "dense",
           layer="bitsnn.hwmodel:IntDenseLayer",
           export="bitsnn.model.export:DENSE",
           golden="bitsnn.sim.golden:DenseEvaluator",
           plan="bitsnn.hwplan:plan_int_dense",
           estimate="bitsnn.hw.estimate:estimate_dense",
           stage="bitsnn.hw.stage:DenseStage"),
-    _kind("int_conv2d", "k x k convolution as binary_conv2d, 2..8-bit integer kernels (event stage); hidden",
+    _kind("int_conv2d", "k x k convolution as binary_conv2d, 2..8-bit integer kernels (event stage); hidden", "conv",
           layer="bitsnn.hwmodel:IntConvLayer",
           export="bitsnn.model.export:CONV",
           golden="bitsnn.sim.golden:ConvEvaluator",
@@ -106,6 +127,11 @@ def kind(name: str) -> LayerKind:
         return KINDS[name]
     except KeyError:
         raise KeyError(f"unsupported layer kind {name!r} (known: {', '.join(KINDS)})") from None
+
+
+def of(layer) -> LayerKind:
+    """The kind of ``layer`` (anything with a ``kind`` name: a layer of the hardware model)."""
+    return kind(layer.kind)
 
 
 def part(kind_name: str, part_name: str):

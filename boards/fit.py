@@ -40,10 +40,10 @@ def fit_conv_lanes(board, model: HardwareModel, accel: dict) -> int:
     ``conv-tiny`` on the iCEBreaker measured 313 images/s end to end with 16 lanes and no INFER
     (docs/hardware.md). A convolution's lanes are its adders and popcounts; fewer lanes cost
     cycles (more lane groups), never results. Models without convolutions keep their lanes."""
-    from bitsnn.hwmodel import ConvLayer
+    from bitsnn import kinds
 
     lanes = int(accel["lanes"])
-    if not any(isinstance(layer, ConvLayer) for layer in model.layers):
+    if not any(kinds.of(layer).output_is_map for layer in model.layers):
         return lanes
     limit = INFER_LIMIT * board.totals.logic
     want = accel.get("infer", "auto")

@@ -10,7 +10,8 @@ from amaranth.hdl import Array, Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitsnn.hwmodel import ConvLayer, HardwareModel
+from bitsnn import kinds
+from bitsnn.hwmodel import HardwareModel
 from bitsnn.hwplan import MODES, HardwarePlan, runtime_weights_problem, split_layer, write_columns
 
 from .inbuf import InputBuffer
@@ -114,7 +115,7 @@ class Accelerator(wiring.Component):
                 raise ValueError(f"spram_layers [{l}]: {why}")
         if self.writable:  # every dense layer is writable then
             for l, layer in enumerate(hwmodel.layers):
-                if not isinstance(layer, ConvLayer) and (why := runtime_weights_problem(layer, l)):
+                if kinds.of(layer).takes_runtime_weights and (why := runtime_weights_problem(layer, l)):
                     raise ValueError(f"run-time weight writes: {why}")
         if self.writable and mode != "event":
             raise ValueError("run-time weight writes (writable, spram_layers) need mode='event'")

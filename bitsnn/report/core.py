@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import BitsnnError
-from ..hwmodel import ConvLayer
+from .. import kinds
 from ..fileio import atomic_write_text, check_output_dir, inside
 from .build import check_build_report
 from .constants import FPGA_POWER, FpgaPowerModel, constants_table
@@ -129,7 +129,7 @@ def write_report(report: dict, outdir, *, model=None, golden=None, build: dict |
     plots = []
     if golden is not None:
         plots.append(plot_spike_raster(golden, outdir / "spike_raster.png", model=model).name)
-        if any(isinstance(l, ConvLayer) for l in model.layers):
+        if any(kinds.of(l).output_is_map for l in model.layers):
             plots.append(plot_feature_maps(golden, model, outdir / "feature_maps.png").name)
         if golden.spike_counts.shape[1]:
             names = [l.name for l in model.hidden_layers] if model is not None else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hwmodel import ConvLayer
+from .. import kinds
 
 __all__ = ["neurobench_section", "neurobench_lines"]
 
@@ -27,7 +27,7 @@ def nonzero_weight_events(model, golden) -> np.ndarray:
         x = golden.inputs if i == 0 else golden.spikes[i - 1]
         nz_in = (np.asarray(x) != 0)
         w = _weights(layer) != 0
-        if isinstance(layer, ConvLayer):
+        if kinds.of(layer).output_is_map:  # a k x k window of maps
             c_in, h, wd = layer.in_shape
             k, r = layer.kernel, layer.kernel // 2
             taps = w.reshape(layer.channels, c_in, k, k).sum(axis=0)  # (c_in, k, k): nonzero weights per tap

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import BitsnnError
-from ..hwmodel import ConvLayer
+from .. import kinds
 from ..fileio import atomic_path
 from .build import check_build_report
 
@@ -58,7 +58,7 @@ def plot_feature_maps(golden, model, path, *, index: int = 0, max_channels: int 
     B = golden.inputs.shape[0]
     if not 0 <= index < B:
         raise BitsnnError(f"image index {index} outside 0..{B - 1}")
-    convs = [(i, l) for i, l in enumerate(model.layers) if isinstance(l, ConvLayer)]
+    convs = [(i, l) for i, l in enumerate(model.layers) if kinds.of(l).output_is_map]
     if not convs:
         raise BitsnnError("the model has no convolution to draw as feature maps")
     rows = [("input", golden.inputs[index].reshape(1, *convs[0][1].in_shape[1:]))]
