@@ -25,7 +25,7 @@ demo: setup
 
 # -m "" overrides the default marker filter in pyproject.toml: nothing is skipped for want of a marker.
 test: setup
-	$(BIN)/python -m pytest -m "" -n 2 --dist loadgroup $(PYTEST_ARGS)
+	BITSNN_NO_SKIPS=1 $(BIN)/python -m pytest -m "" -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # Only the quick tests (what a bare `pytest` runs).
 test-fast: setup

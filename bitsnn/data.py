@@ -267,11 +267,10 @@ def data_inputs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """The IDX files a command may read for ``data_dir``, for checking that no output overwrites
     them: the four files :func:`dataset_files` finds and, in a given directory, every file named
     like one of them (raw or gzipped). Never raises: a bad ``data_dir`` is reported by the loader."""
-    found: list[Path] = []
     try:
         found = list(dataset_files(data_dir) or ())
-    except BitsnnError:
-        pass
+    except BitsnnError:  # the loader says what is wrong with data_dir, when the command gets there
+        found = []
     if data_dir is not None and Path(data_dir).is_dir():
         found += [p for p in Path(data_dir).iterdir() if p.name.removesuffix(".gz") in MNIST_FILES]
     return found

@@ -493,8 +493,7 @@ def _preflight(cfg: FlowConfig, run: Path, names: list[str], config_path=None) -
     _check_inputs_outside(cfg, run, names, config_path)
     from bitsnn.hwmodel import HardwareModel
 
-    if cfg.model:
-        HardwareModel.load(cfg.model)
+    model = HardwareModel.load(cfg.model) if cfg.model else None
     if "train" in names:
         _train_config(cfg)
     if "cosim" in names:
@@ -506,10 +505,11 @@ def _preflight(cfg: FlowConfig, run: Path, names: list[str], config_path=None) -
         from bitsnn.boards.common import check_build_dir
 
         check_build_dir(run / _build_folder(cfg), inputs=[cfg.model])
-        try:
-            spram_layers_syntax(cfg.build.spram_layers)
-            if cfg.model:
-                parse_spram_layers(cfg.build.spram_layers, HardwareModel.load(cfg.model))
+        try:  # the layers themselves when the model is known already, else the syntax
+            if model is not None:
+                parse_spram_layers(cfg.build.spram_layers, model)
+            else:
+                spram_layers_syntax(cfg.build.spram_layers)
         except BitsnnError as e:
             raise BitsnnError(f"[build] spram_layers: {e}") from None
     if cfg.data_dir is not None and any("data" in STEPS[n].inputs(cfg, run) for n in names):

@@ -49,6 +49,9 @@ __all__ = [
     "MAGIC",
     "HardwareModelError",
     "MAX_INPUT",
+    "MAX_DIM",
+    "MAX_KERNEL",
+    "MODEL_FILE",
     "Layer",
     "ConvLayer",
     "IntDenseLayer",
@@ -73,7 +76,8 @@ READ_VERSIONS = (1, 2, 3, 4)
 WEIGHT_BITS = range(2, 9)
 _DTYPES = {"u1": np.dtype("<u1"), "i1": np.dtype("<i1"), "i8": np.dtype("<i8")}
 _MAX_HEADER = 1 << 24
-_MAX_DIM = 1 << 20
+#: the most neurons (or inputs) one layer of the file may have
+MAX_DIM = 1 << 20
 INPUT_ENCODINGS = ("spikes", "pixels")
 #: odd kernel sizes up to this are accepted; OR max-pool windows (1: none)
 MAX_KERNEL = 15
@@ -284,9 +288,9 @@ class ConvLayer(Layer):
         """Why the geometry is not one the format defines, or None."""
         c, h, w = self.in_shape
         k = self.kernel
-        if not (0 < c <= _MAX_DIM and 0 < h <= _MAX_DIM and 0 < w <= _MAX_DIM and c * h * w <= _MAX_DIM):
+        if not (0 < c <= MAX_DIM and 0 < h <= MAX_DIM and 0 < w <= MAX_DIM and c * h * w <= MAX_DIM):
             return f"bad input shape {list(self.in_shape)}"
-        if not 0 < self.channels <= _MAX_DIM or self.channels * h * w > _MAX_DIM:
+        if not 0 < self.channels <= MAX_DIM or self.channels * h * w > MAX_DIM:
             return f"bad channel count {self.channels}"
         if not (k % 2 == 1 and 1 <= k <= min(MAX_KERNEL, 2 * min(h, w) - 1)):
             return f"kernel {k}: must be odd, 1..{MAX_KERNEL}, and no wider than twice the map"
@@ -476,7 +480,7 @@ class HardwareModel:
         err = HardwareModelError
         if self.input_encoding not in INPUT_ENCODINGS:
             raise err(f"unknown input encoding {self.input_encoding!r} (expected one of {INPUT_ENCODINGS})")
-        if not self.input_shape or any(d <= 0 or d > _MAX_DIM for d in self.input_shape):
+        if not self.input_shape or any(d <= 0 or d > MAX_DIM for d in self.input_shape):
             raise err(f"bad input shape {self.input_shape}")
         if self.input_crop is not None and (why := crop_problem(self.input_shape, self.input_crop)):
             raise err(why)
@@ -508,7 +512,7 @@ class HardwareModel:
                 prev_maps = None
             if layer.n_in != prev:
                 raise err(f"{where}: takes {layer.n_in} inputs but the previous stage gives {prev}")
-            if not (0 < layer.n_out <= _MAX_DIM):
+            if not (0 < layer.n_out <= MAX_DIM):
                 raise err(f"{where}: bad neuron count {layer.n_out}")
             want_kind = self.input_encoding if i == 0 else "spikes"
             if layer.input_kind != want_kind:
@@ -622,7 +626,7 @@ def crop_problem(input_shape, crop) -> str | None:
         return "an input crop needs a 2-D input shape and (image height, image width, top, left)"
     ih, iw, top, left = crop
     h, w = input_shape
-    if not (0 < ih <= _MAX_DIM and 0 < iw <= _MAX_DIM and 0 <= top and 0 <= left
+    if not (0 < ih <= MAX_DIM and 0 < iw <= MAX_DIM and 0 <= top and 0 <= left
             and top + h <= ih and left + w <= iw and (h, w) != (ih, iw)):
         return f"input crop: a {h}x{w} window at ({top}, {left}) is not a proper part of a {ih}x{iw} image"
     return None
@@ -778,8 +782,8 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
     n_inputs = 1
     for d in input_shape:
         n_inputs *= d
-        if not (0 < d <= _MAX_DIM) or n_inputs > _MAX_DIM:
-            raise err(f"bad input shape {_dims(input_shape)} (1..{_MAX_DIM} inputs)")
+        if not (0 < d <= MAX_DIM) or n_inputs > MAX_DIM:
+            raise err(f"bad input shape {_dims(input_shape)} (1..{MAX_DIM} inputs)")
     if not input_shape:
         raise err("bad input shape ()")
     encoding = choice(inp["encoding"], "input.encoding", INPUT_ENCODINGS,
@@ -814,8 +818,8 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
                       f"(the format holds it from version {cls.min_version})")
         n_in, n_out = (expect(ls[k], int, f"{where}.{k}") for k in ("n_in", "n_out"))
         for k, n in (("n_in", n_in), ("n_out", n_out)):
-            if not (0 < n <= _MAX_DIM):
-                raise err(f"layer {i} ({name}): bad {k} {n} (expected 1..{_MAX_DIM})")
+            if not (0 < n <= MAX_DIM):
+                raise err(f"layer {i} ({name}): bad {k} {n} (expected 1..{MAX_DIM})")
         if n_in != prev:
             raise err(f"layer {i} ({name}): takes {n_in} inputs but the previous stage gives {prev}")
         choice(ls["input"], f"{where}.input", LAYER_INPUTS)

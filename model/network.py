@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from bitsnn.hwmodel import _MAX_DIM, MAX_KERNEL, WEIGHT_BITS, crop_problem
+from bitsnn.hwmodel import MAX_DIM, MAX_KERNEL, WEIGHT_BITS, crop_problem
 
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
 from .surrogate import SURROGATES
@@ -134,9 +134,9 @@ def parse_spec(spec: str) -> list:
         if fan_in < 2:
             raise ValueError(f"bad layer spec {spec!r}: a layer with one input; the weights are standardised over "
                              "each neuron's inputs, which needs at least 2")
-        if n > _MAX_DIM:
+        if n > MAX_DIM:
             raise ValueError(f"bad layer spec {spec!r}: {n:,} neurons in one layer; the hardware-model file "
-                             f"holds at most {_MAX_DIM:,}")
+                             f"holds at most {MAX_DIM:,}")
         if weights > MAX_LAYER_WEIGHTS:
             raise ValueError(f"bad layer spec {spec!r}: {weights:,} weights in one layer; training takes at "
                              f"most {MAX_LAYER_WEIGHTS:,}")

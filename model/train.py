@@ -337,9 +337,8 @@ def save_checkpoint(path, model: BitSNN, cfg: TrainConfig | dict, metrics: dict 
 def _state_dict_problem(e: Exception) -> str:
     """The first specific line of torch's load_state_dict error (its first line says only
     "Error(s) in loading state_dict for BitSNN:")."""
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    detail = [l for l in lines[1:] if l]
-    text = detail[0] if detail else (lines[0] if lines else type(e).__name__)
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
+    text = lines[1] if len(lines) > 1 else lines[0]
     return text[:200] + ("..." if len(text) > 200 else "")
 
 

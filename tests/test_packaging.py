@@ -262,3 +262,27 @@ def test_report_runs_without_amaranth(tmp_path, mnist_dir):
     )
     assert loaded["heavy"] == []
     assert (tmp_path / "r1" / "feature_maps.png").is_file() and (tmp_path / "r0" / "report.json").is_file()
+
+
+@pytest.mark.parametrize("no_skips", [False, True])
+def test_make_test_turns_a_skip_into_a_failure(tmp_path, no_skips):
+    """``make test`` sets BITSNN_NO_SKIPS: a test that skips (a missing extra or data set) fails
+    there, so no ``importorskip`` can hide a broken install in CI."""
+    tests = Path(__file__).resolve().parent
+    (tmp_path / "conftest.py").write_text(  # the project's hook, loaded under another module name
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('bitsnn_tests_conftest', {str(tests / 'conftest.py')!r})\n"
+        "mod = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(mod)\n"
+        "pytest_runtest_makereport = mod.pytest_runtest_makereport\n")
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n\ndef test_skips():\n    pytest.importorskip('bitsnn_no_such_module')\n")
+    env = {k: v for k, v in os.environ.items() if k != "BITSNN_NO_SKIPS"}
+    if no_skips:
+        env["BITSNN_NO_SKIPS"] = "1"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                        str(tmp_path / "test_x.py")], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=120)
+    if no_skips:
+        assert r.returncode == 1 and "skipped under make test" in r.stdout, r.stdout
+    else:
+        assert r.returncode == 0 and "1 skipped" in r.stdout, r.stdout
