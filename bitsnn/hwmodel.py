@@ -41,7 +41,7 @@ import numpy as np
 
 from . import BitsnnError
 from .fileio import DuplicateKeyError, atomic_write_bytes, magic_kind, unique_keys
-from .kinds import KINDS
+from .kinds import FILE_KINDS, KINDS, NEURONS
 
 __all__ = [
     "FORMAT_VERSION",
@@ -54,10 +54,9 @@ __all__ = [
     "MODEL_FILE",
     "Layer",
     "ConvLayer",
-    "IntDenseLayer",
-    "IntConvLayer",
     "WEIGHT_BITS",
     "weight_limit",
+    "weight_fields",
     "LAYER_CLASSES",
     "HardwareModel",
     "pack_bits",
@@ -104,9 +103,11 @@ def unpack_bits(packed: np.ndarray, n: int) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Layer:
-    """One fully connected binary layer.
+    """One fully connected layer (kind ``dense``, :mod:`bitsnn.kinds`), hidden or output.
 
-    ``weight_bits``: (n_out, ceil(n_in/8)) uint8, row j holds neuron j's weights.
+    ``bits``: bits per weight. 1: +-1 weights in ``weight_bits``, (n_out, ceil(n_in/8)) uint8, row
+    j holds neuron j's weights packed (the file's ``binary_dense``); 2..8: ``weights``, (n_out,
+    n_in) int8 integers in [-(2^(b-1) - 1), 2^(b-1) - 1] (``int_dense``); the other array is None.
     ``thresholds``/``compare``: (n_out,) int64/int8 for a hidden layer; None for the output layer,
     whose neurons emit their integer pre-activation as class scores.
     ``input_kind``: ``"spikes"`` (0/1 inputs) or ``"pixels"`` (0..255 inputs, first layer only).
@@ -115,17 +116,37 @@ class Layer:
     name: str
     n_in: int
     n_out: int
-    weight_bits: np.ndarray
+    weight_bits: np.ndarray | None = None
     thresholds: np.ndarray | None = None
     compare: np.ndarray | None = None
     input_kind: str = "spikes"
+    bits: int = 1
+    weights: np.ndarray | None = None
+    #: the neuron model of a hidden layer (:data:`bitsnn.kinds.NEURONS`)
+    neuron: str = "step"
 
-    #: the file's name for this layer kind
-    kind = "binary_dense"
-    #: the first format version that holds this kind
-    min_version = 1
-    #: bits per weight: 1 (+-1, stored as packed bits); the int kinds hold more
-    bits = 1
+    #: the layer kind's name in :data:`bitsnn.kinds.KINDS`
+    kind_name = "dense"
+
+    @property
+    def layer_kind(self):
+        """This layer's :class:`bitsnn.kinds.LayerKind`."""
+        return KINDS[self.kind_name]
+
+    @property
+    def kind(self) -> str:
+        """The file's name for the layer's kind and weights (``binary_dense``, ``int_dense``, ...)."""
+        return self.layer_kind.file_kind(self.bits)
+
+    @property
+    def multibit(self) -> bool:
+        """Whether the weights are b-bit integers (b >= 2) rather than +-1 bits."""
+        return self.bits != 1
+
+    @property
+    def min_version(self) -> int:
+        """The first format version that holds this layer: its kind's, 4 with multi-bit weights."""
+        return max(self.layer_kind.min_version, 4 if self.multibit else 1)
 
     @property
     def is_output(self) -> bool:
@@ -153,8 +174,11 @@ class Layer:
         return self.n_out - 1 if self.is_output else self.n_out
 
     def header_fields(self) -> dict:
-        """This kind's own fields of the file's layer entry (beside name, kind, n_in, n_out, input, output)."""
-        return {}
+        """This layer's own fields of the file's entry (beside name, kind, n_in, n_out, input,
+        output): its kind's :attr:`~bitsnn.kinds.LayerKind.header_keys`, ``bits`` if multi-bit."""
+        own = {k: getattr(self, k) for k in self.layer_kind.header_keys}
+        own = {k: list(v) if isinstance(v, tuple) else v for k, v in own.items()}
+        return {**own, **({"bits": self.bits} if self.multibit else {})}
 
     @property
     def max_input(self) -> int:
@@ -175,38 +199,46 @@ class Layer:
         return (self.fan_in + 7) // 8
 
     def weights_pm1(self) -> np.ndarray:
-        """(rows, fan_in) int8 of -1/+1."""
+        """(rows, fan_in) int8 of -1/+1 (+-1 weights only)."""
+        if self.multibit:
+            raise TypeError(f"{self.name}: {self.bits}-bit weights are not +-1 (use weights_int)")
         return unpack_bits(self.weight_bits, self.fan_in).astype(np.int8) * 2 - 1
 
     def weights_int(self) -> np.ndarray:
-        """(rows, fan_in) int8: each weight as an integer (+-1 here; b-bit values in the int kinds)."""
-        return self.weights_pm1()
+        """(rows, fan_in) int8: each weight as an integer (+-1, or b-bit values)."""
+        return self.weights if self.multibit else self.weights_pm1()
 
     def weight_bit_matrix(self) -> np.ndarray:
-        """(rows, fan_in) uint8 of 0/1."""
+        """(rows, fan_in) uint8 of 0/1 (+-1 weights only)."""
+        if self.multibit:
+            raise TypeError(f"{self.name}: {self.bits}-bit weights are not +-1 bits (use weights_int)")
         return unpack_bits(self.weight_bits, self.fan_in)
 
-    @classmethod
-    def file_arrays(cls, rows: int, fan_in: int, is_output: bool) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """The file's arrays of a layer of this kind: suffix -> (dtype, shape)."""
-        specs = {"weight_bits": ("u1", (rows, (fan_in + 7) // 8))}
+    @staticmethod
+    def file_arrays(rows: int, fan_in: int, is_output: bool, multibit: bool = False) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The file's arrays of a layer: suffix -> (dtype, shape)."""
+        specs = {"weights": ("i1", (rows, fan_in))} if multibit else {"weight_bits": ("u1", (rows, (fan_in + 7) // 8))}
         if not is_output:
             specs.update(thresholds=("i8", (rows,)), compare=("i1", (rows,)))
         return specs
 
     def array_specs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """This layer's arrays in the file: suffix -> (dtype, shape)."""
-        return self.file_arrays(self.rows, self.fan_in, self.is_output)
+        return self.file_arrays(self.rows, self.fan_in, self.is_output, self.multibit)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """This layer's arrays, by suffix (the file's ``layers.{i}.{suffix}``)."""
-        out = {"weight_bits": self.weight_bits}
+        out = {"weights": self.weights} if self.multibit else {"weight_bits": self.weight_bits}
         if not self.is_output:
             out.update(thresholds=self.thresholds, compare=self.compare)
         return out
 
     def weights_problem(self) -> str | None:
-        """Why the weight array is not what the kind stores, or None."""
+        """Why the weight array is not what the layer stores, or None."""
+        if self.multibit:
+            return self._int_weights_problem()
+        if self.weights is not None:
+            return "+-1 weights are stored as weight bits, not integer weights"
         wb = self.weight_bits
         if not isinstance(wb, np.ndarray) or wb.dtype != np.uint8 or wb.shape != (self.rows, self.row_bytes):
             return (f"weight bits must be uint8 of shape {(self.rows, self.row_bytes)}, "
@@ -214,6 +246,21 @@ class Layer:
         pad = self.row_bytes * 8 - self.fan_in
         if pad and np.any(wb[:, -1] >> (8 - pad)):
             return f"padding bits beyond input {self.fan_in} are not zero"
+        return None
+
+    def _int_weights_problem(self) -> str | None:
+        if self.bits not in WEIGHT_BITS or type(self.bits) is not int:
+            return f"weight bits {self.bits!r}: must be 1 or {WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}"
+        if self.weight_bits is not None:
+            return f"{self.bits}-bit weights are stored as integer weights, not weight bits"
+        w = self.weights
+        if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.shape != (self.rows, self.fan_in):
+            return (f"weights must be int8 of shape {(self.rows, self.fan_in)}, "
+                    f"got {getattr(w, 'dtype', type(w))} {getattr(w, 'shape', '')}")
+        q = self.weight_max
+        bad = np.flatnonzero(np.abs(w.astype(np.int16)).max(axis=1) > q) if w.size else []
+        if len(bad):
+            return f"a weight of row {int(bad[0])} is outside the {self.bits}-bit range [{-q}, {q}]"
         return None
 
 
@@ -240,8 +287,7 @@ class ConvLayer(Layer):
     kernel: int = 3
     pool: int = 1
 
-    kind = "binary_conv2d"
-    min_version = 3
+    kind_name = "conv2d"
 
     def __post_init__(self):
         object.__setattr__(self, "in_shape", tuple(int(d) for d in self.in_shape))
@@ -273,9 +319,6 @@ class ConvLayer(Layer):
         """Threshold compares per inference: one per output position and channel, before the pool."""
         return self.channels * self.in_shape[1] * self.in_shape[2]
 
-    def header_fields(self) -> dict:
-        return {"in_shape": list(self.in_shape), "channels": self.channels, "kernel": self.kernel, "pool": self.pool}
-
     def kernels_pm1(self) -> np.ndarray:
         """(C_out, C_in, k, k) int8 of -1/+1."""
         return self.weights_pm1().reshape(self.channels, self.in_shape[0], self.kernel, self.kernel)
@@ -299,77 +342,18 @@ class ConvLayer(Layer):
         return None
 
 
+def weight_fields(bits: int, ints: np.ndarray) -> dict:
+    """A layer's weight fields for (rows, fan_in) integer weights ``ints`` of ``bits`` bits:
+    ``weight_bits`` (+-1 weights, packed) or ``bits`` and ``weights`` (multi-bit ones)."""
+    ints = np.asarray(ints)
+    if bits == 1:
+        return {"weight_bits": pack_bits((ints > 0).astype(np.uint8))}
+    return {"bits": int(bits), "weights": ints.astype(np.int8)}
+
+
 def weight_limit(bits: int) -> int:
     """The largest |w| of a ``bits``-bit weight: 1 for +-1 weights, 2^(bits-1) - 1 from 2 bits up."""
     return 1 if bits == 1 else (1 << (bits - 1)) - 1
-
-
-class _IntWeights:
-    """What the multi-bit kinds share: ``bits`` (in :data:`WEIGHT_BITS`) and ``weights``, a
-    (rows, fan_in) int8 array of integers in [-(2^(bits-1) - 1), 2^(bits-1) - 1] (no packed bits)."""
-
-    min_version = 4
-
-    def header_fields(self) -> dict:
-        return {**super().header_fields(), "bits": self.bits}
-
-    def weights_pm1(self) -> np.ndarray:
-        raise TypeError(f"{self.name}: {self.bits}-bit weights are not +-1 (use weights_int)")
-
-    def weight_bit_matrix(self) -> np.ndarray:
-        raise TypeError(f"{self.name}: {self.bits}-bit weights are not +-1 bits (use weights_int)")
-
-    def weights_int(self) -> np.ndarray:
-        return self.weights
-
-    @classmethod
-    def file_arrays(cls, rows: int, fan_in: int, is_output: bool) -> dict[str, tuple[str, tuple[int, ...]]]:
-        specs = super().file_arrays(rows, fan_in, is_output)
-        del specs["weight_bits"]
-        return {"weights": ("i1", (rows, fan_in)), **specs}
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        out = super().arrays()
-        del out["weight_bits"]
-        return {"weights": self.weights, **out}
-
-    def weights_problem(self) -> str | None:
-        if self.bits not in WEIGHT_BITS or type(self.bits) is not int:
-            return f"weight bits {self.bits!r}: must be {WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}"
-        w = self.weights
-        if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.shape != (self.rows, self.fan_in):
-            return (f"weights must be int8 of shape {(self.rows, self.fan_in)}, "
-                    f"got {getattr(w, 'dtype', type(w))} {getattr(w, 'shape', '')}")
-        q = self.weight_max
-        bad = np.flatnonzero(np.abs(w.astype(np.int16)).max(axis=1) > q) if w.size else []
-        if len(bad):
-            return f"a weight of row {int(bad[0])} is outside the {self.bits}-bit range [{-q}, {q}]"
-        return None
-
-
-@dataclass(frozen=True, eq=False)
-class IntDenseLayer(_IntWeights, Layer):
-    """A fully connected layer with b-bit integer weights (``bits`` 2..8; hidden or output).
-
-    Everything else is :class:`Layer`'s: a_j = sum_i x_i * w_ji, now with integer w_ji, and
-    R = max input * n_in * (2^(b-1) - 1). ``weight_bits`` stays None."""
-
-    weight_bits: np.ndarray = None
-    bits: int = 4
-    weights: np.ndarray = None
-
-    kind = "int_dense"
-
-
-@dataclass(frozen=True, eq=False)
-class IntConvLayer(_IntWeights, ConvLayer):
-    """A convolution with b-bit integer kernels (``bits`` 2..8): :class:`ConvLayer`'s geometry and
-    arithmetic, w[o, c, ky, kx] integers; row o of ``weights`` is kernel o in (c, ky, kx) order."""
-
-    bits: int = 4
-    weights: np.ndarray = None
-
-    kind = "int_conv2d"
 
 
 @dataclass(frozen=True, eq=False)
@@ -456,7 +440,7 @@ class HardwareModel:
         ``bitsnn train`` spells it; ``wB`` after a layer of B-bit weights), the class count."""
         toks = [str(self.layers[0].n_in)]
         for l in self.layers:
-            if isinstance(l, ConvLayer):
+            if l.layer_kind.output_is_map:
                 tok = f"c{l.channels}" + (f"k{l.kernel}" if l.kernel != 3 else "") + (f"p{l.pool}" if l.pool != 2 else "")
             else:
                 tok = str(l.n_out)
@@ -499,7 +483,7 @@ class HardwareModel:
                           "characters (a terminal would act on control characters)")
             if layer.kind not in LAYER_CLASSES or type(layer) is not LAYER_CLASSES[layer.kind]:
                 raise err(f"{where}: unknown layer kind {type(layer).__name__}")
-            if isinstance(layer, ConvLayer):
+            if layer.layer_kind.output_is_map:
                 if (why := layer.shape_problem()):
                     raise err(f"{where}: {why}")
                 if prev_maps is None:
@@ -519,10 +503,14 @@ class HardwareModel:
                 raise err(f"{where}: input kind {layer.input_kind!r}, expected {want_kind!r}")
             if (why := layer.weights_problem()):
                 raise err(f"{where}: {why}")
+            if layer.neuron not in NEURONS:
+                raise err(f"{where}: unknown neuron model {layer.neuron!r} (known: {', '.join(NEURONS)})")
             last = i == len(self.layers) - 1
             if last:
-                if isinstance(layer, ConvLayer):
-                    raise err(f"{where}: the output layer must be a {Layer.kind} layer or an {IntDenseLayer.kind} one")
+                if not layer.layer_kind.can_be_output:
+                    names = [n for k in KINDS.values() if k.can_be_output for n in k.file_names]
+                    raise err(f"{where}: the output layer must be a {names[0]} layer"
+                              + "".join(f" or an {n} one" for n in names[1:]))
                 if layer.thresholds is not None or layer.compare is not None:
                     raise err(f"{where}: the output layer must not have thresholds")
             else:
@@ -547,7 +535,7 @@ class HardwareModel:
     @property
     def format_version(self) -> int:
         """The version this model is written as: the lowest that holds all of it (2; 3 with
-        convolutions; 4 with multi-bit weights), so a model without new features reads in older
+        convolutions; 4 with multi-bit weights; :attr:`Layer.min_version`), so a model without new features reads in older
         bitsnn releases."""
         return max(2, *(l.min_version for l in self.layers))
 
@@ -657,12 +645,11 @@ _HEADER_KEYS = ("format", "version", "input", "layers", "arrays", "meta", "conte
 _INPUT_KEYS = ("shape", "encoding", "threshold")  # version 2 adds an optional "crop"
 _CROP_KEYS = ("image_shape", "offset")
 _LAYER_KEYS = ("name", "kind", "n_in", "n_out", "input", "output")
-_CONV_KEYS = ("in_shape", "channels", "kernel", "pool")  # version 3
-_INT_KEYS = ("bits",)  # version 4: the multi-bit kinds
+_INT_KEYS = ("bits",)  # version 4: multi-bit weights (a kind's own keys: bitsnn.kinds.LayerKind.header_keys)
 _ARRAY_KEYS = ("dtype", "shape", "offset")
-#: the file's layer kinds and the classes that hold them
-#: file kind -> layer class: each kind's ``layer`` part (:mod:`bitsnn.kinds`; all of them live here)
-LAYER_CLASSES = {name: globals()[k.parts["layer"].split(":", 1)[1]] for name, k in KINDS.items()}
+#: the file's layer-kind names and the classes that hold them: each kind's ``layer`` part
+#: (:mod:`bitsnn.kinds`; all of them live here), for +-1 and for multi-bit weights
+LAYER_CLASSES = {name: globals()[k.parts["layer"].split(":", 1)[1]] for name, (k, _multi) in FILE_KINDS.items()}
 LAYER_KINDS = tuple(LAYER_CLASSES)
 LAYER_INPUTS = ("spikes", "pixels")
 LAYER_OUTPUTS = ("spikes", "scores")
@@ -801,21 +788,23 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         raise err("the model has no layers")
     expected: dict[str, tuple[str, list[int], int]] = {}  # array name -> (dtype, shape, layer index)
     geometry: list[dict] = []  # per layer: the kind's own fields
-    classes: list[type] = []  # per layer: the class holding its kind
+    layer_kinds: list = []  # per layer: its bitsnn.kinds.LayerKind
     prev = n_inputs
     for i, ls in enumerate(layer_specs):
         where = f"layers[{i}]"
         expect(ls, dict, where)
-        kind = expect(ls.get("kind"), str, f"{where}.kind") if "kind" in ls else None
-        if kind is not None and kind not in LAYER_KINDS:
+        if "kind" not in ls:
+            raise err(f"{where}: missing key 'kind'")
+        kind = expect(ls["kind"], str, f"{where}.kind")
+        if kind not in FILE_KINDS:
             raise err(f"layer {i}: unsupported layer kind {_quote(kind)}")
-        cls = LAYER_CLASSES.get(kind, Layer)
-        own = (_CONV_KEYS if issubclass(cls, ConvLayer) else ()) + (_INT_KEYS if issubclass(cls, _IntWeights) else ())
-        keys(ls, where, _LAYER_KEYS + own)
+        lk, multibit = FILE_KINDS[kind]
+        keys(ls, where, _LAYER_KEYS + lk.header_keys + (_INT_KEYS if multibit else ()))
         name = expect(ls["name"], str, f"{where}.name")
-        if cls.min_version > version:
+        min_version = max(lk.min_version, 4 if multibit else 1)
+        if min_version > version:
             raise err(f"layer {i} ({name}): a {kind} layer in a version {version} file "
-                      f"(the format holds it from version {cls.min_version})")
+                      f"(the format holds it from version {min_version})")
         n_in, n_out = (expect(ls[k], int, f"{where}.{k}") for k in ("n_in", "n_out"))
         for k, n in (("n_in", n_in), ("n_out", n_out)):
             if not (0 < n <= MAX_DIM):
@@ -827,15 +816,15 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         if is_out != (i == len(layer_specs) - 1):
             raise err(f"layer {i}: only the last layer may output scores, and it must")
         fan_in, rows, geo = n_in, n_out, {}
-        if issubclass(cls, _IntWeights):
+        if multibit:
             geo["bits"] = expect(ls["bits"], int, f"{where}.bits")
             if geo["bits"] not in WEIGHT_BITS:
                 raise err(f"layer {i} ({name}): weight bits {geo['bits']} (expected "
                           f"{WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1})")
-        if issubclass(cls, ConvLayer):
+        if lk.output_is_map:  # a map layer's geometry (the kind's header keys)
             geo.update({"in_shape": tuple(int_list(ls["in_shape"], f"{where}.in_shape", 3)),
                         **{k: expect(ls[k], int, f"{where}.{k}") for k in ("channels", "kernel", "pool")}})
-            probe = ConvLayer(name, weight_bits=None, **{k: v for k, v in geo.items() if k != "bits"})
+            probe = lk.part("layer")(name, weight_bits=None, **{k: v for k, v in geo.items() if k != "bits"})
             if (why := probe.shape_problem()):
                 raise err(f"layer {i} ({name}): {why}")
             if (probe.n_in, probe.n_out) != (n_in, n_out):
@@ -843,8 +832,8 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
                           f"{list(probe.in_shape)} -> {list(probe.out_shape)}")
             fan_in, rows = probe.fan_in, probe.rows
         geometry.append(geo)
-        classes.append(cls)
-        for suffix, (dt, shape) in cls.file_arrays(rows, fan_in, is_out).items():
+        layer_kinds.append(lk)
+        for suffix, (dt, shape) in Layer.file_arrays(rows, fan_in, is_out, multibit).items():
             expected[f"layers.{i}.{suffix}"] = (dt, list(shape), i)
         prev = n_out
 
@@ -869,7 +858,7 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         if shape != want_shape:
             ls = layer_specs[i]
             raise err(f"array {name}: shape {_dims(shape)}, but layer {i} (n_in {ls['n_in']}, "
-                      f"n_out {ls['n_out']}{', a convolution' if issubclass(classes[i], ConvLayer) else ''}) implies {_dims(want_shape)}")
+                      f"n_out {ls['n_out']}{', a convolution' if layer_kinds[i].output_is_map else ''}) implies {_dims(want_shape)}")
         if off < 0:
             raise err(f"array {name}: bad offset {off}")
         spans.append((off, off + math.prod(shape) * _DTYPES[dt].itemsize, name))
@@ -905,14 +894,12 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
     layers = []
     for i, ls in enumerate(layer_specs):
         is_out = ls["output"] == "scores"
-        cls = classes[i]
-        own = {suffix: arrays[f"layers.{i}.{suffix}"] for suffix in cls.file_arrays(1, 1, is_out)}
-        common = dict(name=ls["name"], thresholds=own.pop("thresholds", None), compare=own.pop("compare", None),
-                      input_kind=ls["input"], **own, **geometry[i])
-        if issubclass(cls, ConvLayer):
-            layers.append(cls(**common))
-        else:
-            layers.append(cls(n_in=ls["n_in"], n_out=ls["n_out"], **common))
+        own = {suffix: arrays[f"layers.{i}.{suffix}"]
+               for suffix in Layer.file_arrays(1, 1, is_out, "bits" in geometry[i])}
+        # a map layer derives n_in and n_out from its maps (checked equal above)
+        layers.append(layer_kinds[i].part("layer")(
+            name=ls["name"], n_in=ls["n_in"], n_out=ls["n_out"], thresholds=own.pop("thresholds", None),
+            compare=own.pop("compare", None), input_kind=ls["input"], **own, **geometry[i]))
     try:
         return HardwareModel(
             input_shape=tuple(input_shape),
@@ -960,10 +947,10 @@ def random_model(
     wbits = dict(weight_bits or {})
 
     def weights(i, rows, fan_in) -> dict:
-        if i not in wbits:
-            return {"weight_bits": pack_bits(rng.integers(0, 2, size=(rows, fan_in), dtype=np.uint8))}
-        q = weight_limit(wbits[i])
-        return {"bits": wbits[i], "weights": rng.integers(-q, q + 1, size=(rows, fan_in)).astype(np.int8)}
+        if i in wbits:
+            q = weight_limit(wbits[i])
+            return weight_fields(wbits[i], rng.integers(-q, q + 1, size=(rows, fan_in)))
+        return weight_fields(1, rng.integers(0, 2, size=(rows, fan_in), dtype=np.uint8).astype(np.int8) * 2 - 1)
 
     layers = []
     maps = None
@@ -976,7 +963,7 @@ def random_model(
         fan_in = maps[0] * kernel * kernel
         w = weights(i, channels, fan_in)
         th, cmp_ = _random_thresholds(rng, channels, fan_in, kind, threshold_spread, weight_limit(wbits.get(i, 1)))
-        layer = (IntConvLayer if i in wbits else ConvLayer)(
+        layer = ConvLayer(
             f"conv{i + 1}", thresholds=th, compare=cmp_, input_kind=kind, in_shape=maps, channels=channels,
             kernel=kernel, pool=pool, **w)
         layers.append(layer)
@@ -990,7 +977,7 @@ def random_model(
         th = cmp_ = None
         if not last:
             th, cmp_ = _random_thresholds(rng, n_out, n_in, kind, threshold_spread, weight_limit(wbits.get(li, 1)))
-        layers.append((IntDenseLayer if li in wbits else Layer)(f"fc{i + 1}", n_in, n_out, thresholds=th, compare=cmp_,
+        layers.append(Layer(f"fc{i + 1}", n_in, n_out, thresholds=th, compare=cmp_,
                                                                input_kind=kind, **w))
     return HardwareModel(
         input_shape=input_shape or (sizes[0],),

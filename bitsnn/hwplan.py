@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import BitsnnError
 from . import kinds
 from .kinds import KINDS, part
@@ -66,7 +68,7 @@ def check_supported(model) -> None:
     """Raise :class:`UnsupportedLayerError` naming the first layer the hardware cannot run
     (before any simulation, build or report starts)."""
     for i, layer in enumerate(model.layers):
-        if layer.kind not in HARDWARE_KINDS:
+        if kinds.of(layer).name not in HARDWARE_KINDS:
             raise UnsupportedLayerError(
                 f"layer {i} ({layer.name}) is {'an' if layer.kind[0] in 'aeiou' else 'a'} {layer.kind} layer, "
                 "which has no hardware stage yet: "
@@ -320,9 +322,13 @@ class ConvPlan:
 
 def plan_dense(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
                conv_engine: str = "auto"):
-    """A ``binary_dense`` layer's plan (any mode): (cores, None, input layout). Its neurons are split into
-    cores of at most ``max_neurons_per_core``, each with min(P, n) lanes; after a convolution it
-    reads the previous store's map layout (``in_layout``), else the flat vector (None)."""
+    """A ``dense`` layer's plan: (cores, None, input layout). Its neurons are split into cores of at
+    most ``max_neurons_per_core``, each with min(P, n) lanes; after a convolution it reads the
+    previous store's map layout (``in_layout``), else the flat vector (None). +-1 weights run in
+    any mode; multi-bit weights in event mode only (an event adds its b-bit weights, times the
+    pixel for pixel input; the dense mode's AND-popcount takes +-1 weights)."""
+    if layer.multibit and mode != "event":
+        raise UnsupportedLayerError(f"{layer.name}: multi-bit weights run in mode='event' only")
     cores = tuple(CorePlan(off, n, min(lanes, n), -(-n // min(lanes, n)))
                   for off, n in split_layer(layer.n_out, max_neurons_per_core))
     return cores, None, in_layout
@@ -335,11 +341,18 @@ def window_fits(layer, word: int) -> bool:
 
 def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
               conv_engine: str = "auto"):
-    """A ``binary_conv2d`` layer's plan: (its one core, its :class:`ConvPlan`, its input's map
+    """A ``conv2d`` layer's plan: (its one core, its :class:`ConvPlan`, its input's map
     layout). P = the largest power of two <= ``lanes`` and <= the padded channel count and W; the
     accumulators are wide enough for c_o * (a - theta_o) over every input. Event mode only, with
     a power-of-two W (the map layout's bit addresses). ``conv_engine`` (:data:`CONV_ENGINES`):
-    "auto" takes the window stage for spike maps of 2..W channels, else the event stage."""
+    "auto" takes the window stage for spike maps of 2..W channels, else the event stage.
+    Multi-bit kernels take the event stage (each lane adds pixel x w or w); the window stage's
+    AND-popcount takes +-1 kernels only."""
+    if layer.multibit:
+        if conv_engine == "window":
+            raise UnsupportedLayerError(f"{layer.name}: a window stage takes +-1 kernels; {layer.bits}-bit kernels "
+                                        "run in the event stage (conv_engine 'event' or 'auto')")
+        conv_engine = "event"
     if mode != "event":
         raise UnsupportedLayerError(f"{layer.name}: convolutions run in mode='event' only")
     if word & (word - 1):
@@ -359,26 +372,6 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
     conv = ConvPlan(in_layout, MapLayout(*layer.out_shape), layer.kernel, layer.pool, layer.channels, P, cp // P, acc,
                     engine, layer.bits)
     return (CorePlan(0, layer.channels, P, cp // P),), conv, in_layout
-
-
-def plan_int_dense(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
-                   conv_engine: str = "auto"):
-    """An ``int_dense`` layer's plan: :func:`plan_dense`'s, in event mode only (an event adds its
-    b-bit weights, times the pixel for pixel input; the dense mode's AND-popcount takes +-1 weights)."""
-    if mode != "event":
-        raise UnsupportedLayerError(f"{layer.name}: multi-bit weights run in mode='event' only")
-    return plan_dense(layer, in_layout, mode=mode, lanes=lanes, word=word, max_neurons_per_core=max_neurons_per_core)
-
-
-def plan_int_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
-                  conv_engine: str = "auto"):
-    """An ``int_conv2d`` layer's plan: :func:`plan_conv`'s with the event stage (each lane adds
-    pixel x w or w); the window stage's AND-popcount takes +-1 kernels only."""
-    if conv_engine == "window":
-        raise UnsupportedLayerError(f"{layer.name}: a window stage takes +-1 kernels; {layer.bits}-bit kernels "
-                                    "run in the event stage (conv_engine 'event' or 'auto')")
-    return plan_conv(layer, in_layout, mode=mode, lanes=lanes, word=word, max_neurons_per_core=max_neurons_per_core,
-                     conv_engine="event")
 
 
 def _pow2_floor(n: int) -> int:
@@ -457,6 +450,31 @@ class LayerPlan:
         """Weight bits all cores read per input event (event mode): sum of G_c * P_c * b (times k*k)."""
         taps = self.conv.kernel ** 2 if self.conv else 1
         return taps * sum(c.groups * c.lanes for c in self.cores) * self.wbits
+
+    def weight_reads(self, events, mode: str, word: int):
+        """Weight-memory reads for E input events per image (an int64 array): (words, bits, bits per
+        word). Event mode: per event, G_c words of P_c * b bits per core (a convolution's event
+        stage: k*k*G, one per tap and group; its window stage: one P * C_in-padded-bit word per tap
+        read, whatever the input). Dense mode: P_c*W-bit words, all G_c * ceil(n_in / W) of them
+        per image, whatever the input."""
+        ev = np.asarray(events, np.int64)
+        if self.conv is not None:
+            words = np.asarray(self.conv.weight_words(ev), np.int64)
+            return words, words * self.conv.weight_word_bits, self.conv.weight_word_bits
+        if mode == "event":
+            return (ev * self.weight_words_per_event(), ev * self.weight_read_bits_per_event(),
+                    self.cores[0].lanes * self.wbits)
+        return (np.full(ev.shape, self.weight_words_per_event() * self.input_words, np.int64),
+                np.full(ev.shape, self.weight_read_bits_per_event() * word * self.input_words, np.int64),
+                self.cores[0].lanes * word)
+
+    def accumulator_accesses(self, events):
+        """Accumulator-memory words read (and as many written) for E input events, and their width:
+        (None, 0) where the accumulators are registers (dense cores, a window stage)."""
+        if self.conv is None or self.conv.engine != "event":
+            return None, 0
+        return np.asarray(self.conv.acc_word_accesses(np.asarray(events, np.int64)), np.int64), \
+            self.conv.lanes * self.conv.acc_bits
 
     def dense_cycles(self) -> int:
         """T_l of a dense layer: G reads of each of its input words plus the pipeline."""

@@ -1,9 +1,15 @@
-"""Layer kinds: the one list of them, and where each stage keeps its part of each.
+"""Layer kinds and neuron models: the one list of each, and where each stage keeps its part.
 
-A layer's kind is the ``kind`` field of its entry in the hardware-model file. Every stage of the
-flow handles a kind through one *part*, named here as ``"module:attribute"`` and imported only
-when asked for, so that this list imports nothing (the golden model never loads torch or
-amaranth, hw/ never loads torch or sim/):
+A layer is its **connectivity** (a :class:`LayerKind`: ``dense``, ``conv2d``) x its **weight
+bits** (1: +-1 weights; 2..8: symmetric integers; an attribute of the layer) x its **neuron
+model** (a :class:`NeuronModel`: ``step``, today's one-step threshold neuron). The file names a
+layer's kind and bits together, as it always has: ``binary_dense`` / ``int_dense`` (with a
+``bits`` key), ``binary_conv2d`` / ``int_conv2d`` (:data:`FILE_KINDS`); those names are
+spellings of (kind, bits), not kinds of their own.
+
+Every stage of the flow handles a kind through one *part*, named here as ``"module:attribute"``
+and imported only when asked for, so that this list imports nothing (the golden model never
+loads torch or amaranth, hw/ never loads torch or sim/):
 
 ============  =====================================================================================
 part          what it states
@@ -15,12 +21,19 @@ part          what it states
 ``plan``      its hardware plan: lanes, groups, accumulator widths, cycles (:mod:`bitsnn.hwplan`)
 ``estimate``  its resource estimate (:mod:`bitsnn.hw.estimate`)
 ``stage``     its Amaranth stage, behind the one stage signature (:mod:`bitsnn.hw.stage`)
+``nir``       the NIR nodes it is written as (:mod:`bitsnn.nirgraph`)
 ============  =====================================================================================
 
-Adding a kind is adding an entry here and its parts (docs/kinds.md); ``tests/test_kinds.py``
-checks that every part of every kind exists and answers to its kind. A kind may come before its
-hardware: its :data:`HARDWARE_PARTS` are then None, the file, export and golden model take it,
-and sim, build, report and run refuse it by name (:func:`bitsnn.hwplan.check_supported`).
+The questions code outside the parts asks about a layer (is its output a map, can it take
+run-time weights, which header keys it has, which NIR nodes it reads from) are answered by its
+:class:`LayerKind` (``kinds.of(layer)``), not by branching on its class or name;
+``tests/test_kind_seam.py`` counts what still branches.
+
+Adding a kind or a neuron model is adding an entry here and its parts (docs/kinds.md);
+``tests/test_kinds.py`` checks that every part exists and answers to its entry, and that
+docs/kinds.md's table matches this file. A kind may come before its hardware: its
+:data:`HARDWARE_PARTS` are then None, the file, export and golden model take it, and sim, build,
+report and run refuse it by name (:func:`bitsnn.hwplan.check_supported`).
 """
 
 from __future__ import annotations
@@ -28,10 +41,11 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-__all__ = ["PARTS", "HARDWARE_PARTS", "CONNECTIVITIES", "LayerKind", "KINDS", "kind", "of", "part"]
+__all__ = ["PARTS", "HARDWARE_PARTS", "CONNECTIVITIES", "LayerKind", "KINDS", "FILE_KINDS", "kind", "of", "part",
+           "file_kind", "NEURON_PARTS", "NeuronModel", "NEURONS", "neuron"]
 
 #: the parts every kind has (see the module docstring)
-PARTS = ("layer", "export", "golden", "plan", "estimate", "stage")
+PARTS = ("layer", "export", "golden", "plan", "estimate", "stage", "nir")
 #: the parts a kind without hardware yet leaves None
 HARDWARE_PARTS = ("plan", "estimate", "stage")
 #: how a kind's neurons connect to its input: every input (a vector out), or a k x k window of
@@ -39,16 +53,33 @@ HARDWARE_PARTS = ("plan", "estimate", "stage")
 CONNECTIVITIES = ("dense", "conv")
 
 
+def _resolve(owner: str, parts: dict, name: str, known: tuple):
+    if name not in known:
+        raise KeyError(f"unknown part {name!r} (expected one of {known})")
+    if parts[name] is None:
+        raise KeyError(f"{owner} has no {name} part yet")
+    module, attr = parts[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 @dataclass(frozen=True)
 class LayerKind:
-    """One kind of layer: its file name, a line about it, its connectivity and its parts
-    ("module:attribute"). The questions code outside the parts asks about a layer are answered
-    here, not by branching on its class (tests/test_kind_seam.py counts what still does)."""
+    """One kind of layer (one connectivity): its name, a line about it, its parts
+    ("module:attribute") and the answers to the questions other code asks about its layers."""
 
     name: str
     summary: str
     parts: dict = field(default_factory=dict)
     connectivity: str = "dense"
+    #: the file's fields of a layer of this kind beside the common ones (name, kind, n_in,
+    #: n_out, input, output; ``bits`` with multi-bit weights)
+    header_keys: tuple = ()
+    #: the first format version that holds the kind (multi-bit weights need version 4)
+    min_version: int = 1
+    #: the NIR node types its synapses are read from and written as
+    nir_nodes: tuple = ()
+    #: the file's name of the kind with +-1 weights, and with multi-bit ones
+    file_names: tuple = ()
 
     @property
     def output_is_map(self) -> bool:
@@ -63,70 +94,80 @@ class LayerKind:
         return self.connectivity == "dense"
 
     @property
+    def can_be_output(self) -> bool:
+        """Whether the network's last layer (its class scores) may be of this kind."""
+        return not self.output_is_map
+
+    @property
     def has_hardware(self) -> bool:
         """Whether the kind has a hardware plan, estimate and stage."""
         return all(self.parts[p] is not None for p in HARDWARE_PARTS)
 
+    def file_kind(self, bits: int) -> str:
+        """The file's name of a layer of this kind with ``bits``-bit weights."""
+        return self.file_names[0] if bits == 1 else self.file_names[1]
+
     def part(self, name: str):
         """The object that part ``name`` names, imported now."""
-        if name not in PARTS:
-            raise KeyError(f"unknown part {name!r} (expected one of {PARTS})")
-        if self.parts[name] is None:
-            raise KeyError(f"layer kind {self.name!r} has no {name} part yet")
-        module, attr = self.parts[name].split(":")
-        return getattr(importlib.import_module(module), attr)
+        return _resolve(f"layer kind {self.name!r}", self.parts, name, PARTS)
 
 
-def _kind(name: str, summary: str, connectivity: str, **parts: str | None) -> LayerKind:
+def _kind(name: str, summary: str, connectivity: str, *, header_keys=(), min_version=1, nir_nodes=(),
+          **parts: str | None) -> LayerKind:
     assert tuple(parts) == PARTS, parts
     assert all(parts[p] for p in PARTS if p not in HARDWARE_PARTS), parts
     assert connectivity in CONNECTIVITIES, connectivity
-    return LayerKind(name, summary, parts, connectivity)
+    return LayerKind(name, summary, parts, connectivity, tuple(header_keys), min_version, tuple(nir_nodes),
+                     (f"binary_{name}", f"int_{name}"))
 
 
 #: every layer kind, in the order the file format introduced them
 KINDS: dict[str, LayerKind] = {k.name: k for k in (
-    _kind("binary_dense", "fully connected, +-1 weights, {0,1} spikes or 8-bit pixels in; hidden or output", "dense",
+    _kind("dense", "fully connected, {0,1} spikes or 8-bit pixels in; hidden or output", "dense",
+          nir_nodes=("Affine", "Linear"),
           layer="bitsnn.hwmodel:Layer",
           export="bitsnn.model.export:DENSE",
           golden="bitsnn.sim.golden:DenseEvaluator",
           plan="bitsnn.hwplan:plan_dense",
           estimate="bitsnn.hw.estimate:estimate_dense",
-          stage="bitsnn.hw.stage:DenseStage"),
-    _kind("binary_conv2d", "k x k convolution, stride 1, zero padding, +-1 kernels, optional 2 x 2 OR pool; hidden",
-          "conv",
+          stage="bitsnn.hw.stage:DenseStage",
+          nir="bitsnn.nirgraph:dense_nodes"),
+    _kind("conv2d", "k x k convolution, stride 1, zero padding, optional 2 x 2 OR pool; hidden", "conv",
+          header_keys=("in_shape", "channels", "kernel", "pool"), min_version=3, nir_nodes=("Conv2d",),
           layer="bitsnn.hwmodel:ConvLayer",
           export="bitsnn.model.export:CONV",
           golden="bitsnn.sim.golden:ConvEvaluator",
           plan="bitsnn.hwplan:plan_conv",
           estimate="bitsnn.hw.estimate:estimate_conv",
-          stage="bitsnn.hw.stage:ConvStage"),
-    # Multi-bit weights (format version 4): the same modules, golden evaluators and stages as their
-    # binary twins, integer weights of 2..8 bits (event mode; event stage for convolutions).
-    _kind("int_dense", "fully connected, 2..8-bit integer weights, {0,1} spikes or 8-bit pixels in; hidden or output",
-          "dense",
-          layer="bitsnn.hwmodel:IntDenseLayer",
-          export="bitsnn.model.export:DENSE",
-          golden="bitsnn.sim.golden:DenseEvaluator",
-          plan="bitsnn.hwplan:plan_int_dense",
-          estimate="bitsnn.hw.estimate:estimate_dense",
-          stage="bitsnn.hw.stage:DenseStage"),
-    _kind("int_conv2d", "k x k convolution as binary_conv2d, 2..8-bit integer kernels (event stage); hidden", "conv",
-          layer="bitsnn.hwmodel:IntConvLayer",
-          export="bitsnn.model.export:CONV",
-          golden="bitsnn.sim.golden:ConvEvaluator",
-          plan="bitsnn.hwplan:plan_int_conv",
-          estimate="bitsnn.hw.estimate:estimate_conv",
-          stage="bitsnn.hw.stage:ConvStage"),
+          stage="bitsnn.hw.stage:ConvStage",
+          nir="bitsnn.nirgraph:conv_nodes"),
 )}
+
+#: the file's layer-kind names: name -> (kind, whether its weights are multi-bit); ``binary_*``
+#: since versions 1 and 3, ``int_*`` (with a ``bits`` key) since version 4
+FILE_KINDS: dict[str, tuple[LayerKind, bool]] = {
+    **{k.file_names[0]: (k, False) for k in KINDS.values()},
+    **{k.file_names[1]: (k, True) for k in KINDS.values()},
+}
 
 
 def kind(name: str) -> LayerKind:
-    """The kind called ``name``; KeyError naming the known ones."""
-    try:
+    """The kind called ``name`` (or spelt so in a file: ``binary_conv2d`` is ``conv2d``);
+    KeyError naming the known ones."""
+    if name in KINDS:
         return KINDS[name]
-    except KeyError:
-        raise KeyError(f"unsupported layer kind {name!r} (known: {', '.join(KINDS)})") from None
+    if name in FILE_KINDS:
+        return FILE_KINDS[name][0]
+    raise KeyError(f"unsupported layer kind {name!r} (known: {', '.join(KINDS)}; in files: "
+                   f"{', '.join(FILE_KINDS)})")
+
+
+def file_kind(name: str) -> tuple[LayerKind, bool]:
+    """The kind a file's layer-kind name spells, and whether its weights are multi-bit."""
+    if name not in FILE_KINDS:
+        kind(name)  # the error naming the known ones
+        raise KeyError(f"{name!r} is not a file's layer kind (one of {', '.join(FILE_KINDS)})")
+    return FILE_KINDS[name]
 
 
 def of(layer) -> LayerKind:
@@ -137,3 +178,57 @@ def of(layer) -> LayerKind:
 def part(kind_name: str, part_name: str):
     """Part ``part_name`` of the kind called ``kind_name``."""
     return kind(kind_name).part(part_name)
+
+
+# ---- neuron models -----------------------------------------------------------------------------
+
+#: the parts every neuron model has: its torch module (training and the exact path), its golden
+#: update, its hardware plan (membrane width, cycles), its estimate and its hardware piece
+NEURON_PARTS = ("torch", "golden", "plan", "estimate", "hw")
+
+
+@dataclass(frozen=True)
+class NeuronModel:
+    """How a hidden layer's neurons turn their integer input into spikes: its name, a line about
+    it, its integer parameters (the file's keys) and its parts."""
+
+    name: str
+    summary: str
+    parts: dict = field(default_factory=dict)
+    #: whether a neuron keeps a membrane between time steps
+    stateful: bool = False
+    #: the first format version that holds it
+    min_version: int = 1
+
+    @property
+    def has_hardware(self) -> bool:
+        return all(self.parts[p] is not None for p in ("plan", "estimate", "hw"))
+
+    def part(self, name: str):
+        """The object that part ``name`` names, imported now."""
+        return _resolve(f"neuron model {self.name!r}", self.parts, name, NEURON_PARTS)
+
+
+def _neuron(name: str, summary: str, *, stateful=False, min_version=1, **parts: str | None) -> NeuronModel:
+    assert tuple(parts) == NEURON_PARTS, parts
+    assert parts["torch"] and parts["golden"], parts
+    return NeuronModel(name, summary, parts, stateful, min_version)
+
+
+#: every neuron model, in the order the file format introduced them
+NEURONS: dict[str, NeuronModel] = {n.name: n for n in (
+    _neuron("step", "spike = [a >= theta] (or [a <= theta] for a negative folded scale), no state",
+            torch="bitsnn.model.layers:SpikeActivation",
+            golden="bitsnn.sim.golden:StepNeurons",
+            plan="bitsnn.hwplan:neuron_accumulator",
+            estimate="bitsnn.hw.estimate:neuron_acc_bits",
+            hw="bitsnn.hw.core:threshold_spikes"),
+)}
+
+
+def neuron(name: str) -> NeuronModel:
+    """The neuron model called ``name``; KeyError naming the known ones."""
+    try:
+        return NEURONS[name]
+    except KeyError:
+        raise KeyError(f"unsupported neuron model {name!r} (known: {', '.join(NEURONS)})") from None

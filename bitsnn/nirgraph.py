@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import BitsnnError
+from . import BitsnnError, kinds
 from .fileio import atomic_write_bytes, check_output_file, magic_kind, same_path
 from .hwmodel import MODEL_FILE, ConvLayer, HardwareModel, HardwareModelError, Layer, pack_bits
 
@@ -85,10 +85,50 @@ def integer_form(layer: Layer, v_threshold: float) -> tuple[np.ndarray, np.ndarr
     return w.astype(np.float32), b.astype(np.float32)
 
 
+def conv_nodes(nir, layer: ConvLayer, add, maps):
+    """The ``conv2d`` kind's ``nir`` part: ``Conv2d`` then ``IF`` (and ``SumPool2d`` then an OR
+    ``IF`` when pooled), each given to ``add(name, node)``; returns the output maps' shape."""
+    c_in, h, w_ = layer.in_shape
+    k = layer.kernel
+    w, b = integer_form(layer, V_THRESHOLD)
+    add(layer.name, nir.Conv2d(input_shape=(h, w_), weight=w.reshape(layer.channels, c_in, k, k),
+                               stride=1, padding=k // 2, dilation=1, groups=1, bias=b,
+                               metadata={"compare": layer.compare.astype(np.int8)}))
+    shape = (layer.channels, h, w_)
+    add(f"{layer.name}_spike", nir.IF(r=np.ones(shape, np.float32), v_threshold=np.full(shape, V_THRESHOLD, np.float32),
+                                      v_reset=np.zeros(shape, np.float32)))
+    if layer.pool > 1:
+        p = layer.pool
+        add(f"{layer.name}_pool", nir.SumPool2d(kernel_size=np.array([p, p]), stride=np.array([p, p]),
+                                                padding=np.array([0, 0])))
+        shape = layer.out_shape
+        add(f"{layer.name}_or", nir.IF(r=np.ones(shape, np.float32),
+                                       v_threshold=np.full(shape, OR_THRESHOLD, np.float32),
+                                       v_reset=np.zeros(shape, np.float32)))
+    return layer.out_shape
+
+
+def dense_nodes(nir, layer: Layer, add, maps):
+    """The ``dense`` kind's ``nir`` part: a ``Flatten`` first when ``maps`` (the previous layer's
+    output maps) is not None, then ``Affine`` and ``IF`` (hidden) or ``Linear`` (the output
+    layer); returns None (a vector)."""
+    if maps is not None:  # the first dense layer after convolutions takes their flattened maps
+        add("flatten", nir.Flatten(input_type={"input": np.array(maps)}, start_dim=0, end_dim=-1))
+    if layer.is_output:
+        add(layer.name, nir.Linear(weight=np.asarray(layer.weights_int(), dtype=np.float32)))
+        return None
+    w, b = integer_form(layer, V_THRESHOLD)
+    add(layer.name, nir.Affine(weight=w, bias=b, metadata={"compare": layer.compare.astype(np.int8)}))
+    n = (layer.n_out,)
+    add(f"{layer.name}_spike", nir.IF(r=np.ones(n, np.float32), v_threshold=np.full(n, V_THRESHOLD, np.float32),
+                                      v_reset=np.zeros(n, np.float32)))
+    return None
+
+
 def to_nir(hw: HardwareModel):
-    """The NIR graph of ``hw`` (see the module docstring)."""
+    """The NIR graph of ``hw`` (see the module docstring): each layer's nodes from its kind's
+    ``nir`` part (:mod:`bitsnn.kinds`)."""
     nir = _nir()
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     nodes, chain = {}, []
 
     def add(name, node):
@@ -96,41 +136,11 @@ def to_nir(hw: HardwareModel):
         chain.append(name)
 
     first = hw.layers[0]
-    in_shape = first.in_shape if isinstance(first, ConvLayer) else (first.n_in,)
+    in_shape = first.in_shape if kinds.of(first).output_is_map else (first.n_in,)
     add("input", nir.Input(input_type={"input": np.array(in_shape)}))
     maps = None  # the shape of the last convolution's output maps, until a dense layer flattens them
     for layer in hw.layers:
-        if isinstance(layer, ConvLayer):
-            c_in, h, w_ = layer.in_shape
-            k = layer.kernel
-            w, b = integer_form(layer, V_THRESHOLD)
-            add(layer.name, nir.Conv2d(input_shape=(h, w_), weight=w.reshape(layer.channels, c_in, k, k),
-                                       stride=1, padding=k // 2, dilation=1, groups=1, bias=b,
-                                       metadata={"compare": layer.compare.astype(np.int8)}))
-            shape = (layer.channels, h, w_)
-            add(f"{layer.name}_spike", nir.IF(r=np.ones(shape, np.float32), v_threshold=np.full(shape, V_THRESHOLD, np.float32),
-                                              v_reset=np.zeros(shape, np.float32)))
-            if layer.pool > 1:
-                p = layer.pool
-                add(f"{layer.name}_pool", nir.SumPool2d(kernel_size=np.array([p, p]), stride=np.array([p, p]),
-                                                        padding=np.array([0, 0])))
-                shape = layer.out_shape
-                add(f"{layer.name}_or", nir.IF(r=np.ones(shape, np.float32),
-                                               v_threshold=np.full(shape, OR_THRESHOLD, np.float32),
-                                               v_reset=np.zeros(shape, np.float32)))
-            maps = layer.out_shape
-            continue
-        if maps is not None:  # the first dense layer after convolutions takes their flattened maps
-            add("flatten", nir.Flatten(input_type={"input": np.array(maps)}, start_dim=0, end_dim=-1))
-            maps = None
-        if layer.is_output:
-            add(layer.name, nir.Linear(weight=f32(layer.weights_int())))
-        else:
-            w, b = integer_form(layer, V_THRESHOLD)
-            add(layer.name, nir.Affine(weight=w, bias=b, metadata={"compare": layer.compare.astype(np.int8)}))
-            n = (layer.n_out,)
-            add(f"{layer.name}_spike", nir.IF(r=np.ones(n, np.float32), v_threshold=np.full(n, V_THRESHOLD, np.float32),
-                                              v_reset=np.zeros(n, np.float32)))
+        maps = kinds.of(layer).part("nir")(nir, layer, add, maps)
     add("output", nir.Output(output_type={"output": np.array([hw.num_classes])}))
     meta = {MARK: MAPPING_VERSION, "input_encoding": hw.input_encoding, "input_threshold": int(hw.input_threshold),
             "input_shape": np.array(hw.input_shape, dtype=np.int64),

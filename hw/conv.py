@@ -33,6 +33,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from bitsnn import kinds
 from bitsnn.hwplan import ConvPlan, ceil_log2
 
 from .arith import bits_to_int, field, ints_to_word, lane_term, popcount
@@ -62,8 +63,8 @@ class ConvCore(wiring.Component):
 
     @quiet_on_error
     def __init__(self, layer, plan: ConvPlan, *, word: int = 32):
-        if layer.kind not in ("binary_conv2d", "int_conv2d") or layer.is_output:
-            raise TypeError(f"ConvCore takes a hidden binary_conv2d or int_conv2d layer, not {layer!r:.60}")
+        if not kinds.of(layer).output_is_map or layer.is_output:
+            raise TypeError(f"ConvCore takes a hidden convolution, not {layer!r:.60}")
         if not isinstance(plan, ConvPlan):
             raise TypeError(f"plan must be a ConvPlan, not {plan!r:.60}")
         if word & (word - 1) or word < plan.lanes:
@@ -276,8 +277,8 @@ class WindowCore(wiring.Component):
 
     @quiet_on_error
     def __init__(self, layer, plan: ConvPlan, *, word: int = 32):
-        if layer.kind != "binary_conv2d" or layer.is_output:
-            raise TypeError(f"WindowCore takes a hidden binary_conv2d layer, not {layer!r:.60}")
+        if not kinds.of(layer).output_is_map or layer.bits != 1 or layer.is_output:
+            raise TypeError(f"WindowCore takes a hidden convolution with +-1 kernels, not {layer!r:.60}")
         if not isinstance(plan, ConvPlan) or plan.engine != "window":
             raise TypeError(f"plan must be a window ConvPlan, not {plan!r:.60}")
         if word & (word - 1) or word < plan.lanes or plan.in_channels_padded > word:

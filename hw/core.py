@@ -109,13 +109,20 @@ class _CoreBase(wiring.Component):
 
     def _fire(self, m, lanes_acc, th_word):
         """Combinational spikes (P bits) from P signed accumulators and a threshold-ROM word."""
-        A = self.acc_bits
-        spikes = Signal(self.lanes)
-        for j, a in enumerate(lanes_acc):
-            field = th_word[j * (A + 1):(j + 1) * (A + 1)]
-            th = field[:A].as_signed()
-            m.d.comb += spikes[j].eq(Mux(field[A], a >= th, a <= th))
-        return spikes
+        return threshold_spikes(m, lanes_acc, th_word, self.acc_bits)
+
+
+def threshold_spikes(m, lanes_acc, th_word, acc_bits: int):
+    """The ``step`` neuron model's ``hw`` part (:mod:`bitsnn.kinds`): combinational spikes, one
+    per lane, from the lanes' signed accumulators and a threshold-ROM word whose lane j holds
+    theta (``acc_bits`` wide) then the compare bit (1: a >= theta, 0: a <= theta)."""
+    A = acc_bits
+    spikes = Signal(len(lanes_acc))
+    for j, a in enumerate(lanes_acc):
+        field = th_word[j * (A + 1):(j + 1) * (A + 1)]
+        th = field[:A].as_signed()
+        m.d.comb += spikes[j].eq(Mux(field[A], a >= th, a <= th))
+    return spikes
 
 
 class DenseCore(_CoreBase):

@@ -55,9 +55,10 @@ def bram_blocks_for(family: str, width: int, depth: int) -> tuple[int, int]:
     return best[0], best[2]
 
 
-def _acc_bits(layer, n_lo, n_hi) -> int:
+def neuron_acc_bits(layer, n_lo, n_hi) -> int:
     """Sum of the accumulator widths of neurons n_lo..n_hi-1, as the generator sizes them
-    (:func:`bitsnn.hwplan.neuron_accumulator`)."""
+    (:func:`bitsnn.hwplan.neuron_accumulator`): the ``step`` neuron model's ``estimate`` part
+    (:mod:`bitsnn.kinds`)."""
     r = layer.a_max
     if layer.is_output:
         return (n_hi - n_lo) * neuron_accumulator(None, None, r)[2]
@@ -278,7 +279,7 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
                 blocks, banks, rom_luts = 0, 1, PB * lp.n_in_store * G / 16  # Yosys makes a small ROM logic
         if est.writable:  # write address (i*G + g), byte-lane decode, flip table, data replication
             add(f"layer{li}", luts=cal["write_luts_per_core"] + -(-n // 8) + ceil_log2(layer.n_in * G))
-        acc = _acc_bits(layer, off, off + n)
+        acc = neuron_acc_bits(layer, off, off + n)
         if est.acc_style == "registers":
             # accumulators: one adder LUT (with carry) per bit, packed with its flip-flop
             add(name, luts=acc, ffs=acc, packed=acc)

@@ -29,7 +29,7 @@ import torch
 
 from bitsnn import BitsnnError, __version__
 from bitsnn.fileio import check_output_file
-from bitsnn.hwmodel import MODEL_FILE, ConvLayer, HardwareModel, IntConvLayer, IntDenseLayer, Layer, pack_bits
+from bitsnn.hwmodel import MODEL_FILE, ConvLayer, HardwareModel, Layer, weight_fields
 from bitsnn.kinds import KINDS, part
 
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
@@ -45,14 +45,11 @@ NON_REPRODUCIBLE_METRICS = ("history", "train_seconds")
 
 def _weights(module) -> dict:
     """A torch layer's weights as the file holds them: packed bits (+-1) or b-bit integers."""
-    if module.bits == 1:
-        return {"weight_bits": pack_bits(module.weight_bits())}
-    return {"bits": module.bits, "weights": module.weight_ints()}
+    return weight_fields(module.bits, module.weight_ints())
 
 
 def _linear_layer(fc: BinaryLinear, name: str, input_kind: str, theta=None, compare=None) -> Layer:
-    cls = Layer if fc.bits == 1 else IntDenseLayer
-    return cls(name, fc.n_in, fc.n_out, thresholds=theta, compare=compare, input_kind=input_kind, **_weights(fc))
+    return Layer(name, fc.n_in, fc.n_out, thresholds=theta, compare=compare, input_kind=input_kind, **_weights(fc))
 
 
 def _dense_layer(layer: BinaryDense, name: str) -> Layer:
@@ -64,8 +61,7 @@ def _conv_layer(layer: BinaryConv2d, name: str) -> ConvLayer:
     theta, compare = layer.fold()
     if layer.in_hw is None:
         raise BitsnnError(f"export: {name} does not know its input map size")
-    cls = ConvLayer if layer.bits == 1 else IntConvLayer
-    return cls(name, thresholds=theta, compare=compare, input_kind=layer.input_kind,
+    return ConvLayer(name, thresholds=theta, compare=compare, input_kind=layer.input_kind,
                in_shape=(layer.c_in, *layer.in_hw), channels=layer.c_out, kernel=layer.kernel_size,
                pool=layer.pool, **_weights(layer))
 

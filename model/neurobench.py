@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from bitsnn import BitsnnError
-from bitsnn.hwmodel import ConvLayer, HardwareModel
+from bitsnn import BitsnnError, kinds
+from bitsnn.hwmodel import HardwareModel
 from bitsnn.nirgraph import integer_form
 
 __all__ = ["Spike", "torch_module", "module_inputs", "check_module", "neurobench_metrics"]
@@ -48,7 +48,7 @@ def torch_module(hw: HardwareModel) -> nn.Sequential:
     mods: list[nn.Module] = []
     flat = True
     for layer in hw.layers:
-        if isinstance(layer, ConvLayer):
+        if kinds.of(layer).output_is_map:
             c_in, _h, _w = layer.in_shape
             k = layer.kernel
             conv = nn.Conv2d(c_in, layer.channels, k, padding=k // 2)
@@ -81,7 +81,7 @@ def module_inputs(hw: HardwareModel, images) -> torch.Tensor:
     """The module's input batch for ``images``: the first layer's inputs as float32."""
     x = torch.as_tensor(hw.encode_input(images), dtype=torch.float32)
     first = hw.layers[0]
-    return x.reshape(len(x), *first.in_shape) if isinstance(first, ConvLayer) else x
+    return x.reshape(len(x), *first.in_shape) if kinds.of(first).output_is_map else x
 
 
 @torch.no_grad()

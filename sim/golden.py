@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitsnn.hwmodel import ConvLayer, HardwareModel, Layer, pack_bits
-from bitsnn.kinds import part
+from bitsnn.kinds import neuron, part
 
 __all__ = ["GoldenResult", "encode_input", "layer_preactivation", "run", "DenseEvaluator", "ConvEvaluator", "plan_for"]
 
@@ -69,20 +69,14 @@ class DenseEvaluator:
             self.words = _to_words(layer.weight_bits)  # (n_out, n_words)
             self.words_t = np.ascontiguousarray(self.words.T)
         if not layer.is_output:
-            # [a >= theta] (compare +1) and [a <= theta] (compare -1) are both [c*a >= c*theta]
-            c = layer.compare.astype(np.int64)
-            self.sign = None if np.all(c > 0) else c[None, :]
-            self.cth = (c * layer.thresholds)[None, :]
+            self.neurons = neurons_of(layer, 2)
 
     def fire(self, a: np.ndarray) -> np.ndarray:
         """Threshold compare of a hidden layer: (B, n_out) int64 -> (B, n_out) uint8 0/1, in
         blocks of images that stay in cache."""
         out = np.empty(a.shape, dtype=np.bool_)
         for lo in range(0, a.shape[0], _BLOCK):
-            ab = a[lo : lo + _BLOCK]
-            if self.sign is not None:
-                ab = ab * self.sign
-            np.greater_equal(ab, self.cth, out=out[lo : lo + _BLOCK])
+            self.neurons.fire(a[lo : lo + _BLOCK], out=out[lo : lo + _BLOCK])
         return out.view(np.uint8)
 
     def preact(self, x: np.ndarray) -> np.ndarray:
@@ -157,9 +151,7 @@ class ConvEvaluator:
         self.layer = layer
         w = layer.kernels_int().astype(np.float32)  # (C_out, C_in, k, k)
         self.taps = [np.ascontiguousarray(w[:, :, ky, kx].T) for ky in range(layer.kernel) for kx in range(layer.kernel)]
-        c = layer.compare.astype(np.int64)
-        self.cth = (c * layer.thresholds)[None, :, None, None]
-        self.sign = c[None, :, None, None]
+        self.neurons = neurons_of(layer, 4)
 
     def preact(self, x: np.ndarray) -> np.ndarray:
         """x: (B, C_in*H*W) inputs -> a: (B, C_out, H, W) int64."""
@@ -181,7 +173,7 @@ class ConvEvaluator:
 
     def fire(self, a: np.ndarray) -> np.ndarray:
         """(B, C_out, H, W) pre-activations -> (B, n_out) uint8 spikes after the OR pool."""
-        s = (a * self.sign >= self.cth)
+        s = self.neurons.fire(a)
         q = self.layer.pool
         if q > 1:
             B, c, h, w = s.shape
@@ -203,6 +195,30 @@ class ConvEvaluator:
         ry = np.array([min(y + p, h - 1) - max(y - p, 0) + 1 for y in range(h)], np.int64)
         rx = np.array([min(x_ + p, w - 1) - max(x_ - p, 0) + 1 for x_ in range(w)], np.int64)
         return (nz * (ry[:, None] * rx[None, :])[None]).sum(axis=(1, 2)).astype(np.int64) * L.channels
+
+
+class StepNeurons:
+    """The ``step`` neuron model's ``golden`` part (:mod:`bitsnn.kinds`): spike = [a >= theta]
+    (compare +1) or [a <= theta] (compare -1), both [c*a >= c*theta]; no state. ``ndim``: the
+    rank of the pre-activations it takes, (B, rows) or (B, channels, H, W) (axis 1 the neuron
+    row or channel)."""
+
+    def __init__(self, layer: Layer, ndim: int = 2):
+        c = layer.compare.astype(np.int64)
+        shape = (1, -1) + (1,) * (ndim - 2)
+        self.sign = None if np.all(c > 0) else c.reshape(shape)
+        self.cth = (c * layer.thresholds).reshape(shape)
+
+    def fire(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Integer pre-activations -> bool spikes (into ``out`` if given)."""
+        if self.sign is not None:
+            a = a * self.sign
+        return np.greater_equal(a, self.cth, out=out)
+
+
+def neurons_of(layer: Layer, ndim: int):
+    """The golden neurons of a hidden ``layer``: its neuron model's ``golden`` part."""
+    return neuron(layer.neuron).part("golden")(layer, ndim)
 
 
 def plan_for(layer: Layer):

@@ -14,8 +14,8 @@ from bitsnn import hwplan
 from bitsnn.hwmodel import (
     HardwareModel,
     HardwareModelError,
-    IntConvLayer,
-    IntDenseLayer,
+    ConvLayer,
+    Layer,
     _content_hash,
     random_model,
     weight_limit,
@@ -116,12 +116,12 @@ def test_weights_outside_the_bits_range_refused():
     o = model.layers[3]
     with pytest.raises(HardwareModelError, match=r"weights must be int8 of shape \(10, 12\)"):
         HardwareModel(input_shape=(12,), input_encoding="spikes", input_threshold=1,
-                      layers=(IntDenseLayer("fc", 12, 10, bits=4, weights=o.weights.astype(np.int16)),))
+                      layers=(Layer("fc", 12, 10, bits=4, weights=o.weights.astype(np.int16)),))
 
 
 def test_int_conv_layer_is_a_convolution():
     layer = _int_model().layers[0]
-    assert isinstance(layer, IntConvLayer) and layer.kernels_int().shape == (4, 1, 3, 3)
+    assert isinstance(layer, ConvLayer) and layer.bits == 4 and layer.kernels_int().shape == (4, 1, 3, 3)
     assert layer.header_fields() == {"in_shape": [1, 14, 14], "channels": 4, "kernel": 3, "pool": 2, "bits": 4}
 
 

@@ -96,27 +96,12 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
     check_hw(mode, lanes, word, conv_engine)
     plan = HardwarePlan.of(model, mode=mode, lanes=int(lanes), word=int(word), max_neurons_per_core=max_neurons_per_core,
                            conv_engine=conv_engine)
-    B = golden.input_events.shape[0]
     out = []
     for l, (layer, lp) in enumerate(zip(model.layers, plan.layers)):
         ev = np.asarray(golden.input_events[:, l], dtype=np.int64)
-        if lp.conv is not None:  # an event stage reads per event, a window stage per tap
-            words = np.asarray(lp.conv.weight_words(ev), np.int64)
-            word_bits = lp.conv.weight_word_bits
-            bits = words * word_bits
-        elif mode == "event":
-            words = ev * lp.weight_words_per_event()
-            bits = ev * lp.weight_read_bits_per_event()
-            word_bits = lp.cores[0].lanes * lp.wbits
-        else:
-            words = np.full(B, lp.weight_words_per_event() * lp.input_words, np.int64)
-            bits = np.full(B, lp.weight_read_bits_per_event() * word * lp.input_words, np.int64)
-            word_bits = lp.cores[0].lanes * word
+        words, bits, word_bits = lp.weight_reads(ev, mode, word)
         spikes = None if layer.is_output else np.asarray(golden.spike_counts[:, l], dtype=np.int64)
-        acc_words, acc_word_bits = None, 0
-        if lp.conv is not None and lp.conv.engine == "event":
-            acc_words = np.asarray(lp.conv.acc_word_accesses(ev), np.int64)
-            acc_word_bits = lp.conv.lanes * lp.conv.acc_bits
+        acc_words, acc_word_bits = lp.accumulator_accesses(ev)
         out.append(LayerCounts(
             name=layer.name, n_in=layer.n_in, n_out=layer.n_out, acc_bits=acc_bits(layer), word_bits=word_bits,
             input_events=ev, synaptic_events=np.asarray(golden.synaptic_events[:, l], np.int64), output_spikes=spikes,

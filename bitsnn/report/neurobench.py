@@ -13,7 +13,7 @@ __all__ = ["neurobench_section", "neurobench_lines"]
 
 def _weights(layer) -> np.ndarray:
     """A layer's integer weights: (rows, fan-in), +-1 or b-bit."""
-    return layer.weights_int() if layer.bits > 1 else layer.weights_pm1()
+    return layer.weights_int()
 
 
 def nonzero_weight_events(model, golden) -> np.ndarray:
@@ -58,7 +58,7 @@ def _bitsnn_counts(model, golden) -> dict:
         dense += int(plan_for(layer).evaluate(np.ones((1, layer.n_in), np.uint8))[1][0])
     weight_bits = model.weight_bits_total  # b bits a weight in a multi-bit layer
     # +-1 weights are never zero; a multi-bit layer's can be (2 bits: {-1, 0, 1})
-    zeros = sum(int(np.count_nonzero(l.weights_int() == 0)) for l in model.layers if l.bits > 1)
+    zeros = sum(int(np.count_nonzero(l.weights_int() == 0)) for l in model.layers)
     n_weights = sum(l.rows * l.fan_in for l in model.layers)
     nz = nonzero_weight_events(model, golden).astype(np.float64)
     return {
