@@ -17,6 +17,8 @@ from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, SURROGAT
 from .hwplan import CONV_ENGINES, DEFAULT_WORD, MODES
 from .nirgraph import DEFAULT_DT
 from .protocol import MAX_LANES
+from .hwmodel import MAX_STEPS
+from .kinds import NEURONS, RESETS
 
 #: subcommand -> "module:function" taking the parsed argparse namespace, returning an exit code.
 HANDLERS: dict[str, str] = {
@@ -108,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int_in(0), default=None, metavar="C",
                    help="take the central CxC window of each image (the spec's input size is then C*C; "
                    "0: whole images; default: the preset's)")
+    p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None, metavar="T",
+                   help=f"time steps per inference, 1..{MAX_STEPS} (default: the preset's; 1 for the one-step presets)")
+    p.add_argument("--coding", default=None, choices=("direct", "threshold", "rate"),
+                   help="the input at each step: the same pixels (direct, with --input pixels), the same "
+                   "spikes (threshold), or Bernoulli spikes of the pixels (rate, with --rate-seed)")
+    p.add_argument("--rate-seed", type=int_in(1, (1 << 32) - 1), default=None, metavar="S",
+                   help="rate coding: the seed of its xorshift32 generator (the hardware's too)")
+    p.add_argument("--neuron", default=None, choices=tuple(NEURONS),
+                   help="the hidden layers' neurons: step (one step, no state), if or lif (a membrane over the steps)")
+    p.add_argument("--leak", type=int_in(0, 30), default=None, metavar="K",
+                   help="lif neurons: V <- V - (V >> K) before each step, 1..30")
+    p.add_argument("--reset", default=None, choices=RESETS,
+                   help="if/lif neurons: after a spike V -= theta (subtract) or V = 0 (zero)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--threads", type=int_in(1, 1024), default=None, metavar="N",
                    help="torch CPU threads (default 1: a seed then gives the same model on any core count)")

@@ -41,7 +41,7 @@ import numpy as np
 
 from . import BitsnnError
 from .fileio import DuplicateKeyError, atomic_write_bytes, magic_kind, unique_keys
-from .kinds import FILE_KINDS, KINDS, NEURONS
+from .kinds import FILE_KINDS, KINDS, NEURONS, RESETS
 
 __all__ = [
     "FORMAT_VERSION",
@@ -57,6 +57,9 @@ __all__ = [
     "WEIGHT_BITS",
     "weight_limit",
     "weight_fields",
+    "MAX_STEPS",
+    "INPUT_CODINGS",
+    "rate_randoms",
     "LAYER_CLASSES",
     "HardwareModel",
     "pack_bits",
@@ -67,9 +70,22 @@ __all__ = [
 MAGIC = b"BITSNNHW"
 #: what ``-o`` of export and import writes: an existing file of this kind may be replaced
 MODEL_FILE = magic_kind("a bitsnn hardware-model file", MAGIC)
-FORMAT_VERSION = 4
-#: versions this bitsnn reads: 1 has no input crop, 2 no convolutions, 3 no multi-bit weights
-READ_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+#: versions this bitsnn reads: 1 has no input crop, 2 no convolutions, 3 no multi-bit weights,
+#: 4 no time steps
+READ_VERSIONS = (1, 2, 3, 4, 5)
+#: the most time steps one inference may take
+MAX_STEPS = 4096
+#: how the input enters the first layer at each time step (version 5; one step before): the same
+#: pixels (``direct``, pixel input), the same spikes [pixel >= threshold] (``threshold``), Bernoulli
+#: spikes [pixel > r] with r from :func:`rate_randoms` (``rate``), or the user's spikes per step
+#: (``given``, for example an event sensor's frames)
+INPUT_CODINGS = ("direct", "threshold", "rate", "given")
+#: the codings each input encoding takes (the first in each is the one-step default)
+CODINGS_OF = {"pixels": ("direct",), "spikes": ("threshold", "rate", "given")}
+#: the largest |bias| and threshold of a stateful neuron, and its largest input shift
+MAX_MEMBRANE_PARAM = 1 << 31
+MAX_SHIFT = 16
 #: multi-bit weight layers (``int_dense``, ``int_conv2d``) hold b-bit weights, b in this range:
 #: integers in [-(2^(b-1) - 1), 2^(b-1) - 1] (a symmetric range, as the training quantiser gives)
 WEIGHT_BITS = range(2, 9)
@@ -122,8 +138,17 @@ class Layer:
     input_kind: str = "spikes"
     bits: int = 1
     weights: np.ndarray | None = None
-    #: the neuron model of a hidden layer (:data:`bitsnn.kinds.NEURONS`)
+    #: the neuron model of a hidden layer (:data:`bitsnn.kinds.NEURONS`); the output layer has no
+    #: neurons (its scores are summed over the time steps) and keeps ``step``
     neuron: str = "step"
+    #: a stateful neuron's reset after a spike (:data:`bitsnn.kinds.RESETS`)
+    reset: str = "subtract"
+    #: a ``lif`` neuron's leak shift k: V <- V - (V >> k) before each step (0: no leak)
+    leak: int = 0
+    #: a stateful neuron's integer bias, added to its membrane each step: (rows,) int64
+    bias: np.ndarray | None = None
+    #: a stateful neuron's input scale: V += c*a*2^shift + b (finer thresholds and biases)
+    shift: int = 0
 
     #: the layer kind's name in :data:`bitsnn.kinds.KINDS`
     kind_name = "dense"
@@ -144,9 +169,15 @@ class Layer:
         return self.bits != 1
 
     @property
+    def neuron_model(self):
+        """This layer's :class:`bitsnn.kinds.NeuronModel`."""
+        return NEURONS[self.neuron]
+
+    @property
     def min_version(self) -> int:
-        """The first format version that holds this layer: its kind's, 4 with multi-bit weights."""
-        return max(self.layer_kind.min_version, 4 if self.multibit else 1)
+        """The first format version that holds this layer: its kind's, 4 with multi-bit weights,
+        its neuron model's."""
+        return max(self.layer_kind.min_version, 4 if self.multibit else 1, self.neuron_model.min_version)
 
     @property
     def is_output(self) -> bool:
@@ -178,7 +209,9 @@ class Layer:
         output): its kind's :attr:`~bitsnn.kinds.LayerKind.header_keys`, ``bits`` if multi-bit."""
         own = {k: getattr(self, k) for k in self.layer_kind.header_keys}
         own = {k: list(v) if isinstance(v, tuple) else v for k, v in own.items()}
-        return {**own, **({"bits": self.bits} if self.multibit else {})}
+        nm = self.neuron_model
+        neuron = {"neuron": self.neuron, **{k: getattr(self, k) for k in nm.header_keys}} if nm.min_version > 1 else {}
+        return {**own, **({"bits": self.bits} if self.multibit else {}), **neuron}
 
     @property
     def max_input(self) -> int:
@@ -215,23 +248,53 @@ class Layer:
         return unpack_bits(self.weight_bits, self.fan_in)
 
     @staticmethod
-    def file_arrays(rows: int, fan_in: int, is_output: bool, multibit: bool = False) -> dict[str, tuple[str, tuple[int, ...]]]:
+    def file_arrays(rows: int, fan_in: int, is_output: bool, multibit: bool = False,
+                    stateful: bool = False) -> dict[str, tuple[str, tuple[int, ...]]]:
         """The file's arrays of a layer: suffix -> (dtype, shape)."""
         specs = {"weights": ("i1", (rows, fan_in))} if multibit else {"weight_bits": ("u1", (rows, (fan_in + 7) // 8))}
         if not is_output:
             specs.update(thresholds=("i8", (rows,)), compare=("i1", (rows,)))
+        if stateful:
+            specs.update(bias=("i8", (rows,)))
         return specs
 
     def array_specs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """This layer's arrays in the file: suffix -> (dtype, shape)."""
-        return self.file_arrays(self.rows, self.fan_in, self.is_output, self.multibit)
+        return self.file_arrays(self.rows, self.fan_in, self.is_output, self.multibit, self.neuron_model.stateful)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """This layer's arrays, by suffix (the file's ``layers.{i}.{suffix}``)."""
         out = {"weights": self.weights} if self.multibit else {"weight_bits": self.weight_bits}
         if not self.is_output:
             out.update(thresholds=self.thresholds, compare=self.compare)
+        if self.neuron_model.stateful:
+            out.update(bias=self.bias)
         return out
+
+    def neuron_problem(self) -> str | None:
+        """Why the neuron model's fields are not what it takes, or None (thresholds and compare
+        directions are the model's, checked beside)."""
+        if self.neuron not in NEURONS:
+            return f"unknown neuron model {self.neuron!r} (known: {', '.join(NEURONS)})"
+        nm = self.neuron_model
+        if self.is_output and nm.stateful:
+            return f"the output layer has no neurons (its scores are summed over the steps), not {self.neuron!r} ones"
+        if (why := nm.leak_problem(self.leak)):
+            return why
+        if not nm.stateful:
+            if self.bias is not None or self.reset != "subtract" or self.shift != 0:
+                return f"{self.neuron} neurons keep no membrane: no bias, reset or shift"
+            return None
+        if type(self.shift) is not int or not 0 <= self.shift <= MAX_SHIFT:
+            return f"shift {self.shift!r}: must be 0..{MAX_SHIFT}"
+        if self.reset not in RESETS:
+            return f"reset {self.reset!r}: must be one of {RESETS}"
+        b = self.bias
+        if not isinstance(b, np.ndarray) or b.dtype.kind != "i" or b.shape != (self.rows,):
+            return f"a {self.neuron} layer needs an integer bias of shape ({self.rows},)"
+        if b.size and np.abs(b).max() > MAX_MEMBRANE_PARAM:
+            return f"a bias beyond +-{MAX_MEMBRANE_PARAM}"
+        return None
 
     def weights_problem(self) -> str | None:
         """Why the weight array is not what the layer stores, or None."""
@@ -368,9 +431,18 @@ class HardwareModel:
     #: (image height, image width, top, left): the model takes the input_shape window at
     #: (top, left) of images of that size (None: it takes whole images of input_shape)
     input_crop: tuple[int, int, int, int] | None = None
+    #: time steps per inference (format version 5; 1 before)
+    timesteps: int = 1
+    #: how the input enters the first layer at each step (:data:`INPUT_CODINGS`); None: the input
+    #: encoding's one-step default (``direct`` for pixels, ``threshold`` for spikes)
+    input_coding: str | None = None
+    #: the ``rate`` coding's generator seed, 1..2^32-1 (:func:`rate_randoms`); None otherwise
+    input_seed: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if self.input_coding is None and self.input_encoding in CODINGS_OF:
+            object.__setattr__(self, "input_coding", CODINGS_OF[self.input_encoding][0])
         if self.meta is None:  # the file's meta is always an object
             object.__setattr__(self, "meta", {})
         if self.input_crop is not None:
@@ -407,6 +479,38 @@ class HardwareModel:
             return np.ascontiguousarray(x.reshape(-1, ih, iw)[:, top : top + h, left : left + w]).reshape(-1, h * w)
         want = "x".join(map(str, self.image_shape))
         raise ValueError(f"images have {x.shape[1]} values each, the model takes {want} images")
+
+    @property
+    def static_input(self) -> bool:
+        """Whether every time step takes the same first-layer input (``direct``, ``threshold``)."""
+        return self.input_coding in ("direct", "threshold")
+
+    @property
+    def default_time(self) -> bool:
+        """Whether the model is one step of its encoding's default coding (what versions 1-4 hold)."""
+        return self.timesteps == 1 and self.input_coding == CODINGS_OF.get(self.input_encoding, (None,))[0]
+
+    def step_inputs(self, x) -> np.ndarray:
+        """The first layer's input at every step: (B, n_inputs) uint8 when every step takes the same
+        (``direct``, ``threshold``: from images, as :meth:`encode_input`), else (B, T, n_inputs):
+        ``rate`` spikes [pixel > r] of images, r from :func:`rate_randoms`; ``given``: the user's
+        spikes, (B, T, *input_shape) or (B, T, n_inputs) of 0/1."""
+        if self.static_input:
+            return self.encode_input(x)
+        if self.input_coding == "rate":
+            px = self.prepare_images(x)
+            r = rate_randoms(self.input_seed, self.timesteps, self.n_inputs)
+            return (px[:, None, :] > r[None]).view(np.uint8)
+        x = np.asarray(x)
+        if x.dtype != np.uint8:
+            raise TypeError(f"given spikes must be uint8, got {x.dtype}")
+        if x.ndim < 2 or x.shape[1] != self.timesteps or math.prod(x.shape[2:]) != self.n_inputs:
+            want = "x".join(map(str, (self.timesteps, *self.input_shape)))
+            raise ValueError(f"given spikes have shape {list(x.shape[1:])} each, the model takes {want} (steps x input)")
+        x = x.reshape(x.shape[0], self.timesteps, self.n_inputs)
+        if x.size and x.max() > 1:
+            raise ValueError("given spikes must be 0 or 1")
+        return x
 
     def encode_input(self, images) -> np.ndarray:
         """(B, *image_shape) uint8 images (or already cropped ones) -> (B, n_inputs) uint8 first-layer
@@ -457,6 +561,8 @@ class HardwareModel:
             f"{spec} ({self.input_encoding} input{crop}"
             + (f", threshold {self.input_threshold}" if self.input_encoding == "spikes" else "")
             + f"), {self.weight_bits_total} weight bits"
+            + time_text(self.timesteps, self.input_coding, [(l.neuron, l.leak, l.reset) for l in self.hidden_layers],
+                        self.default_time)
         )
 
     def validate(self) -> None:
@@ -472,10 +578,25 @@ class HardwareModel:
             raise err(f"input threshold {self.input_threshold} outside 1..255")
         if not 0 <= self.input_threshold <= 255:  # pixel input does not read it, but it is still a pixel value
             raise err(f"input threshold {self.input_threshold} outside 0..255")
+        if type(self.timesteps) is not int or not 1 <= self.timesteps <= MAX_STEPS:
+            raise err(f"time steps {self.timesteps!r} outside 1..{MAX_STEPS}")
+        if self.input_coding not in CODINGS_OF[self.input_encoding]:
+            raise err(f"input coding {self.input_coding!r}: {self.input_encoding} input takes "
+                      f"{', '.join(CODINGS_OF[self.input_encoding])}")
+        if self.input_coding == "rate":
+            if type(self.input_seed) is not int or not 1 <= self.input_seed < 1 << 32:
+                raise err(f"rate coding needs a seed in 1..2^32-1, not {self.input_seed!r}")
+        elif self.input_seed is not None:
+            raise err(f"a seed belongs to rate coding only, not {self.input_coding}")
+        if len(self.input_shape) == 3 and self.input_coding != "given":
+            raise err(f"a {len(self.input_shape)}-D input shape (channels, height, width) takes given spikes only; "
+                      "images are one channel")
+        if self.input_coding == "given" and self.input_crop is not None:
+            raise err("an input crop cuts images; given spikes come at the input shape")
         if not self.layers:
             raise err("the model has no layers")
         prev = self.n_inputs
-        prev_maps = (1, *self.input_shape) if len(self.input_shape) == 2 else None
+        prev_maps = {2: (1, *self.input_shape), 3: self.input_shape}.get(len(self.input_shape))
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
             if not isinstance(layer.name, str) or not 0 < len(layer.name) <= MAX_NAME or not layer.name.isprintable():
@@ -503,8 +624,8 @@ class HardwareModel:
                 raise err(f"{where}: input kind {layer.input_kind!r}, expected {want_kind!r}")
             if (why := layer.weights_problem()):
                 raise err(f"{where}: {why}")
-            if layer.neuron not in NEURONS:
-                raise err(f"{where}: unknown neuron model {layer.neuron!r} (known: {', '.join(NEURONS)})")
+            if (why := layer.neuron_problem()):
+                raise err(f"{where}: {why}")
             last = i == len(self.layers) - 1
             if last:
                 if not layer.layer_kind.can_be_output:
@@ -523,21 +644,25 @@ class HardwareModel:
                     raise err(f"{where}: thresholds and compare must be integers")
                 if not np.all((cmp_ == 1) | (cmp_ == -1)):
                     raise err(f"{where}: compare directions must be +1 (a >= theta) or -1 (a <= theta)")
-                r = layer.a_max
-                bad = np.flatnonzero((th < -r - 1) | (th > r + 1))
+                # a step neuron's theta lies in a's range (its ends: never and always); a stateful
+                # neuron's is positive, as its membrane starts at 0
+                lo, hi = (1, MAX_MEMBRANE_PARAM) if layer.neuron_model.stateful else (-layer.a_max - 1, layer.a_max + 1)
+                bad = np.flatnonzero((th < lo) | (th > hi))
                 if bad.size:
+                    what = "the range of a stateful neuron's" if lo == 1 else "the reachable range"
                     raise err(
                         f"{where}: threshold {int(th[bad[0]])} of neuron {int(bad[0])} outside "
-                        f"the reachable range [{-r - 1}, {r + 1}]"
+                        f"{what} [{lo}, {hi}]"
                     )
             prev = layer.n_out
 
     @property
     def format_version(self) -> int:
         """The version this model is written as: the lowest that holds all of it (2; 3 with
-        convolutions; 4 with multi-bit weights; :attr:`Layer.min_version`), so a model without new features reads in older
-        bitsnn releases."""
-        return max(2, *(l.min_version for l in self.layers))
+        convolutions; 4 with multi-bit weights; 5 with time steps, an input coding other than the
+        one-step default, or a stateful neuron model: :attr:`Layer.min_version`), so a model
+        without new features reads in older bitsnn releases, byte for byte as they wrote it."""
+        return max(2, *(l.min_version for l in self.layers), 1 if self.default_time else 5)
 
     # ---- serialisation ---------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -565,6 +690,9 @@ class HardwareModel:
                 for l in self.layers
             ],
             "meta": self.meta,
+            **({"time": {"steps": self.timesteps, "coding": self.input_coding,
+                         **({"seed": self.input_seed} if self.input_seed is not None else {})}}
+               if self.format_version >= 5 else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -607,6 +735,36 @@ class HardwareModel:
         return _parse(data, str(path))
 
 
+def time_text(steps: int, coding: str, neurons, default_time: bool) -> str:
+    """", 4 steps of direct input, lif neurons (leak 3, reset subtract)": how a model runs over time,
+    for its one-line description ("" for one step of the default coding with step neurons)."""
+    kinds_ = []
+    for name, leak, reset in neurons:
+        nm = NEURONS.get(name)
+        if nm is not None and nm.stateful:
+            text = f"{name} neurons ({f'leak {leak}, ' if leak else ''}reset {reset})"
+            if text not in kinds_:
+                kinds_.append(text)
+    if default_time and not kinds_:
+        return ""
+    return f", {steps} step{'s' if steps != 1 else ''} of {coding} input" + "".join(f", {k}" for k in kinds_)
+
+
+def rate_randoms(seed: int, steps: int, n: int) -> np.ndarray:
+    """(steps, n) uint8: the ``rate`` coding's random bytes. One xorshift32 generator (x ^= x << 13,
+    x ^= x >> 17, x ^= x << 5, on 32 bits), started at ``seed`` for every inference, advances once
+    per input value, step by step and input by input in order; input i of step t spikes when its
+    pixel exceeds the low byte of the state after that advance (pixel 0 never, 255 at 255/256)."""
+    out = np.empty(steps * n, np.uint8)
+    x = int(seed) & 0xFFFFFFFF
+    for j in range(steps * n):
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        out[j] = x & 0xFF
+    return out.reshape(steps, n)
+
+
 def crop_problem(input_shape, crop) -> str | None:
     """Why ``crop`` (image height, image width, top, left) is not a valid input crop for a model
     taking ``input_shape`` windows, or None. Shared by the hardware model and the torch network."""
@@ -641,7 +799,8 @@ def _header_of(data: bytes) -> bytes:
 # layers need, each in the dtype and shape the format defines, and sorted by offset they tile the
 # payload from 0 to its end: no overlaps, no gaps.
 
-_HEADER_KEYS = ("format", "version", "input", "layers", "arrays", "meta", "content_hash")
+_HEADER_KEYS = ("format", "version", "input", "layers", "arrays", "meta", "content_hash")  # version 5 adds "time"
+_TIME_KEYS = ("steps", "coding")  # and "seed" with rate coding
 _INPUT_KEYS = ("shape", "encoding", "threshold")  # version 2 adds an optional "crop"
 _CROP_KEYS = ("image_shape", "offset")
 _LAYER_KEYS = ("name", "kind", "n_in", "n_out", "input", "output")
@@ -758,7 +917,7 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
     if "content_hash" not in header:
         raise err("missing content hash")
     expect(header["content_hash"], str, "content_hash")
-    keys(header, "header", _HEADER_KEYS)
+    keys(header, "header", _HEADER_KEYS + (("time",) if version >= 5 else ()))
 
     # -- input
     inp = expect(header["input"], dict, "input")
@@ -799,9 +958,12 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         if kind not in FILE_KINDS:
             raise err(f"layer {i}: unsupported layer kind {_quote(kind)}")
         lk, multibit = FILE_KINDS[kind]
-        keys(ls, where, _LAYER_KEYS + lk.header_keys + (_INT_KEYS if multibit else ()))
+        neuron = choice(ls["neuron"], f"{where}.neuron", tuple(NEURONS)) if "neuron" in ls else "step"
+        nm = NEURONS[neuron]
+        keys(ls, where, _LAYER_KEYS + lk.header_keys + (_INT_KEYS if multibit else ()) + nm.header_keys,
+             ("neuron",) if version >= 5 else ())
         name = expect(ls["name"], str, f"{where}.name")
-        min_version = max(lk.min_version, 4 if multibit else 1)
+        min_version = max(lk.min_version, 4 if multibit else 1, nm.min_version)
         if min_version > version:
             raise err(f"layer {i} ({name}): a {kind} layer in a version {version} file "
                       f"(the format holds it from version {min_version})")
@@ -815,7 +977,17 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         is_out = choice(ls["output"], f"{where}.output", LAYER_OUTPUTS) == "scores"
         if is_out != (i == len(layer_specs) - 1):
             raise err(f"layer {i}: only the last layer may output scores, and it must")
+        if is_out and nm.stateful:
+            raise err(f"layer {i} ({name}): the output layer has no neurons (its scores are summed over the steps), "
+                      f"not {neuron!r} ones")
         fan_in, rows, geo = n_in, n_out, {}
+        if nm.stateful:  # the neuron model's fields (its own checks run with the model's)
+            geo["neuron"] = neuron
+            if "reset" in nm.header_keys:
+                geo["reset"] = choice(ls["reset"], f"{where}.reset", RESETS)
+            if "leak" in nm.header_keys:
+                geo["leak"] = expect(ls["leak"], int, f"{where}.leak")
+            geo["shift"] = expect(ls["shift"], int, f"{where}.shift")
         if multibit:
             geo["bits"] = expect(ls["bits"], int, f"{where}.bits")
             if geo["bits"] not in WEIGHT_BITS:
@@ -833,12 +1005,21 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
             fan_in, rows = probe.fan_in, probe.rows
         geometry.append(geo)
         layer_kinds.append(lk)
-        for suffix, (dt, shape) in Layer.file_arrays(rows, fan_in, is_out, multibit).items():
+        for suffix, (dt, shape) in Layer.file_arrays(rows, fan_in, is_out, multibit, nm.stateful).items():
             expected[f"layers.{i}.{suffix}"] = (dt, list(shape), i)
         prev = n_out
 
     # -- meta: free-form, but an object
     meta = expect(header["meta"], dict, "meta")
+
+    # -- time (version 5): the steps per inference, the input coding, a rate coding's seed
+    time = {}
+    if version >= 5:
+        t = expect(header["time"], dict, "time")
+        keys(t, "time", _TIME_KEYS, ("seed",))
+        time = {"timesteps": expect(t["steps"], int, "time.steps"),
+                "input_coding": choice(t["coding"], "time.coding", INPUT_CODINGS),
+                "input_seed": expect(t["seed"], int, "time.seed") if "seed" in t else None}
 
     # -- the array table: exactly the arrays the layers need, in the format's dtypes and shapes
     table = expect(header["arrays"], dict, "arrays")
@@ -895,7 +1076,8 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
     for i, ls in enumerate(layer_specs):
         is_out = ls["output"] == "scores"
         own = {suffix: arrays[f"layers.{i}.{suffix}"]
-               for suffix in Layer.file_arrays(1, 1, is_out, "bits" in geometry[i])}
+               for suffix in Layer.file_arrays(1, 1, is_out, "bits" in geometry[i],
+                                               NEURONS[geometry[i].get("neuron", "step")].stateful)}
         # a map layer derives n_in and n_out from its maps (checked equal above)
         layers.append(layer_kinds[i].part("layer")(
             name=ls["name"], n_in=ls["n_in"], n_out=ls["n_out"], thresholds=own.pop("thresholds", None),
@@ -908,6 +1090,7 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
             layers=tuple(layers),
             meta=dict(meta),
             input_crop=crop,
+            **time,
         )
     except HardwareModelError as e:
         raise err(str(e)) from None
@@ -934,6 +1117,10 @@ def random_model(
     input_crop: tuple[int, int, int, int] | None = None,
     convs: tuple[tuple[int, int, int], ...] = (),
     weight_bits: dict[int, int] | None = None,
+    neurons: dict[int, dict] | None = None,
+    timesteps: int = 1,
+    input_coding: str | None = None,
+    input_seed: int | None = None,
 ) -> HardwareModel:
     """A valid model with random weights and thresholds, for tests and benchmarks of later stages.
 
@@ -943,7 +1130,18 @@ def random_model(
     ``input_shape`` needed); ``sizes`` then lists the input size, the dense layers' sizes after
     the flattened maps, and the class count. ``weight_bits``: layer index -> bits (2..8) for
     layers with multi-bit weights (``int_conv2d``/``int_dense``, uniform in the bits' range).
+    ``neurons``: layer index -> the hidden layer's neuron fields (``neuron``, ``reset``, ``leak``)
+    for stateful neurons, whose thresholds (1..) and biases are drawn around useful rates;
+    ``timesteps``, ``input_coding``, ``input_seed``: the model's (format version 5).
     """
+    nfields = dict(neurons or {})
+
+    def neuron_fields(i, rows, fan_in, kind, th, cmp_):
+        if i not in nfields:
+            return {"thresholds": th, "compare": cmp_}
+        scale = max(1, int(threshold_spread * math.sqrt(fan_in) * (64 if kind == "pixels" else 1) * weight_limit(wbits.get(i, 1))))
+        return {"thresholds": rng.integers(1, 2 * scale + 2, size=rows).astype(np.int64), "compare": cmp_,
+                "bias": rng.integers(-scale, scale + 1, size=rows).astype(np.int64), **nfields[i]}
     wbits = dict(weight_bits or {})
 
     def weights(i, rows, fan_in) -> dict:
@@ -955,17 +1153,17 @@ def random_model(
     layers = []
     maps = None
     if convs:
-        if not input_shape or len(input_shape) != 2:
-            raise ValueError("random_model: convolutions need a 2-D input_shape")
-        maps = (1, *input_shape)
+        if not input_shape or len(input_shape) not in (2, 3):
+            raise ValueError("random_model: convolutions need a 2-D (or, for given spikes, 3-D) input_shape")
+        maps = (1, *input_shape) if len(input_shape) == 2 else tuple(input_shape)
     for i, (channels, kernel, pool) in enumerate(convs):
         kind = input_encoding if i == 0 else "spikes"
         fan_in = maps[0] * kernel * kernel
         w = weights(i, channels, fan_in)
         th, cmp_ = _random_thresholds(rng, channels, fan_in, kind, threshold_spread, weight_limit(wbits.get(i, 1)))
         layer = ConvLayer(
-            f"conv{i + 1}", thresholds=th, compare=cmp_, input_kind=kind, in_shape=maps, channels=channels,
-            kernel=kernel, pool=pool, **w)
+            f"conv{i + 1}", input_kind=kind, in_shape=maps, channels=channels,
+            kernel=kernel, pool=pool, **w, **neuron_fields(i, channels, fan_in, kind, th, cmp_))
         layers.append(layer)
         maps = layer.out_shape
     dense_sizes = [layers[-1].n_out, *sizes[1:]] if layers else list(sizes)
@@ -977,8 +1175,8 @@ def random_model(
         th = cmp_ = None
         if not last:
             th, cmp_ = _random_thresholds(rng, n_out, n_in, kind, threshold_spread, weight_limit(wbits.get(li, 1)))
-        layers.append(Layer(f"fc{i + 1}", n_in, n_out, thresholds=th, compare=cmp_,
-                                                               input_kind=kind, **w))
+        fields = {"thresholds": th, "compare": cmp_} if last else neuron_fields(li, n_out, n_in, kind, th, cmp_)
+        layers.append(Layer(f"fc{i + 1}", n_in, n_out, input_kind=kind, **w, **fields))
     return HardwareModel(
         input_shape=input_shape or (sizes[0],),
         input_encoding=input_encoding,
@@ -986,4 +1184,7 @@ def random_model(
         layers=tuple(layers),
         meta={"source": "random_model"},
         input_crop=input_crop,
+        timesteps=timesteps,
+        input_coding=input_coding,
+        input_seed=input_seed,
     )

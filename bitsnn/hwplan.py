@@ -74,6 +74,17 @@ def check_supported(model) -> None:
                 "which has no hardware stage yet: "
                 f"export and the golden model take it; sim, build, report and run need "
                 f"{' and '.join(HARDWARE_KINDS)} layers only")
+        nm = layer.neuron_model
+        if not nm.has_hardware:
+            raise UnsupportedLayerError(
+                f"layer {i} ({layer.name}) has {nm.name} neurons, which have no hardware stage yet: export and the "
+                f"golden model take them; sim, build, report and run need "
+                f"{', '.join(n for n, m in kinds.NEURONS.items() if m.has_hardware)} neurons only")
+    if not model.default_time:
+        raise UnsupportedLayerError(
+            f"the model runs {model.timesteps} time step{'s' if model.timesteps > 1 else ''} of {model.input_coding} "
+            "input, which has no hardware yet: export and the golden model take it; sim, build, report and run "
+            "need one step of direct (pixel) or threshold (spike) input")
 
 
 def signed_bits(v: int) -> int:

@@ -42,7 +42,7 @@ import importlib
 from dataclasses import dataclass, field
 
 __all__ = ["PARTS", "HARDWARE_PARTS", "CONNECTIVITIES", "LayerKind", "KINDS", "FILE_KINDS", "kind", "of", "part",
-           "file_kind", "NEURON_PARTS", "NeuronModel", "NEURONS", "neuron"]
+           "file_kind", "NEURON_PARTS", "NeuronModel", "NEURONS", "neuron", "RESETS"]
 
 #: the parts every kind has (see the module docstring)
 PARTS = ("layer", "export", "golden", "plan", "estimate", "stage", "nir")
@@ -195,24 +195,37 @@ class NeuronModel:
     name: str
     summary: str
     parts: dict = field(default_factory=dict)
-    #: whether a neuron keeps a membrane between time steps
+    #: whether a neuron keeps a membrane between time steps (then its layer has a ``bias`` array
+    #: and a ``reset`` rule, and its thresholds are positive)
     stateful: bool = False
     #: the first format version that holds it
     min_version: int = 1
+    #: the file's fields of a layer with this model beside ``neuron`` (a stateful one: ``reset``)
+    header_keys: tuple = ()
+    #: the leak shifts k it takes (V <- V - (V >> k) before each step; 0: no leak)
+    leaks: range = range(0, 1)
 
     @property
     def has_hardware(self) -> bool:
         return all(self.parts[p] is not None for p in ("plan", "estimate", "hw"))
+
+    def leak_problem(self, leak) -> str | None:
+        """Why ``leak`` is not a leak shift this model takes, or None."""
+        if type(leak) is int and leak in self.leaks:
+            return None
+        takes = "no leak (0)" if len(self.leaks) == 1 else f"a leak of {self.leaks.start}..{self.leaks.stop - 1}"
+        return f"leak {leak!r}: {self.name} neurons take {takes}"
 
     def part(self, name: str):
         """The object that part ``name`` names, imported now."""
         return _resolve(f"neuron model {self.name!r}", self.parts, name, NEURON_PARTS)
 
 
-def _neuron(name: str, summary: str, *, stateful=False, min_version=1, **parts: str | None) -> NeuronModel:
+def _neuron(name: str, summary: str, *, stateful=False, min_version=1, header_keys=(), leaks=range(0, 1),
+            **parts: str | None) -> NeuronModel:
     assert tuple(parts) == NEURON_PARTS, parts
     assert parts["torch"] and parts["golden"], parts
-    return NeuronModel(name, summary, parts, stateful, min_version)
+    return NeuronModel(name, summary, parts, stateful, min_version, tuple(header_keys), leaks)
 
 
 #: every neuron model, in the order the file format introduced them
@@ -223,7 +236,22 @@ NEURONS: dict[str, NeuronModel] = {n.name: n for n in (
             plan="bitsnn.hwplan:neuron_accumulator",
             estimate="bitsnn.hw.estimate:neuron_acc_bits",
             hw="bitsnn.hw.core:threshold_spikes"),
+    # Format version 5: membranes over T time steps (docs/hardware-model.md, "Time steps").
+    _neuron("if", "integrate and fire: V += c*a*2^shift + b each step; a spike when V >= theta; reset by "
+            "subtraction or to 0",
+            stateful=True, min_version=5, header_keys=("reset", "shift"),
+            torch="bitsnn.model.layers:IFActivation",
+            golden="bitsnn.sim.golden:IFNeurons",
+            plan=None, estimate=None, hw=None),
+    _neuron("lif", "if with an exact integer leak before each step: V <- V - (V >> leak), arithmetic shift",
+            stateful=True, min_version=5, header_keys=("reset", "leak", "shift"), leaks=range(1, 31),
+            torch="bitsnn.model.layers:IFActivation",
+            golden="bitsnn.sim.golden:IFNeurons",
+            plan=None, estimate=None, hw=None),
 )}
+
+#: how a stateful neuron's membrane is reset after a spike: V -= theta, or V = 0
+RESETS = ("subtract", "zero")
 
 
 def neuron(name: str) -> NeuronModel:

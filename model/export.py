@@ -48,22 +48,19 @@ def _weights(module) -> dict:
     return weight_fields(module.bits, module.weight_ints())
 
 
-def _linear_layer(fc: BinaryLinear, name: str, input_kind: str, theta=None, compare=None) -> Layer:
-    return Layer(name, fc.n_in, fc.n_out, thresholds=theta, compare=compare, input_kind=input_kind, **_weights(fc))
+def _linear_layer(fc: BinaryLinear, name: str, input_kind: str, neuron_fields: dict | None = None) -> Layer:
+    return Layer(name, fc.n_in, fc.n_out, input_kind=input_kind, **_weights(fc), **(neuron_fields or {}))
 
 
 def _dense_layer(layer: BinaryDense, name: str) -> Layer:
-    theta, compare = layer.fold()
-    return _linear_layer(layer.fc, name, layer.input_kind, theta, compare)
+    return _linear_layer(layer.fc, name, layer.input_kind, layer.neuron_fields())
 
 
 def _conv_layer(layer: BinaryConv2d, name: str) -> ConvLayer:
-    theta, compare = layer.fold()
     if layer.in_hw is None:
         raise BitsnnError(f"export: {name} does not know its input map size")
-    return ConvLayer(name, thresholds=theta, compare=compare, input_kind=layer.input_kind,
-               in_shape=(layer.c_in, *layer.in_hw), channels=layer.c_out, kernel=layer.kernel_size,
-               pool=layer.pool, **_weights(layer))
+    return ConvLayer(name, input_kind=layer.input_kind, in_shape=(layer.c_in, *layer.in_hw), channels=layer.c_out,
+                     kernel=layer.kernel_size, pool=layer.pool, **_weights(layer), **layer.neuron_fields())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +107,9 @@ def to_hardware_model(model: BitSNN, meta: dict | None = None) -> HardwareModel:
         layers=tuple(layers),
         meta=dict(meta or {}),
         input_crop=model.input_crop,
+        timesteps=model.timesteps,
+        input_coding=model.input_coding,
+        input_seed=model.input_seed,
     )
 
 
@@ -135,8 +135,10 @@ def compare_with_golden(model: BitSNN, hw: HardwareModel, images: np.ndarray, la
         g = golden.run(hw, xb, plans=plans)
         tr = model.run(torch.as_tensor(xb), "exact")
         m = np.zeros(len(xb), dtype=bool)
-        for s_t, s_g in zip(tr.spikes, g.spikes):
-            m |= np.any(s_t.numpy().astype(np.uint8) != s_g, axis=1)
+        # every spike of every step: the trace's (B, n) at one step, (B, T, n) over several
+        for s_t, s_g in zip(tr.spikes, g.step_spikes):
+            s_t = s_t.numpy().astype(np.uint8).reshape(len(xb), -1)
+            m |= np.any(s_t != s_g.reshape(len(xb), -1), axis=1)
         t_scores = tr.scores.numpy()
         if not np.all(np.abs(t_scores) < 2**53) or not np.all(t_scores == np.rint(t_scores)):
             raise BitsnnError("export: the torch exact path produced non-integer scores")

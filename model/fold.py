@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fold_thresholds"]
+__all__ = ["fold_thresholds", "fold_membrane"]
 
 
 def fold_thresholds(
@@ -73,3 +73,40 @@ def fold_thresholds(
     theta[zero] = np.where(c[zero] < 0, -r - 1, r + 1)
     np.clip(theta, -r - 1, r + 1, out=theta)
     return theta, compare
+
+
+def fold_membrane(alpha, bn_weight, bn_bias, running_mean, running_var, eps: float, bias,
+                  input_scale: float = 1.0, limit: int = 1 << 31, max_shift: int = 16,
+                  resolution: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A stateful (``if``/``lif``) neuron's integer parameters, in float64::
+
+        float:   V += k*a + beta'   each step, a spike when V >= 1
+                 k = gamma*alpha/sqrt(var+eps), beta' = beta - gamma*mu/sqrt(var+eps) + b
+        integer: W = 2^s V / |k|:  W += c*a*2^s + round(2^s beta' / |k|),
+                 a spike when W >= round(2^s / |k|)
+                 (c = sign k; a leak V <- V (1 - 2^-k) becomes W <- W - (W >> k))
+
+    The layer's shift s (0..max_shift) is the smallest that gives its median neuron a threshold of
+    at least ``resolution``: the bias and threshold are then rounded to 1/resolution of a spike.
+    Returns ``(theta int64 in 1..limit, compare int8, bias int64 in -limit..limit, s)``, the
+    arrays (n,). A neuron with k = 0 takes the largest theta (its a does not reach it)."""
+    f = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+    gamma, beta, mu, var, b = f(bn_weight), f(bn_bias), f(running_mean), f(running_var), f(bias)
+    n = gamma.shape[0]
+    alpha = np.broadcast_to(f(alpha) * np.float64(input_scale), (n,))
+    inv_std = 1.0 / np.sqrt(var + np.float64(eps))
+    k = gamma * alpha * inv_std
+    shift = beta - gamma * mu * inv_std + b
+    mag = np.abs(k)
+    live = mag[mag > 0]
+    s = 0
+    if live.size:
+        s = int(np.clip(np.ceil(np.log2(resolution * float(np.median(live)))), 0, max_shift))
+    mag = mag / 2.0 ** s
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        theta = np.where(mag > 0, 1.0 / np.where(mag > 0, mag, 1.0), float(limit))
+        bias_i = np.where(mag > 0, shift / np.where(mag > 0, mag, 1.0), np.sign(shift) * float(limit))
+    theta = np.clip(np.rint(np.clip(theta, 1, limit)), 1, limit).astype(np.int64)
+    bias_i = np.rint(np.clip(bias_i, -limit, limit)).astype(np.int64)
+    compare = np.where(k < 0, -1, 1).astype(np.int8)
+    return theta, compare, bias_i, s

@@ -33,9 +33,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bitsnn.hwmodel import WEIGHT_BITS, weight_limit
+from bitsnn import kinds
+from bitsnn.hwmodel import MAX_MEMBRANE_PARAM, MAX_SHIFT, WEIGHT_BITS, weight_limit
 
-from .fold import fold_thresholds
+from .fold import fold_membrane, fold_thresholds
 from .surrogate import RHO, SURROGATES, spike
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "weight_limit",
     "BinaryLinear",
     "SpikeActivation",
+    "IFActivation",
+    "make_activation",
     "InputSpikes",
     "BinaryDense",
     "BinaryConv2d",
@@ -210,6 +213,14 @@ class SpikeActivation(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n))
         self.delta = nn.Parameter(torch.tensor(float(delta)))
 
+    #: the neuron model (bitsnn.kinds.NEURONS) this module is the torch part of
+    neuron = "step"
+
+    @classmethod
+    def build(cls, n: int, surrogate: str, *, leak: int = 0, reset: str = "subtract") -> "SpikeActivation":
+        """The ``step`` model keeps no membrane: ``leak`` and ``reset`` do not apply."""
+        return cls(n, surrogate)
+
     def extra_repr(self) -> str:
         return f"surrogate={self.surrogate}"
 
@@ -217,13 +228,127 @@ class SpikeActivation(nn.Module):
         b = self.bias.view(1, -1, *([1] * (y.dim() - 2)))
         return F.hardtanh(y) + b
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, steps: int = 1) -> torch.Tensor:
+        """Spikes of a batch (every step's, time-major, alike: the neuron keeps no state)."""
         return self.fire(self.potential(y))
+
+    def pooled(self, y: torch.Tensor, pool, steps: int = 1) -> torch.Tensor:
+        """Spikes through an OR pool: the potentials' maximum before the spike (the same spikes as
+        OR-pooling them, [max v > 0] = OR [v > 0], and the surrogate gradient reaches the position
+        that decides each window)."""
+        return self.fire(pool(self.potential(y)))
 
     def fire(self, v: torch.Tensor) -> torch.Tensor:
         """Spikes [v > 0] of potentials ``v``, with this activation's surrogate gradient."""
         delta = self.delta.clamp(min=1e-2) if self.surrogate == "box" else None
         return spike(v, self.surrogate, delta)
+
+    def fold(self, alpha, bn, input_scale: float, a_max: int) -> dict:
+        """The layer's neuron fields in the hardware model: integer ``thresholds`` and ``compare``
+        (:func:`bitsnn.model.fold.fold_thresholds`)."""
+        t = lambda p: p.detach().cpu().to(torch.float64).numpy()  # noqa: E731
+        theta, compare = fold_thresholds(t(alpha), t(bn.weight), t(bn.bias), t(bn.running_mean), t(bn.running_var),
+                                         bn.eps, t(self.bias), a_max, input_scale)
+        return {"thresholds": theta, "compare": compare}
+
+    @staticmethod
+    def exact(a: torch.Tensor, fields: dict, steps: int = 1) -> torch.Tensor:
+        """Integer spikes of exact sums ``a`` (float64, neurons on axis 1): [a >= theta] (compare
+        +1) or [a <= theta] (compare -1)."""
+        shape = (1, -1) + (1,) * (a.dim() - 2)
+        th = torch.as_tensor(fields["thresholds"], dtype=torch.float64, device=a.device).view(shape)
+        up = torch.as_tensor(fields["compare"] > 0, device=a.device).view(shape)
+        return torch.where(up, a >= th, a <= th)
+
+
+class IFActivation(nn.Module):
+    """``if`` / ``lif`` neurons over T steps (the neuron models' torch part, :mod:`bitsnn.kinds`).
+
+    Float path (training, back-propagation through time): a membrane V per neuron, 0 at the
+    start; each step V <- V (1 - 2^-leak) (``lif``), V <- V + y + b (y the batch-normed sum, b
+    a learnable bias), a spike when V >= 1 (the surrogate gradient of V - 1), then V <- V - 1
+    (reset ``subtract``) or 0 (``zero``); the reset is not differentiated. Inputs are time-major:
+    (T*B, n, ...), step t the rows t*B..(t+1)*B-1.
+
+    Integer path: the golden model's rule (:class:`bitsnn.sim.golden.IFNeurons`) with the
+    parameters :func:`bitsnn.model.fold.fold_membrane` folds, in float64 (exact below 2^53).
+    """
+
+    def __init__(self, n: int, surrogate: str = "box", *, leak: int = 0, reset: str = "subtract",
+                 delta: float = 1.0, rho: float = RHO):
+        super().__init__()
+        if surrogate not in SURROGATES:
+            raise ValueError(f"unknown surrogate {surrogate!r} (expected one of {SURROGATES})")
+        if reset not in kinds.RESETS:
+            raise ValueError(f"unknown reset {reset!r} (expected one of {kinds.RESETS})")
+        self.neuron = "lif" if leak else "if"
+        if (why := kinds.neuron(self.neuron).leak_problem(leak)):
+            raise ValueError(why)
+        self.surrogate, self.rho, self.leak, self.reset = surrogate, rho, int(leak), reset
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.delta = nn.Parameter(torch.tensor(float(delta)))
+
+    @classmethod
+    def build(cls, n: int, surrogate: str, *, leak: int = 0, reset: str = "subtract") -> "IFActivation":
+        return cls(n, surrogate, leak=leak, reset=reset)
+
+    def extra_repr(self) -> str:
+        return f"surrogate={self.surrogate}, leak={self.leak}, reset={self.reset}"
+
+    def forward(self, y: torch.Tensor, steps: int = 1) -> torch.Tensor:
+        yt = y.reshape(steps, -1, *y.shape[1:])
+        b = self.bias.view(1, -1, *([1] * (y.dim() - 2)))
+        delta = self.delta.clamp(min=1e-2) if self.surrogate == "box" else None
+        decay = 1.0 - 2.0 ** -self.leak if self.leak else 1.0
+        v = torch.zeros_like(yt[0])
+        out = []
+        for t in range(steps):
+            v = v * decay + yt[t] + b
+            s = spike(v - 1.0, self.surrogate, delta)
+            out.append(s)
+            r = s.detach()
+            v = v - r if self.reset == "subtract" else v * (1.0 - r)
+        return torch.stack(out).reshape(y.shape)
+
+    def pooled(self, y: torch.Tensor, pool, steps: int = 1) -> torch.Tensor:
+        """Spikes through an OR pool: each step's spikes, then their maximum per window."""
+        return pool(self.forward(y, steps))
+
+    def fold(self, alpha, bn, input_scale: float, a_max: int) -> dict:
+        """The layer's neuron fields in the hardware model (:func:`bitsnn.model.fold.fold_membrane`)."""
+        t = lambda p: p.detach().cpu().to(torch.float64).numpy()  # noqa: E731
+        theta, compare, bias, shift = fold_membrane(t(alpha), t(bn.weight), t(bn.bias), t(bn.running_mean),
+                                                    t(bn.running_var), bn.eps, t(self.bias), input_scale,
+                                                    MAX_MEMBRANE_PARAM, MAX_SHIFT)
+        return {"thresholds": theta, "compare": compare, "bias": bias, "neuron": self.neuron, "reset": self.reset,
+                "leak": self.leak, "shift": shift}
+
+    @staticmethod
+    def exact(a: torch.Tensor, fields: dict, steps: int = 1) -> torch.Tensor:
+        """Integer spikes of exact sums ``a`` (float64, time-major), the golden model's rule."""
+        shape = (1, -1) + (1,) * (a.dim() - 2)
+        f64 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64, device=a.device).view(shape)  # noqa: E731
+        c, th, b = f64(fields["compare"]) * 2.0 ** fields["shift"], f64(fields["thresholds"]), f64(fields["bias"])
+        at = a.reshape(steps, -1, *a.shape[1:])
+        v = torch.zeros_like(at[0])
+        scale = float(2 ** fields["leak"])
+        out = []
+        for t in range(steps):
+            if fields["leak"]:
+                v = v - torch.floor(v / scale)
+            v = v + c * at[t] + b
+            s = v >= th
+            v = torch.where(s, torch.zeros_like(v), v) if fields["reset"] == "zero" else v - th * s
+            out.append(s)
+        return torch.stack(out).reshape(a.shape)
+
+
+def make_activation(n: int, surrogate: str, neuron: str = "step", *, leak: int = 0, reset: str = "subtract"):
+    """The torch module of neuron model ``neuron`` (its ``torch`` part, :mod:`bitsnn.kinds`)."""
+    nm = kinds.neuron(neuron)
+    if (why := nm.leak_problem(leak)):
+        raise ValueError(why)
+    return nm.part("torch").build(n, surrogate, leak=leak, reset=reset)
 
 
 class BinaryDense(nn.Module):
@@ -233,14 +358,15 @@ class BinaryDense(nn.Module):
     training; the 1/255 is folded into the threshold). See the module docstring for equations.
     """
 
-    def __init__(self, n_in: int, n_out: int, *, surrogate: str = "box", input_kind: str = "spikes", bits: int = 1):
+    def __init__(self, n_in: int, n_out: int, *, surrogate: str = "box", input_kind: str = "spikes", bits: int = 1,
+                 neuron: str = "step", leak: int = 0, reset: str = "subtract"):
         super().__init__()
         if input_kind not in ("spikes", "pixels"):
             raise ValueError(f"input_kind must be 'spikes' or 'pixels', got {input_kind!r}")
         self.input_kind = input_kind
         self.fc = BinaryLinear(n_in, n_out, input_scale=1.0 / 255 if input_kind == "pixels" else 1.0, bits=bits)
         self.bn = nn.BatchNorm1d(n_out)
-        self.act = SpikeActivation(n_out, surrogate)
+        self.act = make_activation(n_out, surrogate, neuron, leak=leak, reset=reset)
 
     @property
     def n_in(self) -> int:
@@ -259,30 +385,35 @@ class BinaryDense(nn.Module):
         """R: the largest |a| any input can produce."""
         return (255 if self.input_kind == "pixels" else 1) * self.n_in * self.fc.weight_max
 
+    def neuron_fields(self) -> dict:
+        """The layer's neuron fields in the hardware model (thresholds, compare directions; a
+        stateful neuron's bias, reset and leak), folded from its current parameters (float64)."""
+        return self.act.fold(self.fc.alpha, self.bn, self.fc.input_scale, self.a_max)
+
     def fold(self) -> tuple[np.ndarray, np.ndarray]:
         """(theta int64, compare int8) of this layer, from its current parameters (float64)."""
-        t = lambda p: p.detach().cpu().to(torch.float64).numpy()  # noqa: E731
-        return fold_thresholds(
-            t(self.fc.alpha), t(self.bn.weight), t(self.bn.bias), t(self.bn.running_mean),
-            t(self.bn.running_var), self.bn.eps, t(self.act.bias), self.a_max, self.fc.input_scale,
-        )
+        f = self.neuron_fields()
+        return f["thresholds"], f["compare"]
 
-    def forward_float(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_float(self, x: torch.Tensor, steps: int = 1, static: bool = False) -> torch.Tensor:
         """Float path (train-mode arithmetic; BN uses batch stats in train, running stats in eval).
 
-        ``x``: 0/1 spikes or raw 0..255 pixel values (scaled by 1/255 inside)."""
-        return self.act(self.bn(self.fc(x)))
+        ``x``: 0/1 spikes or raw 0..255 pixel values (scaled by 1/255 inside), time-major over
+        ``steps`` (T*B rows), or one step's B rows that every step takes (``static``)."""
+        y = self.bn(self.fc(x))
+        if static and steps > 1:
+            y = y.repeat(steps, 1)
+        return self.act(y, steps)
 
     forward = forward_float
 
-    def forward_exact(self, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer path: (a, spikes). a exact in float64; spike against the folded threshold."""
+    def forward_exact(self, x_int: torch.Tensor, steps: int = 1, static: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer path: (a, spikes). a exact in float64 (time-major; ``static``: one step's,
+        which every step takes); the spikes by the neuron model's integer rule."""
         a = self.fc.preact_exact(x_int)
-        theta, compare = self.fold()
-        th = torch.as_tensor(theta, dtype=torch.float64, device=a.device)
-        up = torch.as_tensor(compare > 0, device=a.device)
-        s = torch.where(up, a >= th, a <= th)
-        return a, s.to(torch.float32)
+        if static and steps > 1:
+            a = a.repeat(steps, 1)
+        return a, self.act.exact(a, self.neuron_fields(), steps).to(torch.float32)
 
 
 class BinaryConv2d(nn.Module):
@@ -299,7 +430,7 @@ class BinaryConv2d(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, *, padding: int | None = None, pool: int = 2,
                  surrogate: str = "box", input_kind: str = "spikes", in_hw: tuple[int, int] | None = None,
-                 bits: int = 1):
+                 bits: int = 1, neuron: str = "step", leak: int = 0, reset: str = "subtract"):
         super().__init__()
         self.bits = _check_bits(bits)
         if kernel_size % 2 != 1:
@@ -318,13 +449,14 @@ class BinaryConv2d(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self.alpha = nn.Parameter(torch.full((c_out,), 1.0 / math.sqrt(c_in * kernel_size * kernel_size)))
         self.bn = nn.BatchNorm2d(c_out)
-        if pool > 1:
+        if pool > 1 and not kinds.neuron(neuron).stateful:
             # An OR pool of pool*pool positions fires if any does: at BN's zero shift each fires
             # half the time and the pool almost always (94 % for 2 x 2), and the net trains slowly
             # out of that. Starting the shift at -1 (16 % of positions, about half the pools) gave
             # 97.0 % instead of 93.5 % after 3 epochs on 20,000 MNIST images (784-c16-c32-10).
+            # (A membrane that integrates over the steps starts at BN's zero shift.)
             nn.init.constant_(self.bn.bias, POOL_BN_SHIFT)
-        self.act = SpikeActivation(c_out, surrogate)
+        self.act = make_activation(c_out, surrogate, neuron, leak=leak, reset=reset)
 
     def extra_repr(self) -> str:
         return (f"{self.c_in}, {self.c_out}, kernel_size={self.kernel_size}, pool={self.pool}, input={self.input_kind}"
@@ -354,35 +486,39 @@ class BinaryConv2d(nn.Module):
         with torch.no_grad():
             return quantize(self.weight, self.bits).to(torch.int8).flatten(1).cpu().numpy()
 
+    def neuron_fields(self) -> dict:
+        """The layer's neuron fields in the hardware model, per output channel, folded from its
+        current parameters (float64): see :meth:`BinaryDense.neuron_fields`."""
+        return self.act.fold(self.alpha, self.bn, self.input_scale, self.a_max)
+
     def fold(self) -> tuple[np.ndarray, np.ndarray]:
         """(theta int64, compare int8) per output channel, from the current parameters (float64)."""
-        t = lambda p: p.detach().cpu().to(torch.float64).numpy()  # noqa: E731
-        return fold_thresholds(
-            t(self.alpha), t(self.bn.weight), t(self.bn.bias), t(self.bn.running_mean),
-            t(self.bn.running_var), self.bn.eps, t(self.act.bias), self.a_max, self.input_scale,
-        )
+        f = self.neuron_fields()
+        return f["thresholds"], f["compare"]
 
     def _pool(self, s: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(s, self.pool) if self.pool > 1 else s
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Float path. The pool takes the potentials' maximum before the spike: the same spikes as
-        OR-pooling them ([max v > 0] = OR [v > 0]), but the surrogate gradient reaches the
-        position that decides each window, not whichever binary tie max_pool2d picks."""
+    def forward(self, x: torch.Tensor, steps: int = 1, static: bool = False) -> torch.Tensor:
+        """Float path, time-major over ``steps`` (or one step's input every step takes: ``static``).
+        The neuron model pools (:meth:`SpikeActivation.pooled`: the step neuron pools potentials)."""
         if self.input_scale != 1.0:
             x = x * self.input_scale
         a = F.conv2d(x, quantize(self.weight, self.bits), padding=self.padding)
-        return self.act.fire(self._pool(self.act.potential(self.bn(a * self.alpha.view(1, -1, 1, 1)))))
+        y = self.bn(a * self.alpha.view(1, -1, 1, 1))
+        if static and steps > 1:
+            y = y.repeat(steps, 1, 1, 1)
+        return self.act.pooled(y, self._pool, steps)
 
     forward_float = forward
 
-    def forward_exact(self, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer path: (a of shape (B, C_out, H, W), pooled spikes (B, C_out, H', W')), a exact in float64."""
+    def forward_exact(self, x_int: torch.Tensor, steps: int = 1, static: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer path: (a of shape (T*B, C_out, H, W), pooled spikes (T*B, C_out, H', W')), a
+        exact in float64 (``static``: one step's input, which every step takes)."""
         with torch.no_grad():
             w = quantize(self.weight, self.bits).to(torch.float64)
         a = F.conv2d(x_int.to(torch.float64), w, padding=self.padding)
-        theta, compare = self.fold()
-        th = torch.as_tensor(theta, dtype=torch.float64, device=a.device).view(1, -1, 1, 1)
-        up = torch.as_tensor(compare > 0, device=a.device).view(1, -1, 1, 1)
-        s = torch.where(up, a >= th, a <= th).to(torch.float32)
+        if static and steps > 1:
+            a = a.repeat(steps, 1, 1, 1)
+        s = self.act.exact(a, self.neuron_fields(), steps).to(torch.float32)
         return a, self._pool(s)

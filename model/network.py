@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from bitsnn.hwmodel import MAX_DIM, MAX_KERNEL, WEIGHT_BITS, crop_problem
+from bitsnn import kinds
+from bitsnn.hwmodel import CODINGS_OF, MAX_DIM, MAX_KERNEL, MAX_STEPS, WEIGHT_BITS, crop_problem, rate_randoms
 
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
 from .surrogate import SURROGATES
 
-__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "spec_weight_bits", "build_model", "weight_bits_of_spec"]
+__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "normalise_time", "spec_weight_bits", "build_model", "weight_bits_of_spec"]
 
 #: name -> layer spec and training defaults: the best settings measured here (docs/model.md has
 #: the numbers; not every preset reached its accuracy target).
@@ -199,24 +200,30 @@ class BitSNN(nn.Module):
         if math.prod(self.input_shape) != sizes[0]:
             raise ValueError(f"spec input size {sizes[0]} does not match input shape {self.input_shape}")
         sur = self.arch["surrogate"]
+        #: time steps per inference, the input coding, the hidden layers' neuron model
+        self.timesteps = int(self.arch.get("timesteps", 1))
+        self.input_coding = self.arch.get("input_coding", CODINGS_OF[enc][0])
+        self.input_seed = self.arch.get("input_seed")
+        neuron = {"neuron": self.arch.get("neuron", "step"), "leak": int(self.arch.get("leak", 0)),
+                  "reset": self.arch.get("reset", "subtract")}
         hidden = []
         n_prev, chw = sizes[0], None
         for i, s in enumerate(sizes[1:-1]):
             kind = enc if i == 0 else "spikes"
             if isinstance(s, tuple):
                 if chw is None:
-                    if i != 0 or len(self.input_shape) != 2:
-                        raise ValueError("conv layers must come first and need a 2-D input shape")
-                    chw = (1, *self.input_shape)
+                    if i != 0 or len(self.input_shape) not in (2, 3):
+                        raise ValueError("conv layers must come first and need a 2-D input shape (3-D for given spikes)")
+                    chw = (1, *self.input_shape) if len(self.input_shape) == 2 else tuple(self.input_shape)
                 _, c_out, k, pool = s
                 if min(chw[1:]) < pool:
                     raise ValueError(f"conv layer {i + 1}: {chw[1]}x{chw[2]} maps are too small to pool by {pool}")
                 layer = BinaryConv2d(chw[0], c_out, k, pool=pool, surrogate=sur, input_kind=kind, in_hw=chw[1:],
-                                     bits=wbits[i])
+                                     bits=wbits[i], **neuron)
                 chw = (c_out, chw[1] // pool, chw[2] // pool)
                 n_prev = math.prod(chw)
             else:
-                layer = BinaryDense(n_prev, s, surrogate=sur, input_kind=kind, bits=wbits[i])
+                layer = BinaryDense(n_prev, s, surrogate=sur, input_kind=kind, bits=wbits[i], **neuron)
                 chw = None
                 n_prev = s
             hidden.append(layer)
@@ -280,6 +287,7 @@ class BitSNN(nn.Module):
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         self.arch = arch
+        self.timesteps, self.input_coding, self.input_seed = 1, CODINGS_OF[input_encoding][0], None
         self.input_shape = tuple(arch["input_shape"])
         self.input_encoding = input_encoding
         self.input_threshold = int(input_threshold)
@@ -305,8 +313,37 @@ class BitSNN(nn.Module):
         """Every hidden layer has the integer path (dense and conv layers do)."""
         return all(isinstance(l, (BinaryDense, BinaryConv2d)) for l in self.hidden)
 
+    @property
+    def static_input(self) -> bool:
+        """Whether every time step takes the same first-layer input (direct, threshold coding)."""
+        return self.input_coding in ("direct", "threshold")
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw pixels -> first-layer input: 0/1 spikes or 0..255 values (float32)."""
+        """Raw pixels -> first-layer input: 0/1 spikes or 0..255 values (float32); one step's
+        input (B rows) when every step takes the same, else T steps', time-major (T*B rows):
+        ``rate`` spikes [pixel > r] (r from :func:`bitsnn.hwmodel.rate_randoms`), or ``given``
+        spikes, x shaped (B, T, *input_shape)."""
+        if self.input_coding == "given":
+            T, B = self.timesteps, x.shape[0]
+            if x.dim() < 2 or x.shape[1] != T or math.prod(x.shape[2:]) != self.n_inputs:
+                raise ValueError(f"given spikes have shape {list(x.shape[1:])} each, the model takes "
+                                 f"{'x'.join(map(str, (T, *self.input_shape)))} (steps x input)")
+            x = x.to(torch.float32).transpose(0, 1).reshape(T * B, *self._layer_input_shape())
+            return x
+        if self.input_coding == "rate":
+            px = self._encode_pixels(x, spikes=False)
+            r = torch.as_tensor(rate_randoms(self.input_seed, self.timesteps, self.n_inputs), dtype=torch.float32,
+                                device=px.device)
+            px = (px.flatten(1)[None] > r[:, None]).to(torch.float32)  # (T, B, n)
+            return px.reshape(-1, *self._layer_input_shape())
+        return self._encode_pixels(x)
+
+    def _layer_input_shape(self) -> tuple[int, ...]:
+        if not self._conv_input:
+            return (self.n_inputs,)
+        return tuple(self.input_shape) if len(self.input_shape) == 3 else (1, *self.input_shape)
+
+    def _encode_pixels(self, x: torch.Tensor, spikes: bool = True) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1)
         if self.input_crop and x.shape[1] != self.n_inputs:
             ih, iw, top, left = self.input_crop
@@ -314,7 +351,7 @@ class BitSNN(nn.Module):
             if x.shape[1] != ih * iw:
                 raise ValueError(f"images have {x.shape[1]} values each, the model takes {ih}x{iw} images")
             x = x.view(-1, ih, iw)[:, top : top + h, left : left + w].reshape(x.shape[0], h * w)
-        if self.input_encoding == "spikes":
+        if self.input_encoding == "spikes" and spikes:
             x = (x >= self.input_threshold).to(torch.float32)
         else:
             x = x.to(torch.float32)
@@ -323,25 +360,44 @@ class BitSNN(nn.Module):
         return x
 
     def run(self, x: torch.Tensor, path: str | None = None) -> Trace:
+        """A forward pass over the model's T steps. The trace's spikes are (B, n) at one step,
+        (B, T, n) over several; logits and scores are summed over the steps (the logits' mean)."""
         if path is None:
             path = "exact" if (not self.training and self.has_exact_path) else "float"
+        T = self.timesteps
         h = self.encode(x)
+        B = h.shape[0] // (1 if self.static_input else T)
+        static = self.static_input
+
+        def per_step(t: torch.Tensor) -> torch.Tensor:
+            t = t.flatten(1)
+            return t if T == 1 else t.reshape(T, B, -1).transpose(0, 1)
+
         if path == "float":
             spikes = []
             for layer in self.hidden:
-                h = layer.forward_float(h)
-                spikes.append(h)
-            return Trace(logits=self.output(h.flatten(1)), spikes=spikes)
+                h = layer.forward_float(h, T, static)
+                static = False
+                spikes.append(per_step(h))
+            if static and T > 1:  # no hidden layer: the output layer sees the same input each step
+                h = h.repeat(T, *([1] * (h.dim() - 1)))
+            logits = self.output(h.flatten(1))
+            return Trace(logits=logits if T == 1 else logits.reshape(T, B, -1).mean(0), spikes=spikes)
         if path != "exact":
             raise ValueError(f"unknown path {path!r} (expected 'float' or 'exact')")
         if not self.has_exact_path:
             raise ValueError("the exact integer path supports BinaryDense and BinaryConv2d layers only")
         spikes, preacts = [], []
         for layer in self.hidden:
-            a, h = layer.forward_exact(h)
+            a, h = layer.forward_exact(h, T, static)
+            static = False
             preacts.append(a)
-            spikes.append(h.flatten(1))  # a convolution's maps, channel by channel, row by row
+            spikes.append(per_step(h))  # a convolution's maps, channel by channel, row by row
+        if static and T > 1:
+            h = h.repeat(T, *([1] * (h.dim() - 1)))
         scores = self.output.preact_exact(h)
+        if T > 1:
+            scores = scores.reshape(T, B, -1).sum(0)
         preacts.append(scores)
         logits = scores * self.output.scale.detach().to(torch.float64)
         return Trace(logits=logits, spikes=spikes, scores=scores, preacts=preacts)
@@ -378,7 +434,36 @@ def normalise_arch(arch: dict) -> dict:
     else:
         a.pop("input_crop", None)
     parse_spec(a["spec"])
+    normalise_time(a)
     return a
+
+
+def normalise_time(a: dict) -> None:
+    """Check the time fields (``timesteps``, ``input_coding``, ``input_seed``, ``neuron``, ``leak``,
+    ``reset``); a field at its one-step default is left out, so a one-step arch stays as it was."""
+    defaults = {"timesteps": 1, "input_coding": CODINGS_OF[a["input_encoding"]][0], "input_seed": None,
+                "neuron": "step", "leak": 0, "reset": "subtract"}
+    for k, v in defaults.items():
+        if a.get(k, v) == v:
+            a.pop(k, None)
+    T = a.get("timesteps", 1)
+    if type(T) is not int or not 1 <= T <= MAX_STEPS:
+        raise ValueError(f"time steps {T!r} outside 1..{MAX_STEPS}")
+    coding = a.get("input_coding", defaults["input_coding"])
+    if coding not in CODINGS_OF[a["input_encoding"]]:
+        raise ValueError(f"input coding {coding!r}: {a['input_encoding']} input takes "
+                         f"{', '.join(CODINGS_OF[a['input_encoding']])}")
+    seed = a.get("input_seed")
+    if (coding == "rate") != (seed is not None) or (seed is not None and not (type(seed) is int and 1 <= seed < 1 << 32)):
+        raise ValueError(f"rate coding takes a seed in 1..2^32-1 and other codings none (coding {coding}, seed {seed!r})")
+    name = a.get("neuron", "step")
+    nm = kinds.neuron(name)  # KeyError names the known ones
+    if (why := nm.leak_problem(a.get("leak", 0))):
+        raise ValueError(why)
+    if a.get("reset", "subtract") not in kinds.RESETS:
+        raise ValueError(f"reset {a['reset']!r}: one of {', '.join(kinds.RESETS)}")
+    if len(a["input_shape"]) == 3 and coding != "given":
+        raise ValueError("a 3-D input shape (channels, height, width) takes given spikes only")
 
 
 def build_model(arch: dict) -> BitSNN:

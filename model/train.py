@@ -28,11 +28,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bitsnn import BitsnnError, __version__
+from bitsnn import BitsnnError, __version__, kinds
 from bitsnn.fileio import CHECKPOINT, atomic_path, check_output_file
 from bitsnn.options import FLOAT32_MAX, MAX_LR
 
-from .network import PRESETS, BitSNN, build_model, parse_spec
+from bitsnn.hwmodel import CODINGS_OF, time_text
+
+from .network import PRESETS, BitSNN, build_model, normalise_time, parse_spec
 
 __all__ = [
     "TrainConfig",
@@ -45,6 +47,11 @@ __all__ = [
     "train_main",
     "shift_images",
 ]
+
+
+#: a lif neuron's leak shift when none is given: V <- V - (V >> 3), a decay of 7/8 a step (snnTorch's
+#: tutorials take 0.9)
+DEFAULT_LEAK = 3
 
 
 @dataclass
@@ -79,6 +86,16 @@ class TrainConfig:
     #: gives the same model only at the same count (1 by default: the same on any machine's core
     #: count; the MLP presets train fastest on one thread on the 2-core reference machine)
     threads: int = 1
+    #: time steps per inference, and the input coding per step (None: the one-step default of
+    #: the input encoding: direct pixels or threshold spikes; "rate" takes ``rate_seed``)
+    timesteps: int = 1
+    coding: str | None = None
+    rate_seed: int | None = None
+    #: the hidden layers' neuron model (bitsnn.kinds.NEURONS), a lif neuron's leak shift and a
+    #: stateful neuron's reset
+    neuron: str = "step"
+    leak: int = 0
+    reset: str = "subtract"
 
     def arch(self, image_shape) -> dict:
         """The architecture dict for a data set of ``image_shape`` images."""
@@ -89,6 +106,12 @@ class TrainConfig:
             "input_encoding": self.input_encoding,
             "input_threshold": int(self.input_threshold),
             "surrogate": self.surrogate,
+            "timesteps": self.timesteps,
+            "input_coding": self.coding or CODINGS_OF[self.input_encoding][0],
+            "input_seed": self.rate_seed,
+            "neuron": self.neuron,
+            "leak": self.leak,
+            "reset": self.reset,
         }
         if self.crop:
             c = int(self.crop)
@@ -144,6 +167,14 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
         raise BitsnnError(f"--threads must be >= 1, got {base.threads}")
     if base.crop < 0:
         raise BitsnnError(f"--crop must be >= 0, got {base.crop}")
+    if not base.leak and base.neuron in kinds.NEURONS and kinds.neuron(base.neuron).leak_problem(0):
+        base.leak = DEFAULT_LEAK  # a model that needs a leak, none given
+    try:
+        normalise_time({"input_encoding": base.input_encoding, "input_shape": [28, 28], "timesteps": base.timesteps,
+                        "input_coding": base.coding or CODINGS_OF[base.input_encoding][0], "input_seed": base.rate_seed,
+                        "neuron": base.neuron, "leak": base.leak, "reset": base.reset})
+    except (ValueError, KeyError) as e:
+        raise BitsnnError(str(e).strip('"')) from None
     if base.limit_train is not None and (not is_int(base.limit_train) or base.limit_train < 2):
         raise BitsnnError(f"--limit-train must be an integer >= 2 (BatchNorm needs two images to normalise), "
                           f"got {base.limit_train!r}")
@@ -315,8 +346,13 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
     return model, metrics
 
 
+#: the time options at their one-step defaults, left out of a checkpoint's config (a one-step
+#: model's config stays what it was before there were time steps)
+_TIME_DEFAULTS = {"timesteps": 1, "coding": None, "rate_seed": None, "neuron": "step", "leak": 0, "reset": "subtract"}
+
+
 def checkpoint_config(cfg: TrainConfig, model: BitSNN) -> dict:
-    d = asdict(cfg)
+    d = {k: v for k, v in asdict(cfg).items() if not (k in _TIME_DEFAULTS and v == _TIME_DEFAULTS[k])}
     d["arch"] = dict(model.arch)
     d["bitsnn_version"] = __version__
     return d
@@ -401,7 +437,9 @@ def train_checkpoint(cfg: TrainConfig, output, data_dir=None, *, force: bool = F
     dev = pick_device(cfg.device)
     log(f"[train] {cfg.spec} ({cfg.input_encoding} input{crop}, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
         f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
-        f"device {dev}" + (f", {cfg.threads} CPU thread(s)" if dev.type == "cpu" else ""))
+        f"device {dev}" + (f", {cfg.threads} CPU thread(s)" if dev.type == "cpu" else "")
+        + time_text(cfg.timesteps, cfg.coding or CODINGS_OF[cfg.input_encoding][0], [(cfg.neuron, cfg.leak, cfg.reset)],
+                    cfg.timesteps == 1 and not cfg.coding))
     model, metrics = train_model(cfg, ds, log=lambda m: log(f"[train] {m}"))
     path = save_checkpoint(output, model, cfg, metrics)
     log(f"[train] test accuracy {metrics['test_accuracy']:.4f}, firing rates "
@@ -427,6 +465,12 @@ def train_main(args) -> int:
         limit_train=args.limit_train,
         crop=getattr(args, "crop", None),
         threads=getattr(args, "threads", None),
+        timesteps=getattr(args, "steps", None),
+        coding=getattr(args, "coding", None),
+        rate_seed=getattr(args, "rate_seed", None),
+        neuron=getattr(args, "neuron", None),
+        leak=getattr(args, "leak", None),
+        reset=getattr(args, "reset", None),
     )
     train_checkpoint(cfg, args.output, args.data_dir, force=getattr(args, "force", False),
                      log=lambda m: print(m, flush=True))

@@ -29,19 +29,22 @@ _SMALL_WORK = 1 << 18
 
 @dataclass
 class GoldenResult:
-    """Outputs of :func:`run` for a batch of B images.
+    """Outputs of :func:`run` for a batch of B images (over T time steps: ``steps``).
 
-    ``inputs``: (B, n_in) uint8, the encoded input (spikes 0/1 or pixels).
-    ``spikes``: one (B, n_out) uint8 0/1 array per hidden layer (a convolution's after its pool,
-    flattened channel by channel, row by row).
-    ``preacts``: one int64 array per layer: (B, n_out) for a dense layer (the last one equals
-    ``scores``), (B, C_out, H, W) for a convolution (before its pool).
-    ``scores``: (B, classes) int64. ``classes``: (B,) int64.
-    ``spike_counts``: (B, hidden layers) int64, output spikes of each hidden layer.
-    ``input_events``: (B, layers) int64, nonzero inputs each layer receives (address events).
+    ``inputs``: (B, n_in) uint8, the encoded input (spikes 0/1 or pixels) when every step takes
+    the same; (B, T, n_in) with ``rate`` or ``given`` coding.
+    ``spikes``: one (B, n_out) uint8 array per hidden layer (a convolution's after its pool,
+    flattened channel by channel, row by row): 0/1 at one step, each neuron's spike count over
+    T steps (uint16 from 256 steps up). ``step_spikes``: the same per step, (B, T, n_out) 0/1.
+    ``preacts``: one int64 array per layer, summed over the steps: (B, n_out) for a dense layer
+    (the last one equals ``scores``), (B, C_out, H, W) for a convolution (before its pool).
+    ``scores``: (B, classes) int64, summed over the steps. ``classes``: (B,) int64.
+    ``spike_counts``: (B, hidden layers) int64, output spikes of each hidden layer, all steps.
+    ``input_events``: (B, layers) int64, nonzero inputs each layer receives (address events), all
+    steps.
     ``synaptic_events``: (B, layers) int64, the accumulator updates the input events cause: input
     events x fan-out for a dense layer; for a convolution, each event updates C_out accumulators
-    at each output position whose k x k window holds it (fewer at the map's border).
+    at each output position whose k x k window holds it (fewer at the map's border); all steps.
     """
 
     inputs: np.ndarray
@@ -52,6 +55,10 @@ class GoldenResult:
     spike_counts: np.ndarray
     input_events: np.ndarray
     synaptic_events: np.ndarray
+    #: T, the time steps of each inference
+    steps: int = 1
+    #: one (B, T, n_out) uint8 0/1 array per hidden layer: its spikes at every step
+    step_spikes: list[np.ndarray] | None = None
 
 
 class DenseEvaluator:
@@ -71,13 +78,14 @@ class DenseEvaluator:
         if not layer.is_output:
             self.neurons = neurons_of(layer, 2)
 
+    def start(self) -> None:
+        """A new inference: the neurons' membranes (if they keep any) start again."""
+        if not self.layer.is_output:
+            self.neurons.start()
+
     def fire(self, a: np.ndarray) -> np.ndarray:
-        """Threshold compare of a hidden layer: (B, n_out) int64 -> (B, n_out) uint8 0/1, in
-        blocks of images that stay in cache."""
-        out = np.empty(a.shape, dtype=np.bool_)
-        for lo in range(0, a.shape[0], _BLOCK):
-            self.neurons.fire(a[lo : lo + _BLOCK], out=out[lo : lo + _BLOCK])
-        return out.view(np.uint8)
+        """A hidden layer's neurons at one step: (B, n_out) int64 -> (B, n_out) uint8 0/1."""
+        return self.neurons.fire(a).view(np.uint8)
 
     def preact(self, x: np.ndarray) -> np.ndarray:
         """x: (B, n_in) uint8 -> a: (B, n_out) int64."""
@@ -171,6 +179,10 @@ class ConvEvaluator:
             out[lo : lo + self._CHUNK] = np.rint(acc).astype(np.int64).transpose(0, 3, 1, 2)
         return out
 
+    def start(self) -> None:
+        """A new inference: the neurons' membranes (if they keep any) start again."""
+        self.neurons.start()
+
     def fire(self, a: np.ndarray) -> np.ndarray:
         """(B, C_out, H, W) pre-activations -> (B, n_out) uint8 spikes after the OR pool."""
         s = self.neurons.fire(a)
@@ -209,11 +221,54 @@ class StepNeurons:
         self.sign = None if np.all(c > 0) else c.reshape(shape)
         self.cth = (c * layer.thresholds).reshape(shape)
 
-    def fire(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Integer pre-activations -> bool spikes (into ``out`` if given)."""
-        if self.sign is not None:
-            a = a * self.sign
-        return np.greater_equal(a, self.cth, out=out)
+    def start(self) -> None:
+        """No state: nothing to start."""
+
+    def fire(self, a: np.ndarray) -> np.ndarray:
+        """Integer pre-activations -> bool spikes, in blocks of images that stay in cache."""
+        out = np.empty(a.shape, dtype=np.bool_)
+        for lo in range(0, a.shape[0], _BLOCK):
+            ab = a[lo : lo + _BLOCK]
+            if self.sign is not None:
+                ab = ab * self.sign
+            np.greater_equal(ab, self.cth, out=out[lo : lo + _BLOCK])
+        return out
+
+
+class IFNeurons:
+    """The ``if`` and ``lif`` neuron models' ``golden`` part (:mod:`bitsnn.kinds`): a membrane V per
+    neuron (per output position of a convolution, before its pool), 0 at the start of an
+    inference. Each step, in integers: V <- V - (V >> k) with an arithmetic (floor) shift, for a
+    ``lif`` neuron with leak k; V <- V + c*a*2^shift + b, c the neuron's compare direction and b
+    its bias; a spike when V >= theta; then V <- V - theta (reset ``subtract``) or 0 (``zero``)."""
+
+    def __init__(self, layer: Layer, ndim: int = 2):
+        shape = (1, -1) + (1,) * (ndim - 2)
+        self.c = (layer.compare.astype(np.int64) << layer.shift).reshape(shape)
+        self.b = layer.bias.astype(np.int64).reshape(shape)
+        self.theta = layer.thresholds.astype(np.int64).reshape(shape)
+        self.leak = layer.leak
+        self.to_zero = layer.reset == "zero"
+        self.v: np.ndarray | None = None
+
+    def start(self) -> None:
+        self.v = None
+
+    def fire(self, a: np.ndarray) -> np.ndarray:
+        """One step: integer pre-activations -> bool spikes; the membranes carry over."""
+        if self.v is None:
+            self.v = np.zeros(a.shape, np.int64)
+        v = self.v
+        if self.leak:
+            v -= v >> self.leak
+        v += a * self.c
+        v += self.b
+        s = v >= self.theta
+        if self.to_zero:
+            v[s] = 0
+        else:
+            v -= np.where(s, self.theta, 0)
+        return s
 
 
 def neurons_of(layer: Layer, ndim: int):
@@ -252,33 +307,59 @@ def fire(layer: Layer, a: np.ndarray) -> np.ndarray:
 
 
 def run(model: HardwareModel, images: np.ndarray, *, plans: list | None = None) -> GoldenResult:
-    """Integer inference of ``model`` on a batch of uint8 images."""
+    """Integer inference of ``model`` on a batch: uint8 images (B, *image_shape), or with ``given``
+    input coding the spikes of every step (B, T, *input_shape).
+
+    Over T time steps (``model.timesteps``), step by step: each layer takes the previous one's
+    spikes of the same step; stateful neurons keep their membranes from step to step (cleared at
+    the start of the batch's inference); the output layer's scores are summed over the steps. With
+    an input that is the same at every step (``direct``, ``threshold``), the first layer's sums
+    are computed once."""
     plans = plans or [plan_for(l) for l in model.layers]
-    x = encode_input(model, images)
-    inputs = x
-    spikes, preacts, in_events, syn_events = [], [], [], []
+    T = model.timesteps
+    static = model.static_input
+    inputs = model.step_inputs(images)
+    B = inputs.shape[0]
     for plan in plans:
-        layer = plan.layer
-        n_active, syn, a = plan.evaluate(x)  # the kind's golden part (bitsnn.kinds)
-        in_events.append(n_active)
-        syn_events.append(syn)
-        preacts.append(a)
-        if layer.is_output:
-            break
-        x = plan.fire(a)
-        spikes.append(x)
+        plan.start()
+    hidden = len(plans) - 1
+    steps = [[] for _ in range(hidden)]  # per hidden layer: its spikes at each step
+    preacts: list = [None] * len(plans)
+    in_events = np.zeros((B, len(plans)), np.int64)
+    syn_events = np.zeros((B, len(plans)), np.int64)
+    first = None  # the first layer's (events, synaptic events, sums) when its input is static
+    for t in range(T):
+        x = inputs if static else inputs[:, t]
+        for l, plan in enumerate(plans):
+            if l == 0 and static:
+                first = first or plan.evaluate(x)
+                n_active, syn, a = first
+            else:
+                n_active, syn, a = plan.evaluate(x)  # the kind's golden part (bitsnn.kinds)
+            in_events[:, l] += n_active
+            syn_events[:, l] += syn
+            preacts[l] = a if preacts[l] is None else preacts[l] + a
+            if plan.layer.is_output:
+                break
+            x = plan.fire(a)  # the neuron model's golden part
+            steps[l].append(x)
     scores = preacts[-1]
     classes = np.argmax(scores, axis=1).astype(np.int64)  # first maximum: ties to the lowest index
-    B = inputs.shape[0]
-    # a hidden layer's spikes are the next layer's input events
-    spike_counts = np.stack(in_events[1:], axis=1) if spikes else np.zeros((B, 0), np.int64)
+    if T == 1:
+        spikes = [s[0] for s in steps]
+    else:
+        count_type = np.uint8 if T < 256 else np.uint16
+        spikes = [np.add.reduce(s, dtype=count_type) for s in steps]
     return GoldenResult(
         inputs=inputs,
         spikes=spikes,
         preacts=preacts,
         scores=scores,
         classes=classes,
-        spike_counts=spike_counts,
-        input_events=np.stack(in_events, axis=1),
-        synaptic_events=np.stack(syn_events, axis=1),
+        # a hidden layer's spikes are the next layer's input events
+        spike_counts=in_events[:, 1:].copy(),
+        input_events=in_events,
+        synaptic_events=syn_events,
+        steps=T,
+        step_spikes=[s[0][:, None] if T == 1 else np.stack(s, axis=1) for s in steps],
     )
