@@ -193,7 +193,9 @@ def read_nir(path, **kwargs) -> HardwareModel:
         if f.read(8) != HDF5_MAGIC:
             raise BitsnnError(f"cannot read NIR graph {path}: not an HDF5 file (a NIR graph is one)")
     try:
-        graph = nir.read(path)
+        # NIR's own type check refuses a batch dimension of 1 that exporters keep on the Input
+        # (Norse: [1, 576] -> [576]); from_nir checks every shape it maps itself
+        graph = nir.read(path, type_check=False)
     except KeyError as e:
         raise BitsnnError(f"cannot read NIR graph {path}: an HDF5 file without NIR's {e.args[0]!r} entry "
                           "(written only in part, or not by a NIR writer)") from None
@@ -330,9 +332,21 @@ def _neuron(name: str, node, shape: tuple[int, ...], dt: float) -> tuple[np.ndar
     return r, vt
 
 
+#: a bound q within this relative distance of a whole number is that number: a graph's float32
+#: parameters (snnTorch's r = tau/dt, Norse's and NIR's dt/tau) put an exact tie a hair to either side
+TIE_RTOL = 1e-5
+
+
 def _thresholds(c, b, r, vt, a_max: int) -> np.ndarray:
-    """theta with ``r (c a + b) > vt  <=>  a >= theta`` for whole a, clamped to [-R-1, R+1]."""
+    """theta with ``r (c a + b) > vt  <=>  a >= theta`` for whole a, clamped to [-R-1, R+1].
+
+    NIR's neurons fire when the membrane exceeds the threshold, strictly (as snnTorch's and
+    Norse's do): a membrane equal to it does not fire. The bound q = (vt/r - b)/c is snapped to a
+    whole number it lies within :data:`TIE_RTOL` of, so such a tie stays one after float32
+    rounding, and a >= floor(q) + 1 (a > q) follows."""
     q = (vt / r - b) / c
+    near = np.rint(q)
+    q = np.where(np.abs(q - near) <= TIE_RTOL * np.maximum(1.0, np.abs(q)), near, q)
     q = np.clip(q, -a_max - 2.0, a_max + 2.0)
     return np.clip(np.floor(q).astype(np.int64) + 1, -a_max - 1, a_max + 1)
 

@@ -315,3 +315,71 @@ def test_export_cli_writes_the_nir_graph_too(tmp_path, tiny_model_files, mnist_d
     err = capsys.readouterr().err
     assert "--nir" in err and "is the hardware-model file -o names" in err and err.count("\n") == 1
     assert (tmp_path / "m.bsnn").read_bytes() == before  # refused before any work: nothing replaced
+
+
+def _tie_net(n_in=64, n_h=64):
+    """snnTorch: Linear of +-0.5 without bias, Leaky at threshold 1, Linear of +-1: a hidden sum
+    of 2 spikes sits exactly on the threshold, where snnTorch does not fire (v > threshold)."""
+    import snntorch as snn
+    import torch.nn as nn
+
+    rng = np.random.default_rng(0)
+    fc1, fc2 = nn.Linear(n_in, n_h, bias=False), nn.Linear(n_h, 10, bias=False)
+    lif = snn.Leaky(beta=torch.full((n_h,), 0.9), threshold=torch.ones(n_h), init_hidden=True)
+    with torch.no_grad():
+        fc1.weight.copy_(torch.as_tensor(np.where(rng.random((n_h, n_in)) < 0.5, -0.5, 0.5), dtype=torch.float32))
+        fc2.weight.copy_(torch.as_tensor(np.where(rng.random((10, n_h)) < 0.5, -1.0, 1.0), dtype=torch.float32))
+    return nn.Sequential(fc1, lif, fc2), fc1, lif
+
+
+def test_ties_at_the_threshold_do_not_fire_as_in_snntorch(tmp_path):
+    """A membrane exactly at the threshold: snnTorch and Norse fire on v > threshold, and so must
+    the import, although snnTorch's float32 r = tau/dt puts the tie a hair below it."""
+    import snntorch.utils  # noqa: F401
+    from snntorch.export_nir import export_to_nir
+
+    net, fc1, lif = _tie_net()
+    x = (np.random.default_rng(1).random((100, 64)) < 0.3).astype(np.float32)
+    nir.write(tmp_path / "tie.nir", export_to_nir(net, torch.zeros(1, 64), ignore_dims=[0]))
+    hw = read_nir(tmp_path / "tie.nir", input_encoding="spikes", input_threshold=1)
+    seen = []
+    h = lif.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().numpy().copy()))
+    snntorch.utils.reset(net)
+    with torch.no_grad():
+        out = net(torch.as_tensor(x)).numpy()
+        ties = int((fc1(torch.as_tensor(x)) == 1.0).sum())
+    h.remove()
+    g = golden.run(hw, (x * 255).astype(np.uint8))
+    assert ties > 300  # the test is about them: hundreds of membranes exactly at the threshold
+    np.testing.assert_array_equal(seen[0].astype(np.uint8), g.spikes[0])
+    np.testing.assert_array_equal(out, g.scores.astype(np.float32))
+    np.testing.assert_array_equal(out.argmax(1), g.classes)
+
+
+def test_a_norse_graph_with_a_batch_dimension_reads(tmp_path, capsys):
+    """norse.to_nir(model, torch.zeros(1, 576)) keeps the batch dimension on the Input, which NIR's
+    own type check refuses when reading the file; bitsnn reads it and checks the shapes itself."""
+    import norse.torch as norse
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    net = norse.SequentialState(nn.Linear(576, 32, bias=False), norse.IAFCell(norse.IAFParameters(v_th=torch.ones(32))),
+                                nn.Linear(32, 10, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.sign(net[0].weight) * 0.5)
+        net[2].weight.copy_(torch.sign(net[2].weight))
+    nir.write(tmp_path / "n.nir", norse.to_nir(net, torch.zeros(1, 576)))
+    with pytest.raises(ValueError, match="type mismatch"):
+        nir.read(tmp_path / "n.nir")
+    assert main(["import", str(tmp_path / "n.nir"), "-o", str(tmp_path / "n.bsnn"), "--input", "spikes",
+                 "--input-threshold", "128"]) == 0
+    hw = HardwareModel.load(tmp_path / "n.bsnn")
+    x = (np.random.default_rng(2).random((200, 576)) < 0.2).astype(np.float32)
+    seen = []
+    h = net[1].register_forward_hook(lambda _m, _i, out: seen.append(out[0].detach().numpy().copy()))
+    with torch.no_grad():
+        out, _ = net(torch.as_tensor(x))
+    h.remove()
+    g = golden.run(hw, (x * 255).astype(np.uint8))
+    np.testing.assert_array_equal(seen[0].astype(np.uint8), g.spikes[0])
+    np.testing.assert_array_equal(out.numpy().argmax(1), g.classes)
