@@ -25,8 +25,8 @@ so that :func:`from_nir` gives back the very file (the same content hash).
 
 **Import** (:func:`from_nir`) takes a chain ``Input [Threshold] (Conv2d IF [SumPool2d|AvgPool2d
 IF])* [Flatten] (Affine|Linear IF|LIF)* (Affine|Linear) [IF|LIF] Output`` whose weights are
-binary (``+-c`` per neuron or channel, c > 0, folded into the threshold; multi-bit weights are not
-imported yet) and whose neurons fold
+``+-c`` or c times b-bit integers per neuron or channel (c > 0, folded into the threshold) and whose
+neurons fold
 into integer thresholds at one time step. Anything else is refused with one line naming the node.
 """
 
@@ -43,7 +43,8 @@ import numpy as np
 
 from . import BitsnnError, kinds
 from .fileio import atomic_write_bytes, check_output_file, magic_kind, same_path
-from .hwmodel import MODEL_FILE, ConvLayer, HardwareModel, HardwareModelError, Layer, pack_bits
+from .hwmodel import (MODEL_FILE, WEIGHT_BITS, ConvLayer, HardwareModel, HardwareModelError, Layer, weight_fields,
+                      time_text, weight_limit)
 
 __all__ = ["to_nir", "integer_form", "check_nir_output", "write_nir", "from_nir", "read_nir", "import_main", "NirImportError"]
 
@@ -125,9 +126,21 @@ def dense_nodes(nir, layer: Layer, add, maps):
     return None
 
 
+def nir_problem(hw: HardwareModel) -> str | None:
+    """Why :func:`to_nir` cannot write ``hw`` yet, or None: it writes one step of a model's
+    default input coding with step neurons."""
+    if hw.default_time and not any(l.neuron_model.stateful for l in hw.layers):
+        return None
+    runs = time_text(hw.timesteps, hw.input_coding, [(l.neuron, l.leak, l.reset) for l in hw.hidden_layers], False)
+    return (f"the NIR export writes one-step models of step neurons; this one runs {runs[2:]} "
+            "(a multi-step NIR graph is not written yet)")
+
+
 def to_nir(hw: HardwareModel):
     """The NIR graph of ``hw`` (see the module docstring): each layer's nodes from its kind's
     ``nir`` part (:mod:`bitsnn.kinds`)."""
+    if (why := nir_problem(hw)):
+        raise BitsnnError(why)
     nir = _nir()
     nodes, chain = {}, []
 
@@ -272,15 +285,40 @@ def _finite(name: str, kind: str, what: str, value) -> np.ndarray:
     return a
 
 
-def _binary_rows(name: str, kind: str, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(bits (rows, fan-in) uint8, per-row scale c > 0) of weights that are +-c per row."""
+def _integer_rows(name: str, kind: str, weight: np.ndarray, unit: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(integer weights (rows, fan-in), per-row scale c > 0, bits) of weights that are c times
+    integers per row: +-c everywhere (bits 1, +-1 weights), or integers w with |w| <= 2^(b-1) - 1
+    for a b of 2..8 (the smallest that holds the layer; bitsnn's own multi-bit export)."""
     w = _finite(name, kind, "weight", weight).reshape(np.shape(weight)[0], -1)
-    c = np.abs(w).max(axis=1)
-    if np.any(c == 0) or not np.allclose(np.abs(w), c[:, None], rtol=_RTOL, atol=0):
-        row = int(np.flatnonzero((c == 0) | ~np.all(np.isclose(np.abs(w), c[:, None], rtol=_RTOL, atol=0), axis=1))[0])
-        raise NirImportError(f"NIR node '{name}' ({kind}): the weights of output {row} are not +-c for one c > 0; "
-                             "bitsnn maps binary weights")
-    return (w > 0).astype(np.uint8), c
+    mag = np.abs(w)
+    c = mag.max(axis=1)
+    if np.all(c > 0) and np.allclose(mag, c[:, None], rtol=_RTOL, atol=0):
+        return np.where(w > 0, 1, -1).astype(np.int64), c, 1
+    q = weight_limit(WEIGHT_BITS.stop - 1)
+    ints = np.zeros(w.shape, np.int64)
+    scale = np.ones(len(w))
+    for row in range(len(w)):
+        nz = mag[row][mag[row] > 0]
+        if not nz.size:
+            continue  # a row of zeros: any scale
+        if unit is not None:  # bitsnn's own graph: its weights are the integers themselves
+            m = mag[row] / unit
+            if np.allclose(m, np.rint(m), rtol=_RTOL, atol=_RTOL) and np.rint(m).max() <= q:
+                ints[row], scale[row] = np.sign(w[row]).astype(np.int64) * np.rint(m).astype(np.int64), unit
+                continue
+        for k in range(1, q + 1):  # the smallest magnitude is k units of c
+            unit = nz.min() / k
+            m = mag[row] / unit
+            if np.allclose(m, np.rint(m), rtol=_RTOL, atol=_RTOL) and np.rint(m).max() <= q:
+                ints[row], scale[row] = np.sign(w[row]).astype(np.int64) * np.rint(m).astype(np.int64), unit
+                break
+        else:
+            raise NirImportError(f"NIR node '{name}' ({kind}): the weights of output {row} are not c times integers "
+                                 f"of at most {WEIGHT_BITS.stop - 1} bits for one c > 0; bitsnn maps +-1 and "
+                                 f"{WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}-bit integer weights")
+    top = int(np.abs(ints).max()) if ints.size else 1
+    bits = next(b for b in WEIGHT_BITS if weight_limit(b) >= top)
+    return ints, scale, bits
 
 
 def _broadcast(name: str, node, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -493,19 +531,19 @@ def _show_meta(v) -> str:
     return text[:40] + ("..." if len(text) > 40 else "")
 
 
-def _apply_compare(bits, theta, compare_meta, n):
+def _apply_compare(ints, theta, compare_meta, n):
     """bitsnn's own export folded compare -1 into negated weights; undo it where the metadata says so."""
     compare = np.ones(n, dtype=np.int8)
     if compare_meta is not None and compare_meta.shape == (n,) and set(np.unique(compare_meta)) <= {-1, 1}:
         neg = compare_meta < 0
-        bits[neg] = 1 - bits[neg]
+        ints[neg] = -ints[neg]
         theta[neg] = -theta[neg]
         compare[neg] = -1
-    return bits, theta, compare
+    return ints, theta, compare
 
 
-def _a_max(kind_in: str, fan_in: int) -> int:
-    return (255 if kind_in == "pixels" else 1) * fan_in
+def _a_max(kind_in: str, fan_in: int, bits: int = 1) -> int:
+    return (255 if kind_in == "pixels" else 1) * fan_in * weight_limit(bits)
 
 
 def _conv(nodes, j, cur, kind_in, index, compare_meta, dt):
@@ -523,14 +561,14 @@ def _conv(nodes, j, cur, kind_in, index, compare_meta, dt):
                              f"padding {k // 2}")
     if len(cur) != 3 or cur[0] != c_in:
         raise NirImportError(f"NIR node '{name}' (Conv2d) takes {c_in} channels; its input is {cur}")
-    bits, c = _binary_rows(name, "Conv2d", w)
+    ints, c, wbits = _integer_rows(name, "Conv2d", w, 1.0 if compare_meta is not None else None)
     b = np.zeros(c_out) if node.bias is None else _broadcast(name, node, _finite(name, "Conv2d", "bias", node.bias), (c_out,))
     shape = (c_out, *cur[1:])
     if j + 1 >= len(nodes):
         raise NirImportError(f"NIR node '{name}' (Conv2d) is not followed by an IF or LIF neuron")
     r, vt = _neuron(nodes[j + 1][0], nodes[j + 1][1], shape, dt)
-    theta = _thresholds(c, b, r, vt, _a_max(kind_in, c_in * k * k))
-    bits, theta, compare = _apply_compare(bits, theta, compare_meta, c_out)
+    theta = _thresholds(c, b, r, vt, _a_max(kind_in, c_in * k * k, wbits))
+    ints, theta, compare = _apply_compare(ints, theta, compare_meta, c_out)
     j += 2
     pool = 1
     if j < len(nodes) and isinstance(nodes[j][1], (nir.SumPool2d, nir.AvgPool2d)):
@@ -549,7 +587,7 @@ def _conv(nodes, j, cur, kind_in, index, compare_meta, dt):
             raise NirImportError(f"NIR node '{nodes[j + 1][0]}' ({_kind(nodes[j + 1][1])}): after a {form} pool, a "
                                  f"threshold of {ratio.max():g} is not an OR of the window's spikes")
         pool, shape, j = 2, pooled, j + 2
-    layer = ConvLayer(f"conv{index + 1}", weight_bits=pack_bits(bits), thresholds=theta, compare=compare,
+    layer = ConvLayer(f"conv{index + 1}", **weight_fields(wbits, ints), thresholds=theta, compare=compare,
                       input_kind=kind_in, in_shape=tuple(cur), channels=c_out, kernel=k, pool=pool)
     return layer, shape, j
 
@@ -562,21 +600,31 @@ def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last):
     if w.ndim != 2 or w.shape[1] != n_in:
         raise NirImportError(f"NIR node '{name}' ({_kind(node)}): weights {w.shape} for {n_in} inputs {tuple(cur)}"
                              + (" (a conv output needs a Flatten first)" if len(cur) > 1 and w.ndim == 2 else ""))
-    bits, c = _binary_rows(name, _kind(node), w)
+    ints, c, wbits = _integer_rows(name, _kind(node), w, 1.0 if compare_meta is not None or last else None)
     b = np.zeros(w.shape[0]) if isinstance(node, nir.Linear) else _broadcast(
         name, node, _finite(name, _kind(node), "bias", node.bias), (w.shape[0],))
+    if last and wbits > 1:  # one unit for all rows: the rows' scales are whole multiples of the smallest
+        ratio = c / c.min()
+        if np.allclose(ratio, np.rint(ratio), rtol=_RTOL, atol=0):
+            ints, c = ints * np.rint(ratio).astype(np.int64)[:, None], np.full(len(c), c.min())
+            top = int(np.abs(ints).max())
+            if top > weight_limit(WEIGHT_BITS.stop - 1):
+                raise NirImportError(f"NIR node '{name}' ({_kind(node)}): output weights of {top} units need more "
+                                     f"than {WEIGHT_BITS.stop - 1} bits")
+            wbits = next(bb for bb in WEIGHT_BITS if weight_limit(bb) >= top)
     if last:
         if np.any(b != 0) or not np.allclose(c, c[0], rtol=_RTOL, atol=0):
             raise NirImportError(f"NIR node '{name}' ({_kind(node)}): an output layer needs one weight scale and no "
                                  "bias (bitsnn classifies by the integer scores)")
-        layer = Layer(f"fc{index + 1}", n_in, w.shape[0], pack_bits(bits), input_kind=kind_in)
+        layer = Layer(f"fc{index + 1}", n_in, w.shape[0], input_kind=kind_in, **weight_fields(wbits, ints))
         return layer, (w.shape[0],), len(nodes)  # a trailing IF/LIF is dropped: the class is the argmax of its input
     if j + 1 >= len(nodes):
         raise NirImportError(f"NIR node '{name}' ({_kind(node)}) is not followed by an IF or LIF neuron")
     r, vt = _neuron(nodes[j + 1][0], nodes[j + 1][1], (w.shape[0],), dt)
-    theta = _thresholds(c, b, r, vt, _a_max(kind_in, n_in))
-    bits, theta, compare = _apply_compare(bits, theta, compare_meta, w.shape[0])
-    layer = Layer(f"fc{index + 1}", n_in, w.shape[0], pack_bits(bits), theta, compare, kind_in)
+    theta = _thresholds(c, b, r, vt, _a_max(kind_in, n_in, wbits))
+    ints, theta, compare = _apply_compare(ints, theta, compare_meta, w.shape[0])
+    layer = Layer(f"fc{index + 1}", n_in, w.shape[0], thresholds=theta, compare=compare, input_kind=kind_in,
+                  **weight_fields(wbits, ints))
     return layer, (w.shape[0],), j + 2
 
 

@@ -173,6 +173,11 @@ def export_checkpoint(checkpoint, output, data_dir=None, *, nir=None, force: boo
     t0 = time.perf_counter()
     model, config, metrics = load_checkpoint(checkpoint)
     hw = to_hardware_model(model)  # refuses unsupported layers before any data is loaded
+    if nir is not None:
+        from bitsnn.nirgraph import nir_problem
+
+        if (why := nir_problem(hw)):
+            raise BitsnnError(f"--nir: {why}")
     ds = load_dataset(data_dir)
     if ds.test_images.shape[1:] != tuple(model.image_shape):
         raise BitsnnError(f"test images are {ds.test_images.shape[1:]}, the model takes {tuple(model.image_shape)}")

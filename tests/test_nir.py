@@ -228,8 +228,9 @@ def test_a_plain_graph_imports():
 
 
 @pytest.mark.parametrize("graph,message", [
-    (lambda: _dense_graph(weight=np.arange(24, dtype=np.float32).reshape(4, 6) - 10),
-     r"^NIR node 'fc' \(Affine\): the weights of output 0 are not \+-c for one c > 0; bitsnn maps binary weights$"),
+    (lambda: _dense_graph(weight=np.sqrt(np.arange(24, dtype=np.float32).reshape(4, 6) + 2)),
+     r"^NIR node 'fc' \(Affine\): the weights of output 0 are not c times integers of at most 8 bits for one "
+     r"c > 0; bitsnn maps \+-1 and 2\.\.8-bit integer weights$"),
     (lambda: _dense_graph(neuron=nir.CubaLIF(tau_syn=np.ones(4), tau_mem=np.ones(4), r=np.ones(4), v_leak=np.zeros(4),
                                              v_threshold=np.ones(4))),
      r"^NIR node 'lif' \(CubaLIF\) is not an IF or LIF neuron"),
@@ -383,3 +384,27 @@ def test_a_norse_graph_with_a_batch_dimension_reads(tmp_path, capsys):
     g = golden.run(hw, (x * 255).astype(np.uint8))
     np.testing.assert_array_equal(seen[0].astype(np.uint8), g.spikes[0])
     np.testing.assert_array_equal(out.numpy().argmax(1), g.classes)
+
+
+def test_multibit_weights_round_trip_and_import_from_scaled_integers():
+    """bitsnn's own export of b-bit weights reads back as the same file; a foreign graph whose rows
+    are c times small integers imports as a multi-bit layer computing the same spikes."""
+    hw = random_model(np.random.default_rng(5), [0, 20, 10], input_shape=(10, 10), input_encoding="pixels",
+                      convs=((6, 3, 2),), weight_bits={0: 4, 1: 3, 2: 5})
+    back = from_nir(to_nir(hw))
+    assert back.content_hash == hw.content_hash and [l.bits for l in back.layers] == [4, 3, 5]
+    # the hidden dense layer and its threshold scaled by 0.37: the same integers come back
+    graph = to_nir(hw)
+    fc = graph.nodes["fc1"]
+    graph.nodes["fc1"] = nir.Affine(weight=fc.weight * 0.37, bias=fc.bias * 0.37)
+    spike = graph.nodes["fc1_spike"]
+    graph.nodes["fc1_spike"] = nir.IF(r=spike.r, v_threshold=spike.v_threshold * 0.37, v_reset=spike.v_reset)
+    other = from_nir(graph, input_encoding="pixels")
+    imgs = np.random.default_rng(6).integers(0, 256, size=(300, 10, 10), dtype=np.uint8)
+    g, h = golden.run(hw, imgs), golden.run(other, imgs)
+    assert other.layers[1].bits == 3
+    assert all(np.array_equal(a, b) for a, b in zip(g.spikes, h.spikes)) and np.array_equal(g.classes, h.classes)
+    graph.nodes["fc1"] = nir.Affine(weight=fc.weight * np.random.default_rng(7).random(fc.weight.shape), bias=fc.bias)
+    with pytest.raises(NirImportError, match=r"NIR node 'fc1' \(Affine\): the weights of output 0 are not c times "
+                                             r"integers of at most 8 bits"):
+        from_nir(graph, input_encoding="pixels")

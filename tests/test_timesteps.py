@@ -230,3 +230,14 @@ def test_the_hardware_refuses_time_by_name():
     many = random_model(np.random.default_rng(7), [64, 12, 10], timesteps=3)
     with pytest.raises(hwplan.UnsupportedLayerError, match="the model runs 3 time steps of threshold input, which has no hardware"):
         hwplan.check_supported(many)
+
+
+def test_the_nir_export_refuses_time_by_name(tmp_path):
+    """A NIR graph of a multi-step model is not written yet: refused in one line, not written as
+    one step of something else."""
+    from bitsnn import BitsnnError
+    from bitsnn.nirgraph import to_nir
+
+    with pytest.raises(BitsnnError, match=r"^the NIR export writes one-step models of step neurons; this one runs "
+                                          r"4 steps of threshold input, lif neurons \(leak 2, reset subtract\), if neurons"):
+        to_nir(_lif_model(13))
