@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rate coding: the seed of its xorshift32 generator (the hardware's too)")
     p.add_argument("--neuron", default=None, choices=tuple(NEURONS),
                    help="the hidden layers' neurons: step (one step, no state), if or lif (a membrane over the steps)")
-    p.add_argument("--leak", type=int_in(0, 30), default=None, metavar="K",
-                   help="lif neurons: V <- V - (V >> K) before each step, 1..30")
+    p.add_argument("--leak", type=int_in(1, 16), default=None, metavar="K",
+                   help="lif neurons: V <- V - (V >> K) before each step, 1..16 (default 3)")
     p.add_argument("--reset", default=None, choices=RESETS,
                    help="if/lif neurons: after a spike V -= theta (subtract) or V = 0 (zero)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
@@ -141,17 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_force(p, "a hardware-model file (a NIR graph of bitsnn's for --nir)")
 
     p = sub.add_parser("import", help="a NIR graph to a hardware-model file",
-                       description="Map a NIR graph (binary weights, IF or LIF neurons at one time step, 2 x 2 "
-                       "sum or average pools as ORs) onto the hardware-model file; anything else is refused by "
-                       "node name.")
+                       description="Map a NIR graph (+-1 or b-bit integer weights times a scale, IF or LIF neurons at "
+                       "one time step or over --steps T, 2 x 2 sum or average pools as ORs) onto the hardware-model "
+                       "file; anything else is refused by node name. Over time steps it prints the agreement it "
+                       "measured with the graph's float semantics.")
     p.add_argument("graph", metavar="GRAPH", help="NIR file (.nir, HDF5)")
+    p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None, metavar="T",
+                   help="take the graph over T time steps with its IF/LIF dynamics (default 1: one step, as thresholds)")
+    p.add_argument("--reset", default=None, choices=RESETS,
+                   help="with --steps: after a spike v = 0 (zero, NIR's v_reset and Norse's; the default), v -= threshold "
+                   "(subtract), or v -= threshold at the next step (subtract-next: snnTorch's Leaky)")
+    p.add_argument("--coding", default=None, choices=("given",),
+                   help="with --steps: the input is spikes per step (an event sensor's), not the same image each step")
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="hardware-model file to write (.bsnn)")
     p.add_argument("--input", choices=("pixels", "spikes"),
                    help="how images enter the graph, when its metadata and nodes do not say: 8-bit pixels, "
                    "or spikes [pixel >= --input-threshold]")
     p.add_argument("--input-threshold", type=int_in(1, 255), metavar="T", help="pixel value at which an input spikes")
     p.add_argument("--dt", type=float_in(1e-9, 1e3), default=DEFAULT_DT,
-                   help="the one time step of LIF neurons, seconds (default 1e-4, snnTorch's NIR convention)")
+                   help="the time step of LIF neurons, seconds (default 1e-4, snnTorch's NIR convention)")
     _add_force(p, "a hardware-model file")
 
     p = sub.add_parser("sim", help="simulate the generated hardware against the golden model",

@@ -143,7 +143,7 @@ class Layer:
     neuron: str = "step"
     #: a stateful neuron's reset after a spike (:data:`bitsnn.kinds.RESETS`)
     reset: str = "subtract"
-    #: a ``lif`` neuron's leak shift k: V <- V - (V >> k) before each step (0: no leak)
+    #: a ``lif`` neuron's leak m: V <- V - ((V * m) >> 16) before each step (0: no leak)
     leak: int = 0
     #: a stateful neuron's integer bias, added to its membrane each step: (rows,) int64
     bias: np.ndarray | None = None
@@ -735,6 +735,13 @@ class HardwareModel:
         return _parse(data, str(path))
 
 
+def leak_text(m: int) -> str:
+    """A leak m as people write it: "leak V>>3" (m = 2^13), or "decay 0.9000" (1 - m/65536)."""
+    if m & (m - 1) == 0:
+        return f"leak V>>{16 - (m.bit_length() - 1)}"
+    return f"decay {1 - m / 65536:.4f}"
+
+
 def time_text(steps: int, coding: str, neurons, default_time: bool) -> str:
     """", 4 steps of direct input, lif neurons (leak 3, reset subtract)": how a model runs over time,
     for its one-line description ("" for one step of the default coding with step neurons)."""
@@ -742,7 +749,7 @@ def time_text(steps: int, coding: str, neurons, default_time: bool) -> str:
     for name, leak, reset in neurons:
         nm = NEURONS.get(name)
         if nm is not None and nm.stateful:
-            text = f"{name} neurons ({f'leak {leak}, ' if leak else ''}reset {reset})"
+            text = f"{name} neurons ({leak_text(leak) + ', ' if leak else ''}reset {reset})"
             if text not in kinds_:
                 kinds_.append(text)
     if default_time and not kinds_:

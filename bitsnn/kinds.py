@@ -202,7 +202,8 @@ class NeuronModel:
     min_version: int = 1
     #: the file's fields of a layer with this model beside ``neuron`` (a stateful one: ``reset``)
     header_keys: tuple = ()
-    #: the leak shifts k it takes (V <- V - (V >> k) before each step; 0: no leak)
+    #: the leaks m it takes: V <- V - ((V * m) >> 16) before each step, a decay of 1 - m/65536
+    #: (m = 2^(16-k) is V - (V >> k)); 0: no leak
     leaks: range = range(0, 1)
 
     @property
@@ -210,7 +211,7 @@ class NeuronModel:
         return all(self.parts[p] is not None for p in ("plan", "estimate", "hw"))
 
     def leak_problem(self, leak) -> str | None:
-        """Why ``leak`` is not a leak shift this model takes, or None."""
+        """Why ``leak`` is not a leak m this model takes, or None."""
         if type(leak) is int and leak in self.leaks:
             return None
         takes = "no leak (0)" if len(self.leaks) == 1 else f"a leak of {self.leaks.start}..{self.leaks.stop - 1}"
@@ -243,15 +244,16 @@ NEURONS: dict[str, NeuronModel] = {n.name: n for n in (
             torch="bitsnn.model.layers:IFActivation",
             golden="bitsnn.sim.golden:IFNeurons",
             plan=None, estimate=None, hw=None),
-    _neuron("lif", "if with an exact integer leak before each step: V <- V - (V >> leak), arithmetic shift",
-            stateful=True, min_version=5, header_keys=("reset", "leak", "shift"), leaks=range(1, 31),
+    _neuron("lif", "if with an exact integer leak before each step: V <- V - ((V * leak) >> 16), arithmetic shift",
+            stateful=True, min_version=5, header_keys=("reset", "leak", "shift"), leaks=range(1, 1 << 16),
             torch="bitsnn.model.layers:IFActivation",
             golden="bitsnn.sim.golden:IFNeurons",
             plan=None, estimate=None, hw=None),
 )}
 
-#: how a stateful neuron's membrane is reset after a spike: V -= theta, or V = 0
-RESETS = ("subtract", "zero")
+#: how a stateful neuron's membrane is reset after a spike: V -= theta at once, V = 0, or V -=
+#: theta at the next step, after its leak (snnTorch's ``Leaky``: mem = beta*mem + I - s_prev*theta)
+RESETS = ("subtract", "zero", "subtract-next")
 
 
 def neuron(name: str) -> NeuronModel:

@@ -265,7 +265,7 @@ class IFActivation(nn.Module):
     """``if`` / ``lif`` neurons over T steps (the neuron models' torch part, :mod:`bitsnn.kinds`).
 
     Float path (training, back-propagation through time): a membrane V per neuron, 0 at the
-    start; each step V <- V (1 - 2^-leak) (``lif``), V <- V + y + b (y the batch-normed sum, b
+    start; each step V <- V (1 - leak/65536) (``lif``), V <- V + y + b (y the batch-normed sum, b
     a learnable bias), a spike when V >= 1 (the surrogate gradient of V - 1), then V <- V - 1
     (reset ``subtract``) or 0 (``zero``); the reset is not differentiated. Inputs are time-major:
     (T*B, n, ...), step t the rows t*B..(t+1)*B-1.
@@ -299,15 +299,20 @@ class IFActivation(nn.Module):
         yt = y.reshape(steps, -1, *y.shape[1:])
         b = self.bias.view(1, -1, *([1] * (y.dim() - 2)))
         delta = self.delta.clamp(min=1e-2) if self.surrogate == "box" else None
-        decay = 1.0 - 2.0 ** -self.leak if self.leak else 1.0
+        decay = 1.0 - self.leak / 65536.0
         v = torch.zeros_like(yt[0])
-        out = []
+        out, late = [], 0.0
         for t in range(steps):
-            v = v * decay + yt[t] + b
+            v = v * decay + yt[t] + b - late
             s = spike(v - 1.0, self.surrogate, delta)
             out.append(s)
             r = s.detach()
-            v = v - r if self.reset == "subtract" else v * (1.0 - r)
+            if self.reset == "subtract":
+                v = v - r
+            elif self.reset == "zero":
+                v = v * (1.0 - r)
+            else:  # subtract-next: taken off at the next step, after the leak
+                late = r
         return torch.stack(out).reshape(y.shape)
 
     def pooled(self, y: torch.Tensor, pool, steps: int = 1) -> torch.Tensor:
@@ -331,14 +336,20 @@ class IFActivation(nn.Module):
         c, th, b = f64(fields["compare"]) * 2.0 ** fields["shift"], f64(fields["thresholds"]), f64(fields["bias"])
         at = a.reshape(steps, -1, *a.shape[1:])
         v = torch.zeros_like(at[0])
-        scale = float(2 ** fields["leak"])
-        out = []
+        out, prev = [], None
         for t in range(steps):
-            if fields["leak"]:
-                v = v - torch.floor(v / scale)
+            if fields["leak"]:  # (V * m) >> 16, floored, as V = 2^16 h + l (exact in float64)
+                h = torch.floor(v / 65536.0)
+                v = v - (h * fields["leak"] + torch.floor((v - h * 65536.0) * fields["leak"] / 65536.0))
             v = v + c * at[t] + b
+            if fields["reset"] == "subtract-next" and prev is not None:
+                v = v - th * prev
             s = v >= th
-            v = torch.where(s, torch.zeros_like(v), v) if fields["reset"] == "zero" else v - th * s
+            if fields["reset"] == "zero":
+                v = torch.where(s, torch.zeros_like(v), v)
+            elif fields["reset"] == "subtract":
+                v = v - th * s
+            prev = s
             out.append(s)
         return torch.stack(out).reshape(a.shape)
 

@@ -91,8 +91,8 @@ class TrainConfig:
     timesteps: int = 1
     coding: str | None = None
     rate_seed: int | None = None
-    #: the hidden layers' neuron model (bitsnn.kinds.NEURONS), a lif neuron's leak shift and a
-    #: stateful neuron's reset
+    #: the hidden layers' neuron model (bitsnn.kinds.NEURONS), a lif neuron's leak shift k
+    #: (V <- V - (V >> k) each step, 1..16) and a stateful neuron's reset
     neuron: str = "step"
     leak: int = 0
     reset: str = "subtract"
@@ -110,7 +110,7 @@ class TrainConfig:
             "input_coding": self.coding or CODINGS_OF[self.input_encoding][0],
             "input_seed": self.rate_seed,
             "neuron": self.neuron,
-            "leak": self.leak,
+            "leak": 1 << (16 - self.leak) if self.leak else 0,  # the file's m: V - ((V * m) >> 16)
             "reset": self.reset,
         }
         if self.crop:
@@ -167,12 +167,17 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
         raise BitsnnError(f"--threads must be >= 1, got {base.threads}")
     if base.crop < 0:
         raise BitsnnError(f"--crop must be >= 0, got {base.crop}")
-    if not base.leak and base.neuron in kinds.NEURONS and kinds.neuron(base.neuron).leak_problem(0):
-        base.leak = DEFAULT_LEAK  # a model that needs a leak, none given
+    if base.neuron in kinds.NEURONS and kinds.neuron(base.neuron).leak_problem(0):
+        base.leak = base.leak or DEFAULT_LEAK  # a model that needs a leak, none given
+    elif base.leak:
+        raise BitsnnError(f"--leak {base.leak}: {base.neuron} neurons have no leak (lif neurons do)")
+    if not is_int(base.leak) or not 0 <= base.leak <= 16:
+        raise BitsnnError(f"--leak must be a shift of 1..16, got {base.leak!r}")
     try:
         normalise_time({"input_encoding": base.input_encoding, "input_shape": [28, 28], "timesteps": base.timesteps,
                         "input_coding": base.coding or CODINGS_OF[base.input_encoding][0], "input_seed": base.rate_seed,
-                        "neuron": base.neuron, "leak": base.leak, "reset": base.reset})
+                        "neuron": base.neuron, "leak": 1 << (16 - base.leak) if base.leak else 0,
+                        "reset": base.reset})
     except (ValueError, KeyError) as e:
         raise BitsnnError(str(e).strip('"')) from None
     if base.limit_train is not None and (not is_int(base.limit_train) or base.limit_train < 2):
@@ -438,8 +443,8 @@ def train_checkpoint(cfg: TrainConfig, output, data_dir=None, *, force: bool = F
     log(f"[train] {cfg.spec} ({cfg.input_encoding} input{crop}, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
         f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
         f"device {dev}" + (f", {cfg.threads} CPU thread(s)" if dev.type == "cpu" else "")
-        + time_text(cfg.timesteps, cfg.coding or CODINGS_OF[cfg.input_encoding][0], [(cfg.neuron, cfg.leak, cfg.reset)],
-                    cfg.timesteps == 1 and not cfg.coding))
+        + time_text(cfg.timesteps, cfg.coding or CODINGS_OF[cfg.input_encoding][0],
+                    [(cfg.neuron, 1 << (16 - cfg.leak) if cfg.leak else 0, cfg.reset)], cfg.timesteps == 1 and not cfg.coding))
     model, metrics = train_model(cfg, ds, log=lambda m: log(f"[train] {m}"))
     path = save_checkpoint(output, model, cfg, metrics)
     log(f"[train] test accuracy {metrics['test_accuracy']:.4f}, firing rates "

@@ -238,9 +238,11 @@ class StepNeurons:
 class IFNeurons:
     """The ``if`` and ``lif`` neuron models' ``golden`` part (:mod:`bitsnn.kinds`): a membrane V per
     neuron (per output position of a convolution, before its pool), 0 at the start of an
-    inference. Each step, in integers: V <- V - (V >> k) with an arithmetic (floor) shift, for a
-    ``lif`` neuron with leak k; V <- V + c*a*2^shift + b, c the neuron's compare direction and b
-    its bias; a spike when V >= theta; then V <- V - theta (reset ``subtract``) or 0 (``zero``)."""
+    inference. Each step, in integers: V <- V - ((V * m) >> 16) with an arithmetic (floor) shift,
+    for a ``lif`` neuron with leak m (:func:`leak_of`); V <- V + c*a*2^shift + b, c the neuron's compare direction and b
+    its bias; a spike when V >= theta; then V <- V - theta (reset ``subtract``) or 0 (``zero``);
+    with ``subtract-next`` the theta of a spike is taken off at the next step, after the leak, with
+    the input (snnTorch's ``Leaky``)."""
 
     def __init__(self, layer: Layer, ndim: int = 2):
         shape = (1, -1) + (1,) * (ndim - 2)
@@ -248,11 +250,12 @@ class IFNeurons:
         self.b = layer.bias.astype(np.int64).reshape(shape)
         self.theta = layer.thresholds.astype(np.int64).reshape(shape)
         self.leak = layer.leak
-        self.to_zero = layer.reset == "zero"
+        self.reset = layer.reset
         self.v: np.ndarray | None = None
+        self.prev: np.ndarray | None = None  # the last step's spikes (reset subtract-next)
 
     def start(self) -> None:
-        self.v = None
+        self.v = self.prev = None
 
     def fire(self, a: np.ndarray) -> np.ndarray:
         """One step: integer pre-activations -> bool spikes; the membranes carry over."""
@@ -260,15 +263,25 @@ class IFNeurons:
             self.v = np.zeros(a.shape, np.int64)
         v = self.v
         if self.leak:
-            v -= v >> self.leak
+            v -= leak_of(v, self.leak)
         v += a * self.c
         v += self.b
+        if self.reset == "subtract-next" and self.prev is not None:
+            v -= np.where(self.prev, self.theta, 0)
         s = v >= self.theta
-        if self.to_zero:
+        if self.reset == "zero":
             v[s] = 0
-        else:
+        elif self.reset == "subtract":
             v -= np.where(s, self.theta, 0)
+        else:
+            self.prev = s
         return s
+
+
+def leak_of(v: np.ndarray, m: int) -> np.ndarray:
+    """(V * m) >> 16, floored, without overflowing int64: V = 2^16 h + l with 0 <= l < 2^16."""
+    h = v >> 16
+    return h * m + (((v - (h << 16)) * m) >> 16)
 
 
 def neurons_of(layer: Layer, ndim: int):

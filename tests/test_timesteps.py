@@ -17,10 +17,11 @@ from bitsnn.sim import golden
 
 def _lif_model(seed=0, *, T=4, coding="threshold", encoding="spikes", reset="subtract", convs=(), shape=(8, 8),
                input_seed=None):
-    """A small model over T steps: a lif (leak 2) and an if layer, with the given reset."""
+    """A small model over T steps: a lif layer (a decay of 0.9: m = 6554, not a power of two) and an
+    if layer, with the given reset."""
     sizes = [64, 16, 12, 10] if not convs else [0, 12, 10]
     n_hidden = len(convs) + len(sizes) - 2
-    neurons = {i: ({"neuron": "lif", "leak": 2, "reset": reset, "shift": 3} if i % 2 == 0
+    neurons = {i: ({"neuron": "lif", "leak": 6554, "reset": reset, "shift": 3} if i % 2 == 0
                    else {"neuron": "if", "reset": reset})
                for i in range(n_hidden)}
     return random_model(np.random.default_rng(seed), sizes, input_shape=shape, convs=convs, input_encoding=encoding,
@@ -35,7 +36,7 @@ def _reference(model: HardwareModel, images) -> tuple[list[np.ndarray], np.ndarr
     steps = [np.zeros((B, T, l.n_out), np.uint8) for l in model.hidden_layers]
     scores = np.zeros((B, model.num_classes), np.int64)
     for b in range(B):
-        v = [None] * len(model.layers)
+        v, prev = [None] * len(model.layers), {}
         for t in range(T):
             x = (x_all[b] if model.static_input else x_all[b, t]).astype(np.int64)
             for li, layer in enumerate(model.layers):
@@ -55,15 +56,19 @@ def _reference(model: HardwareModel, images) -> tuple[list[np.ndarray], np.ndarr
                     bb = np.broadcast_to(layer.bias.reshape(shape), a.shape).ravel()
                     tt = np.broadcast_to(th.reshape(shape), a.shape).ravel()
                     fired = np.zeros(vv.shape, bool)
+                    before = prev.get(li, np.zeros(vv.shape, bool))
                     for n in range(vv.size):
                         m = int(vv[n])
                         if layer.leak:
-                            m = m - (m >> layer.leak)  # Python's >> floors, as the rule says
+                            m = m - ((m * layer.leak) >> 16)  # Python's >> floors, as the rule says
                         m += int(cc[n]) * int(a.ravel()[n]) * 2**layer.shift + int(bb[n])
+                        if layer.reset == "subtract-next" and before[n]:
+                            m -= int(tt[n])  # the last step's spike, taken off after the leak
                         if m >= tt[n]:
                             fired[n] = True
-                            m = 0 if layer.reset == "zero" else m - int(tt[n])
+                            m = {"zero": 0, "subtract": m - int(tt[n]), "subtract-next": m}[layer.reset]
                         vv[n] = m
+                    prev[li] = fired.copy()
                     v[li] = vv.reshape(a.shape)
                     fired = fired.reshape(a.shape)
                 if kinds.of(layer).output_is_map and layer.pool > 1:
@@ -75,7 +80,7 @@ def _reference(model: HardwareModel, images) -> tuple[list[np.ndarray], np.ndarr
     return steps, scores
 
 
-@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("reset", ["subtract", "zero", "subtract-next"])
 @pytest.mark.parametrize("coding,encoding", [("threshold", "spikes"), ("direct", "pixels"), ("rate", "spikes")])
 def test_golden_matches_the_rules_on_every_spike_of_every_step(coding, encoding, reset):
     model = _lif_model(1, coding=coding, encoding=encoding, reset=reset, input_seed=7 if coding == "rate" else None)
@@ -142,7 +147,7 @@ def test_round_trip_and_versions(tmp_path):
     back = HardwareModel.from_bytes(model.to_bytes())
     assert model.format_version == 5 and back.to_bytes() == model.to_bytes()
     assert (back.timesteps, back.input_coding, back.input_seed) == (4, "rate", 12345)
-    assert [(l.neuron, l.reset, l.leak, l.shift) for l in back.hidden_layers] == [("lif", "subtract", 2, 3),
+    assert [(l.neuron, l.reset, l.leak, l.shift) for l in back.hidden_layers] == [("lif", "subtract", 6554, 3),
                                                                                  ("if", "subtract", 0, 0)]
     header = json.loads(model.to_bytes()[16:16 + struct.unpack("<I", model.to_bytes()[12:16])[0]])
     assert header["time"] == {"steps": 4, "coding": "rate", "seed": 12345}
@@ -167,11 +172,11 @@ def _edit(model, change):
 
 @pytest.mark.parametrize("change,message", [
     (lambda h: h.update(version=4), r"header: unknown key 'time'"),
-    (lambda h: h["layers"][0].update(leak=0), r"layer 0 \(fc1\): leak 0: lif neurons take a leak of 1\.\.30"),
+    (lambda h: h["layers"][0].update(leak=0), r"layer 0 \(fc1\): leak 0: lif neurons take a leak of 1\.\.65535"),
     (lambda h: h["layers"][1].update(leak=2), r"layers\[1\]: unknown key 'leak'"),
     (lambda h: h["layers"][0].update(shift=17), r"layer 0 \(fc1\): shift 17: must be 0\.\.16"),
     (lambda h: h["layers"][0].pop("shift"), r"layers\[0\]: missing key 'shift'"),
-    (lambda h: h["layers"][0].update(reset="half"), r"layers\[0\]\.reset 'half' is not one of \('subtract', 'zero'\)"),
+    (lambda h: h["layers"][0].update(reset="half"), r"layers\[0\]\.reset 'half' is not one of \('subtract', 'zero', 'subtract-next'\)"),
     (lambda h: h["layers"][0].update(neuron="izhikevich"), r"layers\[0\]\.neuron 'izhikevich' is not one of"),
     (lambda h: h["time"].update(steps=0), r"time steps 0 outside 1\.\.4096"),
     (lambda h: h["time"].update(coding="direct"), r"input coding 'direct': spikes input takes threshold, rate, given"),
@@ -239,5 +244,5 @@ def test_the_nir_export_refuses_time_by_name(tmp_path):
     from bitsnn.nirgraph import to_nir
 
     with pytest.raises(BitsnnError, match=r"^the NIR export writes one-step models of step neurons; this one runs "
-                                          r"4 steps of threshold input, lif neurons \(leak 2, reset subtract\), if neurons"):
+                                          r"4 steps of threshold input, lif neurons \(decay 0\.9000, reset subtract\), if neurons"):
         to_nir(_lif_model(13))

@@ -29,6 +29,7 @@ def _trained(arch, x, y, steps=4):
 @pytest.mark.parametrize("spec,coding,encoding,reset", [
     ("64-24-16-10", "threshold", "spikes", "subtract"),
     ("64-24-16-10", "rate", "spikes", "zero"),
+    ("64-24-16-10", "threshold", "spikes", "subtract-next"),
     ("64-c4-16-10", "direct", "pixels", "subtract"),
     ("64-c4w4-c6p1-10w3", "threshold", "spikes", "zero"),
 ])
@@ -38,7 +39,7 @@ def test_exact_path_equals_golden_on_every_step(spec, coding, encoding, reset):
     labels = torch.as_tensor(rng.integers(0, 10, size=64))
     arch = {"spec": spec, "input_shape": [8, 8], "input_encoding": encoding, "input_threshold": 100,
             "timesteps": 4, "input_coding": coding, "input_seed": 99 if coding == "rate" else None,
-            "neuron": "lif", "leak": 2, "reset": reset}
+            "neuron": "lif", "leak": 16384, "reset": reset}
     model = _trained(arch, torch.as_tensor(images), labels)
     hw = to_hardware_model(model)
     assert hw.format_version == 5 and hw.timesteps == 4 and hw.input_coding == coding
@@ -70,7 +71,7 @@ def test_given_spikes_through_a_convolution():
 def test_gradients_flow_back_through_time():
     """The loss at the last step reaches the first layer's weights through every step's membrane."""
     arch = {"spec": "64-16-10", "input_shape": [8, 8], "input_encoding": "pixels", "timesteps": 6,
-            "neuron": "lif", "leak": 1}
+            "neuron": "lif", "leak": 32768}
     torch.manual_seed(0)
     model = build_model(arch).train()
     x = torch.as_tensor(np.random.default_rng(2).integers(0, 256, size=(16, 8, 8), dtype=np.uint8))
@@ -84,7 +85,8 @@ def test_time_options_are_checked_before_training():
     from bitsnn.model.train import resolve_config
 
     assert resolve_config("tiny", neuron="lif").leak == 3  # the default leak
-    for kw, msg in [({"neuron": "if", "leak": 2}, r"leak 2: if neurons take no leak \(0\)"),
+    for kw, msg in [({"neuron": "if", "leak": 2}, r"--leak 2: if neurons have no leak \(lif neurons do\)"),
+                    ({"neuron": "lif", "leak": 17}, r"--leak must be a shift of 1\.\.16, got 17"),
                     ({"coding": "direct"}, "input coding 'direct': spikes input takes threshold, rate, given"),
                     ({"coding": "rate"}, "rate coding takes a seed"),
                     ({"timesteps": 0}, "time steps 0 outside 1..4096"),
