@@ -416,18 +416,11 @@ def test_multibit_weights_round_trip_and_import_from_scaled_integers():
 def test_a_norse_if_graph_over_8_steps_is_exact(tmp_path, capsys):
     """Norse IAFCell (v += I, a spike when v > v_th, v = 0 after it) with +-c weights and biases
     that are whole at 2^s: the import reproduces Norse's own run on every spike of every step."""
-    import norse.torch as norse
-    import torch.nn as nn
+    from bitsnn.model.nirlibs import norse_if_reference
 
     T = 8
-    torch.manual_seed(0)
-    net = norse.SequentialState(nn.Linear(100, 40), norse.IAFCell(norse.IAFParameters(v_th=torch.ones(40))),
-                                nn.Linear(40, 10, bias=False))
-    with torch.no_grad():
-        net[0].weight.copy_(torch.sign(net[0].weight) * 0.25)
-        net[0].bias.copy_(torch.round(net[0].bias * 8) / 8)
-        net[2].weight.copy_(torch.sign(net[2].weight))
-    nir.write(tmp_path / "if.nir", norse.to_nir(net, torch.zeros(1, 100)))
+    _net, graph, run = norse_if_reference()
+    nir.write(tmp_path / "if.nir", graph)
     assert main(["import", str(tmp_path / "if.nir"), "-o", str(tmp_path / "if.bsnn"), "--input", "spikes",
                  "--input-threshold", "128", "--steps", str(T)]) == 0
     out = capsys.readouterr().out
@@ -435,17 +428,10 @@ def test_a_norse_if_graph_over_8_steps_is_exact(tmp_path, capsys):
     assert "100.00 % of 81,920 hidden spikes, 100.0 % of classes" in out
     hw = HardwareModel.load(tmp_path / "if.bsnn")
     x = (np.random.default_rng(0).random((500, 100)) < 0.15).astype(np.float32)
-    seen, state, total = [], None, 0
-    h = net[1].register_forward_hook(lambda _m, _i, o: seen.append(o[0].detach().numpy().copy()))
-    with torch.no_grad():
-        for _ in range(T):
-            o, state = net(torch.as_tensor(x), state)
-            total = total + o.numpy()
-    h.remove()
+    spikes, total = run(x, T)
     g = golden.run(hw, (x * 255).astype(np.uint8))
-    norse_spikes = np.stack(seen, axis=1).astype(np.uint8)
-    assert 0.1 < norse_spikes.mean() < 0.9
-    np.testing.assert_array_equal(g.step_spikes[0], norse_spikes)  # 500 x 8 x 40, every spike of every step
+    assert 0.1 < spikes.mean() < 0.9
+    np.testing.assert_array_equal(g.step_spikes[0], spikes)  # 500 x 8 x 40, every spike of every step
     np.testing.assert_array_equal(g.scores, total)
     np.testing.assert_array_equal(g.classes, total.argmax(1))
 
@@ -454,49 +440,19 @@ def test_an_snntorch_leaky_graph_over_25_steps_agrees(tmp_path, mnist, capsys):
     """snnTorch's Leaky (beta 0.9, reset by subtraction at the next step) over 25 steps: its float
     leak is rounded to an integer one, so the import is not exact; it prints the agreement it
     measured, and against snnTorch's own run at least 99 % of hidden spikes and classes agree."""
-    import snntorch as snn
-    import snntorch.utils  # noqa: F401
-    import torch.nn as nn
-    import torch.nn.functional as F
-    from snntorch.export_nir import export_to_nir
+    from bitsnn.model.nirlibs import snntorch_leaky_reference
 
-    T = 25
-    torch.manual_seed(0)
-    fc1, fc2 = nn.Linear(784, 64), nn.Linear(64, 10, bias=False)
-    lif1 = snn.Leaky(beta=torch.full((64,), 0.9), threshold=torch.ones(64), init_hidden=True)
-    lif2 = snn.Leaky(beta=torch.full((10,), 0.9), threshold=torch.ones(10), init_hidden=True, output=True)
-    net = nn.Sequential(nn.Flatten(), fc1, lif1, fc2, lif2)
-    x = torch.as_tensor(mnist.train_images[:3000] >= 128).float().unsqueeze(1)
-    y = torch.as_tensor(mnist.train_labels[:3000]).long()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for i in range(0, 3000, 100):
-        snn.utils.reset(net)
-        count = sum(net(x[i : i + 100])[0] for _ in range(T))
-        opt.zero_grad()
-        F.cross_entropy(count, y[i : i + 100]).backward()
-        opt.step()
-    with torch.no_grad():
-        fc1.weight.copy_(torch.sign(fc1.weight) * fc1.weight.abs().mean(1, keepdim=True))
-        fc2.weight.copy_(torch.sign(fc2.weight) * 2.0 ** torch.round(torch.log2(fc2.weight.abs().mean())))
-    nir.write(tmp_path / "leaky.nir", export_to_nir(net, torch.zeros(1, 1, 28, 28), ignore_dims=[0]))
+    _net, graph, run = snntorch_leaky_reference(mnist.train_images[:3000], mnist.train_labels[:3000])
+    nir.write(tmp_path / "leaky.nir", graph)
     assert main(["import", str(tmp_path / "leaky.nir"), "-o", str(tmp_path / "leaky.bsnn"), "--input", "spikes",
-                 "--input-threshold", "128", "--steps", str(T), "--reset", "subtract-next"]) == 0
+                 "--input-threshold", "128", "--steps", "25", "--reset", "subtract-next"]) == 0
     out = capsys.readouterr().out
     assert "25 steps of threshold input, lif neurons (decay 0.9000, reset subtract-next)" in out
     assert "agreement with the graph's own float semantics over 25 steps" in out
     hw = HardwareModel.load(tmp_path / "leaky.bsnn")
     imgs = mnist.test_images[:300]
-    seen, total = [], 0
-    h = lif1.register_forward_hook(lambda _m, _i, o: seen.append(o.detach().numpy().copy()))
-    snn.utils.reset(net)
-    with torch.no_grad():
-        xi = torch.as_tensor(imgs >= 128).float().unsqueeze(1)
-        for _ in range(T):
-            net(xi)
-            total = total + fc2(torch.as_tensor(seen[-1])).numpy()
-    h.remove()
+    spikes, total = run(imgs)
     g = golden.run(hw, imgs)
-    spikes = np.stack(seen, axis=1).astype(np.uint8)
     assert 0.02 < spikes.mean() < 0.9
     assert (g.step_spikes[0] == spikes).mean() >= 0.99
     assert (g.classes == total.argmax(1)).mean() >= 0.99
