@@ -454,8 +454,10 @@ def normalise_time(a: dict) -> None:
         raise ValueError(f"input coding {coding!r}: {a['input_encoding']} input takes "
                          f"{', '.join(CODINGS_OF[a['input_encoding']])}")
     seed = a.get("input_seed")
-    if (coding == "rate") != (seed is not None) or (seed is not None and not (type(seed) is int and 1 <= seed < 1 << 32)):
-        raise ValueError(f"rate coding takes a seed in 1..2^32-1 and other codings none (coding {coding}, seed {seed!r})")
+    if coding == "rate" and not (type(seed) is int and 1 <= seed < 1 << 32):
+        raise ValueError(f"rate coding needs a seed (--rate-seed) in 1..2^32-1, not {seed!r}")
+    if coding != "rate" and seed is not None:
+        raise ValueError(f"a seed (--rate-seed) belongs to rate coding only, not {coding}")
     name = a.get("neuron", "step")
     nm = kinds.neuron(name)  # KeyError names the known ones
     if (why := nm.leak_problem(a.get("leak", 0))):

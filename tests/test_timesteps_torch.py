@@ -88,7 +88,8 @@ def test_time_options_are_checked_before_training():
     for kw, msg in [({"neuron": "if", "leak": 2}, r"--leak 2: if neurons have no leak \(lif neurons do\)"),
                     ({"neuron": "lif", "leak": 17}, r"--leak must be a shift of 1\.\.16, got 17"),
                     ({"coding": "direct"}, "input coding 'direct': spikes input takes threshold, rate, given"),
-                    ({"coding": "rate"}, "rate coding takes a seed"),
+                    ({"coding": "rate"}, r"rate coding needs a seed \(--rate-seed\) in 1\.\.2\^32-1, not None"),
+                    ({"rate_seed": 5}, r"a seed \(--rate-seed\) belongs to rate coding only, not threshold"),
                     ({"timesteps": 0}, "time steps 0 outside 1..4096"),
                     ({"neuron": "izhikevich"}, "unsupported neuron model 'izhikevich'")]:
         with pytest.raises(BitsnnError, match=msg):
