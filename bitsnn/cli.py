@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(subtract), or v -= threshold at the next step (subtract-next: snnTorch's Leaky)")
     p.add_argument("--coding", default=None, choices=("given",),
                    help="with --steps: the input is spikes per step (an event sensor's), not the same image each step")
+    p.add_argument("--quantize-weights", type=int_in(2, 8), default=None, metavar="B",
+                   help="round float weights to B-bit integers times a scale per neuron or channel, and print the "
+                   "agreement measured with the graph's float semantics")
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="hardware-model file to write (.bsnn)")
     p.add_argument("--input", choices=("pixels", "spikes"),
                    help="how images enter the graph, when its metadata and nodes do not say: 8-bit pixels, "

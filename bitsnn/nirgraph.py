@@ -289,12 +289,21 @@ def _finite(name: str, kind: str, what: str, value) -> np.ndarray:
     return a
 
 
-def _integer_rows(name: str, kind: str, weight: np.ndarray, unit: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def _integer_rows(name: str, kind: str, weight: np.ndarray, unit: float | None = None,
+                  quantize: int | None = None, one_scale: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """(integer weights (rows, fan-in), per-row scale c > 0, bits) of weights that are c times
     integers per row: +-c everywhere (bits 1, +-1 weights), or integers w with |w| <= 2^(b-1) - 1
-    for a b of 2..8 (the smallest that holds the layer; bitsnn's own multi-bit export)."""
+    for a b of 2..8 (the smallest that holds the layer; bitsnn's own multi-bit export). With
+    ``quantize`` B, any float weights: c = max |w| / (2^(B-1) - 1) per row, w rounded to c's
+    nearest multiple (an approximation; the import measures its agreement); ``one_scale``: one c
+    for all rows (an output layer's scores share a scale)."""
     w = _finite(name, kind, "weight", weight).reshape(np.shape(weight)[0], -1)
     mag = np.abs(w)
+    if quantize is not None:
+        q = weight_limit(quantize)
+        top = np.full(len(w), mag.max()) if one_scale else mag.max(axis=1)
+        c = np.where(top > 0, top / q, 1.0)
+        return np.clip(np.rint(w / c[:, None]), -q, q).astype(np.int64), c, int(quantize)
     c = mag.max(axis=1)
     if np.all(c > 0) and np.allclose(mag, c[:, None], rtol=_RTOL, atol=0):
         return np.where(w > 0, 1, -1).astype(np.int64), c, 1
@@ -319,7 +328,8 @@ def _integer_rows(name: str, kind: str, weight: np.ndarray, unit: float | None =
         else:
             raise NirImportError(f"NIR node '{name}' ({kind}): the weights of output {row} are not c times integers "
                                  f"of at most {WEIGHT_BITS.stop - 1} bits for one c > 0; bitsnn maps +-1 and "
-                                 f"{WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}-bit integer weights")
+                                 f"{WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}-bit integer weights "
+                                 "(--quantize-weights B rounds float weights to B bits)")
     top = int(np.abs(ints).max()) if ints.size else 1
     bits = next(b for b in WEIGHT_BITS if weight_limit(b) >= top)
     return ints, scale, bits
@@ -395,14 +405,17 @@ def _thresholds(c, b, r, vt, a_max: int) -> np.ndarray:
 
 def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int | None = None,
              dt: float = DEFAULT_DT, source: str = "<graph>", steps: int = 1, reset: str | None = None,
-             coding: str | None = None) -> HardwareModel:
+             coding: str | None = None, quantize_weights: int | None = None) -> HardwareModel:
     """The hardware model of a NIR graph (see the module docstring); NirImportError names what
     does not map. ``input_encoding`` / ``input_threshold`` say how images enter a graph whose
     metadata and nodes do not; ``dt`` is the time step of LIF neurons. ``steps`` > 1 takes the
     graph over that many time steps with its neurons' dynamics (:func:`_membrane`): ``reset``
     ("zero", NIR's v_reset, the default; "subtract"; "subtract-next", snnTorch's ``Leaky``), ``coding`` the input
-    at each step (the same image: the encoding's default; ``given``: spikes per step)."""
+    at each step (the same image: the encoding's default; ``given``: spikes per step).
+    ``quantize_weights`` B rounds float weights to B bits per row (:func:`_integer_rows`)."""
     nir = _nir()
+    if quantize_weights is not None and quantize_weights not in WEIGHT_BITS:
+        raise NirImportError(f"--quantize-weights {quantize_weights!r}: {WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}")
     if type(steps) is not int or not 1 <= steps <= MAX_STEPS:
         raise NirImportError(f"--steps {steps!r}: 1..{MAX_STEPS}")
     if steps == 1 and (reset is not None or coding is not None):
@@ -470,10 +483,11 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
             j += 1
             continue
         if isinstance(node, nir.Conv2d):
-            layer, cur, j = _conv(nodes, j, cur, kind_in, len(layers), compare_meta, dt, ts)
+            layer, cur, j = _conv(nodes, j, cur, kind_in, len(layers), compare_meta, dt, ts, quantize_weights)
         elif isinstance(node, (nir.Affine, nir.Linear)):
             last = j + 1 == len(nodes) or (j + 2 == len(nodes) and isinstance(nodes[j + 1][1], (nir.IF, nir.LIF)))
-            layer, cur, j = _dense(nodes, j, cur, kind_in, len(layers), compare_meta, dt, last, ts)
+            layer, cur, j = _dense(nodes, j, cur, kind_in, len(layers), compare_meta, dt, last, ts,
+                                   quantize_weights)
         elif node is None:
             raise NirImportError(f"NIR node '{name}' is empty: its exporter wrote no node for that module (Norse "
                                  "1.1.0 writes none for nn.Flatten; feed the network flat images instead)")
@@ -658,7 +672,7 @@ def _membrane(name: str, node, shape, c, b, dt: float, ts: _Steps) -> dict:
             "neuron": "lif" if leak else "if", "leak": leak, "reset": ts.reset, "shift": shift}
 
 
-def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None):
+def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None, quantize=None):
     nir = _nir()
     name, node = nodes[j]
     w = np.asarray(node.weight)
@@ -673,7 +687,7 @@ def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None):
                              f"padding {k // 2}")
     if len(cur) != 3 or cur[0] != c_in:
         raise NirImportError(f"NIR node '{name}' (Conv2d) takes {c_in} channels; its input is {cur}")
-    ints, c, wbits = _integer_rows(name, "Conv2d", w, 1.0 if compare_meta is not None else None)
+    ints, c, wbits = _integer_rows(name, "Conv2d", w, 1.0 if compare_meta is not None else None, quantize)
     b = np.zeros(c_out) if node.bias is None else _broadcast(name, node, _finite(name, "Conv2d", "bias", node.bias), (c_out,))
     shape = (c_out, *cur[1:])
     if j + 1 >= len(nodes):
@@ -706,7 +720,7 @@ def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None):
     return layer, shape, j
 
 
-def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last, ts=None):
+def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last, ts=None, quantize=None):
     nir = _nir()
     name, node = nodes[j]
     w = np.asarray(node.weight)
@@ -714,7 +728,8 @@ def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last, ts=None):
     if w.ndim != 2 or w.shape[1] != n_in:
         raise NirImportError(f"NIR node '{name}' ({_kind(node)}): weights {w.shape} for {n_in} inputs {tuple(cur)}"
                              + (" (a conv output needs a Flatten first)" if len(cur) > 1 and w.ndim == 2 else ""))
-    ints, c, wbits = _integer_rows(name, _kind(node), w, 1.0 if compare_meta is not None or last else None)
+    ints, c, wbits = _integer_rows(name, _kind(node), w, 1.0 if compare_meta is not None or last else None,
+                                   quantize, one_scale=last)
     b = np.zeros(w.shape[0]) if isinstance(node, nir.Linear) else _broadcast(
         name, node, _finite(name, _kind(node), "bias", node.bias), (w.shape[0],))
     if last and wbits > 1:  # one unit for all rows: the rows' scales are whole multiples of the smallest
@@ -748,12 +763,13 @@ def import_main(args) -> int:
     """``bitsnn import GRAPH.nir -o MODEL.bsnn [--steps T --reset R --coding given]``."""
     check_output_file(args.output, kind=MODEL_FILE, inputs=[args.graph], force=getattr(args, "force", False))
     steps, reset, coding = getattr(args, "steps", None) or 1, getattr(args, "reset", None), getattr(args, "coding", None)
+    quantize = getattr(args, "quantize_weights", None)
     hw = read_nir(args.graph, input_encoding=args.input, input_threshold=args.input_threshold, dt=args.dt,
-                  steps=steps, reset=reset, coding=coding)
+                  steps=steps, reset=reset, coding=coding, quantize_weights=quantize)
     hw.save(args.output)
     print(f"[import] {hw.describe()}; content hash {hw.content_hash[:16]}; wrote {args.output}")
-    if steps > 1:
-        if reset is None:
+    if steps > 1 or quantize is not None:
+        if reset is None and steps > 1:
             print("[import] reset: the graph's v_reset (to 0), as NIR defines; snnTorch's Leaky subtracts the threshold "
                   "at the next step instead: --reset subtract-next")
         rng = np.random.default_rng(AGREEMENT_SEED)
@@ -764,7 +780,8 @@ def import_main(args) -> int:
             x = rng.integers(0, 256, size=(AGREEMENT_INPUTS, *hw.image_shape), dtype=np.uint8)
             what = "uniform 8-bit images"
         agree = graph_agreement(_nir().read(args.graph, type_check=False), hw, x, reset=reset or "zero", dt=args.dt)
-        print(f"[import] agreement with the graph's own float semantics over {steps} steps, {AGREEMENT_INPUTS} random "
+        over = f"over {steps} steps" if steps > 1 else "at one step"
+        print(f"[import] agreement with the graph's own float semantics {over}, {AGREEMENT_INPUTS} random "
               f"{what} (seed {AGREEMENT_SEED}): {100 * agree['spikes']:.2f} % of {agree['spike_count']:,} hidden "
               f"spikes, {100 * agree['classes']:.1f} % of classes")
     return 0

@@ -456,3 +456,26 @@ def test_an_snntorch_leaky_graph_over_25_steps_agrees(tmp_path, mnist, capsys):
     assert 0.02 < spikes.mean() < 0.9
     assert (g.step_spikes[0] == spikes).mean() >= 0.99
     assert (g.classes == total.argmax(1)).mean() >= 0.99
+
+
+def test_float_weights_quantized_on_request(tmp_path, capsys):
+    """A graph of float weights is refused, pointing at --quantize-weights; with it, each row's
+    weights round to B-bit integers of one scale, and the import prints the agreement it measured."""
+    rng = np.random.default_rng(3)
+    nodes = {"input": nir.Input({"input": np.array([64])}),
+             "fc": nir.Affine(weight=rng.normal(size=(32, 64)).astype(np.float32), bias=rng.normal(size=32).astype(np.float32)),
+             "lif": nir.IF(r=np.ones(32), v_threshold=np.full(32, 2.0), v_reset=np.zeros(32)),
+             "out": nir.Linear(weight=rng.normal(size=(10, 32)).astype(np.float32)),
+             "output": nir.Output({"output": np.array([10])})}
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"), ("lif", "out"), ("out", "output")],
+                         type_check=False)
+    nir.write(tmp_path / "f.nir", graph)
+    args = ["import", str(tmp_path / "f.nir"), "-o", str(tmp_path / "f.bsnn"), "--input", "spikes", "--input-threshold", "128"]
+    assert main(args) == 1
+    assert "--quantize-weights B rounds float weights to B bits" in capsys.readouterr().err
+    assert main(args + ["--quantize-weights", "6"]) == 0
+    out = capsys.readouterr().out
+    agreement = float(out.split("at one step, 256 random uniform 8-bit images (seed 0): ")[1].split(" %")[0])
+    assert 95.0 <= agreement < 100.0  # rounding 6 bits changes a few spikes, and the import says so
+    hw = HardwareModel.load(tmp_path / "f.bsnn")
+    assert [l.bits for l in hw.layers] == [6, 6] and hw.spec == "64-32w6-10w6"
