@@ -90,17 +90,37 @@ def integer_form(layer: Layer, v_threshold: float) -> tuple[np.ndarray, np.ndarr
     return w.astype(np.float32), b.astype(np.float32)
 
 
+def neuron_form(layer: Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(weights, biases, the IF's v_threshold per row, the synapse node's metadata) of a hidden
+    layer as NIR writes it. A step neuron: :func:`integer_form` at v_threshold 1. An ``if``
+    neuron with reset to zero, over T steps: weights c*2^s*w, biases b, v_threshold theta - 0.5;
+    NIR's IF then adds them to v each step and fires when v > theta - 0.5, that is v >= theta (v is
+    whole), resetting to 0: the hardware model's rule, exactly in float32 while |v| < 2^24."""
+    meta = {"compare": layer.compare.astype(np.int8)}
+    if not layer.neuron_model.stateful:
+        w, b = integer_form(layer, V_THRESHOLD)
+        return w, b, np.full(layer.rows, V_THRESHOLD, np.float32), meta
+    c = layer.compare.astype(np.float64) * 2.0 ** layer.shift
+    w = layer.weights_int().astype(np.float64) * c[:, None]
+    meta["shift"] = np.int64(layer.shift)
+    return (w.astype(np.float32), layer.bias.astype(np.float32), (layer.thresholds - 0.5).astype(np.float32), meta)
+
+
+def _per_position(v: np.ndarray, shape) -> np.ndarray:
+    """A per-channel value over a layer's (C, H, W) positions."""
+    return np.broadcast_to(np.asarray(v, np.float32).reshape(-1, *[1] * (len(shape) - 1)), shape).copy()
+
+
 def conv_nodes(nir, layer: ConvLayer, add, maps):
     """The ``conv2d`` kind's ``nir`` part: ``Conv2d`` then ``IF`` (and ``SumPool2d`` then an OR
     ``IF`` when pooled), each given to ``add(name, node)``; returns the output maps' shape."""
     c_in, h, w_ = layer.in_shape
     k = layer.kernel
-    w, b = integer_form(layer, V_THRESHOLD)
+    w, b, vt, meta = neuron_form(layer)
     add(layer.name, nir.Conv2d(input_shape=(h, w_), weight=w.reshape(layer.channels, c_in, k, k),
-                               stride=1, padding=k // 2, dilation=1, groups=1, bias=b,
-                               metadata={"compare": layer.compare.astype(np.int8)}))
+                               stride=1, padding=k // 2, dilation=1, groups=1, bias=b, metadata=meta))
     shape = (layer.channels, h, w_)
-    add(f"{layer.name}_spike", nir.IF(r=np.ones(shape, np.float32), v_threshold=np.full(shape, V_THRESHOLD, np.float32),
+    add(f"{layer.name}_spike", nir.IF(r=np.ones(shape, np.float32), v_threshold=_per_position(vt, shape),
                                       v_reset=np.zeros(shape, np.float32)))
     if layer.pool > 1:
         p = layer.pool
@@ -122,22 +142,27 @@ def dense_nodes(nir, layer: Layer, add, maps):
     if layer.is_output:
         add(layer.name, nir.Linear(weight=np.asarray(layer.weights_int(), dtype=np.float32)))
         return None
-    w, b = integer_form(layer, V_THRESHOLD)
-    add(layer.name, nir.Affine(weight=w, bias=b, metadata={"compare": layer.compare.astype(np.int8)}))
+    w, b, vt, meta = neuron_form(layer)
+    add(layer.name, nir.Affine(weight=w, bias=b, metadata=meta))
     n = (layer.n_out,)
-    add(f"{layer.name}_spike", nir.IF(r=np.ones(n, np.float32), v_threshold=np.full(n, V_THRESHOLD, np.float32),
-                                      v_reset=np.zeros(n, np.float32)))
+    add(f"{layer.name}_spike", nir.IF(r=np.ones(n, np.float32), v_threshold=vt, v_reset=np.zeros(n, np.float32)))
     return None
 
 
 def nir_problem(hw: HardwareModel) -> str | None:
-    """Why :func:`to_nir` cannot write ``hw`` yet, or None: it writes one step of a model's
-    default input coding with step neurons."""
-    if hw.default_time and not any(l.neuron_model.stateful for l in hw.layers):
+    """Why :func:`to_nir` cannot write ``hw`` exactly, or None. It writes one step of step neurons,
+    and over T steps ``if`` neurons that reset to zero (NIR's IF) of an input that is the same at
+    every step; a step neuron over several steps (whose membrane clears every step), a ``lif``
+    neuron (its integer leak is no float one) and resets by subtraction are not written."""
+    stateful = [l.neuron_model.stateful for l in hw.hidden_layers]
+    if hw.default_time and not any(stateful):
+        return None
+    exact = all(stateful) and all(not l.leak and l.reset == "zero" for l in hw.hidden_layers) and hw.static_input
+    if exact:
         return None
     runs = time_text(hw.timesteps, hw.input_coding, [(l.neuron, l.leak, l.reset) for l in hw.hidden_layers], False)
-    return (f"the NIR export writes one-step models of step neurons; this one runs {runs[2:]} "
-            "(a multi-step NIR graph is not written yet)")
+    return (f"the NIR export writes one step of step neurons, or if neurons that reset to zero over steps of the "
+            f"same input; this one runs {runs[2:]}")
 
 
 def to_nir(hw: HardwareModel):
@@ -164,6 +189,8 @@ def to_nir(hw: HardwareModel):
             "meta": json.dumps(hw.meta, sort_keys=True)}
     if hw.input_crop:
         meta["input_crop"] = np.array(hw.input_crop, dtype=np.int64)
+    if not hw.default_time or any(l.neuron_model.stateful for l in hw.layers):
+        meta["timesteps"] = np.int64(hw.timesteps)  # read back by from_nir; run the graph this many steps
     return nir.NIRGraph(nodes=nodes, edges=list(zip(chain[:-1], chain[1:])), metadata=meta)
 
 
@@ -414,6 +441,10 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
     at each step (the same image: the encoding's default; ``given``: spikes per step).
     ``quantize_weights`` B rounds float weights to B bits per row (:func:`_integer_rows`)."""
     nir = _nir()
+    meta = dict(graph.metadata or {})
+    if MARK in meta and "timesteps" in meta and steps == 1:  # bitsnn's own graph over time steps
+        steps = _meta_ints(meta, "timesteps", 1)[0]
+        reset = (reset or "zero") if steps > 1 else reset
     if quantize_weights is not None and quantize_weights not in WEIGHT_BITS:
         raise NirImportError(f"--quantize-weights {quantize_weights!r}: {WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1}")
     if type(steps) is not int or not 1 <= steps <= MAX_STEPS:
@@ -424,7 +455,6 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
         raise NirImportError(f"--reset {reset!r}: one of {', '.join(RESETS)}")
     ts = _Steps(steps, reset or "zero") if steps > 1 else None
     chain = _chain(graph)
-    meta = dict(graph.metadata or {})
     ours = MARK in meta
     if input_encoding is None and ours:
         input_encoding = _meta_text(meta, "input_encoding")
@@ -478,16 +508,18 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
         name, node = nodes[j]
         compare_meta = np.asarray(node.metadata.get("compare")) if ours and hasattr(node, "metadata") and \
             "compare" in (node.metadata or {}) else None
+        unit = 2.0 ** int(np.asarray(node.metadata["shift"])) if compare_meta is not None and \
+            "shift" in node.metadata else None  # bitsnn's if layer: weights c * 2^shift * w
         if isinstance(node, nir.Flatten):
             cur = (math.prod(cur),)
             j += 1
             continue
         if isinstance(node, nir.Conv2d):
-            layer, cur, j = _conv(nodes, j, cur, kind_in, len(layers), compare_meta, dt, ts, quantize_weights)
+            layer, cur, j = _conv(nodes, j, cur, kind_in, len(layers), compare_meta, dt, ts, quantize_weights, unit)
         elif isinstance(node, (nir.Affine, nir.Linear)):
             last = j + 1 == len(nodes) or (j + 2 == len(nodes) and isinstance(nodes[j + 1][1], (nir.IF, nir.LIF)))
             layer, cur, j = _dense(nodes, j, cur, kind_in, len(layers), compare_meta, dt, last, ts,
-                                   quantize_weights)
+                                   quantize_weights, unit)
         elif node is None:
             raise NirImportError(f"NIR node '{name}' is empty: its exporter wrote no node for that module (Norse "
                                  "1.1.0 writes none for nn.Flatten; feed the network flat images instead)")
@@ -593,7 +625,7 @@ class _Steps:
     reset: str
 
 
-def _hidden_fields(neuron, shape, ints, c, b, a_max, compare_meta, dt, ts):
+def _hidden_fields(neuron, shape, ints, c, b, a_max, compare_meta, dt, ts, unit=None):
     """(integer weights, the layer's neuron fields) for the synapse's rows (scales c, biases b)
     and the neuron node after it: a step neuron at one step (``ts`` None), else an if/lif
     membrane over the steps (:func:`_membrane`)."""
@@ -603,10 +635,14 @@ def _hidden_fields(neuron, shape, ints, c, b, a_max, compare_meta, dt, ts):
         theta = _thresholds(c, b, r, vt, a_max)
         ints, theta, compare = _apply_compare(ints, theta, compare_meta, len(c))
         return ints, {"thresholds": theta, "compare": compare}
-    return ints, _membrane(name, node, shape, c, b, dt, ts)
+    hint = int(round(math.log2(unit))) if unit and unit >= 1 else None
+    fields = _membrane(name, node, shape, c, b, dt, ts, hint)
+    # bitsnn's own export folded a compare -1 into negated weights: undo it (V += c*a*2^s + b)
+    ints, _theta, fields["compare"] = _apply_compare(ints, np.zeros(len(c), np.int64), compare_meta, len(c))
+    return ints, fields
 
 
-def _membrane(name: str, node, shape, c, b, dt: float, ts: _Steps) -> dict:
+def _membrane(name: str, node, shape, c, b, dt: float, ts: _Steps, shift_hint: int | None = None) -> dict:
     """The if/lif fields of a neuron node over several steps.
 
     In the graph, per step: IF v += r*I; LIF v += dt/tau*(v_leak - v + r*I) (Euler, NIR's and
@@ -655,7 +691,8 @@ def _membrane(name: str, node, shape, c, b, dt: float, ts: _Steps) -> dict:
         # exact: the biases (and, resetting by subtraction, the thresholds) whole numbers at 2^s; a
         # subtraction then takes theta = 2^s q + 1, one unit more than the graph's q, so s also
         # leaves room for a unit per spike below the 2^s of one input (T spikes at most)
-        s0 = next((s for s in range(MAX_SHIFT + 1) if whole(beta, s) and (ts.reset == "zero" or whole(q, s))), None)
+        order = ([shift_hint] if shift_hint is not None else []) + list(range(MAX_SHIFT + 1))  # bitsnn's own shift first
+        s0 = next((s for s in order if whole(beta, s) and (ts.reset == "zero" or whole(q, s))), None)
         if s0 is not None:
             room = 0 if ts.reset == "zero" else int(math.ceil(math.log2(ts.steps + 1)))
             shift = s0 + room if s0 + room <= MAX_SHIFT else None
@@ -672,7 +709,7 @@ def _membrane(name: str, node, shape, c, b, dt: float, ts: _Steps) -> dict:
             "neuron": "lif" if leak else "if", "leak": leak, "reset": ts.reset, "shift": shift}
 
 
-def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None, quantize=None):
+def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None, quantize=None, unit=None):
     nir = _nir()
     name, node = nodes[j]
     w = np.asarray(node.weight)
@@ -687,13 +724,13 @@ def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None, quantize=Non
                              f"padding {k // 2}")
     if len(cur) != 3 or cur[0] != c_in:
         raise NirImportError(f"NIR node '{name}' (Conv2d) takes {c_in} channels; its input is {cur}")
-    ints, c, wbits = _integer_rows(name, "Conv2d", w, 1.0 if compare_meta is not None else None, quantize)
+    ints, c, wbits = _integer_rows(name, "Conv2d", w, unit or (1.0 if compare_meta is not None else None), quantize)
     b = np.zeros(c_out) if node.bias is None else _broadcast(name, node, _finite(name, "Conv2d", "bias", node.bias), (c_out,))
     shape = (c_out, *cur[1:])
     if j + 1 >= len(nodes):
         raise NirImportError(f"NIR node '{name}' (Conv2d) is not followed by an IF or LIF neuron")
     ints, fields = _hidden_fields(nodes[j + 1], shape, ints, c, b, _a_max(kind_in, c_in * k * k, wbits),
-                                  compare_meta, dt, ts)
+                                  compare_meta, dt, ts, unit)
     j += 2
     pool = 1
     if j < len(nodes) and isinstance(nodes[j][1], (nir.SumPool2d, nir.AvgPool2d)):
@@ -720,7 +757,7 @@ def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None, quantize=Non
     return layer, shape, j
 
 
-def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last, ts=None, quantize=None):
+def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last, ts=None, quantize=None, unit=None):
     nir = _nir()
     name, node = nodes[j]
     w = np.asarray(node.weight)
@@ -728,7 +765,7 @@ def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last, ts=None, quant
     if w.ndim != 2 or w.shape[1] != n_in:
         raise NirImportError(f"NIR node '{name}' ({_kind(node)}): weights {w.shape} for {n_in} inputs {tuple(cur)}"
                              + (" (a conv output needs a Flatten first)" if len(cur) > 1 and w.ndim == 2 else ""))
-    ints, c, wbits = _integer_rows(name, _kind(node), w, 1.0 if compare_meta is not None or last else None,
+    ints, c, wbits = _integer_rows(name, _kind(node), w, unit or (1.0 if compare_meta is not None or last else None),
                                    quantize, one_scale=last)
     b = np.zeros(w.shape[0]) if isinstance(node, nir.Linear) else _broadcast(
         name, node, _finite(name, _kind(node), "bias", node.bias), (w.shape[0],))
@@ -750,7 +787,7 @@ def _dense(nodes, j, cur, kind_in, index, compare_meta, dt, last, ts=None, quant
     if j + 1 >= len(nodes):
         raise NirImportError(f"NIR node '{name}' ({_kind(node)}) is not followed by an IF or LIF neuron")
     ints, fields = _hidden_fields(nodes[j + 1], (w.shape[0],), ints, c, b, _a_max(kind_in, n_in, wbits),
-                                  compare_meta, dt, ts)
+                                  compare_meta, dt, ts, unit)
     layer = Layer(f"fc{index + 1}", n_in, w.shape[0], input_kind=kind_in, **weight_fields(wbits, ints), **fields)
     return layer, (w.shape[0],), j + 2
 

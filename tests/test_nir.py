@@ -230,7 +230,8 @@ def test_a_plain_graph_imports():
 @pytest.mark.parametrize("graph,message", [
     (lambda: _dense_graph(weight=np.sqrt(np.arange(24, dtype=np.float32).reshape(4, 6) + 2)),
      r"^NIR node 'fc' \(Affine\): the weights of output 0 are not c times integers of at most 8 bits for one "
-     r"c > 0; bitsnn maps \+-1 and 2\.\.8-bit integer weights$"),
+     r"c > 0; bitsnn maps \+-1 and 2\.\.8-bit integer weights \(--quantize-weights B rounds float weights to B "
+     r"bits\)$"),
     (lambda: _dense_graph(neuron=nir.CubaLIF(tau_syn=np.ones(4), tau_mem=np.ones(4), r=np.ones(4), v_leak=np.zeros(4),
                                              v_threshold=np.ones(4))),
      r"^NIR node 'lif' \(CubaLIF\) is not an IF or LIF neuron"),
