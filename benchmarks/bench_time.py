@@ -78,6 +78,17 @@ def main() -> int:
         print(f"| spikes per inference, all steps and layers, input events included (mean) | {per.mean():,.0f} | 1,700 "
               f"| {per.mean() / 1700:.3f} |")
         print(f"| hidden spikes per inference (mean) | {g.spike_counts.sum(axis=1).mean():,.0f} | | |")
+        from bitsnn.hwplan import membrane_bits, membranes
+
+        total = 0
+        for layer in hw.hidden_layers:
+            if layer.neuron_model.stateful:
+                n, w = membranes(layer), membrane_bits(layer, hw.timesteps)
+                total += n * w
+                print(f"| {layer.name}: membranes x bits (never saturating) | {n:,} x {w} = {n * w:,} bits | | |")
+        if total:
+            print(f"| all membranes, against the iCE40UP5K's 4 SPRAM of 256 kbit | {total:,} bits | 1,048,576 "
+                  f"| {total / (1 << 20):.3f} |")
     return 0
 
 

@@ -34,7 +34,7 @@ __all__ = [
     "UnsupportedLayerError", "HARDWARE_KINDS", "check_supported",
     "MODES", "CONV_ENGINES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "WINDOW_LATENCY", "MIN_FIFO_DEPTH",
     "MapLayout", "ConvPlan", "window_fits", "write_columns", "WRITABLE_WEIGHT_BITS", "runtime_weights_problem",
-    "signed_bits", "preact_bits", "acc_bits_for", "neuron_accumulator", "result_words", "split_layer", "DEFAULT_WORD", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
+    "signed_bits", "membrane_bits", "membranes", "preact_bits", "acc_bits_for", "neuron_accumulator", "result_words", "split_layer", "DEFAULT_WORD", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
     "plan_dense", "plan_conv",
 ]
 
@@ -91,6 +91,21 @@ def signed_bits(v: int) -> int:
     """Bits of the smallest two's-complement signal holding ``v``."""
     v = int(v)
     return (v if v >= 0 else -v - 1).bit_length() + 1
+
+
+def membrane_bits(layer, steps: int) -> int:
+    """Width of a stateful (``if``/``lif``) neuron's membrane over ``steps`` steps: signed bits of
+    T*(R*2^shift + |b|) + theta for its widest neuron, R = ``layer.a_max``. No membrane gets
+    beyond that (docs/hardware-model.md, "Time steps"), so it never needs to saturate."""
+    r = layer.a_max << layer.shift
+    bound = steps * (r + np.abs(layer.bias.astype(np.int64))) + layer.thresholds.astype(np.int64)
+    return signed_bits(int(bound.max()))
+
+
+def membranes(layer) -> int:
+    """How many membranes a layer keeps: one per neuron, or per output position and channel of a
+    convolution (before its pool)."""
+    return layer.compares
 
 
 def preact_bits(a_max: int) -> int:

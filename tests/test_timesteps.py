@@ -293,3 +293,25 @@ def test_if_neurons_over_steps_round_trip_through_nir_and_run_in_norse(tmp_path)
             np.testing.assert_array_equal(np.stack([s[li] for s in spikes]).astype(np.uint8), g.step_spikes[li][i])
         np.testing.assert_array_equal(total, g.scores[i])
     assert 0.05 < g.step_spikes[0].mean() < 0.95
+
+
+def test_membranes_stay_inside_their_stated_width():
+    """hwplan.membrane_bits bounds every membrane the golden model reaches, for every reset."""
+    from bitsnn.hwplan import membrane_bits
+
+    for reset in ("subtract", "zero", "subtract-next"):
+        model = _lif_model(16, T=6, reset=reset)
+        plans = [golden.plan_for(l) for l in model.layers]
+        worst = {}
+        images = np.random.default_rng(17).integers(0, 256, size=(200, 8, 8), dtype=np.uint8)
+        for plan in plans[:-1]:  # record each step's membranes
+            fire = plan.neurons.fire
+
+            def spy(a, fire=fire, plan=plan):
+                out = fire(a)
+                worst[plan.layer.name] = max(worst.get(plan.layer.name, 0), int(np.abs(plan.neurons.v).max()))
+                return out
+            plan.neurons.fire = spy
+        golden.run(model, images, plans=plans)
+        for layer in model.hidden_layers:
+            assert 0 < worst[layer.name] < 1 << (membrane_bits(layer, 6) - 1), (reset, layer.name)
