@@ -173,6 +173,10 @@ def export_checkpoint(checkpoint, output, data_dir=None, *, nir=None, force: boo
     t0 = time.perf_counter()
     model, config, metrics = load_checkpoint(checkpoint)
     hw = to_hardware_model(model)  # refuses unsupported layers before any data is loaded
+    if not hw.static_input and hw.input_coding == "given":
+        raise BitsnnError("export checks a model on the data set's test images; this one takes given spikes per "
+                          "step, which no data set loader gives yet: check it on your spikes with "
+                          "bitsnn.model.export.compare_with_golden and write it with to_hardware_model(...).save")
     if nir is not None:
         from bitsnn.nirgraph import nir_problem
 

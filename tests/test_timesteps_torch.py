@@ -94,3 +94,19 @@ def test_time_options_are_checked_before_training():
                     ({"neuron": "izhikevich"}, "unsupported neuron model 'izhikevich'")]:
         with pytest.raises(BitsnnError, match=msg):
             resolve_config("tiny", **kw)
+
+
+def test_export_of_a_given_spikes_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+    """bitsnn export checks on the data set's images; a model of given spikes is refused before
+    any data is loaded, naming what to do instead."""
+    from bitsnn.cli import main
+    from bitsnn.model.train import save_checkpoint
+
+    arch = {"spec": "72-12-10", "input_shape": [2, 6, 6], "input_encoding": "spikes", "timesteps": 3,
+            "input_coding": "given", "neuron": "if"}
+    save_checkpoint(tmp_path / "g.ckpt", build_model(arch), {"arch": arch})
+    assert main(["export", str(tmp_path / "g.ckpt"), "-o", str(tmp_path / "g.bsnn"), "--data-dir",
+                 str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this one takes given spikes per step" in err
+    assert not (tmp_path / "g.bsnn").exists()
