@@ -20,7 +20,7 @@ import sys
 import time
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,11 @@ class TrainConfig:
     leak: int = 0
     reset: str = "subtract"
 
+    @property
+    def leak_m(self) -> int:
+        """The file's leak m of the shift ``leak`` k: V - ((V * m) >> 16) is V - (V >> k); 0: none."""
+        return 1 << (16 - self.leak) if self.leak else 0
+
     def arch(self, image_shape) -> dict:
         """The architecture dict for a data set of ``image_shape`` images."""
         image_shape = [int(d) for d in image_shape]
@@ -110,7 +115,7 @@ class TrainConfig:
             "input_coding": self.coding or CODINGS_OF[self.input_encoding][0],
             "input_seed": self.rate_seed,
             "neuron": self.neuron,
-            "leak": 1 << (16 - self.leak) if self.leak else 0,  # the file's m: V - ((V * m) >> 16)
+            "leak": self.leak_m,
             "reset": self.reset,
         }
         if self.crop:
@@ -176,7 +181,7 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
     try:
         normalise_time({"input_encoding": base.input_encoding, "input_shape": [28, 28], "timesteps": base.timesteps,
                         "input_coding": base.coding or CODINGS_OF[base.input_encoding][0], "input_seed": base.rate_seed,
-                        "neuron": base.neuron, "leak": 1 << (16 - base.leak) if base.leak else 0,
+                        "neuron": base.neuron, "leak": base.leak_m,
                         "reset": base.reset})
     except (ValueError, KeyError) as e:
         raise BitsnnError(str(e).strip('"')) from None
@@ -353,7 +358,8 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
 
 #: the time options at their one-step defaults, left out of a checkpoint's config (a one-step
 #: model's config stays what it was before there were time steps)
-_TIME_DEFAULTS = {"timesteps": 1, "coding": None, "rate_seed": None, "neuron": "step", "leak": 0, "reset": "subtract"}
+_TIME_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)
+                  if f.name in ("timesteps", "coding", "rate_seed", "neuron", "leak", "reset")}
 
 
 def checkpoint_config(cfg: TrainConfig, model: BitSNN) -> dict:
@@ -444,7 +450,7 @@ def train_checkpoint(cfg: TrainConfig, output, data_dir=None, *, force: bool = F
         f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
         f"device {dev}" + (f", {cfg.threads} CPU thread(s)" if dev.type == "cpu" else "")
         + time_text(cfg.timesteps, cfg.coding or CODINGS_OF[cfg.input_encoding][0],
-                    [(cfg.neuron, 1 << (16 - cfg.leak) if cfg.leak else 0, cfg.reset)], cfg.timesteps == 1 and not cfg.coding))
+                    [(cfg.neuron, cfg.leak_m, cfg.reset)], cfg.timesteps == 1 and not cfg.coding))
     model, metrics = train_model(cfg, ds, log=lambda m: log(f"[train] {m}"))
     path = save_checkpoint(output, model, cfg, metrics)
     log(f"[train] test accuracy {metrics['test_accuracy']:.4f}, firing rates "
