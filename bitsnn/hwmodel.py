@@ -757,19 +757,42 @@ def time_text(steps: int, coding: str, neurons, default_time: bool) -> str:
     return f", {steps} step{'s' if steps != 1 else ''} of {coding} input" + "".join(f", {k}" for k in kinds_)
 
 
+def _xorshift32(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x << np.uint32(13))
+    x = x ^ (x >> np.uint32(17))
+    return x ^ (x << np.uint32(5))
+
+
 def rate_randoms(seed: int, steps: int, n: int) -> np.ndarray:
     """(steps, n) uint8: the ``rate`` coding's random bytes. One xorshift32 generator (x ^= x << 13,
     x ^= x >> 17, x ^= x << 5, on 32 bits), started at ``seed`` for every inference, advances once
     per input value, step by step and input by input in order; input i of step t spikes when its
-    pixel exceeds the low byte of the state after that advance (pixel 0 never, 255 at 255/256)."""
-    out = np.empty(steps * n, np.uint8)
+    pixel exceeds the low byte of the state after that advance (pixel 0 never, 255 at 255/256).
+
+    Computed a block at a time: the generator is linear over GF(2), so a block of K states, each
+    advanced K times, is the next block (K = 4096; a whole model's steps x inputs in milliseconds)."""
+    total = steps * n
+    K = min(total, 4096)
+    first = np.empty(K, np.uint32)
     x = int(seed) & 0xFFFFFFFF
-    for j in range(steps * n):
+    for j in range(K):
         x ^= (x << 13) & 0xFFFFFFFF
         x ^= x >> 17
         x ^= (x << 5) & 0xFFFFFFFF
-        out[j] = x & 0xFF
-    return out.reshape(steps, n)
+        first[j] = x
+    # M^K as the images of the 32 unit vectors: advancing a block by K states is XORs of columns
+    cols = np.array([1 << i for i in range(32)], np.uint32)
+    for _ in range(K):
+        cols = _xorshift32(cols)
+    out = np.empty(-(-total // K) * K, np.uint32)
+    block = first
+    for lo in range(0, len(out), K):
+        out[lo : lo + K] = block
+        nxt = np.zeros(K, np.uint32)
+        for i in range(32):
+            nxt ^= np.where((block >> np.uint32(i)) & np.uint32(1), cols[i], np.uint32(0))
+        block = nxt
+    return (out[:total] & 0xFF).astype(np.uint8).reshape(steps, n)
 
 
 def crop_problem(input_shape, crop) -> str | None:

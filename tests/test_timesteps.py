@@ -219,6 +219,14 @@ def test_rate_coding_generator():
         x ^= (x << 5) % (1 << 32)
         want.append(x & 0xFF)
     assert r.ravel().tolist() == want
+    # across the blocks the generator is computed in (4,096 states each)
+    x, want = 7, []
+    for _ in range(3 * 5000):
+        x ^= (x << 13) % (1 << 32)
+        x ^= x >> 17
+        x ^= (x << 5) % (1 << 32)
+        want.append(x & 0xFF)
+    assert rate_randoms(7, 3, 5000).ravel().tolist() == want
     model = _lif_model(11, coding="rate", input_seed=1, T=2)
     images = np.full((1, 8, 8), 128, np.uint8)
     s = model.step_inputs(images)
