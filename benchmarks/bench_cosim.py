@@ -74,7 +74,7 @@ def main(argv=None):
         nonlocal failed
         sub = imgs[:n]
         exp = dict(classes=g.classes[:n], scores=g.scores[:n], spike_counts=g.spike_counts[:n], cycles=want[:n],
-                   **{f"spikes{i}": s[:n] for i, s in enumerate(g.spikes)})
+                   **{f"spikes{i}": s[:n] for i, s in enumerate(g.tap_spikes)})
         t0 = time.perf_counter()
         r = run_accelerator_cosim(hm, sub, simulator=sim, expected=exp, build_root=root,
                                   accel_params={"lanes": lanes, "word": WORD}, **kw)
@@ -82,7 +82,7 @@ def main(argv=None):
 
         class G:  # the golden result, cut to n images
             classes, scores, spike_counts = g.classes[:n], g.scores[:n], g.spike_counts[:n]
-            spikes = [s[:n] for s in g.spikes]
+            spikes = [s[:n] for s in g.tap_spikes]
 
         bad = compare(G, want[:n], r)
         failed |= bool(bad)

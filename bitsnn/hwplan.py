@@ -80,11 +80,20 @@ def check_supported(model) -> None:
                 f"layer {i} ({layer.name}) has {nm.name} neurons, which have no hardware stage yet: export and the "
                 f"golden model take them; sim, build, report and run need "
                 f"{', '.join(n for n, m in kinds.NEURONS.items() if m.has_hardware)} neurons only")
-    if not model.default_time:
+    if model.default_time and not any(l.neuron_model.stateful for l in model.hidden_layers):
+        return
+    if not model.static_input:
         raise UnsupportedLayerError(
-            f"the model runs {model.timesteps} time step{'s' if model.timesteps > 1 else ''} of {model.input_coding} "
-            "input, which has no hardware yet: export and the golden model take it; sim, build, report and run "
-            "need one step of direct (pixel) or threshold (spike) input")
+            f"the model runs {model.input_coding} input, which has no hardware yet: export and the golden model "
+            "take it; sim, build, report and run need direct (pixel) or threshold (spike) input, the same at "
+            "every step")
+    for i, layer in enumerate(model.hidden_layers):
+        if not kinds.of(layer).output_is_map:
+            raise UnsupportedLayerError(
+                f"layer {i} ({layer.name}) is a hidden {layer.layer_kind.name} layer in a model of "
+                f"{model.timesteps} time step{'s' if model.timesteps > 1 else ''} or with membranes, which has no "
+                "hardware yet: export and the golden model take it; over time, sim, build, report and run take "
+                "convolutions as hidden layers, then the output layer")
 
 
 def signed_bits(v: int) -> int:
@@ -211,13 +220,16 @@ def write_columns(model) -> list[tuple[int, int]]:
 @dataclass(frozen=True)
 class MapLayout:
     """How the hardware stores a C x H x W map (a convolution's input or output spikes, or the
-    image a convolution takes): position by position, channels innermost, each field padded to a
-    power of two, so the bit address of (c, y, x) is ``((y << wbits) | x) << cbits | c`` and a
-    router's event address splits into the three fields without division. Padding bits are 0."""
+    image a convolution takes), at each of ``steps`` time steps: position by position, then step
+    by step, channels innermost, each field padded to a power of two, so the bit address of
+    (c, y, x) at step t is ``(((y << wbits) | x) << tbits | t) << cbits | c`` and a router's event
+    address splits into its fields without division. Padding bits are 0. One step (``steps``
+    1): no step field."""
 
     channels: int
     height: int
     width: int
+    steps: int = 1
 
     @property
     def cbits(self) -> int:
@@ -228,27 +240,39 @@ class MapLayout:
         return ceil_log2(self.width)
 
     @property
+    def tbits(self) -> int:
+        return ceil_log2(self.steps)
+
+    @property
     def size(self) -> int:
         """Bits of the store, padding included."""
-        return self.height << (self.wbits + self.cbits)
+        return self.height << (self.wbits + self.tbits + self.cbits)
 
-    def address(self, c, y, x):
-        return ((y << self.wbits) | x) << self.cbits | c
+    @property
+    def step_layout(self) -> "MapLayout":
+        """The same map at one step (the columns of a weight memory that reads this store)."""
+        return MapLayout(self.channels, self.height, self.width)
+
+    def address(self, c, y, x, t=0):
+        return ((((y << self.wbits) | x) << self.tbits) | t) << self.cbits | c
 
     def store_index(self):
-        """(C*H*W,) int64: the store address of each input in torch's flat order (channel, row, column)."""
+        """(T*C*H*W,) int64: the store address of each input in torch's flat order (channel, row,
+        column), step after step."""
         import numpy as np
 
-        c, y, x = np.meshgrid(np.arange(self.channels), np.arange(self.height), np.arange(self.width), indexing="ij")
-        return self.address(c.ravel(), y.ravel(), x.ravel()).astype(np.int64)
+        t, c, y, x = np.meshgrid(np.arange(self.steps), np.arange(self.channels), np.arange(self.height),
+                                 np.arange(self.width), indexing="ij")
+        return self.address(c.ravel(), y.ravel(), x.ravel(), t.ravel()).astype(np.int64)
 
     def to_store(self, flat):
-        """(B, C*H*W) values in torch's order -> (B, size) as the hardware stores them."""
+        """(B, T*C*H*W) values in torch's order, step after step -> (B, size) as the hardware
+        stores them."""
         import numpy as np
 
         flat = np.asarray(flat)
         out = np.zeros((flat.shape[0], self.size), flat.dtype)
-        out[:, self.store_index()] = flat
+        out[:, self.store_index()] = flat.reshape(flat.shape[0], -1)
         return out
 
 
@@ -262,13 +286,20 @@ class ConvPlan:
     event core does) + Z (one per all-zero input chunk) + E * k*k * G (each input event updates the
     k x k output positions around it, G groups each; border taps take their cycle too) + H * W * G
     (every output row is flushed once: its accumulators read, spikes written, accumulators
-    reset). The core does one of these a cycle, without bubbles; ``done`` is high the cycle after
-    the last (its write), and the next layer's START follows.
+    reset; over T steps, ``timed``, each flushed word takes T cycles, one a step). The core does
+    one of these a cycle, without bubbles; ``done`` is high the cycle after the last (its write),
+    and the next layer's START follows.
 
     ``"window"`` (:class:`bitsnn.hw.conv.WindowCore`): every output position, group by group,
     reads the C_in channels of one kernel tap a cycle from the input store and adds 2 *
-    popcount(s AND w) - popcount(s) into P accumulator registers. Cycles: H * W * G * k*k (border
-    taps take their cycle too) + ``WINDOW_LATENCY``, the same for every input."""
+    popcount(s AND w) - popcount(s) into P accumulator registers. Cycles: H * W * G * T * k*k
+    (border taps take their cycle too; T = ``steps``) + ``WINDOW_LATENCY``, the same for every input.
+
+    Over time (``timed``: T > 1 steps, or neurons with a membrane) the accumulators hold c_o * a
+    from 0, and each output position runs its neurons' T steps in turn, its membranes in P lane
+    registers (:func:`bitsnn.hw.neuron.membrane_update`): no membrane is ever stored. The event
+    stage takes an input that is the same at every step (its sums are made once); the window
+    stage reads step t's input maps for step t."""
 
     in_layout: MapLayout
     out_layout: MapLayout
@@ -283,6 +314,13 @@ class ConvPlan:
     engine: str = "event"
     #: bits per weight: 1 (+-1) or b (an ``int_conv2d``'s b-bit kernels; event stage only)
     wbits: int = 1
+    #: T: the time steps the stage runs (its output store holds T maps, ``out_layout.steps``)
+    steps: int = 1
+    #: the neurons run through the membrane update (T > 1 or a stateful neuron model); False:
+    #: one step, the spike is the accumulator's sign (the accumulators hold c_o * (a - theta_o))
+    timed: bool = False
+    #: width of a membrane register (:func:`membrane_bits`); 0 without membranes
+    membrane_bits: int = 0
 
     @property
     def taps(self) -> int:
@@ -295,8 +333,14 @@ class ConvPlan:
 
     @property
     def window_reads(self) -> int:
-        """Taps a window stage reads per input vector (one a cycle): H * W * G * k*k."""
-        return self.out_height * self.out_width * self.groups * self.taps
+        """Taps a window stage reads per inference (one a cycle): H * W * G * T * k*k."""
+        return self.out_height * self.out_width * self.groups * self.steps * self.taps
+
+    @property
+    def flushes(self) -> int:
+        """Accumulator words an event stage flushes per inference, one a cycle: H * W * G, T times
+        each over time."""
+        return self.out_height * self.out_width * self.groups * self.steps
 
     @property
     def acc_words(self) -> int:
@@ -309,7 +353,7 @@ class ConvPlan:
         stage); none in a window stage (its accumulators are registers)."""
         if self.engine == "window":
             return events * 0
-        return events * self.taps * self.groups + self.out_height * self.out_width * self.groups
+        return events * self.taps * self.groups + self.flushes
 
     def weight_words(self, events):
         """Weight-memory words read for E input events: one per event, tap and group (P bits
@@ -338,8 +382,7 @@ class ConvPlan:
 
     def event_stage_cycles(self, events, zero_chunks):
         """T_l of the event stage (exact, whichever stage is built)."""
-        return (EVENT_LEAD + zero_chunks + events * self.taps * self.groups
-                + self.out_height * self.out_width * self.groups)
+        return EVENT_LEAD + zero_chunks + events * self.taps * self.groups + self.flushes
 
     def window_stage_cycles(self) -> int:
         """T_l of the window stage (exact, whichever stage is built): the same for every input."""
@@ -347,12 +390,13 @@ class ConvPlan:
 
 
 def plan_dense(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
-               conv_engine: str = "auto"):
+               conv_engine: str = "auto", steps: int = 1):
     """A ``dense`` layer's plan: (cores, None, input layout). Its neurons are split into cores of at
     most ``max_neurons_per_core``, each with min(P, n) lanes; after a convolution it reads the
     previous store's map layout (``in_layout``), else the flat vector (None). +-1 weights run in
     any mode; multi-bit weights in event mode only (an event adds its b-bit weights, times the
-    pixel for pixel input; the dense mode's AND-popcount takes +-1 weights)."""
+    pixel for pixel input; the dense mode's AND-popcount takes +-1 weights). Over time only as the
+    output layer (:func:`check_supported`): its events of every step add into the scores."""
     if layer.multibit and mode != "event":
         raise UnsupportedLayerError(f"{layer.name}: multi-bit weights run in mode='event' only")
     cores = tuple(CorePlan(off, n, min(lanes, n), -(-n // min(lanes, n)))
@@ -366,14 +410,16 @@ def window_fits(layer, word: int) -> bool:
 
 
 def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
-              conv_engine: str = "auto"):
+              conv_engine: str = "auto", steps: int = 1):
     """A ``conv2d`` layer's plan: (its one core, its :class:`ConvPlan`, its input's map
     layout). P = the largest power of two <= ``lanes`` and <= the padded channel count and W; the
     accumulators are wide enough for c_o * (a - theta_o) over every input. Event mode only, with
     a power-of-two W (the map layout's bit addresses). ``conv_engine`` (:data:`CONV_ENGINES`):
     "auto" takes the window stage for spike maps of 2..W channels, else the event stage.
     Multi-bit kernels take the event stage (each lane adds pixel x w or w); the window stage's
-    AND-popcount takes +-1 kernels only."""
+    AND-popcount takes +-1 kernels only. Over ``steps`` T > 1 (or with stateful neurons) the stage
+    is ``timed``; it reads T input maps when the previous stage wrote T (``in_layout.steps``),
+    else one map that holds at every step (the event stage needs that)."""
     if layer.multibit:
         if conv_engine == "window":
             raise UnsupportedLayerError(f"{layer.name}: a window stage takes +-1 kernels; {layer.bits}-bit kernels "
@@ -384,19 +430,29 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
     if word & (word - 1):
         raise ValueError(f"a model with convolutions needs a power-of-two word, not {word}")
     c_in, h, w = layer.in_shape
-    in_layout = MapLayout(c_in, h, w)
+    in_layout = MapLayout(c_in, h, w, in_layout.steps if in_layout is not None else 1)
     cp = 1 << ceil_log2(layer.channels)
     P = min(_pow2_floor(lanes), cp, word)
     r = layer.a_max
-    acc = max(max(signed_bits(-c * t - r), signed_bits(-c * t + r))
-              for c, t in zip(layer.compare.tolist(), layer.thresholds.tolist()))
+    timed = steps > 1 or layer.neuron_model.stateful
+    if timed:  # c_o * a from 0
+        acc = signed_bits(r)
+    else:
+        acc = max(max(signed_bits(-c * t - r), signed_bits(-c * t + r))
+                  for c, t in zip(layer.compare.tolist(), layer.thresholds.tolist()))
     fits = window_fits(layer, word)
     if conv_engine == "window" and not fits:
         raise UnsupportedLayerError(f"{layer.name}: a window stage takes spike maps of at most {word} channels "
                                     f"(padded to a power of two), not {layer.input_kind} of {c_in}")
     engine = "window" if conv_engine == "window" or (conv_engine == "auto" and fits and c_in >= 2) else "event"
-    conv = ConvPlan(in_layout, MapLayout(*layer.out_shape), layer.kernel, layer.pool, layer.channels, P, cp // P, acc,
-                    engine, layer.bits)
+    if engine == "event" and in_layout.steps > 1:
+        raise UnsupportedLayerError(f"{layer.name}: an event stage takes an input that is the same at every step; "
+                                    f"its {in_layout.steps} input maps go to a window stage (conv_engine 'window' "
+                                    "or 'auto')")
+    nm = layer.neuron_model
+    mb = nm.part("plan")(layer, steps) if nm.stateful else 0
+    conv = ConvPlan(in_layout, MapLayout(*layer.out_shape, steps if timed else 1), layer.kernel, layer.pool,
+                    layer.channels, P, cp // P, acc, engine, layer.bits, steps if timed else 1, timed, mb)
     return (CorePlan(0, layer.channels, P, cp // P),), conv, in_layout
 
 
@@ -447,8 +503,18 @@ class LayerPlan:
 
     @property
     def n_in_store(self) -> int:
-        """Bits of the input store the layer's router scans (padding included)."""
+        """Bits of the input store the layer's router scans (padding included; every step's)."""
         return self.input_layout.size if self.input_layout else self.n_in
+
+    @property
+    def in_steps(self) -> int:
+        """Input maps the layer reads per inference: T after a timed stage, else 1."""
+        return self.input_layout.steps if self.input_layout else 1
+
+    @property
+    def weight_columns(self) -> int:
+        """Columns of the layer's weight memory: its inputs at one step, as the store holds them."""
+        return self.input_layout.step_layout.size if self.input_layout else self.n_in
 
     @property
     def groups(self) -> int:
@@ -557,7 +623,7 @@ class HardwarePlan:
         for i, layer in enumerate(model.layers):
             cores, conv, in_layout = part(layer.kind, "plan")(layer, in_layout, mode=mode, lanes=lanes, word=word,
                                                             max_neurons_per_core=max_neurons_per_core,
-                                                            conv_engine=conv_engine)
+                                                            conv_engine=conv_engine, steps=model.timesteps)
             n_store = in_layout.size if in_layout else layer.n_in
             layers.append(LayerPlan(i, layer.n_in, layer.n_out, layer.input_kind, layer.is_output, layer.a_max,
                                     cores, -(-n_store // word), layer.kind, conv, in_layout, layer.bits))
@@ -588,7 +654,7 @@ class HardwarePlan:
             if self.mode == "dense":
                 total += lp.dense_cycles()
             else:
-                total += lp.event_cycles(lp.n_in, lp.input_words)
+                total += lp.event_cycles(lp.n_in * lp.in_steps, lp.input_words)
         return total
 
     @property
@@ -597,17 +663,19 @@ class HardwarePlan:
 
     def tap_size(self, l: int) -> int:
         """Addresses the ``events`` tap reports for hidden layer ``l``: its neurons, or for a
-        convolution the bits of its output store (:class:`MapLayout`, padding included)."""
+        convolution the bits of its output store (:class:`MapLayout`, padding and steps included)."""
         lp = self.layers[l]
         return lp.conv.out_layout.size if lp.conv else lp.n_out
 
     def tap_index(self, l: int):
-        """For a convolution, (n_out,) int64: the tap address of each of layer ``l``'s outputs in
-        torch's flat order (``spikes = tapped[:, tap_index]``); None for a dense layer."""
+        """For a convolution, (T * n_out,) int64: the tap address of each of layer ``l``'s outputs
+        in torch's flat order, step after step (``spikes = tapped[:, tap_index]``); None for a dense
+        layer."""
         lp = self.layers[l]
         return lp.conv.out_layout.store_index() if lp.conv else None
 
     def tapped_spikes(self, l: int, tapped):
-        """(B, tap_size) spikes as the tap reports them -> (B, n_out) in torch's flat order."""
+        """(B, tap_size) spikes as the tap reports them -> (B, T * n_out) in torch's flat order,
+        step after step (:attr:`bitsnn.sim.golden.GoldenResult.tap_spikes`)."""
         idx = self.tap_index(l)
         return tapped if idx is None else tapped[:, idx]

@@ -243,12 +243,16 @@ NEURONS: dict[str, NeuronModel] = {n.name: n for n in (
             stateful=True, min_version=5, header_keys=("reset", "shift"),
             torch="bitsnn.model.layers:IFActivation",
             golden="bitsnn.sim.golden:IFNeurons",
-            plan=None, estimate=None, hw=None),
+            plan="bitsnn.hwplan:membrane_bits",
+            estimate="bitsnn.hw.estimate:membrane_lanes",
+            hw="bitsnn.hw.neuron:MembraneLanes"),
     _neuron("lif", "if with an exact integer leak before each step: V <- V - ((V * leak) >> 16), arithmetic shift",
             stateful=True, min_version=5, header_keys=("reset", "leak", "shift"), leaks=range(1, 1 << 16),
             torch="bitsnn.model.layers:IFActivation",
             golden="bitsnn.sim.golden:IFNeurons",
-            plan=None, estimate=None, hw=None),
+            plan="bitsnn.hwplan:membrane_bits",
+            estimate="bitsnn.hw.estimate:membrane_lanes",
+            hw="bitsnn.hw.neuron:MembraneLanes"),
 )}
 
 #: how a stateful neuron's membrane is reset after a spike: V -= theta at once, V = 0, or V -=

@@ -24,6 +24,11 @@ The output store (the next stage's input, a :class:`~bitsnn.hwplan.MapLayout` of
 is written through ``out`` with a per-bit enable: the first contribution to a pooled position
 (its top-left output position) writes the group's P bits, the other three OR theirs in by writing
 only their ones. A pool drops the last row or column of an odd map, as torch's max_pool2d does.
+
+Over time (:attr:`bitsnn.hwplan.ConvPlan.timed`) the accumulators start at 0 and hold c_o * a,
+the input being the same at every step; a flushed word is held for T cycles, one a step, while
+the neurons' membrane lanes (:class:`bitsnn.hw.neuron.MembraneLanes`) run the position's T steps
+and write each step's spikes into that step's map of the output store; its last cycle resets it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from bitsnn import kinds
 from bitsnn.hwplan import ConvPlan, ceil_log2
 
 from .arith import bits_to_int, field, ints_to_word, lane_term, popcount
+from .neuron import MembraneLanes
 from .ports import read_port
 from .router import beat_layout, quiet_on_error
 
@@ -76,7 +82,7 @@ class ConvCore(wiring.Component):
         c_out = layer.channels
         self.acc_bits = plan.acc_bits
         # per group: start values and live lanes; per output channel: weight flip (compare -1)
-        self.inits, self.live, self.flip = _start_values(layer, self.P, self.G, self.acc_bits)
+        self.inits, self.live, self.flip = _start_values(layer, self.P, self.G, self.acc_bits, plan.timed)
         self.n_store_in = self.in_layout.size
         self.out_words = -(-self.out_layout.size // word)
         super().__init__({
@@ -144,9 +150,11 @@ class ConvCore(wiring.Component):
         ky, kx = Signal(range(max(2, k))), Signal(range(max(2, k)))
         ug = Signal(range(max(2, G)))
         wa = Signal(range(max(2, c_in * kk * G)))
+        T = self.plan.steps
+        ft = Signal(range(T)) if T > 1 else Const(0, 1)  # the step of the word being flushed (timed)
         mid_flush = Signal()
         mid_upd = Signal()
-        m.d.comb += [mid_flush.eq((fx != 0) | (fg != 0)), mid_upd.eq((ky != 0) | (kx != 0) | (ug != 0))]
+        m.d.comb += [mid_flush.eq((fx != 0) | (fg != 0) | (ft != 0)), mid_upd.eq((ky != 0) | (kx != 0) | (ug != 0))]
 
         with m.If(self.start):
             m.d.sync += [running.eq(1), tail.eq(0), fr.eq(0), frp.eq(pad), sfr.eq(0)]
@@ -187,8 +195,13 @@ class ConvCore(wiring.Component):
         m.d.comb += w_first.eq(ev_c * (kk * G))
         m.d.comb += wrp.addr.eq(Mux(mid_upd, wa, w_first))
 
-        # counters
-        with m.If(do_flush):
+        # counters (a timed stage holds each flushed word for its T steps)
+        advance = Signal()
+        m.d.comb += advance.eq(do_flush & (ft == T - 1))
+        if T > 1:
+            with m.If(do_flush):
+                m.d.sync += ft.eq(Mux(ft == T - 1, 0, ft + 1))
+        with m.If(advance):
             with m.If(fg == G - 1):
                 m.d.sync += fg.eq(0)
                 with m.If(fx == W - 1):
@@ -225,8 +238,11 @@ class ConvCore(wiring.Component):
         s1_g = Signal.like(fg)
         s1_x = Signal.like(fx)
         s1_r = Signal.like(fr)
+        s1_t = Signal(range(T)) if T > 1 else Const(0, 1)
         m.d.sync += [s1_upd.eq(do_upd & tap_ok), s1_flush.eq(do_flush),
                      s1_addr.eq(acc_rp.addr), s1_g.eq(Mux(do_flush, fg, ug)), s1_x.eq(fx), s1_r.eq(fr)]
+        if T > 1:
+            m.d.sync += s1_t.eq(ft)
         if L.input_kind == "pixels":
             v = Signal(signed(10))
             m.d.comb += v.eq(self.values.data)
@@ -243,12 +259,16 @@ class ConvCore(wiring.Component):
         m.d.comb += acc_wp.addr.eq(s1_addr)
         with m.If(s1_upd):
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(new)]
-        with m.If(s1_flush):
+        with m.If(s1_flush & (s1_t == T - 1)):
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(init_word)]
 
         spikes = Signal(P)
-        m.d.comb += spikes.eq(Cat(*[~a[-1] for a in lanes_acc]) & live_mask)
-        write_pooled(m, self.out, L, lout, P, G, self.word, spikes, s1_flush, s1_r, s1_x, s1_g)
+        if self.plan.timed:  # the membrane lanes, one step a cycle
+            lanes = MembraneLanes(L, self.plan).build(m, lanes_acc, s1_g, s1_t == 0, s1_flush)
+            m.d.comb += spikes.eq(Cat(*lanes) & live_mask)
+        else:  # the accumulator holds c_o * (a - theta_o): its sign
+            m.d.comb += spikes.eq(Cat(*[~a[-1] for a in lanes_acc]) & live_mask)
+        write_pooled(m, self.out, L, lout, P, G, self.word, spikes, s1_flush, s1_r, s1_x, s1_g, s1_t)
         return m
 
 
@@ -288,7 +308,7 @@ class WindowCore(wiring.Component):
         self.k, self.P, self.G, self.acc_bits = layer.kernel, plan.lanes, plan.groups, plan.acc_bits
         self.in_layout, self.out_layout = plan.in_layout, plan.out_layout
         self.Cp = plan.in_channels_padded
-        self.inits, self.live, self.flip = _start_values(layer, self.P, self.G, self.acc_bits)
+        self.inits, self.live, self.flip = _start_values(layer, self.P, self.G, self.acc_bits, plan.timed)
         self.in_words = -(-self.in_layout.size // word)
         self.out_words = -(-self.out_layout.size // word)
         super().__init__({
@@ -325,24 +345,32 @@ class WindowCore(wiring.Component):
         lin = self.in_layout
         lw, cb = ceil_log2(W), lin.cbits
 
-        # ---- issue: output position (y, x), group g, tap (ky, kx); wa = g * k*k + tap
+        # ---- issue: output position (y, x), group g, step t (timed), tap (ky, kx); wa = g * k*k + tap
+        T = self.plan.steps
         running = Signal()
         y, x = Signal(range(max(2, H))), Signal(range(max(2, Wd)))
         g = Signal(range(max(2, G)))
+        t = Signal(range(T)) if T > 1 else Const(0, 1)
         ky, kx = Signal(range(max(2, k))), Signal(range(max(2, k)))
         wa = Signal(range(max(2, G * kk)))
         last_tap = Signal()
         m.d.comb += last_tap.eq((ky == k - 1) & (kx == k - 1))
         last_pos = Signal()
-        m.d.comb += last_pos.eq(last_tap & (g == G - 1) & (x == Wd - 1) & (y == H - 1))
+        m.d.comb += last_pos.eq(last_tap & (t == T - 1) & (g == G - 1) & (x == Wd - 1) & (y == H - 1))
         with m.If(self.start):
             m.d.sync += [running.eq(1), y.eq(0), x.eq(0), g.eq(0), ky.eq(0), kx.eq(0), wa.eq(0)]
+            if T > 1:
+                m.d.sync += t.eq(0)
         with m.Elif(running):
             with m.If(kx == k - 1):
                 m.d.sync += kx.eq(0)
                 with m.If(ky == k - 1):
                     m.d.sync += ky.eq(0)
-                    with m.If(g == G - 1):
+                    if T > 1:
+                        m.d.sync += t.eq(Mux(t == T - 1, 0, t + 1))
+                    with m.If(t != T - 1):
+                        pass
+                    with m.Elif(g == G - 1):
                         m.d.sync += g.eq(0)
                         with m.If(x == Wd - 1):
                             m.d.sync += [x.eq(0), y.eq(y + 1)]
@@ -354,7 +382,10 @@ class WindowCore(wiring.Component):
                     m.d.sync += ky.eq(ky + 1)
             with m.Else():
                 m.d.sync += kx.eq(kx + 1)
-            m.d.sync += wa.eq(Mux(wa == G * kk - 1, 0, wa + 1))
+            with m.If(last_tap & (t != T - 1)):  # the same group's taps again, at the next step
+                m.d.sync += wa.eq(wa - (kk - 1))
+            with m.Else():
+                m.d.sync += wa.eq(Mux(wa == G * kk - 1, 0, wa + 1))
             with m.If(last_pos):
                 m.d.sync += running.eq(0)
 
@@ -364,7 +395,8 @@ class WindowCore(wiring.Component):
         inside = Signal()
         m.d.comb += inside.eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd))
         bit = Signal(range(max(2, lin.size)))  # the tap's first channel bit in the input store
-        m.d.comb += bit.eq(Cat(field(Const(0, 1), cb), field(ix, lin.wbits), iy[:max(1, len(iy) - 2)]))
+        m.d.comb += bit.eq(Cat(field(Const(0, 1), cb), field(t, lin.tbits), field(ix, lin.wbits),
+                               iy[:max(1, len(iy) - 2)]))
         m.d.comb += self.src.addr.eq(bit >> lw)
 
         # ---- select: the tap's word arrives; its C_in channels, zero outside the map, registered
@@ -374,6 +406,10 @@ class WindowCore(wiring.Component):
         m.d.sync += [b_valid.eq(running), b_wa.eq(wa), b_in.eq(inside), b_first.eq((ky == 0) & (kx == 0)),
                      b_last.eq(last_tap), b_centre.eq((ky == pad) & (kx == pad) & (g == 0)),
                      b_y.eq(y), b_x.eq(x), b_g.eq(g)]
+        # the step rides along the pipeline (timed)
+        b_t, s_t, c_t = (Signal.like(t), Signal.like(t), Signal.like(t)) if T > 1 else (t, t, t)
+        if T > 1:
+            m.d.sync += b_t.eq(t)
         if lw > cb:
             m.d.sync += b_slot.eq(bit[cb:lw])
         s = Signal(Cp)
@@ -382,6 +418,8 @@ class WindowCore(wiring.Component):
         word_bits = self.src.data.word_select(b_slot, Cp) if lw > cb else self.src.data[:Cp]
         m.d.sync += [s.eq(Mux(b_in, word_bits, 0)), s_valid.eq(b_valid), s_first.eq(b_first), s_last.eq(b_last),
                      s_centre.eq(b_centre), s_y.eq(b_y), s_x.eq(b_x), s_g.eq(b_g)]
+        if T > 1:
+            m.d.sync += s_t.eq(b_t)
 
         # ---- accumulate: lane j adds 2 * popcount(s AND w_j), a shared counter n adds popcount(s);
         # lane j's sum is acc_j - n (kept apart so that no subtraction sits on the adders' path)
@@ -419,19 +457,27 @@ class WindowCore(wiring.Component):
         c_y, c_x, c_g = Signal.like(y), Signal.like(x), Signal.like(g)
         c_live = Signal(P)
         m.d.sync += [c_valid.eq(s_valid & s_last), c_y.eq(s_y), c_x.eq(s_x), c_g.eq(s_g), c_live.eq(live_mask)]
+        if T > 1:
+            m.d.sync += c_t.eq(s_t)
         spikes = Signal(P)
-        m.d.comb += spikes.eq(Cat(*[~(acc - n)[-1] for acc in accs]) & c_live)
-        write_pooled(m, self.out, L, self.out_layout, P, G, W, spikes, c_valid, c_y, c_x, c_g)
-        m.d.comb += self.done.eq(c_valid & (c_y == H - 1) & (c_x == Wd - 1) & (c_g == G - 1))
+        if self.plan.timed:  # acc_j - n = c_o * a: the membrane lanes, a step of this position
+            sums = [Signal(signed(A + 1), name=f"sum{j}") for j in range(P)]
+            m.d.comb += [sm.eq(acc - n) for sm, acc in zip(sums, accs)]
+            lanes = MembraneLanes(L, self.plan).build(m, sums, c_g, c_t == 0, c_valid)
+            m.d.comb += spikes.eq(Cat(*lanes) & c_live)
+        else:
+            m.d.comb += spikes.eq(Cat(*[~(acc - n)[-1] for acc in accs]) & c_live)
+        write_pooled(m, self.out, L, self.out_layout, P, G, W, spikes, c_valid, c_y, c_x, c_g, c_t)
+        m.d.comb += self.done.eq(c_valid & (c_t == T - 1) & (c_y == H - 1) & (c_x == Wd - 1) & (c_g == G - 1))
         return m
 
 
-def _start_values(layer, P: int, G: int, A: int):
-    """Per group: the P accumulators' start values (c_o * -theta_o; -1 in a padding lane, which
-    never fires) as one P*A-bit word, and the live-lane mask; and per channel the weight flip
-    (compare -1)."""
+def _start_values(layer, P: int, G: int, A: int, timed: bool = False):
+    """Per group: the P accumulators' start values (c_o * -theta_o, or 0 in a ``timed`` stage;
+    -1 in a padding lane, which never fires) as one P*A-bit word, and the live-lane mask; and per
+    channel the weight flip (compare -1)."""
     cmp_ = np.asarray(layer.compare, np.int64)
-    init = -cmp_ * np.asarray(layer.thresholds, np.int64)
+    init = -cmp_ * np.asarray(layer.thresholds, np.int64) * (not timed)
     inits, live = [], []
     for g in range(G):
         v, mask = 0, 0
@@ -445,18 +491,19 @@ def _start_values(layer, P: int, G: int, A: int):
     return inits, live, cmp_ < 0
 
 
-def write_pooled(m, out, layer, lout, P: int, G: int, word: int, spikes, en, r, x, g) -> None:
-    """Write group ``g``'s P ``spikes`` of output position (``r``, ``x``) into the output store
-    through ``out`` (a :func:`store_write_signature`) when ``en``: the pooled position's first
-    contribution (its top-left position) writes the group's P bits, the other three OR theirs in by
-    writing only their ones; a pool drops the last row or column of an odd map."""
+def write_pooled(m, out, layer, lout, P: int, G: int, word: int, spikes, en, r, x, g, t=None) -> None:
+    """Write group ``g``'s P ``spikes`` of output position (``r``, ``x``) at step ``t`` into the
+    output store through ``out`` (a :func:`store_write_signature`) when ``en``: the pooled
+    position's first contribution (its top-left position) writes the group's P bits, the other
+    three OR theirs in by writing only their ones; a pool drops the last row or column of an odd map."""
     q = layer.pool
     H, W = layer.in_shape[1], layer.in_shape[2]
     py = r >> (q - 1) if q > 1 else r
     px = x >> (q - 1) if q > 1 else x
     bit = Signal(range(max(2, lout.size)))
     # channel g*P + j, P * G = 2**cbits: the group's first bit is g << log2(P)
-    m.d.comb += bit.eq(Cat(field(Const(0, 1), ceil_log2(P)), field(g, ceil_log2(G)), field(px, lout.wbits), py))
+    m.d.comb += bit.eq(Cat(field(Const(0, 1), ceil_log2(P)), field(g, ceil_log2(G)),
+                           field(Const(0, 1) if t is None else t, lout.tbits), field(px, lout.wbits), py))
     lw = ceil_log2(word)
     off = bit[:lw] if lw else Const(0, 1)
     first = Signal()

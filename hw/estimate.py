@@ -23,7 +23,7 @@ from bitsnn import protocol as proto
 from bitsnn.hwplan import HardwarePlan, ceil_log2, neuron_accumulator, preact_bits
 from bitsnn.kinds import part
 
-__all__ = ["FAMILIES", "estimate_resources", "estimate_dense", "estimate_conv", "bram_blocks_for"]
+__all__ = ["FAMILIES", "estimate_resources", "estimate_dense", "estimate_conv", "bram_blocks_for", "membrane_lanes"]
 
 #: block RAM geometries (depth, width) of one block, and the block size in bits
 FAMILIES = {
@@ -64,6 +64,21 @@ def neuron_acc_bits(layer, n_lo, n_hi) -> int:
         return (n_hi - n_lo) * neuron_accumulator(None, None, r)[2]
     return int(sum(neuron_accumulator(th, c, r)[2]
                    for th, c in zip(layer.thresholds[n_lo:n_hi], layer.compare[n_lo:n_hi])))
+
+
+def membrane_lanes(layer, cp) -> tuple[float, float]:
+    """(LUTs, flip-flops) of a timed convolution stage's P membrane lanes
+    (:class:`bitsnn.hw.neuron.MembraneLanes`): the ``if``/``lif`` neuron models' ``estimate`` part
+    (:mod:`bitsnn.kinds`). A stateful lane: its (V+1)-bit chain of leak, input, bias and
+    reset-next adders, the compare and the reset multiplexer, the V-bit register and the last
+    spike; a step lane in a timed stage: the compare. Per-group constants cost nothing (G small)."""
+    P, V = cp.lanes, cp.membrane_bits
+    A = cp.acc_bits + 1
+    if not layer.neuron_model.stateful:
+        return P * A * _CAL["membrane_cmp_luts_per_bit"], 0.0
+    adders = 2 + (layer.leak != 0) + (layer.reset == "subtract-next")
+    muxes = 1 + (layer.reset != "subtract-next")
+    return P * (V + 1) * (adders + muxes) * _CAL["membrane_luts_per_adder_bit"], P * (V + 1)
 
 
 def _mux_luts(k: int) -> float:
@@ -134,6 +149,9 @@ _CAL = {
     # (the trained `conv`, P x C = 32 x 32 in 2 groups, and a 784-c16-c32-10 stand-in, 32 x 16),
     # which it meets; its flip-flops as on the iCE40 plus a constant fitted to the same builds
     "ecp5_window_layer_logic": 1802, "ecp5_window_logic_per_bit": 2.085, "ecp5_window_layer_ffs": 255,
+    # membrane lanes of a timed stage (hw/neuron.py): LUTs per bit of each adder and multiplexer
+    # of a lane's update chain; per bit of a step lane's compare
+    "membrane_luts_per_adder_bit": 1.0, "membrane_cmp_luts_per_bit": 1.0,
 }
 
 
@@ -225,12 +243,22 @@ def estimate_conv(est: _Estimate, li: int, layer, lp) -> None:
     add(name, luts=cal["bypass_luts"] + cal["bypass_luts_per_bit"] * pa, ffs=pa)
     est.rom(name, P * cp.wbits, layer.in_shape[0] * kern * kern * G)
     add(name, blocks=(ob := store_blocks(family, W, -(-cp.out_layout.size // W))), bits=ob * block_bits)
+    _membranes(est, name, layer, cp)
     est.router(li, layer, lp)
     # spike count: the next router's events, added up
     add(name, luts=layer.n_out.bit_length(), ffs=layer.n_out.bit_length())
     if family == "ecp5":
         add(name, ecp5_logic=cal["ecp5_conv_layer_logic"] + cal["ecp5_conv_logic_per_acc_bit"] * pa,
             ecp5_ffs=cal["ecp5_conv_layer_ffs"] + cal["ecp5_conv_ffs_per_acc_bit"] * pa)
+
+
+def _membranes(est: _Estimate, name: str, layer, cp) -> None:
+    """A timed stage's membrane lanes (:func:`membrane_lanes`), their flip-flops packed with the
+    logic that feeds them."""
+    if cp.timed:
+        luts, ffs = membrane_lanes(layer, cp)
+        ecp5 = est.family == "ecp5"  # the layer's cells are fitted there: these add to them
+        est.add(name, luts=luts, ffs=ffs, packed=ffs, ecp5_logic=luts if ecp5 else None, ecp5_ffs=ffs if ecp5 else None)
 
 
 def _estimate_window(est: _Estimate, li: int, layer, lp) -> None:
@@ -251,6 +279,7 @@ def _estimate_window(est: _Estimate, li: int, layer, lp) -> None:
     rom_per_bit = max(1.0, rows / 16) * (1.0 if rows <= 16 else cal["window_rom_luts_factor"])
     add(name, luts=P * C * rom_per_bit)
     add(name, blocks=(ob := store_blocks(family, W, -(-cp.out_layout.size // W))), bits=ob * block_bits)
+    _membranes(est, name, layer, cp)
     seen = cp.in_layout.size.bit_length()
     add(name, luts=seen, ffs=seen)
     if family == "ecp5":

@@ -96,7 +96,7 @@ def stage_signature(plan: HardwarePlan, l: int, opts: StageOptions) -> wiring.Si
         "rotate": In(1),
     }
     if (opts.writable or opts.spram) and lp.conv is None:  # a convolution's kernels are not written at run time
-        members["wr"] = In(weight_write_signature(lp.n_in_store, -(-lp.n_out * lp.wbits // 8)))
+        members["wr"] = In(weight_write_signature(lp.weight_columns, -(-lp.n_out * lp.wbits // 8)))
     return wiring.Signature(members)
 
 
@@ -138,8 +138,8 @@ class DenseStage(_Stage):
         # 0/1 weight bits, or an int_dense layer's b-bit integers
         wbits = layer.weight_bit_matrix() if layer.bits == 1 else layer.weights_int()
         if lp.input_layout is not None:  # after a convolution: weights in the map store's order (padding 0)
-            wide = np.zeros((layer.n_out, lp.n_in_store), wbits.dtype)
-            wide[:, lp.input_layout.store_index()] = wbits
+            wide = np.zeros((layer.n_out, lp.weight_columns), wbits.dtype)
+            wide[:, lp.input_layout.step_layout.store_index()] = wbits
             wbits = wide
         cores = []
         for c, cp in enumerate(lp.cores):
@@ -167,8 +167,11 @@ class DenseStage(_Stage):
             fifo = self._router(m, plan.k)
             all_ready = Cat(*[core.events.ready for _, _, core in cores]).all()
             m.d.comb += fifo.r.ready.eq(all_ready)
+            payload = fifo.r.payload
+            if lp.in_steps > 1:  # every step's maps: an event's weight row is its address without the step
+                payload = _without_step(m, payload, lp.input_layout, cores[0][2].beat)
             for _, _, core in cores:
-                m.d.comb += [core.events.payload.eq(fifo.r.payload), core.events.valid.eq(fifo.r.valid & all_ready)]
+                m.d.comb += [core.events.payload.eq(payload), core.events.valid.eq(fifo.r.valid & all_ready)]
 
         # done: every core has finished (they may finish in different cycles)
         flags = Signal(len(cores))
@@ -217,6 +220,19 @@ class DenseStage(_Stage):
             for port in self.out:
                 serve_register(m, port, spk, plan.word)
         return m
+
+
+def _without_step(m, beat, layout, core_beat):
+    """A router beat over ``layout``'s T maps, with each event's step field taken out of its
+    address (the store address of the same input at one step), as ``core_beat`` lays it out."""
+    out = Signal(core_beat)
+    lo = layout.cbits
+    hi = lo + layout.tbits
+    for j in range(len(beat.addr)):
+        a = beat.addr[j]
+        m.d.comb += out.addr[j].eq(Cat(a[:lo], a[hi:]))
+    m.d.comb += [out.count.eq(beat.count), out.last.eq(beat.last)]
+    return out
 
 
 class ConvStage(_Stage):

@@ -9,7 +9,11 @@ layers one after another, so
     dense:  T_l = G_l * ceil(n_in_l / W) + DENSE_LATENCY
     event:  T_l = EVENT_LEAD + Z_l + E_l * G_l + G_l + EVENT_TAIL
     conv:   T_l = bitsnn.hwplan.ConvPlan.cycles (event stage: EVENT_LEAD + Z_l + E_l * k*k * G_l
-            + H * W * G_l; window stage: H * W * G_l * k*k + WINDOW_LATENCY)
+            + H * W * G_l * T; window stage: H * W * G_l * T * k*k + WINDOW_LATENCY)
+
+Over T time steps (layer by layer: each stage runs all T steps of its layer before the next
+starts) E_l and Z_l count every step's input the stage reads: once for the first layer, whose
+input is the same at every step, T maps for a layer after a timed convolution.
 
 with G_l = max over the layer's cores of ceil(n_core / min(P, n_core)) (the lane groups of its
 biggest core: the first one), E_l the nonzero inputs of layer l (address events), Z_l the
@@ -56,7 +60,9 @@ def zero_chunks(x: np.ndarray, word: int) -> np.ndarray:
 
 
 def _layer_inputs(golden_result):
-    return [golden_result.inputs] + list(golden_result.spikes)
+    """Each layer's input as its stage reads it: the encoded input (once: the hardware takes only
+    inputs that are the same at every step), then each hidden layer's spikes of every step."""
+    return [golden_result.inputs] + golden_result.tap_spikes
 
 
 def layer_cycles(model, golden_result, *, mode: str, lanes: int, word: int, k: int = 1,
@@ -71,7 +77,8 @@ def layer_cycles(model, golden_result, *, mode: str, lanes: int, word: int, k: i
         else:
             if lp.input_layout is not None:  # a map, as its store holds it (padding included)
                 x = lp.input_layout.to_store(x)
-            out[:, l] = lp.event_cycles(golden_result.input_events[:, l], zero_chunks(x, word))
+            events = np.count_nonzero(x, axis=1).astype(np.int64)  # of every step the stage reads
+            out[:, l] = lp.event_cycles(events, zero_chunks(x, word))
     return out
 
 
@@ -97,5 +104,7 @@ def bandwidth_bound(model, golden_result, *, mode: str, lanes: int, word: int,
         bpc = lp.weight_bits_per_cycle(mode, word)
         bits = (golden_result.synaptic_events[:, l] if mode == "event"
                 else np.full(B, layer.n_in * layer.n_out))
+        if l == 0 and golden_result.steps > 1:  # the first layer's sums are made once
+            bits = bits // golden_result.steps
         out += bits / bpc
     return out

@@ -60,6 +60,14 @@ class GoldenResult:
     #: one (B, T, n_out) uint8 0/1 array per hidden layer: its spikes at every step
     step_spikes: list[np.ndarray] | None = None
 
+    @property
+    def tap_spikes(self) -> list[np.ndarray]:
+        """One (B, T * n_out) uint8 0/1 array per hidden layer: every spike of every step, step
+        after step (what the hardware's events tap reports; ``spikes`` at one step)."""
+        if self.steps == 1 or self.step_spikes is None:
+            return list(self.spikes)
+        return [s.reshape(s.shape[0], -1) for s in self.step_spikes]
+
 
 class DenseEvaluator:
     """A layer's weights rearranged once for fast evaluation."""

@@ -60,7 +60,7 @@ def compare(g, want_cycles: np.ndarray, r, *, first_index: int = 0) -> list[Mism
     for b in range(len(g.classes)):
         img = first_index + b
         found = None
-        for l, (s, gs) in enumerate(zip(r.spikes, g.spikes)):
+        for l, (s, gs) in enumerate(zip(r.spikes, getattr(g, "tap_spikes", g.spikes))):  # every step's
             d = np.flatnonzero(np.asarray(s[b]) != gs[b])
             if d.size:
                 j = int(d[0])
@@ -99,7 +99,7 @@ class _GoldenAsResult:
     """The golden model dressed as a simulation result (cycles from the cycle model)."""
 
     def __init__(self, g, cycles):
-        self.classes, self.scores, self.spikes = g.classes, g.scores, g.spikes
+        self.classes, self.scores, self.spikes = g.classes, g.scores, g.tap_spikes
         self.spike_counts, self.cycles, self.measured_cycles = g.spike_counts, cycles, cycles
 
 
@@ -138,7 +138,7 @@ def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cy
     expected = None
     if g is not None:
         expected = dict(classes=g.classes, scores=g.scores, spike_counts=g.spike_counts,
-                        **{f"spikes{i}": s for i, s in enumerate(g.spikes)})
+                        **{f"spikes{i}": s for i, s in enumerate(g.tap_spikes)})
         if want_cycles is not None:
             expected["cycles"] = want_cycles
     r = run_accelerator_cosim(hm, images, simulator=simulator, mode=mode, expected=expected, progress=progress,

@@ -1,0 +1,115 @@
+"""The neurons of a timed stage: P lanes of membrane updates, one step a cycle.
+
+A convolution's stage over time (:attr:`bitsnn.hwplan.ConvPlan.timed`) gets, for one lane group
+of one output position at one step, each lane's c_o * a (its accumulator, weights of a compare -1
+channel inverted) and turns it into that step's spikes. The rule (docs/hardware-model.md, "Time
+steps"; the golden model's :class:`bitsnn.sim.golden.IFNeurons` and ``StepNeurons``), in integers:
+
+- ``if``/``lif``: V <- V - ((V * m) >> 16) (``lif``, arithmetic shift: for m = 2^(16-k) it is
+  V >> k), V <- V + (c_o * a << shift) + b_o, minus theta_o after a spike of the last step (reset
+  ``subtract-next``); spike = [V >= theta_o]; then V <- V - theta_o (``subtract``) or 0 (``zero``).
+  V is 0 at step 0: the stage runs one position's T steps back to back, so its membranes are P
+  registers, never stored;
+- ``step`` (no membrane): spike = [c_o * a >= c_o * theta_o] at every step.
+
+Per lane group, theta_o, b_o (or c_o * theta_o) are constants looked up by the group number.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Mux, Signal, signed
+
+from bitsnn.hwplan import ConvPlan, signed_bits
+
+__all__ = ["MembraneLanes", "membrane_update"]
+
+
+def membrane_update(m, v, a, *, theta, bias, prev, first, layer, width: int):
+    """One lane's step: (spike, V after the reset, the membrane the comparison saw), as
+    Amaranth values. ``v``: the lane's membrane register (ignored at ``first``); ``a``: c_o * a;
+    ``theta``/``bias``: the lane's constants; ``prev``: its spike of the last step (``subtract-next``);
+    ``layer``: the hidden layer (``leak``, ``shift``, ``reset``); ``width``: the membrane's bits
+    (:func:`bitsnn.hwplan.membrane_bits`, which no membrane exceeds)."""
+    w = width + 1  # the sum before the reset, one bit of headroom
+    v0 = Signal(signed(w))
+    m.d.comb += v0.eq(Mux(first, 0, v))
+    leaked = Signal(signed(w))
+    mm = int(layer.leak)
+    if mm == 0:
+        m.d.comb += leaked.eq(v0)
+    elif mm & (mm - 1) == 0:  # m = 2^(16-k): (V * m) >> 16 is V >> k
+        m.d.comb += leaked.eq(v0 - (v0 >> (16 - (mm.bit_length() - 1))))
+    else:
+        m.d.comb += leaked.eq(v0 - ((v0 * Const(mm, 17)) >> 16))
+    taken = Const(0, 1)
+    if layer.reset == "subtract-next":
+        taken = prev & ~first
+    vn = Signal(signed(w))
+    m.d.comb += vn.eq(leaked + (a << int(layer.shift)) + bias - Mux(taken, theta, 0))
+    spike = Signal()
+    m.d.comb += spike.eq(vn >= theta)
+    after = Signal(signed(w))
+    if layer.reset == "zero":
+        m.d.comb += after.eq(Mux(spike, 0, vn))
+    elif layer.reset == "subtract":
+        m.d.comb += after.eq(vn - Mux(spike, theta, 0))
+    else:
+        m.d.comb += after.eq(vn)
+    return spike, after, vn
+
+
+class MembraneLanes:
+    """The P lanes of a timed convolution stage (see the module docstring).
+
+    ``build(m, accs, group, first, en)`` adds the lanes to module ``m`` and returns their P spike
+    bits (a combinational function of ``accs``, the P lanes' c_o * a, and the registers); on a
+    cycle with ``en`` high the membranes (and the last spikes) take the step's values; ``first``:
+    the step is a position's step 0 (membranes start at 0)."""
+
+    def __init__(self, layer, plan: ConvPlan):
+        self.layer, self.plan = layer, plan
+        self.P, self.G = plan.lanes, plan.groups
+        self.stateful = layer.neuron_model.stateful
+        self.width = plan.membrane_bits
+        ths = [int(t) for t in layer.thresholds]
+        cs = [int(c) for c in layer.compare]
+        if self.stateful:
+            self.theta = ths
+            self.bias = [int(b) for b in layer.bias]
+            self.cbits = max(signed_bits(v) for v in ths + self.bias)
+        else:  # c_o * theta_o: the spike is [c_o * a >= c_o * theta_o]
+            self.theta = [c * t for c, t in zip(cs, ths)]
+            self.bias = [0] * len(ths)
+            self.cbits = max(signed_bits(v) for v in self.theta)
+
+    def _constants(self, m, group):
+        """Per lane, its channel's theta and b in group ``group`` (padding lanes: theta 1, b 0)."""
+        P, G, C = self.P, self.G, len(self.theta)
+        th = [Signal(signed(self.cbits), name=f"theta{j}") for j in range(P)]
+        bs = [Signal(signed(self.cbits), name=f"bias{j}") for j in range(P)]
+        with m.Switch(group):
+            for g in range(G):
+                with m.Case(g):
+                    for j in range(P):
+                        o = g * P + j
+                        m.d.comb += [th[j].eq(self.theta[o] if o < C else 1), bs[j].eq(self.bias[o] if o < C else 0)]
+        return th, bs
+
+    def build(self, m, accs, group, first, en):
+        th, bs = self._constants(m, group)
+        spikes = []
+        if not self.stateful:
+            for j, a in enumerate(accs):
+                s = Signal(name=f"spike{j}")
+                m.d.comb += s.eq(a >= th[j])
+                spikes.append(s)
+            return spikes
+        for j, a in enumerate(accs):
+            v = Signal(signed(self.width), name=f"membrane{j}")
+            prev = Signal(name=f"fired{j}")
+            s, after, _vn = membrane_update(m, v, a, theta=th[j], bias=bs[j], prev=prev, first=first,
+                                            layer=self.layer, width=self.width)
+            with m.If(en):
+                m.d.sync += [v.eq(after[:self.width]), prev.eq(s)]
+            spikes.append(s)
+        return spikes

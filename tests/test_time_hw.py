@@ -1,0 +1,103 @@
+"""The hardware over time: convolutions with if/lif neurons over T steps (hw/neuron.py, the timed
+ConvCore and WindowCore), against the golden model on every spike of every step, the summed
+scores, the class, the spike counts and the exact cycle count; in the Amaranth simulator and as
+Verilog on Icarus and Verilator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bitsnn import hwplan
+from bitsnn.hwmodel import random_model
+from bitsnn.sim import golden
+from bitsnn.sim.cosim.cli import compare
+from bitsnn.sim.cycles import predict_cycles
+
+
+def timed_model(seed, T, reset, *, encoding="spikes", convs=((4, 3, 2), (8, 3, 1)), leak=6554, shape=(8, 8),
+                weight_bits=None, threshold_spread=0.3):
+    """Convolutions over T steps, alternately lif (leak m, input shift 1) and if, into a dense
+    output layer."""
+    neurons = {i: ({"neuron": "lif", "leak": leak, "reset": reset, "shift": 1} if i % 2 == 0
+                   else {"neuron": "if", "reset": reset}) for i in range(len(convs))}
+    return random_model(np.random.default_rng(seed), [0, 10], input_shape=shape, convs=convs, input_encoding=encoding,
+                        neurons=neurons, timesteps=T, input_coding="direct" if encoding == "pixels" else "threshold",
+                        weight_bits=weight_bits, threshold_spread=threshold_spread)
+
+
+CASES = [
+    # (model, accelerator parameters)
+    (dict(seed=0, T=3, reset="subtract"), dict(lanes=4)),
+    (dict(seed=2, T=4, reset="zero", encoding="pixels"), dict(lanes=4)),
+    (dict(seed=2, T=2, reset="subtract-next", leak=8192), dict(lanes=4)),
+    (dict(seed=3, T=1, reset="subtract"), dict(lanes=4)),  # membranes at one step
+    (dict(seed=4, T=3, reset="subtract", encoding="pixels", weight_bits={0: 4, 2: 4}), dict(lanes=2)),
+    (dict(seed=5, T=4, reset="subtract-next"), dict(lanes=8, conv_engine="window")),
+    (dict(seed=6, T=3, reset="zero", convs=((4, 3, 2), (8, 3, 2), (4, 3, 1))), dict(lanes=2, k=2)),
+]
+
+
+@pytest.mark.parametrize("margs,hargs", CASES)
+def test_amaranth_matches_golden_on_every_step(margs, hargs):
+    """Lane groups (lanes 2, 4), every reset, a leak by shift and one by multiplier, 4-bit kernels
+    times pixels, k = 2 events a beat, the window stage for a first convolution, three
+    convolutions: 0 differences, and the cycle model exact."""
+    from bitsnn.sim.amaranth_run import run_accelerator
+
+    m = timed_model(**margs)
+    imgs = np.random.default_rng(5).integers(0, 256, (5, 8, 8)).astype(np.uint8)
+    g = golden.run(m, imgs)
+    assert all(0 < s.mean() < 1 for s in g.tap_spikes)  # the test says something
+    r = run_accelerator(m, imgs, mode="event", word=32, **hargs)
+    assert [s.shape for s in r.spikes] == [s.shape for s in g.tap_spikes]
+    cyc = predict_cycles(m, g, mode="event", word=32, **hargs)
+    assert compare(g, cyc, r) == []
+
+
+def test_the_plan_over_time():
+    """A timed convolution's stores hold T maps (a step field between position and channel), the
+    first one's input one map; its cycles grow with T only where each output position's T steps
+    are run (the flush, the window)."""
+    one = timed_model(0, 1, "subtract")
+    four = timed_model(0, 4, "subtract")
+    p1, p4 = hwplan.HardwarePlan.of(one, lanes=4), hwplan.HardwarePlan.of(four, lanes=4)
+    c1, c4 = p4.layers[0].conv, p4.layers[1].conv
+    assert c1.timed and c1.in_layout.steps == 1 and c1.out_layout.steps == 4 and c4.in_layout.steps == 4
+    assert c4.out_layout.size == 4 * p1.layers[1].conv.out_layout.size
+    assert c1.out_layout.address(3, 2, 1, 2) == (((2 << 2 | 1) << 2 | 2) << 2) | 3
+    assert p4.layers[2].weight_columns == p1.layers[2].weight_columns == c4.out_layout.step_layout.size
+    assert c1.event_stage_cycles(10, 3) - p1.layers[0].conv.event_stage_cycles(10, 3) == 3 * 8 * 8 * c1.groups
+    assert c4.window_stage_cycles() - hwplan.WINDOW_LATENCY == 4 * (p1.layers[1].conv.window_stage_cycles()
+                                                                    - hwplan.WINDOW_LATENCY)
+    assert c1.membrane_bits == hwplan.membrane_bits(four.layers[0], 4)
+    with pytest.raises(hwplan.UnsupportedLayerError, match="an event stage takes an input that is the same at every step"):
+        hwplan.HardwarePlan.of(four, lanes=4, conv_engine="event")
+
+
+def _mnist_model():
+    return timed_model(7, 3, "subtract", convs=((4, 3, 2), (8, 3, 2)), shape=(28, 28), threshold_spread=0.5)
+
+
+@pytest.mark.cosim
+@pytest.mark.xdist_group("cosim")
+@pytest.mark.parametrize("sim,n", [("icarus", 20), ("verilator", 300)])
+def test_timed_convolutions_on_mnist_images(sim, n, mnist):
+    """Two timed convolutions (lif, then if) over 3 steps of MNIST digits as Verilog: every spike
+    of every step through the events tap, the scores, class, spike counts and cycles."""
+    from conftest import REPO
+
+    from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
+
+    if why := simulator_missing(sim):
+        pytest.skip(why)
+    hm = _mnist_model()
+    imgs = mnist.test_images[:n]
+    g = golden.run(hm, imgs)
+    assert all(0.01 < s.mean() < 0.9 for s in g.tap_spikes)
+    expected = dict(classes=g.classes, scores=g.scores, spike_counts=g.spike_counts,
+                    **{f"spikes{i}": s for i, s in enumerate(g.tap_spikes)})
+    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=REPO / ".cache" / "cosim", expected=expected,
+                              accel_params={"lanes": 8})
+    cyc = predict_cycles(hm, g, mode="event", lanes=8, word=32)
+    assert compare(g, cyc, r) == []
