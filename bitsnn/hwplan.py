@@ -34,7 +34,7 @@ __all__ = [
     "UnsupportedLayerError", "HARDWARE_KINDS", "check_supported",
     "MODES", "CONV_ENGINES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "WINDOW_LATENCY", "MIN_FIFO_DEPTH",
     "MapLayout", "ConvPlan", "window_fits", "write_columns", "WRITABLE_WEIGHT_BITS", "runtime_weights_problem",
-    "signed_bits", "membrane_bits", "membranes", "preact_bits", "acc_bits_for", "neuron_accumulator", "result_words", "split_layer", "DEFAULT_WORD", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
+    "signed_bits", "membrane_bits", "membrane_adds", "membranes", "preact_bits", "acc_bits_for", "neuron_accumulator", "result_words", "split_layer", "DEFAULT_WORD", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
     "plan_dense", "plan_conv",
 ]
 
@@ -109,6 +109,14 @@ def membrane_bits(layer, steps: int) -> int:
     r = layer.a_max << layer.shift
     bound = steps * (r + np.abs(layer.bias.astype(np.int64))) + layer.thresholds.astype(np.int64)
     return signed_bits(int(bound.max()))
+
+
+def membrane_adds(layer) -> int:
+    """Adds of one stateful neuron's step in the hardware (:func:`bitsnn.hw.neuron.membrane_update`),
+    each of the membrane's width: the leak (``lif``), the input, the bias, the threshold of the
+    last spike (reset ``subtract-next``), the compare, and the reset by subtraction."""
+    return (int(layer.leak != 0) + 2 + int(layer.reset == "subtract-next") + 1
+            + int(layer.reset == "subtract"))
 
 
 def membranes(layer) -> int:
@@ -505,6 +513,12 @@ class LayerPlan:
     def n_in_store(self) -> int:
         """Bits of the input store the layer's router scans (padding included; every step's)."""
         return self.input_layout.size if self.input_layout else self.n_in
+
+    @property
+    def timed(self) -> bool:
+        """Whether the layer's neurons run through the membrane update over time (a timed
+        convolution, :attr:`ConvPlan.timed`)."""
+        return self.conv is not None and self.conv.timed
 
     @property
     def in_steps(self) -> int:

@@ -22,7 +22,7 @@ def _fmt_j(j):
     if j is None:
         return "unknown"
     for unit, s in (("J", 1), ("mJ", 1e-3), ("uJ", 1e-6), ("nJ", 1e-9), ("pJ", 1e-12)):
-        if abs(j) >= s:
+        if abs(j) >= s * 0.9995:  # 999.97 nJ prints as 1 uJ, not 1e+03 nJ
             return f"{j / s:.3g} {unit}"
     return f"{j / 1e-15:.3g} fJ"
 
@@ -56,6 +56,16 @@ def summary_lines(report: dict) -> list[str]:
     f = e["fpga"]
     lines.append(f"energy (b) FPGA: {_fmt_j(f.get('total_j'))}"
                  + (f" (lower bound: unknown {', '.join(f['unknown_terms'])})" if f.get("lower_bound") else ""))
+    tm = report.get("time") or {}
+    if tm.get("steps", 1) > 1:
+        lines.append(f"over {tm['steps']} steps of {tm['coding']} input: spikes per step "
+                     + ", ".join(f"{v:.1f}" for v in tm["spikes_per_step"]) + " (hidden layers, mean)")
+        for row in tm.get("against_steps") or []:
+            acc = "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+            lines.append(f"  first {row['steps']} step{'s' if row['steps'] > 1 else ' '}: accuracy {acc}, "
+                         f"{row['spikes_mean']:.1f} spikes, latency {row['latency_s_mean'] * 1e6:.1f} us "
+                         f"(max {row['latency_s_max'] * 1e6:.1f}), ASIC {_fmt_j(row['asic_snn_j'])}, "
+                         f"FPGA {_fmt_j(row['fpga_j'])}")
     if report.get("sweep"):
         lines.append("sweep (accuracy vs energy):")
         for row in report["sweep"]:
@@ -115,6 +125,27 @@ def sweep_point(model, report: dict, path: str) -> dict:
         "asic_snn_j": report["energy"]["asic_45nm"]["snn_j"],
         "fpga_j": report["energy"]["fpga"].get("total_j"),
     }
+
+
+def steps_sweep(model, images, labels, golden, cycles, *, board: str, clock_hz: float, **hw) -> list[dict]:
+    """Accuracy, spikes, latency and energy against T: the same model run for its first t steps,
+    t = 1..T (its weights, thresholds and membranes unchanged; the last row is the model itself)."""
+    import dataclasses
+
+    from ..sim import cycles as cycles_mod
+    from ..sim import golden as golden_mod
+
+    rows = []
+    for t in range(1, model.timesteps + 1):
+        m = model if t == model.timesteps else dataclasses.replace(model, timesteps=t)
+        g = golden if t == model.timesteps else golden_mod.run(m, images)
+        c = cycles if t == model.timesteps else cycles_mod.predict_cycles(m, g, **hw)
+        r = build_report(m, g, c, board=board, clock_hz=clock_hz, clock_source="", labels=labels, **hw)
+        rows.append({"steps": t, "accuracy": r["accuracy"], "spikes_mean": r["totals"]["spikes_mean"],
+                     "cycles_mean": r["timing"]["cycles"]["mean"], "latency_s_mean": r["timing"]["latency_s"]["mean"],
+                     "latency_s_max": r["timing"]["latency_s"]["max"], "asic_snn_j": r["energy"]["asic_45nm"]["snn_j"],
+                     "fpga_j": r["energy"]["fpga"]["total_j"]})
+    return rows
 
 
 def report_main(args) -> int:
@@ -214,6 +245,10 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
         report["timing"]["at_fmax"] = timing(cycles, build["fmax_mhz"] * 1e6)
     report["timing"]["end_to_end"] = end_to_end(model, cycles, clock_hz, board, build,
                                                 float(np.count_nonzero(model.encode_input(images), axis=1).mean()))
+    if model.timesteps > 1:
+        report["time"]["against_steps"] = steps_sweep(model, images, labels, golden, cycles, board=board.name,
+                                                      clock_hz=clock_hz, mode=mode, lanes=lanes, word=word,
+                                                      max_neurons_per_core=mnpc, conv_engine=conv_engine)
     sweep_plot = None
     if sweep_models:
         rows = [sweep_point(model, report, str(model_path))]

@@ -15,7 +15,7 @@ from .constants import FPGA_POWER, FpgaPowerModel, constants_table
 from .counts import layer_counts
 from .energy import ann_fp32_energy, asic_energy, fpga_energy, timing
 from .plots import (plot_accuracy_energy, plot_feature_maps, plot_spike_raster,
-                    plot_spikes_per_layer, plot_utilisation)
+                    plot_spikes_per_layer, plot_time_raster, plot_utilisation)
 
 __all__ = ["REPORT_VERSION", "REPORT_KEYS", "REPORT_MARKER", "build_report", "write_report", "check_report_dir"]
 
@@ -26,7 +26,7 @@ REPORT_MARKER = ".bitsnn-report"
 
 #: Top-level keys of report.json (documented in docs/report.md).
 REPORT_KEYS = ("report_version", "model", "board", "hardware", "images", "accuracy", "layers", "totals",
-               "timing", "energy", "constants", "build", "plots")
+               "timing", "energy", "time", "constants", "build", "plots")
 
 
 def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_source: str,
@@ -97,10 +97,21 @@ def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_so
             },
             "fpga": fpga,
         },
+        "time": time_section(model, golden),
         "constants": constants_table(board),
         "build": build,
         "plots": [],
     }
+
+
+def time_section(model, golden) -> dict:
+    """The time steps: T, the input coding, and each hidden layer's spikes at each step (means over
+    the images; ``total`` sums the layers). ``against_steps`` is filled in by ``bitsnn report``."""
+    layers = [{"name": layer.name, "spikes_per_step": s.sum(axis=2).mean(axis=0).tolist()}
+              for layer, s in zip(model.hidden_layers, golden.step_spikes or [])]
+    total = np.sum([row["spikes_per_step"] for row in layers], axis=0).tolist() if layers else [0.0] * golden.steps
+    return {"steps": int(golden.steps), "coding": model.input_coding, "layers": layers,
+            "spikes_per_step": total, "against_steps": None}
 
 
 def check_report_dir(outdir, *, inputs=(), what: str = "-o") -> Path:
@@ -129,6 +140,8 @@ def write_report(report: dict, outdir, *, model=None, golden=None, build: dict |
     plots = []
     if golden is not None:
         plots.append(plot_spike_raster(golden, outdir / "spike_raster.png", model=model).name)
+        if golden.steps > 1:
+            plots.append(plot_time_raster(golden, outdir / "time_raster.png", model=model).name)
         if any(kinds.of(l).output_is_map for l in model.layers):
             plots.append(plot_feature_maps(golden, model, outdir / "feature_maps.png").name)
         if golden.spike_counts.shape[1]:

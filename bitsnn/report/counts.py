@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import BitsnnError
-from ..hwplan import CONV_ENGINES, MODES, HardwarePlan, preact_bits
+from ..hwplan import CONV_ENGINES, MODES, HardwarePlan, membrane_adds, preact_bits
 
 __all__ = ["LayerCounts", "acc_bits", "check_hw", "layer_counts"]
 
@@ -49,6 +49,11 @@ class LayerCounts:
     #: adds a synaptic event costs beyond its one accumulate: b - 1 for a b-bit weight times an
     #: 8-bit pixel (the multiply as shift-and-add), 0 for +-1 weights or spike input
     extra_adds: int = 0
+    #: over time: membrane updates per image (a stateful neuron's steps, every neuron at every
+    #: step), the adds each costs (:func:`bitsnn.hwplan.membrane_adds`) and their width
+    membrane_updates: int = 0
+    membrane_adds: int = 0
+    membrane_bits: int = 0
 
     def summary(self) -> dict:
         def ms(a):
@@ -72,6 +77,9 @@ class LayerCounts:
             "accumulator_reads_words": ms(self.acc_words if self.acc_words is not None else [0]),
             "accumulator_writes_words": ms(self.acc_words if self.acc_words is not None else [0]),
             "extra_adds_per_synaptic_event": self.extra_adds,
+            "membrane_updates": self.membrane_updates,
+            "membrane_adds_per_update": self.membrane_adds,
+            "membrane_bits": self.membrane_bits,
         }
 
 
@@ -92,22 +100,35 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
     Weight memory (hw/core.py): event mode, a core of n_c neurons has P_c = min(P, n_c)-bit words
     and reads ceil(n_c / P_c) of them per input event; dense mode, P_c*W-bit words, all
     ceil(n_c / P_c) * ceil(n_in / W) of them per image whatever the input.
+
+    Over T steps the counts are of all steps, as the hardware does them: the first layer, whose
+    input is the same at every step, takes it once; a timed convolution compares each neuron T
+    times, and a stateful one updates its membrane T times.
     """
     check_hw(mode, lanes, word, conv_engine)
     plan = HardwarePlan.of(model, mode=mode, lanes=int(lanes), word=int(word), max_neurons_per_core=max_neurons_per_core,
                            conv_engine=conv_engine)
     out = []
+    T = golden.steps
     for l, (layer, lp) in enumerate(zip(model.layers, plan.layers)):
         ev = np.asarray(golden.input_events[:, l], dtype=np.int64)
+        syn = np.asarray(golden.synaptic_events[:, l], np.int64)
+        once = T if l == 0 and model.static_input else 1  # the golden model adds a static input's T times
+        ev, syn = ev // once, syn // once
+        timed = lp.timed
+        stateful = timed and layer.neuron_model.stateful
         words, bits, word_bits = lp.weight_reads(ev, mode, word)
         spikes = None if layer.is_output else np.asarray(golden.spike_counts[:, l], dtype=np.int64)
         acc_words, acc_word_bits = lp.accumulator_accesses(ev)
         out.append(LayerCounts(
             name=layer.name, n_in=layer.n_in, n_out=layer.n_out, acc_bits=acc_bits(layer), word_bits=word_bits,
-            input_events=ev, synaptic_events=np.asarray(golden.synaptic_events[:, l], np.int64), output_spikes=spikes,
+            input_events=ev, synaptic_events=syn, output_spikes=spikes,
             weight_words=np.asarray(words, np.int64), weight_bits=np.asarray(bits, np.int64),
-            compares=layer.compares,
+            compares=layer.compares * (lp.conv.steps if timed else 1),
             acc_words=acc_words, acc_word_bits=acc_word_bits,
             extra_adds=layer.bits - 1 if layer.input_kind == "pixels" else 0,
+            membrane_updates=layer.compares * T if stateful else 0,
+            membrane_adds=membrane_adds(layer) if stateful else 0,
+            membrane_bits=lp.conv.membrane_bits if stateful else 0,
         ))
     return out

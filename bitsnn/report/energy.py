@@ -29,8 +29,9 @@ def asic_energy(counts: list[LayerCounts], constants: dict | None = None) -> dic
 
     Per layer: synaptic events and compares cost one integer add of the accumulator's width (8,
     16 or 32 bits, rounded up; a pixel times a b-bit weight b adds: the multiply as shift-and-add); weight reads cost E_sram64 per 64 bits, and so does each 64 bits
-    of accumulator memory read or written (a convolution's ring of rows). Returns joules, (B,)
-    arrays under ``per_image`` and means elsewhere.
+    of accumulator memory read or written (a convolution's ring of rows). Over time, each membrane
+    update costs its adds at the membrane's width (the compare among them: then no separate
+    compare). Returns joules, (B,) arrays under ``per_image`` and means elsewhere.
     """
     c = HOROWITZ_45NM if constants is None else constants
     layers, total = [], 0.0
@@ -38,16 +39,19 @@ def asic_energy(counts: list[LayerCounts], constants: dict | None = None) -> dic
         add = _add_constant(lc.acc_bits)
         e_add = c[add].value
         adds = lc.synaptic_events * e_add * (1 + lc.extra_adds)
-        cmp_ = lc.compares * e_add
+        cmp_ = 0.0 if lc.membrane_updates else lc.compares * e_add
+        membrane = (lc.membrane_updates * lc.membrane_adds * c[_add_constant(lc.membrane_bits)].value
+                    if lc.membrane_updates else 0.0)
         reads = lc.weight_bits / 64.0 * c["sram_8kb_read64"].value
         # an accumulator memory (a convolution's rows) is read and written back: a write costed as a read
         acc = (0.0 if lc.acc_words is None
                else 2 * lc.acc_words * lc.acc_word_bits / 64.0 * c["sram_8kb_read64"].value)
-        e = adds + cmp_ + reads + acc
+        e = adds + cmp_ + reads + acc + membrane
         total = total + e
         layers.append({"name": lc.name, "add_constant": add, "adds_j": float(np.mean(adds)),
                        "compares_j": float(cmp_), "weight_reads_j": float(np.mean(reads)),
-                       "accumulator_memory_j": float(np.mean(acc)), "total_j": float(np.mean(e))})
+                       "accumulator_memory_j": float(np.mean(acc)), "membranes_j": float(membrane),
+                       "total_j": float(np.mean(e))})
     per_image = np.asarray(total, np.float64)
     return {"per_image": per_image, "mean_j": float(per_image.mean()), "std_j": float(per_image.std()),
             "layers": layers}

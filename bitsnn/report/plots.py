@@ -11,7 +11,7 @@ from .. import kinds
 from ..fileio import atomic_path
 from .build import check_build_report
 
-__all__ = ["plot_spike_raster", "plot_feature_maps", "plot_spikes_per_layer", "plot_accuracy_energy", "plot_utilisation"]
+__all__ = ["plot_spike_raster", "plot_feature_maps", "plot_spikes_per_layer", "plot_accuracy_energy", "plot_utilisation", "plot_time_raster"]
 
 
 def _figure(w=6.4, h=4.0):
@@ -49,6 +49,30 @@ def plot_spike_raster(golden, path, *, index: int = 0, model=None) -> Path:
     ax.set_ylabel("neuron (fraction of layer)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Spikes of one inference (image {index})")
+    return _save(fig, path)
+
+
+def plot_time_raster(golden, path, *, index: int = 0, model=None) -> Path:
+    """Raster over time of one inference: one panel per hidden layer, a dot for each neuron
+    (row) that spikes at each step (column)."""
+    B = golden.inputs.shape[0]
+    if not 0 <= index < B:
+        raise BitsnnError(f"image index {index} outside 0..{B - 1}")
+    layers = golden.step_spikes or []
+    fig = _figure(3.0 * max(1, len(layers)), 4.5)
+    for i, s in enumerate(layers):
+        ax = fig.add_subplot(1, max(1, len(layers)), i + 1)
+        t, n = np.nonzero(s[index])
+        ax.scatter(t, n, s=4, marker="s", color="k")
+        ax.set_xticks(range(s.shape[1]))
+        ax.set_xlim(-0.5, s.shape[1] - 0.5)
+        ax.set_ylim(-0.5, s.shape[2] - 0.5)
+        ax.set_xlabel("step")
+        name = model.hidden_layers[i].name if model is not None else f"layer {i}"
+        ax.set_title(f"{name} ({int(s[index].sum())} spikes)", fontsize=9)
+        if i == 0:
+            ax.set_ylabel("neuron")
+    fig.suptitle(f"Spikes over {golden.steps} steps (image {index})")
     return _save(fig, path)
 
 
