@@ -75,7 +75,7 @@ def _text(value) -> str:
 class TrainSection:
     """``bitsnn train``: what to train. None takes the preset's value."""
 
-    preset: str = _opt("conv-tiny", _text, "tiny | small | large | conv-tiny | conv, or a layer spec such as 784-256-10")
+    preset: str = _opt("conv-tiny", _text, "tiny | small | large | conv-tiny | conv | lif-tiny, or a layer spec such as 784-256-10")
     epochs: int | None = _opt(None, int_in(1), "training epochs")
     seed: int = _opt(0, int_in(0, MAX_SEED), "random seed; the same seed gives the same model")
     batch_size: int | None = _opt(None, int_in(2), "mini-batch size (BatchNorm needs at least 2)")

@@ -114,9 +114,8 @@ def membrane_bits(layer, steps: int) -> int:
 def membrane_adds(layer) -> int:
     """Adds of one stateful neuron's step in the hardware (:func:`bitsnn.hw.neuron.membrane_update`),
     each of the membrane's width: the leak (``lif``), the input, the bias, the threshold of the
-    last spike (reset ``subtract-next``), the compare, and the reset by subtraction."""
-    return (int(layer.leak != 0) + 2 + int(layer.reset == "subtract-next") + 1
-            + int(layer.reset == "subtract"))
+    last spike (reset ``subtract-next``), and V - theta (the compare, and the reset by subtraction)."""
+    return int(layer.leak != 0) + 2 + int(layer.reset == "subtract-next") + 1
 
 
 def membranes(layer) -> int:
@@ -329,6 +328,9 @@ class ConvPlan:
     timed: bool = False
     #: width of a membrane register (:func:`membrane_bits`); 0 without membranes
     membrane_bits: int = 0
+    #: the accumulators start at the neurons' biases b_o (an event stage of stateful neurons with
+    #: no input shift: the sum c_o * a + b_o is each step's input, one add fewer per lane)
+    bias_in_acc: bool = False
 
     @property
     def taps(self) -> int:
@@ -443,7 +445,8 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
     P = min(_pow2_floor(lanes), cp, word)
     r = layer.a_max
     timed = steps > 1 or layer.neuron_model.stateful
-    if timed:  # c_o * a from 0
+    bias_in_acc = False
+    if timed:  # c_o * a from 0, or from b_o (see ConvPlan.bias_in_acc)
         acc = signed_bits(r)
     else:
         acc = max(max(signed_bits(-c * t - r), signed_bits(-c * t + r))
@@ -459,8 +462,11 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
                                     "or 'auto')")
     nm = layer.neuron_model
     mb = nm.part("plan")(layer, steps) if nm.stateful else 0
+    if nm.stateful and engine == "event" and layer.shift == 0:
+        bias_in_acc = True
+        acc = max(max(signed_bits(b - r), signed_bits(b + r)) for b in layer.bias.tolist())
     conv = ConvPlan(in_layout, MapLayout(*layer.out_shape, steps if timed else 1), layer.kernel, layer.pool,
-                    layer.channels, P, cp // P, acc, engine, layer.bits, steps if timed else 1, timed, mb)
+                    layer.channels, P, cp // P, acc, engine, layer.bits, steps if timed else 1, timed, mb, bias_in_acc)
     return (CorePlan(0, layer.channels, P, cp // P),), conv, in_layout
 
 

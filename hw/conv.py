@@ -82,7 +82,8 @@ class ConvCore(wiring.Component):
         c_out = layer.channels
         self.acc_bits = plan.acc_bits
         # per group: start values and live lanes; per output channel: weight flip (compare -1)
-        self.inits, self.live, self.flip = _start_values(layer, self.P, self.G, self.acc_bits, plan.timed)
+        self.inits, self.live, self.flip = _start_values(layer, self.P, self.G, self.acc_bits, plan.timed,
+                                                         plan.bias_in_acc)
         self.n_store_in = self.in_layout.size
         self.out_words = -(-self.out_layout.size // word)
         super().__init__({
@@ -472,12 +473,15 @@ class WindowCore(wiring.Component):
         return m
 
 
-def _start_values(layer, P: int, G: int, A: int, timed: bool = False):
-    """Per group: the P accumulators' start values (c_o * -theta_o, or 0 in a ``timed`` stage;
-    -1 in a padding lane, which never fires) as one P*A-bit word, and the live-lane mask; and per
-    channel the weight flip (compare -1)."""
+def _start_values(layer, P: int, G: int, A: int, timed: bool = False, bias: bool = False):
+    """Per group: the P accumulators' start values (c_o * -theta_o; in a ``timed`` stage 0, or
+    the bias b_o with ``bias``; -1 in a padding lane, which never fires) as one P*A-bit word, and
+    the live-lane mask; and per channel the weight flip (compare -1)."""
     cmp_ = np.asarray(layer.compare, np.int64)
-    init = -cmp_ * np.asarray(layer.thresholds, np.int64) * (not timed)
+    if bias:
+        init = np.asarray(layer.bias, np.int64)
+    else:
+        init = -cmp_ * np.asarray(layer.thresholds, np.int64) * (not timed)
     inits, live = [], []
     for g in range(G):
         v, mask = 0, 0

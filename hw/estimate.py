@@ -69,14 +69,16 @@ def neuron_acc_bits(layer, n_lo, n_hi) -> int:
 def membrane_lanes(layer, cp) -> tuple[float, float]:
     """(LUTs, flip-flops) of a timed convolution stage's P membrane lanes
     (:class:`bitsnn.hw.neuron.MembraneLanes`): the ``if``/``lif`` neuron models' ``estimate`` part
-    (:mod:`bitsnn.kinds`). A stateful lane: its (V+1)-bit chain of leak, input, bias and
-    reset-next adders, the compare and the reset multiplexer, the V-bit register and the last
-    spike; a step lane in a timed stage: the compare. Per-group constants cost nothing (G small)."""
+    (:mod:`bitsnn.kinds`). A stateful lane: its (V+1)-bit chain of adders (the input, V - theta
+    for the compare and the reset, the bias unless the accumulators start at it, the leak, the
+    threshold of the last spike), the step-0 select and the reset's multiplexer, the V-bit register
+    and the last spike; a step lane in a timed stage: the compare. Per-group constants cost
+    nothing (G small)."""
     P, V = cp.lanes, cp.membrane_bits
     A = cp.acc_bits + 1
     if not layer.neuron_model.stateful:
         return P * A * _CAL["membrane_cmp_luts_per_bit"], 0.0
-    adders = 2 + (layer.leak != 0) + (layer.reset == "subtract-next")
+    adders = 2 + (not cp.bias_in_acc) + (layer.leak != 0) + (layer.reset == "subtract-next")
     muxes = 1 + (layer.reset != "subtract-next")
     return P * (V + 1) * (adders + muxes) * _CAL["membrane_luts_per_adder_bit"], P * (V + 1)
 
@@ -150,8 +152,11 @@ _CAL = {
     # which it meets; its flip-flops as on the iCE40 plus a constant fitted to the same builds
     "ecp5_window_layer_logic": 1802, "ecp5_window_logic_per_bit": 2.085, "ecp5_window_layer_ffs": 255,
     # membrane lanes of a timed stage (hw/neuron.py): LUTs per bit of each adder and multiplexer
-    # of a lane's update chain; per bit of a step lane's compare
-    "membrane_luts_per_adder_bit": 1.0, "membrane_cmp_luts_per_bit": 1.0,
+    # of a lane's update chain (synth_ice40 of the trained T = 4 lif conv-tiny's two timed stages,
+    # 8 lanes each: 576 and about 700 LUTs over the one-step cores, 0.76 and 0.81 of one per bit);
+    # per bit of a step lane's compare. ECP5: cells per such bit, fitted to the ULX3S build of that
+    # model at 32 lanes (9,753 cells; the rest of the estimate taken as it is)
+    "membrane_luts_per_adder_bit": 0.78, "membrane_cmp_luts_per_bit": 1.0, "ecp5_membrane_cells_per_lut": 0.58,
 }
 
 
@@ -258,7 +263,8 @@ def _membranes(est: _Estimate, name: str, layer, cp) -> None:
     if cp.timed:
         luts, ffs = membrane_lanes(layer, cp)
         ecp5 = est.family == "ecp5"  # the layer's cells are fitted there: these add to them
-        est.add(name, luts=luts, ffs=ffs, packed=ffs, ecp5_logic=luts if ecp5 else None, ecp5_ffs=ffs if ecp5 else None)
+        est.add(name, luts=luts, ffs=ffs, packed=ffs, ecp5_logic=luts * _CAL["ecp5_membrane_cells_per_lut"] if ecp5 else None,
+                ecp5_ffs=ffs if ecp5 else None)
 
 
 def _estimate_window(est: _Estimate, li: int, layer, lp) -> None:

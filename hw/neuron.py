@@ -27,7 +27,8 @@ __all__ = ["MembraneLanes", "membrane_update"]
 def membrane_update(m, v, a, *, theta, bias, prev, first, layer, width: int):
     """One lane's step: (spike, V after the reset, the membrane the comparison saw), as
     Amaranth values. ``v``: the lane's membrane register (ignored at ``first``); ``a``: c_o * a;
-    ``theta``/``bias``: the lane's constants; ``prev``: its spike of the last step (``subtract-next``);
+    ``theta``/``bias``: the lane's constants (``bias`` None: it is in ``a`` already, the accumulator
+    having started at it); ``prev``: its spike of the last step (``subtract-next``);
     ``layer``: the hidden layer (``leak``, ``shift``, ``reset``); ``width``: the membrane's bits
     (:func:`bitsnn.hwplan.membrane_bits`, which no membrane exceeds)."""
     w = width + 1  # the sum before the reset, one bit of headroom
@@ -45,14 +46,20 @@ def membrane_update(m, v, a, *, theta, bias, prev, first, layer, width: int):
     if layer.reset == "subtract-next":
         taken = prev & ~first
     vn = Signal(signed(w))
-    m.d.comb += vn.eq(leaked + (a << int(layer.shift)) + bias - Mux(taken, theta, 0))
+    total = leaked + (a << int(layer.shift))
+    if bias is not None:
+        total = total + bias
+    m.d.comb += vn.eq(total - Mux(taken, theta, 0))
+    # one subtraction serves the compare and the reset: d = V - theta, a spike when d >= 0
+    d = Signal(signed(w + 1))
+    m.d.comb += d.eq(vn - theta)
     spike = Signal()
-    m.d.comb += spike.eq(vn >= theta)
+    m.d.comb += spike.eq(~d[-1])
     after = Signal(signed(w))
     if layer.reset == "zero":
         m.d.comb += after.eq(Mux(spike, 0, vn))
     elif layer.reset == "subtract":
-        m.d.comb += after.eq(vn - Mux(spike, theta, 0))
+        m.d.comb += after.eq(Mux(spike, d, vn))
     else:
         m.d.comb += after.eq(vn)
     return spike, after, vn
@@ -71,6 +78,7 @@ class MembraneLanes:
         self.P, self.G = plan.lanes, plan.groups
         self.stateful = layer.neuron_model.stateful
         self.width = plan.membrane_bits
+        self.bias_in_acc = plan.bias_in_acc
         ths = [int(t) for t in layer.thresholds]
         cs = [int(c) for c in layer.compare]
         if self.stateful:
@@ -107,8 +115,8 @@ class MembraneLanes:
         for j, a in enumerate(accs):
             v = Signal(signed(self.width), name=f"membrane{j}")
             prev = Signal(name=f"fired{j}")
-            s, after, _vn = membrane_update(m, v, a, theta=th[j], bias=bs[j], prev=prev, first=first,
-                                            layer=self.layer, width=self.width)
+            s, after, _vn = membrane_update(m, v, a, theta=th[j], bias=None if self.bias_in_acc else bs[j], prev=prev,
+                                            first=first, layer=self.layer, width=self.width)
             with m.If(en):
                 m.d.sync += [v.eq(after[:self.width]), prev.eq(s)]
             spikes.append(s)

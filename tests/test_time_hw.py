@@ -101,3 +101,24 @@ def test_timed_convolutions_on_mnist_images(sim, n, mnist):
                               accel_params={"lanes": 8})
     cyc = predict_cycles(hm, g, mode="event", lanes=8, word=32)
     assert compare(g, cyc, r) == []
+
+
+def test_the_uart_top_runs_a_timed_model():
+    """INFER over the UART top (Amaranth's simulator, 4 requests in flight) with a timed model:
+    every reply (class, cycles, spike counts over all steps, summed scores) equals the golden
+    and cycle models. Direct coding sends each image once, as at one step."""
+    from bitsnn import protocol as P
+    from bitsnn.hw.top import UARTTop
+    from bitsnn.sim.link_sim import stream_requests
+
+    hm = timed_model(2, 3, "subtract", encoding="pixels")
+    imgs = np.random.default_rng(8).integers(0, 256, (5, 64)).astype(np.uint8)
+    imgs[1, ::2] = 0
+    top = UARTTop(hm, clk_freq=4_000_000, baud=1_000_000, timeout_cycles=300, lanes=4)
+    frames = [P.encode_request(P.Cmd.INFER, P.infer_payload(k, im, pixels=True)) for k, im in enumerate(imgs)]
+    r = stream_requests(top, frames, window=P.INFER_SLOTS)
+    g = golden.run(hm, imgs.reshape(-1, 8, 8))
+    cyc = predict_cycles(hm, g, mode="event", lanes=4, word=32)
+    want = [(P.Result(int(g.classes[k]), int(cyc[k]), tuple(int(c) for c in g.spike_counts[k]),
+                      tuple(int(x) for x in g.scores[k])), k) for k in range(len(imgs))]
+    assert [P.infer_reply(x.payload, len(hm.hidden_layers), hm.num_classes) for x in r.responses] == want
