@@ -9,8 +9,10 @@
 
     python benchmarks/bench_time.py [--model lif.bsnn] [--images N]
 
-Each target line prints the measured value, the target and their ratio. The hardware targets
-(latency, energy, co-simulation, the UP5K build) wait for the multi-step hardware.
+Each target line prints the measured value, the target and their ratio. With ``--model``, per
+board (iCEBreaker, ULX3S): the widest design its logic holds (the estimate, as ``bitsnn build``
+fits it), and the cycle model's latency, cycles against the bandwidth bound and FPGA energy at
+the board's clock over the images.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a multi-step hardware-model file to measure on the test set")
     ap.add_argument("--images", type=int, default=10000, help="first N MNIST test images (default: all)")
+    ap.add_argument("--ecp5-mhz", type=float, default=45.0,
+                    help="the ULX3S clock the latency is given at (default 45: where its build met timing)")
     args = ap.parse_args()
     import torch
 
@@ -73,23 +77,78 @@ def main() -> int:
         hw = HardwareModel.load(args.model)
         g = golden.run(hw, imgs)
         acc = float(np.mean(g.classes == labels))
-        per = g.input_events.sum(axis=1)  # every layer's input events, all steps: the input's spikes included
         print(f"| {hw.describe()}: test accuracy | {100 * acc:.2f} % | 99.2 % | {acc / 0.992:.4f} |")
+        hidden = g.spike_counts.sum(axis=1)
+        # the input as the hardware takes it: once for an input that is the same at every step
+        inputs = g.input_events[:, 0] // (hw.timesteps if hw.static_input else 1)
+        per = hidden + inputs
         print(f"| spikes per inference, all steps and layers, input events included (mean) | {per.mean():,.0f} | 1,700 "
               f"| {per.mean() / 1700:.3f} |")
-        print(f"| hidden spikes per inference (mean) | {g.spike_counts.sum(axis=1).mean():,.0f} | | |")
-        from bitsnn.hwplan import membrane_bits, membranes
+        print(f"| hidden spikes per inference (mean) | {hidden.mean():,.0f} | | |")
+        from bitsnn.hwplan import check_supported, membrane_bits, membranes
 
         total = 0
         for layer in hw.hidden_layers:
             if layer.neuron_model.stateful:
                 n, w = membranes(layer), membrane_bits(layer, hw.timesteps)
                 total += n * w
-                print(f"| {layer.name}: membranes x bits (never saturating) | {n:,} x {w} = {n * w:,} bits | | |")
-        if total:
-            print(f"| all membranes, against the iCE40UP5K's 4 SPRAM of 256 kbit | {total:,} bits | 1,048,576 "
-                  f"| {total / (1 << 20):.3f} |")
+                print(f"| {layer.name}: membranes x bits (never saturating; none stored: the stages run each "
+                      f"position's steps in lane registers) | {n:,} x {w} = {n * w:,} bits | | |")
+        check_supported(hw)
+        _hardware_rows(hw, g, args.ecp5_mhz)
     return 0
+
+
+def _hardware_rows(hw, g, ecp5_mhz: float) -> None:
+    """Per board: the lanes ``bitsnn build`` picks and its estimate, the cycle model's latency at
+    the board's clock over the images, cycles against the bandwidth bound, the FPGA energy."""
+    from bitsnn.boards import board_facts
+    from bitsnn.boards.fit import DEFAULT_ACCEL, choose_spram_layers
+    from bitsnn.hw.estimate import estimate_resources
+    from bitsnn.hwplan import default_lanes
+    from bitsnn.report.constants import FPGA_POWER
+    from bitsnn.report.energy import fpga_energy
+    from bitsnn.sim.cycles import bandwidth_bound, predict_cycles
+
+    for name, mhz in (("icebreaker", None), ("ulx3s-85f", ecp5_mhz)):
+        board = board_facts(name)
+        clock = (mhz or board.clk_freq / 1e6) * 1e6
+        fits, lanes = [], None
+        for p in (32, 16, 8):  # the widest design the board's logic holds, as bitsnn build fits it
+            accel = dict(DEFAULT_ACCEL, lanes=p)
+            try:
+                spram = choose_spram_layers(board, hw, accel)
+                est = estimate_resources(hw, lanes=p, family=board.family, spram_layers=spram, infer=False)
+            except ValueError as e:
+                fits.append(f"{p} lanes: {e}")
+                continue
+            if est["logic"] <= board.totals.logic:
+                lanes = p
+                break
+            fits.append(f"{p} lanes: {est['logic']:,} LC")
+        if lanes is None:
+            print(f"| {name}: a design that fits (estimate, INFER left out) | none: {'; '.join(fits)}; "
+                  f"{board.totals.logic:,} LC | | MISSED |")
+            lanes = 8 if name == "icebreaker" else default_lanes(hw)
+            what = f"{lanes} lanes, if it fitted"
+        else:
+            print(f"| {name}: estimate with {lanes} lanes, INFER left out | {est['logic']:,} LC | "
+                  f"{board.totals.logic:,} | {est['logic'] / board.totals.logic:.3f} |")
+            what = f"{lanes} lanes"
+        cyc = predict_cycles(hw, g, mode="event", lanes=lanes, word=32)
+        lat = cyc / clock * 1e6
+        print(f"| {name} ({what}, {clock / 1e6:.1f} MHz): latency mean, cycle model, {len(cyc)} images "
+              f"| {lat.mean():.1f} us | 600 us | {lat.mean() / 600:.3f} |")
+        print(f"| the same: worst | {lat.max():.1f} us | 1,000 us | {lat.max() / 1000:.3f} |")
+        bb = bandwidth_bound(hw, g, mode="event", lanes=lanes, word=32)
+        print(f"| the same: cycles / bandwidth bound (mean) | {np.mean(cyc / bb):.2f} | 1.5 | {np.mean(cyc / bb) / 1.5:.3f} |")
+        power = FPGA_POWER.get(name)
+        if power is not None:
+            e = fpga_energy(lat.mean() * 1e-6, float(cyc.mean()), None, power)
+            if e["total_j"] is not None:
+                print(f"| the same: FPGA energy per inference (report's model, {', '.join(e['unknown_terms']) or 'all'}"
+                      f" {'unknown: a lower bound' if e['lower_bound'] else 'known'}) | {e['total_j'] * 1e6:.2f} uJ "
+                      f"| 2 uJ | {e['total_j'] / 2e-6:.3f} |")
 
 
 if __name__ == "__main__":

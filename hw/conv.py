@@ -152,10 +152,13 @@ class ConvCore(wiring.Component):
         ug = Signal(range(max(2, G)))
         wa = Signal(range(max(2, c_in * kk * G)))
         T = self.plan.steps
-        ft = Signal(range(T)) if T > 1 else Const(0, 1)  # the step of the word being flushed (timed)
+        ft = Signal(range(T)) if T > 1 else None  # the step of the word being flushed (over T steps)
         mid_flush = Signal()
         mid_upd = Signal()
-        m.d.comb += [mid_flush.eq((fx != 0) | (fg != 0) | (ft != 0)), mid_upd.eq((ky != 0) | (kx != 0) | (ug != 0))]
+        if T > 1:
+            m.d.comb += [mid_flush.eq((fx != 0) | (fg != 0) | (ft != 0)), mid_upd.eq((ky != 0) | (kx != 0) | (ug != 0))]
+        else:
+            m.d.comb += [mid_flush.eq((fx != 0) | (fg != 0)), mid_upd.eq((ky != 0) | (kx != 0) | (ug != 0))]
 
         with m.If(self.start):
             m.d.sync += [running.eq(1), tail.eq(0), fr.eq(0), frp.eq(pad), sfr.eq(0)]
@@ -196,10 +199,11 @@ class ConvCore(wiring.Component):
         m.d.comb += w_first.eq(ev_c * (kk * G))
         m.d.comb += wrp.addr.eq(Mux(mid_upd, wa, w_first))
 
-        # counters (a timed stage holds each flushed word for its T steps)
-        advance = Signal()
-        m.d.comb += advance.eq(do_flush & (ft == T - 1))
+        # counters (over T steps each flushed word is held for T cycles)
+        advance = do_flush
         if T > 1:
+            advance = Signal()
+            m.d.comb += advance.eq(do_flush & (ft == T - 1))
             with m.If(do_flush):
                 m.d.sync += ft.eq(Mux(ft == T - 1, 0, ft + 1))
         with m.If(advance):
@@ -239,7 +243,7 @@ class ConvCore(wiring.Component):
         s1_g = Signal.like(fg)
         s1_x = Signal.like(fx)
         s1_r = Signal.like(fr)
-        s1_t = Signal(range(T)) if T > 1 else Const(0, 1)
+        s1_t = Signal(range(T)) if T > 1 else None
         m.d.sync += [s1_upd.eq(do_upd & tap_ok), s1_flush.eq(do_flush),
                      s1_addr.eq(acc_rp.addr), s1_g.eq(Mux(do_flush, fg, ug)), s1_x.eq(fx), s1_r.eq(fr)]
         if T > 1:
@@ -260,12 +264,12 @@ class ConvCore(wiring.Component):
         m.d.comb += acc_wp.addr.eq(s1_addr)
         with m.If(s1_upd):
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(new)]
-        with m.If(s1_flush & (s1_t == T - 1)):
+        with m.If(s1_flush if T == 1 else s1_flush & (s1_t == T - 1)):  # the word's last step resets it
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(init_word)]
 
         spikes = Signal(P)
         if self.plan.timed:  # the membrane lanes, one step a cycle
-            lanes = MembraneLanes(L, self.plan).build(m, lanes_acc, s1_g, s1_t == 0, s1_flush)
+            lanes = MembraneLanes(L, self.plan).build(m, lanes_acc, s1_g, Const(1, 1) if T == 1 else s1_t == 0, s1_flush)
             m.d.comb += spikes.eq(Cat(*lanes) & live_mask)
         else:  # the accumulator holds c_o * (a - theta_o): its sign
             m.d.comb += spikes.eq(Cat(*[~a[-1] for a in lanes_acc]) & live_mask)
@@ -349,43 +353,53 @@ class WindowCore(wiring.Component):
         # ---- issue: output position (y, x), group g, step t (timed), tap (ky, kx); wa = g * k*k + tap
         T = self.plan.steps
         running = Signal()
-        y, x = Signal(range(max(2, H))), Signal(range(max(2, Wd)))
-        g = Signal(range(max(2, G)))
-        t = Signal(range(T)) if T > 1 else Const(0, 1)
+        y, x = Signal(range(max(2, H))), Signal(range(max(2, Wd)), name="x")
+        g = Signal(range(max(2, G)), name="g")
+        t = Signal(range(T)) if T > 1 else None
         ky, kx = Signal(range(max(2, k))), Signal(range(max(2, k)))
         wa = Signal(range(max(2, G * kk)))
         last_tap = Signal()
         m.d.comb += last_tap.eq((ky == k - 1) & (kx == k - 1))
         last_pos = Signal()
-        m.d.comb += last_pos.eq(last_tap & (t == T - 1) & (g == G - 1) & (x == Wd - 1) & (y == H - 1))
+        if T > 1:
+            m.d.comb += last_pos.eq(last_tap & (t == T - 1) & (g == G - 1) & (x == Wd - 1) & (y == H - 1))
+        else:
+            m.d.comb += last_pos.eq(last_tap & (g == G - 1) & (x == Wd - 1) & (y == H - 1))
         with m.If(self.start):
             m.d.sync += [running.eq(1), y.eq(0), x.eq(0), g.eq(0), ky.eq(0), kx.eq(0), wa.eq(0)]
             if T > 1:
                 m.d.sync += t.eq(0)
+        def next_group():  # the next lane group, or after the last the next position
+            with m.If(g == G - 1):
+                m.d.sync += g.eq(0)
+                with m.If(x == Wd - 1):
+                    m.d.sync += [x.eq(0), y.eq(y + 1)]
+                with m.Else():
+                    m.d.sync += x.eq(x + 1)
+            with m.Else():
+                m.d.sync += g.eq(g + 1)
+
         with m.Elif(running):
             with m.If(kx == k - 1):
                 m.d.sync += kx.eq(0)
                 with m.If(ky == k - 1):
                     m.d.sync += ky.eq(0)
-                    if T > 1:
+                    if T > 1:  # the position's next step; after its last, the next group
                         m.d.sync += t.eq(Mux(t == T - 1, 0, t + 1))
-                    with m.If(t != T - 1):
-                        pass
-                    with m.Elif(g == G - 1):
-                        m.d.sync += g.eq(0)
-                        with m.If(x == Wd - 1):
-                            m.d.sync += [x.eq(0), y.eq(y + 1)]
-                        with m.Else():
-                            m.d.sync += x.eq(x + 1)
-                    with m.Else():
-                        m.d.sync += g.eq(g + 1)
+                        with m.If(t == T - 1):
+                            next_group()
+                    else:
+                        next_group()
                 with m.Else():
                     m.d.sync += ky.eq(ky + 1)
             with m.Else():
                 m.d.sync += kx.eq(kx + 1)
-            with m.If(last_tap & (t != T - 1)):  # the same group's taps again, at the next step
-                m.d.sync += wa.eq(wa - (kk - 1))
-            with m.Else():
+            if T > 1:
+                with m.If(last_tap & (t != T - 1)):  # the same group's taps again, at the next step
+                    m.d.sync += wa.eq(wa - (kk - 1))
+                with m.Else():
+                    m.d.sync += wa.eq(Mux(wa == G * kk - 1, 0, wa + 1))
+            else:
                 m.d.sync += wa.eq(Mux(wa == G * kk - 1, 0, wa + 1))
             with m.If(last_pos):
                 m.d.sync += running.eq(0)
@@ -396,8 +410,11 @@ class WindowCore(wiring.Component):
         inside = Signal()
         m.d.comb += inside.eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd))
         bit = Signal(range(max(2, lin.size)))  # the tap's first channel bit in the input store
-        m.d.comb += bit.eq(Cat(field(Const(0, 1), cb), field(t, lin.tbits), field(ix, lin.wbits),
-                               iy[:max(1, len(iy) - 2)]))
+        if lin.tbits:  # step t's input maps
+            m.d.comb += bit.eq(Cat(field(Const(0, 1), cb), field(t, lin.tbits), field(ix, lin.wbits),
+                                   iy[:max(1, len(iy) - 2)]))
+        else:
+            m.d.comb += bit.eq(Cat(field(Const(0, 1), cb), field(ix, lin.wbits), iy[:max(1, len(iy) - 2)]))
         m.d.comb += self.src.addr.eq(bit >> lw)
 
         # ---- select: the tap's word arrives; its C_in channels, zero outside the map, registered
@@ -464,12 +481,15 @@ class WindowCore(wiring.Component):
         if self.plan.timed:  # acc_j - n = c_o * a: the membrane lanes, a step of this position
             sums = [Signal(signed(A + 1), name=f"sum{j}") for j in range(P)]
             m.d.comb += [sm.eq(acc - n) for sm, acc in zip(sums, accs)]
-            lanes = MembraneLanes(L, self.plan).build(m, sums, c_g, c_t == 0, c_valid)
+            lanes = MembraneLanes(L, self.plan).build(m, sums, c_g, Const(1, 1) if T == 1 else c_t == 0, c_valid)
             m.d.comb += spikes.eq(Cat(*lanes) & c_live)
         else:
             m.d.comb += spikes.eq(Cat(*[~(acc - n)[-1] for acc in accs]) & c_live)
         write_pooled(m, self.out, L, self.out_layout, P, G, W, spikes, c_valid, c_y, c_x, c_g, c_t)
-        m.d.comb += self.done.eq(c_valid & (c_t == T - 1) & (c_y == H - 1) & (c_x == Wd - 1) & (c_g == G - 1))
+        if T > 1:
+            m.d.comb += self.done.eq(c_valid & (c_t == T - 1) & (c_y == H - 1) & (c_x == Wd - 1) & (c_g == G - 1))
+        else:
+            m.d.comb += self.done.eq(c_valid & (c_y == H - 1) & (c_x == Wd - 1) & (c_g == G - 1))
         return m
 
 
@@ -506,8 +526,11 @@ def write_pooled(m, out, layer, lout, P: int, G: int, word: int, spikes, en, r, 
     px = x >> (q - 1) if q > 1 else x
     bit = Signal(range(max(2, lout.size)))
     # channel g*P + j, P * G = 2**cbits: the group's first bit is g << log2(P)
-    m.d.comb += bit.eq(Cat(field(Const(0, 1), ceil_log2(P)), field(g, ceil_log2(G)),
-                           field(Const(0, 1) if t is None else t, lout.tbits), field(px, lout.wbits), py))
+    if lout.tbits:  # step t's map
+        m.d.comb += bit.eq(Cat(field(Const(0, 1), ceil_log2(P)), field(g, ceil_log2(G)), field(t, lout.tbits),
+                               field(px, lout.wbits), py))
+    else:
+        m.d.comb += bit.eq(Cat(field(Const(0, 1), ceil_log2(P)), field(g, ceil_log2(G)), field(px, lout.wbits), py))
     lw = ceil_log2(word)
     off = bit[:lw] if lw else Const(0, 1)
     first = Signal()

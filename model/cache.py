@@ -1,4 +1,4 @@
-"""Trained-and-exported test models (``tiny``, ``conv-tiny``), cached on disk for tests and benchmarks.
+"""Trained-and-exported test models (``tiny``, ``conv-tiny``, ``lif-tiny``), cached on disk for tests and benchmarks.
 
 The cache key is a hash of the training config and of every ``model/*.py`` source file, so any
 change to the training or export code retrains. A file lock makes concurrent callers (pytest-xdist
@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-__all__ = ["TEST_TINY_CONFIG", "TEST_CONV_TINY_CONFIG", "TEST_CONFIGS", "cached_model", "cached_tiny_model"]
+__all__ = ["TEST_TINY_CONFIG", "TEST_CONV_TINY_CONFIG", "TEST_LIF_TINY_CONFIG", "TEST_CONFIGS", "cached_model", "cached_tiny_model"]
 
 #: The cached test model: the ``tiny`` architecture (576-160-10 on the central 24x24 window, spike
 #: input at 64) with the box surrogate, 3 epochs, Adam lr 5e-3, batch 64, no augmentation. Pinned
@@ -29,7 +29,14 @@ TEST_CONV_TINY_CONFIG = dict(preset="conv-tiny", spec="784-c8-c32-10", epochs=2,
                              surrogate="box", sparsity=0.0, input_encoding="pixels", input_threshold=64,
                              seed=0, device="cpu")
 
-TEST_CONFIGS = {"tiny": TEST_TINY_CONFIG, "conv-tiny": TEST_CONV_TINY_CONFIG}
+#: The cached test model over time: the same layers with lif neurons (leak V >> 3, reset by
+#: subtraction) over 3 steps of direct input, one epoch: the membranes of both convolutions run
+#: in the hardware's timed stages.
+TEST_LIF_TINY_CONFIG = dict(preset="lif-tiny", spec="784-c8-c32-10", epochs=1, lr=5e-3, batch_size=64, shift=0,
+                            surrogate="box", sparsity=0.0, input_encoding="pixels", input_threshold=64,
+                            seed=0, device="cpu", timesteps=3, neuron="lif", leak=3, reset="subtract")
+
+TEST_CONFIGS = {"tiny": TEST_TINY_CONFIG, "conv-tiny": TEST_CONV_TINY_CONFIG, "lif-tiny": TEST_LIF_TINY_CONFIG}
 
 
 def _key(config: dict) -> str:

@@ -187,6 +187,19 @@ def conv_tiny_hwmodel(mnist_dir):
     return HardwareModel.load(cached_model("conv-tiny", TEST_MODEL_CACHE, mnist_dir, log=lambda m: None)[0])
 
 
+@pytest.fixture(scope="session")
+def lif_tiny_hwmodel(mnist_dir):
+    """A real trained BitSNN over time: ``conv-tiny``'s layers (784-c8-c32-10, 8-bit pixel input)
+    with lif neurons over 3 steps of direct input, one epoch (``TEST_LIF_TINY_CONFIG``), exported
+    (checked against the golden model on every spike of every step of all 10,000 test images).
+    Cached like ``tiny_hwmodel``; the first run takes about two minutes."""
+    pytest.importorskip("torch")
+    from bitsnn.hwmodel import HardwareModel
+    from bitsnn.model.cache import cached_model
+
+    return HardwareModel.load(cached_model("lif-tiny", TEST_MODEL_CACHE, mnist_dir, log=lambda m: None)[0])
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under ``make test`` (and so CI), which installs every extra and has the MNIST files, a test

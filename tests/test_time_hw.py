@@ -122,3 +122,32 @@ def test_the_uart_top_runs_a_timed_model():
     want = [(P.Result(int(g.classes[k]), int(cyc[k]), tuple(int(c) for c in g.spike_counts[k]),
                       tuple(int(x) for x in g.scores[k])), k) for k in range(len(imgs))]
     assert [P.infer_reply(x.payload, len(hm.hidden_layers), hm.num_classes) for x in r.responses] == want
+
+
+@pytest.mark.slow
+@pytest.mark.cosim
+@pytest.mark.xdist_group("cosim")
+@pytest.mark.parametrize("sim,n", [("verilator", 10000), ("icarus", 20)])
+def test_lif_tiny_on_mnist(sim, n, request, mnist):
+    """The cached trained model over time (``lif_tiny_hwmodel``) as Verilog with the lanes
+    ``bitsnn sim`` uses: every spike of every step of both convolutions, the summed scores, the
+    class, the spike counts and the cycles, on all 10,000 test images on Verilator (the first
+    20 on Icarus, which takes about 2 s an image here)."""
+    from conftest import REPO
+
+    from bitsnn.hwplan import default_lanes
+    from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
+
+    if why := simulator_missing(sim):
+        pytest.skip(why)
+    hm = request.getfixturevalue("lif_tiny_hwmodel")
+    assert hm.timesteps == 3 and all(layer.neuron == "lif" for layer in hm.hidden_layers)
+    imgs = mnist.test_images[:n]
+    lanes = default_lanes(hm)
+    g = golden.run(hm, imgs)
+    expected = dict(classes=g.classes, scores=g.scores, spike_counts=g.spike_counts,
+                    **{f"spikes{i}": s for i, s in enumerate(g.tap_spikes)})
+    r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=REPO / ".cache" / "cosim", expected=expected,
+                              accel_params={"lanes": lanes, "word": 32})
+    assert compare(g, predict_cycles(hm, g, mode="event", lanes=lanes, word=32), r) == []
+    assert np.mean(g.classes == mnist.test_labels[:n]) > 0.9
