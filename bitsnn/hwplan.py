@@ -303,7 +303,7 @@ class ConvPlan:
     (border taps take their cycle too; T = ``steps``) + ``WINDOW_LATENCY``, the same for every input.
 
     Over time (``timed``: T > 1 steps, or neurons with a membrane) the accumulators hold c_o * a
-    from 0, and each output position runs its neurons' T steps in turn, its membranes in P lane
+    from 0 (or from b_o: ``bias_in_acc``), and each output position runs its neurons' T steps in turn, its membranes in P lane
     registers (:func:`bitsnn.hw.neuron.membrane_update`): no membrane is ever stored. The event
     stage takes an input that is the same at every step (its sums are made once); the window
     stage reads step t's input maps for step t."""

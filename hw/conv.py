@@ -25,8 +25,8 @@ is written through ``out`` with a per-bit enable: the first contribution to a po
 (its top-left output position) writes the group's P bits, the other three OR theirs in by writing
 only their ones. A pool drops the last row or column of an odd map, as torch's max_pool2d does.
 
-Over time (:attr:`bitsnn.hwplan.ConvPlan.timed`) the accumulators start at 0 and hold c_o * a,
-the input being the same at every step; a flushed word is held for T cycles, one a step, while
+Over time (:attr:`bitsnn.hwplan.ConvPlan.timed`) the accumulators start at 0 (or at the biases,
+:attr:`~bitsnn.hwplan.ConvPlan.bias_in_acc`) and hold c_o * a, the input being the same at every step; a flushed word is held for T cycles, one a step, while
 the neurons' membrane lanes (:class:`bitsnn.hw.neuron.MembraneLanes`) run the position's T steps
 and write each step's spikes into that step's map of the output store; its last cycle resets it.
 """
@@ -365,10 +365,7 @@ class WindowCore(wiring.Component):
             m.d.comb += last_pos.eq(last_tap & (t == T - 1) & (g == G - 1) & (x == Wd - 1) & (y == H - 1))
         else:
             m.d.comb += last_pos.eq(last_tap & (g == G - 1) & (x == Wd - 1) & (y == H - 1))
-        with m.If(self.start):
-            m.d.sync += [running.eq(1), y.eq(0), x.eq(0), g.eq(0), ky.eq(0), kx.eq(0), wa.eq(0)]
-            if T > 1:
-                m.d.sync += t.eq(0)
+
         def next_group():  # the next lane group, or after the last the next position
             with m.If(g == G - 1):
                 m.d.sync += g.eq(0)
@@ -379,6 +376,10 @@ class WindowCore(wiring.Component):
             with m.Else():
                 m.d.sync += g.eq(g + 1)
 
+        with m.If(self.start):
+            m.d.sync += [running.eq(1), y.eq(0), x.eq(0), g.eq(0), ky.eq(0), kx.eq(0), wa.eq(0)]
+            if T > 1:
+                m.d.sync += t.eq(0)
         with m.Elif(running):
             with m.If(kx == k - 1):
                 m.d.sync += kx.eq(0)
