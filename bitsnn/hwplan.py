@@ -35,7 +35,7 @@ __all__ = [
     "MODES", "CONV_ENGINES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "WINDOW_LATENCY", "MIN_FIFO_DEPTH",
     "MapLayout", "ConvPlan", "window_fits", "write_columns", "WRITABLE_WEIGHT_BITS", "runtime_weights_problem",
     "signed_bits", "membrane_bits", "membrane_adds", "membranes", "preact_bits", "acc_bits_for", "neuron_accumulator", "result_words", "split_layer", "DEFAULT_WORD", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
-    "plan_dense", "plan_conv",
+    "plan_dense", "plan_conv", "timed", "output_layout",
 ]
 
 #: the Accelerator's two layer engines: event-driven cores behind spike routers, or dense
@@ -82,18 +82,15 @@ def check_supported(model) -> None:
                 f"{', '.join(n for n, m in kinds.NEURONS.items() if m.has_hardware)} neurons only")
     if model.default_time and not any(l.neuron_model.stateful for l in model.hidden_layers):
         return
+    if not model.hidden_layers:
+        raise UnsupportedLayerError(
+            f"the model runs {model.timesteps} steps with no hidden layer, which has no hardware: its scores "
+            "would be one step's; sim, build, report and run take a model over time with at least one hidden layer")
     if not model.static_input:
         raise UnsupportedLayerError(
             f"the model runs {model.input_coding} input, which has no hardware yet: export and the golden model "
             "take it; sim, build, report and run need direct (pixel) or threshold (spike) input, the same at "
             "every step")
-    for i, layer in enumerate(model.hidden_layers):
-        if not kinds.of(layer).output_is_map:
-            raise UnsupportedLayerError(
-                f"layer {i} ({layer.name}) is a hidden {layer.layer_kind.name} layer in a model of "
-                f"{model.timesteps} time step{'s' if model.timesteps > 1 else ''} or with membranes, which has no "
-                "hardware yet: export and the golden model take it; over time, sim, build, report and run take "
-                "convolutions as hidden layers, then the output layer")
 
 
 def signed_bits(v: int) -> int:
@@ -209,7 +206,8 @@ def write_columns(model) -> list[tuple[int, int]]:
     """Per layer, the geometry of run-time weight writes (WRITE_WEIGHTS): (columns, bytes per
     column). A dense layer's columns are its inputs in the order its weight memory holds them
     (the first dense layer after a convolution: the map store's addresses, :class:`MapLayout`,
-    padding included), each the layer's fan-out of that input packed little-endian, b bits a
+    padding included; after a timed dense layer, its neurons padded to a power of two:
+    :func:`output_layout`), each the layer's fan-out of that input packed little-endian, b bits a
     neuron (``layer.bits``; 1 for +-1 weights): ceil(n_out * b / 8) bytes. A convolution's kernels
     live in its stage's ROM and are not written at run time: (0, 0)."""
     out, prev = [], None
@@ -217,7 +215,8 @@ def write_columns(model) -> list[tuple[int, int]]:
         if not kinds.of(layer).takes_runtime_weights:
             out.append((0, 0))
         else:
-            cols = MapLayout(*prev.out_shape).size if prev is not None and kinds.of(prev).output_is_map else layer.n_in
+            lay = output_layout(model, prev) if prev is not None else None
+            cols = lay.step_layout.size if lay is not None else layer.n_in
             out.append((cols, -(-layer.n_out * layer.bits // 8)))
         prev = layer
     return out
@@ -281,6 +280,23 @@ class MapLayout:
         out = np.zeros((flat.shape[0], self.size), flat.dtype)
         out[:, self.store_index()] = flat.reshape(flat.shape[0], -1)
         return out
+
+
+def timed(model, layer) -> bool:
+    """Whether hidden ``layer`` of ``model`` runs its neurons through the membrane update over the
+    model's steps (:mod:`bitsnn.hw.neuron`): T > 1 steps, or a stateful neuron model."""
+    return not layer.is_output and (model.timesteps > 1 or layer.neuron_model.stateful)
+
+
+def output_layout(model, layer) -> MapLayout | None:
+    """How the hardware stores hidden ``layer``'s output for the next stage: a convolution's pooled
+    maps (T of them when :func:`timed`), a timed dense layer's T spike vectors
+    (``MapLayout(n_out, 1, 1, T)``: neuron i of step t at bit t * 2^ceil(log2 n_out) + i), or None
+    for a one-step dense layer's flat vector."""
+    T = model.timesteps if timed(model, layer) else 1
+    if kinds.of(layer).output_is_map:
+        return MapLayout(*layer.out_shape, T)
+    return MapLayout(layer.n_out, 1, 1, T) if timed(model, layer) else None
 
 
 @dataclass(frozen=True)
@@ -405,10 +421,13 @@ def plan_dense(layer, in_layout, *, mode: str, lanes: int, word: int, max_neuron
     most ``max_neurons_per_core``, each with min(P, n) lanes; after a convolution it reads the
     previous store's map layout (``in_layout``), else the flat vector (None). +-1 weights run in
     any mode; multi-bit weights in event mode only (an event adds its b-bit weights, times the
-    pixel for pixel input; the dense mode's AND-popcount takes +-1 weights). Over time only as the
-    output layer (:func:`check_supported`): its events of every step add into the scores."""
+    pixel for pixel input; the dense mode's AND-popcount takes +-1 weights). Over time, event mode
+    only: a hidden layer keeps a bank of accumulators per input step and reads them out through its
+    membrane lanes, step by step; the output layer adds every step's events into its scores."""
     if layer.multibit and mode != "event":
         raise UnsupportedLayerError(f"{layer.name}: multi-bit weights run in mode='event' only")
+    if mode != "event" and (steps > 1 or layer.neuron_model.stateful or (in_layout is not None and in_layout.steps > 1)):
+        raise UnsupportedLayerError(f"{layer.name}: over time, dense layers run in mode='event' only")
     cores = tuple(CorePlan(off, n, min(lanes, n), -(-n // min(lanes, n)))
                   for off, n in split_layer(layer.n_out, max_neurons_per_core))
     return cores, None, in_layout
@@ -514,6 +533,15 @@ class LayerPlan:
     input_layout: MapLayout | None = None
     #: bits per weight: 1 (+-1) or the b of a multi-bit kind
     wbits: int = 1
+    #: how the layer's output is stored for the next stage (:func:`output_layout`); None: a
+    #: one-step dense layer's flat vector, or the output layer's scores
+    out_layout: MapLayout | None = None
+    #: the neurons run through the membrane update over T steps (:func:`timed`)
+    timed: bool = False
+    #: T of a timed layer (1 otherwise): its neurons' steps, the maps it writes
+    out_steps: int = 1
+    #: width of a membrane (:func:`membrane_bits`); 0 without membranes
+    membrane_bits: int = 0
 
     @property
     def n_in_store(self) -> int:
@@ -521,14 +549,9 @@ class LayerPlan:
         return self.input_layout.size if self.input_layout else self.n_in
 
     @property
-    def timed(self) -> bool:
-        """Whether the layer's neurons run through the membrane update over time (a timed
-        convolution, :attr:`ConvPlan.timed`)."""
-        return self.conv is not None and self.conv.timed
-
-    @property
     def in_steps(self) -> int:
-        """Input maps the layer reads per inference: T after a timed stage, else 1."""
+        """Input maps the layer reads per inference: T after a timed stage, else 1 (a dense
+        layer keeps a bank of accumulators for each)."""
         return self.input_layout.steps if self.input_layout else 1
 
     @property
@@ -544,8 +567,9 @@ class LayerPlan:
 
     @property
     def acc_bits(self) -> int:
-        """Width of the layer's accumulators (as the dense cores and the scores hold them)."""
-        return acc_bits_for(self.a_max)
+        """Width of the layer's accumulators (as the dense cores and the scores hold them; the
+        output layer's scores add every input map's, T of them after a timed layer)."""
+        return acc_bits_for(self.a_max * (self.in_steps if self.is_output else 1))
 
     def weight_bits_per_cycle(self, mode: str, word: int) -> int:
         """Weight-memory bits the layer's cores read per cycle: sum of P_c * b (event; b bits per
@@ -594,12 +618,12 @@ class LayerPlan:
 
     def event_cycles(self, events, zero_chunks):
         """T_l of an event layer for E input events and Z all-zero W-bit chunks (ints or arrays):
-        the lead-in, a skip beat per zero chunk, G cycles per event, G read-out cycles, the tail
-        (a convolution: :meth:`ConvPlan.cycles`)."""
+        the lead-in, a skip beat per zero chunk, G cycles per event, G read-out cycles (G * T for a
+        timed layer: each group's T steps), the tail (a convolution: :meth:`ConvPlan.cycles`)."""
         if self.conv is not None:
             return self.conv.cycles(events, zero_chunks)
         G = self.groups
-        return EVENT_LEAD + zero_chunks + events * G + G + EVENT_TAIL
+        return EVENT_LEAD + zero_chunks + events * G + G * self.out_steps + EVENT_TAIL
 
 
 @dataclass(frozen=True)
@@ -645,9 +669,14 @@ class HardwarePlan:
                                                             max_neurons_per_core=max_neurons_per_core,
                                                             conv_engine=conv_engine, steps=model.timesteps)
             n_store = in_layout.size if in_layout else layer.n_in
+            is_timed = timed(model, layer)
+            nm = layer.neuron_model
+            out = None if layer.is_output else output_layout(model, layer)
             layers.append(LayerPlan(i, layer.n_in, layer.n_out, layer.input_kind, layer.is_output, layer.a_max,
-                                    cores, -(-n_store // word), layer.kind, conv, in_layout, layer.bits))
-            in_layout = conv.out_layout if conv else None
+                                    cores, -(-n_store // word), layer.kind, conv, in_layout, layer.bits, out, is_timed,
+                                    model.timesteps if is_timed else 1,
+                                    nm.part("plan")(layer, model.timesteps) if is_timed and nm.stateful else 0))
+            in_layout = out
         return cls(mode, lanes, word, k, max_neurons_per_core, fifo_depth, tuple(layers), model.n_inputs,
                    model.num_classes)
 
@@ -682,17 +711,17 @@ class HardwarePlan:
         return any(lp.conv is not None for lp in self.layers)
 
     def tap_size(self, l: int) -> int:
-        """Addresses the ``events`` tap reports for hidden layer ``l``: its neurons, or for a
-        convolution the bits of its output store (:class:`MapLayout`, padding and steps included)."""
+        """Addresses the ``events`` tap reports for hidden layer ``l``: its neurons, or the bits of
+        its output store (:func:`output_layout`, padding and steps included)."""
         lp = self.layers[l]
-        return lp.conv.out_layout.size if lp.conv else lp.n_out
+        return lp.out_layout.size if lp.out_layout else lp.n_out
 
     def tap_index(self, l: int):
-        """For a convolution, (T * n_out,) int64: the tap address of each of layer ``l``'s outputs
-        in torch's flat order, step after step (``spikes = tapped[:, tap_index]``); None for a dense
-        layer."""
+        """For a convolution or a timed layer, (T * n_out,) int64: the tap address of each of layer
+        ``l``'s outputs in torch's flat order, step after step (``spikes = tapped[:, tap_index]``);
+        None for a one-step dense layer."""
         lp = self.layers[l]
-        return lp.conv.out_layout.store_index() if lp.conv else None
+        return lp.out_layout.store_index() if lp.out_layout else None
 
     def tapped_spikes(self, l: int, tapped):
         """(B, tap_size) spikes as the tap reports them -> (B, T * n_out) in torch's flat order,

@@ -52,8 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kinds
-from .hwplan import WRITABLE_WEIGHT_BITS, MapLayout, result_words, runtime_weights_problem, write_columns
+from .hwplan import WRITABLE_WEIGHT_BITS, output_layout, result_words, runtime_weights_problem, write_columns
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -379,9 +378,10 @@ def write_column_bytes(model) -> list:
             w = layer.weights_int().astype(np.int64).T & ((1 << b) - 1)  # (n_in, n_out)
             w = np.concatenate([w, np.zeros((layer.n_in, nbytes * per - layer.n_out), np.int64)], axis=1)
             cols = (w.reshape(layer.n_in, nbytes, per) << (b * np.arange(per))).sum(axis=2).astype(np.uint8)
-        if prev is not None and kinds.of(prev).output_is_map:  # after a convolution: the map store's order (even with no padding)
+        lay = output_layout(model, prev) if prev is not None else None
+        if lay is not None:  # after a convolution or a timed layer: the store's order (even with no padding)
             wide = np.zeros((ncol, nbytes), np.uint8)
-            wide[MapLayout(*prev.out_shape).store_index()] = cols
+            wide[lay.step_layout.store_index()] = cols
             cols = wide
         out.append(cols)
         prev = layer

@@ -269,7 +269,8 @@ class ConvCore(wiring.Component):
 
         spikes = Signal(P)
         if self.plan.timed:  # the membrane lanes, one step a cycle
-            lanes = MembraneLanes(L, self.plan).build(m, lanes_acc, s1_g, Const(1, 1) if T == 1 else s1_t == 0, s1_flush)
+            lanes = MembraneLanes(L, P, G, self.plan.membrane_bits, bias_in_acc=self.plan.bias_in_acc).build(
+                m, lanes_acc, s1_g, Const(1, 1) if T == 1 else s1_t == 0, s1_flush)
             m.d.comb += spikes.eq(Cat(*lanes) & live_mask)
         else:  # the accumulator holds c_o * (a - theta_o): its sign
             m.d.comb += spikes.eq(Cat(*[~a[-1] for a in lanes_acc]) & live_mask)
@@ -482,7 +483,8 @@ class WindowCore(wiring.Component):
         if self.plan.timed:  # acc_j - n = c_o * a: the membrane lanes, a step of this position
             sums = [Signal(signed(A + 1), name=f"sum{j}") for j in range(P)]
             m.d.comb += [sm.eq(acc - n) for sm, acc in zip(sums, accs)]
-            lanes = MembraneLanes(L, self.plan).build(m, sums, c_g, Const(1, 1) if T == 1 else c_t == 0, c_valid)
+            lanes = MembraneLanes(L, P, G, self.plan.membrane_bits).build(m, sums, c_g, Const(1, 1) if T == 1 else c_t == 0,
+                                                                          c_valid)
             m.d.comb += spikes.eq(Cat(*lanes) & c_live)
         else:
             m.d.comb += spikes.eq(Cat(*[~(acc - n)[-1] for acc in accs]) & c_live)

@@ -46,7 +46,7 @@ def weight_write_signature(columns: int, col_bytes: int) -> wiring.Signature:
 
 
 class _CoreBase(wiring.Component):
-    def __init__(self, weights, thresholds, compare, *, lanes, input_kind, extra_ports, bits=1):
+    def __init__(self, weights, thresholds, compare, *, lanes, input_kind, extra_ports, bits=1, sums=1):
         w = np.asarray(weights)
         if not isinstance(weights, np.ndarray) or w.ndim != 2 or w.size == 0:
             raise TypeError(f"weights must be a non-empty 2-D array of 0/1 (n_out, n_in), not {weights!r:.60}")
@@ -68,7 +68,8 @@ class _CoreBase(wiring.Component):
         self.n_out, self.n_in = w.shape
         self.weights = w.astype(np.uint8 if bits == 1 else np.int64)
         self.is_output = thresholds is None
-        r = MAX_INPUT[input_kind] * self.n_in * self.wmax
+        # R: the largest |a| (an output layer adding ``sums`` input vectors' a: their sum's)
+        r = MAX_INPUT[input_kind] * self.n_in * self.wmax * (sums if thresholds is None else 1)
         if not self.is_output:
             thresholds = np.asarray(thresholds, dtype=np.int64)
             compare = np.asarray(compare, dtype=np.int64)
@@ -275,7 +276,13 @@ class EventCore(_CoreBase):
 
     @quiet_on_error
     def __init__(self, weights, thresholds=None, compare=None, *, lanes=32, k=1, input_kind="spikes",
-                 accumulators="registers", writable=False, storage="bram", bits=1):
+                 accumulators="registers", writable=False, storage="bram", bits=1, timed=False, banks=1, steps=1,
+                 sums=1):
+        if timed and (accumulators != "registers" or thresholds is None):
+            raise ValueError("a timed core is a hidden layer's, with register accumulators")
+        if not timed and (banks != 1 or steps != 1):
+            raise ValueError("banks and steps belong to a timed core")
+        self.timed, self.banks, self.steps = bool(timed), int(banks), int(steps)
         if (writable or storage == "spram") and 8 % bits:
             raise ValueError(f"run-time weight writes take 1, 2, 4 or 8-bit weights (whole weights a byte), not {bits}-bit ones")
         if accumulators not in ("registers", "memory"):
@@ -291,16 +298,21 @@ class EventCore(_CoreBase):
             raise ValueError(f"k must be at least 1, not {k}")
         self.k = k
         n_in = np.asarray(weights).shape[-1] if hasattr(weights, "shape") and np.ndim(weights) == 2 else 1
-        self.beat = beat_layout(max(1, ceil_log2(n_in)), k)
+        # an event's address: its input i, then (timed, with banks) the step of its bank
+        self.i_bits = max(1, ceil_log2(n_in))
+        self.beat = beat_layout(self.i_bits + (ceil_log2(banks) if banks > 1 else 0), k)
         n_out = np.asarray(weights).shape[0] if np.ndim(weights) == 2 else 1
         extra = {
             "events": In(stream.Signature(self.beat)),
             "values": Out(read_port(n_in, 8)),
             "spikes": Out(max(1, n_out)),
         }
+        if self.timed:  # the step of the group out_scores holds
+            extra["out_step"] = Out(range(max(2, steps)))
         if self.writable:
             extra["wr"] = In(weight_write_signature(n_in, -(-n_out * bits // 8)))
-        super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports=extra, bits=bits)
+        super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports=extra, bits=bits,
+                         sums=sums)
         gb = self.lanes * bits // 8  # bytes of one lane group's weight word
         if self.writable and self.groups > 1 and (self.lanes * bits % 8 or gb & (gb - 1)):
             raise ValueError(f"run-time weight writes need one lane group or lanes x bits = 8 x a power of two, "
@@ -345,22 +357,32 @@ class EventCore(_CoreBase):
 
     def _neuron_plan(self):
         """Per neuron n: (weight flip, initial accumulator value, accumulator width in bits):
-        :func:`bitsnn.hwplan.neuron_accumulator`, which the estimate sizes with too."""
+        :func:`bitsnn.hwplan.neuron_accumulator`, which the estimate sizes with too (a timed
+        core's: c_n * a from 0, the membrane lanes doing the rest)."""
+        if self.timed:
+            return [neuron_accumulator(0, self.compare[n], self.r) for n in range(self.n_out)]
         if self.is_output:
             return [neuron_accumulator(None, None, self.r) for _ in range(self.n_out)]
         return [neuron_accumulator(self.thresholds[n], self.compare[n], self.r) for n in range(self.n_out)]
+
+    def _accumulate(self, acc, wrp, j: int, flip: bool, v):
+        """``acc`` plus lane j's term of the weight word just read (v times its weight); b-bit
+        weights of a compare -1 neuron (``flip``) are subtracted: c * w."""
+        term = lane_term(wrp.data, j, self.bits, v)
+        return acc - term if self.bits > 1 and flip else acc + term
 
     def _pipeline(self, m, wrp):
         """What both accumulator styles share: beat acceptance and the (event, group) walk, the
         read-out group counter, stage 0 (the weight read at i*G+g) and stage 1's registers, the
         ``out_valid``/``out_group``/``done`` of a read-out, and v, the signed value an event adds."""
-        G, k = self.groups, self.k
+        G, k, T = self.groups, self.k, self.steps
         held = Signal()
         beat = Signal(self.beat)
         e = Signal(range(max(2, k)))
         g = Signal(range(max(2, G)))
-        thr = Signal()  # reading out group tg
+        thr = Signal()  # reading out group tg (at step tt, timed)
         tg = Signal(range(max(2, G)))
+        tt = Signal(range(T)) if T > 1 else None
         count = beat.count
         final = Signal()
         m.d.comb += final.eq(held & ((count == 0) | ((e == count - 1) & (g == G - 1))))
@@ -374,6 +396,8 @@ class EventCore(_CoreBase):
             m.d.sync += held.eq(0)
             with m.If(beat.last):
                 m.d.sync += [thr.eq(1), tg.eq(0)]
+                if T > 1:
+                    m.d.sync += tt.eq(0)
                 m.d.comb += read_out_starts.eq(1)
         with m.Elif(held):
             with m.If(g == G - 1):
@@ -386,30 +410,54 @@ class EventCore(_CoreBase):
         m.d.comb += issue.eq(held & (count != 0))
         i = Signal(len(beat.addr[0]))
         m.d.comb += i.eq(beat.addr[0] if k == 1 else beat.addr[e])
+        bank = None
+        if self.banks > 1:  # the event's step: the bank it adds into
+            bank = Signal(range(self.banks))
+            m.d.comb += bank.eq(i[self.i_bits:])
+            i = i[:self.i_bits]
         m.d.comb += [wrp.addr.eq(i * G + g), self.values.addr.eq(i)]
         s1_upd, s1_thr = Signal(), Signal()
         s1_g = Signal.like(g)
+        s1_b = Signal.like(bank) if bank is not None else None
+        s1_t = Signal.like(tt) if T > 1 else None
         m.d.sync += [s1_upd.eq(issue), s1_thr.eq(thr)]
+        if bank is not None:
+            m.d.sync += s1_b.eq(bank)
+        if T > 1:
+            m.d.sync += s1_t.eq(tt)
         with m.If(thr):
             m.d.sync += s1_g.eq(tg)
-            with m.If(tg == G - 1):
-                m.d.sync += thr.eq(0)
-            with m.Else():
-                m.d.sync += tg.eq(tg + 1)
+            if T > 1:  # each group's T steps, then the next group
+                m.d.sync += tt.eq(Mux(tt == T - 1, 0, tt + 1))
+                with m.If((tg == G - 1) & (tt == T - 1)):
+                    m.d.sync += thr.eq(0)
+                with m.Elif(tt == T - 1):
+                    m.d.sync += tg.eq(tg + 1)
+            else:
+                with m.If(tg == G - 1):
+                    m.d.sync += thr.eq(0)
+                with m.Else():
+                    m.d.sync += tg.eq(tg + 1)
         with m.Else():
             m.d.sync += s1_g.eq(g)
 
         # Stage 1: the read-out handshake; the caller updates or reads out group s1_g.
         m.d.sync += [self.out_valid.eq(0), self.done.eq(0)]
         with m.If(s1_thr):
-            m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s1_g), self.done.eq(s1_g == G - 1)]
+            if T > 1:
+                m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s1_g), self.out_step.eq(s1_t),
+                             self.done.eq((s1_g == G - 1) & (s1_t == T - 1))]
+            else:
+                m.d.sync += [self.out_valid.eq(1), self.out_group.eq(s1_g), self.done.eq(s1_g == G - 1)]
+                if self.timed:
+                    m.d.sync += self.out_step.eq(0)
         if self.input_kind == "pixels":
             v = Signal(signed(10))
             m.d.comb += v.eq(self.values.data)
         else:
             v = Const(1, signed(2))
         return SimpleNamespace(accept=accept, read_out_starts=read_out_starts, thr=thr, tg=tg, g=g, v=v,
-                               s1_upd=s1_upd, s1_thr=s1_thr, s1_g=s1_g)
+                               s1_upd=s1_upd, s1_thr=s1_thr, s1_g=s1_g, s1_b=s1_b, s1_t=s1_t)
 
     def elaborate(self, platform):
         if self.accumulators == "memory":
@@ -433,6 +481,8 @@ class EventCore(_CoreBase):
         # with their start values when the first beat of the next vector is accepted (``clear``, also
         # set by reset). They power up at 0 (reset_less): an iCE40 flip-flop powers up at 0, so a
         # nonzero ``init`` would cost an inverter LUT on each side of every 1-bit.
+        if self.timed:
+            return self._elaborate_timed(m, wrp, plan)
         accs = [Signal(signed(w), name=f"acc{n}", reset_less=True) for n, (_f, _i, w) in enumerate(plan)]
         clear = Signal(init=1)
         if not self.is_output:
@@ -453,9 +503,7 @@ class EventCore(_CoreBase):
             members = [(j, gg * P + j) for j in range(P) if gg * P + j < self.n_out]
             with m.If(s1_upd & sel):
                 for j, n in members:
-                    term = lane_term(wrp.data, j, self.bits, v)
-                    neg = self.bits > 1 and plan[n][0]  # b-bit weights of a compare -1 neuron: c * w
-                    m.d.sync += accs[n].eq(accs[n] - term if neg else accs[n] + term)
+                    m.d.sync += accs[n].eq(self._accumulate(accs[n], wrp, j, plan[n][0], v))
             with m.If(s1_thr & sel):
                 for j, n in members:
                     m.d.sync += self.out_spikes[j].eq(0 if self.is_output else ~accs[n][-1])
@@ -468,6 +516,44 @@ class EventCore(_CoreBase):
                         m.d.sync += self.out_scores[j].eq(accs[n] + th if c > 0 else th - accs[n])
                 for j in range(len(members), P):
                     m.d.sync += [self.out_spikes[j].eq(0), self.out_scores[j].eq(0)]
+        return m
+
+    def _elaborate_timed(self, m, wrp, plan):
+        """A timed core: a bank of accumulator registers per input step (``banks``; one when the
+        input is the same at every step), each neuron's c_n * a from 0; the read-out gives each
+        group's T steps in turn, ``out_scores`` the bank of step ``out_step`` (the only bank when
+        there is one), for the stage's membrane lanes (:class:`~bitsnn.hw.neuron.MembraneLanes`)."""
+        P, G, B = self.lanes, self.groups, self.banks
+        accs = [[Signal(signed(w), name=f"acc{b}_{n}", reset_less=True) for n, (_f, _i, w) in enumerate(plan)]
+                for b in range(B)]
+        clear = Signal(init=1)
+        seq = self._pipeline(m, wrp)
+        with m.If(seq.accept & clear):
+            m.d.sync += clear.eq(0)
+            m.d.sync += [a.eq(0) for bank in accs for a in bank]
+        with m.If(seq.read_out_starts):
+            m.d.sync += clear.eq(1)
+        v, s1_upd, s1_thr, s1_g = seq.v, seq.s1_upd, seq.s1_thr, seq.s1_g
+        for gg in range(G):
+            sel = Signal(name=f"sel{gg}")
+            m.d.comb += sel.eq(s1_g == gg)
+            members = [(j, gg * P + j) for j in range(P) if gg * P + j < self.n_out]
+            for b in range(B):
+                hit = s1_upd & sel if B == 1 else s1_upd & sel & (seq.s1_b == b)
+                with m.If(hit):
+                    for j, n in members:
+                        m.d.sync += accs[b][n].eq(self._accumulate(accs[b][n], wrp, j, plan[n][0], v))
+            with m.If(s1_thr & sel):
+                for j, n in members:
+                    if B == 1:
+                        m.d.sync += self.out_scores[j].eq(accs[0][n])
+                    else:
+                        with m.Switch(seq.s1_t):
+                            for b in range(B):
+                                with m.Case(b):
+                                    m.d.sync += self.out_scores[j].eq(accs[b][n])
+                for j in range(len(members), P):
+                    m.d.sync += self.out_scores[j].eq(0)
         return m
 
     def _elaborate_memory(self):

@@ -55,30 +55,31 @@ def bram_blocks_for(family: str, width: int, depth: int) -> tuple[int, int]:
     return best[0], best[2]
 
 
-def neuron_acc_bits(layer, n_lo, n_hi) -> int:
+def neuron_acc_bits(layer, n_lo, n_hi, sums: int = 1) -> int:
     """Sum of the accumulator widths of neurons n_lo..n_hi-1, as the generator sizes them
     (:func:`bitsnn.hwplan.neuron_accumulator`): the ``step`` neuron model's ``estimate`` part
-    (:mod:`bitsnn.kinds`)."""
+    (:mod:`bitsnn.kinds`). An output layer adding ``sums`` input maps' sums holds theirs."""
     r = layer.a_max
     if layer.is_output:
-        return (n_hi - n_lo) * neuron_accumulator(None, None, r)[2]
+        return (n_hi - n_lo) * neuron_accumulator(None, None, r * sums)[2]
     return int(sum(neuron_accumulator(th, c, r)[2]
                    for th, c in zip(layer.thresholds[n_lo:n_hi], layer.compare[n_lo:n_hi])))
 
 
-def membrane_lanes(layer, cp) -> tuple[float, float]:
-    """(LUTs, flip-flops) of a timed convolution stage's P membrane lanes
+def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bool = False) -> tuple[float, float]:
+    """(LUTs, flip-flops) of a timed stage's P = ``lanes`` membrane lanes of ``width`` bits on
+    ``acc_bits``-bit sums
     (:class:`bitsnn.hw.neuron.MembraneLanes`): the ``if``/``lif`` neuron models' ``estimate`` part
     (:mod:`bitsnn.kinds`). A stateful lane: its (V+1)-bit chain of adders (the input, V - theta
     for the compare and the reset, the bias unless the accumulators start at it, the leak, the
     threshold of the last spike), the step-0 select and the reset's multiplexer, the V-bit register
     and the last spike; a step lane in a timed stage: the compare. Per-group constants cost
     nothing (G small)."""
-    P, V = cp.lanes, cp.membrane_bits
-    A = cp.acc_bits + 1
+    P, V = lanes, width
+    A = acc_bits + 1
     if not layer.neuron_model.stateful:
         return P * A * _CAL["membrane_cmp_luts_per_bit"], 0.0
-    adders = 2 + (not cp.bias_in_acc) + (layer.leak != 0) + (layer.reset == "subtract-next")
+    adders = 2 + (not bias_in_acc) + (layer.leak != 0) + (layer.reset == "subtract-next")
     muxes = 1 + (layer.reset != "subtract-next")
     return P * (V + 1) * (adders + muxes) * _CAL["membrane_luts_per_adder_bit"], P * (V + 1)
 
@@ -261,7 +262,7 @@ def _membranes(est: _Estimate, name: str, layer, cp) -> None:
     """A timed stage's membrane lanes (:func:`membrane_lanes`), their flip-flops packed with the
     logic that feeds them."""
     if cp.timed:
-        luts, ffs = membrane_lanes(layer, cp)
+        luts, ffs = membrane_lanes(layer, cp.lanes, cp.membrane_bits, cp.acc_bits, cp.bias_in_acc)
         ecp5 = est.family == "ecp5"  # the layer's cells are fitted there: these add to them
         est.add(name, luts=luts, ffs=ffs, packed=ffs, ecp5_logic=luts * _CAL["ecp5_membrane_cells_per_lut"] if ecp5 else None,
                 ecp5_ffs=ffs if ecp5 else None)
@@ -314,8 +315,17 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
                 blocks, banks, rom_luts = 0, 1, PB * lp.n_in_store * G / 16  # Yosys makes a small ROM logic
         if est.writable:  # write address (i*G + g), byte-lane decode, flip table, data replication
             add(f"layer{li}", luts=cal["write_luts_per_core"] + -(-n // 8) + ceil_log2(layer.n_in * G))
-        acc = neuron_acc_bits(layer, off, off + n)
-        if est.acc_style == "registers":
+        acc = neuron_acc_bits(layer, off, off + n, lp.in_steps)
+        if lp.timed:
+            # a bank of register accumulators per input map (c * a from 0), the read-out's bank
+            # multiplexer, the membrane lanes, the spike register of every step
+            A = preact_bits(layer.a_max)
+            banks = lp.in_steps
+            add(name, luts=banks * n * A + P * A * _mux_luts(banks), ffs=banks * n * A + lp.out_steps * n,
+                packed=banks * n * A)
+            luts, ffs = membrane_lanes(layer, P, lp.membrane_bits, A)
+            add(name, luts=luts, ffs=ffs, packed=ffs)
+        elif est.acc_style == "registers":
             # accumulators: one adder LUT (with carry) per bit, packed with its flip-flop
             add(name, luts=acc, ffs=acc, packed=acc)
         else:
@@ -333,7 +343,7 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
         # control; spike read-out multiplexer; output-layer score registers (core and accelerator)
         out_ffs = 0
         if layer.is_output:
-            out_ffs = P * preact_bits(layer.a_max)
+            out_ffs = P * preact_bits(layer.a_max * lp.in_steps)
         add(name, luts=cal["core_luts"] + P * _mux_luts(G) + (0 if layer.is_output else 2 * P),
             ffs=cal["core_ffs"] + P + out_ffs)
         if layer.is_output:  # the accelerator's score registers

@@ -1,14 +1,14 @@
 """The neurons of a timed stage: P lanes of membrane updates, one step a cycle.
 
-A convolution's stage over time (:attr:`bitsnn.hwplan.ConvPlan.timed`) gets, for one lane group
-of one output position at one step, each lane's c_o * a (its accumulator, weights of a compare -1
-channel inverted) and turns it into that step's spikes. The rule (docs/hardware-model.md, "Time
+A stage over time (:attr:`bitsnn.hwplan.LayerPlan.timed`: a convolution's, or a dense layer's
+event core) gets, for one lane group (of one output position) at one step, each lane's c_o * a
+(its accumulator, weights of a compare -1 neuron inverted) and turns it into that step's spikes. The rule (docs/hardware-model.md, "Time
 steps"; the golden model's :class:`bitsnn.sim.golden.IFNeurons` and ``StepNeurons``), in integers:
 
 - ``if``/``lif``: V <- V - ((V * m) >> 16) (``lif``, arithmetic shift: for m = 2^(16-k) it is
   V >> k), V <- V + (c_o * a << shift) + b_o, minus theta_o after a spike of the last step (reset
   ``subtract-next``); spike = [V >= theta_o]; then V <- V - theta_o (``subtract``) or 0 (``zero``).
-  V is 0 at step 0: the stage runs one position's T steps back to back, so its membranes are P
+  V is 0 at step 0: the stage runs one lane group's T steps back to back, so its membranes are P
   registers, never stored;
 - ``step`` (no membrane): spike = [c_o * a >= c_o * theta_o] at every step.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Const, Mux, Signal, signed
 
-from bitsnn.hwplan import ConvPlan, signed_bits
+from bitsnn.hwplan import signed_bits
 
 __all__ = ["MembraneLanes", "membrane_update"]
 
@@ -66,24 +66,30 @@ def membrane_update(m, v, a, *, theta, bias, prev, first, layer, width: int):
 
 
 class MembraneLanes:
-    """The P lanes of a timed convolution stage (see the module docstring).
+    """The P lanes of a timed stage (see the module docstring): ``lanes`` P, ``groups`` G (lane j
+    of group g is neuron ``first`` + g*P + j of ``layer``, of ``count`` from ``first``; or channel
+    g*P + j of a convolution),
+    ``width`` the membranes' bits (:func:`bitsnn.hwplan.membrane_bits`), ``bias_in_acc``: the
+    accumulators started at the biases.
 
     ``build(m, accs, group, first, en)`` adds the lanes to module ``m`` and returns their P spike
     bits (a combinational function of ``accs``, the P lanes' c_o * a, and the registers); on a
     cycle with ``en`` high the membranes (and the last spikes) take the step's values; ``first``:
-    the step is a position's step 0 (membranes start at 0)."""
+    the step is step 0 (membranes start at 0)."""
 
-    def __init__(self, layer, plan: ConvPlan):
-        self.layer, self.plan = layer, plan
-        self.P, self.G = plan.lanes, plan.groups
+    def __init__(self, layer, lanes: int, groups: int, width: int, *, bias_in_acc: bool = False, first: int = 0,
+                 count: int | None = None):
+        self.layer = layer
+        self.P, self.G = lanes, groups
         self.stateful = layer.neuron_model.stateful
-        self.width = plan.membrane_bits
-        self.bias_in_acc = plan.bias_in_acc
-        ths = [int(t) for t in layer.thresholds]
-        cs = [int(c) for c in layer.compare]
+        self.width = width
+        self.bias_in_acc = bias_in_acc
+        end = None if count is None else first + count
+        ths = [int(t) for t in layer.thresholds[first:end]]
+        cs = [int(c) for c in layer.compare[first:end]]
         if self.stateful:
             self.theta = ths
-            self.bias = [int(b) for b in layer.bias]
+            self.bias = [int(b) for b in layer.bias[first:end]]
             self.cbits = max(signed_bits(v) for v in ths + self.bias)
         else:  # c_o * theta_o: the spike is [c_o * a >= c_o * theta_o]
             self.theta = [c * t for c, t in zip(cs, ths)]

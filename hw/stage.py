@@ -12,7 +12,7 @@ has the members of :func:`stage_signature`:
                                                       ``out``, or the input buffer's ``words``)
 ``values``  Out(read_port(n, 8)) x n_values           reads the 8-bit pixels (pixel input)
 ``out``     In(read_port(words, W)) x n_readers       serves its output spike vector, word by word
-``count``   Out(range(n_out + 1))                     its spikes this inference (when
+``count``   Out(range(T * n_out + 1))                 its spikes this inference (when
                                                       :attr:`counts_spikes`; else the next stage's
                                                       ``seen`` counts them)
 ``seen``    Out(range(n_in + 1))                      input events its router emitted, or the
@@ -43,9 +43,10 @@ from amaranth.lib.wiring import In, Out
 from bitsnn.hwplan import HardwarePlan
 from bitsnn.kinds import part
 
-from .arith import popcount
+from .arith import field, popcount
 from .conv import ConvCore, WindowCore
 from .core import DenseCore, EventCore, weight_write_signature
+from .neuron import MembraneLanes
 from .ports import read_port, serve_memory, serve_register
 from .router import EventFIFO, SpikeRouter
 
@@ -90,7 +91,7 @@ def stage_signature(plan: HardwarePlan, l: int, opts: StageOptions) -> wiring.Si
         "src": Out(read_port(lp.input_words, src_width)).array(n_src_readers(plan, l)),
         "values": Out(read_port(lp.n_in_store, 8)).array(n_value_readers(plan, l)),
         "out": In(read_port(out_words, W)).array(0 if lp.is_output else opts.n_readers),
-        "count": Out(range(lp.n_out + 1)),
+        "count": Out(range(lp.n_out * lp.out_steps + 1)),
         "seen": Out(range(lp.n_in_store + 1)),
         "scores": Out(signed(plan.score_bits)).array(lp.n_out if lp.is_output else 0),
         "rotate": In(1),
@@ -131,16 +132,13 @@ class DenseStage(_Stage):
     :class:`DenseCore` s in dense mode), the spike register, the spike count or the scores."""
 
     def elaborate(self, platform):
+        if self.lp.timed:
+            return self._elaborate_timed()
         m = Module()
         layer, lp, plan, opts = self.layer, self.lp, self.plan, self.opts
         mode, P = plan.mode, plan.lanes
         reg_spikes = mode == "event" and opts.accumulators == "registers"
-        # 0/1 weight bits, or an int_dense layer's b-bit integers
-        wbits = layer.weight_bit_matrix() if layer.bits == 1 else layer.weights_int()
-        if lp.input_layout is not None:  # after a convolution: weights in the map store's order (padding 0)
-            wide = np.zeros((layer.n_out, lp.weight_columns), wbits.dtype)
-            wide[:, lp.input_layout.step_layout.store_index()] = wbits
-            wbits = wide
+        wbits = self._weights()
         cores = []
         for c, cp in enumerate(lp.cores):
             off, n = cp.first, cp.n
@@ -150,7 +148,7 @@ class DenseStage(_Stage):
             if mode == "event":
                 core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=plan.k, input_kind=layer.input_kind,
                                  accumulators=opts.accumulators, writable=opts.writable,
-                                 storage="spram" if opts.spram else "bram", bits=layer.bits)
+                                 storage="spram" if opts.spram else "bram", bits=layer.bits, sums=lp.in_steps)
                 if opts.writable or opts.spram:  # a core's neurons start at a whole byte (off: a multiple of 8)
                     wr, b0 = self.wr, off * layer.bits // 8
                     m.d.comb += [core.wr.col.eq(wr.col), core.wr.byte.eq(wr.byte - b0), core.wr.data.eq(wr.data),
@@ -220,6 +218,108 @@ class DenseStage(_Stage):
             for port in self.out:
                 serve_register(m, port, spk, plan.word)
         return m
+
+
+    def _weights(self):
+        """The layer's weights as its cores' memories hold them: 0/1 bits or b-bit integers, in
+        the columns of its input store (:attr:`~bitsnn.hwplan.LayerPlan.weight_columns`)."""
+        layer, lp = self.layer, self.lp
+        wbits = layer.weight_bit_matrix() if layer.bits == 1 else layer.weights_int()
+        if lp.input_layout is not None:  # after a convolution or a timed layer: the store's order (padding 0)
+            wide = np.zeros((layer.n_out, lp.weight_columns), wbits.dtype)
+            wide[:, lp.input_layout.step_layout.store_index()] = wbits
+            wbits = wide
+        return wbits
+
+    def _elaborate_timed(self):
+        """A hidden layer over time (:attr:`~bitsnn.hwplan.LayerPlan.timed`, event mode): timed
+        :class:`EventCore` s with a bank of accumulators per input step (an event's step picks its
+        bank), read out group by group, each group's T steps in turn, through the core's membrane
+        lanes (:class:`~bitsnn.hw.neuron.MembraneLanes`); step t's spikes go into map t of the
+        spike register (:attr:`~bitsnn.hwplan.LayerPlan.out_layout`)."""
+        m = Module()
+        layer, lp, plan, opts = self.layer, self.lp, self.plan, self.opts
+        wbits = self._weights()
+        lay = lp.out_layout
+        npad = lay.step_layout.size
+        spk = Signal(lay.size, name="spikes")
+        cores = []
+        for c, cp in enumerate(lp.cores):
+            off, n = cp.first, cp.n
+            core = EventCore(wbits[off:off + n], layer.thresholds[off:off + n], layer.compare[off:off + n],
+                             lanes=plan.lanes, k=plan.k, input_kind=layer.input_kind, writable=opts.writable,
+                             storage="spram" if opts.spram else "bram", bits=layer.bits, timed=True,
+                             banks=lp.in_steps, steps=lp.out_steps)
+            if opts.writable or opts.spram:  # a core's neurons start at a whole byte (off: a multiple of 8)
+                wr, b0 = self.wr, off * layer.bits // 8
+                m.d.comb += [core.wr.col.eq(wr.col), core.wr.byte.eq(wr.byte - b0), core.wr.data.eq(wr.data),
+                             core.wr.en.eq(wr.en & (wr.byte >= b0) & (wr.byte < b0 + -(-n * layer.bits // 8)))]
+            if layer.input_kind == "pixels":
+                wiring.connect(m, core=core.values, stage=wiring.flipped(self.values[c]))
+            m.submodules[f"core{c}"] = core
+            lanes = MembraneLanes(layer, core.lanes, core.groups, lp.membrane_bits, first=off, count=n)
+            fired = lanes.build(m, list(core.out_scores), core.out_group, core.out_step == 0, core.out_valid)
+            cores.append((off, n, core, fired))
+        fifo = self._router(m, plan.k)
+        all_ready = Cat(*[core.events.ready for _, _, core, _ in cores]).all()
+        m.d.comb += fifo.r.ready.eq(all_ready)
+        payload = fifo.r.payload
+        if lp.input_layout is not None and lp.in_steps > 1:  # (input, step): the core's weight row and bank
+            payload = _split_step(m, payload, lp.input_layout, cores[0][2].beat, cores[0][2].i_bits)
+        for _, _, core, _ in cores:
+            m.d.comb += [core.events.payload.eq(payload), core.events.valid.eq(fifo.r.valid & all_ready)]
+        self._done_when_all(m, [core for _, _, core, _ in cores])
+        # step t's spikes of group g into map t; the count adds them up
+        incs = []
+        for off, n, core, fired in cores:
+            live = [Signal(name=f"fired{off}_{j}") for j in range(core.lanes)]
+            for j, f in enumerate(fired):
+                m.d.comb += live[j].eq(f & core.out_valid)
+            incs.append(Cat(*live))
+            with m.If(core.out_valid):
+                with m.Switch(Cat(core.out_group, core.out_step) if lp.out_steps > 1 else core.out_group):
+                    for t in range(lp.out_steps):
+                        for g in range(core.groups):
+                            case = g | (t << len(core.out_group)) if lp.out_steps > 1 else g
+                            with m.Case(case):
+                                for j in range(core.lanes):
+                                    nn = g * core.lanes + j
+                                    if nn < n:
+                                        m.d.sync += spk[t * npad + off + nn].eq(fired[j])
+        with m.If(self.start):
+            m.d.sync += self.count.eq(0)
+        with m.Else():
+            m.d.sync += self.count.eq(self.count + popcount(Cat(*incs)))
+        for port in self.out:
+            serve_register(m, port, spk, plan.word)
+        return m
+
+    def _done_when_all(self, m, cores):
+        """``done``: every core has finished (they may finish in different cycles)."""
+        flags = Signal(len(cores))
+        running = Signal()
+        now = Signal(len(cores))
+        m.d.comb += now.eq(flags | Cat(*[core.done for core in cores]))
+        with m.If(self.start):
+            m.d.sync += [flags.eq(0), running.eq(1)]
+        with m.Elif(running):
+            m.d.sync += flags.eq(now)
+            with m.If(now.all()):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += running.eq(0)
+
+
+def _split_step(m, beat, layout, core_beat, i_bits: int):
+    """A router beat over ``layout``'s T maps, each event's address as a timed core takes it: the
+    store address of the same input at one step (``i_bits`` wide), then the step."""
+    out = Signal(core_beat)
+    lo = layout.cbits
+    hi = lo + layout.tbits
+    for j in range(len(beat.addr)):
+        a = beat.addr[j]
+        m.d.comb += out.addr[j].eq(Cat(field(Cat(a[:lo], a[hi:]), i_bits), a[lo:hi]))
+    m.d.comb += [out.count.eq(beat.count), out.last.eq(beat.last)]
+    return out
 
 
 def _without_step(m, beat, layout, core_beat):

@@ -25,7 +25,7 @@ LAYER_CLASSES = {"Layer", "ConvLayer"}
 #: differs with the weight bits.
 ALLOWED = {
     "bitsnn/hwmodel.py": 12,  # the layer part: how +-1 and b-bit weights are stored and checked
-    "bitsnn/hwplan.py": 7,  # the plan part: multi-bit refusals; a layer plan with or without a ConvPlan (its timed neurons among them)
+    "bitsnn/hwplan.py": 6,  # the plan part: multi-bit refusals; a layer plan with or without a ConvPlan
     "bitsnn/nirgraph.py": 1,  # an imported b-bit output layer's rows share one scale
     "model/layers.py": 4,  # the quantiser: sign for +-1, rounding for b bits; the bits check; extra_repr
     "model/network.py": 1,  # the spec's wB token, none for +-1

@@ -38,6 +38,40 @@ CASES = [
 ]
 
 
+def timed_dense_model(seed, sizes, T, *, coding="threshold", encoding="spikes", convs=()):
+    """Dense (and convolution) layers over T steps, alternately lif (leak m = 6554, a
+    multiplier; reset by subtraction, input shift 1) and if (reset at the next step)."""
+    neurons = {i: ({"neuron": "lif", "leak": 6554, "reset": "subtract", "shift": 1} if i % 2 == 0
+                   else {"neuron": "if", "reset": "subtract-next"}) for i in range(len(sizes) - 2 + len(convs))}
+    return random_model(np.random.default_rng(seed), sizes, input_shape=(8, 8), convs=convs, input_encoding=encoding,
+                        neurons=neurons, timesteps=T, input_coding=coding)
+
+
+DENSE_CASES = [
+    # hidden dense layers over time: static input (one bank), then T banks
+    (dict(seed=3, sizes=[64, 16, 12, 10], T=3), dict(lanes=4)),
+    # pixel input into cores of 8, 8 and 4 neurons
+    (dict(seed=3, sizes=[64, 20, 10], T=4, coding="direct", encoding="pixels"), dict(lanes=8, max_neurons_per_core=8)),
+    # a timed convolution's maps into a timed dense layer, k = 2 events a beat
+    (dict(seed=3, sizes=[0, 12, 10], T=3, convs=((4, 3, 2),)), dict(lanes=4, k=2)),
+]
+
+
+@pytest.mark.parametrize("margs,hargs", DENSE_CASES)
+def test_dense_layers_over_time(margs, hargs):
+    """Hidden dense layers over time (a bank of accumulators per input step, read out group by
+    group and step by step through the membrane lanes): 0 differences from the golden model in
+    the Amaranth simulator, and the cycle model exact."""
+    from bitsnn.sim.amaranth_run import run_accelerator
+
+    m = timed_dense_model(**margs)
+    imgs = np.random.default_rng(5).integers(0, 256, (4, 8, 8)).astype(np.uint8)
+    g = golden.run(m, imgs)
+    assert all(0 < s.mean() < 1 for s in g.tap_spikes)
+    r = run_accelerator(m, imgs, mode="event", word=32, **hargs)
+    assert compare(g, predict_cycles(m, g, mode="event", word=32, **hargs), r) == []
+
+
 @pytest.mark.parametrize("margs,hargs", CASES)
 def test_amaranth_matches_golden_on_every_step(margs, hargs):
     """Lane groups (lanes 2, 4), every reset, a leak by shift and one by multiplier, 4-bit kernels
@@ -151,3 +185,38 @@ def test_lif_tiny_on_mnist(sim, n, request, mnist):
                               accel_params={"lanes": lanes, "word": 32})
     assert compare(g, predict_cycles(hm, g, mode="event", lanes=lanes, word=32), r) == []
     assert np.mean(g.classes == mnist.test_labels[:n]) > 0.9
+
+
+@pytest.mark.parametrize("sim,n", [("amaranth", 4), pytest.param("verilator", 1000, marks=[pytest.mark.cosim,
+                                                                                     pytest.mark.xdist_group("cosim")])])
+def test_a_norse_graph_over_8_steps_runs_on_the_hardware_as_in_norse(sim, n):
+    """A Norse network (Linear, ``IAFCell``, Linear: the exact form), imported from NIR over 8
+    steps: the generated design's hidden spikes at every step and its summed scores equal Norse's
+    own run, and its class and cycles the golden and cycle models'."""
+    pytest.importorskip("norse")
+    from conftest import REPO
+
+    from bitsnn.model.nirlibs import norse_if_reference
+    from bitsnn.nirgraph import from_nir
+
+    _net, graph, run = norse_if_reference()
+    hm = from_nir(graph, input_encoding="spikes", input_threshold=128, steps=8)
+    x = (np.random.default_rng(0).random((n, 100)) < 0.15).astype(np.float32)
+    spikes, total = run(x, 8)
+    imgs = (x * 255).astype(np.uint8)
+    g = golden.run(hm, imgs)
+    if sim == "amaranth":
+        from bitsnn.sim.amaranth_run import run_accelerator
+
+        r = run_accelerator(hm, imgs, mode="event", lanes=16, word=32)
+    else:
+        from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
+
+        if why := simulator_missing(sim):
+            pytest.skip(why)
+        r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=REPO / ".cache" / "cosim",
+                                  accel_params={"lanes": 16, "word": 32})
+    assert 0.1 < spikes.mean() < 0.9
+    np.testing.assert_array_equal(r.spikes[0], spikes.reshape(n, -1))  # every spike of every step
+    np.testing.assert_array_equal(r.scores, total)
+    assert compare(g, predict_cycles(hm, g, mode="event", lanes=16, word=32), r) == []

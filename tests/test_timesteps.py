@@ -236,18 +236,17 @@ def test_rate_coding_generator():
 
 
 def test_the_hardware_refuses_time_by_name():
-    """sim, build, report and run check the model before any work: over time (or with membranes)
-    the hardware takes convolutions as hidden layers and an input that is the same at every step."""
-    with pytest.raises(hwplan.UnsupportedLayerError,
-                       match=r"layer 0 \(fc1\) is a hidden dense layer in a model of 4 time steps or with membranes, "
-                             "which has no hardware yet"):
-        hwplan.check_supported(_lif_model(12))
-    many = random_model(np.random.default_rng(7), [64, 12, 10], timesteps=3)
-    with pytest.raises(hwplan.UnsupportedLayerError, match=r"layer 0 \(fc1\) is a hidden dense layer in a model of 3 "):
-        hwplan.check_supported(many)
-    rate = _lif_model(3, T=2, coding="rate", convs=((4, 3, 2),), shape=(6, 6), input_seed=5)
+    """sim, build, report and run check the model before any work: over time the hardware takes
+    an input that is the same at every step, and at least one hidden layer."""
+    rate = _lif_model(3, T=2, coding="rate", input_seed=5)
     with pytest.raises(hwplan.UnsupportedLayerError, match="the model runs rate input, which has no hardware yet"):
         hwplan.check_supported(rate)
+    flat = random_model(np.random.default_rng(7), [64, 10], timesteps=3)
+    with pytest.raises(hwplan.UnsupportedLayerError, match="the model runs 3 steps with no hidden layer"):
+        hwplan.check_supported(flat)
+    with pytest.raises(hwplan.UnsupportedLayerError, match="over time, dense layers run in mode='event' only"):
+        hwplan.HardwarePlan.of(_lif_model(12), mode="dense")
+    hwplan.check_supported(_lif_model(12))
     conv = random_model(np.random.default_rng(3), [0, 10], input_shape=(6, 6), convs=((4, 3, 2),), timesteps=2,
                         input_encoding="pixels", input_coding="direct", neurons={0: {"neuron": "lif", "leak": 8192}})
     hwplan.check_supported(conv)

@@ -102,7 +102,7 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
     ceil(n_c / P_c) * ceil(n_in / W) of them per image whatever the input.
 
     Over T steps the counts are of all steps, as the hardware does them: the first layer, whose
-    input is the same at every step, takes it once; a timed convolution compares each neuron T
+    input is the same at every step, takes it once; a timed layer compares each neuron T
     times, and a stateful one updates its membrane T times.
     """
     check_hw(mode, lanes, word, conv_engine)
@@ -115,8 +115,7 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
         syn = np.asarray(golden.synaptic_events[:, l], np.int64)
         once = T if l == 0 and model.static_input else 1  # the golden model adds a static input's T times
         ev, syn = ev // once, syn // once
-        timed = lp.timed
-        stateful = timed and layer.neuron_model.stateful
+        stateful = lp.timed and layer.neuron_model.stateful
         words, bits, word_bits = lp.weight_reads(ev, mode, word)
         spikes = None if layer.is_output else np.asarray(golden.spike_counts[:, l], dtype=np.int64)
         acc_words, acc_word_bits = lp.accumulator_accesses(ev)
@@ -124,11 +123,11 @@ def layer_counts(model, golden, *, mode: str = "event", lanes: int = 32, word: i
             name=layer.name, n_in=layer.n_in, n_out=layer.n_out, acc_bits=acc_bits(layer), word_bits=word_bits,
             input_events=ev, synaptic_events=syn, output_spikes=spikes,
             weight_words=np.asarray(words, np.int64), weight_bits=np.asarray(bits, np.int64),
-            compares=layer.compares * (lp.conv.steps if timed else 1),
+            compares=layer.compares * lp.out_steps,
             acc_words=acc_words, acc_word_bits=acc_word_bits,
             extra_adds=layer.bits - 1 if layer.input_kind == "pixels" else 0,
             membrane_updates=layer.compares * T if stateful else 0,
             membrane_adds=membrane_adds(layer) if stateful else 0,
-            membrane_bits=lp.conv.membrane_bits if stateful else 0,
+            membrane_bits=lp.membrane_bits,
         ))
     return out
