@@ -46,7 +46,7 @@ def weight_write_signature(columns: int, col_bytes: int) -> wiring.Signature:
 
 
 class _CoreBase(wiring.Component):
-    def __init__(self, weights, thresholds, compare, *, lanes, input_kind, extra_ports, bits=1, sums=1):
+    def __init__(self, weights, thresholds, compare, *, lanes, input_kind, extra_ports, bits=1, sums=1, timed=False):
         w = np.asarray(weights)
         if not isinstance(weights, np.ndarray) or w.ndim != 2 or w.size == 0:
             raise TypeError(f"weights must be a non-empty 2-D array of 0/1 (n_out, n_in), not {weights!r:.60}")
@@ -75,7 +75,8 @@ class _CoreBase(wiring.Component):
             compare = np.asarray(compare, dtype=np.int64)
             if thresholds.shape != (self.n_out,) or compare.shape != (self.n_out,):
                 raise ValueError(f"thresholds and compare must have shape ({self.n_out},)")
-            if np.any((thresholds < -r - 1) | (thresholds > r + 1)):
+            # (a timed core's thresholds are its membrane lanes', of the membrane's range)
+            if not timed and np.any((thresholds < -r - 1) | (thresholds > r + 1)):
                 raise ValueError(f"thresholds must lie in [{-r - 1}, {r + 1}]")
             if not np.all((compare == 1) | (compare == -1)):
                 raise ValueError("compare must hold only +1 and -1")
@@ -312,7 +313,7 @@ class EventCore(_CoreBase):
         if self.writable:
             extra["wr"] = In(weight_write_signature(n_in, -(-n_out * bits // 8)))
         super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports=extra, bits=bits,
-                         sums=sums)
+                         sums=sums, timed=timed)
         gb = self.lanes * bits // 8  # bytes of one lane group's weight word
         if self.writable and self.groups > 1 and (self.lanes * bits % 8 or gb & (gb - 1)):
             raise ValueError(f"run-time weight writes need one lane group or lanes x bits = 8 x a power of two, "

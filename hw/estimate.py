@@ -71,15 +71,19 @@ def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bo
     ``acc_bits``-bit sums
     (:class:`bitsnn.hw.neuron.MembraneLanes`): the ``if``/``lif`` neuron models' ``estimate`` part
     (:mod:`bitsnn.kinds`). A stateful lane: its (V+1)-bit chain of adders (the input, V - theta
-    for the compare and the reset, the bias unless the accumulators start at it, the leak, the
-    threshold of the last spike), the step-0 select and the reset's multiplexer, the V-bit register
+    for the compare and the reset, the bias unless the accumulators start at it, the leak: one
+    for m = 2^(16-k), one per set bit of any other m, the threshold of the last spike), the step-0 select and the reset's multiplexer, the V-bit register
     and the last spike; a step lane in a timed stage: the compare. Per-group constants cost
     nothing (G small)."""
     P, V = lanes, width
     A = acc_bits + 1
     if not layer.neuron_model.stateful:
         return P * A * _CAL["membrane_cmp_luts_per_bit"], 0.0
-    adders = 2 + (not bias_in_acc) + (layer.leak != 0) + (layer.reset == "subtract-next")
+    # a leak m = 2^(16-k) is one subtraction of V >> k; any other m multiplies, V * m as the
+    # shift-and-add of its set bits, then the subtraction
+    m = int(layer.leak)
+    leak = 0 if m == 0 else 1 if m & (m - 1) == 0 else bin(m).count("1")
+    adders = 2 + (not bias_in_acc) + leak + (layer.reset == "subtract-next")
     muxes = 1 + (layer.reset != "subtract-next")
     return P * (V + 1) * (adders + muxes) * _CAL["membrane_luts_per_adder_bit"], P * (V + 1)
 

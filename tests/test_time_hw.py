@@ -220,3 +220,22 @@ def test_a_norse_graph_over_8_steps_runs_on_the_hardware_as_in_norse(sim, n):
     np.testing.assert_array_equal(r.spikes[0], spikes.reshape(n, -1))  # every spike of every step
     np.testing.assert_array_equal(r.scores, total)
     assert compare(g, predict_cycles(hm, g, mode="event", lanes=16, word=32), r) == []
+
+
+def test_an_snntorch_leaky_graph_over_25_steps_runs_on_the_hardware(mnist):
+    """snnTorch's ``Leaky`` (784-64-10, beta 0.9: a leak by multiplier, m = 6554; reset at the
+    next step; thresholds of 4,096 units, far beyond one step's sums), imported over 25 steps: the
+    design equals the golden model on every spike of every step of MNIST digits."""
+    pytest.importorskip("snntorch")
+    from bitsnn.model.nirlibs import snntorch_leaky_reference
+    from bitsnn.nirgraph import from_nir
+    from bitsnn.sim.amaranth_run import run_accelerator
+
+    _net, graph, _run = snntorch_leaky_reference(mnist.train_images[:3000], mnist.train_labels[:3000])
+    hm = from_nir(graph, input_encoding="spikes", input_threshold=128, steps=25, reset="subtract-next")
+    assert hm.hidden_layers[0].leak == 6554 and hm.hidden_layers[0].thresholds.min() > hm.hidden_layers[0].a_max
+    imgs = mnist.test_images[:3]
+    g = golden.run(hm, imgs)
+    assert g.spike_counts.sum() > 0
+    r = run_accelerator(hm, imgs, mode="event", lanes=32, word=32)
+    assert compare(g, predict_cycles(hm, g, mode="event", lanes=32, word=32), r) == []
