@@ -485,16 +485,10 @@ class EventCore(_CoreBase):
         if self.timed:
             return self._elaborate_timed(m, wrp, plan)
         accs = [Signal(signed(w), name=f"acc{n}", reset_less=True) for n, (_f, _i, w) in enumerate(plan)]
-        clear = Signal(init=1)
         if not self.is_output:
             m.d.comb += self.spikes.eq(Cat(*[~a[-1] for a in accs]))
-
         seq = self._pipeline(m, wrp)
-        with m.If(seq.accept & clear):
-            m.d.sync += clear.eq(0)
-            m.d.sync += [a.eq(init) for a, (_f, init, _w) in zip(accs, plan)]
-        with m.If(seq.read_out_starts):
-            m.d.sync += clear.eq(1)
+        self._load_on_first_beat(m, seq, [a.eq(init) for a, (_f, init, _w) in zip(accs, plan)])
         v, s1_upd, s1_thr, s1_g = seq.v, seq.s1_upd, seq.s1_thr, seq.s1_g
 
         # Stage 1: update group s1_g, or read it out.
@@ -519,6 +513,18 @@ class EventCore(_CoreBase):
                     m.d.sync += [self.out_spikes[j].eq(0), self.out_scores[j].eq(0)]
         return m
 
+    @staticmethod
+    def _load_on_first_beat(m, seq, loads):
+        """The accumulators take their start values (``loads``) when the first beat of an input
+        vector is accepted (``clear``: set by reset and when a read-out starts), so they keep the
+        last vector's values until then."""
+        clear = Signal(init=1)
+        with m.If(seq.accept & clear):
+            m.d.sync += clear.eq(0)
+            m.d.sync += loads
+        with m.If(seq.read_out_starts):
+            m.d.sync += clear.eq(1)
+
     def _elaborate_timed(self, m, wrp, plan):
         """A timed core: a bank of accumulator registers per input step (``banks``; one when the
         input is the same at every step), each neuron's c_n * a from 0; the read-out gives each
@@ -527,13 +533,8 @@ class EventCore(_CoreBase):
         P, G, B = self.lanes, self.groups, self.banks
         accs = [[Signal(signed(w), name=f"acc{b}_{n}", reset_less=True) for n, (_f, _i, w) in enumerate(plan)]
                 for b in range(B)]
-        clear = Signal(init=1)
         seq = self._pipeline(m, wrp)
-        with m.If(seq.accept & clear):
-            m.d.sync += clear.eq(0)
-            m.d.sync += [a.eq(0) for bank in accs for a in bank]
-        with m.If(seq.read_out_starts):
-            m.d.sync += clear.eq(1)
+        self._load_on_first_beat(m, seq, [a.eq(0) for bank in accs for a in bank])
         v, s1_upd, s1_thr, s1_g = seq.v, seq.s1_upd, seq.s1_thr, seq.s1_g
         for gg in range(G):
             sel = Signal(name=f"sel{gg}")

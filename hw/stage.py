@@ -149,12 +149,7 @@ class DenseStage(_Stage):
                 core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=plan.k, input_kind=layer.input_kind,
                                  accumulators=opts.accumulators, writable=opts.writable,
                                  storage="spram" if opts.spram else "bram", bits=layer.bits, sums=lp.in_steps)
-                if opts.writable or opts.spram:  # a core's neurons start at a whole byte (off: a multiple of 8)
-                    wr, b0 = self.wr, off * layer.bits // 8
-                    m.d.comb += [core.wr.col.eq(wr.col), core.wr.byte.eq(wr.byte - b0), core.wr.data.eq(wr.data),
-                                 core.wr.en.eq(wr.en & (wr.byte >= b0) & (wr.byte < b0 + -(-n * layer.bits // 8)))]
-                if layer.input_kind == "pixels":
-                    wiring.connect(m, core=core.values, stage=wiring.flipped(self.values[c]))
+                self._wire_event_core(m, core, c, off, n)
             else:
                 core = DenseCore(wbits[off:off + n], th, cm, lanes=P, word=plan.word, input_kind=layer.input_kind)
                 m.d.comb += core.start.eq(self.start)
@@ -171,18 +166,7 @@ class DenseStage(_Stage):
             for _, _, core in cores:
                 m.d.comb += [core.events.payload.eq(payload), core.events.valid.eq(fifo.r.valid & all_ready)]
 
-        # done: every core has finished (they may finish in different cycles)
-        flags = Signal(len(cores))
-        running = Signal()
-        now = Signal(len(cores))
-        m.d.comb += now.eq(flags | Cat(*[core.done for _, _, core in cores]))
-        with m.If(self.start):
-            m.d.sync += [flags.eq(0), running.eq(1)]
-        with m.Elif(running):
-            m.d.sync += flags.eq(now)
-            with m.If(now.all()):
-                m.d.comb += self.done.eq(1)
-                m.d.sync += running.eq(0)
+        self._done_when_all(m, [core for _, _, core in cores])
 
         # Results into the spike register or the scores. An EventCore's accumulators keep their
         # sign bits (its ``spikes``) until its next input vector starts, which is after every
@@ -220,6 +204,17 @@ class DenseStage(_Stage):
         return m
 
 
+    def _wire_event_core(self, m, core, c: int, off: int, n: int) -> None:
+        """Core ``c`` (neurons ``off`` .. ``off + n - 1``): its share of the run-time weight writes
+        (its neurons start at a whole byte: ``off`` is a multiple of 8) and its pixel reads."""
+        layer, opts = self.layer, self.opts
+        if opts.writable or opts.spram:
+            wr, b0 = self.wr, off * layer.bits // 8
+            m.d.comb += [core.wr.col.eq(wr.col), core.wr.byte.eq(wr.byte - b0), core.wr.data.eq(wr.data),
+                         core.wr.en.eq(wr.en & (wr.byte >= b0) & (wr.byte < b0 + -(-n * layer.bits // 8)))]
+        if layer.input_kind == "pixels":
+            wiring.connect(m, core=core.values, stage=wiring.flipped(self.values[c]))
+
     def _weights(self):
         """The layer's weights as its cores' memories hold them: 0/1 bits or b-bit integers, in
         the columns of its input store (:attr:`~bitsnn.hwplan.LayerPlan.weight_columns`)."""
@@ -250,12 +245,7 @@ class DenseStage(_Stage):
                              lanes=plan.lanes, k=plan.k, input_kind=layer.input_kind, writable=opts.writable,
                              storage="spram" if opts.spram else "bram", bits=layer.bits, timed=True,
                              banks=lp.in_steps, steps=lp.out_steps)
-            if opts.writable or opts.spram:  # a core's neurons start at a whole byte (off: a multiple of 8)
-                wr, b0 = self.wr, off * layer.bits // 8
-                m.d.comb += [core.wr.col.eq(wr.col), core.wr.byte.eq(wr.byte - b0), core.wr.data.eq(wr.data),
-                             core.wr.en.eq(wr.en & (wr.byte >= b0) & (wr.byte < b0 + -(-n * layer.bits // 8)))]
-            if layer.input_kind == "pixels":
-                wiring.connect(m, core=core.values, stage=wiring.flipped(self.values[c]))
+            self._wire_event_core(m, core, c, off, n)
             m.submodules[f"core{c}"] = core
             lanes = MembraneLanes(layer, core.lanes, core.groups, lp.membrane_bits, first=off, count=n)
             fired = lanes.build(m, list(core.out_scores), core.out_group, core.out_step == 0, core.out_valid)
