@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "50 MHz ULX3S); the nearest achievable one is used")
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=None, metavar="P",
                    help="neurons per cycle per event core (default: 32, or 4 lane groups for a "
-                   "129..256-neuron layer; for a model with convolutions halved until it fits the board)")
+                   "129..256-neuron layer; for a model with convolutions or membranes halved until it fits the board)")
     p.add_argument("--conv-engine", default="auto", choices=CONV_ENGINES,
                    help=_ENGINE_HELP)
     p.add_argument("--seed", type=int_in(0, 2**31 - 2), default=1, metavar="S",

@@ -39,11 +39,13 @@ def fit_conv_lanes(board, model: HardwareModel, accel: dict) -> int:
     which leaves the line idle while the image computes, is several times slower. The 4-bit
     ``conv-tiny`` on the iCEBreaker measured 313 images/s end to end with 16 lanes and no INFER
     (docs/hardware.md). A convolution's lanes are its adders and popcounts; fewer lanes cost
-    cycles (more lane groups), never results. Models without convolutions keep their lanes."""
+    cycles (more lane groups), never results. So do a timed layer's membrane lanes (over T steps,
+    :func:`bitsnn.hwplan.timed`). Models with neither keep their lanes."""
     from bitsnn import kinds
+    from bitsnn.hwplan import timed
 
     lanes = int(accel["lanes"])
-    if not any(kinds.of(layer).output_is_map for layer in model.layers):
+    if not any(kinds.of(layer).output_is_map or timed(model, layer) for layer in model.layers):
         return lanes
     limit = INFER_LIMIT * board.totals.logic
     want = accel.get("infer", "auto")
@@ -86,7 +88,7 @@ def choose_spram_layers(board, model: HardwareModel, accel: dict) -> list[int]:
 def auto_lanes(board, model: HardwareModel, accel: dict, spram) -> int:
     """The lanes a build takes when none are given: the default (with run-time weight writes, the
     ``spram`` layers, 8 x a power of two: :func:`bitsnn.hwplan.default_lanes`), fitted to the board
-    for a model with convolutions."""
+    for a model with convolutions or membranes."""
     from bitsnn.hwplan import default_lanes
 
     if spram:

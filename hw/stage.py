@@ -259,12 +259,13 @@ class DenseStage(_Stage):
         for _, _, core, _ in cores:
             m.d.comb += [core.events.payload.eq(payload), core.events.valid.eq(fifo.r.valid & all_ready)]
         self._done_when_all(m, [core for _, _, core, _ in cores])
-        # step t's spikes of group g into map t; the count adds them up
+        # step t's spikes of group g into map t; the count adds them up a cycle later (registered:
+        # the popcount is not in series with the membrane lanes)
         incs = []
         for off, n, core, fired in cores:
             live = [Signal(name=f"fired{off}_{j}") for j in range(core.lanes)]
             for j, f in enumerate(fired):
-                m.d.comb += live[j].eq(f & core.out_valid)
+                m.d.sync += live[j].eq(f & core.out_valid)
             incs.append(Cat(*live))
             with m.If(core.out_valid):
                 with m.Switch(Cat(core.out_group, core.out_step) if lp.out_steps > 1 else core.out_group):
