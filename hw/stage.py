@@ -162,7 +162,8 @@ class DenseStage(_Stage):
             m.d.comb += fifo.r.ready.eq(all_ready)
             payload = fifo.r.payload
             if lp.in_steps > 1:  # every step's maps: an event's weight row is its address without the step
-                payload = _without_step(m, payload, lp.input_layout, cores[0][2].beat)
+                payload = _split_step(m, payload, lp.input_layout, cores[0][2].beat, cores[0][2].i_bits,
+                                      keep_step=False)
             for _, _, core in cores:
                 m.d.comb += [core.events.payload.eq(payload), core.events.valid.eq(fifo.r.valid & all_ready)]
 
@@ -300,28 +301,17 @@ class DenseStage(_Stage):
                 m.d.sync += running.eq(0)
 
 
-def _split_step(m, beat, layout, core_beat, i_bits: int):
-    """A router beat over ``layout``'s T maps, each event's address as a timed core takes it: the
-    store address of the same input at one step (``i_bits`` wide), then the step."""
+def _split_step(m, beat, layout, core_beat, i_bits: int, *, keep_step: bool = True):
+    """A router beat over ``layout``'s T maps, each event's address as a core takes it: the store
+    address of the same input at one step (``i_bits`` wide), then (``keep_step``: a timed core's
+    bank) the step; without it, an output layer's weight row alone."""
     out = Signal(core_beat)
     lo = layout.cbits
     hi = lo + layout.tbits
     for j in range(len(beat.addr)):
         a = beat.addr[j]
-        m.d.comb += out.addr[j].eq(Cat(field(Cat(a[:lo], a[hi:]), i_bits), a[lo:hi]))
-    m.d.comb += [out.count.eq(beat.count), out.last.eq(beat.last)]
-    return out
-
-
-def _without_step(m, beat, layout, core_beat):
-    """A router beat over ``layout``'s T maps, with each event's step field taken out of its
-    address (the store address of the same input at one step), as ``core_beat`` lays it out."""
-    out = Signal(core_beat)
-    lo = layout.cbits
-    hi = lo + layout.tbits
-    for j in range(len(beat.addr)):
-        a = beat.addr[j]
-        m.d.comb += out.addr[j].eq(Cat(a[:lo], a[hi:]))
+        row = field(Cat(a[:lo], a[hi:]), i_bits)
+        m.d.comb += out.addr[j].eq(Cat(row, a[lo:hi]) if keep_step else row)
     m.d.comb += [out.count.eq(beat.count), out.last.eq(beat.last)]
     return out
 

@@ -106,7 +106,7 @@ def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_so
 
 def time_section(model, golden) -> dict:
     """The time steps: T, the input coding, and each hidden layer's spikes at each step (means over
-    the images; ``total`` sums the layers). ``against_steps`` is filled in by ``bitsnn report``."""
+    the images; ``spikes_per_step`` sums the layers). ``against_steps`` is filled in by ``bitsnn report``."""
     layers = [{"name": layer.name, "spikes_per_step": s.sum(axis=2).mean(axis=0).tolist()}
               for layer, s in zip(model.hidden_layers, golden.step_spikes or [])]
     total = np.sum([row["spikes_per_step"] for row in layers], axis=0).tolist() if layers else [0.0] * golden.steps
