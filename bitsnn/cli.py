@@ -54,6 +54,12 @@ POSITIVE = int_in(1)
 _ENGINE_HELP = ("window: the sliding-window stage, event: the event-driven one; auto: window for spike maps of "
                 "2..32 channels, event for pixels and one-channel maps")
 
+def _add_spikes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spikes", metavar="FILE", default=None,
+                   help="for a model with given input coding: every step's input spikes, a .npy array or an .npz "
+                   "with 'spikes' (and 'labels'), [N, steps, *input_shape] of 0/1 (--images takes the first N)")
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
@@ -183,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="print the simulator's own output (cocotb, VPI) as it runs; otherwise it goes to sim.log "
                    "in the build cache and only progress lines are printed")
+    _add_spikes(p)
     _add_data_dir(p)
 
     p = sub.add_parser("build", help="build a bitstream for a board",
@@ -231,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neurobench", action="store_true",
                    help="add the NeuroBench metrics (footprint, connection and activation sparsity, synaptic "
                    "operations), computed by the neurobench package, beside bitsnn's own counts (needs torch)")
+    _add_spikes(p)
     _add_data_dir(p)
 
     p = sub.add_parser("run", help="run test images on a board over UART",
@@ -253,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-weights", action="store_true",
                    help="write the model's weights into the device first (automatic when the design keeps "
                    "them in SPRAM, which the bitstream does not initialise)")
+    _add_spikes(p)
     _add_data_dir(p)
 
     p = sub.add_parser("flow", help="run the flow from a configuration file",

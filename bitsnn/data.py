@@ -25,6 +25,7 @@ import struct
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,3 +420,68 @@ def test_subset(n: int, model, data_dir: str | os.PathLike | None = None, *,
     except ValueError as e:
         raise BitsnnError(f"the data set's images do not suit the model: {e}") from None
     return images, labels
+
+
+def load_spikes(path: str | os.PathLike, model, n: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A ``given``-coded model's inputs from a user's file: every step's spikes, (N, T,
+    *input_shape) or (N, T, inputs) uint8 0/1, in a ``.npy`` file or as ``spikes`` in a ``.npz``
+    (with its labels, (N,) integers, as ``labels`` when it has them). Returns the first ``n``
+    (all by default, or when it holds fewer) and their labels (None without). Anything else is a :class:`BitsnnError`
+    naming what is wrong, before any work."""
+    p = Path(path)
+    if not p.is_file():
+        raise BitsnnError(f"--spikes {p}: no such file")
+    try:
+        with open(p, "rb") as fh:
+            f = np.load(fh, allow_pickle=False)
+            if isinstance(f, np.lib.npyio.NpzFile):
+                with f:
+                    if "spikes" not in f.files:
+                        raise BitsnnError(f"--spikes {p}: the .npz holds {', '.join(f.files) or 'nothing'}, "
+                                          "not 'spikes'")
+                    spikes, labels = f["spikes"], (f["labels"] if "labels" in f.files else None)
+            else:
+                spikes, labels = f, None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise BitsnnError(f"--spikes {p}: not a .npy array or an .npz with 'spikes' ({e})") from None
+    spikes = np.asarray(spikes)
+    T, shape = model.timesteps, tuple(model.input_shape)
+    if spikes.ndim < 3 or spikes.shape[1] != T or (spikes.shape[2:] != shape and spikes.shape[2:] != (model.n_inputs,)):
+        raise BitsnnError(f"--spikes {p}: the array is {list(spikes.shape)}; the model takes "
+                          f"[N, {T}, {', '.join(map(str, shape))}] (images, steps, input)")
+    if spikes.dtype.kind not in "biu" or (spikes.size and (spikes.min() < 0 or spikes.max() > 1)):
+        raise BitsnnError(f"--spikes {p}: spikes must be integers 0 or 1 (the array is {spikes.dtype})")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(spikes),) or labels.dtype.kind not in "iu":
+            raise BitsnnError(f"--spikes {p}: labels must be {len(spikes)} integers, one per input, not "
+                              f"{labels.dtype} {list(labels.shape)}")
+        labels = labels.astype(np.int64)
+    if not len(spikes):
+        raise BitsnnError(f"--spikes {p}: the array holds no inputs")
+    if n is not None:
+        n = int(n)
+        if n < 1:
+            raise BitsnnError(f"--images must be at least 1, got {n}")
+        spikes, labels = spikes[:n], (labels[:n] if labels is not None else None)
+    return np.ascontiguousarray(spikes, dtype=np.uint8), labels
+
+
+def model_inputs(n: int | None, model, data_dir: str | os.PathLike | None = None, *, spikes=None,
+                 data: Dataset | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """What ``bitsnn sim``, ``run`` and ``report`` feed ``model``: the first ``n`` test images
+    (:func:`test_subset`; all with None), or for a ``given``-coded model the user's spikes file
+    (:func:`load_spikes`, labels None when it has none). A spikes file for a model that takes
+    images, or none for one that takes spikes, is a one-line :class:`BitsnnError`."""
+    if model.input_coding == "given":
+        if spikes is None:
+            raise BitsnnError("the model takes given spikes at every step (an event sensor's), not images: "
+                              "give them with --spikes FILE (.npy or .npz, [N, steps, *input_shape] of 0/1)")
+        return load_spikes(spikes, model, n)
+    if spikes is not None:
+        raise BitsnnError(f"--spikes: the model takes images ({model.input_coding} coding); only a model with given "
+                          "input coding takes spikes")
+    if n is None:
+        data = data if data is not None else load_dataset(data_dir)
+        n = len(data.test_images)
+    return test_subset(n, model, data_dir, data=data)

@@ -60,6 +60,7 @@ __all__ = [
     "MAX_STEPS",
     "INPUT_CODINGS",
     "rate_randoms",
+    "rate_start_states",
     "LAYER_CLASSES",
     "HardwareModel",
     "pack_bits",
@@ -559,7 +560,7 @@ class HardwareModel:
             crop = f", {'x'.join(map(str, self.input_shape))} window at ({top}, {left}) of {ih}x{iw} images"
         return (
             f"{spec} ({self.input_encoding} input{crop}"
-            + (f", threshold {self.input_threshold}" if self.input_encoding == "spikes" else "")
+            + (f", threshold {self.input_threshold}" if self.input_coding == "threshold" else "")
             + f"), {self.weight_bits_total} weight bits"
             + time_text(self.timesteps, self.input_coding, [(l.neuron, l.leak, l.reset) for l in self.hidden_layers],
                         self.default_time)
@@ -763,6 +764,22 @@ def _xorshift32(x: np.ndarray) -> np.ndarray:
     return x ^ (x << np.uint32(5))
 
 
+def _xorshift32_jump(k: int) -> np.ndarray:
+    """(32,) uint32: the images of the 32 unit vectors under k advances of the generator (it is
+    linear over GF(2)), so advancing any state k times is the XOR of the columns of its set bits."""
+    cols = np.array([1 << i for i in range(32)], np.uint32)
+    for _ in range(k):
+        cols = _xorshift32(cols)
+    return cols
+
+
+def _jump(states: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(states)
+    for i in range(32):
+        out ^= np.where((states >> np.uint32(i)) & np.uint32(1), cols[i], np.uint32(0))
+    return out
+
+
 def rate_randoms(seed: int, steps: int, n: int) -> np.ndarray:
     """(steps, n) uint8: the ``rate`` coding's random bytes. One xorshift32 generator (x ^= x << 13,
     x ^= x >> 17, x ^= x << 5, on 32 bits), started at ``seed`` for every inference, advances once
@@ -780,19 +797,26 @@ def rate_randoms(seed: int, steps: int, n: int) -> np.ndarray:
         x ^= x >> 17
         x ^= (x << 5) & 0xFFFFFFFF
         first[j] = x
-    # M^K as the images of the 32 unit vectors: advancing a block by K states is XORs of columns
-    cols = np.array([1 << i for i in range(32)], np.uint32)
-    for _ in range(K):
-        cols = _xorshift32(cols)
+    cols = _xorshift32_jump(K)
     out = np.empty(-(-total // K) * K, np.uint32)
     block = first
     for lo in range(0, len(out), K):
         out[lo : lo + K] = block
-        nxt = np.zeros(K, np.uint32)
-        for i in range(32):
-            nxt ^= np.where((block >> np.uint32(i)) & np.uint32(1), cols[i], np.uint32(0))
-        block = nxt
+        block = _jump(block, cols)
     return (out[:total] & 0xFF).astype(np.uint8).reshape(steps, n)
+
+
+def rate_start_states(seed: int, steps: int, n: int) -> list[int]:
+    """The ``rate`` generator's state before input 0 of each step (``seed`` advanced t * n times):
+    the hardware runs one generator per step side by side from these (docs/hardware.md), and
+    step t's generator then yields what :func:`rate_randoms` gives for step t."""
+    cols = _xorshift32_jump(n)
+    state = np.array([int(seed) & 0xFFFFFFFF], np.uint32)
+    out = []
+    for _ in range(steps):
+        out.append(int(state[0]))
+        state = _jump(state, cols)
+    return out
 
 
 def crop_problem(input_shape, crop) -> str | None:

@@ -86,11 +86,10 @@ def check_supported(model) -> None:
         raise UnsupportedLayerError(
             f"the model runs {model.timesteps} steps with no hidden layer, which has no hardware: its scores "
             "would be one step's; sim, build, report and run take a model over time with at least one hidden layer")
-    if not model.static_input:
+    if model.input_coding == "rate" and model.timesteps > MAX_RATE_STEPS:
         raise UnsupportedLayerError(
-            f"the model runs {model.input_coding} input, which has no hardware yet: export and the golden model "
-            "take it; sim, build, report and run need direct (pixel) or threshold (spike) input, the same at "
-            "every step")
+            f"the model runs {model.timesteps} steps of rate input; the hardware's rate generators write an "
+            f"input's steps side by side into one word, so it takes at most {MAX_RATE_STEPS} steps")
 
 
 def signed_bits(v: int) -> int:
@@ -280,6 +279,43 @@ class MapLayout:
         out = np.zeros((flat.shape[0], self.size), flat.dtype)
         out[:, self.store_index()] = flat.reshape(flat.shape[0], -1)
         return out
+
+
+#: the most steps of ``rate`` input the hardware runs: an input's steps fill one 32-bit word at most
+MAX_RATE_STEPS = 32
+
+
+def input_layout(model) -> MapLayout | None:
+    """How the input buffer stores the first layer's input over T steps of ``rate`` or ``given``
+    coding (None for an input that is the same at every step: one map, or the flat vector): each
+    input's T steps side by side (:class:`MapLayout`), so a rate generator per step writes them in
+    one go. A convolution's maps ``MapLayout(C, H, W, T)``; a dense layer's vector
+    ``MapLayout(1, n, 1, T)``: input i of step t at bit i * 2^ceil(log2 T) + t."""
+    if model.static_input:
+        return None
+    first = model.layers[0]
+    if kinds.of(first).input_is_map:
+        return MapLayout(*first.in_shape, model.timesteps)
+    return MapLayout(1, first.n_in, 1, model.timesteps)
+
+
+def input_values(model) -> int:
+    """Values the Accelerator's ``pixels`` stream takes per inference: the (cropped) image's
+    pixels, or with ``given`` coding every step's spikes (T x inputs, as :func:`stream_inputs`)."""
+    return model.n_inputs * (model.timesteps if model.input_coding == "given" else 1)
+
+
+def stream_inputs(model, x) -> np.ndarray:
+    """(B, :func:`input_values`) uint8: what the Accelerator's ``pixels`` stream takes for each of a
+    batch, in order. Images (or already cropped ones): their pixels (the input buffer thresholds
+    spike input, and a rate generator compares them); ``given`` coding, x (B, T, *input_shape) 0/1:
+    every step's spikes in the input store's order (:func:`input_layout`: position by position,
+    each position's steps, each step's channels)."""
+    if model.input_coding != "given":
+        return model.prepare_images(x)
+    s = model.step_inputs(x)
+    s = s.reshape(s.shape[0], -1)  # torch's order, step after step
+    return np.ascontiguousarray(s[:, np.argsort(input_layout(model).store_index(), kind="stable")])
 
 
 def timed(model, layer) -> bool:
@@ -474,7 +510,8 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
     if conv_engine == "window" and not fits:
         raise UnsupportedLayerError(f"{layer.name}: a window stage takes spike maps of at most {word} channels "
                                     f"(padded to a power of two), not {layer.input_kind} of {c_in}")
-    engine = "window" if conv_engine == "window" or (conv_engine == "auto" and fits and c_in >= 2) else "event"
+    engine = ("window" if conv_engine == "window" or (conv_engine == "auto" and fits and (c_in >= 2 or in_layout.steps > 1))
+              else "event")
     if engine == "event" and in_layout.steps > 1:
         raise UnsupportedLayerError(f"{layer.name}: an event stage takes an input that is the same at every step; "
                                     f"its {in_layout.steps} input maps go to a window stage (conv_engine 'window' "
@@ -642,6 +679,13 @@ class HardwarePlan:
     layers: tuple[LayerPlan, ...]
     n_inputs: int
     num_classes: int
+    #: the model's input coding and steps (``rate`` runs a generator per step in the input buffer)
+    input_coding: str = "threshold"
+    steps: int = 1
+    #: values the ``pixels`` stream takes per inference (:func:`input_values`)
+    input_values: int = 0
+    #: the ``rate`` coding's seed (:func:`bitsnn.hwmodel.rate_start_states`)
+    input_seed: int | None = None
 
     @classmethod
     def of(cls, model, *, mode: str = "event", lanes: int | None = None, word: int = 32, k: int = 1,
@@ -663,7 +707,7 @@ class HardwarePlan:
             _int_arg("max_neurons_per_core", max_neurons_per_core, 1)
         _int_arg("fifo_depth", fifo_depth, MIN_FIFO_DEPTH)
         layers = []
-        in_layout = None
+        in_layout = input_layout(model)
         for i, layer in enumerate(model.layers):
             cores, conv, in_layout = part(layer.kind, "plan")(layer, in_layout, mode=mode, lanes=lanes, word=word,
                                                             max_neurons_per_core=max_neurons_per_core,
@@ -678,7 +722,8 @@ class HardwarePlan:
                                     nm.part("plan")(layer, model.timesteps) if is_timed and nm.stateful else 0))
             in_layout = out
         return cls(mode, lanes, word, k, max_neurons_per_core, fifo_depth, tuple(layers), model.n_inputs,
-                   model.num_classes)
+                   model.num_classes, model.input_coding, model.timesteps, input_values(model),
+                   model.input_seed)
 
     @property
     def hidden(self) -> tuple[LayerPlan, ...]:

@@ -87,6 +87,11 @@ class LayerKind:
         return self.connectivity == "conv"
 
     @property
+    def input_is_map(self) -> bool:
+        """Whether the layer reads its input as a stack of feature maps (else a vector)."""
+        return self.connectivity == "conv"
+
+    @property
     def takes_runtime_weights(self) -> bool:
         """Whether its weights can live in writable memory (SPRAM, WRITE_WEIGHTS): a dense
         layer's can; a convolution's kernels stay in its ROM. Weight bits are their own rule

@@ -20,7 +20,9 @@ Commands:
   be written before the first RUN; bit 2: INFER served), inputs u16, hidden layers u8, classes u8,
   result words u8, lanes u8, model id (the first 4 bytes of the hardware model's content hash),
   the UART's bit rate u32.
-- ``LOAD`` (exactly ``inputs`` bytes, one uint8 pixel each) -> no payload.
+- ``LOAD`` (exactly ``inputs`` bytes, one uint8 pixel each; with ``given`` coding ``inputs`` is T
+  times the model's inputs, every step's spikes 0/1 in the order of
+  :func:`bitsnn.hwplan.stream_inputs`) -> no payload.
 - ``RUN`` (no payload) -> no payload; starts an inference on the loaded image and replies at once.
 - ``READ`` (no payload) -> ``4 * (2 + hidden + classes)`` bytes: the accelerator's result words as
   u32: class, cycle count, each hidden layer's spike count, then the class scores (int32).
@@ -34,8 +36,9 @@ Commands:
   returns them, then the tag, once the inference is done. The tag (any value; a host counts its
   requests) ties a reply to its request, so a lost request cannot shift the results. The image is
   sent in groups of 8 inputs: a mask byte (bit t: input 8g + t is not 0), then, on pixel-input
-  designs (INFO flag :data:`FLAG_INFER_PIXELS`), the group's nonzero pixels in order. On a
-  spike-input design that is the spikes packed 8 per byte (:func:`pack_spikes`). The design holds :data:`INFER_SLOTS` images: a host may
+  designs and ``rate``-coded ones (INFO flag :data:`FLAG_INFER_PIXELS`), the group's nonzero
+  pixels in order. On a spike-input design that is the spikes packed 8 per byte
+  (:func:`pack_spikes`); with ``given`` coding, every step's (:func:`infer_inputs`). The design holds :data:`INFER_SLOTS` images: a host may
   send the next INFER before the last one's reply comes (at most ``INFER_SLOTS`` unanswered), and
   the replies come in order; an INFER that finds every slot taken is answered ``BUSY``.
 
@@ -52,7 +55,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hwplan import WRITABLE_WEIGHT_BITS, output_layout, result_words, runtime_weights_problem, write_columns
+from .hwplan import (WRITABLE_WEIGHT_BITS, input_values, output_layout, result_words, runtime_weights_problem,
+                     stream_inputs, write_columns)
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -67,6 +71,9 @@ __all__ = [
     "decode_infer_payload",
     "infer_slot_bytes",
     "infer_fits",
+    "infer_carries_pixels",
+    "infer_inputs",
+    "input_values",
     "MAX_PAYLOAD",
     "INFER_SLOTS",
     "packed_input_bytes",
@@ -239,6 +246,23 @@ def infer_fits(n_inputs: int, *, pixels: bool) -> bool:
     length field. A design serves INFER by default exactly then (hw.top.UARTTop, the estimate and
     the report's link timing all ask this)."""
     return infer_slot_bytes(n_inputs, pixels=pixels) <= MAX_PAYLOAD
+
+
+def infer_carries_pixels(model) -> bool:
+    """Whether INFER carries 8-bit pixels (masks and nonzero values) to a design of ``model``:
+    pixel input, or ``rate`` coding (the design's generators compare the pixels); else the inputs
+    as packed 0/1 spikes."""
+    return model.input_encoding == "pixels" or model.input_coding == "rate"
+
+
+def infer_inputs(model, x) -> np.ndarray:
+    """(B, :func:`input_values`) uint8: what INFER carries for each of a batch
+    (:func:`infer_payload`): the spikes the host thresholds (``threshold`` coding), else what the
+    Accelerator's stream takes (:func:`bitsnn.hwplan.stream_inputs`: the pixels, or every step's
+    given spikes in the input store's order)."""
+    if model.input_coding == "threshold":
+        return model.encode_input(x)
+    return stream_inputs(model, x)
 
 
 def buffer_layout(n_inputs: int, *, infer: bool, weight_write: bool, pixels: bool = False) -> BufferLayout:

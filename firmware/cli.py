@@ -32,21 +32,25 @@ def check_info(info: P.Info, hm, model_path) -> None:
             f"the device runs model id {info.model_id.hex()}, but {model_path} has id {want.hex()} "
             f"(content hash {hm.content_hash[:16]}...): build and program the bitstream for this model")
     shape = (info.n_inputs, info.n_hidden, info.n_classes)
-    if shape != (hm.n_inputs, len(hm.hidden_layers), hm.num_classes):
+    if shape != (P.input_values(hm), len(hm.hidden_layers), hm.num_classes):
         raise BitsnnError(f"the device reports {shape[0]} inputs, {shape[1]} hidden layers, {shape[2]} classes; "
                           f"{model_path} is {hm.describe()}")
 
 
 def run_images(dev, images, hm, *, window: int = P.INFER_SLOTS, progress=None) -> tuple[list[P.Result], np.ndarray]:
     """Infer every image on ``dev``; the results and the host's time from each request to its
-    reply (s). A design that serves INFER gets the images' input spikes (``hm.encode_input``)
-    packed, ``window`` requests in flight; any other gets LOAD, RUN and READ per image."""
+    reply (s). A design that serves INFER gets the images' inputs as INFER carries them
+    (``protocol.infer_inputs``), ``window`` requests in flight; any other gets LOAD, RUN and READ
+    per image (``hwplan.stream_inputs``). With ``given`` coding the images are every step's
+    spikes, (n, T, *input_shape)."""
+    from bitsnn.hwplan import stream_inputs
+
     info = dev.info or dev.get_info()
     if info.infer:
-        recs = dev.stream(hm.encode_input(images), window=window, progress=progress)
+        recs = dev.stream(P.infer_inputs(hm, images), window=window, progress=progress)
     else:
         recs = []
-        for i, img in enumerate(images):
+        for i, img in enumerate(stream_inputs(hm, images)):
             recs.append(dev.infer(img))
             if progress:
                 progress(i + 1, len(images))
@@ -71,7 +75,7 @@ def run_main(args, out=None, device=None) -> int:
     def say(msg=""):
         print(msg, file=out, flush=True)
 
-    from bitsnn.data import test_subset
+    from bitsnn.data import model_inputs
     from bitsnn.hwmodel import HardwareModel
     from bitsnn.hwplan import CONV_ENGINES, HardwarePlan, check_supported, default_lanes
     from bitsnn.sim import cycles as cycles_mod
@@ -83,7 +87,7 @@ def run_main(args, out=None, device=None) -> int:
         raise BitsnnError(f"hardware model {args.model} not found")
     hm = HardwareModel.load(args.model)
     check_supported(hm)  # before any work
-    images, labels = test_subset(args.images, hm, getattr(args, "data_dir", None))
+    images, labels = model_inputs(args.images, hm, getattr(args, "data_dir", None), spikes=getattr(args, "spikes", None))
     n = len(images)
     mode = getattr(args, "mode", None) or "event"
     conv_engine = getattr(args, "conv_engine", None) or "auto"
@@ -160,11 +164,14 @@ def run_main(args, out=None, device=None) -> int:
         if why:
             bad.append((b, "; ".join(why)))
 
-    say(f"accuracy: {np.mean(classes == labels):.2%} on {n} images (golden {np.mean(g.classes == labels):.2%})")
+    if labels is not None:
+        say(f"accuracy: {np.mean(classes == labels):.2%} on {n} images (golden {np.mean(g.classes == labels):.2%})")
+    else:
+        say(f"accuracy: not known ({args.spikes} has no labels)")
     say(f"mismatches: {len(bad)}")
     how = "INFER" if info.infer else "LOAD+RUN+READ"
     say(f"host round trip ({how}): mean {lat.mean() * 1e3:.2f} ms, max {lat.max() * 1e3:.2f} ms")
-    x = hm.encode_input(images)
+    x = P.infer_inputs(hm, images)
     link = predicted_link(info, P.run_cycles(info.n_inputs, cyc, info.n_result_words, infer_pixels=info.infer_pixels),
                           clock_mhz, nonzero=float(np.count_nonzero(x, axis=1).mean()))
     say(f"end to end: {n / wall:.1f} images/s measured; {link.images_per_s:.0f} predicted by the link at "

@@ -109,6 +109,11 @@ _CAL = {
     "accel_luts": 102, "ecp5_accel_luts": 339, "accel_ffs": 55,
     # input buffer per bit of W: word assembly register and write data, pixel index
     "input_luts_per_bit": 3.5, "input_ffs_per_bit": 3.5,
+    # T input maps (given or rate input): the step and channel counters, the items of T bits (Yosys
+    # synth_ice40 of the buffer alone, 784 inputs at T = 4, given: +12 to +19 LUTs, +6 FFs); rate
+    # input, per step: its xorshift32 generator (32 state FFs, the XOR network) and the 8-bit
+    # compare (rate against threshold input: +125, +250..259, +456 LUTs at T = 2, 4, 8)
+    "coded_input_luts": 15, "coded_input_ffs": 6, "rate_luts_per_step": 57, "rate_ffs_per_step": 32,
     # UART top (UARTs, parser, CRC, responder, runner), board reset; its result bytes are a block RAM
     "top_luts": 740, "top_ffs": 228,
     # iCE40 packing: flip-flops other than the accumulators that share a cell with their LUT
@@ -406,8 +411,12 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
     lay0 = plan.layers[0].input_layout
     words0 = -(-(lay0.size if lay0 else n0) // W)
     bl, _ = bram_blocks_for(family, W, words0) if family == "ice40" or words0 > 64 else (0, 1)
-    add("input", luts=cal["input_luts_per_bit"] * W + (cal["conv_input_luts"] if lay0 else 0),
+    add("input", luts=cal["input_luts_per_bit"] * W + (cal["conv_input_luts"] if plan.layers[0].conv else 0),
         ffs=cal["input_ffs_per_bit"] * W, blocks=bl, bits=bl * block_bits)
+    if lay0 is not None and lay0.steps > 1 or plan.input_coding == "given":  # T input maps
+        add("input", luts=cal["coded_input_luts"], ffs=cal["coded_input_ffs"])
+    if plan.input_coding == "rate":
+        add("input", luts=cal["rate_luts_per_step"] * plan.steps, ffs=cal["rate_ffs_per_step"] * plan.steps)
     if mode == "event" and hwmodel.input_encoding == "pixels":  # the pixel memory (8 bits per input)
         pb, _ = bram_blocks_for(family, 8, lay0.size if lay0 else n0)
         add("input", blocks=pb, bits=pb * block_bits)
@@ -419,10 +428,10 @@ def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: i
         rb, _ = bram_blocks_for(family, 8, 4 * plan.n_result_words)
         add("uart_top", luts=cal["top_luts"], ffs=cal["top_ffs"], blocks=rb, bits=rb * block_bits)
         # the image buffer: LOAD's pixels, INFER's slots, WRITE_WEIGHTS's staging area
-        pixels = hwmodel.input_encoding == "pixels"
+        pixels, nv = proto.infer_carries_pixels(hwmodel), proto.input_values(hwmodel)
         if infer is None:  # as UARTTop decides
-            infer = proto.infer_fits(n0, pixels=pixels)
-        nbuf = proto.buffer_layout(n0, infer=infer, weight_write=writable, pixels=pixels).depth
+            infer = proto.infer_fits(nv, pixels=pixels)
+        nbuf = proto.buffer_layout(nv, infer=infer, weight_write=writable, pixels=pixels).depth
         if infer:  # slot state, the byte FIFO and mask feeder, the tag, the responder's waiting reply
             add("uart_top", luts=cal["infer_top_luts"] + (cal["infer_pixel_luts"] if pixels else 0),
                 ffs=cal["infer_top_ffs"])

@@ -97,9 +97,9 @@ class UARTTop(wiring.Component):
 
     def _init(self, hwmodel, *, clk_freq, baud, timeout_cycles, mode, accelerator, infer, **accel_kwargs):
         self.hwmodel = hwmodel
-        self.n_inputs = hwmodel.n_inputs
+        self.n_inputs = P.input_values(hwmodel)  # every step's with given coding
         if not 1 <= self.n_inputs <= 0xFFFF:
-            raise ValueError(f"the model takes {self.n_inputs} inputs; one LOAD frame carries at most 65535")
+            raise ValueError(f"the model takes {self.n_inputs} input values; one LOAD frame carries at most 65535")
         self.n_hidden = len(hwmodel.layers) - 1
         self.n_classes = hwmodel.num_classes
         self.n_words = P.result_words(self.n_hidden, self.n_classes)
@@ -120,9 +120,9 @@ class UARTTop(wiring.Component):
         self.accel = accelerator
         #: WRITE_WEIGHTS is served when the accelerator has a run-time weight port
         self.weight_write = bool(getattr(accelerator, "writable", False))
-        #: INFER (the image's masks, and its nonzero pixels on a pixel-input design; the result in
-        #: the reply) is served while its longest frame fits the 16-bit length field
-        self.infer_pixels = hwmodel.input_encoding == "pixels"
+        #: INFER (the image's masks, and its nonzero pixels on a pixel-input or rate-coded design;
+        #: the result in the reply) is served while its longest frame fits the 16-bit length field
+        self.infer_pixels = P.infer_carries_pixels(hwmodel)
         fits = P.infer_fits(self.n_inputs, pixels=self.infer_pixels)
         if infer and not fits:
             raise ValueError(f"INFER: a {self.n_inputs}-input image does not fit one frame")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitsnn.hwmodel import HardwareModel
+from bitsnn.hwplan import stream_inputs
 
 __all__ = ["AmaranthResult", "run_accelerator"]
 
@@ -54,7 +55,7 @@ def run_accelerator(model: HardwareModel, images: np.ndarray, *, mode: str = "ev
     stays fast). ``result_ready``: probability (0..1] that ``result.ready`` is high in a cycle
     (backpressure test); None keeps it high.
     """
-    flat = model.prepare_images(images)
+    flat = stream_inputs(model, images)
     params = dict(mode=mode, lanes=lanes, word=word, k=k, max_neurons_per_core=max_neurons_per_core,
                   fifo_depth=fifo_depth, accumulators=accumulators, writable=writable, spram_layers=spram_layers,
                   conv_engine=conv_engine)

@@ -237,10 +237,11 @@ def test_rate_coding_generator():
 
 def test_the_hardware_refuses_time_by_name():
     """sim, build, report and run check the model before any work: over time the hardware takes
-    an input that is the same at every step, and at least one hidden layer."""
-    rate = _lif_model(3, T=2, coding="rate", input_seed=5)
-    with pytest.raises(hwplan.UnsupportedLayerError, match="the model runs rate input, which has no hardware yet"):
-        hwplan.check_supported(rate)
+    at least one hidden layer, and rate input over at most 32 steps (its generators write an
+    input's steps into one word)."""
+    hwplan.check_supported(_lif_model(3, T=2, coding="rate", input_seed=5))
+    with pytest.raises(hwplan.UnsupportedLayerError, match="the model runs 40 steps of rate input; .* at most 32 steps"):
+        hwplan.check_supported(_lif_model(3, T=40, coding="rate", input_seed=5))
     flat = random_model(np.random.default_rng(7), [64, 10], timesteps=3)
     with pytest.raises(hwplan.UnsupportedLayerError, match="the model runs 3 steps with no hidden layer"):
         hwplan.check_supported(flat)

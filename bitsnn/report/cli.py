@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import BitsnnError
+from .. import protocol as P
 from ..hwplan import DEFAULT_WORD, check_supported, default_lanes
 from .build import load_build_report
 from .core import build_report, check_report_dir, write_report
@@ -95,13 +96,14 @@ def end_to_end(model, cycles, clock_hz: float, board, build: dict | None, nonzer
         except RateError as e:
             raise BitsnnError(f"{board.name}: {e}") from None
     n_words = P.result_words(len(model.layers) - 1, model.num_classes)
-    pixels = model.input_encoding == "pixels"
+    pixels = P.infer_carries_pixels(model)
+    n_in = P.input_values(model)
     infer = ((build or {}).get("accelerator") or {}).get("infer")  # what the build chose
     if infer is None:
-        infer = P.infer_fits(model.n_inputs, pixels=pixels)
-    compute = float(np.mean(P.run_cycles(model.n_inputs, np.asarray(cycles, np.float64), n_words,
+        infer = P.infer_fits(n_in, pixels=pixels)
+    compute = float(np.mean(P.run_cycles(n_in, np.asarray(cycles, np.float64), n_words,
                                          infer_pixels=pixels))) / clock_hz
-    t = link_timing(n_inputs=model.n_inputs, n_words=n_words, infer=infer, infer_pixels=pixels, nonzero=nonzero,
+    t = link_timing(n_inputs=n_in, n_words=n_words, infer=infer, infer_pixels=pixels, nonzero=nonzero,
                     baud=baud, compute_s=compute)
     d = t.as_dict()
     what = (("INFER with each group's mask and nonzero pixels" if pixels else "INFER with packed spikes")
@@ -138,7 +140,8 @@ def steps_sweep(model, images, labels, golden, cycles, *, board: str, clock_hz: 
     rows = []
     for t in range(1, model.timesteps + 1):
         m = model if t == model.timesteps else dataclasses.replace(model, timesteps=t)
-        g = golden if t == model.timesteps else golden_mod.run(m, images)
+        x = images[:, :t] if model.input_coding == "given" else images  # given spikes: the first t steps
+        g = golden if t == model.timesteps else golden_mod.run(m, x)
         c = cycles if t == model.timesteps else cycles_mod.predict_cycles(m, g, **hw)
         r = build_report(m, g, c, board=board, clock_hz=clock_hz, clock_source="", labels=labels, **hw)
         rows.append({"steps": t, "accuracy": r["accuracy"], "spikes_mean": r["totals"]["spikes_mean"],
@@ -153,12 +156,14 @@ def report_main(args) -> int:
     return make_report(args.model, board=args.board, build_dir=args.build_dir, output=args.output,
                        images=args.images, mode=args.mode, lanes=args.lanes, word=args.word,
                        conv_engine=getattr(args, "conv_engine", None), vcd=args.vcd,
-                       sweep=args.sweep, data_dir=args.data_dir, neurobench=getattr(args, "neurobench", False))
+                       sweep=args.sweep, data_dir=args.data_dir, neurobench=getattr(args, "neurobench", False),
+                       spikes=getattr(args, "spikes", None))
 
 
 def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output=None, images: int | None = None,
                 mode: str | None = None, lanes: int | None = None, word: int | None = None,
-                conv_engine: str | None = None, vcd=None, sweep=None, data_dir=None, neurobench: bool = False, say=print) -> int:
+                conv_engine: str | None = None, vcd=None, sweep=None, data_dir=None, neurobench: bool = False,
+                spikes=None, say=print) -> int:
     """Load the hardware model ``model_path`` and the test set, run golden, cycles, energy and
     plots, print the summary with ``say`` and, with ``output``, write report.json and the plots
     there. ``images``: the first N test images (None: all). ``mode``/``lanes``/``word``/``conv_engine``
@@ -167,13 +172,18 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
     :func:`bitsnn.hwplan.default_lanes` for a model with convolutions that needs them to fit), 32-bit
     words, "auto" convolution stages.
     ``sweep``: more hardware-model files of the same network. ``neurobench``: add NeuroBench's
-    metrics (the only part that needs torch). Every path and option is checked before the work starts."""
+    metrics (the only part that needs torch). ``spikes``: a ``given``-coded model's inputs
+    (:func:`bitsnn.data.load_spikes`) instead of the test set. Every path and option is checked
+    before the work starts."""
     from ..hwmodel import HardwareModel
 
     model = HardwareModel.load(model_path)
     check_supported(model)  # before any work
+    if neurobench and (not model.default_time or any(l.neuron_model.stateful for l in model.hidden_layers)):
+        raise BitsnnError(f"--neurobench: the NeuroBench module bitsnn builds runs one step of step neurons; this "
+                          f"model is {model.describe()}")
     if output is not None:  # before any work
-        inputs = [model_path, vcd, *(sweep or ())]
+        inputs = [model_path, vcd, spikes, *(sweep or ())]
         if build_dir:
             inputs += [build_dir, Path(build_dir) / "report.json"]
         check_report_dir(output, inputs=inputs)
@@ -202,21 +212,14 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
     mnpc = accel.get("max_neurons_per_core")
     check_hw(mode, lanes, word, conv_engine)
 
-    from ..data import load_dataset
+    from ..data import load_dataset, model_inputs
     from ..sim import cycles as cycles_mod
     from ..sim import golden as golden_mod
 
-    data = load_dataset(data_dir)
-    n = images
-    if n is None:
-        n = len(data.test_images)
-    elif not 1 <= n <= len(data.test_images):
-        raise BitsnnError(f"--images {n}: must be in 1..{len(data.test_images)}, the test set's size")
-    images, labels = data.test_images[:n], data.test_labels[:n]
-    try:
-        images = model.prepare_images(images)
-    except ValueError as e:
-        raise BitsnnError(f"the data set's images do not suit the model: {e}") from None
+    data = None if model.input_coding == "given" or spikes is not None else load_dataset(data_dir)
+    if data is not None and images is not None and not 1 <= images <= len(data.test_images):
+        raise BitsnnError(f"--images {images}: must be in 1..{len(data.test_images)}, the test set's size")
+    images, labels = model_inputs(images, model, spikes=spikes, data=data)
     golden = golden_mod.run(model, images)
     cycles = cycles_mod.predict_cycles(model, golden, mode=mode, lanes=lanes, word=word,
                                        max_neurons_per_core=mnpc, conv_engine=conv_engine)
@@ -244,7 +247,7 @@ def make_report(model_path, *, board: str = "icebreaker", build_dir=None, output
     if build is not None:
         report["timing"]["at_fmax"] = timing(cycles, build["fmax_mhz"] * 1e6)
     report["timing"]["end_to_end"] = end_to_end(model, cycles, clock_hz, board, build,
-                                                float(np.count_nonzero(model.encode_input(images), axis=1).mean()))
+                                                float(np.count_nonzero(P.infer_inputs(model, images), axis=1).mean()))
     if model.timesteps > 1:
         report["time"]["against_steps"] = steps_sweep(model, images, labels, golden, cycles, board=board.name,
                                                       clock_hz=clock_hz, mode=mode, lanes=lanes, word=word,

@@ -78,14 +78,18 @@ def plot_time_raster(golden, path, *, index: int = 0, model=None) -> Path:
 
 def plot_feature_maps(golden, model, path, *, index: int = 0, max_channels: int = 16) -> Path:
     """The spike picture of one inference as feature maps: the input image, then each
-    convolution's output maps (one panel per channel, up to ``max_channels``; white = spike)."""
+    convolution's output maps (one panel per channel, up to ``max_channels``; white = spike). An
+    input over time (rate or given spikes) shows each input's spikes summed over the steps."""
     B = golden.inputs.shape[0]
     if not 0 <= index < B:
         raise BitsnnError(f"image index {index} outside 0..{B - 1}")
     convs = [(i, l) for i, l in enumerate(model.layers) if kinds.of(l).output_is_map]
     if not convs:
         raise BitsnnError("the model has no convolution to draw as feature maps")
-    rows = [("input", golden.inputs[index].reshape(1, *convs[0][1].in_shape[1:]))]
+    x = golden.inputs[index]
+    if x.ndim == 2:  # rate or given input: its spikes summed over the steps
+        x = x.sum(axis=0)
+    rows = [("input", x.reshape(convs[0][1].in_shape)[:max_channels])]
     for i, l in convs:
         rows.append((f"{l.name} ({int(golden.spikes[i][index].sum())} spikes)",
                      golden.spikes[i][index].reshape(l.out_shape)[:max_channels]))

@@ -21,7 +21,7 @@ import numpy as np
 
 from bitsnn import BitsnnError
 from bitsnn.fileio import VCD, check_output_file
-from bitsnn.hwplan import DEFAULT_WORD
+from bitsnn.hwplan import DEFAULT_WORD, input_values, stream_inputs
 from bitsnn.options import HDL_SIMULATORS
 from bitsnn.protocol import MAX_LANES
 
@@ -109,7 +109,7 @@ def _feed_cycles(hm, cycles) -> int:
     from bitsnn.hwplan import result_words
 
     n_words = result_words(len(hm.hidden_layers), hm.num_classes)
-    return int(np.sum(cycles) + len(cycles) * (hm.n_inputs + n_words))
+    return int(np.sum(cycles) + len(cycles) * (input_values(hm) + n_words))
 
 
 def simulate(hm, images, *, simulator: str, mode: str = "event", g=None, want_cycles=None, progress: int = 0,
@@ -153,7 +153,7 @@ def write_wave(hm, image, path, *, simulator: str, mode: str, build_root=None, l
     from bitsnn.hwplan import default_lanes
 
     lanes = lanes or default_lanes(hm)
-    image = hm.prepare_images(np.asarray(image, np.uint8)[None])
+    image = stream_inputs(hm, np.asarray(image, np.uint8)[None])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if simulator == "amaranth":
@@ -186,23 +186,26 @@ def sim_main(args, out=None) -> int:
     """The ``bitsnn sim`` subcommand: 0 when everything matches, 1 on a mismatch."""
     return sim_check(args.model, images=args.images, simulator=args.simulator, mode=args.mode, lanes=args.lanes,
                      conv_engine=getattr(args, "conv_engine", "auto"), wave=args.wave, image=args.image, data_dir=args.data_dir,
-                     force=getattr(args, "force", False), verbose=getattr(args, "verbose", False), out=out)
+                     force=getattr(args, "force", False), verbose=getattr(args, "verbose", False),
+                     spikes=getattr(args, "spikes", None), out=out)
 
 
 def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str = "event", lanes: int | None = None,
               conv_engine: str = "auto", wave=None, image: int = 0, data_dir=None, force: bool = False,
-              verbose: bool = False, out=None) -> int:
+              verbose: bool = False, spikes=None, out=None) -> int:
     """Simulate the first ``images`` test images of the hardware model file ``model`` on
     ``simulator`` and compare every spike, score, class, spike count and cycle count with the
     golden and cycle models; print a summary to ``out`` (default stdout). ``wave``: also write a
     waveform of test image ``image`` there (an existing file that is not a VCD only with ``force``). ``lanes``/``conv_engine``: as the Accelerator's. Every option is checked before the simulation
-    starts. Returns 0 when everything matches, 1 on a mismatch (the first ones are printed)."""
+    starts. A model with ``given`` input coding takes its inputs from ``spikes`` (a file:
+    :func:`bitsnn.data.load_spikes`) instead of the test set. Returns 0 when everything matches,
+    1 on a mismatch (the first ones are printed)."""
     out = out or sys.stdout
 
     def say(msg=""):
         print(msg, file=out, flush=True)
 
-    from bitsnn.data import load_dataset, test_subset
+    from bitsnn.data import load_dataset, model_inputs
     from bitsnn.hwmodel import HardwareModel
     from bitsnn.hwplan import CONV_ENGINES, MODES, HardwarePlan, check_supported, default_lanes
     from bitsnn.sim import cycles as cycles_mod
@@ -227,14 +230,16 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
     if wave is not None:
         from bitsnn.data import data_inputs
 
-        check_output_file(wave, "--wave", kind=VCD, inputs=[model, *data_inputs(data_dir)], force=force)
+        check_output_file(wave, "--wave", kind=VCD, inputs=[model, *data_inputs(data_dir), *([spikes] if spikes else [])],
+                          force=force)
     _check_simulator(simulator)
-    data = load_dataset(data_dir)
-    k = int(image or 0)
-    if wave and not 0 <= k < len(data.test_images):
-        raise BitsnnError(f"--image {k} is outside the test set (0..{len(data.test_images) - 1})")
-    images, labels = test_subset(images, hm, data=data)
+    data = None if hm.input_coding == "given" or spikes is not None else load_dataset(data_dir)
+    images, labels = model_inputs(images, hm, spikes=spikes, data=data)
     n = len(images)
+    k = int(image or 0)
+    pool = images if data is None else data.test_images
+    if wave and not 0 <= k < len(pool):
+        raise BitsnnError(f"--image {k} is outside the {'inputs' if data is None else 'test set'} (0..{len(pool) - 1})")
 
     say(f"model {model_path}: {hm.describe()}")
     t0 = time.perf_counter()
@@ -250,10 +255,12 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
     r = run.result
     bad = compare(g, want_cycles, r)
 
-    acc = float(np.mean(np.asarray(r.classes) == labels))
-    gacc = float(np.mean(g.classes == labels))
     counts = np.asarray(r.spike_counts)
-    say(f"accuracy: {acc:.2%} on {n} images (golden {gacc:.2%})")
+    if labels is not None:
+        acc = float(np.mean(np.asarray(r.classes) == labels))
+        say(f"accuracy: {acc:.2%} on {n} images (golden {float(np.mean(g.classes == labels)):.2%})")
+    else:
+        say(f"accuracy: not known ({spikes} has no labels)")
     say(f"mismatches: {len(bad)}")
     say(f"cycles per inference: mean {np.mean(r.cycles):.1f}, min {int(np.min(r.cycles))}, "
         f"max {int(np.max(r.cycles))}")
@@ -273,7 +280,7 @@ def sim_check(model, *, images: int = 100, simulator: str = "icarus", mode: str 
         if simulator == "golden":
             say("--wave: the golden model has no waveform; use a hardware simulator")
         else:
-            write_wave(hm, data.test_images[k], wave, simulator=simulator, mode=mode, lanes=lanes,
+            write_wave(hm, pool[k], wave, simulator=simulator, mode=mode, lanes=lanes,
                        conv_engine=conv_engine)
             say(f"wrote waveform of image {k} to {wave}")
     if bad:

@@ -31,6 +31,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from bitsnn.hwplan import input_values
+
 __all__ = ["CosimHarness", "RecordLayout"]
 
 
@@ -89,7 +91,7 @@ class CosimHarness(wiring.Component):
             raise ValueError(f"batch must be at least 1, not {batch}")
         self.accelerator = Accelerator(hwmodel, **accel_params)
         plan = self.accelerator.hw
-        self.n_inputs = hwmodel.n_inputs
+        self.n_inputs = input_values(hwmodel)
         self.batch, self.watchdog = int(batch), int(watchdog)
         self.taps = [plan.tap_size(l) for l in range(len(hwmodel.hidden_layers))]
         self.tap_offsets = [sum(self.taps[:l]) for l in range(len(self.taps))]

@@ -23,6 +23,7 @@ import numpy as np
 
 from bitsnn import BitsnnError
 from bitsnn.fileio import atomic_path
+from bitsnn.hwplan import stream_inputs
 from bitsnn.options import HDL_SIMULATORS
 
 __all__ = ["SIMULATORS", "simulator_missing", "CosimResult", "run_accelerator_cosim", "default_build_root"]
@@ -315,7 +316,7 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
         raise BitsnnError(f"bench must be one of {', '.join(BENCHES)}, not {bench!r}")
     if bench == "native" and (simulator != "verilator" or wave is not None):
         raise BitsnnError("the native bench runs on Verilator, without waveforms")
-    images = np.ascontiguousarray(hwmodel.prepare_images(np.asarray(images, dtype=np.uint8)))
+    images = stream_inputs(hwmodel, np.asarray(images, dtype=np.uint8))
     root = (Path(build_root) if build_root else default_build_root()).resolve()
     params = dict(mode=mode, **(accel_params or {}))
     t0 = time.perf_counter()
