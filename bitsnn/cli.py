@@ -124,11 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-seed", type=int_in(1, (1 << 32) - 1), default=None, metavar="S",
                    help="rate coding: the seed of its xorshift32 generator (the hardware's too)")
     p.add_argument("--neuron", default=None, choices=tuple(NEURONS),
-                   help="the hidden layers' neurons: step (one step, no state), if or lif (a membrane over the steps)")
+                   help="the hidden layers' neurons: step (one step, no state), if or lif (a membrane over the steps), "
+                   "signed_if (Fast-SNN's, trained as a quantised ANN: see --act-bits)")
     p.add_argument("--leak", type=int_in(1, 16), default=None, metavar="K",
                    help="lif neurons: V <- V - (V >> K) before each step, 1..16 (default 3)")
     p.add_argument("--reset", default=None, choices=RESETS,
                    help="if/lif neurons: after a spike V -= theta (subtract) or V = 0 (zero)")
+    p.add_argument("--act-bits", type=int_in(1, 4), default=None, metavar="B",
+                   help="Fast-SNN: train a quantised ANN of B-bit activations and convert it to signed_if neurons "
+                   "over T = 2^B - 1 steps (default: the preset's)")
+    p.add_argument("--finetune-epochs", type=int_in(0, 1000), default=None, metavar="N",
+                   help="with --act-bits: fine-tune the converted layers one by one, N epochs each, against the "
+                   "quantised ANN (Fast-SNN's layer-wise fine-tuning; default: the preset's)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--threads", type=int_in(1, 1024), default=None, metavar="N",
                    help="torch CPU threads (default 1: a seed then gives the same model on any core count)")

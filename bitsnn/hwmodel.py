@@ -290,6 +290,10 @@ class Layer:
             return f"shift {self.shift!r}: must be 0..{MAX_SHIFT}"
         if self.reset not in RESETS:
             return f"reset {self.reset!r}: must be one of {RESETS}"
+        if "reset" not in nm.header_keys and self.reset != "subtract":
+            return f"{self.neuron} neurons have their own reset rule, not reset {self.reset!r}"
+        if nm.signed and isinstance(self.thresholds, np.ndarray) and np.any(self.thresholds % 2):
+            return f"{self.neuron} thresholds must be even: the membrane starts at theta/2"
         b = self.bias
         if not isinstance(b, np.ndarray) or b.dtype.kind != "i" or b.shape != (self.rows,):
             return f"a {self.neuron} layer needs an integer bias of shape ({self.rows},)"
@@ -750,7 +754,9 @@ def time_text(steps: int, coding: str, neurons, default_time: bool) -> str:
     for name, leak, reset in neurons:
         nm = NEURONS.get(name)
         if nm is not None and nm.stateful:
-            text = f"{name} neurons ({leak_text(leak) + ', ' if leak else ''}reset {reset})"
+            how = [leak_text(leak)] if leak else []
+            how += [f"reset {reset}"] if "reset" in nm.header_keys else []
+            text = f"{name} neurons" + (f" ({', '.join(how)})" if how else "")
             if text not in kinds_:
                 kinds_.append(text)
     if default_time and not kinds_:
@@ -1194,7 +1200,10 @@ def random_model(
         if i not in nfields:
             return {"thresholds": th, "compare": cmp_}
         scale = max(1, int(threshold_spread * math.sqrt(fan_in) * (64 if kind == "pixels" else 1) * weight_limit(wbits.get(i, 1))))
-        return {"thresholds": rng.integers(1, 2 * scale + 2, size=rows).astype(np.int64), "compare": cmp_,
+        th = rng.integers(1, 2 * scale + 2, size=rows).astype(np.int64)
+        if NEURONS[nfields[i].get("neuron", "step")].signed:  # even: the membrane starts at theta/2
+            th += th % 2
+        return {"thresholds": th, "compare": cmp_,
                 "bias": rng.integers(-scale, scale + 1, size=rows).astype(np.int64), **nfields[i]}
     wbits = dict(weight_bits or {})
 

@@ -210,6 +210,10 @@ class NeuronModel:
     #: the leaks m it takes: V <- V - ((V * m) >> 16) before each step, a decay of 1 - m/65536
     #: (m = 2^(16-k) is V - (V >> k)); 0: no leak
     leaks: range = range(0, 1)
+    #: whether its spikes carry a sign (+1 and -1: the next layer adds or subtracts a weight). An
+    #: OR pool of signed spikes means nothing, so a convolution of such neurons pools before them:
+    #: each pooled neuron takes the sum of its window's sums.
+    signed: bool = False
 
     @property
     def has_hardware(self) -> bool:
@@ -228,10 +232,10 @@ class NeuronModel:
 
 
 def _neuron(name: str, summary: str, *, stateful=False, min_version=1, header_keys=(), leaks=range(0, 1),
-            **parts: str | None) -> NeuronModel:
+            signed=False, **parts: str | None) -> NeuronModel:
     assert tuple(parts) == NEURON_PARTS, parts
     assert parts["torch"] and parts["golden"], parts
-    return NeuronModel(name, summary, parts, stateful, min_version, tuple(header_keys), leaks)
+    return NeuronModel(name, summary, parts, stateful, min_version, tuple(header_keys), leaks, signed)
 
 
 #: every neuron model, in the order the file format introduced them
@@ -258,6 +262,13 @@ NEURONS: dict[str, NeuronModel] = {n.name: n for n in (
             plan="bitsnn.hwplan:membrane_bits",
             estimate="bitsnn.hw.estimate:membrane_lanes",
             hw="bitsnn.hw.neuron:MembraneLanes"),
+    # Fast-SNN (Hu et al., TPAMI 2023): a quantised ANN's b-bit activation as T = 2^b - 1 steps
+    _neuron("signed_if", "Fast-SNN's signed integrate and fire: V starts at theta/2; V += c*a*2^shift + b each step; "
+            "V >= theta: spike +1 and V -= theta; else V < 0 after more +1 than -1 spikes: spike -1 and V += theta",
+            stateful=True, min_version=5, header_keys=("shift",), signed=True,
+            torch="bitsnn.model.layers:SignedIFActivation",
+            golden="bitsnn.sim.golden:SignedIFNeurons",
+            plan=None, estimate=None, hw=None),
 )}
 
 #: how a stateful neuron's membrane is reset after a spike: V -= theta at once, V = 0, or V -=

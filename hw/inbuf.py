@@ -71,65 +71,77 @@ class InputBuffer(wiring.Component):
         plan, lay = self.plan, self.layout
         W, n0 = plan.word, plan.input_values
         x, accept = self.data, self.en
+        rate = plan.input_coding == "rate"
+        # a rate pixel's T steps go in side by side as one item; anything else is one bit (or pixel)
+        item_bits = 1 << lay.tbits if rate else 1
+        per_word = W // item_bits
         pi = Signal(range(max(2, n0)))
         m.d.comb += self.last.eq(pi == n0 - 1)
-        with m.If(accept):
-            m.d.sync += pi.eq(Mux(self.last, 0, pi + 1))
-        rate = plan.input_coding == "rate"
-        if self.dense_pixels:  # W pixels per word, for DenseCore
-            item_bits, value = 8, x
-        elif rate:  # a pixel's T steps side by side (padded to a power of two)
-            item_bits, value = 1 << lay.tbits, self._rate_bits(m, x, accept)
-        else:  # the spike vector: one bit per input (given coding: one per input and step)
-            item_bits = 1
-            value = (x != 0) if self.pixels_in or plan.input_coding == "given" else (x >= self.threshold)
-        per_word = W * (8 if self.dense_pixels else 1) // item_bits
-        lw = ceil_log2(per_word)
+        wpos = Signal(range(max(2, per_word)))
+        widx = Signal(range(max(2, self.word_depth)))
+        paddr = None
         if lay is None:
-            addr = nxt = None
-            wpos = Signal(range(max(2, per_word)))
-            widx = Signal(range(max(2, self.word_depth)))
-            word_end = (wpos == per_word - 1) | self.last
-            with m.If(accept):
-                with m.If(self.last | (wpos == per_word - 1)):
-                    m.d.sync += wpos.eq(0)
-                with m.Else():
-                    m.d.sync += wpos.eq(wpos + 1)
-                with m.If(self.last):
-                    m.d.sync += widx.eq(0)
-                with m.Elif(wpos == per_word - 1):
-                    m.d.sync += widx.eq(widx + 1)
+            word_end = (wpos == W - 1) | self.last
         else:
-            # the item of write j goes to address (fields of the counters, innermost first), rows and
-            # each field padded to a power of two; the counters skip the padding
-            if plan.input_coding == "given":
-                dims = [("channel", lay.channels, lay.cbits), ("step", lay.steps, lay.tbits)]
-            else:
-                dims = []
-            dims += [("pixel_x", lay.width, lay.wbits), ("pixel_y", lay.height, None)]
-            addr, nxt = _count_through(m, dims, accept, self.last)
-            wpos, widx = addr[:lw], addr >> lw
-            word_end = self.last | ((nxt >> lw) != (addr >> lw))
-
-        # a memory of words, each assembled item by item (the word's first item clears the rest)
-        # and written when it is complete; it serves the ``words`` readers
-        mem = memory.Memory(shape=item_bits * per_word, depth=self.word_depth, init=[])
-        m.submodules["pixmem" if self.dense_pixels else "bitmap"] = mem
-        wp = mem.write_port()
-        cur, nxt_word = Signal(item_bits * per_word), Signal(item_bits * per_word)
-        first = (wpos == 0).replicate(item_bits)
-        m.d.comb += nxt_word.eq(Cat(*[~first & cur[item_bits * i:item_bits * (i + 1)] for i in range(per_word)]))
-        m.d.comb += nxt_word.word_select(wpos, item_bits).eq(value)
-        m.d.comb += [wp.addr.eq(widx), wp.data.eq(nxt_word), wp.en.eq(accept & word_end)]
+            # item j goes to address (its counters' fields side by side, innermost first): pixel
+            # (y, x) to ((y << wbits) | x); given spikes to (((y << wbits | x) << tbits | t) << cbits | c)
+            lw = ceil_log2(per_word)
+            dims = ([("channel", lay.channels, lay.cbits), ("step", lay.steps, lay.tbits)]
+                    if plan.input_coding == "given" else [])
+            dims = [d for d in dims if d[1] > 1] + [("pixel_x", lay.width, lay.wbits), ("pixel_y", lay.height, 0)]
+            ctrs = [Signal(range(max(2, n)), name=name) for name, n, _b in dims]
+            paddr = Signal(range(max(2, lay.size // item_bits)), name="pixel_addr")
+            nxt = Signal(len(paddr) + 1)
+            m.d.comb += [paddr.eq(Cat(*[field(c, b) for c, (_n, _c, b) in zip(ctrs[:-1], dims[:-1])], ctrs[-1])),
+                         nxt.eq(_next_address(ctrs, dims, paddr))]
+            m.d.comb += [wpos.eq(paddr[:lw]), widx.eq(paddr >> lw)]
+            word_end = self.last | ((nxt >> lw) != (paddr >> lw))
+            with m.If(accept):
+                with m.If(self.last):
+                    m.d.sync += [c.eq(0) for c in ctrs]
+                for j in reversed(range(len(ctrs) - 1)):  # counters 0..j wrap: counter j + 1 steps
+                    with m.Elif(_wraps(ctrs, dims, j)):
+                        m.d.sync += [c.eq(0) for c in ctrs[:j + 1]] + [ctrs[j + 1].eq(ctrs[j + 1] + 1)]
+                with m.Else():
+                    m.d.sync += ctrs[0].eq(ctrs[0] + 1)
         with m.If(accept):
-            m.d.sync += cur.eq(nxt_word)
-        for port in self.words:
-            serve_memory(m, port, mem.read_port())
+            with m.If(self.last):
+                m.d.sync += pi.eq(0)
+                if lay is None:
+                    m.d.sync += [wpos.eq(0), widx.eq(0)]
+            with m.Else():
+                m.d.sync += pi.eq(pi + 1)
+                if lay is None:
+                    with m.If(wpos == W - 1):
+                        m.d.sync += [wpos.eq(0), widx.eq(widx + 1)]
+                    with m.Else():
+                        m.d.sync += wpos.eq(wpos + 1)
+        def word_store(name, item_bits, value, per_word=W):
+            """A memory of ``per_word``-item words, each assembled item by item (the word's first
+            item clears the rest) and written when it is complete; it serves the ``words`` readers."""
+            mem = memory.Memory(shape=item_bits * per_word, depth=self.word_depth, init=[])
+            m.submodules[name] = mem
+            wp = mem.write_port()
+            cur, nxt = Signal(item_bits * per_word), Signal(item_bits * per_word)
+            first = (wpos == 0).replicate(item_bits)
+            m.d.comb += nxt.eq(Cat(*[~first & cur[item_bits * i:item_bits * (i + 1)] for i in range(per_word)]))
+            m.d.comb += nxt.word_select(wpos, item_bits).eq(value)
+            m.d.comb += [wp.addr.eq(widx), wp.data.eq(nxt), wp.en.eq(accept & word_end)]
+            with m.If(accept):
+                m.d.sync += cur.eq(nxt)
+            for port in self.words:
+                serve_memory(m, port, mem.read_port())
 
+        if self.dense_pixels:  # W pixels per word, for DenseCore
+            word_store("pixmem", 8, x)
+        elif rate:  # each pixel's T spikes from the generators
+            word_store("bitmap", item_bits, self._rate_bits(m, x, accept), per_word)
+        else:  # the spike vector: one bit per pixel (given coding: per input and step)
+            word_store("bitmap", 1, (x != 0) if self.pixels_in or plan.input_coding == "given" else (x >= self.threshold))
         if self.pixels_in and not self.dense_pixels:  # the pixels, one per word, for the cores' values
             m.submodules.pixmem = pixmem = memory.Memory(shape=8, depth=self.n_store, init=[])
             pwp = pixmem.write_port()
-            m.d.comb += [pwp.addr.eq(pi if lay is None else addr), pwp.data.eq(x), pwp.en.eq(accept)]
+            m.d.comb += [pwp.addr.eq(pi if lay is None else paddr), pwp.data.eq(x), pwp.en.eq(accept)]
             for port in self.values:
                 serve_memory(m, port, pixmem.read_port())
         return m
@@ -149,22 +161,22 @@ class InputBuffer(wiring.Component):
         return Cat(*bits)
 
 
-def _count_through(m, dims, accept, last):
-    """Counters over ``dims`` ((name, count, bits), innermost first; the outermost's bits None:
-    unpadded), advanced at each ``accept`` and cleared after the ``last`` write: (the address now,
-    the address of the next write), each the counters' fields side by side."""
-    dims = [d for d in dims[:-1] if d[1] > 1] + dims[-1:]
-    ctrs = [Signal(range(max(2, n)), name=name) for name, n, _b in dims]
-    carry, nxt = Const(1, 1), []
-    for j, (ctr, (_name, n, _b)) in enumerate(zip(ctrs, dims)):
-        step = ctr + 1 if j == len(dims) - 1 else Mux(ctr == n - 1, 0, ctr + 1)
-        nxt.append(Mux(carry, step, ctr))
-        carry = carry & (ctr == n - 1)
-    with m.If(accept):
-        for ctr, v in zip(ctrs, nxt):
-            m.d.sync += ctr.eq(Mux(last, 0, v))
+def _wraps(ctrs, dims, j):
+    """Whether counters 0..j are all at their last value."""
+    w = ctrs[0] == dims[0][1] - 1
+    for c, (_name, n, _b) in zip(ctrs[1:j + 1], dims[1:j + 1]):
+        w = w & (c == n - 1)
+    return w
 
-    def address(values):
-        return Cat(*[field(v, b) for v, (_n, _c, b) in zip(values[:-1], dims[:-1])], values[-1])
 
-    return address(ctrs), address(nxt)
+def _next_address(ctrs, dims, addr, j=0):
+    """The address of the next write: ``addr`` + 1 while counter ``j`` steps, else (it wraps) the
+    one with counters 0..j at 0 and the next one stepped (the fields are padded, so that is the
+    address's higher fields plus one)."""
+    low = Const(0, 1)
+    if j == len(ctrs) - 1:
+        return Cat(field(low, sum(b for _n, _c, b in dims[:j])), ctrs[j] + 1)
+    step = addr + 1 if j == 0 else Cat(field(low, sum(b for _n, _c, b in dims[:j])), field(ctrs[j] + 1, dims[j][2]),
+                                       *[field(c, b) for c, (_n, _c, b) in zip(ctrs[j + 1:-1], dims[j + 1:-1])],
+                                       ctrs[-1])
+    return Mux(ctrs[j] == dims[j][1] - 1, _next_address(ctrs, dims, addr, j + 1), step)

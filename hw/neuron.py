@@ -21,7 +21,7 @@ from amaranth.hdl import Const, Mux, Signal, signed
 
 from bitsnn.hwplan import signed_bits
 
-__all__ = ["MembraneLanes", "membrane_update"]
+__all__ = ["MembraneLanes", "membrane_update", "signed_update"]
 
 
 def membrane_update(m, v, a, *, theta, bias, prev, first, layer, width: int):
@@ -63,6 +63,32 @@ def membrane_update(m, v, a, *, theta, bias, prev, first, layer, width: int):
     else:
         m.d.comb += after.eq(vn)
     return spike, after, vn
+
+
+def signed_update(m, v, count, a, *, theta, bias, first, shift: int, width: int):
+    """One ``signed_if`` lane's step (Fast-SNN; the golden model's
+    :class:`bitsnn.sim.golden.SignedIFNeurons`): (+1 spike, -1 spike, V after, count after), as
+    Amaranth values. ``v``, ``count``: the lane's membrane and its +1 spikes less its -1 spikes
+    (both ignored at ``first``, where V starts at theta/2 and the count at 0); ``a``: c_o * a;
+    ``theta`` (even), ``bias``: the lane's constants; ``width``: the membrane's bits. One
+    subtraction, d = V - theta, gives the +1 spike (d >= 0) and the V after it; a -1 spike needs
+    V < 0 (its sign bit) and a count above 0, and adds theta back."""
+    w = width + 1
+    v0 = Signal(signed(w))
+    m.d.comb += v0.eq(Mux(first, theta >> 1, v))
+    c0 = Signal(len(count))
+    m.d.comb += c0.eq(Mux(first, 0, count))
+    vn = Signal(signed(w))
+    m.d.comb += vn.eq(v0 + (a << int(shift)) + bias)
+    d = Signal(signed(w + 1))
+    m.d.comb += d.eq(vn - theta)
+    up, down = Signal(), Signal()
+    m.d.comb += [up.eq(~d[-1]), down.eq(d[-1] & vn[-1] & (c0 != 0))]
+    after = Signal(signed(w))
+    m.d.comb += after.eq(Mux(up, d, Mux(down, vn + theta, vn)))
+    count_after = Signal(len(count))
+    m.d.comb += count_after.eq(c0 + up - down)
+    return up, down, after, count_after
 
 
 class MembraneLanes:

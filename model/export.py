@@ -136,9 +136,9 @@ def compare_with_golden(model: BitSNN, hw: HardwareModel, images: np.ndarray, la
         tr = model.run(torch.as_tensor(xb), "exact")
         m = np.zeros(len(xb), dtype=bool)
         # every spike of every step: the trace's (B, n) at one step, (B, T, n) over several
-        for s_t, s_g in zip(tr.spikes, g.step_spikes):
-            s_t = s_t.numpy().astype(np.uint8).reshape(len(xb), -1)
-            m |= np.any(s_t != s_g.reshape(len(xb), -1), axis=1)
+        for s_t, s_g in zip(tr.spikes, g.step_spikes):  # signed neurons' -1 spikes too
+            s_t = s_t.numpy().astype(np.int16).reshape(len(xb), -1)
+            m |= np.any(s_t != s_g.reshape(len(xb), -1).astype(np.int16), axis=1)
         t_scores = tr.scores.numpy()
         if not np.all(np.abs(t_scores) < 2**53) or not np.all(t_scores == np.rint(t_scores)):
             raise BitsnnError("export: the torch exact path produced non-integer scores")

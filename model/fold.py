@@ -77,7 +77,7 @@ def fold_thresholds(
 
 def fold_membrane(alpha, bn_weight, bn_bias, running_mean, running_var, eps: float, bias,
                   input_scale: float = 1.0, limit: int = 1 << 31, max_shift: int = 16,
-                  resolution: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                  resolution: int = 256, even: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """A stateful (``if``/``lif``) neuron's integer parameters, in float64::
 
         float:   V += k*a + beta'   each step, a spike when V >= 1
@@ -89,7 +89,7 @@ def fold_membrane(alpha, bn_weight, bn_bias, running_mean, running_var, eps: flo
     The layer's shift s (0..max_shift) is the smallest that gives its median neuron a threshold of
     at least ``resolution``: the bias and threshold are then rounded to 1/resolution of a spike.
     Returns ``(theta int64 in 1..limit, compare int8, bias int64 in -limit..limit, s)``, the
-    arrays (n,). A neuron with k = 0 takes the largest theta (its a does not reach it)."""
+    arrays (n,); ``even``: theta the nearest even integer, at least 2. A neuron with k = 0 takes the largest theta (its a does not reach it)."""
     f = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
     gamma, beta, mu, var, b = f(bn_weight), f(bn_bias), f(running_mean), f(running_var), f(bias)
     n = gamma.shape[0]
@@ -106,7 +106,10 @@ def fold_membrane(alpha, bn_weight, bn_bias, running_mean, running_var, eps: flo
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         theta = np.where(mag > 0, 1.0 / np.where(mag > 0, mag, 1.0), float(limit))
         bias_i = np.where(mag > 0, shift / np.where(mag > 0, mag, 1.0), np.sign(shift) * float(limit))
-    theta = np.clip(np.rint(np.clip(theta, 1, limit)), 1, limit).astype(np.int64)
+    if even:  # the nearest even theta >= 2 (signed_if: the membrane starts at theta/2)
+        theta = np.clip(2 * np.rint(np.clip(theta, 2, limit) / 2), 2, limit - limit % 2).astype(np.int64)
+    else:
+        theta = np.clip(np.rint(np.clip(theta, 1, limit)), 1, limit).astype(np.int64)
     bias_i = np.rint(np.clip(bias_i, -limit, limit)).astype(np.int64)
     compare = np.where(k < 0, -1, 1).astype(np.int8)
     return theta, compare, bias_i, s

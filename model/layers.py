@@ -47,6 +47,7 @@ __all__ = [
     "BinaryLinear",
     "SpikeActivation",
     "IFActivation",
+    "SignedIFActivation",
     "make_activation",
     "InputSpikes",
     "BinaryDense",
@@ -261,6 +262,15 @@ class SpikeActivation(nn.Module):
         return torch.where(up, a >= th, a <= th)
 
 
+def _membrane_terms(a: torch.Tensor, fields: dict, steps: int):
+    """A stateful layer's integer terms for its exact path, as float64 tensors that broadcast over
+    ``a`` (neurons on axis 1): c * 2^shift, theta, b, and ``a`` split into its steps."""
+    shape = (1, -1) + (1,) * (a.dim() - 2)
+    f64 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64, device=a.device).view(shape)  # noqa: E731
+    c, th, b = f64(fields["compare"]) * 2.0 ** fields["shift"], f64(fields["thresholds"]), f64(fields["bias"])
+    return c, th, b, a.reshape(steps, -1, *a.shape[1:])
+
+
 class IFActivation(nn.Module):
     """``if`` / ``lif`` neurons over T steps (the neuron models' torch part, :mod:`bitsnn.kinds`).
 
@@ -331,10 +341,7 @@ class IFActivation(nn.Module):
     @staticmethod
     def exact(a: torch.Tensor, fields: dict, steps: int = 1) -> torch.Tensor:
         """Integer spikes of exact sums ``a`` (float64, time-major), the golden model's rule."""
-        shape = (1, -1) + (1,) * (a.dim() - 2)
-        f64 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64, device=a.device).view(shape)  # noqa: E731
-        c, th, b = f64(fields["compare"]) * 2.0 ** fields["shift"], f64(fields["thresholds"]), f64(fields["bias"])
-        at = a.reshape(steps, -1, *a.shape[1:])
+        c, th, b, at = _membrane_terms(a, fields, steps)
         v = torch.zeros_like(at[0])
         out, prev = [], None
         for t in range(steps):
@@ -354,12 +361,101 @@ class IFActivation(nn.Module):
         return torch.stack(out).reshape(a.shape)
 
 
-def make_activation(n: int, surrogate: str, neuron: str = "step", *, leak: int = 0, reset: str = "subtract"):
-    """The torch module of neuron model ``neuron`` (its ``torch`` part, :mod:`bitsnn.kinds`)."""
+class RoundHalfUpSTE(torch.autograd.Function):
+    """floor(x + 1/2) (what the membrane's theta/2 start gives), identity straight-through gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return torch.floor(x + 0.5)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        return grad_out
+
+
+class SignedIFActivation(nn.Module):
+    """``signed_if`` neurons (Fast-SNN; the neuron model's torch part, :mod:`bitsnn.kinds`).
+
+    Float path: the quantised ANN the network trains as, in one pass (no steps). A b-bit clipped
+    ReLU with a learned clip alpha: u = floor(clip((y + b) / alpha, 0, 1) * T + 1/2) / T, T =
+    2^b - 1 levels, the rounding straight-through; y the batch-normed sum, b a learnable bias. The
+    next layer takes u, which is the spike count / T of the converted neuron.
+
+    Integer path: the converted network over T steps, the golden model's rule
+    (:class:`bitsnn.sim.golden.SignedIFNeurons`) with the parameters
+    :func:`bitsnn.model.fold.fold_membrane` folds for a threshold of alpha (even, so V starts at
+    theta/2 exactly): over T steps of a constant input y a neuron then spikes u*T times, which is
+    why the float path rounds half up."""
+
+    neuron = "signed_if"
+    #: the network trains it as a quantised ANN: one pass, no steps (:meth:`BitSNN.run`)
+    one_pass = True
+
+    def __init__(self, n: int, levels: int):
+        super().__init__()
+        if not 1 <= levels <= 255:
+            raise ValueError(f"signed_if neurons take 1..255 levels (2^b - 1 steps), not {levels}")
+        self.levels = int(levels)
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.alpha = nn.Parameter(torch.tensor(1.0))
+
+    @classmethod
+    def build(cls, n: int, surrogate: str, *, leak: int = 0, reset: str = "subtract", steps: int = 1):
+        """No surrogate (the rounding is straight-through) and no leak; the levels are the steps T."""
+        if reset != "subtract":
+            raise ValueError(f"signed_if neurons have their own reset rule, not reset {reset!r}")
+        return cls(n, steps)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+    def clip(self) -> torch.Tensor:
+        return self.alpha.abs().clamp(min=1e-3)
+
+    def forward(self, y: torch.Tensor, steps: int = 1) -> torch.Tensor:
+        b = self.bias.view(1, -1, *([1] * (y.dim() - 2)))
+        r = torch.clamp((y + b) / self.clip(), 0.0, 1.0)
+        return RoundHalfUpSTE.apply(r * self.levels) / self.levels
+
+    def fold(self, alpha, bn, input_scale: float, a_max: int, window: int = 1) -> dict:
+        """The layer's neuron fields: the membrane folded for a threshold of the clip (theta even);
+        ``window`` positions pooled (their summed y: BatchNorm's shift ``window`` times, the bias once)."""
+        t = lambda p: p.detach().cpu().to(torch.float64).numpy()  # noqa: E731
+        clip = float(self.clip().detach().cpu())
+        theta, compare, bias, shift = fold_membrane(t(alpha), t(bn.weight) / clip, t(bn.bias) * window / clip,
+                                                    t(bn.running_mean) * window, t(bn.running_var), bn.eps,
+                                                    t(self.bias) / clip, input_scale, MAX_MEMBRANE_PARAM,
+                                                    MAX_SHIFT, even=True)
+        return {"thresholds": theta, "compare": compare, "bias": bias, "neuron": self.neuron, "reset": "subtract",
+                "leak": 0, "shift": shift}
+
+    @staticmethod
+    def exact(a: torch.Tensor, fields: dict, steps: int = 1) -> torch.Tensor:
+        """Integer spikes -1/0/+1 of exact sums ``a`` (float64, time-major), the golden model's rule."""
+        c, th, b, at = _membrane_terms(a, fields, steps)
+        v = (th / 2).expand_as(at[0]).clone()
+        count = torch.zeros_like(v)
+        out = []
+        for t in range(steps):
+            v = v + c * at[t] + b
+            up = v >= th
+            down = ~up & (v < 0) & (count > 0)
+            s = up.to(torch.float64) - down.to(torch.float64)
+            v = v - s * th
+            count = count + s
+            out.append(s)
+        return torch.stack(out).reshape(a.shape)
+
+
+def make_activation(n: int, surrogate: str, neuron: str = "step", *, leak: int = 0, reset: str = "subtract",
+                    steps: int = 1):
+    """The torch module of neuron model ``neuron`` (its ``torch`` part, :mod:`bitsnn.kinds`);
+    ``steps``: the model's T (a quantised ANN's levels for ``signed_if``)."""
     nm = kinds.neuron(neuron)
     if (why := nm.leak_problem(leak)):
         raise ValueError(why)
-    return nm.part("torch").build(n, surrogate, leak=leak, reset=reset)
+    build = nm.part("torch").build
+    return build(n, surrogate, leak=leak, reset=reset, steps=steps) if nm.signed else build(n, surrogate, leak=leak, reset=reset)
 
 
 class BinaryDense(nn.Module):
@@ -370,14 +466,14 @@ class BinaryDense(nn.Module):
     """
 
     def __init__(self, n_in: int, n_out: int, *, surrogate: str = "box", input_kind: str = "spikes", bits: int = 1,
-                 neuron: str = "step", leak: int = 0, reset: str = "subtract"):
+                 neuron: str = "step", leak: int = 0, reset: str = "subtract", steps: int = 1):
         super().__init__()
         if input_kind not in ("spikes", "pixels"):
             raise ValueError(f"input_kind must be 'spikes' or 'pixels', got {input_kind!r}")
         self.input_kind = input_kind
         self.fc = BinaryLinear(n_in, n_out, input_scale=1.0 / 255 if input_kind == "pixels" else 1.0, bits=bits)
         self.bn = nn.BatchNorm1d(n_out)
-        self.act = make_activation(n_out, surrogate, neuron, leak=leak, reset=reset)
+        self.act = make_activation(n_out, surrogate, neuron, leak=leak, reset=reset, steps=steps)
 
     @property
     def n_in(self) -> int:
@@ -441,7 +537,7 @@ class BinaryConv2d(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, *, padding: int | None = None, pool: int = 2,
                  surrogate: str = "box", input_kind: str = "spikes", in_hw: tuple[int, int] | None = None,
-                 bits: int = 1, neuron: str = "step", leak: int = 0, reset: str = "subtract"):
+                 bits: int = 1, neuron: str = "step", leak: int = 0, reset: str = "subtract", steps: int = 1):
         super().__init__()
         self.bits = _check_bits(bits)
         if kernel_size % 2 != 1:
@@ -467,7 +563,7 @@ class BinaryConv2d(nn.Module):
             # 97.0 % instead of 93.5 % after 3 epochs on 20,000 MNIST images (784-c16-c32-10).
             # (A membrane that integrates over the steps starts at BN's zero shift.)
             nn.init.constant_(self.bn.bias, POOL_BN_SHIFT)
-        self.act = make_activation(c_out, surrogate, neuron, leak=leak, reset=reset)
+        self.act = make_activation(c_out, surrogate, neuron, leak=leak, reset=reset, steps=steps)
 
     def extra_repr(self) -> str:
         return (f"{self.c_in}, {self.c_out}, kernel_size={self.kernel_size}, pool={self.pool}, input={self.input_kind}"
@@ -500,6 +596,8 @@ class BinaryConv2d(nn.Module):
     def neuron_fields(self) -> dict:
         """The layer's neuron fields in the hardware model, per output channel, folded from its
         current parameters (float64): see :meth:`BinaryDense.neuron_fields`."""
+        if self.pools_sums:
+            return self.act.fold(self.alpha, self.bn, self.input_scale, self.a_max, window=self.pool * self.pool)
         return self.act.fold(self.alpha, self.bn, self.input_scale, self.a_max)
 
     def fold(self) -> tuple[np.ndarray, np.ndarray]:
@@ -510,15 +608,28 @@ class BinaryConv2d(nn.Module):
     def _pool(self, s: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(s, self.pool) if self.pool > 1 else s
 
+    def _sum_pool(self, y: torch.Tensor) -> torch.Tensor:
+        """Each pool window's sum: signed neurons take it (an OR of signed spikes means nothing)."""
+        return F.avg_pool2d(y, self.pool) * (self.pool * self.pool) if self.pool > 1 else y
+
+    @property
+    def pools_sums(self) -> bool:
+        """Whether the pool sums the layer's sums before its neurons (signed ones) instead of
+        OR-ing their spikes (:attr:`bitsnn.kinds.NeuronModel.signed`)."""
+        return kinds.neuron(self.act.neuron).signed
+
     def forward(self, x: torch.Tensor, steps: int = 1, static: bool = False) -> torch.Tensor:
         """Float path, time-major over ``steps`` (or one step's input every step takes: ``static``).
-        The neuron model pools (:meth:`SpikeActivation.pooled`: the step neuron pools potentials)."""
+        The neuron model pools (:meth:`SpikeActivation.pooled`: the step neuron pools potentials),
+        or, for signed neurons, takes each window's summed y."""
         if self.input_scale != 1.0:
             x = x * self.input_scale
         a = F.conv2d(x, quantize(self.weight, self.bits), padding=self.padding)
         y = self.bn(a * self.alpha.view(1, -1, 1, 1))
         if static and steps > 1:
             y = y.repeat(steps, 1, 1, 1)
+        if self.pools_sums:
+            return self.act(self._sum_pool(y), steps)
         return self.act.pooled(y, self._pool, steps)
 
     forward_float = forward
@@ -531,5 +642,7 @@ class BinaryConv2d(nn.Module):
         a = F.conv2d(x_int.to(torch.float64), w, padding=self.padding)
         if static and steps > 1:
             a = a.repeat(steps, 1, 1, 1)
+        if self.pools_sums:
+            return a, self.act.exact(self._sum_pool(a), self.neuron_fields(), steps).to(torch.float32)
         s = self.act.exact(a, self.neuron_fields(), steps).to(torch.float32)
         return a, self._pool(s)

@@ -52,6 +52,10 @@ __all__ = [
 #: a lif neuron's leak shift when none is given: V <- V - (V >> 3), a decay of 7/8 a step (snnTorch's
 #: tutorials take 0.9)
 DEFAULT_LEAK = 3
+#: the widest quantised activation --act-bits takes (T = 2^b - 1 steps)
+MAX_ACT_BITS = 4
+#: the neuron model a quantised ANN converts to (Fast-SNN's signed integrate and fire)
+ANN_NEURON = next(name for name, nm in kinds.NEURONS.items() if nm.signed)
 
 
 @dataclass
@@ -96,6 +100,11 @@ class TrainConfig:
     neuron: str = "step"
     leak: int = 0
     reset: str = "subtract"
+    #: Fast-SNN: train a quantised ANN of b-bit activations and convert it to signed_if neurons
+    #: over T = 2^b - 1 steps (sets ``neuron`` and ``timesteps``), then fine-tune the converted
+    #: layers one by one for ``finetune_epochs`` epochs each (0: none)
+    act_bits: int | None = None
+    finetune_epochs: int = 0
 
     @property
     def leak_m(self) -> int:
@@ -172,6 +181,25 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
         raise BitsnnError(f"--threads must be >= 1, got {base.threads}")
     if base.crop < 0:
         raise BitsnnError(f"--crop must be >= 0, got {base.crop}")
+    if base.act_bits is not None:
+        if not is_int(base.act_bits) or not 1 <= base.act_bits <= MAX_ACT_BITS:
+            raise BitsnnError(f"--act-bits must be 1..{MAX_ACT_BITS}, got {base.act_bits!r}")
+        T = (1 << base.act_bits) - 1
+        if overrides.get("timesteps") not in (None, T):
+            raise BitsnnError(f"--act-bits {base.act_bits} runs T = 2^{base.act_bits} - 1 = {T} steps, not --steps "
+                              f"{overrides['timesteps']}")
+        if overrides.get("neuron") not in (None, ANN_NEURON):
+            raise BitsnnError(f"--act-bits converts to {ANN_NEURON} neurons, not --neuron {overrides['neuron']}")
+        base.timesteps, base.neuron = T, ANN_NEURON
+    trained_as_ann = base.neuron in kinds.NEURONS and kinds.neuron(base.neuron).signed
+    if not is_int(base.finetune_epochs) or base.finetune_epochs < 0:
+        raise BitsnnError(f"--finetune-epochs must be a non-negative integer, got {base.finetune_epochs!r}")
+    if base.finetune_epochs and not trained_as_ann:
+        raise BitsnnError(f"--finetune-epochs fine-tunes a converted quantised ANN: give --act-bits ({ANN_NEURON} "
+                          "neurons)")
+    if trained_as_ann and (base.coding or CODINGS_OF[base.input_encoding][0]) not in ("direct", "threshold"):
+        raise BitsnnError(f"{base.neuron} neurons train as a quantised ANN of one input: direct or threshold coding, "
+                          f"not {base.coding}")
     if base.neuron in kinds.NEURONS and kinds.neuron(base.neuron).leak_problem(0):
         base.leak = base.leak or DEFAULT_LEAK  # a model that needs a leak, none given
     elif base.leak:
@@ -236,7 +264,7 @@ def evaluate(model: BitSNN, images, labels, *, path: str | None = None, batch_si
         x = x_all[lo : lo + batch_size].to(device)
         tr = model.run(x, path)
         correct += int((tr.classes.cpu() == y_all[lo : lo + batch_size]).sum())
-        r = [float(s.sum()) / s[0].numel() for s in tr.spikes]
+        r = [float(s.abs().sum()) / s[0].numel() for s in tr.spikes]  # spikes of either sign
         rates = r if rates is None else [a + b for a, b in zip(rates, r)]
     model.train(was_training)
     n = len(x_all)
@@ -343,7 +371,18 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
             + f"  ({train_time:.1f} s)"
         )
     model.eval()
+    tuned = None
+    if model.one_pass and cfg.finetune_epochs and len(model.hidden) > 1:
+        tuned = finetune_layers(model, x_train, y_train, epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
+                                gen=gen, log=log)
     final = evaluate(model, dataset.test_images, dataset.test_labels, device=device)
+    conversion = None
+    if model.one_pass:
+        conversion = conversion_check(model, dataset.test_images, dataset.test_labels, device=device)
+        log(f"conversion: quantised ANN test accuracy {conversion['qann_accuracy']:.4f}, signed-IF SNN over "
+            f"{model.timesteps} steps (integer) {conversion['snn_accuracy']:.4f}; spike count = ANN level in "
+            + ", ".join(f"layer {i} {100 * v:.2f} %" for i, v in enumerate(conversion["level_agreement"]))
+            + " of the neurons")
     metrics = {
         "test_accuracy": final["accuracy"],
         "test_firing_rates": final["firing_rates"],
@@ -352,14 +391,111 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
         "device": str(device),
         "dataset": dataset.name,
         "history": history,
+        **({"conversion": conversion} if conversion else {}),
+        **({"finetune": tuned} if tuned else {}),
     }
     return model, metrics
+
+
+#: training images the layer-wise fine-tuning judges each epoch on (the authors use the training set)
+FINETUNE_CHECK_IMAGES = 5000
+
+
+def _snn_accuracy(model: BitSNN, x, y, batch_size: int = 1000) -> float:
+    with torch.no_grad():
+        ok = sum(int((model.run(x[lo:lo + batch_size], "exact").classes == y[lo:lo + batch_size]).sum())
+                 for lo in range(0, len(x), batch_size))
+    return ok / len(x)
+
+
+def finetune_layers(model: BitSNN, x_train, y_train, *, epochs: int, batch_size: int, gen, lr: float = 1e-3,
+                    log=print) -> list[dict]:
+    """Fast-SNN's layer-wise fine-tuning of a converted network (the authors' ``snn_ft.py``): each
+    hidden layer after the first, in order, learns to give the quantised ANN's activations from the
+    converted network's input. Per batch, the layer's ANN form runs on the previous layer's spike
+    counts / T (differentiable); its output takes the converted layer's own value (its net spike
+    counts / T, straight through) and the MSE to the ANN's activations (a copy of the trained ANN,
+    fixed) trains the layer's weights, BatchNorm and bias (not its clip), by SGD with momentum 0.9
+    and weight decay 5e-4. An epoch is kept only when it raises the converted network's accuracy
+    on the first :data:`FINETUNE_CHECK_IMAGES` training images; otherwise the layer goes back."""
+    import copy
+
+    teacher = copy.deepcopy(model).eval()
+    T = model.timesteps
+    x_check, y_check = x_train[:FINETUNE_CHECK_IMAGES], y_train[:FINETUNE_CHECK_IMAGES]
+    best = _snn_accuracy(model, x_check, y_check)
+    log(f"fine-tuning layer by layer: the converted network's accuracy on {len(x_check)} training images {best:.4f}")
+    report = []
+    n = len(x_train)
+    for l in range(1, len(model.hidden)):
+        layer = model.hidden[l]
+        params = [p for name, p in layer.named_parameters() if name != "act.alpha"]
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+        for epoch in range(epochs):
+            kept = copy.deepcopy(layer.state_dict())
+            loss_sum = 0.0
+            perm = torch.randperm(n, generator=gen).to(x_train.device)
+            for lo in range(0, n - 1, batch_size):
+                xb = x_train[perm[lo:lo + batch_size]]
+                with torch.no_grad():
+                    h_q = teacher.encode(xb)
+                    for j in range(l + 1):
+                        h_q = teacher.hidden[j].forward_float(h_q, 1, True)
+                    h, static = model.encode(xb), model.static_input
+                    for j in range(l):
+                        _, h = model.hidden[j].forward_exact(h, T, static)
+                        static = False
+                    _, out = layer.forward_exact(h, T, False)
+                    u_in = h.reshape(T, -1, *h.shape[1:]).sum(0) / T
+                    u_out = out.reshape(T, -1, *out.shape[1:]).sum(0) / T
+                pred = layer.forward_float(u_in, 1, True)
+                pred = pred + (u_out.to(pred.dtype) - pred).detach()  # the converted layer's value, the ANN's gradient
+                loss = F.mse_loss(pred, h_q)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += float(loss.detach()) * len(xb)
+            acc = _snn_accuracy(model, x_check, y_check)
+            keep = acc > best
+            if keep:
+                best = acc
+            else:
+                layer.load_state_dict(kept)
+            rec = {"layer": l, "epoch": epoch + 1, "mse": loss_sum / n, "accuracy": acc, "kept": keep}
+            report.append(rec)
+            log(f"fine-tune layer {l}, epoch {epoch + 1}/{epochs}: MSE to the ANN {rec['mse']:.5f}, converted network "
+                f"{acc:.4f} on {len(x_check)} training images, " + ("kept" if keep else "not better: undone"))
+    return report
+
+
+@torch.no_grad()
+def conversion_check(model: BitSNN, images, labels, *, batch_size: int = 1000, device=None) -> dict:
+    """Fast-SNN's conversion on a set: the quantised ANN's accuracy (the float path, one pass), the
+    converted signed-IF network's (the integer path over T steps), and per hidden layer the share
+    of neurons whose net spike count over the steps equals the ANN's activation level (u * T)."""
+    device = device or next(model.parameters()).device
+    T = model.timesteps
+    x_all, y_all = torch.as_tensor(np.asarray(images)), torch.as_tensor(np.asarray(labels)).long()
+    q_ok = s_ok = 0
+    same = None
+    for lo in range(0, len(x_all), batch_size):
+        x = x_all[lo : lo + batch_size].to(device)
+        y = y_all[lo : lo + batch_size]
+        q, e = model.run(x, "float"), model.run(x, "exact")
+        q_ok += int((q.logits.argmax(1).cpu() == y).sum())
+        s_ok += int((e.classes.cpu() == y).sum())
+        eq = [float((torch.round(qs * T).cpu() == es.sum(1).cpu()).float().sum()) for qs, es in zip(q.spikes, e.spikes)]
+        same = eq if same is None else [a + b for a, b in zip(same, eq)]
+    n = len(x_all)
+    return {"qann_accuracy": q_ok / n, "snn_accuracy": s_ok / n,
+            "level_agreement": [v / (n * s.shape[-1]) for v, s in zip(same or [], q.spikes)]}
 
 
 #: the time options at their one-step defaults, left out of a checkpoint's config (a one-step
 #: model's config stays what it was before there were time steps)
 _TIME_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)
-                  if f.name in ("timesteps", "coding", "rate_seed", "neuron", "leak", "reset")}
+                  if f.name in ("timesteps", "coding", "rate_seed", "neuron", "leak", "reset", "act_bits",
+                                "finetune_epochs")}
 
 
 def checkpoint_config(cfg: TrainConfig, model: BitSNN) -> dict:
@@ -482,6 +618,8 @@ def train_main(args) -> int:
         neuron=getattr(args, "neuron", None),
         leak=getattr(args, "leak", None),
         reset=getattr(args, "reset", None),
+        act_bits=getattr(args, "act_bits", None),
+        finetune_epochs=getattr(args, "finetune_epochs", None),
     )
     train_checkpoint(cfg, args.output, args.data_dir, force=getattr(args, "force", False),
                      log=lambda m: print(m, flush=True))

@@ -35,7 +35,8 @@ class GoldenResult:
     the same; (B, T, n_in) with ``rate`` or ``given`` coding.
     ``spikes``: one (B, n_out) uint8 array per hidden layer (a convolution's after its pool,
     flattened channel by channel, row by row): 0/1 at one step, each neuron's spike count over
-    T steps (uint16 from 256 steps up). ``step_spikes``: the same per step, (B, T, n_out) 0/1.
+    T steps (uint16 from 256 steps up; signed neurons' spikes of either sign). ``step_spikes``:
+    the same per step, (B, T, n_out) 0/1, or int8 -1/0/+1 for signed neurons (``signed_if``).
     ``preacts``: one int64 array per layer, summed over the steps: (B, n_out) for a dense layer
     (the last one equals ``scores``), (B, C_out, H, W) for a convolution (before its pool).
     ``scores``: (B, classes) int64, summed over the steps. ``classes``: (B,) int64.
@@ -92,8 +93,9 @@ class DenseEvaluator:
             self.neurons.start()
 
     def fire(self, a: np.ndarray) -> np.ndarray:
-        """A hidden layer's neurons at one step: (B, n_out) int64 -> (B, n_out) uint8 0/1."""
-        return self.neurons.fire(a).view(np.uint8)
+        """A hidden layer's neurons at one step: (B, n_out) int64 -> (B, n_out) uint8 0/1 (int8
+        -1/0/+1 for signed neurons)."""
+        return _spikes(self.neurons.fire(a))
 
     def preact(self, x: np.ndarray) -> np.ndarray:
         """x: (B, n_in) uint8 -> a: (B, n_out) int64."""
@@ -103,7 +105,11 @@ class DenseEvaluator:
 
     def evaluate(self, x: np.ndarray):
         """x: (B, n_in) uint8 -> (input events (B,), synaptic events (B,), a (B, n_out)), all int64.
-        Binary spike inputs go through the packed words, which also give the input events."""
+        Binary spike inputs go through the packed words, which also give the input events; signed
+        spikes (int8 -1/0/+1) as their +1 and their -1 spikes, a the difference."""
+        if x.dtype == np.int8:
+            (n_pos, _, a_pos), (n_neg, _, a_neg) = self.evaluate((x > 0).view(np.uint8)), self.evaluate((x < 0).view(np.uint8))
+            return n_pos + n_neg, (n_pos + n_neg) * self.layer.n_out, a_pos - a_neg
         if self.matmul:
             n_active = np.count_nonzero(x, axis=1).astype(np.int64)
             a = self.preact(x)
@@ -168,6 +174,7 @@ class ConvEvaluator:
         w = layer.kernels_int().astype(np.float32)  # (C_out, C_in, k, k)
         self.taps = [np.ascontiguousarray(w[:, :, ky, kx].T) for ky in range(layer.kernel) for kx in range(layer.kernel)]
         self.neurons = neurons_of(layer, 4)
+        self.signed = layer.neuron_model.signed
 
     def preact(self, x: np.ndarray) -> np.ndarray:
         """x: (B, C_in*H*W) inputs -> a: (B, C_out, H, W) int64."""
@@ -192,12 +199,14 @@ class ConvEvaluator:
         self.neurons.start()
 
     def fire(self, a: np.ndarray) -> np.ndarray:
-        """(B, C_out, H, W) pre-activations -> (B, n_out) uint8 spikes after the OR pool."""
-        s = self.neurons.fire(a)
+        """(B, C_out, H, W) pre-activations -> (B, n_out) uint8 spikes after the OR pool. Signed
+        neurons (int8 -1/0/+1 spikes) pool before they fire: each takes its window's summed a."""
         q = self.layer.pool
+        if self.signed:
+            return _spikes(self.neurons.fire(_windows(a, q).sum(axis=(3, 5)) if q > 1 else a)).reshape(a.shape[0], -1)
+        s = self.neurons.fire(a)
         if q > 1:
-            B, c, h, w = s.shape
-            s = s[:, :, : h - h % q, : w - w % q].reshape(B, c, h // q, q, w // q, q).any(axis=(3, 5))
+            s = _windows(s, q).any(axis=(3, 5))
         return s.reshape(s.shape[0], -1).view(np.uint8)
 
     def evaluate(self, x: np.ndarray):
@@ -286,10 +295,55 @@ class IFNeurons:
         return s
 
 
+class SignedIFNeurons:
+    """The ``signed_if`` neuron model's ``golden`` part (Fast-SNN, :mod:`bitsnn.kinds`): a membrane
+    V per neuron, theta/2 at the start of an inference (theta is even), and a count of its +1
+    spikes less its -1 spikes. Each step, in integers: V <- V + c*a*2^shift + b; then V >= theta:
+    spike +1, V <- V - theta; else V < 0 and the count is positive: spike -1, V <- V + theta.
+    Spikes are int8 -1/0/+1."""
+
+    def __init__(self, layer: Layer, ndim: int = 2):
+        shape = (1, -1) + (1,) * (ndim - 2)
+        self.c = (layer.compare.astype(np.int64) << layer.shift).reshape(shape)
+        self.b = layer.bias.astype(np.int64).reshape(shape)
+        self.theta = layer.thresholds.astype(np.int64).reshape(shape)
+        self.v: np.ndarray | None = None
+        self.count: np.ndarray | None = None
+
+    def start(self) -> None:
+        self.v = self.count = None
+
+    def fire(self, a: np.ndarray) -> np.ndarray:
+        """One step: integer pre-activations -> int8 spikes -1/0/+1; the membranes carry over."""
+        if self.v is None:
+            self.v = np.broadcast_to(self.theta >> 1, a.shape).copy()
+            self.count = np.zeros(a.shape, np.int64)
+        v = self.v
+        v += a * self.c
+        v += self.b
+        up = v >= self.theta
+        down = ~up & (v < 0) & (self.count > 0)
+        s = up.astype(np.int8) - down.astype(np.int8)
+        v -= s * self.theta
+        self.count += s
+        return s
+
+
 def leak_of(v: np.ndarray, m: int) -> np.ndarray:
     """(V * m) >> 16, floored, without overflowing int64: V = 2^16 h + l with 0 <= l < 2^16."""
     h = v >> 16
     return h * m + (((v - (h << 16)) * m) >> 16)
+
+
+def _windows(x: np.ndarray, q: int) -> np.ndarray:
+    """(B, C, H, W) -> (B, C, H//q, q, W//q, q): the q x q pool windows (a ragged edge dropped)."""
+    B, c, h, w = x.shape
+    return x[:, :, : h - h % q, : w - w % q].reshape(B, c, h // q, q, w // q, q)
+
+
+def _spikes(s: np.ndarray) -> np.ndarray:
+    """A neuron model's spikes as a layer passes them on: bool -> uint8 0/1; signed ones stay int8."""
+    return s.view(np.uint8) if s.dtype == np.bool_ else s
 
 
 def neurons_of(layer: Layer, ndim: int):
@@ -367,10 +421,10 @@ def run(model: HardwareModel, images: np.ndarray, *, plans: list | None = None) 
     scores = preacts[-1]
     classes = np.argmax(scores, axis=1).astype(np.int64)  # first maximum: ties to the lowest index
     if T == 1:
-        spikes = [s[0] for s in steps]
-    else:
+        spikes = [s[0] if s[0].dtype != np.int8 else np.abs(s[0]).view(np.uint8) for s in steps]
+    else:  # spikes of either sign
         count_type = np.uint8 if T < 256 else np.uint16
-        spikes = [np.add.reduce(s, dtype=count_type) for s in steps]
+        spikes = [np.add.reduce(np.abs(s) if s[0].dtype == np.int8 else s, dtype=count_type) for s in steps]
     return GoldenResult(
         inputs=inputs,
         spikes=spikes,
