@@ -235,10 +235,17 @@ class MapLayout:
     height: int
     width: int
     steps: int = 1
+    #: 2 for signed spikes (``signed_if``): a sign bit between the step and the channel, a +1
+    #: spike at sign 0 and a -1 spike at sign 1; 1 otherwise (no sign field)
+    signs: int = 1
 
     @property
     def cbits(self) -> int:
         return ceil_log2(self.channels)
+
+    @property
+    def sbits(self) -> int:
+        return ceil_log2(self.signs)
 
     @property
     def wbits(self) -> int:
@@ -251,34 +258,48 @@ class MapLayout:
     @property
     def size(self) -> int:
         """Bits of the store, padding included."""
-        return self.height << (self.wbits + self.tbits + self.cbits)
+        return self.height << (self.wbits + self.tbits + self.sbits + self.cbits)
 
     @property
     def step_layout(self) -> "MapLayout":
-        """The same map at one step (the columns of a weight memory that reads this store)."""
+        """The same map at one step, unsigned (the columns of a weight memory that reads this store)."""
         return MapLayout(self.channels, self.height, self.width)
 
-    def address(self, c, y, x, t=0):
-        return ((((y << self.wbits) | x) << self.tbits) | t) << self.cbits | c
+    def address(self, c, y, x, t=0, sign=0):
+        return (((((y << self.wbits) | x) << self.tbits) | t) << self.sbits | sign) << self.cbits | c
 
-    def store_index(self):
+    def store_index(self, sign: int = 0):
         """(T*C*H*W,) int64: the store address of each input in torch's flat order (channel, row,
-        column), step after step."""
+        column), step after step (of its ``sign`` 1 spike, in a signed store)."""
         import numpy as np
 
         t, c, y, x = np.meshgrid(np.arange(self.steps), np.arange(self.channels), np.arange(self.height),
                                  np.arange(self.width), indexing="ij")
-        return self.address(c.ravel(), y.ravel(), x.ravel(), t.ravel()).astype(np.int64)
+        return self.address(c.ravel(), y.ravel(), x.ravel(), t.ravel(), sign).astype(np.int64)
 
     def to_store(self, flat):
         """(B, T*C*H*W) values in torch's order, step after step -> (B, size) as the hardware
-        stores them."""
+        stores them (a signed store: a -1 spike as a 1 at its sign 1 address)."""
         import numpy as np
 
-        flat = np.asarray(flat)
-        out = np.zeros((flat.shape[0], self.size), flat.dtype)
-        out[:, self.store_index()] = flat.reshape(flat.shape[0], -1)
+        flat = np.asarray(flat).reshape(len(flat), -1)
+        out = np.zeros((flat.shape[0], self.size), np.uint8 if self.signs > 1 else flat.dtype)
+        if self.signs > 1:
+            out[:, self.store_index(0)] = flat > 0
+            out[:, self.store_index(1)] = flat < 0
+        else:
+            out[:, self.store_index()] = flat
         return out
+
+    def from_store(self, stored):
+        """The inverse of :meth:`to_store` for spikes: (B, size) 0/1 -> (B, T*C*H*W) in torch's
+        order, int8 -1/0/+1 for a signed store."""
+        import numpy as np
+
+        stored = np.asarray(stored)
+        if self.signs > 1:
+            return stored[:, self.store_index(0)].astype(np.int8) - stored[:, self.store_index(1)].astype(np.int8)
+        return stored[:, self.store_index()]
 
 
 #: the most steps of ``rate`` input the hardware runs: an input's steps fill one 32-bit word at most
@@ -330,9 +351,10 @@ def output_layout(model, layer) -> MapLayout | None:
     (``MapLayout(n_out, 1, 1, T)``: neuron i of step t at bit t * 2^ceil(log2 n_out) + i), or None
     for a one-step dense layer's flat vector."""
     T = model.timesteps if timed(model, layer) else 1
+    signs = 2 if layer.neuron_model.signed else 1
     if kinds.of(layer).output_is_map:
-        return MapLayout(*layer.out_shape, T)
-    return MapLayout(layer.n_out, 1, 1, T) if timed(model, layer) else None
+        return MapLayout(*layer.out_shape, T, signs)
+    return MapLayout(layer.n_out, 1, 1, T, signs) if timed(model, layer) else None
 
 
 @dataclass(frozen=True)
@@ -517,6 +539,9 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
                                     f"its {in_layout.steps} input maps go to a window stage (conv_engine 'window' "
                                     "or 'auto')")
     nm = layer.neuron_model
+    if nm.signed:
+        raise UnsupportedLayerError(f"{layer.name}: a convolution of {layer.neuron} neurons (its pool sums its windows "
+                                    "before them) has no hardware stage yet; dense layers of them run")
     mb = nm.part("plan")(layer, steps) if nm.stateful else 0
     if nm.stateful and engine == "event" and layer.shift == 0:
         bias_in_acc = True
@@ -584,6 +609,11 @@ class LayerPlan:
     def n_in_store(self) -> int:
         """Bits of the input store the layer's router scans (padding included; every step's)."""
         return self.input_layout.size if self.input_layout else self.n_in
+
+    @property
+    def signed_in(self) -> bool:
+        """Whether the layer takes signed spikes (the previous layer's ``signed_if`` neurons)."""
+        return self.input_layout is not None and self.input_layout.signs > 1
 
     @property
     def in_steps(self) -> int:
@@ -761,15 +791,22 @@ class HardwarePlan:
         lp = self.layers[l]
         return lp.out_layout.size if lp.out_layout else lp.n_out
 
-    def tap_index(self, l: int):
-        """For a convolution or a timed layer, (T * n_out,) int64: the tap address of each of layer
-        ``l``'s outputs in torch's flat order, step after step (``spikes = tapped[:, tap_index]``);
-        None for a one-step dense layer."""
-        lp = self.layers[l]
-        return lp.out_layout.store_index() if lp.out_layout else None
+    def tap_arrays(self) -> dict:
+        """What a bench maps the events tap with (:func:`bitsnn.sim.cosim.checks.tap_order`):
+        ``tap{l}``, the store address of each output of hidden layer l in torch's flat order (a
+        convolution's or timed layer's store), and ``tapneg{l}`` that of its -1 spike (signed)."""
+        out = {}
+        for l in range(len(self.hidden)):
+            lay = self.layers[l].out_layout
+            if lay is not None:
+                out[f"tap{l}"] = lay.store_index(0)
+                if lay.signs > 1:
+                    out[f"tapneg{l}"] = lay.store_index(1)
+        return out
 
     def tapped_spikes(self, l: int, tapped):
         """(B, tap_size) spikes as the tap reports them -> (B, T * n_out) in torch's flat order,
-        step after step (:attr:`bitsnn.sim.golden.GoldenResult.tap_spikes`)."""
-        idx = self.tap_index(l)
-        return tapped if idx is None else tapped[:, idx]
+        step after step (:attr:`bitsnn.sim.golden.GoldenResult.tap_spikes`; int8 -1/0/+1 for
+        signed spikes)."""
+        lay = self.layers[l].out_layout
+        return tapped if lay is None else lay.from_store(tapped)

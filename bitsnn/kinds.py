@@ -268,7 +268,9 @@ NEURONS: dict[str, NeuronModel] = {n.name: n for n in (
             stateful=True, min_version=5, header_keys=("shift",), signed=True,
             torch="bitsnn.model.layers:SignedIFActivation",
             golden="bitsnn.sim.golden:SignedIFNeurons",
-            plan=None, estimate=None, hw=None),
+            plan="bitsnn.hwplan:membrane_bits",
+            estimate="bitsnn.hw.estimate:membrane_lanes",
+            hw="bitsnn.hw.neuron:MembraneLanes"),
 )}
 
 #: how a stateful neuron's membrane is reset after a spike: V -= theta at once, V = 0, or V -=

@@ -278,7 +278,7 @@ class EventCore(_CoreBase):
     @quiet_on_error
     def __init__(self, weights, thresholds=None, compare=None, *, lanes=32, k=1, input_kind="spikes",
                  accumulators="registers", writable=False, storage="bram", bits=1, timed=False, banks=1, steps=1,
-                 sums=1):
+                 sums=1, signed_input=False):
         if timed and (accumulators != "registers" or thresholds is None):
             raise ValueError("a timed core is a hidden layer's, with register accumulators")
         if not timed and (banks != 1 or steps != 1):
@@ -299,9 +299,11 @@ class EventCore(_CoreBase):
             raise ValueError(f"k must be at least 1, not {k}")
         self.k = k
         n_in = np.asarray(weights).shape[-1] if hasattr(weights, "shape") and np.ndim(weights) == 2 else 1
-        # an event's address: its input i, then (timed, with banks) the step of its bank
+        # an event's address: its input i, then (timed, with banks) the step of its bank, then
+        # (signed input spikes) its sign, 1 for a -1 spike, which subtracts the weights
+        self.signed_input = bool(signed_input)
         self.i_bits = max(1, ceil_log2(n_in))
-        self.beat = beat_layout(self.i_bits + (ceil_log2(banks) if banks > 1 else 0), k)
+        self.beat = beat_layout(self.i_bits + (ceil_log2(banks) if banks > 1 else 0) + int(self.signed_input), k)
         n_out = np.asarray(weights).shape[0] if np.ndim(weights) == 2 else 1
         extra = {
             "events": In(stream.Signature(self.beat)),
@@ -366,11 +368,15 @@ class EventCore(_CoreBase):
             return [neuron_accumulator(None, None, self.r) for _ in range(self.n_out)]
         return [neuron_accumulator(self.thresholds[n], self.compare[n], self.r) for n in range(self.n_out)]
 
-    def _accumulate(self, acc, wrp, j: int, flip: bool, v):
+    def _accumulate(self, acc, wrp, j: int, flip: bool, v, neg=None):
         """``acc`` plus lane j's term of the weight word just read (v times its weight); b-bit
-        weights of a compare -1 neuron (``flip``) are subtracted: c * w."""
+        weights of a compare -1 neuron (``flip``) are subtracted: c * w; a -1 input spike
+        (``neg``, signed input) subtracts what a +1 adds."""
         term = lane_term(wrp.data, j, self.bits, v)
-        return acc - term if self.bits > 1 and flip else acc + term
+        sub = self.bits > 1 and flip
+        if neg is None:
+            return acc - term if sub else acc + term
+        return Mux(neg, acc + term, acc - term) if sub else Mux(neg, acc - term, acc + term)
 
     def _pipeline(self, m, wrp):
         """What both accumulator styles share: beat acceptance and the (event, group) walk, the
@@ -411,6 +417,11 @@ class EventCore(_CoreBase):
         m.d.comb += issue.eq(held & (count != 0))
         i = Signal(len(beat.addr[0]))
         m.d.comb += i.eq(beat.addr[0] if k == 1 else beat.addr[e])
+        neg = s1_neg = None
+        if self.signed_input:  # the event's sign: its address's top bit
+            neg, s1_neg = i[-1], Signal(name="s1_neg")
+            i = i[:-1]
+            m.d.sync += s1_neg.eq(neg)
         bank = None
         if self.banks > 1:  # the event's step: the bank it adds into
             bank = Signal(range(self.banks))
@@ -458,7 +469,7 @@ class EventCore(_CoreBase):
         else:
             v = Const(1, signed(2))
         return SimpleNamespace(accept=accept, read_out_starts=read_out_starts, thr=thr, tg=tg, g=g, v=v,
-                               s1_upd=s1_upd, s1_thr=s1_thr, s1_g=s1_g, s1_b=s1_b, s1_t=s1_t)
+                               s1_upd=s1_upd, s1_thr=s1_thr, s1_g=s1_g, s1_b=s1_b, s1_t=s1_t, s1_neg=s1_neg)
 
     def elaborate(self, platform):
         if self.accumulators == "memory":
@@ -498,7 +509,7 @@ class EventCore(_CoreBase):
             members = [(j, gg * P + j) for j in range(P) if gg * P + j < self.n_out]
             with m.If(s1_upd & sel):
                 for j, n in members:
-                    m.d.sync += accs[n].eq(self._accumulate(accs[n], wrp, j, plan[n][0], v))
+                    m.d.sync += accs[n].eq(self._accumulate(accs[n], wrp, j, plan[n][0], v, seq.s1_neg))
             with m.If(s1_thr & sel):
                 for j, n in members:
                     m.d.sync += self.out_spikes[j].eq(0 if self.is_output else ~accs[n][-1])
@@ -544,7 +555,7 @@ class EventCore(_CoreBase):
                 hit = s1_upd & sel if B == 1 else s1_upd & sel & (seq.s1_b == b)
                 with m.If(hit):
                     for j, n in members:
-                        m.d.sync += accs[b][n].eq(self._accumulate(accs[b][n], wrp, j, plan[n][0], v))
+                        m.d.sync += accs[b][n].eq(self._accumulate(accs[b][n], wrp, j, plan[n][0], v, seq.s1_neg))
             with m.If(s1_thr & sel):
                 for j, n in members:
                     if B == 1:
@@ -586,7 +597,7 @@ class EventCore(_CoreBase):
 
         # Stage 1: update or read out.
         lanes_acc = [acc_rp.data[j * A:(j + 1) * A].as_signed() for j in range(P)]
-        new = Cat(*[(a + lane_term(wrp.data, j, self.bits, v))[:A] for j, a in enumerate(lanes_acc)])
+        new = Cat(*[self._accumulate(a, wrp, j, False, v, seq.s1_neg)[:A] for j, a in enumerate(lanes_acc)])
         m.d.comb += acc_wp.addr.eq(s1_g)
         with m.If(s1_upd):
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(new)]

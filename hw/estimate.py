@@ -79,6 +79,11 @@ def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bo
     A = acc_bits + 1
     if not layer.neuron_model.stateful:
         return P * A * _CAL["membrane_cmp_luts_per_bit"], 0.0
+    if layer.neuron_model.signed:  # signed_if: the input and bias, V - theta, V + theta (a -1 spike);
+        # the start (theta/2) and the result's selects; the count of 0..T (its register and +-1)
+        nc = 8  # count bits: T < 256 (--act-bits 1..4: T <= 15)
+        return (P * (V + 1) * 5 * _CAL["membrane_luts_per_adder_bit"] + P * 3 * nc,
+                P * (V + 1) + P * nc)
     # a leak m = 2^(16-k) is one subtraction of V >> k; any other m multiplies, V * m as the
     # shift-and-add of its set bits, then the subtraction
     m = int(layer.leak)
@@ -337,17 +342,20 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
             # step, a write enable a bit, and its word reads
             A = preact_bits(layer.a_max)
             banks, T = lp.in_steps, lp.out_steps
-            # (each flip-flop here sits behind its own LUT: the adder, the multiplexer, the write enable)
-            add(name, luts=(1 + cal["timed_acc_luts_per_bit"]) * banks * n * A, ffs=banks * n * A + P * A + T * n,
-                packed=banks * n * A + P * A + T * n)
+            S = lp.out_layout.signs  # signed spikes: a +1 and a -1 bit each
+            # (each flip-flop here sits behind its own LUT: the adder, the multiplexer, the write
+            # enable; signed input spikes add or subtract: one LUT more a bit)
+            add(name, luts=(1 + cal["timed_acc_luts_per_bit"] + lp.signed_in) * banks * n * A,
+                ffs=banks * n * A + P * A + T * n * S, packed=banks * n * A + P * A + T * n * S)
             luts, ffs = membrane_lanes(layer, P, lp.membrane_bits, A)
             consts = 2 * P * max(signed_bits(int(v)) for v in [*layer.thresholds, *layer.bias]) if G > 1 else 0
             lane = luts + consts + P * A * (_mux_luts(banks * G) or 1)
-            add(name, luts=cal["timed_lane_factor"] * lane + T * n + plan.word * _mux_luts(lp.out_layout.size // plan.word),
+            add(name, luts=cal["timed_lane_factor"] * lane + T * n * S + plan.word * _mux_luts(lp.out_layout.size // plan.word),
                 ffs=ffs, packed=ffs)
         elif est.acc_style == "registers":
-            # accumulators: one adder LUT (with carry) per bit, packed with its flip-flop
-            add(name, luts=acc, ffs=acc, packed=acc)
+            # accumulators: one adder LUT (with carry) per bit, packed with its flip-flop (signed
+            # input spikes add or subtract: one LUT more a bit)
+            add(name, luts=acc * (1 + lp.signed_in), ffs=acc, packed=acc)
         else:
             # G-deep accumulator memory in LUT RAM (16 x 4 per DPR16X4 cell), P adders of A bits
             # shared by the groups (packed as above), transparent-read bypass, threshold ROM of G

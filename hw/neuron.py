@@ -104,10 +104,13 @@ class MembraneLanes:
     the step is step 0 (membranes start at 0)."""
 
     def __init__(self, layer, lanes: int, groups: int, width: int, *, bias_in_acc: bool = False, first: int = 0,
-                 count: int | None = None):
+                 count: int | None = None, steps: int = 1):
         self.layer = layer
         self.P, self.G = lanes, groups
         self.stateful = layer.neuron_model.stateful
+        #: signed spikes (``signed_if``): each lane keeps a count of its +1 less its -1 spikes, 0..T
+        self.signed = layer.neuron_model.signed
+        self.steps = steps
         self.width = width
         self.bias_in_acc = bias_in_acc
         end = None if count is None else first + count
@@ -136,8 +139,20 @@ class MembraneLanes:
         return th, bs
 
     def build(self, m, accs, group, first, en):
+        """Adds the lanes to ``m`` (see the class docstring): P spike bits, or for signed neurons P
+        (+1 spike, -1 spike) pairs."""
         th, bs = self._constants(m, group)
         spikes = []
+        if self.signed:
+            for j, a in enumerate(accs):
+                v = Signal(signed(self.width), name=f"membrane{j}")
+                count = Signal(range(self.steps + 1), name=f"count{j}")
+                up, down, after, count_after = signed_update(m, v, count, a, theta=th[j], bias=bs[j], first=first,
+                                                             shift=self.layer.shift, width=self.width)
+                with m.If(en):
+                    m.d.sync += [v.eq(after[:self.width]), count.eq(count_after)]
+                spikes.append((up, down))
+            return spikes
         if not self.stateful:
             for j, a in enumerate(accs):
                 s = Signal(name=f"spike{j}")

@@ -148,7 +148,8 @@ class DenseStage(_Stage):
             if mode == "event":
                 core = EventCore(wbits[off:off + n], th, cm, lanes=P, k=plan.k, input_kind=layer.input_kind,
                                  accumulators=opts.accumulators, writable=opts.writable,
-                                 storage="spram" if opts.spram else "bram", bits=layer.bits, sums=lp.in_steps)
+                                 storage="spram" if opts.spram else "bram", bits=layer.bits, sums=lp.in_steps,
+                                 signed_input=lp.signed_in)
                 self._wire_event_core(m, core, c, off, n)
             else:
                 core = DenseCore(wbits[off:off + n], th, cm, lanes=P, word=plan.word, input_kind=layer.input_kind)
@@ -161,7 +162,8 @@ class DenseStage(_Stage):
             all_ready = Cat(*[core.events.ready for _, _, core in cores]).all()
             m.d.comb += fifo.r.ready.eq(all_ready)
             payload = fifo.r.payload
-            if lp.in_steps > 1:  # every step's maps: an event's weight row is its address without the step
+            if lp.in_steps > 1 or lp.signed_in:  # every step's maps: an event's weight row is its address
+                # without the step (and its sign, signed spikes)
                 payload = _split_step(m, payload, lp.input_layout, cores[0][2].beat, cores[0][2].i_bits,
                                       keep_step=False)
             for _, _, core in cores:
@@ -245,17 +247,19 @@ class DenseStage(_Stage):
             core = EventCore(wbits[off:off + n], layer.thresholds[off:off + n], layer.compare[off:off + n],
                              lanes=plan.lanes, k=plan.k, input_kind=layer.input_kind, writable=opts.writable,
                              storage="spram" if opts.spram else "bram", bits=layer.bits, timed=True,
-                             banks=lp.in_steps, steps=lp.out_steps)
+                             banks=lp.in_steps, steps=lp.out_steps, signed_input=lp.signed_in)
             self._wire_event_core(m, core, c, off, n)
             m.submodules[f"core{c}"] = core
-            lanes = MembraneLanes(layer, core.lanes, core.groups, lp.membrane_bits, first=off, count=n)
+            lanes = MembraneLanes(layer, core.lanes, core.groups, lp.membrane_bits, first=off, count=n,
+                                  steps=lp.out_steps)
             fired = lanes.build(m, list(core.out_scores), core.out_group, core.out_step == 0, core.out_valid)
             cores.append((off, n, core, fired))
         fifo = self._router(m, plan.k)
         all_ready = Cat(*[core.events.ready for _, _, core, _ in cores]).all()
         m.d.comb += fifo.r.ready.eq(all_ready)
         payload = fifo.r.payload
-        if lp.input_layout is not None and lp.in_steps > 1:  # (input, step): the core's weight row and bank
+        if lp.input_layout is not None and (lp.in_steps > 1 or lp.signed_in):  # (input, step[, sign]): the
+            # core's weight row and bank (and the sign of a signed spike)
             payload = _split_step(m, payload, lp.input_layout, cores[0][2].beat, cores[0][2].i_bits)
         for _, _, core, _ in cores:
             m.d.comb += [core.events.payload.eq(payload), core.events.valid.eq(fifo.r.valid & all_ready)]
@@ -266,7 +270,7 @@ class DenseStage(_Stage):
         for off, n, core, fired in cores:
             live = [Signal(name=f"fired{off}_{j}") for j in range(core.lanes)]
             for j, f in enumerate(fired):
-                m.d.sync += live[j].eq(f & core.out_valid)
+                m.d.sync += live[j].eq((f[0] | f[1] if lay.signs > 1 else f) & core.out_valid)
             incs.append(Cat(*live))
             with m.If(core.out_valid):
                 with m.Switch(Cat(core.out_group, core.out_step) if lp.out_steps > 1 else core.out_group):
@@ -276,7 +280,12 @@ class DenseStage(_Stage):
                             with m.Case(case):
                                 for j in range(core.lanes):
                                     nn = g * core.lanes + j
-                                    if nn < n:
+                                    if nn >= n:
+                                        continue
+                                    if lay.signs > 1:  # a +1 spike at sign 0, a -1 spike at sign 1
+                                        m.d.sync += [spk[lay.address(off + nn, 0, 0, t, sgn)].eq(fired[j][sgn])
+                                                     for sgn in (0, 1)]
+                                    else:
                                         m.d.sync += spk[t * npad + off + nn].eq(fired[j])
         with m.If(self.start):
             m.d.sync += self.count.eq(0)
@@ -304,14 +313,17 @@ class DenseStage(_Stage):
 def _split_step(m, beat, layout, core_beat, i_bits: int, *, keep_step: bool = True):
     """A router beat over ``layout``'s T maps, each event's address as a core takes it: the store
     address of the same input at one step (``i_bits`` wide), then (``keep_step``: a timed core's
-    bank) the step; without it, an output layer's weight row alone."""
+    bank) the step; without it, an output layer's weight row alone; then, in a signed store, the
+    sign (1: a -1 spike)."""
     out = Signal(core_beat)
     lo = layout.cbits
-    hi = lo + layout.tbits
+    s_hi = lo + layout.sbits
+    hi = s_hi + layout.tbits
     for j in range(len(beat.addr)):
         a = beat.addr[j]
         row = field(Cat(a[:lo], a[hi:]), i_bits)
-        m.d.comb += out.addr[j].eq(Cat(row, a[lo:hi]) if keep_step else row)
+        parts = [row] + ([a[s_hi:hi]] if keep_step else []) + ([a[lo:s_hi]] if layout.sbits else [])
+        m.d.comb += out.addr[j].eq(Cat(*parts) if len(parts) > 1 else row)
     m.d.comb += [out.count.eq(beat.count), out.last.eq(beat.last)]
     return out
 

@@ -94,8 +94,11 @@ def test_the_file_holds_signed_if_and_refuses_what_it_is_not():
                         ({"reset": "zero"}, "signed_if neurons have their own reset rule, not reset 'zero'")]:
         with pytest.raises(HardwareModelError, match=msg):
             dataclasses.replace(m, layers=(dataclasses.replace(layer, **change), *m.layers[1:]))
-    with pytest.raises(hwplan.UnsupportedLayerError, match="has signed_if neurons, which have no hardware stage yet"):
-        hwplan.check_supported(m)
+    hwplan.check_supported(m)  # dense layers of them run in the hardware
+    conv = random_model(np.random.default_rng(0), [0, 10], input_shape=(8, 8), convs=((4, 3, 2),), timesteps=3,
+                        neurons={0: {"neuron": "signed_if"}})
+    with pytest.raises(hwplan.UnsupportedLayerError, match="conv1: a convolution of signed_if neurons"):
+        hwplan.HardwarePlan.of(conv, lanes=4)
 
 
 def test_act_bits_sets_the_steps_and_refuses_what_does_not_go_with_them():
@@ -198,4 +201,75 @@ def test_fast_tiny_preset_on_a_custom_28x28_set(tmp_path, capsys, write_set):
     model = HardwareModel.load(bsnn)
     assert model.spec == "784-c8w4-c32-10w4" and model.timesteps == 3 and model.meta["test_accuracy"] > 0.6
     r = run_main(capsys, "sim", "--model", bsnn, "--simulator", "amaranth", "--images", "4", "--data-dir", data)
-    assert r.returncode == 1 and "has signed_if neurons, which have no hardware stage yet" in r.stderr
+    assert r.returncode == 1 and "conv1: a convolution of signed_if neurons (its pool sums its windows before them) " \
+        "has no hardware stage yet" in r.stderr
+
+
+def _signed_model(seed, sizes, T, coding="threshold", **kw):
+    neurons = {i: {"neuron": "signed_if", "shift": i % 2} for i in range(len(sizes) - 2)}
+    return random_model(np.random.default_rng(seed), sizes, input_shape=(8, 8), neurons=neurons, timesteps=T,
+                        input_coding=coding, **kw)
+
+
+HW_CASES = [
+    # (model, accelerator parameters)
+    (dict(seed=0, sizes=[64, 16, 10], T=3), dict(lanes=4)),
+    (dict(seed=1, sizes=[64, 16, 12, 10], T=3), dict(lanes=4, k=2)),  # signed spikes into signed neurons
+    (dict(seed=2, sizes=[64, 20, 10], T=7, weight_bits={0: 4, 1: 3}), dict(lanes=8, max_neurons_per_core=8)),
+    # given input: membranes that fall after a +1 spike, so -1 spikes in both layers
+    (dict(seed=9, sizes=[64, 16, 12, 10], T=5, coding="given", threshold_spread=0.6), dict(lanes=4)),
+    (dict(seed=9, sizes=[64, 16, 12, 10], T=5, coding="given", threshold_spread=0.6, weight_bits={1: 3, 2: 4}),
+     dict(lanes=4, accumulators="memory")),  # the output layer's accumulators in memory (the ECP5's)
+]
+
+
+@pytest.mark.parametrize("margs,hargs", HW_CASES)
+def test_signed_dense_layers_in_amaranth_match_the_golden_model(margs, hargs):
+    """Dense layers of signed_if neurons in the generated design (membrane lanes with their
+    counts; a -1 spike a store bit of its own that the next layer's events subtract): 0
+    differences from the golden model on every spike of both signs of every step, the summed
+    scores, the class, the spike counts and the cycles."""
+    from bitsnn.sim.amaranth_run import run_accelerator
+    from bitsnn.sim.cosim.cli import compare
+    from bitsnn.sim.cycles import predict_cycles
+
+    m = _signed_model(**margs)
+    rng = np.random.default_rng(5)
+    x = ((rng.random((5, m.timesteps, 8, 8)) < 0.4).astype(np.uint8) if m.input_coding == "given"
+         else rng.integers(0, 256, (5, 8, 8)).astype(np.uint8))
+    g = golden.run(m, x)
+    assert all(0 < np.abs(s).mean() < 1 for s in g.tap_spikes)
+    if margs.get("coding") == "given":
+        assert all((s < 0).any() for s in g.tap_spikes)  # the -1 spikes are tested too
+    r = run_accelerator(m, x, mode="event", word=32, **hargs)
+    plan = {k: v for k, v in hargs.items() if k != "accumulators"}  # the same cycles either way
+    assert compare(g, predict_cycles(m, g, mode="event", word=32, **plan), r) == []
+
+
+@pytest.mark.cosim
+@pytest.mark.xdist_group("cosim")
+@pytest.mark.parametrize("sim,n", [("icarus", 10), ("verilator", 300)])
+def test_signed_dense_layers_on_mnist_digits_as_verilog(sim, n, mnist):
+    """Two dense layers of signed_if neurons over 4 steps of MNIST digits given as events
+    (pixel > 255 (t+1)/5 at step t), as Verilog: every spike of both signs of every step through
+    the events tap, the scores, class, spike counts and cycles."""
+    from conftest import REPO
+    from test_input_coding_hw import _digit_events
+
+    from bitsnn.sim.cosim.cli import compare
+    from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
+    from bitsnn.sim.cycles import predict_cycles
+
+    if why := simulator_missing(sim):
+        pytest.skip(why)
+    hm = random_model(np.random.default_rng(7), [784, 48, 24, 10], input_shape=(28, 28), timesteps=4,
+                      input_coding="given", threshold_spread=0.8,
+                      neurons={0: {"neuron": "signed_if", "shift": 1}, 1: {"neuron": "signed_if"}})
+    x = _digit_events(mnist.test_images[:n], 4)
+    g = golden.run(hm, x)
+    assert all((s < 0).any() and 0.01 < np.abs(s).mean() < 0.9 for s in g.tap_spikes)
+    expected = dict(classes=g.classes, scores=g.scores, spike_counts=g.spike_counts,
+                    **{f"spikes{i}": s for i, s in enumerate(g.tap_spikes)})
+    r = run_accelerator_cosim(hm, x, simulator=sim, build_root=REPO / ".cache" / "cosim", expected=expected,
+                              accel_params={"lanes": 8})
+    assert compare(g, predict_cycles(hm, g, mode="event", lanes=8, word=32), r) == []

@@ -20,7 +20,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from bitsnn.sim.cosim.checks import InOrderChecker
+from bitsnn.sim.cosim.checks import InOrderChecker, tap_order
 from bitsnn.sim.cosim.runner import WATCHDOG
 
 
@@ -124,8 +124,8 @@ async def accelerator_vs_golden(dut):
     spikes = [np.zeros((B, n), np.uint8) for n in hidden]  # tap addresses
 
     def flat(l, row):
-        """A convolution's tapped store bits in torch's flat order (tap{l}: the store address of each)."""
-        return row[data[f"tap{l}"]] if f"tap{l}" in data else row
+        """A convolution's or timed layer's tapped store bits in torch's flat order."""
+        return tap_order(data, l, row)
 
     total = 0
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge
 
-from bitsnn.sim.cosim.checks import InOrderChecker
+from bitsnn.sim.cosim.checks import InOrderChecker, tap_order
 from bitsnn.sim.cosim.harness import RecordLayout
 
 
@@ -58,8 +58,8 @@ async def harness_vs_golden(dut):
     spikes = [np.zeros((B, n), np.uint8) for n in hidden]
 
     def flat(l, row):
-        """A convolution's tapped store bits in torch's flat order (tap{l}: the store address of each)."""
-        return row[data[f"tap{l}"]] if f"tap{l}" in data else row
+        """A convolution's or timed layer's tapped store bits in torch's flat order."""
+        return tap_order(data, l, row)
 
     packed = [int.from_bytes(images[b].tobytes(), "little") for b in range(B)]
     progress = int(os.environ.get("BITSNN_COSIM_PROGRESS", "0"))

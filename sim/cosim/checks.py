@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+
+def tap_order(taps: dict, l: int, rows):
+    """Hidden layer ``l``'s tapped store bits (a row or rows) in torch's flat order: ``taps`` holds
+    ``tap{l}``, the store address of each output (a convolution's or a timed layer's store), and
+    for signed spikes ``tapneg{l}``, the address of its -1 spike (then int8 -1/0/+1)."""
+    if f"tap{l}" not in taps:
+        return rows
+    pos = rows[..., taps[f"tap{l}"]]
+    if f"tapneg{l}" in taps:
+        return pos.astype(np.int8) - rows[..., taps[f"tapneg{l}"]].astype(np.int8)
+    return pos
+
 __all__ = ["InOrderChecker"]
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from bitsnn import BitsnnError
 
+from .checks import tap_order
 from .harness import RecordLayout
 
 __all__ = ["DRIVER", "build_native", "run_native", "decode_records"]
@@ -62,7 +63,7 @@ def decode_records(raw: np.ndarray, meta: dict, hidden: list[int], taps: dict) -
     for l in range(H):
         o = meta["tap_offsets"][l]
         s = bits[:, o:o + hidden[l]]
-        out[f"spikes{l}"] = s[:, taps[l]] if l in taps else s
+        out[f"spikes{l}"] = tap_order(taps, l, s)
     return out
 
 

@@ -345,7 +345,7 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
                          build=lambda: build_native(vpath, meta, bdir, opts,
                                                     make_env=lambda: _verilator_make("verilator", opt_fast)))
         build_s = time.perf_counter() - t1
-        taps = {l: plan.tap_index(l) for l in range(H) if plan.tap_index(l) is not None}
+        taps = plan.tap_arrays()
         t2 = time.perf_counter()
         d, clocked = run_native(bdir, images, meta, [plan.tap_size(l) for l in range(H)], taps, progress=progress,
                                 out=out)
@@ -373,10 +373,8 @@ def run_accelerator_cosim(hwmodel, images, *, simulator: str = "icarus", build_r
     run_id = f"{os.getpid()}_{time.time_ns()}"
     inp, outp = bdir / f"in_{run_id}.npz", bdir / f"out_{run_id}.npz"
     # the tap reports a convolution's store addresses: the bench maps them with tap{l}
-    arrays = {"images": images, "hidden": np.array([plan.tap_size(l) for l in range(H)], np.int64)}
-    for l in range(H):
-        if plan.tap_index(l) is not None:
-            arrays[f"tap{l}"] = plan.tap_index(l)
+    arrays = {"images": images, "hidden": np.array([plan.tap_size(l) for l in range(H)], np.int64),
+              **plan.tap_arrays()}
     for k, v in (expected or {}).items():
         arrays[k] = np.asarray(v)
     np.savez(inp, **arrays)
