@@ -66,7 +66,8 @@ def neuron_acc_bits(layer, n_lo, n_hi, sums: int = 1) -> int:
                    for th, c in zip(layer.thresholds[n_lo:n_hi], layer.compare[n_lo:n_hi])))
 
 
-def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bool = False) -> tuple[float, float]:
+def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bool = False,
+                   steps: int = 1) -> tuple[float, float]:
     """(LUTs, flip-flops) of a timed stage's P = ``lanes`` membrane lanes of ``width`` bits on
     ``acc_bits``-bit sums
     (:class:`bitsnn.hw.neuron.MembraneLanes`): the ``if``/``lif`` neuron models' ``estimate`` part
@@ -81,7 +82,7 @@ def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bo
         return P * A * _CAL["membrane_cmp_luts_per_bit"], 0.0
     if layer.neuron_model.signed:  # signed_if: the input and bias, V - theta, V + theta (a -1 spike);
         # the start (theta/2) and the result's selects; the count of 0..T (its register and +-1)
-        nc = 8  # count bits: T < 256 (--act-bits 1..4: T <= 15)
+        nc = ceil_log2(steps + 1)
         return (P * (V + 1) * 5 * _CAL["membrane_luts_per_adder_bit"] + P * 3 * nc,
                 P * (V + 1) + P * nc)
     # a leak m = 2^(16-k) is one subtraction of V >> k; any other m multiplies, V * m as the
@@ -344,18 +345,20 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
             banks, T = lp.in_steps, lp.out_steps
             S = lp.out_layout.signs  # signed spikes: a +1 and a -1 bit each
             # (each flip-flop here sits behind its own LUT: the adder, the multiplexer, the write
-            # enable; signed input spikes add or subtract: one LUT more a bit)
-            add(name, luts=(1 + cal["timed_acc_luts_per_bit"] + lp.signed_in) * banks * n * A,
-                ffs=banks * n * A + P * A + T * n * S, packed=banks * n * A + P * A + T * n * S)
-            luts, ffs = membrane_lanes(layer, P, lp.membrane_bits, A)
+            # enable; a signed input spike flips the weight bit inside the adder's LUT)
+            # A signed layer's spike register did not pack with its LUTs: the 576-64-10 signed_if
+            # build at 4 lanes took 5,156 LC against 4,755 estimated with it packed (its 384 bits)
+            add(name, luts=(1 + cal["timed_acc_luts_per_bit"]) * banks * n * A,
+                ffs=banks * n * A + P * A + T * n * S, packed=banks * n * A + P * A + (T * n if S == 1 else 0))
+            luts, ffs = membrane_lanes(layer, P, lp.membrane_bits, A, steps=T)
             consts = 2 * P * max(signed_bits(int(v)) for v in [*layer.thresholds, *layer.bias]) if G > 1 else 0
             lane = luts + consts + P * A * (_mux_luts(banks * G) or 1)
             add(name, luts=cal["timed_lane_factor"] * lane + T * n * S + plan.word * _mux_luts(lp.out_layout.size // plan.word),
                 ffs=ffs, packed=ffs)
         elif est.acc_style == "registers":
-            # accumulators: one adder LUT (with carry) per bit, packed with its flip-flop (signed
-            # input spikes add or subtract: one LUT more a bit)
-            add(name, luts=acc * (1 + lp.signed_in), ffs=acc, packed=acc)
+            # accumulators: one adder LUT (with carry) per bit, packed with its flip-flop (a signed
+            # input spike flips the weight bit inside it)
+            add(name, luts=acc, ffs=acc, packed=acc)
         else:
             # G-deep accumulator memory in LUT RAM (16 x 4 per DPR16X4 cell), P adders of A bits
             # shared by the groups (packed as above), transparent-read bypass, threshold ROM of G
