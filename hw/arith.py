@@ -64,11 +64,13 @@ def ints_to_word(values, bits: int) -> int:
     return v
 
 
-def lane_term(wdata, j: int, bits: int, v):
+def lane_term(wdata, j: int, bits: int, v, neg=None):
     """What lane j adds for one event: +-v from weight bit j (``bits`` 1), or v x w with w the
     signed ``bits``-bit field j of the weight word (w itself for spike input, where v is the
-    constant 1)."""
+    constant 1). ``neg`` (a signed input's -1 spike) negates it: it flips the weight bit, or
+    negates the b-bit weight, so the accumulator still takes one adder."""
     if bits == 1:
-        return Mux(wdata[j], v, -v)
+        return Mux(wdata[j] if neg is None else wdata[j] ^ neg, v, -v)
     w = wdata[j * bits:(j + 1) * bits].as_signed()
-    return w if isinstance(v, Const) else v * w
+    t = w if isinstance(v, Const) else v * w
+    return t if neg is None else Mux(neg, -t, t)

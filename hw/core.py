@@ -372,13 +372,8 @@ class EventCore(_CoreBase):
         """``acc`` plus lane j's term of the weight word just read (v times its weight); b-bit
         weights of a compare -1 neuron (``flip``) are subtracted: c * w; a -1 input spike
         (``neg``, signed input) subtracts what a +1 adds."""
-        sub = self.bits > 1 and flip
-        if neg is not None and self.bits == 1:  # the sign flips the weight bit: one adder still
-            return acc + Mux(wrp.data[j] ^ neg, v, -v)
-        term = lane_term(wrp.data, j, self.bits, v)
-        if neg is None:
-            return acc - term if sub else acc + term
-        return acc + Mux(~neg if sub else neg, -term, term)  # a b-bit weight negated, then one adder
+        term = lane_term(wrp.data, j, self.bits, v, neg)
+        return acc - term if self.bits > 1 and flip else acc + term
 
     def _pipeline(self, m, wrp):
         """What both accumulator styles share: beat acceptance and the (event, group) walk, the

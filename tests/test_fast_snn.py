@@ -273,3 +273,17 @@ def test_signed_dense_layers_on_mnist_digits_as_verilog(sim, n, mnist):
     r = run_accelerator_cosim(hm, x, simulator=sim, build_root=REPO / ".cache" / "cosim", expected=expected,
                               accel_params={"lanes": 8})
     assert compare(g, predict_cycles(hm, g, mode="event", lanes=8, word=32), r) == []
+
+
+def test_at_one_step_a_signed_neuron_is_a_step_neuron_at_half_its_threshold():
+    """b = 1, T = 1: V starts at theta/2, so the neuron fires +1 exactly when its charge
+    c*a*2^s + b >= theta/2, and never -1 (no +1 to take back): a step neuron."""
+    rng = np.random.default_rng(3)
+    theta = rng.integers(1, 30, 200) * 2
+    layer = _layer(theta, bias=-1, shift=1, compare=-1)
+    a = rng.integers(-40, 40, (50, 200))
+    n = SignedIFNeurons(layer)
+    n.start()
+    s = n.fire(a)
+    assert set(np.unique(s)) <= {0, 1}
+    assert np.array_equal(s, (-a * 2 - 1 >= theta // 2).astype(np.int8))
