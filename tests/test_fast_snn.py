@@ -248,7 +248,7 @@ def test_signed_dense_layers_in_amaranth_match_the_golden_model(margs, hargs):
 
 @pytest.mark.cosim
 @pytest.mark.xdist_group("cosim")
-@pytest.mark.parametrize("sim,n", [("icarus", 10), ("verilator", 300)])
+@pytest.mark.parametrize("sim,n", [("icarus", 4), ("verilator", 300)])
 def test_signed_dense_layers_on_mnist_digits_as_verilog(sim, n, mnist):
     """Two dense layers of signed_if neurons over 4 steps of MNIST digits given as events
     (pixel > 255 (t+1)/5 at step t), as Verilog: every spike of both signs of every step through

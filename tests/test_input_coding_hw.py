@@ -135,7 +135,7 @@ def _digit_events(images, T):
 
 @pytest.mark.cosim
 @pytest.mark.xdist_group("cosim")
-@pytest.mark.parametrize("coding,sim,n", [("given", "icarus", 10), ("given", "verilator", 300),
+@pytest.mark.parametrize("coding,sim,n", [("given", "icarus", 4), ("given", "verilator", 300),
                                           ("rate", "verilator", 300)])
 def test_input_over_time_on_mnist_digits(coding, sim, n, mnist):
     """Two timed convolutions over 4 steps of MNIST digits, given as events or rate-coded by the
