@@ -114,7 +114,7 @@ def _hardware_rows(hw, g, ecp5_mhz: float) -> None:
         board = board_facts(name)
         clock = (mhz or board.clk_freq / 1e6) * 1e6
         fits, lanes = [], None
-        for p in (32, 16, 8):  # the widest design the board's logic holds, as bitsnn build fits it
+        for p in (32, 16, 8, 4, 2, 1):  # the widest design the board's logic holds
             accel = dict(DEFAULT_ACCEL, lanes=p)
             try:
                 spram = choose_spram_layers(board, hw, accel)

@@ -30,7 +30,8 @@ def estimate_on(board, model: HardwareModel, accel: dict) -> dict:
 
 def fit_conv_lanes(board, model: HardwareModel, accel: dict) -> int:
     """The lanes for a model with convolutions when none are given: ``accel["lanes"]`` (the
-    default), halved, not below 8, until the estimate fits within ``INFER_LIMIT`` of the board's
+    default), halved (not below 8 where run-time weight writes need 8 x a power of two: SPRAM
+    layers; else not below 1) until the estimate fits within ``INFER_LIMIT`` of the board's
     logic *with INFER* (``accel["infer"]`` "auto" or "on"); only when no such count fits, the
     lanes that fit without it ("auto"; "off" fits without it from the start).
 
@@ -49,12 +50,13 @@ def fit_conv_lanes(board, model: HardwareModel, accel: dict) -> int:
         return lanes
     limit = INFER_LIMIT * board.totals.logic
     want = accel.get("infer", "auto")
+    floor = 8 if accel.get("spram_layers") or accel.get("writable") else 1
 
     def fit(infer) -> tuple[int, bool]:
         n = lanes
         while True:
             ok = estimate_on(board, model, dict(accel, lanes=n, infer=infer))["logic"] <= limit
-            if ok or n <= 8:
+            if ok or n <= floor:
                 return n, ok
             n //= 2
 

@@ -379,8 +379,9 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
     conversion = None
     if model.one_pass:
         conversion = conversion_check(model, dataset.test_images, dataset.test_labels, device=device)
+        T = model.timesteps
         log(f"conversion: quantised ANN test accuracy {conversion['qann_accuracy']:.4f}, signed-IF SNN over "
-            f"{model.timesteps} steps (integer) {conversion['snn_accuracy']:.4f}; spike count = ANN level in "
+            f"{T} step{'s' if T != 1 else ''} (integer) {conversion['snn_accuracy']:.4f}; spike count = ANN level in "
             + ", ".join(f"layer {i} {100 * v:.2f} %" for i, v in enumerate(conversion["level_agreement"]))
             + " of the neurons")
     metrics = {
@@ -484,7 +485,9 @@ def conversion_check(model: BitSNN, images, labels, *, batch_size: int = 1000, d
         q, e = model.run(x, "float"), model.run(x, "exact")
         q_ok += int((q.logits.argmax(1).cpu() == y).sum())
         s_ok += int((e.classes.cpu() == y).sum())
-        eq = [float((torch.round(qs * T).cpu() == es.sum(1).cpu()).float().sum()) for qs, es in zip(q.spikes, e.spikes)]
+        # the integer path's spikes: (B, n) at one step, (B, T, n) over several
+        eq = [float((torch.round(qs * T).cpu() == (es if T == 1 else es.sum(1)).cpu()).float().sum())
+              for qs, es in zip(q.spikes, e.spikes)]
         same = eq if same is None else [a + b for a, b in zip(same, eq)]
     n = len(x_all)
     return {"qann_accuracy": q_ok / n, "snn_accuracy": s_ok / n,

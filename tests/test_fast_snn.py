@@ -135,6 +135,9 @@ def test_training_converts_with_the_levels_it_learned(mnist):
     assert c["level_agreement"][0] > 0.99 and c["qann_accuracy"] > 0.5
     assert abs(c["snn_accuracy"] - c["qann_accuracy"]) < 0.05
     assert metrics["test_accuracy"] == c["snn_accuracy"]
+    # b = 1: one step, where a signed neuron is a step neuron at theta/2 and the levels agree exactly
+    one = conversion_check(_one_step_copy(model), ds.test_images[:200], ds.test_labels[:200])
+    assert len(one["level_agreement"]) == 2
     # the layer-wise fine-tuning: the second layer, one epoch, kept only if it helped
     (ft,) = metrics["finetune"]
     assert (ft["layer"], ft["epoch"]) == (1, 1) and ft["mse"] > 0 and isinstance(ft["kept"], bool)
@@ -287,3 +290,13 @@ def test_at_one_step_a_signed_neuron_is_a_step_neuron_at_half_its_threshold():
     s = n.fire(a)
     assert set(np.unique(s)) <= {0, 1}
     assert np.array_equal(s, (-a * 2 - 1 >= theta // 2).astype(np.int8))
+
+
+def _one_step_copy(model):
+    """``model`` rebuilt at one step (b = 1), its parameters kept."""
+    import copy
+
+    arch = dict(model.arch, timesteps=1)
+    one = build_model(arch)
+    one.load_state_dict(copy.deepcopy(model.state_dict()))
+    return one.eval()

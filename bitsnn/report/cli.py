@@ -113,12 +113,16 @@ def end_to_end(model, cycles, clock_hz: float, board, build: dict | None, nonzer
 
 
 def sweep_point(model, report: dict, path: str) -> dict:
-    """One row of a sparsity sweep: the model's label (its training sparsity when the file records
-    it), accuracy, spikes, cycles and energies from its report."""
+    """One row of a sweep: the model's label (its training sparsity when the file records it, and
+    its steps when it runs more than one), accuracy, spikes, cycles and energies from its report."""
     lam = ((model.meta or {}).get("training") or {}).get("sparsity")
+    label = f"lambda={lam:g}" if isinstance(lam, (int, float)) else Path(path).stem
+    if model.timesteps > 1 or any(layer.neuron_model.stateful for layer in model.hidden_layers):
+        label = f"T={model.timesteps}, {label}"
     return {
         "model": path,
-        "label": f"lambda={lam:g}" if isinstance(lam, (int, float)) else Path(path).stem,
+        "label": label,
+        "steps": model.timesteps,
         "sparsity": lam,
         "accuracy": report["accuracy"],
         "spikes_mean": report["totals"]["spikes_mean"],
