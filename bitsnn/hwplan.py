@@ -323,7 +323,11 @@ def input_layout(model) -> MapLayout | None:
 def input_values(model) -> int:
     """Values the Accelerator's ``pixels`` stream takes per inference: the (cropped) image's
     pixels, or with ``given`` coding every step's spikes (T x inputs, as :func:`stream_inputs`)."""
-    return model.n_inputs * (model.timesteps if model.input_coding == "given" else 1)
+    return _stream_values(model.n_inputs, model.timesteps, model.input_coding)
+
+
+def _stream_values(n_inputs: int, steps: int, coding: str) -> int:
+    return n_inputs * (steps if coding == "given" else 1)
 
 
 def stream_inputs(model, x) -> np.ndarray:
@@ -712,8 +716,6 @@ class HardwarePlan:
     #: the model's input coding and steps (``rate`` runs a generator per step in the input buffer)
     input_coding: str = "threshold"
     steps: int = 1
-    #: values the ``pixels`` stream takes per inference (:func:`input_values`)
-    input_values: int = 0
     #: the ``rate`` coding's seed (:func:`bitsnn.hwmodel.rate_start_states`)
     input_seed: int | None = None
 
@@ -752,12 +754,16 @@ class HardwarePlan:
                                     nm.part("plan")(layer, model.timesteps) if is_timed and nm.stateful else 0))
             in_layout = out
         return cls(mode, lanes, word, k, max_neurons_per_core, fifo_depth, tuple(layers), model.n_inputs,
-                   model.num_classes, model.input_coding, model.timesteps, input_values(model),
-                   model.input_seed)
+                   model.num_classes, model.input_coding, model.timesteps, model.input_seed)
 
     @property
     def hidden(self) -> tuple[LayerPlan, ...]:
         return self.layers[:-1]
+
+    @property
+    def input_values(self) -> int:
+        """Values the ``pixels`` stream takes per inference (:func:`input_values`)."""
+        return _stream_values(self.n_inputs, self.steps, self.input_coding)
 
     @property
     def score_bits(self) -> int:

@@ -402,13 +402,6 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
 FINETUNE_CHECK_IMAGES = 5000
 
 
-def _snn_accuracy(model: BitSNN, x, y, batch_size: int = 1000) -> float:
-    with torch.no_grad():
-        ok = sum(int((model.run(x[lo:lo + batch_size], "exact").classes == y[lo:lo + batch_size]).sum())
-                 for lo in range(0, len(x), batch_size))
-    return ok / len(x)
-
-
 def finetune_layers(model: BitSNN, x_train, y_train, *, epochs: int, batch_size: int, gen, lr: float = 1e-3,
                     log=print) -> list[dict]:
     """Fast-SNN's layer-wise fine-tuning of a converted network (the authors' ``snn_ft.py``): each
@@ -424,7 +417,7 @@ def finetune_layers(model: BitSNN, x_train, y_train, *, epochs: int, batch_size:
     teacher = copy.deepcopy(model).eval()
     T = model.timesteps
     x_check, y_check = x_train[:FINETUNE_CHECK_IMAGES], y_train[:FINETUNE_CHECK_IMAGES]
-    best = _snn_accuracy(model, x_check, y_check)
+    best = evaluate(model, x_check.cpu(), y_check.cpu(), path="exact")["accuracy"]
     log(f"fine-tuning layer by layer: the converted network's accuracy on {len(x_check)} training images {best:.4f}")
     report = []
     n = len(x_train)
@@ -456,7 +449,7 @@ def finetune_layers(model: BitSNN, x_train, y_train, *, epochs: int, batch_size:
                 loss.backward()
                 opt.step()
                 loss_sum += float(loss.detach()) * len(xb)
-            acc = _snn_accuracy(model, x_check, y_check)
+            acc = evaluate(model, x_check.cpu(), y_check.cpu(), path="exact")["accuracy"]
             keep = acc > best
             if keep:
                 best = acc
