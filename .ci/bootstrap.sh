@@ -11,6 +11,8 @@ STAMP=$VENV/.bitsnn-installed
 
 need_apt=()
 command -v iverilog >/dev/null 2>&1 || need_apt+=(iverilog)
+# a PostgreSQL server for the test of a sweep's study on it (the test starts its own)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     echo "bitsnn: error: Python >= 3.11 is required (found: $("$PYTHON" --version 2>&1 || echo none))" >&2
     exit 1
@@ -41,7 +43,7 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt
     # metrics) needs neither, so both come without their declared requirements.
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
         -c constraints.txt norse neurobench 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-    "$VENV/bin/python" -c 'import bitsnn, torch, amaranth, cocotb, nir, snntorch, norse.torch, neurobench.benchmarks' # fail here, not later, if the install broke
+    "$VENV/bin/python" -c 'import bitsnn, torch, amaranth, cocotb, nir, snntorch, norse.torch, neurobench.benchmarks, optuna, psycopg2' # fail here, not later, if the install broke
     if "$VENV/bin/python" -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
         echo "bitsnn: error: pip pulled CUDA packages; torch must be the CPU wheel" >&2
         exit 1

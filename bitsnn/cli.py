@@ -31,6 +31,7 @@ HANDLERS: dict[str, str] = {
     "import": "bitsnn.nirgraph:import_main",
     "sim": "bitsnn.sim.cosim.cli:sim_main",
     "run": "bitsnn.firmware.cli:run_main",
+    "sweep": "bitsnn.sweep:sweep_main",
 }
 
 class _Parser(argparse.ArgumentParser):
@@ -136,7 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int_in(0, 1000), default=None, metavar="N",
                    help="with --act-bits: fine-tune the converted layers one by one, N epochs each, against the "
                    "quantised ANN (Fast-SNN's layer-wise fine-tuning; default: the preset's)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N or auto (default auto: cuda when "
+                   "present, else cpu)")
+    p.add_argument("--float64", action="store_true",
+                   help="train in float64 (slower; float32 rounding differs with the process count, and a sign() "
+                   "can turn that into different weights after enough steps)")
+    p.add_argument("--nproc", type=int_in(1, 1024), default=None, metavar="N",
+                   help="train in N processes on this machine (torch.distributed through torch's elastic launcher, "
+                   "what torchrun runs: gloo on the CPU, NCCL on GPUs); N processes with a batch of B/N each train "
+                   "the model one process trains with batch B")
     p.add_argument("--threads", type=int_in(1, 1024), default=None, metavar="N",
                    help="torch CPU threads (default 1: a seed then gives the same model on any core count)")
     p.add_argument("--limit-train", type=int_in(2), default=None, metavar="N", help="train on the first N images only (at least 2)")
@@ -278,6 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG", help="a .toml or .json flow configuration")
     _add_flow_options(p, run_dir_default="the config's")
 
+    p = sub.add_parser("sweep", help="a multi-objective Optuna study over the flow",
+                       description="Run flow trials that an Optuna study (NSGA-II) chooses from the space in the "
+                       "configuration's [sweep.space], judged on accuracy, logic cells, latency and energy; print "
+                       "the trials and the Pareto front, plot it, and write the best trial's flow configuration. "
+                       "A killed sweep resumes where it stopped when started again.")
+    p.add_argument("config", metavar="CONFIG", help="a .toml or .json flow configuration with a [sweep] table")
+    p.add_argument("--run-dir", default=None, help="the sweep's folder (default: the config's run_dir)")
+    p.add_argument("--data-dir", default=None, help="the four IDX files (default: the config's, else the loader's search)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="where the study lives: an Optuna RDB URL (postgresql://..., sqlite:///...) or journal:FILE; "
+                   "workers on other machines join with the same URL (default: the config's, else "
+                   "sqlite in the run directory)")
+    p.add_argument("--workers", type=int_in(1, 256), default=1, metavar="N", help="worker processes on this machine")
+    p.add_argument("--trials", type=int_in(1, 100_000), default=None, metavar="N",
+                   help="trials in all (default: the config's [sweep] trials)")
+    p.add_argument("--retry-running", action="store_true",
+                   help="queue again the trials a journal-file study shows running (its killed workers'; only when "
+                   "no worker of the study runs)")
+
     p = sub.add_parser("demo", help="the whole flow on MNIST",
                        description="Train, export, co-simulate, build and report on MNIST: the flow with "
                        "its default configuration (the tiny preset on the iCEBreaker).")
@@ -293,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a refused option (its line is printed already)
         return e.code if isinstance(e.code, int) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     target = HANDLERS.get(args.command)
     if target is None:
         print(f"bitsnn {args.command}: not implemented yet", file=sys.stderr)

@@ -37,7 +37,9 @@ from typing import Callable
 from . import BitsnnError
 from .fileio import (DuplicateKeyError, FileKind, atomic_write_text, check_output_dir, check_output_file, inside,
                      same_path, unique_keys)
+from .hwmodel import MAX_STEPS
 from .hwplan import CONV_ENGINES
+from .kinds import NEURONS
 from .protocol import MAX_LANES
 from .options import BOARDS, FLOAT32_MAX, MAX_LR, MAX_SEED, SIMULATORS, SURROGATES, OptionError, float_in, int_in, one_of
 
@@ -65,6 +67,19 @@ def _opt(default, check, doc: str):
     return field(default=default, metadata={"check": check, "doc": doc})
 
 
+#: the steps a configuration may leave out (the report then does without their outputs)
+SKIPPABLE = ("cosim", "build")
+
+
+def _skippable(value) -> tuple:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise OptionError(f"expected a list of step names, got {value!r}")
+    bad = [v for v in value if v not in SKIPPABLE]
+    if bad:
+        raise OptionError(f"{bad[0]!r}: only {' and '.join(SKIPPABLE)} can be left out")
+    return tuple(dict.fromkeys(value))
+
+
 def _text(value) -> str:
     if not isinstance(value, str) or not value.strip():
         raise OptionError(f"expected a non-empty string, got {value!r}")
@@ -75,7 +90,12 @@ def _text(value) -> str:
 class TrainSection:
     """``bitsnn train``: what to train. None takes the preset's value."""
 
-    preset: str = _opt("conv-tiny", _text, "tiny | small | large | conv-tiny | conv | lif-tiny, or a layer spec such as 784-256-10")
+    preset: str = _opt("conv-tiny", _text, "tiny | small | large | conv-tiny | conv | lif-tiny | fast-tiny, or a layer spec "
+                       "such as 784-256-10")
+    spec: str | None = _opt(None, _text, "another layer spec with the preset's recipe, such as 784-c8w4-c32-10w4")
+    weight_bits: int | None = _opt(None, int_in(1, 8), "every layer's weights: 1 (+-1) or 2..8 bits, whatever the spec says")
+    timesteps: int | None = _opt(None, int_in(1, MAX_STEPS), "time steps per inference")
+    neuron: str | None = _opt(None, one_of(*NEURONS), "the hidden layers' neuron model")
     epochs: int | None = _opt(None, int_in(1), "training epochs")
     seed: int = _opt(0, int_in(0, MAX_SEED), "random seed; the same seed gives the same model")
     batch_size: int | None = _opt(None, int_in(2), "mini-batch size (BatchNorm needs at least 2)")
@@ -134,6 +154,8 @@ class FlowConfig:
     run_dir: str = _opt("runs/demo", _text, "where every step writes its folder")
     data_dir: str | None = _opt(None, _text, "the four IDX files (default: the loader's search order)")
     model: str | None = _opt(None, _text, "an existing hardware-model file: skip train and export")
+    skip: tuple = _opt((), lambda v: _skippable(v),
+                       "steps left out: [\"cosim\", \"build\"] reports on the resource estimate, without a build")
     train: TrainSection = field(default_factory=lambda: TrainSection(epochs=DEMO_EPOCHS))
     cosim: CosimSection = field(default_factory=CosimSection)
     build: BuildSection = field(default_factory=BuildSection)
@@ -271,6 +293,15 @@ def _train_config(cfg: FlowConfig):
     from bitsnn.model.train import resolve_config
 
     t = asdict(cfg.train)
+    bits = t.pop("weight_bits")
+    if bits is not None:  # every layer at these bits: the spec given, else the preset's
+        from bitsnn.model.network import PRESETS, with_weight_bits
+
+        spec = t["spec"] or PRESETS.get(t["preset"], {}).get("spec", t["preset"])
+        try:
+            t["spec"] = with_weight_bits(spec, bits)
+        except ValueError as e:
+            raise BitsnnError(f"[train] weight_bits: {e}") from None
     return resolve_config(t.pop("preset"), **t)
 
 
@@ -340,8 +371,23 @@ def _build(cfg: FlowConfig, run: Path, log) -> None:
 def _report(cfg: FlowConfig, run: Path, log) -> None:
     from bitsnn.report import make_report
 
-    make_report(_model_path(cfg, run), board=cfg.build.board, build_dir=run / _build_folder(cfg),
-                output=run / "report", images=cfg.report.images, vcd=_wave(cfg, run), data_dir=cfg.data_dir, say=log)
+    make_report(_model_path(cfg, run), board=cfg.build.board,
+                build_dir=None if "build" in cfg.skip else run / _build_folder(cfg), output=run / "report",
+                images=cfg.report.images, vcd=None if "cosim" in cfg.skip else _wave(cfg, run),
+                data_dir=cfg.data_dir, say=log,
+                lanes=(cfg.build.lanes or cfg.cosim.lanes) if "build" in cfg.skip else None,
+                conv_engine=cfg.build.conv_engine if "build" in cfg.skip else None)
+
+
+def _report_inputs(cfg: FlowConfig, run: Path) -> dict:
+    """What the report reads: the model, the data, and the build's report and the waveform unless
+    their steps are left out."""
+    inputs = {"model": _model_path(cfg, run), "data": None}
+    if "build" not in cfg.skip:
+        inputs["build"] = run / _build_folder(cfg) / "report.json"
+    if "cosim" not in cfg.skip:
+        inputs["wave"] = _wave(cfg, run)
+    return inputs
 
 
 @dataclass(frozen=True)
@@ -367,11 +413,11 @@ STEPS = {
                   lambda c, r: [_wave(c, r)], lambda c: _cosim_options(c)),
     "build": Step("build", _build_folder, _build, lambda c, r: {"model": _model_path(c, r)},
                   lambda c, r: [r / _build_folder(c) / "report.json"], lambda c: asdict(c.build)),
-    "report": Step("report", lambda c: "report", _report,
-                   lambda c, r: {"model": _model_path(c, r), "build": r / _build_folder(c) / "report.json",
-                                 "wave": _wave(c, r), "data": None},
+    "report": Step("report", lambda c: "report", _report, _report_inputs,
                    lambda c, r: [r / "report" / "report.json"],
-                   lambda c: {**asdict(c.report), "board": c.build.board}),
+                   lambda c: {**asdict(c.report), "board": c.build.board,
+                              **({"skip": list(c.skip), "lanes": c.build.lanes or c.cosim.lanes,
+                                  "conv_engine": c.build.conv_engine} if c.skip else {})}),
 }
 assert tuple(STEPS) == STEP_NAMES
 
@@ -480,6 +526,9 @@ def _select(cfg: FlowConfig, start: str | None, stop: str | None) -> list[str]:
     names = list(STEP_NAMES[STEP_NAMES.index(start or STEP_NAMES[0]): STEP_NAMES.index(stop or STEP_NAMES[-1]) + 1])
     if not names:
         raise BitsnnError(f"--start-step {start} comes after --stop-step {stop}")
+    names = [n for n in names if n not in cfg.skip]
+    if not names:
+        raise BitsnnError(f"the config leaves out {', '.join(cfg.skip)}; choose other steps")
     if cfg.model:  # an existing hardware model: nothing to train or export
         names = [n for n in names if n not in ("train", "export")]
         if not names:

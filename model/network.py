@@ -36,7 +36,8 @@ from bitsnn.hwmodel import CODINGS_OF, MAX_DIM, MAX_KERNEL, MAX_STEPS, WEIGHT_BI
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
 from .surrogate import SURROGATES
 
-__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "normalise_time", "spec_weight_bits", "build_model", "weight_bits_of_spec"]
+__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "normalise_time", "spec_weight_bits", "with_weight_bits",
+           "build_model", "weight_bits_of_spec"]
 
 #: name -> layer spec and training defaults: the best settings measured here (docs/model.md has
 #: the numbers; not every preset reached its accuracy target).
@@ -104,6 +105,15 @@ def spec_weight_bits(spec: str) -> list[int]:
     +-1 weights, B for a token ending in ``wB``."""
     parse_spec(spec)
     return [b for _tok, b in _split_bits(spec)[1:]]
+
+
+def with_weight_bits(spec: str, bits: int) -> str:
+    """``spec`` with ``bits``-bit weights in every layer (1: +-1 weights, no suffix), whatever
+    widths it gave: ``with_weight_bits("784-c8-c32w4-10", 2)`` is ``"784-c8w2-c32w2-10w2"``."""
+    toks = _split_bits(spec)
+    out = "-".join([toks[0][0]] + [tok + _bits_token(bits) for tok, _ in toks[1:]])
+    parse_spec(out)  # refuses bits that are neither +-1 nor in WEIGHT_BITS
+    return out
 
 
 #: the most weights one layer may have in training (float32 weights, gradients and Adam's two
@@ -337,7 +347,7 @@ class BitSNN(nn.Module):
         return self.input_coding in ("direct", "threshold")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw pixels -> first-layer input: 0/1 spikes or 0..255 values (float32); one step's
+        """Raw pixels -> first-layer input: 0/1 spikes or 0..255 values (:attr:`dtype`); one step's
         input (B rows) when every step takes the same, else T steps', time-major (T*B rows):
         ``rate`` spikes [pixel > r] (r from :func:`bitsnn.hwmodel.rate_randoms`), or ``given``
         spikes, x shaped (B, T, *input_shape)."""
@@ -346,15 +356,20 @@ class BitSNN(nn.Module):
             if x.dim() < 2 or x.shape[1] != T or math.prod(x.shape[2:]) != self.n_inputs:
                 raise ValueError(f"given spikes have shape {list(x.shape[1:])} each, the model takes "
                                  f"{'x'.join(map(str, (T, *self.input_shape)))} (steps x input)")
-            x = x.to(torch.float32).transpose(0, 1).reshape(T * B, *self._layer_input_shape())
+            x = x.to(self.dtype).transpose(0, 1).reshape(T * B, *self._layer_input_shape())
             return x
         if self.input_coding == "rate":
             px = self._encode_pixels(x, spikes=False)
-            r = torch.as_tensor(rate_randoms(self.input_seed, self.timesteps, self.n_inputs), dtype=torch.float32,
+            r = torch.as_tensor(rate_randoms(self.input_seed, self.timesteps, self.n_inputs), dtype=self.dtype,
                                 device=px.device)
-            px = (px.flatten(1)[None] > r[:, None]).to(torch.float32)  # (T, B, n)
+            px = (px.flatten(1)[None] > r[:, None]).to(self.dtype)  # (T, B, n)
             return px.reshape(-1, *self._layer_input_shape())
         return self._encode_pixels(x)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The float path's arithmetic: float32, or float64 after ``.double()``."""
+        return self.output.weight.dtype
 
     def _layer_input_shape(self) -> tuple[int, ...]:
         if not self._conv_input:
@@ -370,9 +385,9 @@ class BitSNN(nn.Module):
                 raise ValueError(f"images have {x.shape[1]} values each, the model takes {ih}x{iw} images")
             x = x.view(-1, ih, iw)[:, top : top + h, left : left + w].reshape(x.shape[0], h * w)
         if self.input_encoding == "spikes" and spikes:
-            x = (x >= self.input_threshold).to(torch.float32)
+            x = (x >= self.input_threshold).to(self.dtype)
         else:
-            x = x.to(torch.float32)
+            x = x.to(self.dtype)
         if self._conv_input:
             x = x.view(x.shape[0], 1, *self.input_shape)
         return x

@@ -34,6 +34,7 @@ from bitsnn.options import FLOAT32_MAX, MAX_LR
 
 from bitsnn.hwmodel import CODINGS_OF, time_text
 
+from . import distributed
 from .network import PRESETS, BitSNN, build_model, normalise_time, parse_spec
 
 __all__ = [
@@ -105,6 +106,9 @@ class TrainConfig:
     #: layers one by one for ``finetune_epochs`` epochs each (0: none)
     act_bits: int | None = None
     finetune_epochs: int = 0
+    #: train in float64 instead of float32 (slower; what shows that N processes compute the
+    #: model one process computes, without float32 rounding that a sign() later amplifies)
+    float64: bool = False
 
     @property
     def leak_m(self) -> int:
@@ -220,7 +224,7 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
 
 
 def pick_device(name: str | None) -> torch.device:
-    if name is None:
+    if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
@@ -252,13 +256,17 @@ def shift_images(images: torch.Tensor, shift: int, gen: torch.Generator) -> torc
 
 @torch.no_grad()
 def evaluate(model: BitSNN, images, labels, *, path: str | None = None, batch_size: int = 1000,
-             device: torch.device | None = None) -> dict:
-    """Accuracy and per-layer firing rates on a uint8 image set (eval mode)."""
+             device: torch.device | None = None, group: distributed.Group | None = None) -> dict:
+    """Accuracy and per-layer firing rates on a uint8 image set (eval mode); with a process
+    ``group``, each process takes its share of the images and all get the sums."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
     x_all = torch.as_tensor(np.asarray(images))
     y_all = torch.as_tensor(np.asarray(labels)).long()
+    n = len(x_all)
+    if group is not None:
+        x_all, y_all = x_all[group.part(n)], y_all[group.part(n)]
     correct, rates = 0, None
     for lo in range(0, len(x_all), batch_size):
         x = x_all[lo : lo + batch_size].to(device)
@@ -267,7 +275,10 @@ def evaluate(model: BitSNN, images, labels, *, path: str | None = None, batch_si
         r = [float(s.abs().sum()) / s[0].numel() for s in tr.spikes]  # spikes of either sign
         rates = r if rates is None else [a + b for a, b in zip(rates, r)]
     model.train(was_training)
-    n = len(x_all)
+    if group is not None:
+        k = len(model.hidden)
+        sums = group.all_sum(torch.tensor([correct] + (rates or [0.0] * k), dtype=torch.float64))
+        correct, rates = int(sums[0]), [float(v) for v in sums[1:]]
     return {"accuracy": correct / n if n else float("nan"), "firing_rates": [r / n for r in (rates or [])]}
 
 
@@ -280,16 +291,18 @@ def train_model(cfg: TrainConfig, dataset, *, progress: bool | None = None, log=
     if progress is None:
         progress = sys.stderr.isatty()
     set_determinism(cfg.seed)
-    device = pick_device(cfg.device)
+    group = distributed.current()
+    device = group.device if group else pick_device(cfg.device)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg, dataset, device, progress=progress, log=log)
+        return _train(cfg, dataset, device, progress=progress, log=log, group=group)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[BitSNN, dict]:
+def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log,
+           group: distributed.Group | None = None) -> tuple[BitSNN, dict]:
     input_shape = dataset.train_images.shape[1:]
     try:
         model = build_model(cfg.arch(input_shape))
@@ -298,7 +311,12 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
     n_classes = parse_spec(cfg.spec)[-1]
     if dataset.num_classes > n_classes:
         raise BitsnnError(f"the data set has {dataset.num_classes} classes but the spec ends in {n_classes}")
-    model.to(device)
+    model.to(device, torch.float64 if cfg.float64 else torch.float32)
+    if group is not None:
+        if cfg.batch_size < group.world:
+            raise BitsnnError(f"--batch-size {cfg.batch_size} gives {group.world} processes less than a row each")
+        distributed.global_batchnorm(model)
+        distributed.sync_state(model, group)
 
     n = len(dataset.train_images) if cfg.limit_train is None else min(cfg.limit_train, len(dataset.train_images))
     x_train = torch.as_tensor(dataset.train_images[:n]).to(device)
@@ -311,7 +329,8 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
     if n % cfg.batch_size == 1 and steps_per_epoch > 1:
         steps_per_epoch -= 1  # a last batch of one image joins the one before (BatchNorm cannot take it alone)
     total = max(1, cfg.epochs * steps_per_epoch)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
 
     history = []
@@ -327,24 +346,33 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
             idx = perm[step * cfg.batch_size : n if step == steps_per_epoch - 1 else (step + 1) * cfg.batch_size]
             xb = shift_images(x_train[idx], cfg.shift, gen) if cfg.shift else x_train[idx]
             yb = y_train[idx]
+            share = 1.0
+            if group is not None:  # the global batch drawn the same in every process; this one's rows
+                rows = group.part(len(idx))
+                xb, yb, share = xb[rows], yb[rows], (rows.stop - rows.start) / len(idx)
             tr = model.run(xb, "float")
             rates = tr.firing_rates()
             loss = F.cross_entropy(tr.logits, yb)
             if cfg.sparsity and rates:
                 loss = loss + cfg.sparsity * torch.stack(rates).mean()
-            lv = float(loss.detach())
+            opt.zero_grad(set_to_none=True)
+            (loss * share if group is not None else loss).backward()
+            with torch.no_grad():
+                stats = torch.stack([t.to(model.dtype) for t in
+                                     [loss.detach() * share, (tr.logits.detach().argmax(1) == yb).sum()]
+                                     + [x.detach() * share for x in rates]])
+                if group is not None:
+                    stats = distributed.sum_gradients(params, stats, group)
+            lv = float(stats[0])
             if not math.isfinite(lv):
                 raise BitsnnError(f"training diverged: the loss is {lv} at epoch {epoch + 1}, step {step + 1} "
                                   f"(lr {cfg.lr:g}, sparsity {cfg.sparsity:g}); nothing was written")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             opt.step()
             sched.step()
-            with torch.no_grad():
-                loss_sum += lv * len(idx)
-                correct += int((tr.logits.detach().argmax(1) == yb).sum())
-                r = [float(x.detach()) * len(idx) for x in rates]
-                rate_sums = r if rate_sums is None else [a + b for a, b in zip(rate_sums, r)]
+            loss_sum += lv * len(idx)
+            correct += int(stats[1])
+            r = [float(x) * len(idx) for x in stats[2:]]
+            rate_sums = r if rate_sums is None else [a + b for a, b in zip(rate_sums, r)]
             if progress and step % 20 == 0:
                 bar.set_postfix(loss=f"{lv:.3f}")
         bar.close()
@@ -352,7 +380,7 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
         if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
             raise BitsnnError(f"training diverged: the parameters are not finite after epoch {epoch + 1} "
                               f"(lr {cfg.lr:g}, sparsity {cfg.sparsity:g}); nothing was written")
-        test = evaluate(model, dataset.test_images, dataset.test_labels, device=device)
+        test = evaluate(model, dataset.test_images, dataset.test_labels, device=device, group=group)
         rec = {
             "epoch": epoch + 1,
             "loss": loss_sum / n,
@@ -371,6 +399,10 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log) -> tuple[B
             + f"  ({train_time:.1f} s)"
         )
     model.eval()
+    if group is not None:
+        distributed.local_batchnorm(model)
+        if group.rank:  # rank 0 alone goes on: fine-tuning, the final checks, the checkpoint
+            return model, {}
     tuned = None
     if model.one_pass and cfg.finetune_epochs and len(model.hidden) > 1:
         tuned = finetune_layers(model, x_train, y_train, epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
@@ -491,7 +523,7 @@ def conversion_check(model: BitSNN, images, labels, *, batch_size: int = 1000, d
 #: model's config stays what it was before there were time steps)
 _TIME_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)
                   if f.name in ("timesteps", "coding", "rate_seed", "neuron", "leak", "reset", "act_bits",
-                                "finetune_epochs")}
+                                "finetune_epochs", "float64")}
 
 
 def checkpoint_config(cfg: TrainConfig, model: BitSNN) -> dict:
@@ -573,17 +605,43 @@ def train_checkpoint(cfg: TrainConfig, output, data_dir=None, *, force: bool = F
     fails. Returns the metrics."""
     from bitsnn.data import data_inputs, load_dataset
 
-    check_output_file(output, kind=CHECKPOINT, inputs=data_inputs(data_dir), force=force)
-    ds = load_dataset(data_dir)
+    group = distributed.start(pick_device(cfg.device))
+    try:
+        problem = None
+        try:
+            check_output_file(output, kind=CHECKPOINT, inputs=data_inputs(data_dir), force=force)
+            ds = load_dataset(data_dir)
+        except BitsnnError as e:
+            problem = str(e)
+        distributed.agree(group, problem)  # every process stops here when one cannot start
+        if group is not None and group.rank:
+            log = _quiet
+        return _train_checkpoint(cfg, output, ds, group, log)
+    finally:
+        distributed.stop()
+
+
+def _quiet(*_args) -> None:
+    pass
+
+
+def _train_checkpoint(cfg: TrainConfig, output, ds, group, log) -> dict:
     log(f"[train] {ds.summary()}")
     crop = f", central {cfg.crop}x{cfg.crop} window" if cfg.crop else ""
-    dev = pick_device(cfg.device)
+    dev = group.device if group else pick_device(cfg.device)
     log(f"[train] {cfg.spec} ({cfg.input_encoding} input{crop}, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
         f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
         f"device {dev}" + (f", {cfg.threads} CPU thread(s)" if dev.type == "cpu" else "")
+        + (f" per process, {group.world} processes ({dist_backend()}), batch {cfg.batch_size // group.world}"
+           f"{'+' if cfg.batch_size % group.world else ''} per process" if group else "")
         + time_text(cfg.timesteps, cfg.coding or CODINGS_OF[cfg.input_encoding][0],
                     [(cfg.neuron, cfg.leak_m, cfg.reset)], cfg.timesteps == 1 and not cfg.coding))
-    model, metrics = train_model(cfg, ds, log=lambda m: log(f"[train] {m}"))
+    model, metrics = train_model(cfg, ds, log=lambda m: log(f"[train] {m}"),
+                                 progress=False if group is not None and group.rank else None)
+    if group is not None:
+        metrics["processes"] = group.world
+        if group.rank:
+            return metrics
     path = save_checkpoint(output, model, cfg, metrics)
     log(f"[train] test accuracy {metrics['test_accuracy']:.4f}, firing rates "
         + "/".join(f"{r:.3f}" for r in metrics["test_firing_rates"])
@@ -616,7 +674,41 @@ def train_main(args) -> int:
         reset=getattr(args, "reset", None),
         act_bits=getattr(args, "act_bits", None),
         finetune_epochs=getattr(args, "finetune_epochs", None),
+        float64=getattr(args, "float64", None) or None,
     )
+    nproc = getattr(args, "nproc", None) or 1
+    if nproc > 1:
+        if distributed.under_torchrun():
+            raise BitsnnError("--nproc: this process is one of torchrun's already; give --nproc to one or the other")
+        if cfg.batch_size < nproc:
+            raise BitsnnError(f"--nproc {nproc}: the batch of {cfg.batch_size} gives each process less than a row")
+        from bitsnn.data import data_inputs, load_dataset
+
+        # every check before the processes start; the data set is found (downloaded, verified) once
+        check_output_file(args.output, kind=CHECKPOINT, inputs=data_inputs(args.data_dir),
+                          force=getattr(args, "force", False))
+        pick_device(cfg.device)
+        load_dataset(args.data_dir)
+        distributed.launch(nproc, _without_nproc(args.argv))
+        return 0
     train_checkpoint(cfg, args.output, args.data_dir, force=getattr(args, "force", False),
                      log=lambda m: print(m, flush=True))
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def dist_backend() -> str:
+    import torch.distributed as dist
+
+    return dist.get_backend() if dist.is_initialized() else "none"

@@ -47,6 +47,17 @@ def mnist(mnist_dir):
     return load_dataset(mnist_dir, download=False)
 
 
+@pytest.fixture(scope="session")
+def mnist_digits(tmp_path_factory, mnist) -> Path:
+    """A data directory of real digits: MNIST's first 800 training and 200 test images."""
+    d = tmp_path_factory.mktemp("digits")
+    write_idx_set(d, {"train-images-idx3-ubyte": mnist.train_images[:800],
+                      "train-labels-idx1-ubyte": mnist.train_labels[:800],
+                      "t10k-images-idx3-ubyte": mnist.test_images[:200],
+                      "t10k-labels-idx1-ubyte": mnist.test_labels[:200]})
+    return d
+
+
 # --- small IDX sets written by the tests themselves -------------------------------------------
 
 _IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i4"): 0x0C}
