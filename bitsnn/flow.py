@@ -197,23 +197,7 @@ class FlowConfig:
     @classmethod
     def load(cls, path) -> "FlowConfig":
         """Read a ``.toml`` or ``.json`` config file."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise BitsnnError(f"cannot read config {path}: {getattr(e, 'strerror', None) or e}") from None
-        try:
-            if path.suffix == ".json":
-                d = json.loads(text, object_pairs_hook=unique_keys)
-            elif path.suffix == ".toml":
-                d = tomllib.loads(text)
-            else:
-                raise BitsnnError(f"config {path}: expected a .toml or .json file")
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-            raise BitsnnError(f"config {path}: {str(e).splitlines()[0]}") from None
-        except DuplicateKeyError as e:  # TOML refuses a repeated key by itself
-            raise BitsnnError(f"config {path}: the key {e.args[0]!r} is given twice") from None
-        return cls.from_dict(d, str(path))
+        return cls.from_dict(read_config(path), str(path))
 
     def save(self, path, *, force: bool = False) -> Path:
         """Write the config to ``path`` (.toml or .json, which :meth:`load` reads back); an existing
@@ -223,6 +207,25 @@ class FlowConfig:
         path = check_output_file(path, "--save-config", kind=CONFIG_FILE, force=force)
         atomic_write_text(path, self.dumps("json" if path.suffix == ".json" else "toml"))
         return path
+
+
+def read_config(path) -> dict:
+    """The table of settings in a ``.toml`` or ``.json`` file (one line for what is wrong with it)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BitsnnError(f"cannot read config {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        if path.suffix == ".json":
+            return json.loads(text, object_pairs_hook=unique_keys)
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        raise BitsnnError(f"config {path}: expected a .toml or .json file")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise BitsnnError(f"config {path}: {str(e).splitlines()[0]}") from None
+    except DuplicateKeyError as e:  # TOML refuses a repeated key by itself
+        raise BitsnnError(f"config {path}: the key {e.args[0]!r} is given twice") from None
 
 
 def _is_config(path: Path) -> bool:

@@ -50,20 +50,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import sys
 import time
-import tomllib
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from . import BitsnnError
-from .fileio import atomic_path, atomic_write_text, check_output_dir, unique_keys, DuplicateKeyError
-from .flow import _SECTIONS, FlowConfig, run_flow
+from .fileio import atomic_path, atomic_write_text, check_output_dir
+from .flow import _SECTIONS, FlowConfig, read_config, run_flow
 from .options import OptionError
 
 __all__ = ["SweepSettings", "Dimension", "load_sweep", "sweep_main", "OBJECTIVES"]
@@ -172,21 +170,7 @@ def load_sweep(path) -> tuple[FlowConfig, SweepSettings, list[Dimension]]:
     """Read a sweep configuration: the base flow configuration, the ``[sweep]`` settings and the
     space; every setting and every choice is checked here, before any work."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BitsnnError(f"cannot read config {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        if path.suffix == ".json":
-            d = json.loads(text, object_pairs_hook=unique_keys)
-        elif path.suffix == ".toml":
-            d = tomllib.loads(text)
-        else:
-            raise BitsnnError(f"config {path}: expected a .toml or .json file")
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise BitsnnError(f"config {path}: {str(e).splitlines()[0]}") from None
-    except DuplicateKeyError as e:
-        raise BitsnnError(f"config {path}: the key {e.args[0]!r} is given twice") from None
+    d = read_config(path)
     if not isinstance(d, dict) or not isinstance(d.get("sweep"), dict):
         raise BitsnnError(f"config {path}: a sweep needs a [sweep] table (and [sweep.space])")
     sweep = dict(d.pop("sweep"))
@@ -463,16 +447,21 @@ def _override(base: FlowConfig, settings: SweepSettings, o: dict) -> None:
         settings.trials = o["trials"]
 
 
-def _child(config_path, overrides, worker_id, workers):
-    """A worker process: it dies with the sweep that started it (PR_SET_PDEATHSIG), so a killed
-    sweep leaves no worker behind."""
+def _child(config_path, overrides, worker_id, workers, parent):
+    """A worker process. It leads its own process group, and it takes that group (itself, and
+    the tools its flow runs: Yosys, nextpnr, simulators) down when its parent, the sweep, dies
+    (PR_SET_PDEATHSIG) or stops it: a killed sweep leaves no worker and no tool behind."""
     import ctypes
     import signal
 
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
     try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if os.getppid() != parent:  # the sweep died before the line above
+        os.killpg(0, signal.SIGKILL)
     try:
         worker(config_path, overrides, worker_id, workers)
         sys.exit(0)
@@ -606,24 +595,23 @@ def sweep_main(args) -> int:
     _line(f"[sweep] study {settings.study!r} in {where}: {settings.trials} trials over "
           + "; ".join(d.text() for d in dims) + f"; {args.workers} worker(s)")
     overrides["run_dir"], overrides["storage"] = str(run), settings.storage
-    if args.workers == 1:
-        worker(args.config, overrides, 0)
-    else:
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_child, args=(args.config, overrides, i, args.workers), daemon=False)
-                 for i in range(args.workers)]
+    # the workers are processes of their own even when there is one, so that killing the sweep
+    # takes down the tools they run (see _child)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_child, args=(args.config, overrides, i, args.workers, os.getpid()), daemon=False)
+             for i in range(args.workers)]
+    for p in procs:
+        p.start()
+    try:
         for p in procs:
-            p.start()
-        try:
-            for p in procs:
-                p.join()
-        except KeyboardInterrupt:
-            for p in procs:
-                p.terminate()
-            raise
-        bad = [i for i, p in enumerate(procs) if p.exitcode]
-        if bad:
-            raise BitsnnError(f"worker(s) {', '.join(map(str, bad))} stopped with an error (above)")
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    bad = [i for i, p in enumerate(procs) if p.exitcode]
+    if bad:
+        raise BitsnnError(f"worker(s) {', '.join(map(str, bad))} stopped with an error (above)")
     summarise(base, settings, dims, open_study(base, settings, dims, create=False))
     return 0
 

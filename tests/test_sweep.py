@@ -4,6 +4,7 @@ on a real PostgreSQL server, and a sweep killed with SIGKILL that resumes."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -63,7 +64,9 @@ def _check_finished(run: Path, out: str, trials: int, storage=None) -> list:
     assert len({t.number for t in done}) == trials
     for t in done:
         assert out.count(f"[sweep] trial {t.number} done") == 1, t.number
-        assert (Path(t.user_attrs["run_dir"]) / "report" / "report.json").is_file()
+        report = json.loads((Path(t.user_attrs["run_dir"]) / "report" / "report.json").read_text())
+        assert report["build"] is None  # skip = ["cosim", "build"]: the estimate's logic cells
+        assert not (Path(t.user_attrs["run_dir"]) / "build-icebreaker").exists()
         acc, lc, lat, energy = t.values
         assert 0 <= acc <= 1 and lc > 0 and lat > 0 and energy > 0
     assert not [t for t in study.get_trials() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -124,6 +127,15 @@ def test_two_workers_share_a_postgresql_study(tmp_path, mnist_digits, postgres, 
     assert not (tmp_path / "run" / "study.db").exists()
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_where_it_stopped(tmp_path, mnist_digits):
     """SIGKILL while both workers run a trial: the workers die with the sweep; started again, it
@@ -143,8 +155,12 @@ def test_a_killed_sweep_resumes_where_it_stopped(tmp_path, mnist_digits):
     p.wait()
     p.stdout.close()
     time.sleep(1.0)
-    running = [t.number for t in _study(tmp_path / "run").get_trials() if t.state == TrialState.RUNNING]
+    running = [t for t in _study(tmp_path / "run").get_trials() if t.state == TrialState.RUNNING]
     assert running, seen
+    for t in running:  # the workers died with the sweep
+        pid = int(t.user_attrs["worker"].rsplit(":", 1)[1])
+        assert not _alive(pid), f"worker {pid} outlived the sweep"
+    running = [t.number for t in running]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     _check_finished(tmp_path / "run", again.stdout, 3)
@@ -164,6 +180,7 @@ def test_sweep_configs_are_checked_before_any_work(tmp_path, capsys):
         "bad range": ('[sweep]\n[sweep.space]\n"train.lr" = {low = 1, high = 0}\n', "low <= high"),
         "no space": ("[sweep]\ntrials = 3\n", "at least one setting"),
         "bad trials": ('[sweep]\ntrials = 0\n[sweep.space]\n"train.epochs" = [1]\n', "trials must be a positive"),
+        "bad skip": ('skip = ["train"]\n[sweep]\n[sweep.space]\n"train.epochs" = [1]\n', "only cosim and build"),
         "unknown sweep key": ('[sweep]\nworkerz = 2\n[sweep.space]\n"train.epochs" = [1]\n', "unknown setting 'workerz'"),
     }
     for what, (text, msg) in bad.items():
@@ -181,3 +198,28 @@ def test_sweep_configs_are_checked_before_any_work(tmp_path, capsys):
     assert main(["sweep", str(path)]) == 1
     assert "not a bitsnn sweep's run directory" in capsys.readouterr().err
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_journal_file_study(tmp_path, mnist_digits, capfd):
+    """The study in a journal file (no database): one worker, and --retry-running queues again a
+    trial left running (a journal keeps no heartbeats)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    journal = tmp_path / "study.log"
+    cfg = _config(tmp_path, mnist_digits, trials=2, storage=f"journal:{journal}")
+    assert main(["sweep", str(cfg)]) == 0
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    _check_finished(tmp_path / "run", capfd.readouterr().out, 2, storage=storage)
+    # a trial a killed worker left running: queued again, and run
+    study = optuna.load_study(study_name="bitsnn", storage=storage)
+    t = study.ask({"train.weight_bits": optuna.distributions.CategoricalDistribution([1, 2, 4]),
+                   "train.sparsity": optuna.distributions.FloatDistribution(0.0, 0.01)})
+    assert main(["sweep", str(cfg), "--trials", "3", "--retry-running"]) == 0
+    out = capfd.readouterr().out
+    assert f"trial {t.number} was running when its worker stopped: queued again" in out
+    states = [x.state for x in optuna.load_study(study_name="bitsnn", storage=storage).get_trials()]
+    assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1
