@@ -492,7 +492,7 @@ def _table(rows: list[dict], keys: list[str]) -> list[str]:
             return ""
         if k in ("accuracy", "logic_cells", "latency_us", "energy_uj"):
             return _fmt(k, v).split(" ", 1)[-1] if k == "accuracy" else _fmt(k, v)
-        return str(v)
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(cell(k, r.get(k)) for k in keys) + " |" for r in rows]
     return lines
@@ -522,7 +522,8 @@ def summarise(base: FlowConfig, settings: SweepSettings, dims: list[Dimension], 
     front = [t for t in study.best_trials if t.state == TrialState.COMPLETE]
     front.sort(key=lambda t: (-t.values[0], t.values[1]))
     say(f"[sweep] Pareto front ({len(front)} trials): accuracy up, logic cells, latency and energy down")
-    for line in _table([r for r in rows if r["trial"] in {t.number for t in front}], keys[:-2]):
+    by_number = {r["trial"]: r for r in rows}
+    for line in _table([by_number[t.number] for t in front], keys[:-2]):
         say(line)
     best = best_trial(front)
     out = {"trials": len(rows), **states, "pareto": [t.number for t in front], "best": None}
