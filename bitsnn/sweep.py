@@ -208,7 +208,10 @@ def _storage(settings: SweepSettings, run: Path):
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    url = settings.storage or f"sqlite:///{(run / STUDY_DB).absolute()}"
+    url = given = settings.storage or f"sqlite:///{(run / STUDY_DB).absolute()}"
+    for plain in ("postgresql://", "postgres://"):  # SQLAlchemy 2.1's default driver is psycopg 3; bitsnn has psycopg2
+        if url.startswith(plain):
+            url = "postgresql+psycopg2://" + url[len(plain):]
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -222,7 +225,9 @@ def _storage(settings: SweepSettings, run: Path):
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except Exception as e:  # SQLAlchemy's many errors for a bad URL, a missing driver, a refused login
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise BitsnnError(f"storage {_safe_url(url)}: {first[:200]}") from None
+        if "DB access module" in first:
+            first += " (bitsnn installs SQLite's and PostgreSQL's: sqlite:///FILE, postgresql://...)"
+        raise BitsnnError(f"storage {_safe_url(given)}: {first[:300]}") from None
 
 
 def _safe_url(url: str) -> str:

@@ -110,7 +110,7 @@ def postgres():
         run("pg_ctl", "-D", str(data), "-w", "-l", str(root / "log"), "-o",
             f"-k {sock} -c listen_addresses='' -c max_connections=50", "start")
         run("createdb", "-h", str(sock), "-U", "postgres", "bitsnn")
-        yield f"postgresql+psycopg2://postgres@/bitsnn?host={sock}"
+        yield f"postgresql://postgres@/bitsnn?host={sock}"
     finally:
         subprocess.run(user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
@@ -121,8 +121,8 @@ def test_two_workers_share_a_postgresql_study(tmp_path, mnist_digits, postgres, 
     cfg = _config(tmp_path, mnist_digits, storage=postgres)
     assert main(["sweep", str(cfg), "--workers", "2"]) == 0
     out = capfd.readouterr().out
-    assert "postgresql+psycopg2://postgres@/bitsnn" in out
-    done = _check_finished(tmp_path / "run", out, 4, storage=postgres)
+    assert "postgresql://postgres@/bitsnn" in out
+    done = _check_finished(tmp_path / "run", out, 4, storage=postgres.replace("postgresql:", "postgresql+psycopg2:"))
     assert len({t.user_attrs["worker"] for t in done}) == 2
     assert not (tmp_path / "run" / "study.db").exists()
 
