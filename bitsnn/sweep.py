@@ -52,6 +52,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -231,16 +232,8 @@ def _storage(settings: SweepSettings, run: Path):
 
 
 def _safe_url(url: str) -> str:
-    """The URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        p = urlsplit(url)
-        if p.password:
-            return urlunsplit(p._replace(netloc=p.netloc.replace(f":{p.password}@", ":***@")))
-    except ValueError:
-        pass
-    return url
+    """The URL with any password in it masked (``scheme://user:***@host/...``)."""
+    return re.sub(r"(://[^/@:]*):[^/]*@", r"\1:***@", url)
 
 
 @contextmanager
@@ -293,12 +286,13 @@ def trial_key(cfg: FlowConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def objectives(report: dict) -> dict:
-    """The four objectives of a trial's report.json."""
+def objectives(report: dict, estimate_logic=None) -> dict:
+    """The four objectives of a trial's report.json: its build's logic cells, else
+    ``estimate_logic`` (a callable giving the estimate's)."""
     build = report.get("build") or {}
     logic = (build.get("utilisation") or {}).get("logic", {}).get("used") if build else None
     if logic is None:
-        logic = report["estimate_logic"]
+        logic = estimate_logic()
     fpga = report["energy"]["fpga"]
     return {"accuracy": float(report["accuracy"]), "logic_cells": int(logic),
             "latency_us": float(report["timing"]["latency_s"]["mean"]) * 1e6,
@@ -376,9 +370,7 @@ def worker(config_path: str, overrides: dict, worker_id: int = 0, workers: int =
             with _trial_lock(Path(cfg.run_dir)):  # a repeated point waits, then finds its steps done
                 run_flow(cfg, log=lambda m: None)
             report = json.loads((Path(cfg.run_dir) / "report" / "report.json").read_text())
-            if report.get("build") is None:
-                report["estimate_logic"] = _estimate_logic(cfg)
-            values = objectives(report)
+            values = objectives(report, lambda: _estimate_logic(cfg, report))
         except BitsnnError as e:
             trial.set_user_attr("error", str(e).splitlines()[0][:300])
             _line(f"[sweep] trial {trial.number} failed after {time.perf_counter() - t0:.1f} s: {e}")
@@ -421,16 +413,17 @@ def worker(config_path: str, overrides: dict, worker_id: int = 0, workers: int =
             release()
 
 
-def _estimate_logic(cfg: FlowConfig) -> int:
-    """Logic cells of the design the trial's report describes (no build: the estimate)."""
+def _estimate_logic(cfg: FlowConfig, report: dict) -> int:
+    """Logic cells of the design the trial's report describes (its lanes and convolution
+    stages), from the estimate: the trial has no build."""
     from .boards import board_facts
-    from .boards.fit import DEFAULT_ACCEL, board_lanes, estimate_on
+    from .boards.fit import DEFAULT_ACCEL, estimate_on
     from .hwmodel import HardwareModel
 
     model = HardwareModel.load(Path(cfg.run_dir) / "export" / "model.bsnn")
-    lanes = cfg.build.lanes or cfg.cosim.lanes or board_lanes(cfg.build.board, model, cfg.build.conv_engine)
-    board = board_facts(cfg.build.board)
-    return int(estimate_on(board, model, dict(DEFAULT_ACCEL, lanes=lanes, conv_engine=cfg.build.conv_engine))["logic"])
+    hw = report["hardware"]
+    accel = dict(DEFAULT_ACCEL, lanes=hw["lanes"], conv_engine=hw["conv_engine"])
+    return int(estimate_on(board_facts(cfg.build.board), model, accel)["logic"])
 
 
 def _fmt(key: str, v) -> str:
@@ -462,10 +455,19 @@ def _child(config_path, overrides, worker_id, workers, parent):
     os.setpgid(0, 0)
     signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the sweep died before the line above
+        armed = ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) == 0  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        armed = False
+    if not armed:  # a thread watches for the sweep's death instead
+        import threading
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os.killpg(0, signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the sweep died before the lines above
         os.killpg(0, signal.SIGKILL)
     try:
         worker(config_path, overrides, worker_id, workers)
@@ -628,6 +630,7 @@ def _retry_running(study) -> None:
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        with _quiet_optuna():
+            study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(t.params, skip_if_exists=False)
         _line(f"[sweep] trial {t.number} was running when its worker stopped: queued again")

@@ -46,6 +46,10 @@ class Group:
     world: int
     device: torch.device
 
+    @property
+    def backend(self) -> str:
+        return dist.get_backend()
+
     def part(self, n: int) -> slice:
         """This rank's contiguous share of ``n`` rows (shares differ by at most one row)."""
         return slice(n * self.rank // self.world, n * (self.rank + 1) // self.world)

@@ -622,7 +622,7 @@ def train_checkpoint(cfg: TrainConfig, output, data_dir=None, *, force: bool = F
 
 
 def _quiet(*_args) -> None:
-    pass
+    """The log of a process other than rank 0: rank 0's log is the run's."""
 
 
 def _train_checkpoint(cfg: TrainConfig, output, ds, group, log) -> dict:
@@ -632,7 +632,7 @@ def _train_checkpoint(cfg: TrainConfig, output, ds, group, log) -> dict:
     log(f"[train] {cfg.spec} ({cfg.input_encoding} input{crop}, {cfg.surrogate} surrogate), {cfg.epochs} epochs, "
         f"batch {cfg.batch_size}, lr {cfg.lr:g}, sparsity {cfg.sparsity:g}, seed {cfg.seed}, "
         f"device {dev}" + (f", {cfg.threads} CPU thread(s)" if dev.type == "cpu" else "")
-        + (f" per process, {group.world} processes ({dist_backend()}), batch {cfg.batch_size // group.world}"
+        + (f" per process, {group.world} processes ({group.backend}), batch {cfg.batch_size // group.world}"
            f"{'+' if cfg.batch_size % group.world else ''} per process" if group else "")
         + time_text(cfg.timesteps, cfg.coding or CODINGS_OF[cfg.input_encoding][0],
                     [(cfg.neuron, cfg.leak_m, cfg.reset)], cfg.timesteps == 1 and not cfg.coding))
@@ -707,8 +707,3 @@ def _without_nproc(argv: list[str]) -> list[str]:
             out.append(a)
     return out
 
-
-def dist_backend() -> str:
-    import torch.distributed as dist
-
-    return dist.get_backend() if dist.is_initialized() else "none"
