@@ -330,9 +330,12 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
             add(f"layer{li}", spram_blocks=cols * rows, luts=ceil_log2(layer.n_in * G))
             blocks, banks = 0, rows
         else:
-            blocks, banks = bram_blocks_for(family, PB, lp.n_in_store * G)
-            if not est.writable and PB * lp.n_in_store * G <= _CAL[f"{family}_rom_logic_bits"]:
-                blocks, banks, rom_luts = 0, 1, PB * lp.n_in_store * G / 16  # Yosys makes a small ROM logic
+            # one row per input at one step (:attr:`~bitsnn.hwplan.LayerPlan.weight_columns`): every
+            # step's event of an input reads the same row
+            depth = lp.weight_columns * G
+            blocks, banks = bram_blocks_for(family, PB, depth)
+            if not est.writable and PB * depth <= _CAL[f"{family}_rom_logic_bits"]:
+                blocks, banks, rom_luts = 0, 1, PB * depth / 16  # Yosys makes a small ROM logic
         if est.writable:  # write address (i*G + g), byte-lane decode, flip table, data replication
             add(f"layer{li}", luts=cal["write_luts_per_core"] + -(-n // 8) + ceil_log2(layer.n_in * G))
         acc = neuron_acc_bits(layer, off, off + n, lp.in_steps)
