@@ -137,6 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int_in(0, 1000), default=None, metavar="N",
                    help="with --act-bits: fine-tune the converted layers one by one, N epochs each, against the "
                    "quantised ANN (Fast-SNN's layer-wise fine-tuning; default: the preset's)")
+    p.add_argument("--precision", default=None, choices=("spec", "auto"),
+                   help="the layers' weight widths: as the spec gives them (spec, the default), or auto: ALBSNN's "
+                   "accuracy-loss estimator picks each layer's from 1, 2, 4 and 8 bits while training, within "
+                   "--max-loss and/or --max-weight-bits")
+    p.add_argument("--max-loss", type=float_in(0, 100), default=None, metavar="PT",
+                   help="--precision auto: at most PT points of estimated accuracy loss against every layer at 8 bits "
+                   "(default 0.1 when no --max-weight-bits is given)")
+    p.add_argument("--max-weight-bits", default=None, metavar="N|P%",
+                   help="--precision auto: at most N weight bits, or P%% of the network at 8 bits")
+    p.add_argument("--search-epochs", type=int_in(1, 100000), default=None, metavar="N",
+                   help="--precision auto: the estimator runs after each of the first N epochs, the last choice holds "
+                   "for the rest (default: half the epochs)")
+    p.add_argument("--holdout", type=int_in(1), default=None, metavar="N",
+                   help="--precision auto: the last N training images are the estimator's, not trained on "
+                   "(default: a sixth of them, at most 5,000)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N or auto (default auto: cuda when "
                    "present, else cpu)")
     p.add_argument("--float64", action="store_true",

@@ -116,6 +116,18 @@ def quantize(w: torch.Tensor, bits: int = 1) -> torch.Tensor:
     return RoundSTE.apply(standardise(w), q, 2.5 / q if q > 1 else 1.0)
 
 
+def width_ratio(w: torch.Tensor, bits: int, new_bits: int) -> torch.Tensor:
+    """Per output neuron (row or filter), the least-squares c with ``quantize(w, bits) ~ c *
+    quantize(w, new_bits)``: the factor a neuron's scale takes when its weights change width, so
+    that its pre-activations keep their size (1 for a row that quantises to all zeros)."""
+    with torch.no_grad():
+        r = quantize(w, bits).flatten(1).to(torch.float64)
+        q = quantize(w, new_bits).flatten(1).to(torch.float64)
+        qq = (q * q).sum(1)
+        c = torch.where(qq > 0, (r * q).sum(1) / qq.clamp_min(1e-300), torch.ones_like(qq))
+        return c.clamp_min(1e-6)
+
+
 class BinaryLinear(nn.Module):
     """Fully connected layer with +-1 weights, output ``scale * (x @ w_b.T)``.
 
@@ -152,6 +164,22 @@ class BinaryLinear(nn.Module):
     def weight_max(self) -> int:
         """The largest |w| of the integer weights: 1, or 2^(bits-1) - 1."""
         return weight_limit(self.bits)
+
+    @property
+    def n_weights(self) -> int:
+        return self.weight.numel()
+
+    def set_bits(self, bits: int) -> None:
+        """Quantise to ``bits`` from now on, the scale rescaled (:func:`width_ratio`: per neuron, or
+        its mean for the output layer's one scale) so the pre-activations keep their size."""
+        bits = _check_bits(bits)
+        c = width_ratio(self.weight, self.bits, bits)
+        with torch.no_grad():
+            if self.scale_kind == "neuron":
+                self.alpha.mul_(c.to(self.alpha.dtype))
+            else:
+                self.log_scale.add_(float(torch.log(c).mean()))
+        self.bits = bits
 
     def binary_weight(self) -> torch.Tensor:
         """(n_out, n_in) integer weights, +-1 for ``bits`` 1 (STE-differentiable)."""
@@ -488,6 +516,14 @@ class BinaryDense(nn.Module):
         return self.fc.bits
 
     @property
+    def n_weights(self) -> int:
+        return self.fc.weight.numel()
+
+    def set_bits(self, bits: int) -> None:
+        """Quantise the weights to ``bits`` from now on (:meth:`BinaryLinear.set_bits`)."""
+        self.fc.set_bits(bits)
+
+    @property
     def a_max(self) -> int:
         """R: the largest |a| any input can produce."""
         return (255 if self.input_kind == "pixels" else 1) * self.n_in * self.fc.weight_max
@@ -572,6 +608,19 @@ class BinaryConv2d(nn.Module):
     @property
     def fan_in(self) -> int:
         return self.c_in * self.kernel_size * self.kernel_size
+
+    @property
+    def n_weights(self) -> int:
+        return self.weight.numel()
+
+    def set_bits(self, bits: int) -> None:
+        """Quantise the kernels to ``bits`` from now on, each channel's alpha rescaled
+        (:func:`width_ratio`) so its pre-activations keep their size."""
+        bits = _check_bits(bits)
+        c = width_ratio(self.weight, self.bits, bits)
+        with torch.no_grad():
+            self.alpha.mul_(c.to(self.alpha.dtype))
+        self.bits = bits
 
     @property
     def weight_max(self) -> int:

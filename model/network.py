@@ -36,7 +36,7 @@ from bitsnn.hwmodel import CODINGS_OF, MAX_DIM, MAX_KERNEL, MAX_STEPS, WEIGHT_BI
 from .layers import BinaryConv2d, BinaryDense, BinaryLinear
 from .surrogate import SURROGATES
 
-__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "normalise_time", "spec_weight_bits", "with_weight_bits",
+__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "normalise_time", "spec_weight_bits", "with_weight_bits", "with_layer_bits",
            "build_model", "weight_bits_of_spec"]
 
 #: name -> layer spec and training defaults: the best settings measured here (docs/model.md has
@@ -110,8 +110,18 @@ def spec_weight_bits(spec: str) -> list[int]:
 def with_weight_bits(spec: str, bits: int) -> str:
     """``spec`` with ``bits``-bit weights in every layer (1: +-1 weights, no suffix), whatever
     widths it gave: ``with_weight_bits("784-c8-c32w4-10", 2)`` is ``"784-c8w2-c32w2-10w2"``."""
+    return with_layer_bits(spec, [bits] * (len(_split_bits(spec)) - 1))
+
+
+def with_layer_bits(spec: str, bits) -> str:
+    """``spec`` with layer i's weights ``bits[i]`` bits wide (hidden layers, then the output
+    layer; 1: +-1 weights): ``with_layer_bits("784-c8-c32-10", [4, 1, 2])`` is
+    ``"784-c8w4-c32-10w2"``."""
     toks = _split_bits(spec)
-    out = "-".join([toks[0][0]] + [tok + _bits_token(bits) for tok, _ in toks[1:]])
+    bits = [int(b) for b in bits]
+    if len(bits) != len(toks) - 1:
+        raise ValueError(f"{len(bits)} widths for the {len(toks) - 1} layers of {spec!r}")
+    out = "-".join([toks[0][0]] + [tok + _bits_token(b) for (tok, _), b in zip(toks[1:], bits)])
     parse_spec(out)  # refuses bits that are neither +-1 nor in WEIGHT_BITS
     return out
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import pickle
+import re
 import sys
 import time
 import warnings
@@ -34,8 +35,8 @@ from bitsnn.options import FLOAT32_MAX, MAX_LR
 
 from bitsnn.hwmodel import CODINGS_OF, time_text
 
-from . import distributed
-from .network import PRESETS, BitSNN, build_model, normalise_time, parse_spec
+from . import distributed, precision
+from .network import PRESETS, BitSNN, build_model, normalise_time, parse_spec, with_weight_bits
 
 __all__ = [
     "TrainConfig",
@@ -109,6 +110,17 @@ class TrainConfig:
     #: train in float64 instead of float32 (slower; what shows that N processes compute the
     #: model one process computes, without float32 rounding that a sign() later amplifies)
     float64: bool = False
+    #: the layers' weight widths: "spec" (as the spec gives them) or "auto" (ALBSNN's accuracy-loss
+    #: estimator picks each from 1, 2, 4, 8 bits: :mod:`bitsnn.model.precision`) within at most
+    #: ``max_loss`` points of estimated accuracy (0.1 when no budget is given) and/or
+    #: ``max_weight_bits`` (bits, or "P%" of the network at 8 bits); the estimator runs on the
+    #: last ``holdout`` training images (default: a sixth of them, at most 5,000), which are not
+    #: trained on, after each of the first ``search_epochs`` epochs (default: half of them)
+    precision: str = "spec"
+    max_loss: float | None = None
+    max_weight_bits: str | None = None
+    search_epochs: int | None = None
+    holdout: int | None = None
 
     @property
     def leak_m(self) -> int:
@@ -217,10 +229,49 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
                         "reset": base.reset})
     except (ValueError, KeyError) as e:
         raise BitsnnError(str(e).strip('"')) from None
+    _check_precision(base, is_int)
     if base.limit_train is not None and (not is_int(base.limit_train) or base.limit_train < 2):
         raise BitsnnError(f"--limit-train must be an integer >= 2 (BatchNorm needs two images to normalise), "
                           f"got {base.limit_train!r}")
     return base
+
+
+def _check_precision(base: TrainConfig, is_int) -> None:
+    if base.precision not in PRECISIONS:
+        raise BitsnnError(f"--precision must be one of {', '.join(PRECISIONS)}, got {base.precision!r}")
+    auto = base.precision == "auto"
+    for name, flag in (("max_loss", "--max-loss"), ("max_weight_bits", "--max-weight-bits"),
+                       ("search_epochs", "--search-epochs")):
+        if getattr(base, name) is not None and not auto:
+            raise BitsnnError(f"{flag} belongs to --precision auto")
+    if base.max_loss is not None and (not isinstance(base.max_loss, (int, float)) or isinstance(base.max_loss, bool)
+                                      or not 0 <= base.max_loss <= 100):
+        raise BitsnnError(f"--max-loss must be a number of accuracy points in 0..100, got {base.max_loss!r}")
+    if base.max_weight_bits is not None:
+        try:
+            budget = precision.parse_bit_budget(base.max_weight_bits, 1 << 40)
+        except ValueError as e:
+            msg = str(e) if "%" in str(e) else f"--max-weight-bits must be a bit count or a percentage such as 80%, " \
+                f"got {base.max_weight_bits!r}"
+            raise BitsnnError(msg) from None
+        if budget <= 0:
+            raise BitsnnError(f"--max-weight-bits must be positive, got {base.max_weight_bits!r}")
+        base.max_weight_bits = str(base.max_weight_bits).strip()
+    if base.search_epochs is not None and (not is_int(base.search_epochs) or not 1 <= base.search_epochs <= base.epochs):
+        raise BitsnnError(f"--search-epochs must be in 1..{base.epochs} (the epochs), got {base.search_epochs!r}")
+    if base.holdout is not None and not auto:
+        raise BitsnnError("--holdout belongs to --precision auto")
+    if base.holdout is not None and (not is_int(base.holdout) or base.holdout < 1):
+        raise BitsnnError(f"--holdout must be a positive integer, got {base.holdout!r}")
+
+
+#: ``--precision auto``'s accuracy budget when none is given, in points (ALBSNN's claim: the
+#: accuracy of the wider network at more than 20 % fewer weight bits)
+DEFAULT_MAX_LOSS = 0.1
+#: at most this many training images are held out for the estimator
+DEFAULT_HOLDOUT = 5000
+#: ``--precision``: the spec's widths, or ALBSNN's choice (:mod:`bitsnn.model.precision`)
+PRECISIONS = ("spec", "auto")
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -304,8 +355,12 @@ def train_model(cfg: TrainConfig, dataset, *, progress: bool | None = None, log=
 def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log,
            group: distributed.Group | None = None) -> tuple[BitSNN, dict]:
     input_shape = dataset.train_images.shape[1:]
+    auto = cfg.precision == "auto"
     try:
-        model = build_model(cfg.arch(input_shape))
+        arch = cfg.arch(input_shape)
+        if auto:  # the search trains every layer at the widest width
+            arch["spec"] = with_weight_bits(arch["spec"], precision.WIDEST)
+        model = build_model(arch)
     except ValueError as e:
         raise BitsnnError(str(e)) from None
     n_classes = parse_spec(cfg.spec)[-1]
@@ -319,6 +374,9 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log,
         distributed.sync_state(model, group)
 
     n = len(dataset.train_images) if cfg.limit_train is None else min(cfg.limit_train, len(dataset.train_images))
+    search = _precision_search(cfg, model, dataset, n, group) if auto else None
+    if search:
+        n -= len(search["y"])
     x_train = torch.as_tensor(dataset.train_images[:n]).to(device)
     y_train = torch.as_tensor(dataset.train_labels[:n]).long().to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -398,6 +456,8 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log,
             + "/".join(f"{r:.3f}" for r in rec["train_firing_rates"])
             + f"  ({train_time:.1f} s)"
         )
+        if search and epoch < search["epochs"]:
+            _precision_step(model, search, epoch, device, log)
     model.eval()
     if group is not None:
         distributed.local_batchnorm(model)
@@ -426,8 +486,78 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log,
         "history": history,
         **({"conversion": conversion} if conversion else {}),
         **({"finetune": tuned} if tuned else {}),
+        **({"precision": search["record"]} if search else {}),
     }
     return model, metrics
+
+
+def _precision_search(cfg: TrainConfig, model: BitSNN, dataset, n: int, group) -> dict:
+    """``--precision auto``'s set-up, every check before training: the held-out images, the layers'
+    weight counts, the budget (:mod:`bitsnn.model.precision`)."""
+    if group is not None:
+        raise BitsnnError("--precision auto trains in one process: leave out --nproc")
+    layers = precision.weight_layers(model)
+    if len(layers) > precision.MAX_LAYERS:
+        raise BitsnnError(f"--precision auto searches at most {precision.MAX_LAYERS} weight layers; "
+                          f"{cfg.spec} has {len(layers)}")
+    hold = cfg.holdout if cfg.holdout is not None else max(1, min(DEFAULT_HOLDOUT, n // 6))
+    if n - hold < 2:
+        raise BitsnnError(f"--holdout {hold} leaves {max(0, n - hold)} of the {n} training images to train on; "
+                          "it needs at least 2")
+    counts = [layer.n_weights for layer in layers]
+    widest = precision.weight_bits(counts, [precision.WIDEST] * len(counts))
+    narrowest = precision.weight_bits(counts, [precision.WIDTHS[0]] * len(counts))
+    max_bits = None if cfg.max_weight_bits is None else precision.parse_bit_budget(cfg.max_weight_bits, widest)
+    if max_bits is not None and max_bits < narrowest:
+        raise BitsnnError(f"--max-weight-bits {cfg.max_weight_bits}: {max_bits:,} bits, fewer than the {narrowest:,} of "
+                          f"every layer at {precision.WIDTHS[0]} bit")
+    budget = precision.Budget(max_loss=cfg.max_loss if cfg.max_loss is not None or max_bits is not None
+                              else DEFAULT_MAX_LOSS, max_weight_bits=max_bits)
+    lo = n - hold
+    return {
+        "x": torch.as_tensor(dataset.train_images[lo:n]),
+        "y": torch.as_tensor(dataset.train_labels[lo:n]).long(),
+        "epochs": cfg.search_epochs or max(1, cfg.epochs // 2),
+        "counts": counts,
+        "budget": budget,
+        "names": [f"layer {i} ({re.sub(r'w[0-9]+$', '', tok)})" for i, tok in enumerate(str(cfg.spec).split("-")[1:])],
+        "record": {"widths_tried": list(precision.WIDTHS), "holdout_images": hold, "weight_counts": counts,
+                   "smoothing": precision.SMOOTHING,
+                   "widest_weight_bits": widest, "budget": {"max_loss": budget.max_loss, "max_weight_bits": max_bits},
+                   "history": []},
+    }
+
+
+def _precision_step(model: BitSNN, search: dict, epoch: int, device, log) -> None:
+    """After search epoch ``epoch`` (0-based): the estimator, the choice, and after the last search
+    epoch, the chosen widths applied."""
+    x, y = search["x"].to(device), search["y"].to(device)
+    t0 = time.perf_counter()
+    est = precision.estimate(model, x, y)
+    search["smoothed"] = precision.smooth(search.get("smoothed"), est)
+    widths = precision.choose(search["smoothed"], search["counts"], search["budget"])
+    counts, rec = search["counts"], search["record"]
+    bits = precision.weight_bits(counts, widths)
+    log(f"precision: epoch {epoch + 1} estimator on {len(y)} held-out images (loss increase / accuracy drop with only "
+        f"that layer at a width, BatchNorm statistics re-estimated; all at {precision.WIDEST} bits: loss {est['loss']:.4f}, accuracy {est['accuracy']:.4f}):")
+    for line in precision.describe_estimate(est, search["names"]):
+        log(line)
+    log(f"precision: choice {'-'.join(f'w{b}' for b in widths)} (from the estimates averaged over the epochs so far): "
+        f"{bits:,} weight bits, "
+        f"{100 * precision.shares(counts, widths):.1f} % of {rec['widest_weight_bits']:,} at {precision.WIDEST} bits "
+        f"({search['budget'].text()}; {time.perf_counter() - t0:.1f} s)")
+    rec["history"].append({"epoch": epoch + 1, "loss": est["loss"], "accuracy": est["accuracy"],
+                           "estimator": [{str(b): list(v) for b, v in row.items()} for row in est["layers"]],
+                           "smoothed": [{str(b): list(v) for b, v in row.items()}
+                                        for row in search["smoothed"]["layers"]],
+                           "choice": widths, "weight_bits": bits})
+    if epoch + 1 == search["epochs"]:
+        precision.apply_widths(model, widths)
+        loss, acc = precision.measure(model, x, y)
+        rec.update(widths=widths, weight_bits=bits, spec=model.arch["spec"], applied_after_epoch=epoch + 1,
+                   holdout_accuracy_at_choice=acc)
+        log(f"precision: the layers train at {model.arch['spec']} from here (held-out loss {loss:.4f}, "
+            f"accuracy {acc:.4f} with the chosen widths before fine-tuning)")
 
 
 #: training images the layer-wise fine-tuning judges each epoch on (the authors use the training set)
@@ -519,11 +649,12 @@ def conversion_check(model: BitSNN, images, labels, *, batch_size: int = 1000, d
             "level_agreement": [v / (n * s.shape[-1]) for v, s in zip(same or [], q.spikes)]}
 
 
-#: the time options at their one-step defaults, left out of a checkpoint's config (a one-step
-#: model's config stays what it was before there were time steps)
+#: the time and precision options at their defaults, left out of a checkpoint's config (a
+#: one-step model's config stays what it was before there were time steps)
 _TIME_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)
                   if f.name in ("timesteps", "coding", "rate_seed", "neuron", "leak", "reset", "act_bits",
-                                "finetune_epochs", "float64")}
+                                "finetune_epochs", "float64", "precision", "max_loss", "max_weight_bits",
+                                "search_epochs", "holdout")}
 
 
 def checkpoint_config(cfg: TrainConfig, model: BitSNN) -> dict:
@@ -675,6 +806,11 @@ def train_main(args) -> int:
         act_bits=getattr(args, "act_bits", None),
         finetune_epochs=getattr(args, "finetune_epochs", None),
         float64=getattr(args, "float64", None) or None,
+        precision=getattr(args, "precision", None),
+        max_loss=getattr(args, "max_loss", None),
+        max_weight_bits=getattr(args, "max_weight_bits", None),
+        search_epochs=getattr(args, "search_epochs", None),
+        holdout=getattr(args, "holdout", None),
     )
     nproc = getattr(args, "nproc", None) or 1
     if nproc > 1:

@@ -28,6 +28,22 @@ def _fmt_j(j):
     return f"{j / 1e-15:.3g} fJ"
 
 
+def _weight_lines(w: dict | None) -> list[str]:
+    if not w:
+        return []
+    lines = [f"weights: {w['weight_bits']:,} bits, " + ", ".join(f"{l['name']} {l['weights']:,} x {l['bits']}"
+                                                            for l in w["layers"])
+             + f"; {100 * w['saving']:.1f} % fewer than all layers at {w['widest_bits']} bits "
+             f"({w['weight_bits_at_widest']:,})"]
+    p = w.get("precision")
+    if p and p.get("estimator"):
+        lines.append(f"  chosen by --precision auto ({', '.join(f'{k} {v}' for k, v in (p.get('budget') or {}).items() if v is not None)}); "
+                     f"the estimator after epoch {p['epoch']} (loss increase / accuracy drop, averaged):")
+        for l, row in zip(w["layers"], p["estimator"]):
+            lines.append(f"    {l['name']}: " + ", ".join(f"w{b} {v[0]:+.4f} / {v[1]:+.2f} pt" for b, v in row.items()))
+    return lines
+
+
 def summary_lines(report: dict) -> list[str]:
     t, e = report["timing"], report["energy"]
     lines = [f"model {report['model']['describe']}; {report['images']} images"
@@ -40,6 +56,7 @@ def summary_lines(report: dict) -> list[str]:
             + f"weight reads {l['weight_reads_words']['mean']:.0f} x {l['weight_word_bits']}-bit words"
             + (f", accumulator memory {l['accumulator_reads_words']['mean']:.0f} x {l['accumulator_word_bits']}-bit "
                "words read and written" if l.get("accumulator_word_bits") else ""))
+    lines.extend(_weight_lines(report.get("weights")))
     lines.append(f"cycles {t['cycles']['mean']:.0f} (min {t['cycles']['min']:.0f}, max {t['cycles']['max']:.0f}; "
                  f"{t['cycles_source']}); clock {t['clock_hz'] / 1e6:.2f} MHz ({t['clock_source']})")
     lines.append(f"compute only: latency {t['latency_s']['mean'] * 1e6:.2f} us (max {t['latency_s']['max'] * 1e6:.2f} us), "

@@ -26,7 +26,7 @@ REPORT_MARKER = ".bitsnn-report"
 
 #: Top-level keys of report.json (documented in docs/report.md).
 REPORT_KEYS = ("report_version", "model", "board", "hardware", "images", "accuracy", "layers", "totals",
-               "timing", "energy", "time", "constants", "build", "plots")
+               "timing", "energy", "time", "weights", "constants", "build", "plots")
 
 
 def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_source: str,
@@ -98,10 +98,31 @@ def build_report(model, golden, cycles, *, board: str, clock_hz: float, clock_so
             "fpga": fpga,
         },
         "time": time_section(model, golden),
+        "weights": weights_section(model),
         "constants": constants_table(board),
         "build": build,
         "plots": [],
     }
+
+
+def weights_section(model) -> dict:
+    """Each layer's weight width and bits, against the same layers all at the model's widest
+    width; with a ``--precision auto`` model, the estimator's last (averaged) values and the budget
+    from the file's training metrics (docs/model.md, "Per-layer precision")."""
+    layers = [{"name": l.name, "bits": int(l.bits), "weights": int(l.rows * l.fan_in),
+               "weight_bits": int(l.rows * l.fan_in * l.bits)} for l in model.layers]
+    widest = max(l["bits"] for l in layers)
+    at_widest = sum(l["weights"] * widest for l in layers)
+    total = sum(l["weight_bits"] for l in layers)
+    out = {"layers": layers, "weight_bits": total, "widest_bits": widest, "weight_bits_at_widest": at_widest,
+           "saving": 1.0 - total / at_widest if at_widest else 0.0, "precision": None}
+    train = model.meta.get("train_metrics") if isinstance(model.meta, dict) else None
+    prec = train.get("precision") if isinstance(train, dict) else None
+    if isinstance(prec, dict) and prec.get("history"):
+        last = prec["history"][-1]
+        out["precision"] = {"budget": prec.get("budget"), "widths": prec.get("widths"), "epoch": last.get("epoch"),
+                            "estimator": last.get("smoothed") or last.get("estimator")}
+    return out
 
 
 def time_section(model, golden) -> dict:

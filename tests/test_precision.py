@@ -1,0 +1,175 @@
+"""``bitsnn train --precision auto``: ALBSNN's accuracy-loss estimator picks each layer's weight
+width (bitsnn.model.precision), the choice under both budgets, a layer's width changed in place,
+training on real digits into a file with the chosen widths, and what is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bitsnn import BitsnnError  # noqa: E402
+from bitsnn.hwmodel import HardwareModel  # noqa: E402
+from bitsnn.model import precision  # noqa: E402
+from bitsnn.model.layers import BinaryConv2d, BinaryLinear  # noqa: E402
+from bitsnn.model.network import build_model, with_layer_bits  # noqa: E402
+from bitsnn.model.train import resolve_config, train_model  # noqa: E402
+
+
+def _est(rows):
+    """An estimate whose layer i costs rows[i][b] = (loss increase, accuracy drop) at width b."""
+    return {"loss": 1.0, "accuracy": 0.9, "layers": [{b: row.get(b, (0.0, 0.0)) for b in precision.WIDTHS}
+                                                     for row in rows]}
+
+
+def test_the_choice_takes_the_fewest_bits_within_the_accuracy_budget():
+    counts = [100, 1000, 10]
+    est = _est([{1: (0.5, 2.0), 2: (0.1, 0.05), 4: (0.01, 0.0)},    # layer 0: 2 bits cost 0.05 pt
+                {1: (0.2, 0.08), 2: (0.05, 0.02), 4: (0.0, -0.3)},  # layer 1: +-1 costs 0.08 pt
+                {1: (0.3, 0.5), 2: (0.02, 0.01), 4: (0.0, 0.0)}])
+    # 0.1 pt: layer 1 at 1 bit (0.08) leaves 0.02: layer 0 cannot go to 2 bits (0.05), layer 2 can (0.01)
+    assert precision.choose(est, counts, precision.Budget(max_loss=0.1)) == [4, 1, 2]
+    # nothing allowed: only the free narrowings (layer 0 at 4 bits, layer 1 at 4 bits measured better,
+    # which counts as 0; layer 2 at 4 bits)
+    assert precision.choose(est, counts, precision.Budget(max_loss=0.0)) == [4, 4, 4]
+    # a bit budget: the smallest summed drop within 1,300 bits: layer 1 at 1 bit (1,000 bits) leaves
+    # 300 for the others: layer 0 at 2 bits (0.05 pt), layer 2 at 4 (free; 8 would cost 40 bits more)
+    choice = precision.choose(est, counts, precision.Budget(max_weight_bits=1300))
+    assert choice == [2, 1, 4] and precision.weight_bits(counts, choice) == 1240
+    with pytest.raises(ValueError):
+        precision.choose(est, counts, precision.Budget(max_weight_bits=100))
+
+
+def test_the_estimates_are_averaged_over_the_search_epochs():
+    a = _est([{1: (1.0, 4.0)}])
+    b = _est([{1: (0.0, 0.0), 2: (0.2, 1.0)}])
+    assert precision.smooth(None, a) is a
+    s = precision.smooth(a, b)
+    assert s["layers"][0][1] == (0.5, 2.0) and s["layers"][0][2] == (0.1, 0.5) and s["layers"][0][8] == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("make", [lambda: BinaryLinear(200, 16), lambda: BinaryLinear(200, 5, scale="scalar"),
+                                  lambda: BinaryConv2d(4, 8, 3)])
+def test_a_layer_keeps_its_preactivation_size_when_its_width_changes(make):
+    """set_bits rescales each neuron's alpha (the output layer: its one scale) by the least-squares
+    factor between its weights at the two widths: the scaled pre-activations stay close."""
+    torch.manual_seed(0)
+    layer = make()
+    layer.bits = 8
+    x = (torch.rand(64, *((200,) if isinstance(layer, BinaryLinear) else (4, 6, 6))) < 0.3).float()
+
+    def out():
+        with torch.no_grad():
+            if isinstance(layer, BinaryLinear):
+                return layer(x)
+            return torch.nn.functional.conv2d(x, precision_quant(layer)) * layer.alpha.view(1, -1, 1, 1)
+
+    ref = out()
+    for b in (4, 2, 1):
+        layer.set_bits(b)
+        assert layer.bits == b
+        got = out()
+        rel = float((got - ref).norm() / ref.norm())
+        assert rel < {4: 0.2, 2: 0.45, 1: 0.65}[b], (b, rel)
+        assert 0.85 < float(got.norm() / ref.norm()) < 1.15, b  # without the rescale: about 1/50 at 1 bit
+        layer.set_bits(8)  # back; the next width starts from 8 bits again
+        ref = out()
+
+
+def precision_quant(layer):
+    from bitsnn.model.layers import quantize
+
+    return quantize(layer.weight, layer.bits)
+
+
+def test_the_estimator_leaves_the_network_as_it_was(mnist):
+    """estimate() narrows one layer at a time and puts every parameter and width back bit for bit."""
+    torch.manual_seed(0)
+    model = build_model({"spec": "784-c4w8-24w8-10w8", "input_shape": [28, 28], "input_encoding": "pixels",
+                         "input_threshold": 128, "surrogate": "box"})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.as_tensor(mnist.train_images[:300])
+    y = torch.as_tensor(mnist.train_labels[:300]).long()
+    est = precision.estimate(model, x, y)
+    assert [layer.bits for layer in precision.weight_layers(model)] == [8, 8, 8]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert len(est["layers"]) == 3 and all(set(row) == set(precision.WIDTHS) for row in est["layers"])
+    assert all(row[8] == (0.0, 0.0) for row in est["layers"])
+    assert precision.recalibrated(model, x, y) == (est["loss"], est["accuracy"])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_auto_precision_trains_into_a_file_with_the_chosen_widths(mnist_digits, tmp_path):
+    """Real digits (800 training, 200 test): the search epoch's estimator and choice are logged
+    per layer, the remaining epoch trains at the chosen widths, the checkpoint's spec carries
+    them, and export writes them into the file as per-layer weight bits within the bit budget."""
+    from bitsnn.data import load_dataset
+    from bitsnn.model.export import export_checkpoint
+    from bitsnn.model.train import save_checkpoint
+
+    ds = load_dataset(mnist_dir := mnist_digits, download=False)
+    cfg = resolve_config("conv-tiny", spec="784-c4-c8-10", epochs=2, precision="auto", max_weight_bits="40%",
+                         holdout=200, threads=1)
+    lines = []
+    model, metrics = train_model(cfg, ds, progress=False, log=lines.append)
+    rec = metrics["precision"]
+    widths = rec["widths"]
+    counts = [36, 288, 3920]
+    assert rec["weight_counts"] == counts and rec["widest_weight_bits"] == 8 * sum(counts)
+    assert precision.weight_bits(counts, widths) <= 0.4 * 8 * sum(counts)
+    assert rec["holdout_images"] == 200 and metrics["train_images"] == 600
+    assert model.arch["spec"] == with_layer_bits("784-c4-c8-10", widths) == rec["spec"]
+    assert [layer.bits for layer in precision.weight_layers(model)] == widths
+    est_lines = [m for m in lines if m.startswith("  layer ")]
+    assert len(est_lines) == 3 and all(m.count(" pt") == 4 for m in est_lines)
+    assert any(m.startswith("precision: choice " + "-".join(f"w{b}" for b in widths)) for m in lines)
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", model, cfg, metrics)
+    hm_path = tmp_path / "m.bsnn"
+    export_checkpoint(ckpt, hm_path, data_dir=mnist_dir, log=lambda m: None)
+    hm = HardwareModel.load(hm_path)
+    assert [layer.bits for layer in hm.layers] == widths
+    assert hm.weight_bits_total == precision.weight_bits(counts, widths)
+    # the report: each layer's width, the storage against all layers at the widest, the estimator
+    from bitsnn.report.core import weights_section
+
+    w = weights_section(hm)
+    assert [layer["bits"] for layer in w["layers"]] == widths and w["weight_bits"] == hm.weight_bits_total
+    assert w["weight_bits_at_widest"] == max(widths) * sum(counts)
+    assert w["precision"]["widths"] == widths and w["precision"]["epoch"] == 1
+    assert [set(row) for row in w["precision"]["estimator"]] == [{"1", "2", "4", "8"}] * 3
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (dict(max_loss=0.5), "--max-loss belongs to --precision auto"),
+    (dict(holdout=10), "--holdout belongs to --precision auto"),
+    (dict(precision="best"), "--precision must be one of spec, auto"),
+    (dict(precision="auto", max_weight_bits="eighty"), "--max-weight-bits must be a bit count or a percentage"),
+    (dict(precision="auto", max_weight_bits="120%"), r"a percentage must be in \(0, 100\]"),
+    (dict(precision="auto", max_loss=-1.0), "--max-loss must be"),
+    (dict(precision="auto", epochs=3, search_epochs=4), r"--search-epochs must be in 1..3"),
+])
+def test_bad_precision_options_are_refused(overrides, needle):
+    with pytest.raises(BitsnnError, match=needle):
+        resolve_config("35-8-4", **overrides)
+
+
+def test_an_impossible_bit_budget_is_refused_before_training(tmp_path, capfd):
+    """Fewer bits than every layer at +-1: one line, exit 1, nothing written, no epoch run."""
+    import subprocess
+    import sys
+
+    from conftest import small_arrays, write_idx_set
+
+    data = tmp_path / "data"
+    write_idx_set(data, small_arrays(n_train=60, h=5, w=7))
+    out = tmp_path / "m.ckpt"
+    r = subprocess.run([sys.executable, "-m", "bitsnn", "train", "--preset", "35-8-4", "--precision", "auto",
+                        "--max-weight-bits", "100", "--holdout", "10", "--data-dir", str(data), "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == ("bitsnn train: error: --max-weight-bits 100: 100 bits, fewer than "
+                                                 "the 312 of every layer at 1 bit")
+    assert "Traceback" not in r.stderr and "epoch 1/" not in r.stdout
+    assert not out.exists()
+    assert np.array_equal(sorted(p.name for p in tmp_path.iterdir()), ["data"])
