@@ -62,6 +62,7 @@ __all__ = [
     "rate_randoms",
     "rate_start_states",
     "LAYER_CLASSES",
+    "GapLayer",
     "HardwareModel",
     "pack_bits",
     "unpack_bits",
@@ -71,10 +72,10 @@ __all__ = [
 MAGIC = b"BITSNNHW"
 #: what ``-o`` of export and import writes: an existing file of this kind may be replaced
 MODEL_FILE = magic_kind("a bitsnn hardware-model file", MAGIC)
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 #: versions this bitsnn reads: 1 has no input crop, 2 no convolutions, 3 no multi-bit weights,
-#: 4 no time steps
-READ_VERSIONS = (1, 2, 3, 4, 5)
+#: 4 no time steps, 5 no global sum pooling
+READ_VERSIONS = (1, 2, 3, 4, 5, 6)
 #: the most time steps one inference may take
 MAX_STEPS = 4096
 #: how the input enters the first layer at each time step (version 5; one step before): the same
@@ -213,6 +214,15 @@ class Layer:
         nm = self.neuron_model
         neuron = {"neuron": self.neuron, **{k: getattr(self, k) for k in nm.header_keys}} if nm.min_version > 1 else {}
         return {**own, **({"bits": self.bits} if self.multibit else {}), **neuron}
+
+    @property
+    def spec_token(self) -> str:
+        """The layer in a layer spec (``bitsnn train``'s spelling): its size, ``wB`` after B-bit weights."""
+        return str(self.n_out) + self.bits_suffix
+
+    @property
+    def bits_suffix(self) -> str:
+        return f"w{self.bits}" if self.multibit else ""
 
     @property
     def max_input(self) -> int:
@@ -387,6 +397,11 @@ class ConvLayer(Layer):
         """Threshold compares per inference: one per output position and channel, before the pool."""
         return self.channels * self.in_shape[1] * self.in_shape[2]
 
+    @property
+    def spec_token(self) -> str:
+        return (f"c{self.channels}" + (f"k{self.kernel}" if self.kernel != 3 else "")
+                + (f"p{self.pool}" if self.pool != 2 else "") + self.bits_suffix)
+
     def kernels_pm1(self) -> np.ndarray:
         """(C_out, C_in, k, k) int8 of -1/+1."""
         return self.weights_pm1().reshape(self.channels, self.in_shape[0], self.kernel, self.kernel)
@@ -407,6 +422,73 @@ class ConvLayer(Layer):
             return f"kernel {k}: must be odd, 1..{MAX_KERNEL}, and no wider than twice the map"
         if self.pool not in CONV_POOLS or min(h, w) < self.pool:
             return f"pool {self.pool}: must be one of {CONV_POOLS} and fit the {h}x{w} map"
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class GapLayer(Layer):
+    """ALBSNN's global sum pooling head (kind ``global_pool``, format version 6), the output layer
+    only: C x H x W input spikes -> C class scores, score c = the spikes of channel c summed over
+    its H x W positions (and over the time steps, as every output layer's scores are). No weights
+    (``bits`` 0, no arrays) and no neurons; the 1/(H W) of an average pool is a positive scale
+    that the argmax ignores, so it folds away. ``n_in``/``n_out`` are derived: C*H*W and C."""
+
+    n_in: int = 0
+    n_out: int = 0
+    in_shape: tuple[int, int, int] = (1, 1, 1)
+    bits: int = 0
+
+    kind_name = "global_pool"
+
+    def __post_init__(self):
+        object.__setattr__(self, "in_shape", tuple(int(d) for d in self.in_shape))
+        object.__setattr__(self, "n_in", math.prod(self.in_shape))
+        object.__setattr__(self, "n_out", self.in_shape[0])
+
+    @property
+    def multibit(self) -> bool:
+        return False
+
+    @property
+    def fan_in(self) -> int:
+        """Inputs each score sums: its channel's positions."""
+        return self.in_shape[1] * self.in_shape[2]
+
+    @property
+    def rows(self) -> int:
+        return self.in_shape[0]
+
+    @property
+    def weight_max(self) -> int:
+        return 1
+
+    @property
+    def macs(self) -> int:
+        """The adds of the equivalent ANN's pool: one per input."""
+        return self.n_in
+
+    @property
+    def spec_token(self) -> str:
+        return "gap"
+
+    @staticmethod
+    def file_arrays(rows: int, fan_in: int, is_output: bool, multibit: bool = False,
+                    stateful: bool = False) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """None: the layer holds no weights, thresholds or biases."""
+        return {}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def weights_problem(self) -> str | None:
+        if self.bits != 0 or self.weight_bits is not None or self.weights is not None:
+            return "a global sum pool holds no weights"
+        return None
+
+    def shape_problem(self) -> str | None:
+        c, h, w = self.in_shape
+        if not (0 < c <= MAX_DIM and 0 < h <= MAX_DIM and 0 < w <= MAX_DIM and c * h * w <= MAX_DIM):
+            return f"bad input shape {list(self.in_shape)}"
         return None
 
 
@@ -547,14 +629,7 @@ class HardwareModel:
     def spec(self) -> str:
         """The layer spec: input size, each layer's size (a convolution as cN[kK][pP], as
         ``bitsnn train`` spells it; ``wB`` after a layer of B-bit weights), the class count."""
-        toks = [str(self.layers[0].n_in)]
-        for l in self.layers:
-            if l.layer_kind.output_is_map:
-                tok = f"c{l.channels}" + (f"k{l.kernel}" if l.kernel != 3 else "") + (f"p{l.pool}" if l.pool != 2 else "")
-            else:
-                tok = str(l.n_out)
-            toks.append(tok + (f"w{l.bits}" if l.bits != 1 else ""))
-        return "-".join(toks)
+        return "-".join([str(self.layers[0].n_in)] + [l.spec_token for l in self.layers])
 
     def describe(self) -> str:
         spec = self.spec
@@ -609,17 +684,16 @@ class HardwareModel:
                           "characters (a terminal would act on control characters)")
             if layer.kind not in LAYER_CLASSES or type(layer) is not LAYER_CLASSES[layer.kind]:
                 raise err(f"{where}: unknown layer kind {type(layer).__name__}")
-            if layer.layer_kind.output_is_map:
+            if layer.layer_kind.input_is_map:
                 if (why := layer.shape_problem()):
                     raise err(f"{where}: {why}")
                 if prev_maps is None:
-                    raise err(f"{where}: a convolution must follow the input image or another convolution")
+                    what = "a convolution" if layer.layer_kind.output_is_map else "a global sum pool"
+                    raise err(f"{where}: {what} must follow the input image or a convolution")
                 if tuple(layer.in_shape) != tuple(prev_maps):
                     raise err(f"{where}: takes {list(layer.in_shape)} maps but the previous stage gives "
                               f"{list(prev_maps)}")
-                prev_maps = layer.out_shape
-            else:
-                prev_maps = None
+            prev_maps = layer.out_shape if layer.layer_kind.output_is_map else None
             if layer.n_in != prev:
                 raise err(f"{where}: takes {layer.n_in} inputs but the previous stage gives {prev}")
             if not (0 < layer.n_out <= MAX_DIM):
@@ -632,6 +706,8 @@ class HardwareModel:
             if (why := layer.neuron_problem()):
                 raise err(f"{where}: {why}")
             last = i == len(self.layers) - 1
+            if not last and not layer.layer_kind.can_be_hidden:
+                raise err(f"{where}: a {layer.kind} layer has no neurons: it is the output layer or none")
             if last:
                 if not layer.layer_kind.can_be_output:
                     names = [n for k in KINDS.values() if k.can_be_output for n in k.file_names]
@@ -1053,9 +1129,9 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
             if geo["bits"] not in WEIGHT_BITS:
                 raise err(f"layer {i} ({name}): weight bits {geo['bits']} (expected "
                           f"{WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1})")
-        if lk.output_is_map:  # a map layer's geometry (the kind's header keys)
+        if lk.input_is_map:  # a map layer's geometry (the kind's header keys: in_shape, then integers)
             geo.update({"in_shape": tuple(int_list(ls["in_shape"], f"{where}.in_shape", 3)),
-                        **{k: expect(ls[k], int, f"{where}.{k}") for k in ("channels", "kernel", "pool")}})
+                        **{k: expect(ls[k], int, f"{where}.{k}") for k in lk.header_keys if k != "in_shape"}})
             probe = lk.part("layer")(name, weight_bits=None, **{k: v for k, v in geo.items() if k != "bits"})
             if (why := probe.shape_problem()):
                 raise err(f"layer {i} ({name}): {why}")
@@ -1065,7 +1141,7 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
             fan_in, rows = probe.fan_in, probe.rows
         geometry.append(geo)
         layer_kinds.append(lk)
-        for suffix, (dt, shape) in Layer.file_arrays(rows, fan_in, is_out, multibit, nm.stateful).items():
+        for suffix, (dt, shape) in lk.part("layer").file_arrays(rows, fan_in, is_out, multibit, nm.stateful).items():
             expected[f"layers.{i}.{suffix}"] = (dt, list(shape), i)
         prev = n_out
 
@@ -1136,8 +1212,8 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
     for i, ls in enumerate(layer_specs):
         is_out = ls["output"] == "scores"
         own = {suffix: arrays[f"layers.{i}.{suffix}"]
-               for suffix in Layer.file_arrays(1, 1, is_out, "bits" in geometry[i],
-                                               NEURONS[geometry[i].get("neuron", "step")].stateful)}
+               for suffix in layer_kinds[i].part("layer").file_arrays(
+                   1, 1, is_out, "bits" in geometry[i], NEURONS[geometry[i].get("neuron", "step")].stateful)}
         # a map layer derives n_in and n_out from its maps (checked equal above)
         layers.append(layer_kinds[i].part("layer")(
             name=ls["name"], n_in=ls["n_in"], n_out=ls["n_out"], thresholds=own.pop("thresholds", None),

@@ -48,9 +48,10 @@ __all__ = ["PARTS", "HARDWARE_PARTS", "CONNECTIVITIES", "LayerKind", "KINDS", "F
 PARTS = ("layer", "export", "golden", "plan", "estimate", "stage", "nir")
 #: the parts a kind without hardware yet leaves None
 HARDWARE_PARTS = ("plan", "estimate", "stage")
-#: how a kind's neurons connect to its input: every input (a vector out), or a k x k window of
-#: feature maps (maps out)
-CONNECTIVITIES = ("dense", "conv")
+#: how a kind's neurons connect to its input: every input (a vector out), a k x k window of
+#: feature maps (maps out), or every position of one map (a channel's sum out: ALBSNN's global
+#: sum pooling head, no weights and no neurons)
+CONNECTIVITIES = ("dense", "conv", "global_pool")
 
 
 def _resolve(owner: str, parts: dict, name: str, known: tuple):
@@ -89,7 +90,17 @@ class LayerKind:
     @property
     def input_is_map(self) -> bool:
         """Whether the layer reads its input as a stack of feature maps (else a vector)."""
-        return self.connectivity == "conv"
+        return self.connectivity in ("conv", "global_pool")
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether its layers hold weights (a global sum pool adds its inputs up as they are)."""
+        return self.connectivity != "global_pool"
+
+    @property
+    def can_be_hidden(self) -> bool:
+        """Whether a layer of this kind may pass spikes on (it has neurons); else output only."""
+        return self.has_weights
 
     @property
     def takes_runtime_weights(self) -> bool:
@@ -109,8 +120,9 @@ class LayerKind:
         return all(self.parts[p] is not None for p in HARDWARE_PARTS)
 
     def file_kind(self, bits: int) -> str:
-        """The file's name of a layer of this kind with ``bits``-bit weights."""
-        return self.file_names[0] if bits == 1 else self.file_names[1]
+        """The file's name of a layer of this kind with ``bits``-bit weights (a kind without
+        weights has one name)."""
+        return self.file_names[0] if bits == 1 or len(self.file_names) == 1 else self.file_names[1]
 
     def part(self, name: str):
         """The object that part ``name`` names, imported now."""
@@ -118,12 +130,12 @@ class LayerKind:
 
 
 def _kind(name: str, summary: str, connectivity: str, *, header_keys=(), min_version=1, nir_nodes=(),
-          **parts: str | None) -> LayerKind:
+          file_names=None, **parts: str | None) -> LayerKind:
     assert tuple(parts) == PARTS, parts
     assert all(parts[p] for p in PARTS if p not in HARDWARE_PARTS), parts
     assert connectivity in CONNECTIVITIES, connectivity
     return LayerKind(name, summary, parts, connectivity, tuple(header_keys), min_version, tuple(nir_nodes),
-                     (f"binary_{name}", f"int_{name}"))
+                     tuple(file_names or (f"binary_{name}", f"int_{name}")))
 
 
 #: every layer kind, in the order the file format introduced them
@@ -146,13 +158,27 @@ KINDS: dict[str, LayerKind] = {k.name: k for k in (
           estimate="bitsnn.hw.estimate:estimate_conv",
           stage="bitsnn.hw.stage:ConvStage",
           nir="bitsnn.nirgraph:conv_nodes"),
+    # ALBSNN's head (Pei et al. 2023): each channel's spikes summed over every position of its map
+    # (and every step) into that class's score; no weights, no neurons; the output layer only.
+    # Format version 6.
+    _kind("global_pool", "global sum pooling: each channel's spikes summed over its whole map into its class "
+          "score (ALBSNN's head); output only, no weights", "global_pool",
+          header_keys=("in_shape",), min_version=6, nir_nodes=("SumPool2d", "AvgPool2d"),
+          file_names=("global_sum_pool",),
+          layer="bitsnn.hwmodel:GapLayer",
+          export="bitsnn.model.export:GAP",
+          golden="bitsnn.sim.golden:GapEvaluator",
+          plan=None,
+          estimate=None,
+          stage=None,
+          nir="bitsnn.nirgraph:gap_nodes"),
 )}
 
 #: the file's layer-kind names: name -> (kind, whether its weights are multi-bit); ``binary_*``
 #: since versions 1 and 3, ``int_*`` (with a ``bits`` key) since version 4
 FILE_KINDS: dict[str, tuple[LayerKind, bool]] = {
     **{k.file_names[0]: (k, False) for k in KINDS.values()},
-    **{k.file_names[1]: (k, True) for k in KINDS.values()},
+    **{k.file_names[1]: (k, True) for k in KINDS.values() if len(k.file_names) > 1},
 }
 
 

@@ -47,7 +47,7 @@ import numpy as np
 from . import BitsnnError, kinds
 from .kinds import RESETS
 from .fileio import atomic_write_bytes, check_output_file, magic_kind, same_path
-from .hwmodel import (MAX_MEMBRANE_PARAM, MAX_SHIFT, MAX_STEPS, MODEL_FILE, WEIGHT_BITS, ConvLayer, HardwareModel, HardwareModelError, Layer, weight_fields,
+from .hwmodel import (MAX_MEMBRANE_PARAM, MAX_SHIFT, MAX_STEPS, MODEL_FILE, WEIGHT_BITS, ConvLayer, GapLayer, HardwareModel, HardwareModelError, Layer, weight_fields,
                       time_text, weight_limit)
 
 __all__ = ["to_nir", "integer_form", "check_nir_output", "write_nir", "from_nir", "read_nir", "import_main", "NirImportError"]
@@ -146,6 +146,16 @@ def dense_nodes(nir, layer: Layer, add, maps):
     add(layer.name, nir.Affine(weight=w, bias=b, metadata=meta))
     n = (layer.n_out,)
     add(f"{layer.name}_spike", nir.IF(r=np.ones(n, np.float32), v_threshold=vt, v_reset=np.zeros(n, np.float32)))
+    return None
+
+
+def gap_nodes(nir, layer, add, maps):
+    """The ``global_pool`` kind's ``nir`` part (ALBSNN's head, the output layer): ``SumPool2d``
+    over each whole map, then ``Flatten``: the C class scores; returns None (a vector)."""
+    _c, h, w = layer.in_shape
+    add(layer.name, nir.SumPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]), padding=np.array([0, 0])))
+    add(f"{layer.name}_flatten", nir.Flatten(input_type={"input": np.array((layer.rows, 1, 1))}, start_dim=0,
+                                             end_dim=-1))
     return None
 
 
@@ -520,6 +530,9 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
             last = j + 1 == len(nodes) or (j + 2 == len(nodes) and isinstance(nodes[j + 1][1], (nir.IF, nir.LIF)))
             layer, cur, j = _dense(nodes, j, cur, kind_in, len(layers), compare_meta, dt, last, ts,
                                    quantize_weights, unit)
+        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)) and _is_global_pool(node, cur, nodes[j + 1:]):
+            layer, cur, j = GapLayer(f"gap{len(layers) + 1}", in_shape=tuple(cur), input_kind=kind_in), (cur[0],), \
+                len(nodes)
         elif node is None:
             raise NirImportError(f"NIR node '{name}' is empty: its exporter wrote no node for that module (Norse "
                                  "1.1.0 writes none for nn.Flatten; feed the network flat images instead)")
@@ -531,7 +544,8 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
         layers.append(layer)
         kind_in = "spikes"
     if not layers or not layers[-1].is_output:
-        raise NirImportError("the NIR graph does not end in a Linear (or bias-free Affine) layer of class scores")
+        raise NirImportError("the NIR graph does not end in a Linear (or bias-free Affine) layer of class scores, "
+                             "or a SumPool2d/AvgPool2d over whole maps (a global pool)")
     crop = _meta_ints(meta, "input_crop", 4) if ours and "input_crop" in meta else None
     file_meta = _meta_json(meta) if ours and "meta" in meta else {"imported_from": os.path.basename(source)}
     try:
@@ -709,6 +723,15 @@ def _membrane(name: str, node, shape, c, b, dt: float, ts: _Steps, shift_hint: i
             "neuron": "lif" if leak else "if", "leak": leak, "reset": ts.reset, "shift": shift}
 
 
+def _is_global_pool(node, cur, rest) -> bool:
+    """Whether a pool node is ALBSNN's head: one window over each whole map (a sum, or an average,
+    whose 1/(H W) the argmax ignores), then nothing but Flatten: a ``global_pool`` output layer."""
+    nir = _nir()
+    as_pair = lambda v: tuple(int(x) for x in np.broadcast_to(np.asarray(v), (2,)))  # noqa: E731
+    return (len(cur) == 3 and as_pair(node.kernel_size) == tuple(cur[1:]) and as_pair(node.stride) == tuple(cur[1:])
+            and as_pair(node.padding) == (0, 0) and all(isinstance(n, nir.Flatten) for _, n in rest))
+
+
 def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None, quantize=None, unit=None):
     nir = _nir()
     name, node = nodes[j]
@@ -733,7 +756,8 @@ def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None, quantize=Non
                                   compare_meta, dt, ts, unit)
     j += 2
     pool = 1
-    if j < len(nodes) and isinstance(nodes[j][1], (nir.SumPool2d, nir.AvgPool2d)):
+    if j < len(nodes) and isinstance(nodes[j][1], (nir.SumPool2d, nir.AvgPool2d)) \
+            and not _is_global_pool(nodes[j][1], shape, nodes[j + 1:]):  # a global pool is the head, not an OR pool
         pname, pnode = nodes[j]
         form = "sum" if isinstance(pnode, nir.SumPool2d) else "avg"
         if not (as_pair(pnode.kernel_size) == (2, 2) and as_pair(pnode.stride) == (2, 2)

@@ -29,10 +29,10 @@ import torch
 
 from bitsnn import BitsnnError, __version__
 from bitsnn.fileio import check_output_file
-from bitsnn.hwmodel import MODEL_FILE, ConvLayer, HardwareModel, Layer, weight_fields
+from bitsnn.hwmodel import MODEL_FILE, ConvLayer, GapLayer, HardwareModel, Layer, weight_fields
 from bitsnn.kinds import KINDS, part
 
-from .layers import BinaryConv2d, BinaryDense, BinaryLinear
+from .layers import BinaryConv2d, BinaryDense, BinaryLinear, GlobalSumPool
 from .network import BitSNN
 
 __all__ = ["to_hardware_model", "compare_with_golden", "export_checkpoint", "export_main", "LayerExport", "layer_handlers"]
@@ -74,14 +74,19 @@ class LayerExport:
     convert: Callable
 
 
+def _gap_layer(layer: GlobalSumPool, name: str) -> GapLayer:
+    return GapLayer(name, in_shape=(layer.channels, *layer.in_hw), input_kind="spikes")
+
+
 DENSE = LayerExport(BinaryDense, "fc", _dense_layer)
 CONV = LayerExport(BinaryConv2d, "conv", _conv_layer)
+GAP = LayerExport(GlobalSumPool, "gap", _gap_layer)
 
 
-def layer_handlers() -> dict:
-    """torch module type -> its kind's :class:`LayerExport`, for hidden layers (every kind's)."""
-    return {e.module: e for e in (part(k, "export") for k in KINDS)}
-
+def layer_handlers(*, hidden: bool = True) -> dict:
+    """torch module type -> its kind's :class:`LayerExport`: the kinds a hidden layer may be of,
+    or (``hidden`` False) the output-only ones (a global sum pool)."""
+    return {e.module: e for e in (part(k, "export") for k in KINDS if KINDS[k].can_be_hidden == hidden)}
 
 
 def to_hardware_model(model: BitSNN, meta: dict | None = None) -> HardwareModel:
@@ -97,9 +102,13 @@ def to_hardware_model(model: BitSNN, meta: dict | None = None) -> HardwareModel:
             )
         layers.append(entry.convert(layer, f"{entry.prefix}{i + 1}"))
     out = model.output
-    if not isinstance(out, BinaryLinear) or out.scale_kind != "scalar":
-        raise BitsnnError("export: the output layer must be a BinaryLinear with one scalar scale")
-    layers.append(_linear_layer(out, f"fc{len(layers) + 1}", model.output_input_kind))
+    head = layer_handlers(hidden=False).get(type(out))  # an output-only kind (a global sum pool)
+    if head is not None:
+        layers.append(head.convert(out, f"{head.prefix}{len(layers) + 1}"))
+    elif not isinstance(out, BinaryLinear) or out.scale_kind != "scalar":
+        raise BitsnnError("export: the output layer must be a BinaryLinear with one scalar scale, or a global sum pool")
+    else:
+        layers.append(_linear_layer(out, f"fc{len(layers) + 1}", model.output_input_kind))
     return HardwareModel(
         input_shape=tuple(model.input_shape),
         input_encoding=model.input_encoding,

@@ -52,6 +52,7 @@ __all__ = [
     "InputSpikes",
     "BinaryDense",
     "BinaryConv2d",
+    "GlobalSumPool",
 ]
 
 _STD_EPS = 1e-8
@@ -206,6 +207,44 @@ class BinaryLinear(nn.Module):
         with torch.no_grad():
             w = self.binary_weight().to(torch.float64)
         return x_int.flatten(1).to(torch.float64) @ w.T
+
+
+class GlobalSumPool(nn.Module):
+    """ALBSNN's global pooling head (the output layer, kind ``global_pool``): class score c =
+    channel c's spikes summed over its H x W map (an average pool's 1/(H W) is a positive scale
+    that the argmax ignores), logits ``s * scores`` with one learnable positive scale s, as
+    :class:`BinaryLinear`'s output scale. No weights."""
+
+    #: weight width: none (the precision search skips it)
+    bits = 0
+
+    def __init__(self, channels: int, in_hw: tuple[int, int]):
+        super().__init__()
+        self.channels, self.in_hw = int(channels), tuple(int(d) for d in in_hw)
+        self.n_in, self.n_out = self.channels * self.in_hw[0] * self.in_hw[1], self.channels
+        self.scale_kind = "scalar"
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / math.sqrt(self.in_hw[0] * self.in_hw[1]))))
+
+    def extra_repr(self) -> str:
+        return f"{self.channels} channels of {self.in_hw[0]}x{self.in_hw[1]}"
+
+    @property
+    def n_weights(self) -> int:
+        return 0
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    def sums(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], self.channels, -1).sum(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sums(x) * self.scale
+
+    def preact_exact(self, x_int: torch.Tensor) -> torch.Tensor:
+        """The integer scores: each channel's spikes summed, exact in float64."""
+        return self.sums(x_int.to(torch.float64))
 
 
 class InputSpikes(nn.Module):

@@ -10,7 +10,9 @@ A network is built from a JSON-able architecture dict (stored in checkpoints)::
 a K x K kernel (default 3) and an OR max-pool of P (1 or 2, default 2), e.g. ``784-c8-c16-10``
 or ``784-c8k5-c16p1-10``. Convolutions come first; the dense layers take their flattened maps.
 A layer token may end in ``wB``: B-bit integer weights (2..8) instead of +-1, e.g.
-``784-c8w4-c32-10w4`` (a 4-bit first convolution and output layer).
+``784-c8w4-c32-10w4`` (a 4-bit first convolution and output layer). The last token may be
+``gap`` after a convolution instead of a class count: ALBSNN's global sum pooling head, each
+class's score the spikes of its channel summed over the map (``784-c8w4-c32-c10p1-gap``).
 
 ``input_crop`` (optional): [image height, image width, top, left]: the network takes the
 ``input_shape`` window at (top, left) of larger images (MNIST's border pixels are almost never
@@ -33,10 +35,10 @@ import torch.nn as nn
 from bitsnn import kinds
 from bitsnn.hwmodel import CODINGS_OF, MAX_DIM, MAX_KERNEL, MAX_STEPS, WEIGHT_BITS, crop_problem, rate_randoms
 
-from .layers import BinaryConv2d, BinaryDense, BinaryLinear
+from .layers import BinaryConv2d, BinaryDense, BinaryLinear, GlobalSumPool
 from .surrogate import SURROGATES
 
-__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "normalise_time", "spec_weight_bits", "with_weight_bits", "with_layer_bits",
+__all__ = ["PRESETS", "BitSNN", "Trace", "parse_spec", "normalise_time", "spec_weight_bits", "with_weight_bits", "with_layer_bits", "spec_classes",
            "build_model", "weight_bits_of_spec"]
 
 #: name -> layer spec and training defaults: the best settings measured here (docs/model.md has
@@ -81,6 +83,8 @@ PRESETS: dict[str, dict] = {
 
 _CONV_TOKEN = re.compile(r"c(\d+)(?:k(\d+))?(?:p(\d+))?", re.IGNORECASE)
 _BITS_SUFFIX = re.compile(r"(.*?)w(\d+)", re.IGNORECASE)
+#: the spec's last token for ALBSNN's global sum pooling head (:class:`GlobalSumPool`)
+GAP_TOKEN = "gap"
 
 
 def _split_bits(spec: str) -> list[tuple[str, int]]:
@@ -93,6 +97,8 @@ def _split_bits(spec: str) -> list[tuple[str, int]]:
             tok, bits = m[1], int(m[2])
             if i == 0:
                 raise ValueError(f"bad layer spec {spec!r}: the input size takes no weight bits")
+            if tok.lower() == GAP_TOKEN:
+                raise ValueError(f"bad layer spec {spec!r}: {GAP_TOKEN} (global sum pooling) has no weights")
             if bits not in WEIGHT_BITS:
                 raise ValueError(f"bad layer spec {spec!r}: w{bits}: weight bits must be "
                                  f"{WEIGHT_BITS.start}..{WEIGHT_BITS.stop - 1} (no suffix: +-1 weights)")
@@ -136,7 +142,14 @@ def parse_spec(spec: str) -> list:
     default 3, OR max-pool P, 1 or 2, default 2) -> ("conv", N, K, P). A ``wB`` suffix (B-bit
     weights) is checked here and read by :func:`spec_weight_bits`."""
     out = []
-    for tok, _bits in _split_bits(spec):
+    toks = _split_bits(spec)
+    for j, (tok, _bits) in enumerate(toks):
+        if tok.lower() == GAP_TOKEN and j == len(toks) - 1 and out and isinstance(out[-1], tuple):
+            out.append((GAP_TOKEN,))  # the head: each class the sum of its channel's map
+            continue
+        if tok.lower() == GAP_TOKEN:
+            raise ValueError(f"bad layer spec {spec!r}: {GAP_TOKEN} (global sum pooling, ALBSNN's head) ends the spec, "
+                             "after a convolution whose channels are the classes")
         if (m := _CONV_TOKEN.fullmatch(tok)):
             n, k, p = int(m[1]), int(m[2] or 3), int(m[3] or 2)
             if k % 2 == 0 or p not in (1, 2):
@@ -147,13 +160,15 @@ def parse_spec(spec: str) -> list:
             out.append(int(tok))
         except ValueError:
             raise ValueError(f"bad layer spec {spec!r}: {tok!r} is not a size or cN[kK][pP] (optionally ending in wB)") from None
-    if len(out) < 2 or not isinstance(out[0], int) or not isinstance(out[-1], int):
+    if len(out) < 2 or not isinstance(out[0], int) or not (isinstance(out[-1], int) or out[-1] == (GAP_TOKEN,)):
         raise ValueError(f"bad layer spec {spec!r}: needs an input size, optional hidden layers and a class count")
-    if any((v[1] if isinstance(v, tuple) else v) <= 0 for v in out):
+    if any((v[1] if isinstance(v, tuple) else v) <= 0 for v in out if v != (GAP_TOKEN,)):
         raise ValueError(f"bad layer spec {spec!r}: sizes must be positive")
     # the limits, before anything is allocated: neurons per layer (the format's), weights per layer
     n_prev, c_prev = out[0], 1
     for v in out[1:]:
+        if v == (GAP_TOKEN,):
+            break
         if isinstance(v, tuple):
             _, c, k, p = v
             if k > MAX_KERNEL:
@@ -175,6 +190,12 @@ def parse_spec(spec: str) -> list:
                              f"most {MAX_LAYER_WEIGHTS:,}")
         n_prev = n
     return out
+
+
+def spec_classes(spec: str) -> int:
+    """The class count of ``spec``: its last size, or with a ``gap`` head the last convolution's channels."""
+    sizes = parse_spec(spec)
+    return sizes[-2][1] if sizes[-1] == (GAP_TOKEN,) else sizes[-1]
 
 
 def weight_bits_of_spec(spec: str) -> int:
@@ -260,6 +281,9 @@ class BitSNN(nn.Module):
                 n_prev = s
             hidden.append(layer)
         out_kind = enc if not hidden else "spikes"
+        if sizes[-1] == (GAP_TOKEN,):  # parse_spec put it after a convolution
+            self._attach(hidden, GlobalSumPool(chw[0], chw[1:]))
+            return
         self._attach(hidden, BinaryLinear(n_prev, sizes[-1], scale="scalar",
                                           input_scale=1.0 / 255 if out_kind == "pixels" else 1.0, bits=wbits[-1]))
 
@@ -379,7 +403,7 @@ class BitSNN(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The float path's arithmetic: float32, or float64 after ``.double()``."""
-        return self.output.weight.dtype
+        return next(p for p in self.parameters() if p.is_floating_point()).dtype
 
     def _layer_input_shape(self) -> tuple[int, ...]:
         if not self._conv_input:

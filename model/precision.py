@@ -72,8 +72,9 @@ def parse_bit_budget(text, widest_bits: int) -> int:
 
 
 def weight_layers(model) -> list:
-    """The layers whose weights have a width: the hidden layers, then the output layer."""
-    return [*model.hidden, model.output]
+    """The layers whose weights have a width: the hidden layers, then the output layer (unless it
+    holds none: a global sum pooling head)."""
+    return [layer for layer in (*model.hidden, model.output) if layer.n_weights]
 
 
 def weight_bits(counts, widths) -> int:
@@ -184,10 +185,13 @@ def apply_widths(model, widths) -> None:
     the same widths, which the checkpoint stores."""
     from .network import with_layer_bits
 
-    for layer, b in zip(weight_layers(model), widths):
+    layers = weight_layers(model)
+    for layer, b in zip(layers, widths):
         if layer.bits != b:
             layer.set_bits(b)
-    model.arch["spec"] = with_layer_bits(model.arch["spec"], widths)
+    # a head without weights keeps its token as it is
+    rest = [1] * (len(model.hidden) + 1 - len(layers))
+    model.arch["spec"] = with_layer_bits(model.arch["spec"], [*widths, *rest])
 
 
 def describe_estimate(est: dict, names) -> list[str]:

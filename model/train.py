@@ -36,7 +36,7 @@ from bitsnn.options import FLOAT32_MAX, MAX_LR
 from bitsnn.hwmodel import CODINGS_OF, time_text
 
 from . import distributed, precision
-from .network import PRESETS, BitSNN, build_model, normalise_time, parse_spec, with_weight_bits
+from .network import PRESETS, BitSNN, build_model, normalise_time, parse_spec, spec_classes, with_weight_bits
 
 __all__ = [
     "TrainConfig",
@@ -363,7 +363,7 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log,
         model = build_model(arch)
     except ValueError as e:
         raise BitsnnError(str(e)) from None
-    n_classes = parse_spec(cfg.spec)[-1]
+    n_classes = spec_classes(cfg.spec)
     if dataset.num_classes > n_classes:
         raise BitsnnError(f"the data set has {dataset.num_classes} classes but the spec ends in {n_classes}")
     model.to(device, torch.float64 if cfg.float64 else torch.float32)
@@ -520,7 +520,8 @@ def _precision_search(cfg: TrainConfig, model: BitSNN, dataset, n: int, group) -
         "epochs": cfg.search_epochs or max(1, cfg.epochs // 2),
         "counts": counts,
         "budget": budget,
-        "names": [f"layer {i} ({re.sub(r'w[0-9]+$', '', tok)})" for i, tok in enumerate(str(cfg.spec).split("-")[1:])],
+        "names": [f"layer {i} ({re.sub(r'w[0-9]+$', '', tok)})" for i, tok in enumerate(str(cfg.spec).split("-")[1:])
+                  if i < len(layers)],
         "record": {"widths_tried": list(precision.WIDTHS), "holdout_images": hold, "weight_counts": counts,
                    "smoothing": precision.SMOOTHING,
                    "widest_weight_bits": widest, "budget": {"max_loss": budget.max_loss, "max_weight_bits": max_bits},

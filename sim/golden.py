@@ -20,7 +20,8 @@ import numpy as np
 from bitsnn.hwmodel import ConvLayer, HardwareModel, Layer, pack_bits
 from bitsnn.kinds import neuron, part
 
-__all__ = ["GoldenResult", "encode_input", "layer_preactivation", "run", "DenseEvaluator", "ConvEvaluator", "plan_for"]
+__all__ = ["GoldenResult", "encode_input", "layer_preactivation", "run", "DenseEvaluator", "ConvEvaluator", "GapEvaluator",
+           "plan_for"]
 
 # Images per block of the popcount kernel: keeps its (block, neurons) scratch arrays in cache.
 _BLOCK = 1024
@@ -224,6 +225,26 @@ class ConvEvaluator:
         ry = np.array([min(y + p, h - 1) - max(y - p, 0) + 1 for y in range(h)], np.int64)
         rx = np.array([min(x_ + p, w - 1) - max(x_ - p, 0) + 1 for x_ in range(w)], np.int64)
         return (nz * (ry[:, None] * rx[None, :])[None]).sum(axis=(1, 2)).astype(np.int64) * L.channels
+
+
+class GapEvaluator:
+    """ALBSNN's global sum pooling head (:class:`~bitsnn.hwmodel.GapLayer`): score c = channel c's
+    spikes summed over its positions (signed spikes with their signs); an input spike is one
+    event and one counter update."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def start(self) -> None:
+        """No state: the scores add up over the steps like every output layer's."""
+
+    def preact(self, x: np.ndarray) -> np.ndarray:
+        c, h, w = self.layer.in_shape
+        return np.asarray(x).astype(np.int64).reshape(len(x), c, h * w).sum(axis=2)
+
+    def evaluate(self, x: np.ndarray):
+        n_active = np.count_nonzero(x, axis=1).astype(np.int64)
+        return n_active, n_active.copy(), self.preact(x)
 
 
 class StepNeurons:

@@ -123,7 +123,7 @@ def test_pack_unpack(n):
 def test_wrong_version(tmp_path):
     data = bytearray(_model().to_bytes())
     data[8:12] = struct.pack("<I", FORMAT_VERSION + 1)
-    with pytest.raises(HardwareModelError, match=r"format version 6; this bitsnn reads versions 1, 2, 3, 4, 5$"):
+    with pytest.raises(HardwareModelError, match=r"format version 7; this bitsnn reads versions 1, 2, 3, 4, 5, 6$"):
         HardwareModel.from_bytes(bytes(data))
 
 

@@ -21,9 +21,10 @@ def _model_with_every_kind():
 def test_every_kind_has_every_part_and_the_file_knows_each():
     """Every kind has its file, export, golden and NIR parts; the kinds with hardware (dense and
     conv2d at least) have all seven, and they are exactly the ones the hardware plan takes. The
-    file spells each kind twice, for +-1 and for multi-bit weights, and reads both."""
+    file spells each kind with weights twice, for +-1 and for multi-bit weights, and reads both;
+    a kind without weights (the global sum pool) once."""
     assert tuple(kinds.FILE_KINDS) == hwmodel.LAYER_KINDS
-    assert set(kinds.FILE_KINDS) == {"binary_dense", "binary_conv2d", "int_dense", "int_conv2d"}
+    assert set(kinds.FILE_KINDS) == {"binary_dense", "binary_conv2d", "int_dense", "int_conv2d", "global_sum_pool"}
     assert hwplan.HARDWARE_KINDS == tuple(n for n, k in kinds.KINDS.items() if k.has_hardware)
     assert {"dense", "conv2d"} <= set(hwplan.HARDWARE_KINDS)
     for file_name, (k, multibit) in kinds.FILE_KINDS.items():
@@ -49,7 +50,7 @@ def test_every_kind_has_every_part_and_the_file_knows_each():
 
 
 def test_unknown_kind_and_part_are_named():
-    with pytest.raises(KeyError, match="unsupported layer kind 'ttfs'.*binary_dense, binary_conv2d, int_dense, int_conv2d"):
+    with pytest.raises(KeyError, match="unsupported layer kind 'ttfs'.*binary_dense, binary_conv2d, global_sum_pool, int_dense, int_conv2d"):
         kinds.part("ttfs", "golden")
     with pytest.raises(KeyError, match="unknown part 'cycles'"):
         kinds.kind("binary_dense").part("cycles")

@@ -1,0 +1,127 @@
+"""ALBSNN's global sum pooling head (kind ``global_pool``, format version 6): the file, the golden
+model, torch's exact path, the spec, NIR both ways, and what is refused (the hardware stage is not
+built yet)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bitsnn import hwplan
+from bitsnn.hwmodel import GapLayer, HardwareModel, HardwareModelError, random_model
+from bitsnn.sim import golden
+
+
+def gap_model(seed=0, T=1, convs=((4, 3, 2), (10, 3, 1)), shape=(8, 8)):
+    """Random convolutions (the last of 10 channels) into a global sum pooling head; over T steps
+    with lif then if neurons."""
+    neurons = {0: {"neuron": "lif", "leak": 8192, "shift": 1}, 1: {"neuron": "if"}} if T > 1 else None
+    m = random_model(np.random.default_rng(seed), [0, 10], input_shape=shape, convs=convs, timesteps=T,
+                     neurons=neurons, threshold_spread=0.5)
+    gap = GapLayer("gap3", in_shape=m.layers[-2].out_shape)
+    return dataclasses.replace(m, layers=(*m.layers[:-1], gap))
+
+
+def test_the_file_holds_a_gap_head_in_version_6():
+    m = gap_model()
+    assert m.spec == "64-c4-c10p1-gap" and m.format_version == 6 and m.num_classes == 10
+    assert m.weight_bits_total == sum(l.rows * l.fan_in for l in m.layers[:-1])  # the head holds no weights
+    data = m.to_bytes()
+    back = HardwareModel.from_bytes(data)
+    assert back.to_bytes() == data and back.describe() == m.describe()
+    assert back.layers[-1].kind == "global_sum_pool" and back.layers[-1].in_shape == (10, 4, 4)
+    # the same layers with a dense head stay version 3
+    assert random_model(np.random.default_rng(0), [0, 10], input_shape=(8, 8), convs=((4, 3, 2),)).format_version == 3
+
+
+def test_the_golden_scores_are_each_channels_spikes_summed():
+    for T in (1, 3):
+        m = gap_model(1, T)
+        x = np.random.default_rng(2).integers(0, 256, (40, 8, 8)).astype(np.uint8)
+        g = golden.run(m, x)
+        last = g.step_spikes[-1].astype(np.int64)  # (B, T, C*H*W)
+        want = last.reshape(40, T, 10, -1).sum(axis=(1, 3))
+        assert np.array_equal(g.scores, want) and want.any()
+        assert np.array_equal(g.classes, np.argmax(want, axis=1))
+        assert np.array_equal(g.input_events[:, -1], last.sum(axis=(1, 2)))
+        assert np.array_equal(g.synaptic_events[:, -1], g.input_events[:, -1])  # one counter update an event
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda m: dataclasses.replace(m, layers=(m.layers[0], GapLayer("g", in_shape=m.layers[0].out_shape), m.layers[-1])),
+     "has no neurons: it is the output layer or none"),
+    (lambda m: dataclasses.replace(m, layers=(m.layers[0], GapLayer("g", in_shape=(3, 4, 4)))),
+     r"takes \[3, 4, 4\] maps but the previous stage gives \[4, 4, 4\]"),
+])
+def test_a_misplaced_gap_head_is_refused(edit, needle):
+    with pytest.raises(HardwareModelError, match=needle):
+        edit(gap_model())
+
+
+def test_a_gap_head_after_a_dense_layer_is_refused():
+    m = random_model(np.random.default_rng(0), [64, 16, 10])
+    with pytest.raises(HardwareModelError, match="a global sum pool must follow the input image or a convolution"):
+        dataclasses.replace(m, layers=(m.layers[0], GapLayer("g", in_shape=(16, 1, 1))))
+
+
+def test_a_gap_head_in_a_version_5_file_is_refused():
+    data = bytearray(gap_model().to_bytes())
+    data[8:12] = (5).to_bytes(4, "little")
+    import json
+    import struct
+
+    hlen = struct.unpack("<I", data[12:16])[0]
+    header = json.loads(bytes(data[16:16 + hlen]))
+    header["version"] = 5
+    blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    data = bytes(data[:12]) + struct.pack("<I", len(blob)) + blob + bytes(data[16 + hlen:])
+    with pytest.raises(HardwareModelError, match="a global_sum_pool layer in a version 5 file"):
+        HardwareModel.from_bytes(data)
+
+
+def test_sim_build_and_report_refuse_it_by_name():
+    with pytest.raises(hwplan.UnsupportedLayerError, match=r"layer 2 \(gap3\) is a global_sum_pool layer, which has "
+                                                          "no hardware stage yet"):
+        hwplan.check_supported(gap_model())
+
+
+def test_the_spec_takes_gap_last_after_a_convolution():
+    from bitsnn.model.network import parse_spec, spec_classes
+
+    assert parse_spec("784-c8-c10p1-gap")[-1] == ("gap",) and spec_classes("784-c8-c10p1-gap") == 10
+    for bad, needle in (("784-c8-gap-10", "ends the spec"), ("784-100-gap", "ends the spec"),
+                        ("784-c8-c10-gapw4", "has no weights")):
+        with pytest.raises(ValueError, match=needle):
+            parse_spec(bad)
+
+
+def test_torch_exact_path_equals_golden_and_nir_round_trips(mnist, tmp_path):
+    """A trained-from-scratch (untrained) network with a gap head, exported: torch's exact path
+    and the golden model agree on every spike and score of 300 digits; its NIR graph (SumPool2d
+    over each whole map, Flatten) imports back to the same file's arithmetic."""
+    torch = pytest.importorskip("torch")
+    from bitsnn.model.export import compare_with_golden, to_hardware_model
+    from bitsnn.model.network import build_model
+    from bitsnn.nirgraph import read_nir, write_nir
+
+    torch.manual_seed(0)
+    model = build_model({"spec": "784-c4w4-c8-c10p1-gap", "input_shape": [28, 28], "input_encoding": "pixels",
+                         "input_threshold": 128, "surrogate": "box"})
+    for m in model.modules():  # spread the thresholds a little so that the head's channels differ
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+    model.eval()
+    hw = to_hardware_model(model)
+    assert hw.spec == "784-c4w4-c8-c10p1-gap" and hw.layers[-1].in_shape == (10, 7, 7)
+    x = mnist.test_images[:300]
+    res = compare_with_golden(model, hw, x)
+    assert res["mismatches"] == 0
+    g = golden.run(hw, x)
+    assert len(set(g.classes.tolist())) > 1
+    write_nir(hw, tmp_path / "g.nir")
+    back = read_nir(tmp_path / "g.nir")
+    assert back.spec == hw.spec
+    gb = golden.run(back, x)
+    assert np.array_equal(gb.scores, g.scores) and all(np.array_equal(a, b) for a, b in zip(gb.spikes, g.spikes))
