@@ -428,10 +428,12 @@ class ConvLayer(Layer):
 @dataclass(frozen=True, eq=False)
 class GapLayer(Layer):
     """ALBSNN's global sum pooling head (kind ``global_pool``, format version 6), the output layer
-    only: C x H x W input spikes -> C class scores, score c = the spikes of channel c summed over
-    its H x W positions (and over the time steps, as every output layer's scores are). No weights
-    (``bits`` 0, no arrays) and no neurons; the 1/(H W) of an average pool is a positive scale
-    that the argmax ignores, so it folds away. ``n_in``/``n_out`` are derived: C*H*W and C."""
+    only: C x H x W input spikes -> ``n_out`` class scores, score c = the spikes of class c's
+    channels summed over their H x W positions (and over the time steps, as every output layer's
+    scores are). Each class has C / n_out consecutive channels: one (``n_out`` = C, the default)
+    or a population of several. No weights (``bits`` 0, no arrays) and no neurons; the 1/(H W) of
+    an average pool is a positive scale that the argmax ignores, so it folds away. ``n_in`` is
+    derived: C*H*W."""
 
     n_in: int = 0
     n_out: int = 0
@@ -443,20 +445,26 @@ class GapLayer(Layer):
     def __post_init__(self):
         object.__setattr__(self, "in_shape", tuple(int(d) for d in self.in_shape))
         object.__setattr__(self, "n_in", math.prod(self.in_shape))
-        object.__setattr__(self, "n_out", self.in_shape[0])
+        if not self.n_out:
+            object.__setattr__(self, "n_out", self.in_shape[0])
 
     @property
     def multibit(self) -> bool:
         return False
 
     @property
+    def group(self) -> int:
+        """Channels per class."""
+        return self.in_shape[0] // self.n_out if self.n_out > 0 else 0
+
+    @property
     def fan_in(self) -> int:
-        """Inputs each score sums: its channel's positions."""
-        return self.in_shape[1] * self.in_shape[2]
+        """Inputs each score sums: its channels' positions."""
+        return self.group * self.in_shape[1] * self.in_shape[2]
 
     @property
     def rows(self) -> int:
-        return self.in_shape[0]
+        return self.n_out
 
     @property
     def weight_max(self) -> int:
@@ -469,7 +477,7 @@ class GapLayer(Layer):
 
     @property
     def spec_token(self) -> str:
-        return "gap"
+        return "gap" if self.n_out == self.in_shape[0] else f"gap{self.n_out}"
 
     @staticmethod
     def file_arrays(rows: int, fan_in: int, is_output: bool, multibit: bool = False,
@@ -489,6 +497,8 @@ class GapLayer(Layer):
         c, h, w = self.in_shape
         if not (0 < c <= MAX_DIM and 0 < h <= MAX_DIM and 0 < w <= MAX_DIM and c * h * w <= MAX_DIM):
             return f"bad input shape {list(self.in_shape)}"
+        if not (0 < self.n_out <= c and c % self.n_out == 0):
+            return f"{c} channels do not split into {self.n_out} classes of as many channels each"
         return None
 
 
@@ -1132,7 +1142,8 @@ def _from_header(header, payload: bytes, err, version: int) -> HardwareModel:
         if lk.input_is_map:  # a map layer's geometry (the kind's header keys: in_shape, then integers)
             geo.update({"in_shape": tuple(int_list(ls["in_shape"], f"{where}.in_shape", 3)),
                         **{k: expect(ls[k], int, f"{where}.{k}") for k in lk.header_keys if k != "in_shape"}})
-            probe = lk.part("layer")(name, weight_bits=None, **{k: v for k, v in geo.items() if k != "bits"})
+            probe = lk.part("layer")(name, n_out=n_out, weight_bits=None,  # n_out: a head's classes; a
+                                     **{k: v for k, v in geo.items() if k != "bits"})  # convolution derives its own
             if (why := probe.shape_problem()):
                 raise err(f"layer {i} ({name}): {why}")
             if (probe.n_in, probe.n_out) != (n_in, n_out):

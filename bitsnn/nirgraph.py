@@ -151,12 +151,20 @@ def dense_nodes(nir, layer: Layer, add, maps):
 
 def gap_nodes(nir, layer, add, maps):
     """The ``global_pool`` kind's ``nir`` part (ALBSNN's head, the output layer): ``SumPool2d``
-    over each whole map, then ``Flatten``: the C class scores; returns None (a vector)."""
-    _c, h, w = layer.in_shape
+    over each whole map, then ``Flatten``: the C channel sums, the class scores; with several
+    channels a class, then a ``Linear`` of 0/1 weights that adds each class's channels. Returns
+    None (a vector)."""
+    c, h, w = layer.in_shape
     add(layer.name, nir.SumPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]), padding=np.array([0, 0])))
-    add(f"{layer.name}_flatten", nir.Flatten(input_type={"input": np.array((layer.rows, 1, 1))}, start_dim=0,
-                                             end_dim=-1))
+    add(f"{layer.name}_flatten", nir.Flatten(input_type={"input": np.array((c, 1, 1))}, start_dim=0, end_dim=-1))
+    if layer.group > 1:
+        add(f"{layer.name}_classes", nir.Linear(weight=_class_sums(c, layer.n_out)))
     return None
+
+
+def _class_sums(channels: int, classes: int) -> np.ndarray:
+    """(classes, channels) float32: 1 where a channel is one of its class's consecutive ones."""
+    return np.repeat(np.eye(classes, dtype=np.float32), channels // classes, axis=1)
 
 
 def nir_problem(hw: HardwareModel) -> str | None:
@@ -530,9 +538,9 @@ def from_nir(graph, *, input_encoding: str | None = None, input_threshold: int |
             last = j + 1 == len(nodes) or (j + 2 == len(nodes) and isinstance(nodes[j + 1][1], (nir.IF, nir.LIF)))
             layer, cur, j = _dense(nodes, j, cur, kind_in, len(layers), compare_meta, dt, last, ts,
                                    quantize_weights, unit)
-        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)) and _is_global_pool(node, cur, nodes[j + 1:]):
-            layer, cur, j = GapLayer(f"gap{len(layers) + 1}", in_shape=tuple(cur), input_kind=kind_in), (cur[0],), \
-                len(nodes)
+        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)) and (k := _global_pool_classes(node, cur, nodes[j + 1:])):
+            layer, cur, j = GapLayer(f"gap{len(layers) + 1}", math.prod(cur), k, in_shape=tuple(cur),
+                                     input_kind=kind_in), (k,), len(nodes)
         elif node is None:
             raise NirImportError(f"NIR node '{name}' is empty: its exporter wrote no node for that module (Norse "
                                  "1.1.0 writes none for nn.Flatten; feed the network flat images instead)")
@@ -723,13 +731,26 @@ def _membrane(name: str, node, shape, c, b, dt: float, ts: _Steps, shift_hint: i
             "neuron": "lif" if leak else "if", "leak": leak, "reset": ts.reset, "shift": shift}
 
 
-def _is_global_pool(node, cur, rest) -> bool:
-    """Whether a pool node is ALBSNN's head: one window over each whole map (a sum, or an average,
-    whose 1/(H W) the argmax ignores), then nothing but Flatten: a ``global_pool`` output layer."""
+def _global_pool_classes(node, cur, rest) -> int | None:
+    """The classes of ALBSNN's head, when a pool node is one: one window over each whole map (a
+    sum, or an average, whose 1/(H W) the argmax ignores), then only Flatten, and perhaps a
+    ``Linear`` whose 0/1 weights add consecutive channels into each class (a positive scale of
+    them too); else None."""
     nir = _nir()
     as_pair = lambda v: tuple(int(x) for x in np.broadcast_to(np.asarray(v), (2,)))  # noqa: E731
-    return (len(cur) == 3 and as_pair(node.kernel_size) == tuple(cur[1:]) and as_pair(node.stride) == tuple(cur[1:])
-            and as_pair(node.padding) == (0, 0) and all(isinstance(n, nir.Flatten) for _, n in rest))
+    if not (len(cur) == 3 and as_pair(node.kernel_size) == tuple(cur[1:]) and as_pair(node.stride) == tuple(cur[1:])
+            and as_pair(node.padding) == (0, 0)):
+        return None
+    flat = [n for _, n in rest if isinstance(n, nir.Flatten)]
+    other = [n for _, n in rest if not isinstance(n, nir.Flatten)]
+    if not other:
+        return cur[0]
+    if len(other) == 1 and isinstance(other[0], nir.Linear) and flat and isinstance(rest[-1][1], nir.Linear):
+        w = np.asarray(other[0].weight, np.float64)
+        if w.ndim == 2 and w.shape[1] == cur[0] and w.shape[0] and cur[0] % w.shape[0] == 0 and w.max() > 0:
+            if np.array_equal(w / w.max(), _class_sums(cur[0], w.shape[0])):
+                return w.shape[0]
+    return None
 
 
 def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None, quantize=None, unit=None):
@@ -757,7 +778,7 @@ def _conv(nodes, j, cur, kind_in, index, compare_meta, dt, ts=None, quantize=Non
     j += 2
     pool = 1
     if j < len(nodes) and isinstance(nodes[j][1], (nir.SumPool2d, nir.AvgPool2d)) \
-            and not _is_global_pool(nodes[j][1], shape, nodes[j + 1:]):  # a global pool is the head, not an OR pool
+            and not _global_pool_classes(nodes[j][1], shape, nodes[j + 1:]):  # a global pool is the head, not an OR pool
         pname, pnode = nodes[j]
         form = "sum" if isinstance(pnode, nir.SumPool2d) else "avg"
         if not (as_pair(pnode.kernel_size) == (2, 2) and as_pair(pnode.stride) == (2, 2)

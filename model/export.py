@@ -75,7 +75,8 @@ class LayerExport:
 
 
 def _gap_layer(layer: GlobalSumPool, name: str) -> GapLayer:
-    return GapLayer(name, in_shape=(layer.channels, *layer.in_hw), input_kind="spikes")
+    return GapLayer(name, layer.channels * layer.in_hw[0] * layer.in_hw[1], layer.n_out,
+                    in_shape=(layer.channels, *layer.in_hw), input_kind="spikes")
 
 
 DENSE = LayerExport(BinaryDense, "fc", _dense_layer)

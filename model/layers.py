@@ -211,22 +211,25 @@ class BinaryLinear(nn.Module):
 
 class GlobalSumPool(nn.Module):
     """ALBSNN's global pooling head (the output layer, kind ``global_pool``): class score c =
-    channel c's spikes summed over its H x W map (an average pool's 1/(H W) is a positive scale
-    that the argmax ignores), logits ``s * scores`` with one learnable positive scale s, as
-    :class:`BinaryLinear`'s output scale. No weights."""
+    class c's channels' spikes summed over their H x W maps (one channel a class, or ``channels /
+    classes`` consecutive ones; an average pool's 1/(H W) is a positive scale that the argmax
+    ignores), logits ``s * scores`` with one learnable positive scale s, as :class:`BinaryLinear`'s
+    output scale. No weights."""
 
     #: weight width: none (the precision search skips it)
     bits = 0
 
-    def __init__(self, channels: int, in_hw: tuple[int, int]):
+    def __init__(self, channels: int, in_hw: tuple[int, int], classes: int | None = None):
         super().__init__()
         self.channels, self.in_hw = int(channels), tuple(int(d) for d in in_hw)
-        self.n_in, self.n_out = self.channels * self.in_hw[0] * self.in_hw[1], self.channels
+        self.n_in, self.n_out = self.channels * self.in_hw[0] * self.in_hw[1], int(classes or channels)
+        if self.channels % self.n_out:
+            raise ValueError(f"{self.channels} channels do not split into {self.n_out} classes")
         self.scale_kind = "scalar"
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / math.sqrt(self.in_hw[0] * self.in_hw[1]))))
 
     def extra_repr(self) -> str:
-        return f"{self.channels} channels of {self.in_hw[0]}x{self.in_hw[1]}"
+        return f"{self.channels} channels of {self.in_hw[0]}x{self.in_hw[1]} into {self.n_out} classes"
 
     @property
     def n_weights(self) -> int:
@@ -237,7 +240,8 @@ class GlobalSumPool(nn.Module):
         return self.log_scale.exp()
 
     def sums(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], self.channels, -1).sum(2)
+        """Each class's channels (consecutive in the flat maps) summed over their maps."""
+        return x.reshape(x.shape[0], self.n_out, -1).sum(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sums(x) * self.scale

@@ -12,7 +12,8 @@ or ``784-c8k5-c16p1-10``. Convolutions come first; the dense layers take their f
 A layer token may end in ``wB``: B-bit integer weights (2..8) instead of +-1, e.g.
 ``784-c8w4-c32-10w4`` (a 4-bit first convolution and output layer). The last token may be
 ``gap`` after a convolution instead of a class count: ALBSNN's global sum pooling head, each
-class's score the spikes of its channel summed over the map (``784-c8w4-c32-c10p1-gap``).
+class's score the spikes of its channel summed over the map (``784-c8w4-c32-c10p1-gap``), or
+``gapN``: N classes, each the sum of C / N consecutive channels (``784-c8w4-c32-c40p1-gap10``).
 
 ``input_crop`` (optional): [image height, image width, top, left]: the network takes the
 ``input_shape`` window at (top, left) of larger images (MNIST's border pixels are almost never
@@ -85,6 +86,8 @@ _CONV_TOKEN = re.compile(r"c(\d+)(?:k(\d+))?(?:p(\d+))?", re.IGNORECASE)
 _BITS_SUFFIX = re.compile(r"(.*?)w(\d+)", re.IGNORECASE)
 #: the spec's last token for ALBSNN's global sum pooling head (:class:`GlobalSumPool`)
 GAP_TOKEN = "gap"
+#: ``gap`` (a class a channel) or ``gapN`` (N classes, each the sum of C / N consecutive channels)
+_GAP = re.compile(GAP_TOKEN + r"(\d+)?", re.IGNORECASE)
 
 
 def _split_bits(spec: str) -> list[tuple[str, int]]:
@@ -97,7 +100,7 @@ def _split_bits(spec: str) -> list[tuple[str, int]]:
             tok, bits = m[1], int(m[2])
             if i == 0:
                 raise ValueError(f"bad layer spec {spec!r}: the input size takes no weight bits")
-            if tok.lower() == GAP_TOKEN:
+            if _GAP.fullmatch(tok):
                 raise ValueError(f"bad layer spec {spec!r}: {GAP_TOKEN} (global sum pooling) has no weights")
             if bits not in WEIGHT_BITS:
                 raise ValueError(f"bad layer spec {spec!r}: w{bits}: weight bits must be "
@@ -144,12 +147,16 @@ def parse_spec(spec: str) -> list:
     out = []
     toks = _split_bits(spec)
     for j, (tok, _bits) in enumerate(toks):
-        if tok.lower() == GAP_TOKEN and j == len(toks) - 1 and out and isinstance(out[-1], tuple):
-            out.append((GAP_TOKEN,))  # the head: each class the sum of its channel's map
+        if (g := _GAP.fullmatch(tok)):
+            if j != len(toks) - 1 or not out or not isinstance(out[-1], tuple):
+                raise ValueError(f"bad layer spec {spec!r}: {GAP_TOKEN} (global sum pooling, ALBSNN's head) ends the "
+                                 "spec, after a convolution whose channels are the classes")
+            classes = int(g[1]) if g[1] else out[-1][1]
+            if not 0 < classes <= out[-1][1] or out[-1][1] % classes:
+                raise ValueError(f"bad layer spec {spec!r}: {tok}: {out[-1][1]} channels do not split into "
+                                 f"{classes} classes of as many channels each")
+            out.append((GAP_TOKEN, classes))  # the head: each class the sum of its channels' maps
             continue
-        if tok.lower() == GAP_TOKEN:
-            raise ValueError(f"bad layer spec {spec!r}: {GAP_TOKEN} (global sum pooling, ALBSNN's head) ends the spec, "
-                             "after a convolution whose channels are the classes")
         if (m := _CONV_TOKEN.fullmatch(tok)):
             n, k, p = int(m[1]), int(m[2] or 3), int(m[3] or 2)
             if k % 2 == 0 or p not in (1, 2):
@@ -160,14 +167,14 @@ def parse_spec(spec: str) -> list:
             out.append(int(tok))
         except ValueError:
             raise ValueError(f"bad layer spec {spec!r}: {tok!r} is not a size or cN[kK][pP] (optionally ending in wB)") from None
-    if len(out) < 2 or not isinstance(out[0], int) or not (isinstance(out[-1], int) or out[-1] == (GAP_TOKEN,)):
+    if len(out) < 2 or not isinstance(out[0], int) or not (isinstance(out[-1], int) or _is_gap(out[-1])):
         raise ValueError(f"bad layer spec {spec!r}: needs an input size, optional hidden layers and a class count")
-    if any((v[1] if isinstance(v, tuple) else v) <= 0 for v in out if v != (GAP_TOKEN,)):
+    if any((v[1] if isinstance(v, tuple) else v) <= 0 for v in out):
         raise ValueError(f"bad layer spec {spec!r}: sizes must be positive")
     # the limits, before anything is allocated: neurons per layer (the format's), weights per layer
     n_prev, c_prev = out[0], 1
     for v in out[1:]:
-        if v == (GAP_TOKEN,):
+        if _is_gap(v):
             break
         if isinstance(v, tuple):
             _, c, k, p = v
@@ -193,9 +200,14 @@ def parse_spec(spec: str) -> list:
 
 
 def spec_classes(spec: str) -> int:
-    """The class count of ``spec``: its last size, or with a ``gap`` head the last convolution's channels."""
+    """The class count of ``spec``: its last size, or its ``gap`` head's (``gapN``: N; ``gap``: the last
+    convolution's channels)."""
     sizes = parse_spec(spec)
-    return sizes[-2][1] if sizes[-1] == (GAP_TOKEN,) else sizes[-1]
+    return sizes[-1][1] if _is_gap(sizes[-1]) else sizes[-1]
+
+
+def _is_gap(v) -> bool:
+    return isinstance(v, tuple) and v[0] == GAP_TOKEN
 
 
 def weight_bits_of_spec(spec: str) -> int:
@@ -281,8 +293,8 @@ class BitSNN(nn.Module):
                 n_prev = s
             hidden.append(layer)
         out_kind = enc if not hidden else "spikes"
-        if sizes[-1] == (GAP_TOKEN,):  # parse_spec put it after a convolution
-            self._attach(hidden, GlobalSumPool(chw[0], chw[1:]))
+        if _is_gap(sizes[-1]):  # parse_spec put it after a convolution
+            self._attach(hidden, GlobalSumPool(chw[0], chw[1:], sizes[-1][1]))
             return
         self._attach(hidden, BinaryLinear(n_prev, sizes[-1], scale="scalar",
                                           input_scale=1.0 / 255 if out_kind == "pixels" else 1.0, bits=wbits[-1]))

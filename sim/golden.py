@@ -228,9 +228,9 @@ class ConvEvaluator:
 
 
 class GapEvaluator:
-    """ALBSNN's global sum pooling head (:class:`~bitsnn.hwmodel.GapLayer`): score c = channel c's
-    spikes summed over its positions (signed spikes with their signs); an input spike is one
-    event and one counter update."""
+    """ALBSNN's global sum pooling head (:class:`~bitsnn.hwmodel.GapLayer`): score c = class c's
+    channels' spikes summed over their positions (signed spikes with their signs); an input spike
+    is one event and one counter update."""
 
     def __init__(self, layer):
         self.layer = layer
@@ -239,8 +239,8 @@ class GapEvaluator:
         """No state: the scores add up over the steps like every output layer's."""
 
     def preact(self, x: np.ndarray) -> np.ndarray:
-        c, h, w = self.layer.in_shape
-        return np.asarray(x).astype(np.int64).reshape(len(x), c, h * w).sum(axis=2)
+        """Each class's channels (consecutive in the flat maps) summed."""
+        return np.asarray(x).astype(np.int64).reshape(len(x), self.layer.n_out, -1).sum(axis=2)
 
     def evaluate(self, x: np.ndarray):
         n_active = np.count_nonzero(x, axis=1).astype(np.int64)

@@ -14,13 +14,13 @@ from bitsnn.hwmodel import GapLayer, HardwareModel, HardwareModelError, random_m
 from bitsnn.sim import golden
 
 
-def gap_model(seed=0, T=1, convs=((4, 3, 2), (10, 3, 1)), shape=(8, 8)):
-    """Random convolutions (the last of 10 channels) into a global sum pooling head; over T steps
-    with lif then if neurons."""
+def gap_model(seed=0, T=1, convs=((4, 3, 2), (10, 3, 1)), shape=(8, 8), classes=0):
+    """Random convolutions into a global sum pooling head (a class a channel of the last, or
+    ``classes`` classes of its channels); over T steps with lif then if neurons."""
     neurons = {0: {"neuron": "lif", "leak": 8192, "shift": 1}, 1: {"neuron": "if"}} if T > 1 else None
     m = random_model(np.random.default_rng(seed), [0, 10], input_shape=shape, convs=convs, timesteps=T,
                      neurons=neurons, threshold_spread=0.5)
-    gap = GapLayer("gap3", in_shape=m.layers[-2].out_shape)
+    gap = GapLayer("gap3", 0, classes, in_shape=m.layers[-2].out_shape)
     return dataclasses.replace(m, layers=(*m.layers[:-1], gap))
 
 
@@ -36,13 +36,23 @@ def test_the_file_holds_a_gap_head_in_version_6():
     assert random_model(np.random.default_rng(0), [0, 10], input_shape=(8, 8), convs=((4, 3, 2),)).format_version == 3
 
 
-def test_the_golden_scores_are_each_channels_spikes_summed():
+def test_a_head_of_channel_populations_round_trips():
+    m = gap_model(convs=((4, 3, 2), (20, 3, 1)), classes=5)
+    assert m.spec == "64-c4-c20p1-gap5" and m.num_classes == 5 and m.layers[-1].group == 4
+    assert HardwareModel.from_bytes(m.to_bytes()).to_bytes() == m.to_bytes()
+    with pytest.raises(HardwareModelError, match="20 channels do not split into 6 classes"):
+        gap_model(convs=((4, 3, 2), (20, 3, 1)), classes=6)
+
+
+@pytest.mark.parametrize("classes", [0, 5])
+def test_the_golden_scores_are_each_channels_spikes_summed(classes):
     for T in (1, 3):
-        m = gap_model(1, T)
+        m = gap_model(1, T, convs=((4, 3, 2), (10, 3, 1)), classes=classes)
+        k = classes or 10
         x = np.random.default_rng(2).integers(0, 256, (40, 8, 8)).astype(np.uint8)
         g = golden.run(m, x)
-        last = g.step_spikes[-1].astype(np.int64)  # (B, T, C*H*W)
-        want = last.reshape(40, T, 10, -1).sum(axis=(1, 3))
+        last = g.step_spikes[-1].astype(np.int64)  # (B, T, C*H*W), channel by channel
+        want = last.reshape(40, T, k, -1).sum(axis=(1, 3))  # each class its consecutive channels
         assert np.array_equal(g.scores, want) and want.any()
         assert np.array_equal(g.classes, np.argmax(want, axis=1))
         assert np.array_equal(g.input_events[:, -1], last.sum(axis=(1, 2)))
@@ -90,31 +100,34 @@ def test_sim_build_and_report_refuse_it_by_name():
 def test_the_spec_takes_gap_last_after_a_convolution():
     from bitsnn.model.network import parse_spec, spec_classes
 
-    assert parse_spec("784-c8-c10p1-gap")[-1] == ("gap",) and spec_classes("784-c8-c10p1-gap") == 10
+    assert parse_spec("784-c8-c10p1-gap")[-1] == ("gap", 10) and spec_classes("784-c8-c10p1-gap") == 10
+    assert parse_spec("784-c8-c40p1-gap10")[-1] == ("gap", 10) and spec_classes("784-c8-c40p1-gap10") == 10
     for bad, needle in (("784-c8-gap-10", "ends the spec"), ("784-100-gap", "ends the spec"),
-                        ("784-c8-c10-gapw4", "has no weights")):
+                        ("784-c8-c10-gapw4", "has no weights"), ("784-c8-c30p1-gap4", "do not split into 4")):
         with pytest.raises(ValueError, match=needle):
             parse_spec(bad)
 
 
-def test_torch_exact_path_equals_golden_and_nir_round_trips(mnist, tmp_path):
+@pytest.mark.parametrize("spec", ["784-c4w4-c8-c10p1-gap", "784-c4w4-c8-c20p1-gap10"])
+def test_torch_exact_path_equals_golden_and_nir_round_trips(mnist, tmp_path, spec):
     """A trained-from-scratch (untrained) network with a gap head, exported: torch's exact path
     and the golden model agree on every spike and score of 300 digits; its NIR graph (SumPool2d
-    over each whole map, Flatten) imports back to the same file's arithmetic."""
+    over each whole map, Flatten; a Linear of 0/1 weights for a class of several channels) imports
+    back to the same file's arithmetic."""
     torch = pytest.importorskip("torch")
     from bitsnn.model.export import compare_with_golden, to_hardware_model
     from bitsnn.model.network import build_model
     from bitsnn.nirgraph import read_nir, write_nir
 
     torch.manual_seed(0)
-    model = build_model({"spec": "784-c4w4-c8-c10p1-gap", "input_shape": [28, 28], "input_encoding": "pixels",
+    model = build_model({"spec": spec, "input_shape": [28, 28], "input_encoding": "pixels",
                          "input_threshold": 128, "surrogate": "box"})
     for m in model.modules():  # spread the thresholds a little so that the head's channels differ
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
     model.eval()
     hw = to_hardware_model(model)
-    assert hw.spec == "784-c4w4-c8-c10p1-gap" and hw.layers[-1].in_shape == (10, 7, 7)
+    assert hw.spec == spec and hw.layers[-1].in_shape[1:] == (7, 7) and hw.num_classes == 10
     x = mnist.test_images[:300]
     res = compare_with_golden(model, hw, x)
     assert res["mismatches"] == 0
