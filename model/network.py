@@ -125,12 +125,13 @@ def with_weight_bits(spec: str, bits: int) -> str:
 def with_layer_bits(spec: str, bits) -> str:
     """``spec`` with layer i's weights ``bits[i]`` bits wide (hidden layers, then the output
     layer; 1: +-1 weights): ``with_layer_bits("784-c8-c32-10", [4, 1, 2])`` is
-    ``"784-c8w4-c32-10w2"``."""
+    ``"784-c8w4-c32-10w2"``. A ``gap`` head, which holds no weights, keeps its token."""
     toks = _split_bits(spec)
     bits = [int(b) for b in bits]
     if len(bits) != len(toks) - 1:
         raise ValueError(f"{len(bits)} widths for the {len(toks) - 1} layers of {spec!r}")
-    out = "-".join([toks[0][0]] + [tok + _bits_token(b) for (tok, _), b in zip(toks[1:], bits)])
+    out = "-".join([toks[0][0]] + [tok + ("" if _GAP.fullmatch(tok) else _bits_token(b))  # a gap head holds no weights
+                                   for (tok, _), b in zip(toks[1:], bits)])
     parse_spec(out)  # refuses bits that are neither +-1 nor in WEIGHT_BITS
     return out
 

@@ -173,3 +173,13 @@ def test_an_impossible_bit_budget_is_refused_before_training(tmp_path, capfd):
     assert "Traceback" not in r.stderr and "epoch 1/" not in r.stdout
     assert not out.exists()
     assert np.array_equal(sorted(p.name for p in tmp_path.iterdir()), ["data"])
+
+
+def test_a_gap_head_has_no_width_to_choose():
+    """The estimator and the choice skip a head without weights; the spec keeps its token."""
+    model = build_model({"spec": "784-c4-c8-c20p1-gap10", "input_shape": [28, 28], "input_encoding": "pixels",
+                         "input_threshold": 128, "surrogate": "box"})
+    assert len(precision.weight_layers(model)) == 3
+    precision.apply_widths(model, [4, 1, 2])
+    assert model.arch["spec"] == "784-c4w4-c8-c20p1w2-gap10"
+    assert [layer.bits for layer in precision.weight_layers(model)] == [4, 1, 2]
