@@ -107,6 +107,14 @@ class TrainSection:
     crop: int | None = _opt(None, int_in(0), "central CxC window of each image (0: whole images)")
     threads: int | None = _opt(None, int_in(1, 1024), "torch CPU threads (default 1)")
     limit_train: int | None = _opt(None, int_in(2), "train on the first N images only (at least 2)")
+    precision: str | None = _opt(None, one_of("spec", "auto"), "the layers' weight widths: as the spec gives them, or "
+                                 "auto: ALBSNN's accuracy-loss estimator picks each from 1, 2, 4, 8 bits")
+    max_loss: float | None = _opt(None, float_in(0, 100), "precision auto: at most this many points of estimated "
+                                  "accuracy loss (default 0.1 without max_weight_bits)")
+    max_weight_bits: str | None = _opt(None, _text, "precision auto: at most N weight bits, or \"P%\" of the network at "
+                                       "8 bits")
+    search_epochs: int | None = _opt(None, int_in(1), "precision auto: the epochs the estimator runs after (default half)")
+    holdout: int | None = _opt(None, int_in(1), "precision auto: training images held out for the estimator")
 
 
 @dataclass

@@ -183,3 +183,16 @@ def test_a_gap_head_has_no_width_to_choose():
     precision.apply_widths(model, [4, 1, 2])
     assert model.arch["spec"] == "784-c4w4-c8-c20p1w2-gap10"
     assert [layer.bits for layer in precision.weight_layers(model)] == [4, 1, 2]
+
+
+def test_the_flow_takes_the_precision_options():
+    from bitsnn.flow import FlowConfig, _train_config
+
+    cfg = FlowConfig.from_dict({"train": {"preset": "conv-tiny", "precision": "auto", "max_weight_bits": "50%",
+                                          "search_epochs": 3}})
+    t = _train_config(cfg)
+    assert (t.precision, t.max_weight_bits, t.search_epochs, t.max_loss) == ("auto", "50%", 3, None)
+    with pytest.raises(BitsnnError, match="precision"):
+        FlowConfig.from_dict({"train": {"precision": "best"}})
+    with pytest.raises(BitsnnError, match="--max-loss belongs to --precision auto"):
+        _train_config(FlowConfig.from_dict({"train": {"max_loss": 0.2}}))
