@@ -698,8 +698,8 @@ class HardwareModel:
                 if (why := layer.shape_problem()):
                     raise err(f"{where}: {why}")
                 if prev_maps is None:
-                    what = "a convolution" if layer.layer_kind.output_is_map else "a global sum pool"
-                    raise err(f"{where}: {what} must follow the input image or a convolution")
+                    what = ("a convolution", "another") if layer.layer_kind.output_is_map else ("a global sum pool", "a")
+                    raise err(f"{where}: {what[0]} must follow the input image or {what[1]} convolution")
                 if tuple(layer.in_shape) != tuple(prev_maps):
                     raise err(f"{where}: takes {list(layer.in_shape)} maps but the previous stage gives "
                               f"{list(prev_maps)}")
@@ -722,7 +722,7 @@ class HardwareModel:
                 if not layer.layer_kind.can_be_output:
                     names = [n for k in KINDS.values() if k.can_be_output for n in k.file_names]
                     raise err(f"{where}: the output layer must be a {names[0]} layer"
-                              + "".join(f" or an {n} one" for n in names[1:]))
+                              + "".join(f" or {'an' if n[0] in 'aeiou' else 'a'} {n} one" for n in names[1:]))
                 if layer.thresholds is not None or layer.compare is not None:
                     raise err(f"{where}: the output layer must not have thresholds")
             else:
