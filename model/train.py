@@ -815,6 +815,8 @@ def train_main(args) -> int:
     )
     nproc = getattr(args, "nproc", None) or 1
     if nproc > 1:
+        if cfg.precision == "auto":
+            raise BitsnnError("--precision auto trains in one process: leave out --nproc")
         if distributed.under_torchrun():
             raise BitsnnError("--nproc: this process is one of torchrun's already; give --nproc to one or the other")
         if cfg.batch_size < nproc:

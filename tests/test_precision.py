@@ -154,6 +154,19 @@ def test_bad_precision_options_are_refused(overrides, needle):
         resolve_config("35-8-4", **overrides)
 
 
+def test_auto_precision_in_several_processes_is_refused_before_they_start(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "bitsnn", "train", "--preset", "35-8-4", "--precision", "auto",
+                        "--nproc", "2", "--data-dir", str(tmp_path / "none"), "-o", str(tmp_path / "m.ckpt")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ("bitsnn train: error: --precision auto trains in one process: "
+                                                 "leave out --nproc")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_impossible_bit_budget_is_refused_before_training(tmp_path, capfd):
     """Fewer bits than every layer at +-1: one line, exit 1, nothing written, no epoch run."""
     import subprocess
