@@ -129,6 +129,20 @@ def width_ratio(w: torch.Tensor, bits: int, new_bits: int) -> torch.Tensor:
         return c.clamp_min(1e-6)
 
 
+def _set_width(module, bits: int) -> None:
+    """``module`` (holding ``weight``, ``bits`` and a per-neuron ``alpha`` or one ``log_scale``)
+    quantised to ``bits`` from now on, its scale rescaled by :func:`width_ratio` (the one scale by
+    the ratios' geometric mean) so its pre-activations keep their size."""
+    bits = _check_bits(bits)
+    c = width_ratio(module.weight, module.bits, bits)
+    with torch.no_grad():
+        if hasattr(module, "alpha"):
+            module.alpha.mul_(c.to(module.alpha.dtype))
+        else:
+            module.log_scale.add_(float(torch.log(c).mean()))
+    module.bits = bits
+
+
 class BinaryLinear(nn.Module):
     """Fully connected layer with +-1 weights, output ``scale * (x @ w_b.T)``.
 
@@ -171,16 +185,9 @@ class BinaryLinear(nn.Module):
         return self.weight.numel()
 
     def set_bits(self, bits: int) -> None:
-        """Quantise to ``bits`` from now on, the scale rescaled (:func:`width_ratio`: per neuron, or
-        its mean for the output layer's one scale) so the pre-activations keep their size."""
-        bits = _check_bits(bits)
-        c = width_ratio(self.weight, self.bits, bits)
-        with torch.no_grad():
-            if self.scale_kind == "neuron":
-                self.alpha.mul_(c.to(self.alpha.dtype))
-            else:
-                self.log_scale.add_(float(torch.log(c).mean()))
-        self.bits = bits
+        """Quantise to ``bits`` from now on, the scale rescaled so the pre-activations keep their
+        size (:func:`_set_width`)."""
+        _set_width(self, bits)
 
     def binary_weight(self) -> torch.Tensor:
         """(n_out, n_in) integer weights, +-1 for ``bits`` 1 (STE-differentiable)."""
@@ -247,7 +254,7 @@ class GlobalSumPool(nn.Module):
         return self.sums(x) * self.scale
 
     def preact_exact(self, x_int: torch.Tensor) -> torch.Tensor:
-        """The integer scores: each channel's spikes summed, exact in float64."""
+        """The integer scores: each class's channels' spikes summed, exact in float64."""
         return self.sums(x_int.to(torch.float64))
 
 
@@ -657,13 +664,9 @@ class BinaryConv2d(nn.Module):
         return self.weight.numel()
 
     def set_bits(self, bits: int) -> None:
-        """Quantise the kernels to ``bits`` from now on, each channel's alpha rescaled
-        (:func:`width_ratio`) so its pre-activations keep their size."""
-        bits = _check_bits(bits)
-        c = width_ratio(self.weight, self.bits, bits)
-        with torch.no_grad():
-            self.alpha.mul_(c.to(self.alpha.dtype))
-        self.bits = bits
+        """Quantise the kernels to ``bits`` from now on, each channel's alpha rescaled so its
+        pre-activations keep their size (:func:`_set_width`)."""
+        _set_width(self, bits)
 
     @property
     def weight_max(self) -> int:

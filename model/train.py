@@ -554,11 +554,11 @@ def _precision_step(model: BitSNN, search: dict, epoch: int, device, log) -> Non
                            "choice": widths, "weight_bits": bits})
     if epoch + 1 == search["epochs"]:
         precision.apply_widths(model, widths)
-        loss, acc = precision.measure(model, x, y)
+        loss, acc = precision.recalibrated(model, x, y)
         rec.update(widths=widths, weight_bits=bits, spec=model.arch["spec"], applied_after_epoch=epoch + 1,
                    holdout_accuracy_at_choice=acc)
         log(f"precision: the layers train at {model.arch['spec']} from here (held-out loss {loss:.4f}, "
-            f"accuracy {acc:.4f} with the chosen widths before fine-tuning)")
+            f"accuracy {acc:.4f} with the chosen widths before fine-tuning, BatchNorm statistics re-estimated)")
 
 
 #: training images the layer-wise fine-tuning judges each epoch on (the authors use the training set)
