@@ -35,7 +35,7 @@ __all__ = [
     "MODES", "CONV_ENGINES", "START", "DENSE_LATENCY", "EVENT_LEAD", "EVENT_TAIL", "WINDOW_LATENCY", "MIN_FIFO_DEPTH",
     "MapLayout", "ConvPlan", "window_fits", "write_columns", "WRITABLE_WEIGHT_BITS", "runtime_weights_problem",
     "signed_bits", "membrane_bits", "membrane_adds", "membranes", "preact_bits", "acc_bits_for", "neuron_accumulator", "result_words", "split_layer", "DEFAULT_WORD", "default_lanes", "CorePlan", "LayerPlan", "HardwarePlan",
-    "plan_dense", "plan_conv", "timed", "output_layout",
+    "plan_dense", "plan_conv", "plan_gap", "timed", "output_layout",
 ]
 
 #: the Accelerator's two layer engines: event-driven cores behind spike routers, or dense
@@ -555,6 +555,28 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
     return (CorePlan(0, layer.channels, P, cp // P),), conv, in_layout
 
 
+def plan_gap(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons_per_core: int | None,
+             conv_engine: str = "auto", steps: int = 1):
+    """A ``global_pool`` head's plan: (one core of ``n_out`` score counters in one lane group,
+    None, its input's map layout). Its stage (:class:`bitsnn.hw.stage.GapStage`) takes the spike
+    maps' events from a router, one a cycle, and adds each to its class's counter: an event layer
+    with G = 1, cycle for cycle (:meth:`LayerPlan.event_cycles`). It reads the maps as the previous
+    convolution's store holds them (or the input image's spikes, stored as a convolution's image
+    is), every step's; a class's channel is the low field of an event's address. Event mode only;
+    no pixel input (a pixel would add its value, not a spike)."""
+    if mode != "event":
+        raise UnsupportedLayerError(f"{layer.name}: a global sum pool runs in mode='event' only")
+    if layer.input_kind != "spikes":
+        raise UnsupportedLayerError(f"{layer.name}: a global sum pool of the image's pixels has no hardware stage; "
+                                    "it takes spike maps (a convolution's, or spike input)")
+    if word & (word - 1):
+        raise ValueError(f"a model with a global sum pool needs a power-of-two word, not {word}")
+    if in_layout is not None and in_layout.signs > 1:
+        raise UnsupportedLayerError(f"{layer.name}: a global sum pool of signed spikes has no hardware stage yet")
+    in_layout = MapLayout(*layer.in_shape, in_layout.steps if in_layout is not None else 1)
+    return (CorePlan(0, layer.n_out, layer.n_out, 1),), None, in_layout
+
+
 def _pow2_floor(n: int) -> int:
     return 1 << (int(n).bit_length() - 1)
 
@@ -649,7 +671,9 @@ class LayerPlan:
 
     def weight_words_per_event(self) -> int:
         """Weight words all cores read per input event (event mode): sum of G_c (a convolution:
-        k*k*G, one per kernel tap and group)."""
+        k*k*G, one per kernel tap and group; none in a layer without weights)."""
+        if not kinds.kind(self.kind).has_weights:
+            return 0
         taps = self.conv.kernel ** 2 if self.conv else 1
         return taps * sum(c.groups for c in self.cores)
 

@@ -168,9 +168,9 @@ KINDS: dict[str, LayerKind] = {k.name: k for k in (
           layer="bitsnn.hwmodel:GapLayer",
           export="bitsnn.model.export:GAP",
           golden="bitsnn.sim.golden:GapEvaluator",
-          plan=None,
-          estimate=None,
-          stage=None,
+          plan="bitsnn.hwplan:plan_gap",
+          estimate="bitsnn.hw.estimate:estimate_gap",
+          stage="bitsnn.hw.stage:GapStage",
           nir="bitsnn.nirgraph:gap_nodes"),
 )}
 

@@ -23,7 +23,7 @@ from bitsnn import protocol as proto
 from bitsnn.hwplan import HardwarePlan, ceil_log2, neuron_accumulator, preact_bits, signed_bits
 from bitsnn.kinds import part
 
-__all__ = ["FAMILIES", "estimate_resources", "estimate_dense", "estimate_conv", "bram_blocks_for", "membrane_lanes"]
+__all__ = ["FAMILIES", "estimate_resources", "estimate_dense", "estimate_conv", "estimate_gap", "bram_blocks_for", "membrane_lanes"]
 
 #: block RAM geometries (depth, width) of one block, and the block size in bits
 FAMILIES = {
@@ -178,6 +178,12 @@ _CAL = {
     # constants, the read-out multiplexer), least squares over synth_ice40 of trained 576-64-10
     # (16 and 8 lanes) and 576-128-10 (8 lanes) lif models over 4 steps: +1.4 %, -5.0 %, +1.1 %
     "timed_acc_luts_per_bit": 0.63, "timed_lane_factor": 0.94,
+    # global sum pooling head (hw/stage.py GapStage), beyond its router and FIFO: per class (its
+    # table entry, one-hot register and enable) and per score-counter bit, fitted to synth_ice40 -dsp of
+    # the stage alone for the trained 784-c8w4-c32-c10p1w4-gap and -c40p1w4-gap10 heads (344 and
+    # 377 LUTs with the router), which it meets; two random heads (5 classes of 4 channels, and 10
+    # classes over 2 steps) came out 7.6 % and 0.6 % under
+    "gap_luts_per_class": 11.5, "gap_luts_per_counter_bit": 1.4,
 }
 
 
@@ -385,6 +391,17 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
     est.router(li, layer, lp)
     if not layer.is_output:  # spike count: popcount of P bits per group
         add(name, luts=2 * min(plan.lanes, layer.n_out), ffs=layer.n_out.bit_length())
+
+
+def estimate_gap(est: _Estimate, li: int, layer, lp) -> None:
+    """The ``global_pool`` kind's terms (:class:`~bitsnn.hw.stage.GapStage`): its router and
+    event FIFO; per class, its entry of the channel-to-class table and its one-hot register; per
+    score counter bit, the adder and the start clear and argmax rotation (packed with its
+    flip-flop); the ``done`` delay. Fitted to synth_ice40 of the stage alone (see ``_CAL``)."""
+    cal, A, n = _CAL, est.plan.score_bits, layer.n_out
+    est.add(f"layer{li}", luts=cal["gap_luts_per_class"] * n + cal["gap_luts_per_counter_bit"] * n * A,
+            ffs=n + n * A + 4, packed=n * A)
+    est.router(li, layer, lp)
 
 
 def estimate_resources(hwmodel, *, mode: str = "event", lanes: int = 32, word: int = 32, k: int = 1,

@@ -50,7 +50,7 @@ from .neuron import MembraneLanes
 from .ports import read_port, serve_memory, serve_register
 from .router import EventFIFO, SpikeRouter
 
-__all__ = ["StageOptions", "stage_signature", "n_src_readers", "n_value_readers", "DenseStage", "ConvStage", "stage_class", "stage_for"]
+__all__ = ["StageOptions", "stage_signature", "n_src_readers", "n_value_readers", "DenseStage", "ConvStage", "GapStage", "stage_class", "stage_for"]
 
 
 @dataclass(frozen=True)
@@ -359,6 +359,50 @@ class ConvStage(_Stage):
         for port in self.out:
             serve_memory(m, port, store.read_port())
         m.d.comb += self.count.eq(Const(0))
+        return m
+
+
+class GapStage(_Stage):
+    """A ``global_sum_pool`` head (ALBSNN's): a router scans the input maps' store, every step's,
+    and each spike event adds one to its class's score counter; no weights, no neurons.
+
+    An event's class is its channel (the address's low field, :class:`~bitsnn.hwplan.MapLayout`)
+    divided by the channels per class, a table of at most ``2^cbits`` entries, registered; the
+    counter adds it the next cycle. The stage takes a beat every cycle, as an event core with one
+    lane group does, and raises ``done`` as one does: 4 cycles after it takes the beat with
+    ``last`` (the scores are complete 2 cycles after it), so its cycles are an event layer's with
+    G = 1 (:meth:`~bitsnn.hwplan.LayerPlan.event_cycles`). The counters are the scores: cleared at
+    ``start``, rotated for the argmax."""
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, lay = self.layer, self.lp.input_layout
+        C, n = layer.in_shape[0], layer.n_out
+        fifo = self._router(m, 1)
+        beat = fifo.r.payload
+        m.d.comb += fifo.r.ready.eq(1)
+        take = Signal()
+        m.d.comb += take.eq(fifo.r.valid & (beat.count != 0))
+        inc = Signal(n, name="inc")  # the class of the event taken the cycle before, one-hot
+        m.d.sync += inc.eq(0)
+        with m.If(take):
+            if lay.cbits:
+                with m.Switch(beat.addr[0][:lay.cbits]):
+                    for c in range(C):
+                        with m.Case(c):
+                            m.d.sync += inc.eq(1 << (c // layer.group))
+            else:
+                m.d.sync += inc.eq(1)
+        with m.If(self.start):
+            m.d.sync += [sc.eq(0) for sc in self.scores]
+        with m.Elif(self.rotate):
+            m.d.sync += [self.scores[j].eq(self.scores[(j + 1) % n]) for j in range(n)]
+        with m.Else():
+            m.d.sync += [self.scores[j].eq(self.scores[j] + inc[j]) for j in range(n)]
+        # done 4 cycles after the last beat is taken, as an event core's with one lane group
+        last = Signal(4, name="last")
+        m.d.sync += last.eq(Cat(fifo.r.valid & beat.last, last[:-1]))
+        m.d.comb += [self.done.eq(last[-1]), self.count.eq(Const(0))]
         return m
 
 

@@ -11,7 +11,8 @@ AC or MAC by looking at a layer's inputs, and counts activation sparsity on acti
 A pooling convolution takes the 2 x 2 maximum of its potentials before the spike: ``[max v > 0]``
 is the OR of ``[v > 0]``, so the spikes NeuroBench sees are the pooled ones, the next layer's
 inputs, as bitsnn counts them. The output layer is a bias-free ``Linear`` of the +-1 weights:
-its outputs are the integer class scores.
+its outputs are the integer class scores; a global sum pool head is a grouped ``Conv2d`` of
+ones over the whole map, whose outputs are the same scores.
 
 The module takes the first layer's inputs: ``HardwareModel.encode_input`` of the images (the crop
 and the input threshold applied), as (N, 1, H, W) for a convolution first, else (N, n).
@@ -46,8 +47,21 @@ def _signed(layer) -> tuple[torch.Tensor, torch.Tensor]:
 def torch_module(hw: HardwareModel) -> nn.Sequential:
     """The float32 torch module of ``hw`` (see the module docstring), in eval mode."""
     mods: list[nn.Module] = []
-    flat = True
+    flat = not kinds.of(hw.layers[0]).input_is_map
     for layer in hw.layers:
+        if not kinds.of(layer).has_weights:
+            # a global sum pool (the output layer): each class's channels summed over the map, a
+            # grouped convolution of ones as large as the map (NeuroBench counts an accumulate per
+            # input spike, as the hardware's counters add one; its footprint counts the ones,
+            # which the hardware does not store)
+            c, h, w = layer.in_shape
+            if flat:
+                mods.append(nn.Unflatten(1, (c, h, w)))
+            pool = nn.Conv2d(c, layer.n_out, (h, w), groups=layer.n_out, bias=False)
+            pool.weight.fill_(1.0)
+            mods += [pool, nn.Flatten()]
+            flat = True
+            continue
         if kinds.of(layer).output_is_map:
             c_in, _h, _w = layer.in_shape
             k = layer.kernel
@@ -81,7 +95,7 @@ def module_inputs(hw: HardwareModel, images) -> torch.Tensor:
     """The module's input batch for ``images``: the first layer's inputs as float32."""
     x = torch.as_tensor(hw.encode_input(images), dtype=torch.float32)
     first = hw.layers[0]
-    return x.reshape(len(x), *first.in_shape) if kinds.of(first).output_is_map else x
+    return x.reshape(len(x), *first.in_shape) if kinds.of(first).input_is_map else x
 
 
 @torch.no_grad()

@@ -102,6 +102,8 @@ def bandwidth_bound(model, golden_result, *, mode: str, lanes: int, word: int,
     out = np.zeros(B, np.float64)
     for l, (layer, lp) in enumerate(zip(model.layers, plan.layers)):
         bpc = lp.weight_bits_per_cycle(mode, word)
+        if not bpc:  # a layer without weights (a global sum pool) reads none
+            continue
         bits = (golden_result.synaptic_events[:, l] if mode == "event"
                 else np.full(B, layer.n_in * layer.n_out))
         if l == 0 and golden_result.steps > 1:  # the first layer's sums are made once

@@ -1,6 +1,6 @@
 """ALBSNN's global sum pooling head (kind ``global_pool``, format version 6): the file, the golden
-model, torch's exact path, the spec, NIR both ways, and what is refused (the hardware stage is not
-built yet)."""
+model, torch's exact path, the spec, NIR both ways, the hardware stage (plan, Amaranth, cycles,
+estimate; co-simulation in tests/test_cosim.py), and what is refused."""
 
 from __future__ import annotations
 
@@ -91,10 +91,72 @@ def test_a_gap_head_in_a_version_5_file_is_refused():
         HardwareModel.from_bytes(data)
 
 
-def test_sim_build_and_report_refuse_it_by_name():
-    with pytest.raises(hwplan.UnsupportedLayerError, match=r"layer 2 \(gap3\) is a global_sum_pool layer, which has "
-                                                          "no hardware stage yet"):
-        hwplan.check_supported(gap_model())
+def test_its_plan_is_one_lane_group_of_class_counters():
+    """The head's hardware plan: a core of one counter a class in one lane group, reading the last
+    convolution's store (every step's maps), no weight reads."""
+    m = gap_model(T=2, convs=((4, 3, 2), (20, 3, 1)), classes=5)
+    lp = hwplan.HardwarePlan.of(m, lanes=8).layers[-1]
+    assert [(c.n, c.lanes, c.groups) for c in lp.cores] == [(5, 5, 1)] and lp.groups == 1
+    assert lp.input_layout == hwplan.MapLayout(20, 4, 4, 2) and lp.conv is None
+    assert lp.weight_reads(np.array([7]), "event", 32)[0].tolist() == [0]
+
+
+def gap_first(input_kind="spikes", **changes):
+    """A head on the 8 x 8 input image alone: one class, no hidden layer."""
+    return dataclasses.replace(gap_model(), layers=(GapLayer("gap1", 0, 1, in_shape=(1, 8, 8), input_kind=input_kind),),
+                               **changes)
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"mode": "dense"}, "gap1: a global sum pool runs in mode='event' only"),
+    ({"word": 24}, "a model with a global sum pool needs a power-of-two word, not 24"),
+])
+def test_what_its_plan_refuses(params, needle):
+    with pytest.raises((hwplan.UnsupportedLayerError, ValueError), match=needle):
+        hwplan.HardwarePlan.of(gap_first(), lanes=8, **params)
+
+
+def test_a_gap_of_pixels_has_no_hardware():
+    pix = gap_first("pixels", input_encoding="pixels", input_coding="direct")
+    assert golden.run(pix, np.zeros((1, 8, 8), np.uint8)).scores.shape == (1, 1)
+    with pytest.raises(hwplan.UnsupportedLayerError, match="a global sum pool of the image's pixels has no hardware"):
+        hwplan.HardwarePlan.of(pix, lanes=8)
+
+
+@pytest.mark.parametrize("args", [
+    {},                                                      # a class a channel
+    {"convs": ((4, 3, 2), (20, 3, 1)), "classes": 5},        # populations of 4 channels
+    {"T": 2},                                                # every step's maps (timed convolutions)
+    {"first": True},                                         # on the input spikes, no hidden layer
+])
+def test_the_gap_stage_is_bit_exact_and_cycle_exact(args):
+    """The GapStage in Amaranth's simulator: every score, class and spike count as the golden
+    model's, and the cycles the exact cycle model predicts (an event layer's with G = 1)."""
+    from bitsnn.sim.amaranth_run import run_accelerator
+    from bitsnn.sim.cycles import predict_cycles
+
+    m = gap_first() if args.pop("first", False) else gap_model(3, **args)
+    rng = np.random.default_rng(1)  # sparse to dense images
+    x = (rng.random((5, 8, 8)) < np.linspace(0.1, 0.9, 5)[:, None, None]).astype(np.uint8) * 255
+    g = golden.run(m, x)
+    r = run_accelerator(m, x, lanes=8)
+    assert np.array_equal(r.scores, g.scores) and np.array_equal(r.classes, g.classes)
+    assert np.array_equal(r.spike_counts, g.spike_counts)
+    assert len(np.unique(r.scores)) > 1 and len(np.unique(r.scores.sum(axis=1))) > 1  # the scores vary
+    assert np.array_equal(r.cycles, r.measured_cycles)
+    assert np.array_equal(r.cycles, predict_cycles(m, g, mode="event", lanes=8, word=32))
+
+
+def test_the_estimate_counts_its_counters_and_no_memory():
+    """The head adds its counters and router, and no block RAM, to the design's estimate."""
+    from bitsnn.hw.estimate import estimate_resources
+
+    m = gap_model()
+    e = estimate_resources(m, lanes=8)
+    head = e["breakdown"]["layer2"]
+    assert head["bram_blocks"] == 0 and head["spram_blocks"] == 0
+    A = hwplan.HardwarePlan.of(m, lanes=8).score_bits
+    assert head["ffs"] >= 10 * A and 0 < head["luts"] < 400
 
 
 def test_the_spec_takes_gap_last_after_a_convolution():

@@ -732,7 +732,7 @@ def test_every_integer_field_out_of_range(base):
             m.validate()
             images = rng.integers(0, 256, size=(3, *(m.input_crop[:2] if m.input_crop else m.input_shape)), dtype=np.uint8)
             g = golden.run(m, m.prepare_images(images))
-            if all(kinds.of(layer).has_hardware for layer in m.layers):  # a gap head has no hardware yet
+            if all(kinds.of(layer).has_hardware for layer in m.layers):  # a kind may come before its hardware
                 cycles.predict_cycles(m, g, mode="event", lanes=8, word=32)
                 layer_counts(m, g, lanes=8)
     assert loaded < len(_int_paths(header)) * len(_OUT_OF_RANGE)  # most edits are refused

@@ -525,18 +525,26 @@ def test_report_gives_end_to_end_throughput_over_the_link(tmp_path, mnist_dir, c
     assert "round-trip-bound" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("fixture", ["tiny_hwmodel", "conv_tiny_hwmodel", "4-bit"])
+@pytest.mark.parametrize("fixture", ["tiny_hwmodel", "conv_tiny_hwmodel", "4-bit", "gap"])
 def test_neurobench_metrics_agree_with_bitsnn_counts(tmp_path, request, mnist_dir, fixture):
     """`bitsnn report --neurobench`: the neurobench package's own metrics on the bit-exact torch
     module; activation sparsity, effective MACs/ACs, dense synaptic operations, connection sparsity
     and accuracy equal bitsnn's counts of the same things (for b-bit weights, some of them zero:
-    the events on nonzero weights and the share of zero weights)."""
-    from bitsnn.hwmodel import random_model
+    the events on nonzero weights and the share of zero weights; for a global sum pooling head, a
+    grouped convolution of ones in the module, an accumulate per input spike)."""
+    import dataclasses
+
+    from bitsnn.hwmodel import GapLayer, random_model
     from bitsnn.report import make_report
 
     if fixture == "4-bit":  # conv-tiny's shape with its 4-bit first convolution and output layer
         model = random_model(np.random.default_rng(3), [784, 10], input_shape=(28, 28), input_encoding="pixels",
                              convs=((8, 3, 2), (32, 3, 2)), weight_bits={0: 4, 2: 4}, input_threshold=100)
+    elif fixture == "gap":  # ALBSNN's head, 2 channels a class, after a 4-bit convolution
+        base = random_model(np.random.default_rng(3), [784, 10], input_shape=(28, 28), input_encoding="pixels",
+                            convs=((8, 3, 2), (20, 3, 2)), weight_bits={0: 4}, input_threshold=100)
+        model = dataclasses.replace(base, layers=(*base.layers[:-1],
+                                                  GapLayer("gap3", 0, 10, in_shape=base.layers[1].out_shape)))
     else:
         model = request.getfixturevalue(fixture)
     path = model.save(tmp_path / "m.bsnn")
@@ -554,7 +562,7 @@ def test_neurobench_metrics_agree_with_bitsnn_counts(tmp_path, request, mnist_di
     text = "\n".join(lines)
     assert "NeuroBench 2.3.0 on 1000 images" in text and "DIFFERS" not in text
     zeros = section["bitsnn"]["zero_weights"]
-    assert (zeros > 0) == (fixture == "4-bit") and f"{zeros} of " in text
+    assert (zeros > 0) == (fixture in ("4-bit", "gap")) and f"{zeros} of " in text
     assert ("1-bit" not in text) and ("none zero" not in text)
 
 

@@ -53,7 +53,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(
             f"  {l['name']}: input events {l['input_events']['mean']:.1f}, synaptic events "
             f"{l['synaptic_events']['mean']:.0f}, " + (f"spikes {sp['mean']:.1f} ± {sp['std']:.1f}, " if sp else "")
-            + f"weight reads {l['weight_reads_words']['mean']:.0f} x {l['weight_word_bits']}-bit words"
+            + (f"weight reads {l['weight_reads_words']['mean']:.0f} x {l['weight_word_bits']}-bit words"
+               if l["weight_word_bits"] else "no weights")
             + (f", accumulator memory {l['accumulator_reads_words']['mean']:.0f} x {l['accumulator_word_bits']}-bit "
                "words read and written" if l.get("accumulator_word_bits") else ""))
     lines.extend(_weight_lines(report.get("weights")))

@@ -26,6 +26,9 @@ def nonzero_weight_events(model, golden) -> np.ndarray:
     for i, layer in enumerate(model.layers):
         x = golden.inputs if i == 0 else golden.spikes[i - 1]
         nz_in = (np.asarray(x) != 0)
+        if not kinds.of(layer).has_weights:  # a global sum pool: an input spike adds one to its class
+            out[:, i] = nz_in.sum(axis=1)
+            continue
         w = _weights(layer) != 0
         if kinds.of(layer).output_is_map:  # a k x k window of maps
             c_in, h, wd = layer.in_shape
@@ -58,8 +61,11 @@ def _bitsnn_counts(model, golden) -> dict:
         dense += int(plan_for(layer).evaluate(np.ones((1, layer.n_in), np.uint8))[1][0])
     weight_bits = model.weight_bits_total  # b bits a weight in a multi-bit layer
     # +-1 weights are never zero; a multi-bit layer's can be (2 bits: {-1, 0, 1})
-    zeros = sum(int(np.count_nonzero(l.weights_int() == 0)) for l in model.layers)
-    n_weights = sum(l.rows * l.fan_in for l in model.layers)
+    weighted = [l for l in model.layers if kinds.of(l).has_weights]  # a global sum pool holds none
+    zeros = sum(int(np.count_nonzero(l.weights_int() == 0)) for l in weighted)
+    n_weights = sum(l.rows * l.fan_in for l in weighted)
+    # NeuroBench's module holds a global sum pool as a convolution of ones, one per input
+    ones = sum(l.n_in for l in model.layers if not kinds.of(l).has_weights)
     nz = nonzero_weight_events(model, golden).astype(np.float64)
     return {
         "activation_sparsity": float(1 - spikes.mean() / hidden_neurons) if hidden_neurons else None,
@@ -74,6 +80,7 @@ def _bitsnn_counts(model, golden) -> dict:
         "zero_weights": zeros,
         "weights": n_weights,
         "zero_weight_share": zeros / n_weights,
+        "head_ones": ones,
         "nonzero_weight_events_on_pixels_mean": float(nz[:, pixel_in].sum(axis=1).mean()),
         "nonzero_weight_events_on_spikes_mean": float(nz[:, spike_in].sum(axis=1).mean()),
     }
@@ -95,8 +102,9 @@ def neurobench_section(model, golden, images, labels) -> dict:
         "effective_acs": bool(np.isclose(syn["Effective_ACs"], ours["nonzero_weight_events_on_spikes_mean"],
                                          rtol=1e-9)),
         "dense_synops": bool(syn["Dense"] == ours["synapses_reached_by_all_inputs"]),
-        # NeuroBench rounds it to 3 decimals
-        "connection_sparsity": bool(nb["ConnectionSparsity"] == round(ours["zero_weight_share"], 3)),
+        # NeuroBench rounds it (to 3 or 4 decimals)
+        "connection_sparsity": bool(abs(nb["ConnectionSparsity"] - ours["zero_weights"]
+                                        / (ours["weights"] + ours["head_ones"])) <= 5e-4),
         "accuracy": bool(np.isclose(nb["ClassificationAccuracy"], float(np.mean(golden.classes == np.asarray(labels))),
                                     atol=1e-6)),
     }
@@ -108,7 +116,10 @@ def neurobench_section(model, golden, images, labels) -> dict:
             "footprint": "NeuroBench counts the torch module's float32 parameters (4 bytes per weight and per "
                          "folded bias); bitsnn stores 1 bit per +-1 weight, b bits per b-bit weight, and one integer "
                          "threshold per neuron or channel",
-            "connection_sparsity": "the share of weights that are zero: none of +-1 weights, some of b-bit ones",
+            "connection_sparsity": "the share of weights that are zero: none of +-1 weights, some of b-bit ones; "
+                                   "NeuroBench's module holds a global sum pool head as a convolution of ones (one "
+                                   "per input, which the hardware does not store), so it shares the zeros among "
+                                   "those too",
             "activation_sparsity": "the share of hidden-layer spikes that do not happen, over every hidden "
                                    "neuron of every image; a pooling convolution's spikes are counted after the "
                                    "OR pool, as the next layer receives them",
@@ -134,7 +145,9 @@ def neurobench_lines(section: dict) -> list[str]:
         f"  footprint {nb['Footprint']:.0f} bytes (float32 parameters); bitsnn: {ours['weight_bytes']} bytes of "
         f"weights ({ours['weight_bits']} bits) and {ours['thresholds']} thresholds",
         f"  connection sparsity {nb['ConnectionSparsity']:.3f}; bitsnn {ours['zero_weight_share']:.3f}: "
-        f"{ours['zero_weights']} of {ours['weights']} weights are zero ({mark('connection_sparsity')})",
+        f"{ours['zero_weights']} of {ours['weights']} weights are zero ({mark('connection_sparsity')}"
+        + (f" with the head's {ours['head_ones']} ones that NeuroBench's module holds" if ours["head_ones"] else "")
+        + ")",
         f"  activation sparsity {nb['ActivationSparsity']:.6f}; bitsnn {ours['activation_sparsity']:.6f} "
         f"({mark('activation_sparsity')})",
         f"  synaptic operations: effective MACs {syn['Effective_MACs']:.1f}, ACs {syn['Effective_ACs']:.1f}, dense "
