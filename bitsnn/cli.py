@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-epochs", type=int_in(1, 100000), default=None, metavar="N",
                    help="--precision auto: the estimator runs after each of the first N epochs, the last choice holds "
                    "for the rest (default: half the epochs)")
+    p.add_argument("--bwo-epochs", type=int_in(0, 100000), default=None, metavar="N",
+                   help="ALBSNN's binary weight optimisation: the last N epochs flip the +-1 weights directly by "
+                   "their averaged gradients instead of training real weights behind a sign (default 0)")
     p.add_argument("--holdout", type=int_in(1), default=None, metavar="N",
                    help="--precision auto: the last N training images are the estimator's, not trained on "
                    "(default: a sixth of them, at most 5,000)")

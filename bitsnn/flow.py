@@ -115,6 +115,7 @@ class TrainSection:
                                        "8 bits")
     search_epochs: int | None = _opt(None, int_in(1), "precision auto: the epochs the estimator runs after (default half)")
     holdout: int | None = _opt(None, int_in(1), "precision auto: training images held out for the estimator")
+    bwo_epochs: int | None = _opt(None, int_in(0), "ALBSNN's binary weight optimisation in the last N epochs")
 
 
 @dataclass

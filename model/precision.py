@@ -21,6 +21,11 @@ during training. Here (docs/model.md, "Per-layer precision", says what is interp
 - **Fine-tuning.** After the last search epoch the choice is applied (scales rescaled as above)
   and the remaining epochs train the network at its chosen widths. The checkpoint's spec carries
   them, so export writes them into the file as per-layer weight bits.
+
+ALBSNN's *binary weight optimisation* (BWO, "updates the overall weight by directly adjusting the
+binary weight", for a network that "reaches the training bottleneck") is
+:class:`BinaryWeightOptimiser`: ``--bwo-epochs N`` hands the +-1 layers' weights to it for the
+last N epochs (docs/model.md, "Binary weight optimisation", says how it is interpreted).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["WIDTHS", "WIDEST", "MAX_LAYERS", "Budget", "weight_layers", "weight_bits", "measure", "recalibrated", "estimate",
-           "smooth", "choose", "apply_widths", "describe_estimate", "parse_bit_budget", "shares"]
+           "smooth", "choose", "apply_widths", "describe_estimate", "parse_bit_budget", "shares",
+           "BWO_RATE", "BWO_THRESHOLD", "BinaryWeightOptimiser"]
 
 #: the widths a layer may take: +-1, 2, 4 and 8-bit integers
 WIDTHS = (1, 2, 4, 8)
@@ -206,3 +212,54 @@ def describe_estimate(est: dict, names) -> list[str]:
 def shares(counts, widths) -> float:
     """The weight bits at ``widths`` as a share of the same layers at :data:`WIDEST`."""
     return weight_bits(counts, widths) / max(1, weight_bits(counts, [WIDEST] * len(counts)))
+
+
+#: BWO's averaging rate of each binary weight's gradients, and the averaged gradient that flips it
+#: (docs/model.md, "Binary weight optimisation"; the rate and threshold of Bop, Helwegen et al. 2019,
+#: for a batch of 64 and a loss of a mean over the batch)
+BWO_RATE = 1e-3
+BWO_THRESHOLD = 1e-5
+
+
+class BinaryWeightOptimiser:
+    """ALBSNN's binary weight optimisation, as bitsnn interprets it: the +-1 weights themselves are
+    trained, not latent real weights behind a sign.
+
+    When it starts, each +-1 layer's real weights are replaced by their signs (+-1: the layer
+    computes the same, and so does its export), and from then on the training's optimiser leaves
+    them alone (their gradients are taken away before its step). Each step, per weight, the
+    gradient (straight through the sign) is averaged, m <- (1 - r) m + r g (``rate``), and every
+    weight w whose averaged gradient points against its sign by more than ``threshold`` (m w >
+    threshold: a smaller w would lower the loss, and w is +1, or the other way round) flips. The
+    scales, BatchNorm and biases train on as before, so "the overall weight", scale times sign,
+    follows both. Layers with b-bit weights are not its to change. ``flips`` counts the flips."""
+
+    def __init__(self, model, *, rate: float = BWO_RATE, threshold: float = BWO_THRESHOLD):
+        from .layers import BinaryConv2d, BinaryLinear, binarize
+
+        # the one branch on the width: only +-1 weights have a sign to flip
+        self.params = [m.weight for m in model.modules()
+                       if isinstance(m, (BinaryLinear, BinaryConv2d)) and m.bits == 1]
+        self.rate, self.threshold = float(rate), float(threshold)
+        with torch.no_grad():
+            for p in self.params:
+                p.copy_(binarize(p))
+        self.avg = [torch.zeros_like(p) for p in self.params]
+        self.flips = 0
+
+    @property
+    def n_weights(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Average the gradients, flip the weights they say are wrong, take the gradients away
+        (call after the backward pass and any gradient reduction, before the optimiser's step)."""
+        for p, m in zip(self.params, self.avg):
+            if p.grad is None:
+                continue
+            m.mul_(1 - self.rate).add_(p.grad, alpha=self.rate)
+            flip = m * p > self.threshold
+            p.copy_(torch.where(flip, -p, p))
+            self.flips += int(flip.sum())
+            p.grad = None

@@ -121,6 +121,9 @@ class TrainConfig:
     max_weight_bits: str | None = None
     search_epochs: int | None = None
     holdout: int | None = None
+    #: ALBSNN's binary weight optimisation: the last ``bwo_epochs`` epochs train the +-1 layers'
+    #: weights by flipping them directly (:class:`bitsnn.model.precision.BinaryWeightOptimiser`)
+    bwo_epochs: int = 0
 
     @property
     def leak_m(self) -> int:
@@ -259,6 +262,11 @@ def _check_precision(base: TrainConfig, is_int) -> None:
         base.max_weight_bits = str(base.max_weight_bits).strip()
     if base.search_epochs is not None and (not is_int(base.search_epochs) or not 1 <= base.search_epochs <= base.epochs):
         raise BitsnnError(f"--search-epochs must be in 1..{base.epochs} (the epochs), got {base.search_epochs!r}")
+    if not is_int(base.bwo_epochs) or not 0 <= base.bwo_epochs <= base.epochs:
+        raise BitsnnError(f"--bwo-epochs must be in 0..{base.epochs} (the epochs), got {base.bwo_epochs!r}")
+    if auto and base.bwo_epochs > base.epochs - (base.search_epochs or max(1, base.epochs // 2)):
+        raise BitsnnError(f"--bwo-epochs {base.bwo_epochs}: BWO runs after the width search, in the last "
+                          f"{base.epochs - (base.search_epochs or max(1, base.epochs // 2))} epochs at most")
     if base.holdout is not None and not auto:
         raise BitsnnError("--holdout belongs to --precision auto")
     if base.holdout is not None and (not is_int(base.holdout) or base.holdout < 1):
@@ -393,7 +401,12 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log,
 
     history = []
     t_start = time.perf_counter()
+    bwo = None
     for epoch in range(cfg.epochs):
+        if cfg.bwo_epochs and epoch == cfg.epochs - cfg.bwo_epochs:
+            bwo = precision.BinaryWeightOptimiser(model)
+            log(f"BWO: the last {cfg.bwo_epochs} epoch(s) flip the {bwo.n_weights:,} +-1 weights directly"
+                if bwo.params else "BWO: the network has no +-1 weights to flip")
         model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen).to(device)
@@ -425,6 +438,8 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log,
             if not math.isfinite(lv):
                 raise BitsnnError(f"training diverged: the loss is {lv} at epoch {epoch + 1}, step {step + 1} "
                                   f"(lr {cfg.lr:g}, sparsity {cfg.sparsity:g}); nothing was written")
+            if bwo is not None:
+                bwo.step()
             opt.step()
             sched.step()
             loss_sum += lv * len(idx)
@@ -449,12 +464,15 @@ def _train(cfg: TrainConfig, dataset, device, *, progress: bool, log,
             "epoch_seconds": train_time,
             "lr": sched.get_last_lr()[0],
         }
+        if bwo is not None:
+            rec["bwo_flips"], bwo.flips = bwo.flips, 0
         history.append(rec)
         log(
             f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['loss']:.4f}  train acc {rec['train_accuracy']:.4f}  "
             f"test acc {rec['test_accuracy']:.4f}  firing rates "
             + "/".join(f"{r:.3f}" for r in rec["train_firing_rates"])
             + f"  ({train_time:.1f} s)"
+            + (f"  BWO flips {rec['bwo_flips']:,}" if bwo is not None and bwo.params else "")
         )
         if search and epoch < search["epochs"]:
             _precision_step(model, search, epoch, device, log)
@@ -655,7 +673,7 @@ def conversion_check(model: BitSNN, images, labels, *, batch_size: int = 1000, d
 _TIME_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)
                   if f.name in ("timesteps", "coding", "rate_seed", "neuron", "leak", "reset", "act_bits",
                                 "finetune_epochs", "float64", "precision", "max_loss", "max_weight_bits",
-                                "search_epochs", "holdout")}
+                                "search_epochs", "holdout", "bwo_epochs")}
 
 
 def checkpoint_config(cfg: TrainConfig, model: BitSNN) -> dict:
@@ -812,6 +830,7 @@ def train_main(args) -> int:
         max_weight_bits=getattr(args, "max_weight_bits", None),
         search_epochs=getattr(args, "search_epochs", None),
         holdout=getattr(args, "holdout", None),
+        bwo_epochs=getattr(args, "bwo_epochs", None),
     )
     nproc = getattr(args, "nproc", None) or 1
     if nproc > 1:

@@ -29,6 +29,7 @@ ALLOWED = {
     "bitsnn/nirgraph.py": 1,  # an imported b-bit output layer's rows share one scale
     "model/layers.py": 4,  # the quantiser: sign for +-1, rounding for b bits; the bits check; extra_repr
     "model/network.py": 1,  # the spec's wB token, none for +-1
+    "model/precision.py": 1,  # BWO flips +-1 weights; a b-bit weight has no sign to flip
     "sim/cosim/cli.py": 1,  # names each convolution's stage in the log line
     "sim/golden.py": 1,  # +-1 spikes: packed AND-popcount; b-bit weights: a matrix product
     "hw/arith.py": 1,  # a lane's term: +-v for a weight bit, v*w for a b-bit weight

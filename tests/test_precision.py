@@ -1,6 +1,7 @@
 """``bitsnn train --precision auto``: ALBSNN's accuracy-loss estimator picks each layer's weight
 width (bitsnn.model.precision), the choice under both budgets, a layer's width changed in place,
-training on real digits into a file with the chosen widths, and what is refused."""
+training on real digits into a file with the chosen widths, ALBSNN's binary weight optimisation
+(BWO), and what is refused."""
 
 from __future__ import annotations
 
@@ -148,6 +149,10 @@ def test_auto_precision_trains_into_a_file_with_the_chosen_widths(mnist_digits, 
     (dict(precision="auto", max_weight_bits="120%"), r"a percentage must be in \(0, 100\]"),
     (dict(precision="auto", max_loss=-1.0), "--max-loss must be"),
     (dict(precision="auto", epochs=3, search_epochs=4), r"--search-epochs must be in 1..3"),
+    (dict(epochs=3, bwo_epochs=4), r"--bwo-epochs must be in 0..3"),
+    (dict(epochs=3, bwo_epochs=-1), r"--bwo-epochs must be in 0..3"),
+    (dict(precision="auto", epochs=6, search_epochs=4, bwo_epochs=3),
+     "--bwo-epochs 3: BWO runs after the width search, in the last 2 epochs at most"),
 ])
 def test_bad_precision_options_are_refused(overrides, needle):
     with pytest.raises(BitsnnError, match=needle):
@@ -209,3 +214,52 @@ def test_the_flow_takes_the_precision_options():
         FlowConfig.from_dict({"train": {"precision": "best"}})
     with pytest.raises(BitsnnError, match="--max-loss belongs to --precision auto"):
         _train_config(FlowConfig.from_dict({"train": {"max_loss": 0.2}}))
+
+
+def test_bwo_trains_the_signs_and_leaves_b_bit_weights_alone():
+    """BWO starts from the +-1 layers' signs (the network computes the same), flips exactly the
+    weights whose averaged gradient points against their sign by more than the threshold, takes
+    their gradients from the optimiser, and leaves a b-bit layer's weights to it."""
+    torch.manual_seed(0)
+    model = build_model({"spec": "64-c4w4-c8-10", "input_shape": [8, 8], "input_encoding": "pixels",
+                         "input_threshold": 128, "surrogate": "box"})
+    model.eval()
+    x = torch.randint(0, 256, (16, 8, 8), dtype=torch.uint8)
+    before = model.run(x, "float").logits
+    conv1, conv2, out = precision.weight_layers(model)
+    w4 = conv1.weight.detach().clone()
+    bwo = precision.BinaryWeightOptimiser(model, rate=0.5, threshold=0.1)
+    assert [tuple(p.shape) for p in bwo.params] == [(8, 4, 3, 3), (10, 32)] and bwo.n_weights == 288 + 320
+    assert all(set(p.unique().tolist()) == {-1.0, 1.0} for p in bwo.params)
+    assert torch.equal(model.run(x, "float").logits, before)  # the same signs: the same network
+    p = bwo.params[0]
+    g = torch.zeros_like(p)
+    g.view(-1)[:4] = torch.tensor([1.0, -1.0, 0.1, 1.0]) * p.view(-1)[:4]  # against, with, too weak, against
+    p.grad = g.clone()
+    signs = p.detach().clone()
+    conv1.weight.grad = torch.ones_like(conv1.weight)
+    bwo.step()
+    flipped = (p != signs).view(-1)
+    assert flipped[:4].tolist() == [True, False, False, True] and int(flipped.sum()) == 2 == bwo.flips
+    assert p.grad is None and conv1.weight.grad is not None and torch.equal(conv1.weight, w4)
+
+
+def test_bwo_epochs_train_and_export(mnist_digits, tmp_path):
+    """``--bwo-epochs``: the log says when BWO starts and how many weights each epoch flips; the
+    checkpoint keeps the option; the +-1 weights stay +-1 and export (golden = torch) takes them."""
+    from bitsnn.data import load_dataset
+    from bitsnn.model.export import export_checkpoint
+    from bitsnn.model.train import save_checkpoint
+
+    ds = load_dataset(mnist_digits, download=False)
+    cfg = resolve_config("conv-tiny", spec="784-c4w4-c8-10", epochs=2, bwo_epochs=1, threads=1)
+    lines = []
+    model, metrics = train_model(cfg, ds, progress=False, log=lines.append)
+    assert "BWO: the last 1 epoch(s) flip the 4,208 +-1 weights directly" in lines
+    assert "bwo_flips" not in metrics["history"][0] and metrics["history"][1]["bwo_flips"] >= 0
+    assert any(m.startswith("epoch 2/2") and "BWO flips" in m for m in lines)
+    assert set(model.output.weight.detach().unique().tolist()) <= {-1.0, 1.0}
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", model, cfg, metrics)
+    assert torch.load(ckpt, weights_only=False)["config"]["bwo_epochs"] == 1
+    export_checkpoint(ckpt, tmp_path / "m.bsnn", data_dir=mnist_digits, log=lines.append)
+    assert any("golden vs torch: 0 mismatches" in m for m in lines)
