@@ -90,7 +90,7 @@ def _text(value) -> str:
 class TrainSection:
     """``bitsnn train``: what to train. None takes the preset's value."""
 
-    preset: str = _opt("conv-tiny", _text, "tiny | small | large | conv-tiny | conv | lif-tiny | fast-tiny, or a layer spec "
+    preset: str = _opt("conv-tiny", _text, "tiny | small | large | conv-tiny | conv | lif-tiny | fast-tiny | alb-tiny, or a layer spec "
                        "such as 784-256-10")
     spec: str | None = _opt(None, _text, "another layer spec with the preset's recipe, such as 784-c8w4-c32-10w4")
     weight_bits: int | None = _opt(None, int_in(1, 8), "every layer's weights: 1 (+-1) or 2..8 bits, whatever the spec says")

@@ -218,7 +218,7 @@ def shares(counts, widths) -> float:
 #: (docs/model.md, "Binary weight optimisation"; the rate and threshold of Bop, Helwegen et al. 2019,
 #: for a batch of 64 and a loss of a mean over the batch)
 BWO_RATE = 1e-3
-BWO_THRESHOLD = 1e-5
+BWO_THRESHOLD = 3e-5
 
 
 class BinaryWeightOptimiser:
