@@ -268,7 +268,7 @@ def test_bwo_epochs_train_and_export(mnist_digits, tmp_path):
 @pytest.mark.slow
 def test_alb_tiny_preset_on_a_custom_28x28_set(tmp_path, capsys, write_set):
     """The alb-tiny preset end to end on a data set other than MNIST (the shapes test_conv.py
-    draws): the estimator picks the widths within the preset's 40 % of the bits at 8 bits, export
+    draws): the estimator picks the widths within the preset's half of the bits at 8 bits, export
     writes them (golden = torch), and the Accelerator in Amaranth's simulator agrees (0 mismatches)."""
     from test_bad_input import run_main
     from test_conv import _shapes_set
@@ -285,7 +285,7 @@ def test_alb_tiny_preset_on_a_custom_28x28_set(tmp_path, capsys, write_set):
     assert "golden vs torch: 0 mismatches on 100 images" in r.stdout + r.stderr
     model = HardwareModel.load(bsnn)
     counts = [16 * 9, 16 * 32 * 9, 32 * 7 * 7 * 10]
-    assert model.meta["dataset"] == "custom" and model.weight_bits_total <= 0.4 * 8 * sum(counts)
+    assert model.meta["dataset"] == "custom" and model.weight_bits_total <= 0.5 * 8 * sum(counts)
     assert [layer.bits for layer in model.layers] != [8, 8, 8] and model.meta["test_accuracy"] > 0.6
     r = run_main(capsys, "sim", "--model", bsnn, "--simulator", "amaranth", "--images", "4", "--data-dir", data)
     assert r.returncode == 0, r.stderr
