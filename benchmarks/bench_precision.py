@@ -34,11 +34,8 @@ def _measure(path: str, imgs, labels) -> dict:
         hw = "has a hardware stage"
     except UnsupportedLayerError as e:
         hw = f"refused by the hardware: {e}"
-    from bitsnn import kinds
-
-    weighted = [l for l in m.layers if kinds.of(l).has_weights]  # a global sum pool holds none
-    widest = max(l.bits for l in weighted)
-    at_widest = sum(l.rows * l.fan_in * widest for l in weighted)
+    widest = max((l.bits for l in m.weight_layers), default=0)  # a global sum pool holds none
+    at_widest = sum(l.rows * l.fan_in * widest for l in m.weight_layers)
     return {"path": path, "spec": m.spec, "accuracy": float(np.mean(g.classes == labels)),
             "bits": m.weight_bits_total, "widest": widest, "at_widest": at_widest, "hardware": hw}
 

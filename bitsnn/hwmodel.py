@@ -631,6 +631,11 @@ class HardwareModel:
         return [self.layers[0].n_in] + [l.n_out for l in self.layers]
 
     @property
+    def weight_layers(self) -> tuple:
+        """The layers that hold weights (every kind but a global sum pool; :attr:`bitsnn.kinds.LayerKind.has_weights`)."""
+        return tuple(l for l in self.layers if l.layer_kind.has_weights)
+
+    @property
     def weight_bits_total(self) -> int:
         """Weight bits the model holds: rows x fan-in x bits per weight (a convolution's kernels, once)."""
         return sum(l.rows * l.fan_in * l.bits for l in self.layers)

@@ -239,6 +239,11 @@ def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:
     return base
 
 
+def search_epochs_of(cfg: TrainConfig) -> int:
+    """``--precision auto``'s search epochs: as given, or half the epochs (at least one)."""
+    return cfg.search_epochs or max(1, cfg.epochs // 2)
+
+
 def _check_precision(base: TrainConfig, is_int) -> None:
     if base.precision not in PRECISIONS:
         raise BitsnnError(f"--precision must be one of {', '.join(PRECISIONS)}, got {base.precision!r}")
@@ -264,9 +269,9 @@ def _check_precision(base: TrainConfig, is_int) -> None:
         raise BitsnnError(f"--search-epochs must be in 1..{base.epochs} (the epochs), got {base.search_epochs!r}")
     if not is_int(base.bwo_epochs) or not 0 <= base.bwo_epochs <= base.epochs:
         raise BitsnnError(f"--bwo-epochs must be in 0..{base.epochs} (the epochs), got {base.bwo_epochs!r}")
-    if auto and base.bwo_epochs > base.epochs - (base.search_epochs or max(1, base.epochs // 2)):
+    if auto and base.bwo_epochs > base.epochs - search_epochs_of(base):
         raise BitsnnError(f"--bwo-epochs {base.bwo_epochs}: BWO runs after the width search, in the last "
-                          f"{base.epochs - (base.search_epochs or max(1, base.epochs // 2))} epochs at most")
+                          f"{base.epochs - search_epochs_of(base)} epochs at most")
     if base.holdout is not None and not auto:
         raise BitsnnError("--holdout belongs to --precision auto")
     if base.holdout is not None and (not is_int(base.holdout) or base.holdout < 1):
@@ -535,7 +540,7 @@ def _precision_search(cfg: TrainConfig, model: BitSNN, dataset, n: int, group) -
     return {
         "x": torch.as_tensor(dataset.train_images[lo:n]),
         "y": torch.as_tensor(dataset.train_labels[lo:n]).long(),
-        "epochs": cfg.search_epochs or max(1, cfg.epochs // 2),
+        "epochs": search_epochs_of(cfg),
         "counts": counts,
         "budget": budget,
         "names": [f"layer {i} ({re.sub(r'w[0-9]+$', '', tok)})" for i, tok in enumerate(str(cfg.spec).split("-")[1:])

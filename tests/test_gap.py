@@ -200,3 +200,17 @@ def test_torch_exact_path_equals_golden_and_nir_round_trips(mnist, tmp_path, spe
     assert back.spec == hw.spec
     gb = golden.run(back, x)
     assert np.array_equal(gb.scores, g.scores) and all(np.array_equal(a, b) for a, b in zip(gb.spikes, g.spikes))
+
+
+def test_the_report_of_a_head_alone_has_no_weights():
+    """A model of a global sum pool alone holds no weights: the report's weights section says so
+    (it used to take the widest of no widths)."""
+    from bitsnn.report.cli import _weight_lines
+    from bitsnn.report.core import weights_section
+
+    m = gap_first()
+    full = gap_model()
+    assert m.weight_layers == () and full.weight_layers == full.layers[:-1]
+    w = weights_section(m)
+    assert (w["layers"], w["weight_bits"], w["widest_bits"], w["saving"]) == ([], 0, 0, 0.0)
+    assert _weight_lines(w) == ["weights: none"]

@@ -31,6 +31,8 @@ def _fmt_j(j):
 def _weight_lines(w: dict | None) -> list[str]:
     if not w:
         return []
+    if not w["layers"]:  # a global sum pool alone
+        return ["weights: none"]
     lines = [f"weights: {w['weight_bits']:,} bits, " + ", ".join(f"{l['name']} {l['weights']:,} x {l['bits']}"
                                                             for l in w["layers"])
              + f"; {100 * w['saving']:.1f} % fewer than all layers at {w['widest_bits']} bits "

@@ -110,9 +110,8 @@ def weights_section(model) -> dict:
     width; with a ``--precision auto`` model, the estimator's last (averaged) values and the budget
     from the file's training metrics (docs/model.md, "Per-layer precision")."""
     layers = [{"name": l.name, "bits": int(l.bits), "weights": int(l.rows * l.fan_in),
-               "weight_bits": int(l.rows * l.fan_in * l.bits)} for l in model.layers
-              if kinds.of(l).has_weights]  # a global sum pool holds none
-    widest = max(l["bits"] for l in layers)
+               "weight_bits": int(l.rows * l.fan_in * l.bits)} for l in model.weight_layers]
+    widest = max((l["bits"] for l in layers), default=0)  # 0: a global sum pool alone holds none
     at_widest = sum(l["weights"] * widest for l in layers)
     total = sum(l["weight_bits"] for l in layers)
     out = {"layers": layers, "weight_bits": total, "widest_bits": widest, "weight_bits_at_widest": at_widest,

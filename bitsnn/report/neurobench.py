@@ -61,7 +61,7 @@ def _bitsnn_counts(model, golden) -> dict:
         dense += int(plan_for(layer).evaluate(np.ones((1, layer.n_in), np.uint8))[1][0])
     weight_bits = model.weight_bits_total  # b bits a weight in a multi-bit layer
     # +-1 weights are never zero; a multi-bit layer's can be (2 bits: {-1, 0, 1})
-    weighted = [l for l in model.layers if kinds.of(l).has_weights]  # a global sum pool holds none
+    weighted = model.weight_layers  # a global sum pool holds none
     zeros = sum(int(np.count_nonzero(l.weights_int() == 0)) for l in weighted)
     n_weights = sum(l.rows * l.fan_in for l in weighted)
     # NeuroBench's module holds a global sum pool as a convolution of ones, one per input
@@ -79,7 +79,7 @@ def _bitsnn_counts(model, golden) -> dict:
         "thresholds": int(sum(l.rows for l in model.hidden_layers)),
         "zero_weights": zeros,
         "weights": n_weights,
-        "zero_weight_share": zeros / n_weights,
+        "zero_weight_share": zeros / n_weights if n_weights else 0.0,
         "head_ones": ones,
         "nonzero_weight_events_on_pixels_mean": float(nz[:, pixel_in].sum(axis=1).mean()),
         "nonzero_weight_events_on_spikes_mean": float(nz[:, spike_in].sum(axis=1).mean()),
