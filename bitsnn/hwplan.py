@@ -201,6 +201,31 @@ def runtime_weights_problem(layer, index: int) -> str | None:
     return None
 
 
+def write_lanes_problem(model, lanes: int, plan: HardwarePlan | None = None) -> str | None:
+    """Why a design of ``lanes`` lanes cannot take run-time weight writes (SPRAM, WRITE_WEIGHTS)
+    into ``model``'s dense layers, or None. A written byte holds whole weights of one lane group:
+    every such layer with a core of more neurons than lanes (without ``plan``: more neurons than
+    lanes) needs lanes x bits = 8 x a power of two (8 lanes of +-1 weights, 2 of 4-bit ones). The
+    one statement of the rule: the accelerator, the cores and the build's lane fitting ask it."""
+    for index, layer in enumerate(model.layers):
+        widest = max(c.n for c in plan.layers[index].cores) if plan is not None else layer.n_out
+        if not kinds.of(layer).takes_runtime_weights or widest <= lanes:
+            continue
+        if (why := lane_group_bytes_problem(lanes, layer.bits)):
+            return f"layer {index} ({layer.name}, {layer.n_out} neurons): {why}"
+    return None
+
+
+def lane_group_bytes_problem(lanes: int, bits: int) -> str | None:
+    """Why a lane group of ``lanes`` ``bits``-bit weights is not whole bytes, a power of two of
+    them (see :func:`write_lanes_problem`), or None."""
+    gb, rem = divmod(int(lanes) * int(bits), 8)
+    if rem or gb & (gb - 1):
+        return (f"run-time weight writes need lanes x bits = 8 x a power of two, not {lanes} lanes of "
+                f"{bits}-bit weights")
+    return None
+
+
 def write_columns(model) -> list[tuple[int, int]]:
     """Per layer, the geometry of run-time weight writes (WRITE_WEIGHTS): (columns, bytes per
     column). A dense layer's columns are its inputs in the order its weight memory holds them

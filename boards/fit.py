@@ -30,8 +30,8 @@ def estimate_on(board, model: HardwareModel, accel: dict) -> dict:
 
 def fit_conv_lanes(board, model: HardwareModel, accel: dict) -> int:
     """The lanes for a model with convolutions when none are given: ``accel["lanes"]`` (the
-    default), halved (not below 8 where run-time weight writes need 8 x a power of two: SPRAM
-    layers; else not below 1) until the estimate fits within ``INFER_LIMIT`` of the board's
+    default), halved (not below 1, nor below what run-time weight writes into SPRAM layers take:
+    :func:`bitsnn.hwplan.write_lanes_problem`) until the estimate fits within ``INFER_LIMIT`` of the board's
     logic *with INFER* (``accel["infer"]`` "auto" or "on"); only when no such count fits, the
     lanes that fit without it ("auto"; "off" fits without it from the start).
 
@@ -43,20 +43,20 @@ def fit_conv_lanes(board, model: HardwareModel, accel: dict) -> int:
     cycles (more lane groups), never results. So do a timed layer's membrane lanes (over T steps,
     :func:`bitsnn.hwplan.timed`). Models with neither keep their lanes."""
     from bitsnn import kinds
-    from bitsnn.hwplan import timed
+    from bitsnn.hwplan import timed, write_lanes_problem
 
     lanes = int(accel["lanes"])
     if not any(kinds.of(layer).output_is_map or timed(model, layer) for layer in model.layers):
         return lanes
     limit = INFER_LIMIT * board.totals.logic
     want = accel.get("infer", "auto")
-    floor = 8 if accel.get("spram_layers") or accel.get("writable") else 1
+    writes = bool(accel.get("spram_layers") or accel.get("writable"))
 
     def fit(infer) -> tuple[int, bool]:
         n = lanes
         while True:
             ok = estimate_on(board, model, dict(accel, lanes=n, infer=infer))["logic"] <= limit
-            if ok or n <= floor:
+            if ok or n <= 1 or (writes and write_lanes_problem(model, n // 2)):
                 return n, ok
             n //= 2
 

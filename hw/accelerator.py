@@ -12,7 +12,8 @@ from amaranth.lib.wiring import In, Out
 
 from bitsnn import kinds
 from bitsnn.hwmodel import HardwareModel
-from bitsnn.hwplan import MODES, HardwarePlan, runtime_weights_problem, split_layer, write_columns
+from bitsnn.hwplan import (MODES, HardwarePlan, runtime_weights_problem, split_layer, write_columns,
+                           write_lanes_problem)
 
 from .inbuf import InputBuffer
 from .router import SpikeRouter, event_layout, quiet_on_error
@@ -125,10 +126,8 @@ class Accelerator(wiring.Component):
         self.mode, self.lanes, self.word, self.k = mode, lanes, word, k
         self.max_neurons_per_core, self.fifo_depth, self.monitor = max_neurons_per_core, fifo_depth, bool(monitor)
         self.conv_engine = conv_engine
-        if self.writable and lanes % 8 | (lanes // 8) & (lanes // 8 - 1) and \
-                any(c.n > lanes for lp in self.hw.layers for c in lp.cores):
-            raise ValueError(f"run-time weight writes need lanes = 8 x a power of two where a core has more "
-                             f"neurons than lanes, not {lanes}")
+        if self.writable and (why := write_lanes_problem(hwmodel, lanes, self.hw)):
+            raise ValueError(why)
         taps = [self.hw.tap_size(l) for l in range(len(hwmodel.hidden_layers))]
         self.event_layout = event_layout(len(taps), max(taps, default=1))
         ports = {

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from bitsnn.hwmodel import MAX_INPUT, WEIGHT_BITS, weight_limit
-from bitsnn.hwplan import acc_bits_for, neuron_accumulator
+from bitsnn.hwplan import acc_bits_for, lane_group_bytes_problem, neuron_accumulator
 
 from .arith import bits_to_int, ints_to_word, lane_term, popcount, tree_sum
 from .ports import read_port
@@ -258,7 +258,7 @@ class EventCore(_CoreBase):
     ``writable`` (implied by ``"spram"``) the ``wr`` port (:func:`weight_write_signature`) replaces
     the weights at run time, one byte of an input's fan-out per cycle, written one cycle after its
     strobe (the core applies the flips;
-    lanes must be 8 x a power of two unless the core has one lane group). Accumulators: one register per neuron (not a
+    lanes x bits must be 8 x a power of two unless the core has one lane group). Accumulators: one register per neuron (not a
     memory: a 4-deep, P*A-bit-wide memory cannot use block RAM and costs a read multiplexer and a
     write-back path in flip-flops). A hidden neuron's register holds ``c*(a - theta)``: it starts
     at ``-c*theta``, so the neuron fires when it is >= 0 -- its sign bit is the spike, and there is
@@ -316,10 +316,8 @@ class EventCore(_CoreBase):
             extra["wr"] = In(weight_write_signature(n_in, -(-n_out * bits // 8)))
         super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports=extra, bits=bits,
                          sums=sums, timed=timed)
-        gb = self.lanes * bits // 8  # bytes of one lane group's weight word
-        if self.writable and self.groups > 1 and (self.lanes * bits % 8 or gb & (gb - 1)):
-            raise ValueError(f"run-time weight writes need one lane group or lanes x bits = 8 x a power of two, "
-                             f"not {self.lanes} lanes of {bits}-bit weights for {self.n_out} neurons")
+        if self.writable and self.groups > 1 and (why := lane_group_bytes_problem(self.lanes, bits)):
+            raise ValueError(f"{why} for {self.n_out} neurons (or one lane group)")
 
     def _weight_memory(self, m, rows, flips):
         """The weight memory (see :mod:`bitsnn.hw.wmem`) holding ``rows``; wires the ``wr`` port:

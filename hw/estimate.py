@@ -74,8 +74,8 @@ def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bo
     (:mod:`bitsnn.kinds`). A stateful lane: its (V+1)-bit chain of adders (the input, V - theta
     for the compare and the reset, the bias unless the accumulators start at it, the leak: one
     for m = 2^(16-k), one per set bit of any other m, the threshold of the last spike), the step-0 select and the reset's multiplexer, the V-bit register
-    and the last spike; a step lane in a timed stage: the compare. Per-group constants cost
-    nothing (G small)."""
+    and the last spike; a step lane in a timed stage: the compare. Per-group constants:
+    :func:`group_constants`."""
     P, V = lanes, width
     A = acc_bits + 1
     if not layer.neuron_model.stateful:
@@ -92,6 +92,16 @@ def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bo
     adders = 2 + (not bias_in_acc) + leak + (layer.reset == "subtract-next")
     muxes = 1 + (layer.reset != "subtract-next")
     return P * (V + 1) * (adders + muxes) * _CAL["membrane_luts_per_adder_bit"], P * (V + 1)
+
+
+def group_constants(layer, lanes: int, groups: int) -> int:
+    """LUTs of a timed stage's per-group constants, each lane's threshold and bias of the group
+    being read out: a table of G rows per bit, one LUT4 a bit for G <= 16; none for one group.
+    (The trained T = 4 lif conv-tiny's stages at 4 lanes, G = 2 and 8, against 8 lanes, G = 1
+    and 4: synth_ice40 of each stage alone moved by 124 and 89 LUTs against the estimate.)"""
+    if groups <= 1:
+        return 0
+    return 2 * lanes * max(signed_bits(int(v)) for v in [*layer.thresholds, *layer.bias])
 
 
 def _mux_luts(k: int) -> float:
@@ -133,6 +143,11 @@ _CAL = {
     # run-time weight writes: per core (address, lane decode, flips) and in the UART top (header,
     # commit and registered checks); fitted to the two SPRAM builds in docs/hardware.md
     "write_luts_per_core": 20, "write_top_luts": 200, "write_top_ffs": 150,
+    # a dense core's weight address i*G + g when G is not a power of two, per address bit and
+    # multiply: synth_ice40 -dsp of the output stage (10 neurons, 4-bit weights in SPRAM) of two
+    # trained conv-tiny models at 2, 4 and 8 lanes: G = 3 took 84 and 98 LUTs and 2 SB_MAC16 more
+    # than G = 2 (13 address bits, two multiplies)
+    "group_mul_luts_per_bit": 3.5,
     # INFER (hw/top.py): slot state, byte FIFO and mask feeder, tag, the responder's waiting reply;
     # checked on the tiny iCE40 build (estimate 4,894 LC, real 4,920; docs/hardware.md)
     "infer_top_luts": 150, "infer_pixel_luts": 30, "infer_top_ffs": 90,
@@ -289,6 +304,7 @@ def _membranes(est: _Estimate, name: str, layer, cp) -> None:
     logic that feeds them."""
     if cp.timed:
         luts, ffs = membrane_lanes(layer, cp.lanes, cp.membrane_bits, cp.acc_bits, cp.bias_in_acc)
+        luts += group_constants(layer, cp.lanes, cp.groups)
         ecp5 = est.family == "ecp5"  # the layer's cells are fitted there: these add to them
         est.add(name, luts=luts, ffs=ffs, packed=ffs, ecp5_logic=luts * _CAL["ecp5_membrane_cells_per_lut"] if ecp5 else None,
                 ecp5_ffs=ffs if ecp5 else None)
@@ -344,6 +360,10 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
                 blocks, banks, rom_luts = 0, 1, PB * depth / 16  # Yosys makes a small ROM logic
         if est.writable:  # write address (i*G + g), byte-lane decode, flip table, data replication
             add(f"layer{li}", luts=cal["write_luts_per_core"] + -(-n // 8) + ceil_log2(layer.n_in * G))
+        if G & (G - 1):  # i*G + g by a G not a power of two: a multiply (a SB_MAC16 on the iCE40)
+            muls = 1 + est.writable  # and its add, for the read address and the write address
+            add(name, luts=muls * cal["group_mul_luts_per_bit"] * ceil_log2(lp.weight_columns * G),
+                dsp=muls if family == "ice40" else 0)
         acc = neuron_acc_bits(layer, off, off + n, lp.in_steps)
         if lp.timed:
             # a bank of register accumulators per input map (c * a from 0); the read-out's group
@@ -360,8 +380,7 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
             add(name, luts=(1 + cal["timed_acc_luts_per_bit"]) * banks * n * A,
                 ffs=banks * n * A + P * A + T * n * S, packed=banks * n * A + P * A + (T * n if S == 1 else 0))
             luts, ffs = membrane_lanes(layer, P, lp.membrane_bits, A, steps=T)
-            consts = 2 * P * max(signed_bits(int(v)) for v in [*layer.thresholds, *layer.bias]) if G > 1 else 0
-            lane = luts + consts + P * A * (_mux_luts(banks * G) or 1)
+            lane = luts + group_constants(layer, P, G) + P * A * (_mux_luts(banks * G) or 1)
             add(name, luts=cal["timed_lane_factor"] * lane + T * n * S + plan.word * _mux_luts(lp.out_layout.size // plan.word),
                 ffs=ffs, packed=ffs)
         elif est.acc_style == "registers":

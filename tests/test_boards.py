@@ -189,6 +189,28 @@ def test_conv_lanes_fitted_to_the_board():
 
 
 
+def test_lanes_below_8_where_the_written_weights_allow():
+    """Run-time weight writes take a lane group of whole bytes, a power of two of them: 4 lanes of
+    4-bit weights (2 bytes), not 4 lanes of +-1 weights. The T = 4 `lif` conv-tiny shape (4-bit
+    output layer in SPRAM) is estimated over the iCEBreaker's logic at 8 lanes and gets 4 (the
+    trained model built at 4 lanes: 5,022 LC, timing met); with a +-1 output layer in SPRAM it
+    stays at 8."""
+    from bitsnn.boards.build import board_lanes, fit_conv_lanes
+    from bitsnn.hwplan import write_lanes_problem
+
+    def model(out_bits):
+        return random_model(np.random.default_rng(3), [784, 10], input_encoding="pixels", input_shape=(28, 28),
+                            convs=((8, 3, 2), (32, 3, 2)), weight_bits={0: 4, 2: out_bits}, timesteps=4,
+                            input_coding="direct", neurons={i: {"neuron": "lif", "leak": 8192} for i in (0, 1)})
+    four, one = model(4), model(1)
+    assert write_lanes_problem(four, 4) is None and write_lanes_problem(four, 2) is None
+    assert "not 4 lanes of 1-bit weights" in write_lanes_problem(one, 4)
+    assert board_lanes("icebreaker", four) == 4
+    accel = dict(DEFAULT_ACCEL, lanes=32, spram_layers=[2], conv_engine="auto", infer="off")
+    assert fit_conv_lanes(get_board("icebreaker"), one, accel) == 8
+    assert fit_conv_lanes(get_board("icebreaker"), four, accel) == 4
+
+
 def test_lane_fitting_needs_no_amaranth():
     """``bitsnn report`` and the flow take a build's lanes from :mod:`bitsnn.boards.fit`, which
     works on the boards' plain facts without importing amaranth."""

@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from bitsnn.hw import Accelerator
 from bitsnn.hwmodel import pack_bits, random_model
+from bitsnn.hwplan import write_lanes_problem
 from bitsnn.sim import golden
 from bitsnn.sim.amaranth_run import run_accelerator
 from bitsnn.sim.cycles import predict_cycles
@@ -468,8 +469,15 @@ def test_weight_write_arguments_rejected():
         Accelerator(model, writable=True, max_neurons_per_core=12)
     with pytest.raises(ValueError, match=r"spram_layers \[2\]"):
         Accelerator(model, spram_layers=[2])
-    with pytest.raises(ValueError, match="lanes = 8 x a power of two"):
+    with pytest.raises(ValueError, match=r"layer 0 \(fc1, 24 neurons\): run-time weight writes need lanes x bits = "
+                                         r"8 x a power of two, not 12 lanes of 1-bit weights"):
         Accelerator(model, writable=True, lanes=12)
+    with pytest.raises(ValueError, match="not 4 lanes of 1-bit weights"):
+        Accelerator(model, writable=True, lanes=4)
+    four = random_model(np.random.default_rng(0), [20, 24, 5], weight_bits={0: 4, 1: 4})
+    for lanes, ok in ((2, True), (4, True), (8, True), (6, False), (1, False)):  # 4-bit: 1, 2, 4 bytes a group
+        assert (write_lanes_problem(four, lanes) is None) == ok, lanes
+    Accelerator(four, writable=True, lanes=4)._MustUse__silence = True
     from amaranth.back import rtlil
 
     rtlil.convert(Accelerator(model, writable=True, lanes=24, max_neurons_per_core=24))  # one group per core

@@ -239,12 +239,13 @@ def test_write_column_bytes_lay_out_the_weight_memory_columns():
         P.write_column_bytes(odd)
 
 
-@pytest.mark.parametrize("bits", [{0: 4, 2: 4, 3: 4}, {0: 4}])
-def test_spram_weights_of_a_conv_model_loaded_over_the_weights_port(bits, mnist):
+@pytest.mark.parametrize("bits,lanes", [({0: 4, 2: 4, 3: 4}, 8), ({0: 4, 2: 4, 3: 4}, 4), ({0: 4}, 8)])
+def test_spram_weights_of_a_conv_model_loaded_over_the_weights_port(bits, lanes, mnist):
     """The dense layers after the convolutions in SPRAM (iCE40) / a writable memory (simulation),
     empty at power-up: written through the Accelerator's weights port (4-bit or +-1 columns in
     the map store's order), the design computes the golden model of the written weights, not of
-    the ones it was built with (whose thresholds it keeps)."""
+    the ones it was built with (whose thresholds it keeps). 4 lanes of 4-bit weights: a lane
+    group's word is 2 bytes."""
     import dataclasses
 
     from bitsnn.sim.amaranth_run import run_accelerator
@@ -258,7 +259,7 @@ def test_spram_weights_of_a_conv_model_loaded_over_the_weights_port(bits, mnist)
     written = dataclasses.replace(built, layers=built.layers[:2] + tuple(
         dataclasses.replace(b, **{k: getattr(o, v) for k, v in swap.items()}) for b, o in zip(built.layers[2:], other.layers[2:])))
     images = mnist.test_images[:2]
-    r = run_accelerator(built, images, lanes=8, spram_layers=[2, 3], load_weights=written)
+    r = run_accelerator(built, images, lanes=lanes, spram_layers=[2, 3], load_weights=written)
     g = golden.run(written, images)
     for a, b in zip(r.spikes, g.spikes):
         np.testing.assert_array_equal(a, b)
