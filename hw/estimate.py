@@ -74,8 +74,8 @@ def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bo
     (:mod:`bitsnn.kinds`). A stateful lane: its (V+1)-bit chain of adders (the input, V - theta
     for the compare and the reset, the bias unless the accumulators start at it, the leak: one
     for m = 2^(16-k), one per set bit of any other m, the threshold of the last spike), the step-0 select and the reset's multiplexer, the V-bit register
-    and the last spike; a step lane in a timed stage: the compare. Per-group constants:
-    :func:`group_constants`."""
+    and the last spike; a step lane in a timed stage: the compare. Per-group constants cost
+    nothing (G small)."""
     P, V = lanes, width
     A = acc_bits + 1
     if not layer.neuron_model.stateful:
@@ -92,16 +92,6 @@ def membrane_lanes(layer, lanes: int, width: int, acc_bits: int, bias_in_acc: bo
     adders = 2 + (not bias_in_acc) + leak + (layer.reset == "subtract-next")
     muxes = 1 + (layer.reset != "subtract-next")
     return P * (V + 1) * (adders + muxes) * _CAL["membrane_luts_per_adder_bit"], P * (V + 1)
-
-
-def group_constants(layer, lanes: int, groups: int) -> int:
-    """LUTs of a timed stage's per-group constants, each lane's threshold and bias of the group
-    being read out: a table of G rows per bit, one LUT4 a bit for G <= 16; none for one group.
-    (The trained T = 4 lif conv-tiny's stages at 4 lanes, G = 2 and 8, against 8 lanes, G = 1
-    and 4: synth_ice40 of each stage alone moved by 124 and 89 LUTs against the estimate.)"""
-    if groups <= 1:
-        return 0
-    return 2 * lanes * max(signed_bits(int(v)) for v in [*layer.thresholds, *layer.bias])
 
 
 def _mux_luts(k: int) -> float:
@@ -187,6 +177,13 @@ _CAL = {
     # 8 lanes each: 576 and about 700 LUTs over the one-step cores, 0.76 and 0.81 of one per bit);
     # per bit of a step lane's compare. ECP5: cells per such bit, fitted to the ULX3S build of that
     # model at 32 lanes (9,753 cells; the rest of the estimate taken as it is)
+    # a timed convolution stage's lane groups beyond one, per bit of the group number (the
+    # per-group thresholds, biases and start values selected for the lanes, the group's step
+    # sequencing): fitted to the trained T = 4 lif conv-tiny on the iCEBreaker, built at 4 lanes
+    # (5,022 LC; G = 2 and 8) and at 2 (4,921 LC with INFER; G = 4 and 16), -7.7 % and -12.8 %
+    # without it; synth_ice40 of each stage alone at 2, 4 and 8 lanes moved by 56 to 106 LUTs a
+    # doubling of G against the estimate
+    "timed_conv_luts_per_group_bit": 60,
     "membrane_luts_per_adder_bit": 0.78, "membrane_cmp_luts_per_bit": 1.0, "ecp5_membrane_cells_per_lut": 0.58,
     # a timed dense layer (hw/core.py EventCore ``timed``): the accumulators' load and enable
     # beyond their adders, per accumulator bit, and a factor on its lanes' terms (membranes, group
@@ -304,7 +301,7 @@ def _membranes(est: _Estimate, name: str, layer, cp) -> None:
     logic that feeds them."""
     if cp.timed:
         luts, ffs = membrane_lanes(layer, cp.lanes, cp.membrane_bits, cp.acc_bits, cp.bias_in_acc)
-        luts += group_constants(layer, cp.lanes, cp.groups)
+        luts += _CAL["timed_conv_luts_per_group_bit"] * ceil_log2(cp.groups)
         ecp5 = est.family == "ecp5"  # the layer's cells are fitted there: these add to them
         est.add(name, luts=luts, ffs=ffs, packed=ffs, ecp5_logic=luts * _CAL["ecp5_membrane_cells_per_lut"] if ecp5 else None,
                 ecp5_ffs=ffs if ecp5 else None)
@@ -380,7 +377,8 @@ def estimate_dense(est: _Estimate, li: int, layer, lp) -> None:
             add(name, luts=(1 + cal["timed_acc_luts_per_bit"]) * banks * n * A,
                 ffs=banks * n * A + P * A + T * n * S, packed=banks * n * A + P * A + (T * n if S == 1 else 0))
             luts, ffs = membrane_lanes(layer, P, lp.membrane_bits, A, steps=T)
-            lane = luts + group_constants(layer, P, G) + P * A * (_mux_luts(banks * G) or 1)
+            consts = 2 * P * max(signed_bits(int(v)) for v in [*layer.thresholds, *layer.bias]) if G > 1 else 0
+            lane = luts + consts + P * A * (_mux_luts(banks * G) or 1)
             add(name, luts=cal["timed_lane_factor"] * lane + T * n * S + plan.word * _mux_luts(lp.out_layout.size // plan.word),
                 ffs=ffs, packed=ffs)
         elif est.acc_style == "registers":
