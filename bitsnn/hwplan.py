@@ -408,8 +408,9 @@ class ConvPlan:
     Over time (``timed``: T > 1 steps, or neurons with a membrane) the accumulators hold c_o * a
     from 0 (or from b_o: ``bias_in_acc``), and each output position runs its neurons' T steps in turn, its membranes in P lane
     registers (:func:`bitsnn.hw.neuron.membrane_update`): no membrane is ever stored. The event
-    stage takes an input that is the same at every step (its sums are made once); the window
-    stage reads step t's input maps for step t."""
+    stage makes the sums of an input that is the same at every step once; of T input maps it
+    keeps a bank of accumulators per step (:attr:`banks`), and the flush reads word (x, g)'s T
+    banks in turn. The window stage reads step t's input maps for step t."""
 
     in_layout: MapLayout
     out_layout: MapLayout
@@ -456,9 +457,17 @@ class ConvPlan:
         return self.out_height * self.out_width * self.groups * self.steps
 
     @property
+    def banks(self) -> int:
+        """Accumulator banks of an event stage: one per input map it reads (T when the previous
+        stage wrote T maps: step t's events add into bank t), else one."""
+        return self.in_layout.steps
+
+    @property
     def acc_words(self) -> int:
-        """Depth of the accumulator memory: 2**ceil(log2 k) ring slots x padded row x groups."""
-        return (1 << ceil_log2(self.kernel)) * (1 << ceil_log2(self.in_layout.width)) * (1 << ceil_log2(self.groups))
+        """Depth of the accumulator memory: 2**ceil(log2 k) ring slots x padded row x groups x
+        banks, each field padded to a power of two."""
+        return ((1 << ceil_log2(self.kernel)) * (1 << ceil_log2(self.in_layout.width)) * (1 << ceil_log2(self.groups))
+                * (1 << ceil_log2(self.banks)))
 
     def acc_word_accesses(self, events):
         """Accumulator-memory words read (and as many written) for E input events: one per tap
@@ -534,8 +543,9 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
     "auto" takes the window stage for spike maps of 2..W channels, else the event stage.
     Multi-bit kernels take the event stage (each lane adds pixel x w or w); the window stage's
     AND-popcount takes +-1 kernels only. Over ``steps`` T > 1 (or with stateful neurons) the stage
-    is ``timed``; it reads T input maps when the previous stage wrote T (``in_layout.steps``),
-    else one map that holds at every step (the event stage needs that)."""
+    is ``timed``; it reads T input maps when the previous stage wrote T (``in_layout.steps``; an
+    event stage then keeps a bank of accumulators per step), else one map that holds at every
+    step."""
     if layer.multibit:
         if conv_engine == "window":
             raise UnsupportedLayerError(f"{layer.name}: a window stage takes +-1 kernels; {layer.bits}-bit kernels "
@@ -563,10 +573,6 @@ def plan_conv(layer, in_layout, *, mode: str, lanes: int, word: int, max_neurons
                                     f"(padded to a power of two), not {layer.input_kind} of {c_in}")
     engine = ("window" if conv_engine == "window" or (conv_engine == "auto" and fits and (c_in >= 2 or in_layout.steps > 1))
               else "event")
-    if engine == "event" and in_layout.steps > 1:
-        raise UnsupportedLayerError(f"{layer.name}: an event stage takes an input that is the same at every step; "
-                                    f"its {in_layout.steps} input maps go to a window stage (conv_engine 'window' "
-                                    "or 'auto')")
     nm = layer.neuron_model
     if nm.signed:
         raise UnsupportedLayerError(f"{layer.name}: a convolution of {layer.neuron} neurons (its pool sums its windows "

@@ -26,9 +26,14 @@ is written through ``out`` with a per-bit enable: the first contribution to a po
 only their ones. A pool drops the last row or column of an odd map, as torch's max_pool2d does.
 
 Over time (:attr:`bitsnn.hwplan.ConvPlan.timed`) the accumulators start at 0 (or at the biases,
-:attr:`~bitsnn.hwplan.ConvPlan.bias_in_acc`) and hold c_o * a, the input being the same at every step; a flushed word is held for T cycles, one a step, while
-the neurons' membrane lanes (:class:`bitsnn.hw.neuron.MembraneLanes`) run the position's T steps
-and write each step's spikes into that step's map of the output store; its last cycle resets it.
+:attr:`~bitsnn.hwplan.ConvPlan.bias_in_acc`) and hold c_o * a. For an input that is the same at
+every step, a flushed word is held for T cycles, one a step, and its last cycle resets it. For
+T input maps (:attr:`~bitsnn.hwplan.ConvPlan.banks`) each step has a bank of accumulators, the
+lowest field of the word address: an event at step t adds into bank t, and the flush reads (and
+resets) the word's T banks in turn. Either way the neurons' membrane lanes
+(:class:`bitsnn.hw.neuron.MembraneLanes`) run the position's T steps and write each step's
+spikes into that step's map of the output store. Events come position by position, each
+position's steps together, so the rows close in order as at one step.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ class ConvCore(wiring.Component):
             raise TypeError(f"ConvCore takes a hidden convolution, not {layer!r:.60}")
         if not isinstance(plan, ConvPlan):
             raise TypeError(f"plan must be a ConvPlan, not {plan!r:.60}")
+        if plan.in_layout.signs > 1:
+            raise TypeError("ConvCore takes unsigned spike maps or pixels, not signed spikes")
         if word & (word - 1) or word < plan.lanes:
             raise ValueError(f"word must be a power of two of at least {plan.lanes} bits, not {word}")
         self.layer, self.plan, self.word = layer, plan, word
@@ -126,8 +133,10 @@ class ConvCore(wiring.Component):
         m.submodules.wmem = wmem = memory.Memory(shape=P * L.bits, depth=len(rows), init=rows)
         wrp = wmem.read_port()
         depth = self.plan.acc_words
+        B = self.plan.banks  # T accumulator banks for T input maps (the bank is the lowest address field)
+        bb = ceil_log2(B)
         m.submodules.accmem = accmem = memory.Memory(
-            shape=P * A, depth=depth, init=[inits[a & (G - 1)] if G > 1 else inits[0] for a in range(depth)])
+            shape=P * A, depth=depth, init=[inits[(a >> bb) & (G - 1)] if G > 1 else inits[0] for a in range(depth)])
         acc_wp = accmem.write_port()
         acc_rp = accmem.read_port(transparent_for=(acc_wp,))
 
@@ -135,8 +144,11 @@ class ConvCore(wiring.Component):
         beat = self.events.payload
         i = beat.addr[0]
         ev_c = i[:lin.cbits] if lin.cbits else Const(0, 1)
-        ev_x = i[lin.cbits:lin.cbits + lin.wbits] if lin.wbits else Const(0, 1)
-        ev_y = i[lin.cbits + lin.wbits:]
+        tb = lin.tbits  # the input map's step field (T input maps), between the channel and the column
+        ev_t = i[lin.cbits:lin.cbits + tb]
+        xo = lin.cbits + tb
+        ev_x = i[xo:xo + lin.wbits] if lin.wbits else Const(0, 1)
+        ev_y = i[xo + lin.wbits:]
         m.d.comb += self.values.addr.eq(i)
 
         running = Signal()
@@ -192,8 +204,12 @@ class ConvCore(wiring.Component):
         table = [((yy + pad - kyy) % k) for yy in range(1 << len(ev_y)) for kyy in range(1 << kb)]
         m.d.comb += slot.eq(Array([Const(v, len(slot)) for v in table])[Cat(ky, ev_y)])
 
-        upd_addr = Cat(ug[:gb], ox[:xb], slot[:sb])
-        fl_addr = Cat(fg[:gb], fx[:xb], sfr[:sb])
+        if B > 1:  # the event's step picks its bank; the flush reads the word's banks in turn
+            upd_addr = Cat(ev_t[:bb], ug[:gb], ox[:xb], slot[:sb])
+            fl_addr = Cat(ft[:bb], fg[:gb], fx[:xb], sfr[:sb])
+        else:
+            upd_addr = Cat(ug[:gb], ox[:xb], slot[:sb])
+            fl_addr = Cat(fg[:gb], fx[:xb], sfr[:sb])
         m.d.comb += acc_rp.addr.eq(Mux(do_flush, fl_addr, upd_addr))
         w_first = Signal.like(wa)  # an event's first weight word: its channel's kernel, tap 0, group 0
         m.d.comb += w_first.eq(ev_c * (kk * G))
@@ -264,7 +280,8 @@ class ConvCore(wiring.Component):
         m.d.comb += acc_wp.addr.eq(s1_addr)
         with m.If(s1_upd):
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(new)]
-        with m.If(s1_flush if T == 1 else s1_flush & (s1_t == T - 1)):  # the word's last step resets it
+        # the flushed word is reset: at its last step (one bank), or each bank as it is read
+        with m.If(s1_flush if T == 1 or B > 1 else s1_flush & (s1_t == T - 1)):
             m.d.comb += [acc_wp.en.eq(1), acc_wp.data.eq(init_word)]
 
         spikes = Signal(P)

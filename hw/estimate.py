@@ -158,6 +158,11 @@ _CAL = {
     # left out of the fit: within 5.7 % and 1.4 %). The iCE40 LUT terms scaled by one ECP5 factor
     # gave +10 % to +36 %; the iCE40 flip-flop terms, +8 % to +20 %.
     "ecp5_conv_layer_logic": 1354, "ecp5_conv_logic_per_acc_bit": 1.68,
+    # an event stage of T input maps (a bank of accumulators per step), per accumulator-word bit
+    # and bit of the bank number: fitted to one ULX3S build, the trained T = 4 lif conv-tiny at 32
+    # lanes with conv2 an event stage (9,373 cells; 8,169 estimated without it). The iCE40 terms
+    # need none: its iCEBreaker build at 4 lanes came out at 4,830 LC against 4,841
+    "ecp5_conv_bank_logic_per_acc_bit": 2.35,
     "ecp5_conv_layer_ffs": 153, "ecp5_conv_ffs_per_acc_bit": 1.46,
     # window stage (hw/conv.py WindowCore): control, tap address, pooled write (constant); per lane
     # (adder and start-value multiplexer beyond its A bits) and per lane and input-channel bit
@@ -292,7 +297,8 @@ def estimate_conv(est: _Estimate, li: int, layer, lp) -> None:
     # spike count: the next router's events, added up
     add(name, luts=layer.n_out.bit_length(), ffs=layer.n_out.bit_length())
     if family == "ecp5":
-        add(name, ecp5_logic=cal["ecp5_conv_layer_logic"] + cal["ecp5_conv_logic_per_acc_bit"] * pa,
+        banked = cal["ecp5_conv_bank_logic_per_acc_bit"] * pa * ceil_log2(cp.banks)
+        add(name, ecp5_logic=cal["ecp5_conv_layer_logic"] + cal["ecp5_conv_logic_per_acc_bit"] * pa + banked,
             ecp5_ffs=cal["ecp5_conv_layer_ffs"] + cal["ecp5_conv_ffs_per_acc_bit"] * pa)
 
 

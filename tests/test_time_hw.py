@@ -35,6 +35,10 @@ CASES = [
     (dict(seed=4, T=3, reset="subtract", encoding="pixels", weight_bits={0: 4, 2: 4}), dict(lanes=2)),
     (dict(seed=5, T=4, reset="subtract-next"), dict(lanes=8, conv_engine="window")),
     (dict(seed=6, T=3, reset="zero", convs=((4, 3, 2), (8, 3, 2), (4, 3, 1))), dict(lanes=2, k=2)),
+    # event stages of T input maps (a bank of accumulators per step)
+    (dict(seed=0, T=3, reset="subtract"), dict(lanes=4, conv_engine="event")),
+    (dict(seed=5, T=4, reset="subtract-next"), dict(lanes=8, conv_engine="event")),
+    (dict(seed=6, T=3, reset="zero", convs=((4, 3, 2), (8, 3, 2), (4, 3, 1))), dict(lanes=2, k=2, conv_engine="event")),
 ]
 
 
@@ -76,7 +80,8 @@ def test_dense_layers_over_time(margs, hargs):
 def test_amaranth_matches_golden_on_every_step(margs, hargs):
     """Lane groups (lanes 2, 4), every reset, a leak by shift and one by multiplier, 4-bit kernels
     times pixels, k = 2 events a beat, the window stage for a first convolution, three
-    convolutions: 0 differences, and the cycle model exact."""
+    convolutions, event stages with a bank per input step: 0 differences, and the cycle model
+    exact."""
     from bitsnn.sim.amaranth_run import run_accelerator
 
     m = timed_model(**margs)
@@ -92,7 +97,7 @@ def test_amaranth_matches_golden_on_every_step(margs, hargs):
 def test_the_plan_over_time():
     """A timed convolution's stores hold T maps (a step field between position and channel), the
     first one's input one map; its cycles grow with T only where each output position's T steps
-    are run (the flush, the window)."""
+    are run (the flush, the window); an event stage of T maps keeps a bank per step."""
     one = timed_model(0, 1, "subtract")
     four = timed_model(0, 4, "subtract")
     p1, p4 = hwplan.HardwarePlan.of(one, lanes=4), hwplan.HardwarePlan.of(four, lanes=4)
@@ -105,8 +110,11 @@ def test_the_plan_over_time():
     assert c4.window_stage_cycles() - hwplan.WINDOW_LATENCY == 4 * (p1.layers[1].conv.window_stage_cycles()
                                                                     - hwplan.WINDOW_LATENCY)
     assert c1.membrane_bits == hwplan.membrane_bits(four.layers[0], 4)
-    with pytest.raises(hwplan.UnsupportedLayerError, match="an event stage takes an input that is the same at every step"):
-        hwplan.HardwarePlan.of(four, lanes=4, conv_engine="event")
+    # an event stage of T input maps: a bank of accumulators per step, cycles as at one map
+    e4 = hwplan.HardwarePlan.of(four, lanes=4, conv_engine="event").layers[1].conv
+    assert (e4.engine, e4.banks, c1.banks) == ("event", 4, 1)
+    assert e4.acc_words == 4 * hwplan.HardwarePlan.of(one, lanes=4, conv_engine="event").layers[1].conv.acc_words
+    assert e4.event_stage_cycles(10, 3) == hwplan.EVENT_LEAD + 3 + 10 * 9 * e4.groups + 4 * 4 * e4.groups * 4
 
 
 def _mnist_model():
@@ -115,10 +123,11 @@ def _mnist_model():
 
 @pytest.mark.cosim
 @pytest.mark.xdist_group("cosim")
-@pytest.mark.parametrize("sim,n", [("icarus", 20), ("verilator", 300)])
-def test_timed_convolutions_on_mnist_images(sim, n, mnist):
+@pytest.mark.parametrize("sim,n,engine", [("icarus", 20, "auto"), ("verilator", 300, "auto"), ("verilator", 300, "event")])
+def test_timed_convolutions_on_mnist_images(sim, n, engine, mnist):
     """Two timed convolutions (lif, then if) over 3 steps of MNIST digits as Verilog: every spike
-    of every step through the events tap, the scores, class, spike counts and cycles."""
+    of every step through the events tap, the scores, class, spike counts and cycles; the second
+    convolution as a window stage (auto) or as an event stage with a bank per step."""
     from conftest import REPO
 
     from bitsnn.sim.cosim.runner import run_accelerator_cosim, simulator_missing
@@ -132,8 +141,8 @@ def test_timed_convolutions_on_mnist_images(sim, n, mnist):
     expected = dict(classes=g.classes, scores=g.scores, spike_counts=g.spike_counts,
                     **{f"spikes{i}": s for i, s in enumerate(g.tap_spikes)})
     r = run_accelerator_cosim(hm, imgs, simulator=sim, build_root=REPO / ".cache" / "cosim", expected=expected,
-                              accel_params={"lanes": 8})
-    cyc = predict_cycles(hm, g, mode="event", lanes=8, word=32)
+                              accel_params={"lanes": 8, "conv_engine": engine})
+    cyc = predict_cycles(hm, g, mode="event", lanes=8, word=32, conv_engine=engine)
     assert compare(g, cyc, r) == []
 
 
