@@ -10,9 +10,9 @@
     python benchmarks/bench_time.py [--model lif.bsnn] [--images N]
 
 Each target line prints the measured value, the target and their ratio. With ``--model``, per
-board (iCEBreaker, ULX3S): the widest design its logic holds (the estimate, as ``bitsnn build``
-fits it), and the cycle model's latency, cycles against the bandwidth bound and FPGA energy at
-the board's clock over the images.
+board (iCEBreaker, ULX3S) and convolution engine (window, event): the widest design its logic and
+block RAM hold (the estimate, as ``bitsnn build`` fits it), and the cycle model's latency, cycles
+against the bandwidth bound and FPGA energy at the board's clock over the images.
 """
 
 from __future__ import annotations
@@ -100,12 +100,14 @@ def main() -> int:
 
 
 def _hardware_rows(hw, g, ecp5_mhz: float) -> None:
-    """Per board: the lanes ``bitsnn build`` picks and its estimate, the cycle model's latency at
-    the board's clock over the images, cycles against the bandwidth bound, the FPGA energy."""
+    """Per board and convolution engine (the window stage that ``auto`` takes, and the event stage
+    with a bank of accumulators per step): the widest design its logic and block RAM hold (the
+    estimate, INFER left out, as ``bitsnn build`` fits it), the cycle model's latency at the
+    board's clock over the images, cycles against the bandwidth bound, the FPGA energy."""
     from bitsnn.boards import board_facts
     from bitsnn.boards.fit import DEFAULT_ACCEL, choose_spram_layers
     from bitsnn.hw.estimate import estimate_resources
-    from bitsnn.hwplan import default_lanes
+    from bitsnn.hwplan import UnsupportedLayerError, default_lanes
     from bitsnn.report.constants import FPGA_POWER
     from bitsnn.report.energy import fpga_energy
     from bitsnn.sim.cycles import bandwidth_bound, predict_cycles
@@ -113,42 +115,46 @@ def _hardware_rows(hw, g, ecp5_mhz: float) -> None:
     for name, mhz in (("icebreaker", None), ("ulx3s-85f", ecp5_mhz)):
         board = board_facts(name)
         clock = (mhz or board.clk_freq / 1e6) * 1e6
-        fits, lanes = [], None
-        for p in (32, 16, 8, 4, 2, 1):  # the widest design the board's logic holds
-            accel = dict(DEFAULT_ACCEL, lanes=p)
-            try:
-                spram = choose_spram_layers(board, hw, accel)
-                est = estimate_resources(hw, lanes=p, family=board.family, spram_layers=spram, infer=False)
-            except ValueError as e:
-                fits.append(f"{p} lanes: {e}")
-                continue
-            if est["logic"] <= board.totals.logic:
-                lanes = p
-                break
-            fits.append(f"{p} lanes: {est['logic']:,} LC")
-        if lanes is None:
-            print(f"| {name}: a design that fits (estimate, INFER left out) | none: {'; '.join(fits)}; "
-                  f"{board.totals.logic:,} LC | | MISSED |")
-            lanes = 8 if name == "icebreaker" else default_lanes(hw)
-            what = f"{lanes} lanes, if it fitted"
-        else:
-            print(f"| {name}: estimate with {lanes} lanes, INFER left out | {est['logic']:,} LC | "
-                  f"{board.totals.logic:,} | {est['logic'] / board.totals.logic:.3f} |")
-            what = f"{lanes} lanes"
-        cyc = predict_cycles(hw, g, mode="event", lanes=lanes, word=32)
-        lat = cyc / clock * 1e6
-        print(f"| {name} ({what}, {clock / 1e6:.1f} MHz): latency mean, cycle model, {len(cyc)} images "
-              f"| {lat.mean():.1f} us | 600 us | {lat.mean() / 600:.3f} |")
-        print(f"| the same: worst | {lat.max():.1f} us | 1,000 us | {lat.max() / 1000:.3f} |")
-        bb = bandwidth_bound(hw, g, mode="event", lanes=lanes, word=32)
-        print(f"| the same: cycles / bandwidth bound (mean) | {np.mean(cyc / bb):.2f} | 1.5 | {np.mean(cyc / bb) / 1.5:.3f} |")
-        power = FPGA_POWER.get(name)
-        if power is not None:
-            e = fpga_energy(lat.mean() * 1e-6, float(cyc.mean()), None, power)
-            if e["total_j"] is not None:
-                print(f"| the same: FPGA energy per inference (report's model, {', '.join(e['unknown_terms']) or 'all'}"
-                      f" {'unknown: a lower bound' if e['lower_bound'] else 'known'}) | {e['total_j'] * 1e6:.2f} uJ "
-                      f"| 2 uJ | {e['total_j'] / 2e-6:.3f} |")
+        for engine in ("auto", "event"):
+            fits, lanes = [], None
+            for p in (32, 16, 8, 4, 2, 1):  # the widest design the board's logic and block RAM hold
+                accel = dict(DEFAULT_ACCEL, lanes=p, conv_engine=engine)
+                try:
+                    spram = choose_spram_layers(board, hw, accel)
+                    est = estimate_resources(hw, lanes=p, family=board.family, spram_layers=spram, infer=False,
+                                             conv_engine=engine)
+                except (ValueError, UnsupportedLayerError) as e:
+                    fits.append(f"{p} lanes: {e}")
+                    continue
+                if est["logic"] <= board.totals.logic and est["bram_blocks"] <= board.totals.bram_blocks:
+                    lanes = p
+                    break
+                fits.append(f"{p} lanes: {est['logic']:,} LC, {est['bram_blocks']} EBR")
+            label = f"{name}, conv engine {engine}"
+            if lanes is None:
+                print(f"| {label}: a design that fits (estimate, INFER left out) | none: {'; '.join(fits)}; "
+                      f"{board.totals.logic:,} LC, {board.totals.bram_blocks} EBR | | MISSED |")
+                lanes = 8 if name == "icebreaker" else default_lanes(hw)
+                what = f"{lanes} lanes, if it fitted"
+            else:
+                print(f"| {label}: estimate with {lanes} lanes, INFER left out | {est['logic']:,} LC, "
+                      f"{est['bram_blocks']} EBR | {board.totals.logic:,} | {est['logic'] / board.totals.logic:.3f} |")
+                what = f"{lanes} lanes"
+            cyc = predict_cycles(hw, g, mode="event", lanes=lanes, word=32, conv_engine=engine)
+            lat = cyc / clock * 1e6
+            print(f"| {label} ({what}, {clock / 1e6:.1f} MHz): latency mean, cycle model, {len(cyc)} images "
+                  f"| {lat.mean():.1f} us | 600 us | {lat.mean() / 600:.3f} |")
+            print(f"| the same: worst | {lat.max():.1f} us | 1,000 us | {lat.max() / 1000:.3f} |")
+            bb = bandwidth_bound(hw, g, mode="event", lanes=lanes, word=32)
+            print(f"| the same: cycles / bandwidth bound (mean) | {np.mean(cyc / bb):.2f} | 1.5 | "
+                  f"{np.mean(cyc / bb) / 1.5:.3f} |")
+            power = FPGA_POWER.get(name)
+            if power is not None:
+                e = fpga_energy(lat.mean() * 1e-6, float(cyc.mean()), None, power)
+                if e["total_j"] is not None:
+                    print(f"| the same: FPGA energy per inference (report's model, "
+                          f"{', '.join(e['unknown_terms']) or 'all'} {'unknown: a lower bound' if e['lower_bound'] else 'known'})"
+                          f" | {e['total_j'] * 1e6:.2f} uJ | 2 uJ | {e['total_j'] / 2e-6:.3f} |")
 
 
 if __name__ == "__main__":
