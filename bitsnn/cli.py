@@ -52,8 +52,9 @@ POSITIVE = int_in(1)
 
 
 #: what --conv-engine chooses (bitsnn.hwplan.CONV_ENGINES)
-_ENGINE_HELP = ("window: the sliding-window stage, event: the event-driven one; auto: window for spike maps of "
-                "2..32 channels, event for pixels and one-channel maps")
+_ENGINE_HELP = ("window: the sliding-window stage, event: the event-driven one (over time, a bank of accumulators "
+                "per input step: cycles follow the spikes, at T times the accumulator memory); auto: window for "
+                "spike maps of 2..32 channels, event for pixels and one-channel maps")
 
 def _add_spikes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spikes", metavar="FILE", default=None,
