@@ -288,8 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="INFER requests in flight (spike-input designs; default 4, the device's slots)")
     p.add_argument("--mode", default="event", choices=MODES,
                    help="layer-core mode of the bitstream (for the cycle-model check)")
-    p.add_argument("--conv-engine", default="auto", choices=CONV_ENGINES,
-                   help="the convolutions' stages in the bitstream, for the cycle-model check (" + _ENGINE_HELP + ")")
+    p.add_argument("--conv-engine", default=None, choices=CONV_ENGINES,
+                   help="the convolutions' stages in the bitstream, for the cycle-model check (default: event where "
+                        "the device reports event stages, else auto; " + _ENGINE_HELP + ")")
     p.add_argument("--clock-mhz", type=float_in(0, lo_open=True), default=None, metavar="F",
                    help="the design's clock, to report device latency in microseconds as well as cycles")
     p.add_argument("--timeout", type=float_in(0, 3600, lo_open=True), default=2.0, metavar="S", help="seconds to wait for each reply")

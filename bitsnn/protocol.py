@@ -17,7 +17,8 @@ Commands:
 
 - ``INFO`` (no payload) -> 16 bytes: protocol version u8, flags u8 (bit 0: weight writes
   supported; bit 1: the weights are volatile -- SPRAM the bitstream does not initialise -- and must
-  be written before the first RUN; bit 2: INFER served), inputs u16, hidden layers u8, classes u8,
+  be written before the first RUN; bit 2: INFER served; bit 3: INFER carries pixels; bit 4: the
+  convolutions are event stages), inputs u16, hidden layers u8, classes u8,
   result words u8, lanes u8, model id (the first 4 bytes of the hardware model's content hash),
   the UART's bit rate u32.
 - ``LOAD`` (exactly ``inputs`` bytes, one uint8 pixel each; with ``given`` coding ``inputs`` is T
@@ -68,6 +69,7 @@ __all__ = [
     "FLAG_WEIGHTS_VOLATILE",
     "FLAG_INFER",
     "FLAG_INFER_PIXELS",
+    "FLAG_EVENT_STAGES",
     "decode_infer_payload",
     "infer_slot_bytes",
     "infer_fits",
@@ -128,6 +130,9 @@ FLAG_WEIGHTS_VOLATILE = 0x02
 FLAG_INFER = 0x04
 #: INFER carries 8-bit pixels (their masks and nonzero values), not packed spikes
 FLAG_INFER_PIXELS = 0x08
+#: the design's convolutions are event stages (built with conv_engine "event"), so that a host
+#: predicts its cycle counts with them
+FLAG_EVENT_STAGES = 0x10
 #: images a design holds for INFER: one being fed or run, the others waiting
 INFER_SLOTS = 4
 #: the most weight bytes one WRITE_WEIGHTS frame carries
@@ -508,6 +513,10 @@ class Info:
     @property
     def infer_pixels(self) -> bool:
         return bool(self.flags & FLAG_INFER_PIXELS)
+
+    @property
+    def event_stages(self) -> bool:
+        return bool(self.flags & FLAG_EVENT_STAGES)
 
     @property
     def weight_write(self) -> bool:

@@ -90,7 +90,8 @@ def run_main(args, out=None, device=None) -> int:
     images, labels = model_inputs(args.images, hm, getattr(args, "data_dir", None), spikes=getattr(args, "spikes", None))
     n = len(images)
     mode = getattr(args, "mode", None) or "event"
-    conv_engine = getattr(args, "conv_engine", None) or "auto"
+    given_engine = getattr(args, "conv_engine", None)
+    conv_engine = given_engine or "auto"
     if conv_engine not in CONV_ENGINES:
         raise BitsnnError(f"--conv-engine must be one of {', '.join(CONV_ENGINES)}, not {conv_engine!r}")
     HardwarePlan.of(hm, mode=mode, lanes=default_lanes(hm), word=WORD, conv_engine=conv_engine)  # before any I/O
@@ -144,6 +145,8 @@ def run_main(args, out=None, device=None) -> int:
 
     g = golden.run(hm, images)
     lanes = info.lanes or default_lanes(hm)
+    if given_engine is None and info.event_stages:  # the design says it was built with event stages
+        conv_engine = "event"
     want_cycles = cycles_mod.predict_cycles(hm, g, mode=mode, lanes=lanes, word=WORD, conv_engine=conv_engine)
     classes = np.array([r.klass for r in results], np.int64)
     cyc = np.array([r.cycles for r in results], np.int64)

@@ -136,7 +136,8 @@ class UARTTop(wiring.Component):
             version=P.PROTOCOL_VERSION,
             flags=(P.FLAG_WEIGHT_WRITE if self.weight_write else 0)
             | (P.FLAG_WEIGHTS_VOLATILE if getattr(accelerator, "spram_layers", None) else 0)
-            | (P.FLAG_INFER if self.infer else 0) | (P.FLAG_INFER_PIXELS if self.infer and self.infer_pixels else 0),
+            | (P.FLAG_INFER if self.infer else 0) | (P.FLAG_INFER_PIXELS if self.infer and self.infer_pixels else 0)
+            | (P.FLAG_EVENT_STAGES if getattr(accelerator, "conv_engine", "auto") == "event" else 0),
             n_inputs=self.n_inputs,
             n_hidden=self.n_hidden,
             n_classes=self.n_classes,

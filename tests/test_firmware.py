@@ -268,3 +268,28 @@ def test_pixel_input_design_streams_nonzero_pixels(images):
             assert d.get_info().infer_pixels
             recs = d.stream(pix.encode_input(imgs))
     assert [r.result for r in recs] == [expected(pix, img) for img in imgs]
+
+
+def test_run_cli_takes_the_event_stages_a_design_reports(tmp_path, capsys):
+    """A model over time built with event stages for its convolutions (a bank of accumulators per
+    step) says so in INFO (FLAG_EVENT_STAGES): `bitsnn run` without --conv-engine predicts its
+    cycles with them, 0 mismatches (the window stages' cycle counts differ on every image)."""
+    hm = random_model(np.random.default_rng(0), [0, 5], input_shape=(8, 8), convs=((4, 3, 2), (8, 3, 1)),
+                      neurons={0: {"neuron": "lif", "leak": 6554, "shift": 1}, 1: {"neuron": "if"}}, timesteps=3,
+                      input_coding="threshold", threshold_spread=0.3)
+    imgs = np.random.default_rng(8).integers(0, 256, (3, 8, 8)).astype(np.uint8)
+    labels = golden.run(hm, imgs).classes.astype(np.uint8)
+    write_idx_set(tmp_path / "data", {"train-images-idx3-ubyte": imgs, "train-labels-idx1-ubyte": labels,
+                                      "t10k-images-idx3-ubyte": imgs, "t10k-labels-idx1-ubyte": labels})
+    mpath = hm.save(tmp_path / "m.bsnn")
+    with SimulatedDevice(hm, divisor=4, timeout_cycles=3000, lanes=4, conv_engine="event") as dev:
+        with Device(dev.port, dev.baud, timeout=TIMEOUT, retries=2) as d:
+            assert d.get_info().event_stages
+        rc = cli_main(["run", "--port", dev.port, "--baud", str(dev.baud), "--model", str(mpath), "--images", "3",
+                       "--data-dir", str(tmp_path / "data"), "--timeout", str(TIMEOUT)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "accuracy: 100.00% on 3 images" in out and "mismatches: 0" in out
+    window = cycles_mod.predict_cycles(hm, golden.run(hm, imgs), mode="event", lanes=4, word=32)
+    event = cycles_mod.predict_cycles(hm, golden.run(hm, imgs), mode="event", lanes=4, word=32, conv_engine="event")
+    assert (window != event).all()  # without the flag the run would count mismatches
