@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a BitSNN on MNIST", description="Train a BitSNN and save a checkpoint.")
-    p.add_argument("--preset", default="tiny", help="tiny | small | large | conv-tiny | conv | lif-tiny | fast-tiny | alb-tiny, or a layer spec such as 784-256-256-10 or 784-c8-c16-10")
+    p.add_argument("--preset", default="tiny", help="tiny | small | large | conv-tiny | conv | lif-tiny | lif | fast-tiny | alb-tiny, or a layer spec such as 784-256-256-10 or 784-c8-c16-10")
     p.add_argument("--spec", default=None, metavar="SPEC",
                    help="another layer spec with the preset's recipe, e.g. --preset conv-tiny --spec 784-c8w4-c32-10w4 "
                    "(a token ending in wB: B-bit weights, 2..8)")

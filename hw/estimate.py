@@ -159,10 +159,12 @@ _CAL = {
     # gave +10 % to +36 %; the iCE40 flip-flop terms, +8 % to +20 %.
     "ecp5_conv_layer_logic": 1354, "ecp5_conv_logic_per_acc_bit": 1.68,
     # an event stage of T input maps (a bank of accumulators per step), per accumulator-word bit
-    # and bit of the bank number: fitted to one ULX3S build, the trained T = 4 lif conv-tiny at 32
-    # lanes with conv2 an event stage (9,373 cells; 8,169 estimated without it). The iCE40 terms
-    # need none: its iCEBreaker build at 4 lanes came out at 4,830 LC against 4,841
-    "ecp5_conv_bank_logic_per_acc_bit": 2.35,
+    # and bit of the bank number: least squares over two ULX3S builds at 32 lanes, T = 4 lif
+    # models with conv2 an event stage: conv-tiny's layers (9,373 cells, estimate +3.6 %; 8,169
+    # without the term) and 784-c16w4-c32w4-10w4 (11,430 at 40 MHz, estimate -2.2 %; 9,064
+    # without). The iCE40 terms need none: conv-tiny's iCEBreaker build at 4 lanes came out at
+    # 4,830 LC against 4,841
+    "ecp5_conv_bank_logic_per_acc_bit": 3.0,
     "ecp5_conv_layer_ffs": 153, "ecp5_conv_ffs_per_acc_bit": 1.46,
     # window stage (hw/conv.py WindowCore): control, tap address, pooled write (constant); per lane
     # (adder and start-value multiplexer beyond its A bits) and per lane and input-channel bit
