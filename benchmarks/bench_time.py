@@ -107,7 +107,7 @@ def _hardware_rows(hw, g, ecp5_mhz: float) -> None:
     from bitsnn.boards import board_facts
     from bitsnn.boards.fit import DEFAULT_ACCEL, choose_spram_layers
     from bitsnn.hw.estimate import estimate_resources
-    from bitsnn.hwplan import UnsupportedLayerError, default_lanes
+    from bitsnn.hwplan import default_lanes
     from bitsnn.report.constants import FPGA_POWER
     from bitsnn.report.energy import fpga_energy
     from bitsnn.sim.cycles import bandwidth_bound, predict_cycles
@@ -123,7 +123,7 @@ def _hardware_rows(hw, g, ecp5_mhz: float) -> None:
                     spram = choose_spram_layers(board, hw, accel)
                     est = estimate_resources(hw, lanes=p, family=board.family, spram_layers=spram, infer=False,
                                              conv_engine=engine)
-                except (ValueError, UnsupportedLayerError) as e:
+                except ValueError as e:  # an UnsupportedLayerError too
                     fits.append(f"{p} lanes: {e}")
                     continue
                 if est["logic"] <= board.totals.logic and est["bram_blocks"] <= board.totals.bram_blocks:

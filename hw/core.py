@@ -317,7 +317,7 @@ class EventCore(_CoreBase):
         super().__init__(weights, thresholds, compare, lanes=lanes, input_kind=input_kind, extra_ports=extra, bits=bits,
                          sums=sums, timed=timed)
         if self.writable and self.groups > 1 and (why := lane_group_bytes_problem(self.lanes, bits)):
-            raise ValueError(f"{why} for {self.n_out} neurons (or one lane group)")
+            raise ValueError(f"{why} for {self.n_out} neurons (a core of one lane group takes any lanes)")
 
     def _weight_memory(self, m, rows, flips):
         """The weight memory (see :mod:`bitsnn.hw.wmem`) holding ``rows``; wires the ``wr`` port:

@@ -160,7 +160,7 @@ _CAL = {
     "ecp5_conv_layer_logic": 1354, "ecp5_conv_logic_per_acc_bit": 1.68,
     # an event stage of T input maps (a bank of accumulators per step), per accumulator-word bit
     # and bit of the bank number: least squares over two ULX3S builds at 32 lanes, T = 4 lif
-    # models with conv2 an event stage: conv-tiny's layers (9,373 cells, estimate +3.6 %; 8,169
+    # models with conv2 an event stage: conv-tiny's layers (9,373 cells, estimate +3.5 %; 8,169
     # without the term) and 784-c16w4-c32w4-10w4 (11,430 at 40 MHz, estimate -2.2 %; 9,064
     # without). The iCE40 terms need none: conv-tiny's iCEBreaker build at 4 lanes came out at
     # 4,830 LC against 4,841
